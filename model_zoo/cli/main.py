@@ -1,0 +1,90 @@
+"""Entry point of the ``model-zoo`` console script.
+
+Builds one Typer app from the ``cmd_*`` modules, runs it, and turns model-zoo errors into a
+short message on stderr and the documented exit code (see ``model_zoo.errors``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from .. import __version__
+from ..errors import EXIT_USAGE, ModelZooError
+
+# Modules that define commands; each exposes ``register(app)``. Add yours here.
+COMMAND_MODULES: tuple[str, ...] = (
+    "model_zoo.cli.cmd_registry",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"model-zoo {__version__}")
+        raise typer.Exit()
+
+
+def build_app() -> typer.Typer:
+    app = typer.Typer(
+        name="model-zoo",
+        help="Get any InternLM checkpoint onto a GPU, verified, from whichever hub can serve it.",
+        no_args_is_help=True,
+        add_completion=True,
+        pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+
+    @app.callback()
+    def _root(
+        version: bool = typer.Option(
+            False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ) -> None:
+        """model-zoo: InternLM checkpoints, verified, from any hub."""
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(app)
+    return app
+
+
+def report_error(exc: ModelZooError) -> None:
+    """Print a model-zoo error for a person: one message, no traceback."""
+    from .output import err_console
+
+    err_console().print(f"[bold red]error:[/] {exc.message}", markup=True, highlight=False, soft_wrap=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import click
+
+    app = build_app()
+    try:
+        rv = app(args=argv, standalone_mode=False, prog_name="model-zoo")
+    except ModelZooError as exc:
+        report_error(exc)
+        return _exit(exc.exit_code, argv)
+    except click.exceptions.Exit as exc:
+        return _exit(exc.exit_code, argv)
+    except click.exceptions.Abort:
+        typer.echo("aborted.", err=True)
+        return _exit(130, argv)
+    except click.ClickException as exc:
+        exc.show()
+        return _exit(EXIT_USAGE, argv)
+    except KeyboardInterrupt:
+        typer.echo("interrupted.", err=True)
+        return _exit(130, argv)
+    return _exit(rv if isinstance(rv, int) else 0, argv)
+
+
+def _exit(code: int, argv: list[str] | None) -> int:
+    # Called as a console script (argv None): exit the process. Called from Python: return.
+    if argv is None:
+        sys.exit(code)
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,1 @@
+"""The download engine: parallel, ranged, resumable, hash-while-streaming, multi-source."""

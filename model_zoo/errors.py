@@ -1,0 +1,352 @@
+"""Every failure a user can act on, as one exception type with structured fields.
+
+The library raises these with plain, complete messages (what went wrong and what to do);
+the CLI formats them and maps ``exit_code`` to the process status:
+
+    0 ok, 1 failure, 2 usage / unknown name, 3 integrity failure, 4 network.
+
+Add a new type here (not elsewhere) when a new failure needs a different user action.
+Never put a token or other secret into a message or a field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTEGRITY = 3
+EXIT_NETWORK = 4
+
+
+class ModelZooError(Exception):
+    """Base of all model-zoo errors. ``fields`` holds the structured details."""
+
+    exit_code: ClassVar[int] = EXIT_FAILURE
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fields: dict[str, Any] = fields
+        for key, value in fields.items():
+            setattr(self, key, value)
+
+    def __str__(self) -> str:
+        return self.message
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form, for ``--json`` output."""
+        out: dict[str, Any] = {"error": type(self).__name__, "message": self.message}
+        for key, value in self.fields.items():
+            out[key] = value if isinstance(value, (str, int, float, bool, type(None), list, dict)) else str(value)
+        return out
+
+
+# ---------------------------------------------------------------- usage and names (exit 2)
+
+
+class UsageError(ModelZooError):
+    """Bad arguments or options that the user must change."""
+
+    exit_code = EXIT_USAGE
+
+
+class UnknownModelError(UsageError):
+    """A name that no registry entry answers to."""
+
+    def __init__(self, name: str, suggestions: Sequence[str] = ()) -> None:
+        msg = f"unknown model {name!r}."
+        if suggestions:
+            msg += " Did you mean: " + ", ".join(suggestions) + "?"
+        msg += " Run `model-zoo list` or `model-zoo search TEXT` to see every model."
+        super().__init__(msg, name=name, suggestions=list(suggestions))
+
+
+class AmbiguousNameError(UsageError):
+    """A name that several entries answer to once separators are ignored."""
+
+    def __init__(self, name: str, candidates: Sequence[str]) -> None:
+        msg = (
+            f"model name {name!r} is ambiguous: it matches "
+            + ", ".join(candidates)
+            + ". Use one of these exact names."
+        )
+        super().__init__(msg, name=name, candidates=list(candidates))
+
+
+@dataclass(frozen=True)
+class RegistryProblem:
+    """One problem found in a registry file: where (entry, field) and what."""
+
+    location: str
+    message: str
+    entry: str | None = None
+    field: str | None = None
+
+    def __str__(self) -> str:
+        where = self.location
+        if self.entry:
+            where += f": entry {self.entry!r}"
+        if self.field:
+            where += f", field {self.field!r}"
+        return f"{where}: {self.message}"
+
+
+class RegistryError(UsageError):
+    """A registry file that does not validate. ``problems`` lists every problem found."""
+
+    def __init__(self, source: str, problems: Sequence[RegistryProblem]) -> None:
+        lines = [f"registry {source} is invalid ({len(problems)} problem(s)):"]
+        lines += [f"  - {p}" for p in problems]
+        super().__init__("\n".join(lines), source=source, problems=[str(p) for p in problems])
+        self.problem_list: list[RegistryProblem] = list(problems)
+
+
+class ConfigError(UsageError):
+    """A settings file or environment variable with a value model-zoo cannot use."""
+
+    def __init__(self, message: str, *, setting: str | None = None) -> None:
+        super().__init__(message, setting=setting)
+
+
+class MissingDependencyError(ModelZooError):
+    """An optional package the requested feature needs is not installed."""
+
+    def __init__(self, package: str, *, extra: str | None = None, feature: str = "") -> None:
+        how = f"pip install 'model-zoo[{extra}]'" if extra else f"pip install {package}"
+        what = f" for {feature}" if feature else ""
+        super().__init__(
+            f"{package} is needed{what} but is not installed. Install it with: {how}",
+            package=package,
+            extra=extra,
+        )
+
+
+# ---------------------------------------------------------------- hubs and network (exit 4)
+
+
+class HubError(ModelZooError):
+    """A hub answered in a way that stops the operation. ``hub`` names it."""
+
+    exit_code = EXIT_NETWORK
+
+
+class RepoNotFoundError(HubError):
+    def __init__(self, hub: str, repo_id: str, *, url: str | None = None) -> None:
+        super().__init__(
+            f"{hub}: repository {repo_id!r} was not found. Check the id, or try another source "
+            "with --source.",
+            hub=hub,
+            repo_id=repo_id,
+            url=url,
+        )
+
+
+class RevisionNotFoundError(HubError):
+    def __init__(self, hub: str, repo_id: str, revision: str) -> None:
+        super().__init__(
+            f"{hub}: revision {revision!r} of {repo_id!r} was not found. Check the commit or tag, "
+            "or drop --revision to take the default branch.",
+            hub=hub,
+            repo_id=repo_id,
+            revision=revision,
+        )
+
+
+class GatedRepoError(HubError):
+    """Unauthorised or gated: the user needs a token (``token_env`` says which variable)."""
+
+    def __init__(self, hub: str, repo_id: str, *, token_env: str | None, status: int | None = None) -> None:
+        how = f" Set {token_env} to a token with access" if token_env else " Log in to the hub"
+        super().__init__(
+            f"{hub}: access to {repo_id!r} was refused (HTTP {status}).{how}, and accept the "
+            "model's terms on the hub's web page if it asks.",
+            hub=hub,
+            repo_id=repo_id,
+            token_env=token_env,
+            status=status,
+        )
+
+
+class RateLimitedError(HubError):
+    def __init__(self, hub: str, *, retry_after: float | None = None, url: str | None = None) -> None:
+        wait = f" Retry after {retry_after:.0f} s" if retry_after else " Retry later"
+        super().__init__(
+            f"{hub}: rate-limited (HTTP 429).{wait}, or use another source with --source.",
+            hub=hub,
+            retry_after=retry_after,
+            url=url,
+        )
+
+
+class HubServerError(HubError):
+    def __init__(self, hub: str, status: int, *, url: str | None = None, detail: str = "") -> None:
+        extra = f": {detail}" if detail else ""
+        super().__init__(
+            f"{hub}: server error HTTP {status}{extra}. The hub may be having trouble; retry later "
+            "or use another source with --source.",
+            hub=hub,
+            status=status,
+            url=url,
+        )
+
+
+class HubProtocolError(HubError):
+    """The hub answered, but not in the shape its protocol promises."""
+
+    def __init__(self, hub: str, detail: str, *, url: str | None = None) -> None:
+        super().__init__(
+            f"{hub}: unexpected answer ({detail}). If you set a custom endpoint, check that it "
+            "serves this hub's protocol.",
+            hub=hub,
+            detail=detail,
+            url=url,
+        )
+
+
+class HubUnreachableError(HubError):
+    def __init__(self, hub: str, endpoint: str, *, reason: str = "") -> None:
+        why = f" ({reason})" if reason else ""
+        super().__init__(
+            f"{hub}: cannot reach {endpoint}{why}. Check your network or proxy, set the hub's "
+            "endpoint variable to a mirror, or use another source with --source.",
+            hub=hub,
+            endpoint=endpoint,
+            reason=reason,
+        )
+
+
+class NoSourceError(HubError):
+    """No configured source can serve the requested model."""
+
+    def __init__(self, model: str, tried: Sequence[str], *, reasons: Sequence[str] = ()) -> None:
+        detail = "; ".join(reasons) if reasons else "none available"
+        super().__init__(
+            f"no source could serve {model!r} (tried: {', '.join(tried) or 'none'}; {detail}). "
+            "Run `model-zoo doctor` to check each hub, or set --source.",
+            model=model,
+            tried=list(tried),
+            reasons=list(reasons),
+        )
+
+
+class OfflineError(ModelZooError):
+    """Offline mode is on and what was asked for is not in the store."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(
+            f"{what} is not in the local store and offline mode is on "
+            "(MODEL_ZOO_OFFLINE / HF_HUB_OFFLINE). Unset it and pull, or pull on a connected "
+            "machine and copy the store.",
+            what=what,
+        )
+
+
+# ---------------------------------------------------------------- integrity (exit 3)
+
+
+class IntegrityError(ModelZooError):
+    """Bytes or structure that do not match what they must be."""
+
+    exit_code = EXIT_INTEGRITY
+
+
+class HashMismatchError(IntegrityError):
+    def __init__(self, path: str, expected: str, actual: str, *, source: str | None = None) -> None:
+        src = f" from {source}" if source else ""
+        super().__init__(
+            f"{path}: sha256 mismatch{src} (expected {expected}, got {actual}). The bytes were "
+            "discarded.",
+            path=path,
+            expected=expected,
+            actual=actual,
+            source=source,
+        )
+
+
+class SizeMismatchError(IntegrityError):
+    def __init__(self, path: str, expected: int, actual: int, *, source: str | None = None) -> None:
+        src = f" from {source}" if source else ""
+        super().__init__(
+            f"{path}: size mismatch{src} (expected {expected} bytes, got {actual}).",
+            path=path,
+            expected=expected,
+            actual=actual,
+            source=source,
+        )
+
+
+class UnsafePathError(IntegrityError):
+    """A remote listing names a path that would land outside the target directory."""
+
+    def __init__(self, path: str, reason: str, *, source: str | None = None) -> None:
+        super().__init__(
+            f"refusing remote path {path!r}: {reason}. Nothing was written for it.",
+            path=path,
+            reason=reason,
+            source=source,
+        )
+
+
+class LockMismatchError(IntegrityError):
+    """The remote no longer matches what a lock file recorded."""
+
+    def __init__(self, model: str, detail: str) -> None:
+        super().__init__(
+            f"{model}: the remote does not match the lock file ({detail}). Someone changed the "
+            "repository; re-lock deliberately with `model-zoo lock` if the change is wanted.",
+            model=model,
+            detail=detail,
+        )
+
+
+class CheckpointError(IntegrityError):
+    """A checkpoint on disk is damaged or incomplete (names the file)."""
+
+    def __init__(self, path: str, detail: str) -> None:
+        super().__init__(
+            f"{path}: {detail}. Run `model-zoo verify` on it, and pull again to repair.",
+            path=path,
+            detail=detail,
+        )
+
+
+# ---------------------------------------------------------------- local resources (exit 1)
+
+
+class DiskSpaceError(ModelZooError):
+    def __init__(self, path: str, needed: int, free: int) -> None:
+        super().__init__(
+            f"not enough disk space at {path}: need {needed / 1e9:.2f} GB, {free / 1e9:.2f} GB free. "
+            "Free space, or pull elsewhere with --local-dir or MODEL_ZOO_HOME. Partial files are "
+            "kept and the next pull resumes them.",
+            path=path,
+            needed=needed,
+            free=free,
+        )
+
+
+class IncompatibleCheckpointError(ModelZooError):
+    """A checkpoint model-zoo cannot load as asked (format, architecture, tensors)."""
+
+    def __init__(self, path: str, detail: str, *, hint: str = "") -> None:
+        msg = f"{path}: {detail}."
+        if hint:
+            msg += f" {hint}"
+        super().__init__(msg, path=path, detail=detail)
+
+
+class ModelNotPulledError(ModelZooError):
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"{name} is not in the local store. Pull it first: model-zoo pull {name}",
+            name=name,
+        )
+
+
+__all__ = [name for name in dir() if name.endswith("Error") or name.startswith("EXIT_")] + [
+    "RegistryProblem",
+]

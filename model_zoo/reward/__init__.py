@@ -1,0 +1,1 @@
+"""Reward scoring for RLHF with InternLM2-Reward models."""

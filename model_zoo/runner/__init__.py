@@ -1,0 +1,1 @@
+"""Load HF-format InternLM checkpoints natively (no hub code), tokenize, chat and generate."""

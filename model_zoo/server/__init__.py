@@ -1,0 +1,1 @@
+"""HTTP servers model-zoo runs for users: the reward server."""

@@ -1,0 +1,1 @@
+"""The local store: layout, manifests, cross-process locks, and verification."""

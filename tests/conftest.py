@@ -1,0 +1,65 @@
+"""Test-wide guards: no traffic leaves 127.0.0.0/8, and no user settings leak into tests."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+
+import pytest
+
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+_real_create_connection = socket.create_connection
+
+
+def _check_address(address: object) -> None:
+    if isinstance(address, tuple) and address:
+        host = address[0]
+        if isinstance(host, bytes):
+            host = host.decode()
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            if host == "localhost":
+                return
+            raise OSError(f"test tried to reach {host!r}: tests may only use 127.0.0.0/8") from None
+        if not ip.is_loopback:
+            raise OSError(f"test tried to reach {host}: tests may only use 127.0.0.0/8")
+
+
+def _guarded_connect(self: socket.socket, address: object) -> None:
+    if self.family in (socket.AF_INET, socket.AF_INET6):
+        _check_address(address)
+    return _real_connect(self, address)
+
+
+def _guarded_connect_ex(self: socket.socket, address: object) -> int:
+    if self.family in (socket.AF_INET, socket.AF_INET6):
+        _check_address(address)
+    return _real_connect_ex(self, address)
+
+
+socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
+socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]
+
+# Variables that point model-zoo or hub clients somewhere real, or carry credentials.
+_SCRUB = (
+    "HF_ENDPOINT", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE",
+    "MODELSCOPE_ENDPOINT", "MODELSCOPE_API_TOKEN", "OPENMIND_HUB_ENDPOINT", "OPENMIND_HUB_TOKEN",
+    "MODELERS_TOKEN", "OPENXLAB_ENDPOINT", "OPENXLAB_TOKEN", "MODEL_ZOO_SOURCES",
+    "MODEL_ZOO_OFFLINE", "MODEL_ZOO_REGISTRY", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",
+    "http_proxy", "https_proxy", "all_proxy",
+)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in _SCRUB:
+        monkeypatch.delenv(var, raising=False)
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("MODEL_ZOO_HOME", str(home / "store"))
+    monkeypatch.setenv("MODEL_ZOO_CONFIG", str(home / "no-config.toml"))
+    monkeypatch.setenv("HF_HOME", str(home / "hf"))
+    monkeypatch.setenv("MODELSCOPE_CACHE", str(home / "modelscope"))
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
