@@ -98,7 +98,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     config_path = default_config_path(env)
     data = _read_file(config_path)
 
-    home = Path(env.get("MODEL_ZOO_HOME") or data.get("home") or "~/.cache/model-zoo").expanduser()
+    default_home = Path(env.get("HOME") or "~").expanduser() / ".cache" / "model-zoo"
+    home = Path(env.get("MODEL_ZOO_HOME") or data.get("home") or default_home).expanduser()
 
     if env.get("MODEL_ZOO_SOURCES"):
         sources = parse_sources(env["MODEL_ZOO_SOURCES"], setting="MODEL_ZOO_SOURCES")
