@@ -339,6 +339,28 @@ class IncompatibleCheckpointError(ModelZooError):
         super().__init__(msg, path=path, detail=detail)
 
 
+class InputTooLongError(UsageError):
+    """A reward-model input longer than the model's limit (and truncation was not asked for)."""
+
+    def __init__(self, index: int, tokens: int, limit: int) -> None:
+        super().__init__(
+            f"input {index} has {tokens} tokens, over the limit of {limit}. Shorten it, or pass "
+            f"truncate=True (CLI: --truncate) to keep its last {limit} tokens, reward token included.",
+            index=index,
+            tokens=tokens,
+            limit=limit,
+        )
+
+
+class InvalidConversationError(UsageError):
+    """A conversation that is not a list of ``{"role": str, "content": str}`` messages."""
+
+    HINT: ClassVar[str] = 'A conversation is a list of {"role": ..., "content": ...} messages (OpenAI style).'
+
+    def __init__(self, field: str, detail: str, *, hint: str | None = None) -> None:
+        super().__init__(f"{field}: {detail}. {self.HINT if hint is None else hint}".rstrip(), field=field, detail=detail)
+
+
 class ModelNotPulledError(ModelZooError):
     def __init__(self, name: str) -> None:
         super().__init__(
