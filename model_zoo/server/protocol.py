@@ -1,0 +1,180 @@
+"""The reward server's wire protocol: limits, JSON errors, and one function per route.
+
+Kept apart from the HTTP plumbing so every route can be read (and tested) as
+``dict in -> dict out``. Every refusal is an :class:`HTTPError` with a JSON body that names the
+field or the limit; nothing a client sends can turn into a 500.
+
+Routes (all JSON):
+
+- ``POST /get_reward`` (OpenRLHF ``--remote_rm_url``): ``{"query": [str], "prompts": [str]?,
+  "labels": [...]?}`` -> ``{"rewards": [float], "scores": [float], "extra_logs": {"num_tokens": [int]}}``.
+  A query is already-templated prompt+response text; pad tokens at either end are dropped.
+- ``POST /v1/score``: ``{"conversations": [[message]]}`` or ``{"texts": [str]}`` -> ``{"scores": [float]}``.
+- ``POST /v1/compare``: ``{"a": [message], "b": [message]}`` -> ``{"a_better": bool, "scores": [a, b]}``.
+- ``POST /v1/rank``: ``{"conversations": [[message]]}`` -> ``{"ranks", "order", "best", "scores"}``
+  where ``ranks[i]`` is conversation i's rank (0 = best) and ``order`` lists indices best-first.
+- ``GET /health``, ``GET /v1/models``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import InputTooLongError, InvalidConversationError
+from ..reward.conversation import check_conversation, check_conversations, check_texts
+from ..reward.model import RewardModel, order_from_scores, ranks_from_scores
+
+JSON = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """What one request may ask for. Over a limit: 413 (or 429 for the queue), naming the limit."""
+
+    max_request_bytes: int = 8 * 1024 * 1024
+    max_items_per_request: int = 1024
+    max_tokens_per_item: int | None = None  # None: the model's own max_length
+    max_queue: int = 4096  # items waiting for the scheduler, over all requests
+
+
+class HTTPError(Exception):
+    """A refusal with a status and a JSON body: ``{"error": {"type", "message", ...}}``."""
+
+    def __init__(self, status: int, kind: str, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.kind = kind
+        self.message = message
+        self.details = details
+        self.headers: dict[str, str] = {}
+
+    def body(self) -> JSON:
+        return {"error": {"type": self.kind, "message": self.message, **self.details}}
+
+
+def bad_request(field: str, message: str) -> HTTPError:
+    return HTTPError(400, "invalid_request", f"{field}: {message}", field=field)
+
+
+def over_limit(limit: str, value: int, maximum: int, what: str, *, status: int = 413, **extra: Any) -> HTTPError:
+    return HTTPError(
+        status,
+        "limit_exceeded",
+        f"{what}: {value}, over the server's {limit} of {maximum}",
+        limit=limit,
+        value=value,
+        max=maximum,
+        **extra,
+    )
+
+
+Scorer = Callable[[list[list[int]]], list[float]]
+
+
+class Routes:
+    """The route functions, bound to one model, the server's limits and the batching scheduler."""
+
+    def __init__(self, rm: RewardModel, limits: ServerLimits, score: Scorer, *, truncate: bool = False) -> None:
+        self.rm = rm
+        self.limits = limits
+        self.score = score
+        self.truncate = truncate
+        per_item = limits.max_tokens_per_item
+        self.max_tokens = rm.max_length if per_item is None else min(per_item, rm.max_length)
+
+    # ------------------------------------------------------------------ field checks
+
+    def _items(self, body: JSON, key: str, check: Callable[[Any, str], Any]) -> Any:
+        if key not in body:
+            raise bad_request(key, "is required")
+        value = body[key]
+        if isinstance(value, list) and len(value) > self.limits.max_items_per_request:
+            raise over_limit(
+                "max_items_per_request", len(value), self.limits.max_items_per_request, f"items in {key}"
+            )
+        try:
+            items = check(value, key)
+        except InvalidConversationError as exc:
+            raise bad_request(exc.fields["field"], exc.fields["detail"]) from None
+        if not items:
+            raise bad_request(key, "must not be empty")
+        return items
+
+    def _encode(
+        self, encode: Callable[..., list[list[int]]], items: Any, field: str, *, single: bool = False, **kw: Any
+    ) -> list[list[int]]:
+        try:
+            return encode(items, truncate=self.truncate, max_length=self.max_tokens, **kw)
+        except InputTooLongError as exc:
+            where = field if single else f"{field}[{exc.fields['index']}]"
+            raise over_limit(
+                "max_tokens_per_item", exc.fields["tokens"], self.max_tokens, f"tokens in {where}", field=where
+            ) from None
+
+    def _score_conversations(self, body: JSON, key: str) -> list[float]:
+        convs = self._items(body, key, check_conversations)
+        return self.score(self._encode(self.rm.encode_conversations, convs, key))
+
+    # ------------------------------------------------------------------ routes
+
+    def get_reward(self, body: JSON) -> JSON:
+        texts = self._items(body, "query", check_texts)
+        for key in ("prompts", "labels"):
+            if body.get(key) is not None and not isinstance(body[key], list):
+                raise bad_request(key, f"must be a list when given, got {type(body[key]).__name__}")
+        ids = self._encode(self.rm.encode_texts, texts, "query", strip_pad=True)
+        scores = self.score(ids)
+        return {"rewards": scores, "scores": scores, "extra_logs": {"num_tokens": [len(x) for x in ids]}}
+
+    def score_route(self, body: JSON) -> JSON:
+        has_conv, has_text = "conversations" in body, "texts" in body
+        if has_conv == has_text:
+            raise bad_request("conversations", 'give exactly one of "conversations" or "texts"')
+        if has_text:
+            texts = self._items(body, "texts", check_texts)
+            return {"scores": self.score(self._encode(self.rm.encode_texts, texts, "texts"))}
+        return {"scores": self._score_conversations(body, "conversations")}
+
+    def compare(self, body: JSON) -> JSON:
+        convs = []
+        for key in ("a", "b"):
+            if key not in body:
+                raise bad_request(key, "is required")
+            try:
+                convs.append(check_conversation(body[key], key))
+            except InvalidConversationError as exc:
+                raise bad_request(exc.fields["field"], exc.fields["detail"]) from None
+        ids = []
+        for key, conv in zip(("a", "b"), convs):
+            ids += self._encode(self.rm.encode_conversations, [conv], key, single=True)
+        sa, sb = self.score(ids)
+        return {"a_better": sa > sb, "scores": [sa, sb]}
+
+    def rank(self, body: JSON) -> JSON:
+        scores = self._score_conversations(body, "conversations")
+        order = order_from_scores(scores)
+        return {"ranks": ranks_from_scores(scores), "order": order, "best": order[0], "scores": scores}
+
+    def models(self) -> JSON:
+        return {
+            "object": "list",
+            "data": [
+                {
+                    "id": self.rm.name,
+                    "object": "model",
+                    "owned_by": "model-zoo",
+                    "max_tokens_per_item": self.max_tokens,
+                    "reward_token_id": self.rm.reward_token_id,
+                }
+            ],
+        }
+
+    def post_routes(self) -> dict[str, Callable[[JSON], JSON]]:
+        return {
+            "/get_reward": self.get_reward,
+            "/v1/score": self.score_route,
+            "/v1/compare": self.compare,
+            "/v1/rank": self.rank,
+        }
