@@ -1,0 +1,71 @@
+"""``model-zoo dev``: tools for building test fixtures (tiny checkpoints, a local hub tree)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+dev_app = typer.Typer(
+    name="dev",
+    help="Build fixtures for tests and CI: tiny InternLM checkpoints and a local hub tree.",
+    no_args_is_help=True,
+)
+
+
+@dev_app.command("make-tiny")
+def make_tiny_cmd(
+    arch: str = typer.Argument(..., help="internlm2, internlm2-reward, internlm3 or internlm (v1)."),
+    out_dir: Path = typer.Argument(..., help="Directory to write (created; must be empty)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives identical bytes."),
+    shards: int = typer.Option(2, "--shards", help="Number of safetensors shards (1: no index)."),
+    dtype: str = typer.Option("bfloat16", "--dtype", help="bfloat16, float16 or float32."),
+    force: bool = typer.Option(False, "--force", help="Write into a non-empty directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Write a tiny checkpoint with the real InternLM layout (config, sharded weights,
+    SentencePiece tokenizer with chat template) for tests and CI pipelines."""
+    from ..testing.tiny import make_tiny, special_token_ids
+
+    path = make_tiny(arch, out_dir, seed=seed, shards=shards, dtype=dtype, overwrite=force)
+    _report(path, {"arch": arch, "seed": seed, "special_token_ids": special_token_ids(arch)},
+            as_json)
+
+
+@dev_app.command("make-hub-tree")
+def make_hub_tree_cmd(
+    root: Path = typer.Argument(..., help="Directory to lay out as ROOT/<namespace>/<name>/."),
+    seed: int = typer.Option(0, "--seed", help="Random seed for the tiny weights."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Lay out tiny repositories under real InternLM repository ids, for `serve-mirror`."""
+    from ..testing.tiny_hub import make_hub_tree
+
+    repos = make_hub_tree(root, seed=seed)
+    if as_json:
+        from .output import print_json
+
+        print_json({"root": str(root), "repos": {k: str(v) for k, v in repos.items()}})
+        return
+    from .output import console
+
+    for repo_id in repos:
+        console().print(repo_id, highlight=False)
+    console().print(f"{len(repos)} repositories under {root}", highlight=False)
+
+
+def _report(path: Path, info: dict[str, object], as_json: bool) -> None:
+    files = sorted(p for p in path.iterdir() if p.is_file())
+    total = sum(p.stat().st_size for p in files)
+    if as_json:
+        from .output import print_json
+
+        print_json({"path": str(path), **info, "files": [p.name for p in files], "bytes": total})
+        return
+    from .output import console, human_size
+
+    console().print(f"wrote {len(files)} files ({human_size(total)}) to {path}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(dev_app, name="dev")

@@ -1,0 +1,101 @@
+"""A repository tree for the local hub: tiny checkpoints under real InternLM repository ids.
+
+``make_hub_tree(root)`` lays out ``ROOT/<namespace>/<name>/`` for the HuggingFace, ModelScope,
+Modelers and OpenXLab ids of a few models, which is what the local hub server serves. Mirrors of
+one model hold byte-identical files (the seed is derived from the model name, case-insensitively),
+while different models differ. The ids below are test data, not the product registry.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import zlib
+from collections.abc import Mapping
+from pathlib import Path
+
+from ..errors import UsageError
+from .tiny import ARCHS, make_tiny
+from .tiny_weights import TensorPlan, random_tensor, write_atomic
+
+ORIGIN = "origin"  # an OpenXLab "-original" repository: InternEvo format, not loadable
+
+DEFAULT_HUB_REPOS: dict[str, str] = {
+    "internlm/internlm2_5-1_8b-chat": "internlm2",
+    "Shanghai_AI_Laboratory/internlm2_5-1_8b-chat": "internlm2",
+    "OpenLMLab/internlm2_5-1_8b-chat": "internlm2",
+    "OpenLMLab/internlm2_5-1_8b-chat-original": ORIGIN,
+    "internlm/internlm2-1_8b-reward": "internlm2-reward",
+    "Shanghai_AI_Laboratory/internlm2-1_8b-reward": "internlm2-reward",
+    "OpenLMLab/internlm2-1_8b-reward": "internlm2-reward",
+    "internlm/internlm3-8b-instruct": "internlm3",
+    "Shanghai_AI_Laboratory/internlm3-8b-instruct": "internlm3",
+    "Intern/internlm3-8b-instruct": "internlm3",
+    "internlm/internlm-chat-7b": "internlm",
+    "Shanghai_AI_Laboratory/internlm-chat-7b": "internlm",
+    "OpenLMLab/InternLM-chat-7b": "internlm",
+}
+
+_GITATTRIBUTES = "".join(
+    f"{pattern} filter=lfs diff=lfs merge=lfs -text\n"
+    for pattern in ("*.bin", "*.model", "*.pt", "*.pth", "*.safetensors", "*.msgpack", "*.h5",
+                    "*.onnx", "*.zip", "*.tar.gz", "*tfevents*")
+)
+
+
+def make_hub_tree(root: str | Path, repos: Mapping[str, str] | None = None, *,
+                  seed: int = 0) -> dict[str, Path]:
+    """Write one tiny repository per id in ``repos`` (repo id -> tiny architecture, or
+    ``"origin"`` for an InternEvo-format repository) under ``root``; return id -> directory.
+
+    Defaults to :data:`DEFAULT_HUB_REPOS`. Existing repository directories are replaced.
+    """
+    root = Path(root)
+    repos = DEFAULT_HUB_REPOS if repos is None else repos
+    out: dict[str, Path] = {}
+    with tempfile.TemporaryDirectory(prefix="tiny-hub-") as scratch:
+        built: dict[tuple[str, int], Path] = {}
+        for repo_id, arch in repos.items():
+            namespace, _, name = repo_id.partition("/")
+            if not namespace or not name or "/" in name or arch not in (*ARCHS, ORIGIN):
+                raise UsageError(f"bad hub tree entry {repo_id!r}: {arch!r}", repo_id=repo_id)
+            model_seed = (seed + zlib.crc32(name.lower().encode())) & 0x7FFFFFFF
+            key = (arch, model_seed)
+            if key not in built:
+                built[key] = Path(scratch) / f"{len(built)}"
+                _build(arch, built[key], model_seed)
+                write_atomic(built[key] / ".gitattributes", [_GITATTRIBUTES.encode()])
+                write_atomic(built[key] / "README.md", [_readme(name.lower(), arch).encode()])
+            target = root / namespace / name
+            if target.exists():
+                shutil.rmtree(target)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(built[key], target)
+            out[repo_id] = target
+    return out
+
+
+def _build(arch: str, out: Path, seed: int) -> None:
+    if arch != ORIGIN:
+        make_tiny(arch, out, seed=seed)
+        return
+    # InternEvo checkpoints are torch pickles per tensor-/pipeline-parallel rank; model-zoo only
+    # pulls and verifies them, so an opaque payload of realistic naming is enough here.
+    out.mkdir(parents=True)
+    payload = random_tensor(TensorPlan("origin", (4096,), "embedding"), seed).tobytes()
+    write_atomic(out / "model_tp0_pp0.pt", [payload])
+    from .tiny_tokenizer import tokenizer_files
+
+    write_atomic(out / "tokenizer.model", [tokenizer_files("internlm2")["tokenizer.model"]])
+
+
+def _readme(name: str, arch: str) -> str:
+    # The same text on every mirror of a model, so mirrors stay byte-identical.
+    kind = "InternEvo (origin) format" if arch == ORIGIN else f"HuggingFace format, {arch}"
+    return (
+        "---\nlicense: other\npipeline_tag: text-generation\n---\n\n"
+        f"# {name} (tiny test copy)\n\n"
+        f"A randomly initialised stand-in for {name} ({kind}), built by\n"
+        "`model-zoo dev make-hub-tree` for offline tests. It has the real file layout but\n"
+        "produces no meaningful text.\n"
+    )
