@@ -1,0 +1,218 @@
+"""Which sources a pull uses, in which order, and why: a pure planner plus a separate prober.
+
+``plan_sources`` does no I/O: it takes the registry entry, the settings and (optionally) the
+results of probing each hub, so every decision can be tested with tables and explained to the
+user. ``probe_sources`` is the impure half: one short request per hub, all in parallel.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from ..errors import NoSourceError, UsageError
+from ..hubs.catalog import OPENXLAB_ORIGIN, SOURCE_KEYS
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..settings import Settings
+
+AUTO = "auto"
+
+
+class SourceEntry(Protocol):
+    """The part of a registry entry the planner reads."""
+
+    name: str
+    sources: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """Outcome of one short request to a hub: latency in seconds, or why it failed."""
+
+    source: str
+    ok: bool
+    latency: float | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class PlannedSource:
+    """One source a pull may use, with the reason it is where it is in the order."""
+
+    source: str
+    endpoint: str
+    repo_id: str
+    reason: str
+    latency: float | None = None
+
+
+def parse_source_list(value: str | Sequence[str] | None) -> tuple[str, ...] | None:
+    """``"hf,modelscope"`` or a list -> validated keys; None stays None."""
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else list(value)
+    keys = tuple(dict.fromkeys(s.strip().lower() for s in items if s and s.strip()))
+    bad = [k for k in keys if k not in SOURCE_KEYS]
+    if bad:
+        raise UsageError(
+            f"unknown source(s) {', '.join(bad)}; valid sources: {', '.join(SOURCE_KEYS)}",
+            sources=list(bad),
+        )
+    if not keys:
+        raise UsageError("--sources needs at least one source", sources=[])
+    return keys
+
+
+def candidate_sources(entry: SourceEntry, settings: Settings) -> list[str]:
+    """Sources ``auto`` may use: the entry's, in the settings' order, never origin format."""
+    ordered = [s for s in settings.sources if s in entry.sources and s != OPENXLAB_ORIGIN]
+    return ordered
+
+
+def _planned(entry: SourceEntry, settings: Settings, key: str, reason: str,
+             probe: ProbeResult | None = None) -> PlannedSource:
+    return PlannedSource(
+        source=key,
+        endpoint=settings.endpoint(key),
+        repo_id=entry.sources[key],
+        reason=reason,
+        latency=probe.latency if probe is not None and probe.ok else None,
+    )
+
+
+def _explicit(entry: SourceEntry, settings: Settings, keys: Sequence[str], why: str) -> list[PlannedSource]:
+    missing = [k for k in keys if k not in entry.sources]
+    if missing:
+        have = ", ".join(sorted(entry.sources)) or "none"
+        raise UsageError(
+            f"{entry.name} is not published on {', '.join(missing)} (it is on: {have}). "
+            "Pick one of those with --source.",
+            model=entry.name,
+            sources=list(missing),
+        )
+    return [_planned(entry, settings, k, why) for k in keys]
+
+
+def plan_sources(
+    entry: SourceEntry,
+    settings: Settings,
+    probes: Mapping[str, ProbeResult] | None = None,
+    *,
+    source: str = AUTO,
+    sources: Sequence[str] | None = None,
+) -> list[PlannedSource]:
+    """Order the sources for one pull. Pure: probing happens elsewhere and is passed in.
+
+    ``sources`` (several at once) wins over ``source``; an explicit source is used as given.
+    ``auto`` keeps the entry's sources that the settings list, in the settings' order, puts
+    reachable ones first (fastest first) and drops those whose probe failed; with no probes the
+    settings' order stands. openxlab-origin is never chosen unless named.
+    """
+    if sources:
+        keys = parse_source_list(sources) or ()
+        return _explicit(entry, settings, keys, "named with --sources")
+    key = source.strip().lower() if source else AUTO
+    if key != AUTO:
+        parse_source_list([key])
+        return _explicit(entry, settings, [key], "named with --source")
+
+    candidates = candidate_sources(entry, settings)
+    if not candidates:
+        raise NoSourceError(
+            entry.name,
+            [],
+            reasons=[
+                f"it is published on {', '.join(sorted(entry.sources)) or 'no hub'}, but the "
+                f"configured sources are {', '.join(settings.sources)} (set MODEL_ZOO_SOURCES)"
+            ],
+        )
+    if not probes:
+        return [
+            _planned(entry, settings, k, f"configured order, position {i + 1} (not probed)")
+            for i, k in enumerate(candidates)
+        ]
+    rank = {k: i for i, k in enumerate(candidates)}
+    reachable = [k for k in candidates if k in probes and probes[k].ok]
+    unprobed = [k for k in candidates if k not in probes]
+    failed = [k for k in candidates if k in probes and not probes[k].ok]
+    if not reachable and not unprobed:
+        raise NoSourceError(
+            entry.name,
+            failed,
+            reasons=[f"{k}: {probes[k].error or 'unreachable'}" for k in failed],
+        )
+    reachable.sort(key=lambda k: (probes[k].latency if probes[k].latency is not None else 1e9, rank[k]))
+    plan = []
+    for i, k in enumerate(reachable):
+        ms = (probes[k].latency or 0.0) * 1000
+        why = f"reachable in {ms:.0f} ms" + (", the fastest" if i == 0 and len(reachable) > 1 else "")
+        plan.append(_planned(entry, settings, k, why, probes[k]))
+    plan += [_planned(entry, settings, k, "not probed; configured order") for k in unprobed]
+    return plan
+
+
+def describe_plan(plan: Sequence[PlannedSource], probes: Mapping[str, ProbeResult] | None = None) -> str:
+    """One line for the user: what will be used and why; what was skipped and why."""
+    if not plan:
+        return "no source"
+    first = plan[0]
+    text = f"source {first.source} ({first.endpoint}, {first.repo_id}): {first.reason}"
+    if len(plan) > 1:
+        text += "; then " + ", ".join(p.source for p in plan[1:])
+    skipped = [p for p in (probes or {}).values() if not p.ok]
+    if skipped:
+        text += "; skipped " + ", ".join(f"{p.source} ({p.error or 'unreachable'})" for p in skipped)
+    return text
+
+
+class _Prober(Protocol):
+    def probe(self, timeout: float = 2.0) -> float: ...
+
+
+def probe_sources(
+    keys: Iterable[str],
+    adapter_for: Callable[[str], _Prober],
+    *,
+    budget: float = 2.0,
+) -> dict[str, ProbeResult]:
+    """Probe every hub in parallel, all within about ``budget`` seconds.
+
+    A hub that has not answered when the budget runs out counts as unreachable; its thread is
+    left to finish on its own (it has the same timeout) so the caller is never held longer.
+    """
+    from concurrent.futures import ThreadPoolExecutor, wait
+
+    keys = list(dict.fromkeys(keys))
+    if not keys:
+        return {}
+
+    def one(key: str) -> ProbeResult:
+        start = time.monotonic()
+        try:
+            latency = adapter_for(key).probe(timeout=budget)
+        except Exception as exc:  # any failure means "not usable now"; the reason is shown
+            reason = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+            return ProbeResult(key, False, None, _short(reason))
+        if latency is None:
+            latency = time.monotonic() - start
+        return ProbeResult(key, True, float(latency), None)
+
+    pool = ThreadPoolExecutor(max_workers=len(keys), thread_name_prefix="model-zoo-probe")
+    futures = {key: pool.submit(one, key) for key in keys}
+    wait(futures.values(), timeout=budget + 0.2)
+    pool.shutdown(wait=False, cancel_futures=True)
+    out: dict[str, ProbeResult] = {}
+    for key, fut in futures.items():
+        if fut.done() and not fut.cancelled():
+            out[key] = fut.result()
+        else:
+            out[key] = ProbeResult(key, False, None, f"no answer within {budget:.1f} s")
+    return out
+
+
+def _short(text: str, limit: int = 120) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

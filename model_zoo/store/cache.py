@@ -1,0 +1,180 @@
+"""Reading and managing the store: list what is there, sizes, find a snapshot, remove safely.
+
+Also ``store_repo_roots``, which tells ``model-zoo serve-mirror`` where each pulled repository
+lives so one machine's store can be served to a cluster as a hub.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import CheckpointError, UsageError
+from .layout import META_DIR, manifest_path, model_dir, model_lock_path, models_dir
+from .manifest import StoreManifest, read_manifest
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..settings import Settings
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One pulled revision of one model in the store (complete: it has a manifest)."""
+
+    root: Path
+    manifest: StoreManifest
+
+    @property
+    def slug(self) -> str:
+        return self.root.parent.name
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def revision_label(self) -> str:
+        m = self.manifest
+        return (m.commit or "")[:12] or (m.revision or "default")
+
+
+@dataclass(frozen=True)
+class StoreRepo:
+    """A pulled repository as a hub would serve it: ``root`` holds its files at ``commit``."""
+
+    source: str
+    repo_id: str
+    revision: str | None
+    commit: str | None
+    root: Path
+    files: tuple[str, ...]
+
+
+def iter_snapshots(home: Path) -> list[Snapshot]:
+    """Every complete snapshot in the store, newest verification first. Damaged manifests are skipped."""
+    out: list[Snapshot] = []
+    base = models_dir(home)
+    if not base.is_dir():
+        return out
+    for mdir in sorted(p for p in base.iterdir() if p.is_dir() and not p.is_symlink()):
+        for sdir in sorted(p for p in mdir.iterdir() if p.is_dir() and not p.is_symlink()):
+            try:
+                manifest = read_manifest(sdir)
+            except CheckpointError:
+                continue
+            if manifest is not None:
+                out.append(Snapshot(sdir, manifest))
+    out.sort(key=lambda s: s.manifest.verified_at, reverse=True)
+    return out
+
+
+def incomplete_dirs(home: Path) -> list[Path]:
+    """Snapshot directories without a manifest: interrupted pulls whose partial files can resume."""
+    base = models_dir(home)
+    if not base.is_dir():
+        return []
+    return sorted(
+        s for m in base.iterdir() if m.is_dir() and not m.is_symlink()
+        for s in m.iterdir() if s.is_dir() and not s.is_symlink() and not manifest_path(s).is_file()
+    )
+
+
+def find_snapshot(home: Path, slug: str, revision: str | None = None) -> Snapshot | None:
+    """The snapshot of ``slug`` for ``revision`` (commit, commit prefix or the revision asked for).
+
+    With no revision: the newest one pulled from a default branch, else the newest of any.
+    """
+    mine = [s for s in iter_snapshots(home) if s.root.parent == model_dir(home, slug)]
+    if revision is None:
+        default = [s for s in mine if s.manifest.revision is None]
+        return (default or mine or [None])[0]
+    rev = revision.lower()
+    for s in mine:
+        commit = (s.manifest.commit or "").lower()
+        if commit == rev or (len(rev) >= 7 and commit.startswith(rev)):
+            return s
+    for s in mine:
+        if s.manifest.revision == revision:
+            return s
+    return None
+
+
+def missing_files(snapshot: Snapshot) -> list[str]:
+    """Files the manifest lists that are absent or of the wrong size (a cheap stat check)."""
+    out = []
+    for f in snapshot.manifest.files:
+        try:
+            if (snapshot.root / f.path).stat().st_size != f.size:
+                out.append(f.path)
+        except OSError:
+            out.append(f.path)
+    return out
+
+
+def store_repo_roots(home: Path | Settings) -> list[StoreRepo]:
+    """Every repository the store can serve, once per source it was pulled from.
+
+    ``home`` is the store directory or the Settings whose ``home`` it is.
+    ``root`` holds the repository's files in their own layout (skip ``.model-zoo/``); serve
+    ``files`` only, at ``commit``. The newest snapshot of a repo id comes first.
+    """
+    if not isinstance(home, (str, os.PathLike)):
+        home = home.home
+    out: list[StoreRepo] = []
+    for snap in iter_snapshots(Path(home)):
+        m = snap.manifest
+        files = tuple(f.path for f in m.files)
+        for src in m.sources:
+            out.append(StoreRepo(src.source, src.repo_id, m.revision, src.commit or m.commit, snap.root, files))
+    return out
+
+
+def disk_usage(path: Path) -> int:
+    """Bytes the tree at ``path`` occupies on disk (allocated blocks, so sparse partials count right)."""
+    total = 0
+    for dirpath, _dirs, names in os.walk(path):
+        for n in names:
+            try:
+                st = os.lstat(os.path.join(dirpath, n))
+            except OSError:
+                continue
+            total += getattr(st, "st_blocks", 0) * 512 or st.st_size
+    return total
+
+
+def resolve_store_target(home: Path, target: Path) -> Path:
+    """``target`` if it is a model or snapshot directory inside the store; UsageError otherwise."""
+    base = models_dir(home).resolve()
+    real = Path(target).resolve()
+    if real == base or base not in real.parents:
+        raise UsageError(f"{target} is not a model in the store {base}; refusing to delete it.", path=str(target))
+    depth = len(real.relative_to(base).parts)
+    if depth > 2 or (depth == 2 and real.name == META_DIR):
+        raise UsageError(
+            f"{target} is inside a model directory; give the model or snapshot directory itself.",
+            path=str(target),
+        )
+    if not real.is_dir():
+        raise UsageError(f"{target} does not exist in the store", path=str(target))
+    return real
+
+
+def remove_from_store(home: Path, target: Path) -> int:
+    """Delete one model or snapshot directory of the store; returns the bytes freed.
+
+    Takes the model's lock so a pull in progress is never cut from under it.
+    """
+    from .locking import ProcessLock
+
+    real = resolve_store_target(home, target)
+    slug = real.name if real.parent == models_dir(home).resolve() else real.parent.name
+    freed = disk_usage(real)
+    with ProcessLock(model_lock_path(home, slug), timeout=30):
+        shutil.rmtree(real)
+        parent = real.parent
+        if parent != models_dir(home).resolve() and parent.is_dir() and not any(parent.iterdir()):
+            parent.rmdir()
+    return freed

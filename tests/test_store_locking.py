@@ -1,0 +1,117 @@
+"""Cross-process locks: mutual exclusion in both modes, stale lock files, mode selection."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from model_zoo.errors import ConfigError
+from model_zoo.store.locking import LockTimeoutError, ProcessLock, _mount_fs_type, lock_mode
+
+WORKER = r"""
+import sys, time
+from pathlib import Path
+from model_zoo.store.locking import ProcessLock
+lock_path, log, mode = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+for _ in range(5):
+    with ProcessLock(lock_path, mode=mode, poll=0.01):
+        with log.open("a") as fh:
+            fh.write("in\n"); fh.flush()
+            time.sleep(0.02)
+            fh.write("out\n"); fh.flush()
+"""
+
+
+@pytest.mark.parametrize("mode", ["flock", "lockfile"])
+def test_processes_never_overlap(tmp_path: Path, mode: str) -> None:
+    lock, log = tmp_path / "m.lock", tmp_path / "log"
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(lock), str(log), mode]) for _ in range(3)]
+    assert all(p.wait(timeout=60) == 0 for p in procs)
+    lines = log.read_text().split()
+    assert len(lines) == 30
+    # strictly alternating in/out: no two holders at once
+    assert lines == ["in", "out"] * 15
+
+
+@pytest.mark.parametrize("mode", ["flock", "lockfile"])
+def test_threads_with_separate_objects_exclude(tmp_path: Path, mode: str) -> None:
+    inside = 0
+    worst = 0
+    guard = threading.Lock()
+
+    def work() -> None:
+        nonlocal inside, worst
+        for _ in range(10):
+            with ProcessLock(tmp_path / "t.lock", mode=mode, poll=0.005):
+                with guard:
+                    inside += 1
+                    worst = max(worst, inside)
+                time.sleep(0.002)
+                with guard:
+                    inside -= 1
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert worst == 1
+
+
+def test_flock_is_released_when_holder_is_killed(tmp_path: Path) -> None:
+    lock = tmp_path / "k.lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys,time;from pathlib import Path;from model_zoo.store.locking import ProcessLock;"
+         "l=ProcessLock(Path(sys.argv[1]),mode='flock');l.acquire();print('held',flush=True);time.sleep(60)",
+         str(lock)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(LockTimeoutError):
+        ProcessLock(lock, mode="flock", timeout=0.2).acquire()
+    holder.kill()
+    holder.wait()
+    with ProcessLock(lock, mode="flock", timeout=5):
+        pass
+
+
+def test_stale_lockfile_is_broken_and_fresh_one_is_not(tmp_path: Path) -> None:
+    lock = tmp_path / "s.lock"
+    lock.write_text(json.dumps({"host": "gone", "pid": 1, "token": "old"}))
+    waits: list[str] = []
+    with pytest.raises(LockTimeoutError, match="gone:1"):
+        ProcessLock(lock, mode="lockfile", timeout=0.3, stale_after=30, on_wait=waits.append).acquire()
+    assert waits == ["gone:1"]
+    old = time.time() - 120
+    os.utime(lock, (old, old))
+    with ProcessLock(lock, mode="lockfile", timeout=2, stale_after=30):
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+    assert not lock.exists()
+
+
+def test_lockfile_heartbeat_keeps_a_long_holder_alive(tmp_path: Path) -> None:
+    lock = tmp_path / "h.lock"
+    with ProcessLock(lock, mode="lockfile", stale_after=0.6, heartbeat=0.1):
+        time.sleep(1.0)  # longer than stale_after: only the heartbeat keeps it fresh
+        with pytest.raises(LockTimeoutError):
+            ProcessLock(lock, mode="lockfile", timeout=0.4, stale_after=0.6).acquire()
+
+
+def test_mode_selection(tmp_path: Path) -> None:
+    assert lock_mode(tmp_path / "x.lock", {"MODEL_ZOO_LOCK": "lockfile"}) == "lockfile"
+    assert lock_mode(tmp_path / "x.lock", {"MODEL_ZOO_LOCK": "flock"}) == "flock"
+    with pytest.raises(ConfigError):
+        lock_mode(tmp_path / "x.lock", {"MODEL_ZOO_LOCK": "nfs-magic"})
+    # the test directory is on a local filesystem here, so auto means flock
+    fs = _mount_fs_type(tmp_path)
+    if fs is not None:
+        expected = "lockfile" if fs.startswith(("nfs", "lustre", "fuse")) else "flock"
+        assert lock_mode(tmp_path / "x.lock", {}) == expected
