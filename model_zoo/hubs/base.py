@@ -17,6 +17,8 @@ class RemoteFile:
 
     ``sha256`` is the lower-case hex digest when the hub publishes it, else None.
     ``headers`` may carry credentials: they are excluded from repr and never logged.
+    ``kind`` is what the hub says the entry is: "file", or e.g. "symlink" when a listing marks
+    it so; the engine writes only "file" entries.
     """
 
     path: str  # POSIX, relative to the repository root, exactly as the hub lists it
@@ -26,6 +28,7 @@ class RemoteFile:
     headers: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
     supports_range: bool = True
     etag: str | None = None
+    kind: str = "file"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,158 @@
+"""HuggingFace (and any HF-compatible mirror, e.g. ``HF_ENDPOINT=https://hf-mirror.com``).
+
+Listing goes through ``huggingface_hub.HfApi`` so the official client's view of the protocol
+(paging by ``Link: rel=next``, error headers, path quoting) is the one we use:
+
+* ``model_info(repo, revision=REV)`` (``GET /api/models/{repo}/revision/{rev}``) resolves the
+  revision to a 40-hex commit;
+* ``list_repo_tree(repo, revision=COMMIT, recursive=True)`` lists every file; an LFS file's
+  ``lfs.oid`` is its sha256, a small git file has only a git blob id (kept as ``etag``).
+
+Bytes come from ``{endpoint}/{repo}/resolve/{commit}/{path}``, pinned to the commit so every
+file of a manifest is from the same revision. huggingface_hub reads ``HF_ENDPOINT`` when it is
+imported, so the endpoint is always passed explicitly; the token is passed explicitly too
+(``False`` when there is none) so a token saved by ``hf auth login`` is never sent to a mirror.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn
+from urllib.parse import quote
+
+import httpx
+
+from ..errors import (
+    GatedRepoError,
+    HubError,
+    OfflineError,
+    RepoNotFoundError,
+    RevisionNotFoundError,
+    UsageError,
+)
+from .base import Manifest, RemoteFile
+from .catalog import HF
+from .http import AdapterBase, is_commit_id, sha256_or_none, size_or_none
+
+DEFAULT_REVISION = "main"
+LIBRARY_NAME = "model-zoo"
+
+
+class HuggingFaceAdapter(AdapterBase):
+    """Describes HuggingFace repositories as Manifests. One instance per endpoint."""
+
+    default_source = HF
+    timeout = 30.0
+
+    def __init__(
+        self,
+        endpoint: str,
+        token: str | None = None,
+        *,
+        client: httpx.Client | None = None,
+        source: str | None = None,
+    ) -> None:
+        super().__init__(endpoint, token, client=client, source=source)
+        self._token = token
+
+    # ---------------------------------------------------------------- public
+
+    def manifest(self, repo_id: str, revision: str | None = None) -> Manifest:
+        rev = revision or DEFAULT_REVISION
+        api = self._api()
+        with self._mapped_errors(repo_id, rev, explicit=revision is not None):
+            info = api.model_info(repo_id, revision=rev, timeout=self.timeout)
+            commit = getattr(info, "sha", None)
+            if not isinstance(commit, str) or not is_commit_id(commit):
+                raise self.session.ctx.protocol(f"model info of {repo_id} has no 40-hex sha")
+            commit = commit.lower()
+            entries = list(api.list_repo_tree(repo_id, revision=commit, recursive=True))
+        files = [
+            self._remote_file(repo_id, commit, entry)
+            for entry in entries
+            if hasattr(entry, "blob_id")  # skips RepoFolder entries
+        ]
+        return self.build_manifest(repo_id, rev, commit, files)
+
+    def file_url(self, repo_id: str, commit: str, path: str) -> str:
+        return f"{self.session.endpoint}/{repo_id}/resolve/{commit}/{quote(path)}"
+
+    # ---------------------------------------------------------------- internals
+
+    def _api(self) -> Any:
+        from huggingface_hub import HfApi
+
+        return HfApi(
+            endpoint=self.session.endpoint,
+            token=self._token or False,
+            library_name=LIBRARY_NAME,
+        )
+
+    def _remote_file(self, repo_id: str, commit: str, entry: Any) -> RemoteFile:
+        path = entry.path
+        if not isinstance(path, str) or not path:
+            raise self.session.ctx.protocol(f"tree entry without a path in {repo_id}")
+        lfs = getattr(entry, "lfs", None)
+        sha256 = sha256_or_none(getattr(lfs, "sha256", None)) if lfs is not None else None
+        url = self.file_url(repo_id, commit, path)
+        blob_id = getattr(entry, "blob_id", None)
+        return RemoteFile(
+            path=path,
+            size=size_or_none(entry.size),
+            sha256=sha256,
+            url=url,
+            headers=self.session.file_headers(url),
+            supports_range=True,
+            etag=sha256 or (blob_id if isinstance(blob_id, str) and blob_id else None),
+        )
+
+    @contextmanager
+    def _mapped_errors(self, repo_id: str, rev: str, *, explicit: bool) -> Iterator[None]:
+        """Turn huggingface_hub and transport exceptions into model-zoo errors."""
+        import httpx2
+        from huggingface_hub import errors as hf
+
+        ctx = self.session.ctx
+
+        def not_found(_: object) -> NoReturn:
+            if explicit and self._repo_exists(repo_id):
+                ctx.revision_missing(repo_id, rev)
+            raise RepoNotFoundError(ctx.hub, repo_id)
+
+        try:
+            yield
+        except HubError:
+            raise
+        except hf.GatedRepoError as exc:
+            raise GatedRepoError(
+                ctx.hub, repo_id, token_env=ctx.token_env, status=_status(exc)
+            ) from None
+        except hf.RevisionNotFoundError:
+            raise RevisionNotFoundError(ctx.hub, repo_id, rev) from None
+        except (hf.RepositoryNotFoundError, hf.DisabledRepoError):
+            raise RepoNotFoundError(ctx.hub, repo_id) from None
+        except hf.HFValidationError:
+            raise UsageError(f"{repo_id!r} is not a valid {ctx.hub} repository id") from None
+        except hf.OfflineModeIsEnabled:
+            raise OfflineError(f"{ctx.hub} listing of {repo_id}") from None
+        except hf.HfHubHTTPError as exc:
+            response = getattr(exc, "response", None)
+            if response is None:
+                raise ctx.protocol(str(exc)) from None
+            ctx.raise_for_status(response, repo_id=repo_id, not_found=not_found)  # type: ignore[arg-type]
+            raise ctx.protocol(f"HTTP {response.status_code}") from None
+        except (httpx2.HTTPError, httpx.HTTPError, ConnectionError, TimeoutError) as exc:
+            raise ctx.unreachable(exc) from None
+        except (KeyError, TypeError, ValueError) as exc:
+            # huggingface_hub parses the JSON into dataclasses; a malformed answer lands here.
+            raise ctx.protocol(f"malformed answer ({type(exc).__name__}: {exc})") from None
+
+    def _repo_exists(self, repo_id: str) -> bool:
+        url = f"{self.session.endpoint}/api/models/{repo_id}"
+        return self.session.json_if_ok(url) is not None
+
+
+def _status(exc: BaseException) -> int | None:
+    response = getattr(exc, "response", None)
+    return getattr(response, "status_code", None)

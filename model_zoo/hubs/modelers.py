@@ -1,0 +1,135 @@
+"""Modelers (modelers.cn, the openMind hub) over its REST protocol.
+
+Protocol, as the official ``openmind_hub`` client speaks it:
+
+* ``GET /api/v1/file/{repo}?path=DIR&ref=REV`` lists ONE directory:
+  ``{"data": {"tree": [{"type": "file"|"dir", "path", "size", "etag", "is_lfs"}],
+  "last_commit": {"commit": {"commit_sha": ...}}}}``. Folders are walked one request each;
+  ``path`` in an entry is relative to the repository root.
+* An LFS file's ``etag`` is its sha256 (64 hex); a small git file's is not a sha256, so only
+  64-hex etags are taken as hashes.
+* Bytes: ``GET /api/v1/file/{repo}/{rev}/media/{path}``.
+* Auth: ``Authorization: Bearer TOKEN``. 404 bodies carry ``code: "ref_not_exist"`` for an
+  unknown revision; 401 means gated, 418 "not on the white list".
+* The default branch is ``main``; ``last_commit`` of the root listing is the branch head.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NoReturn
+from urllib.parse import quote
+
+import httpx
+
+from ..errors import RepoNotFoundError
+from .base import Manifest, RemoteFile
+from .catalog import MODELERS
+from .http import AdapterBase, HubSession, is_commit_id, sha256_or_none, size_or_none
+
+DEFAULT_REVISION = "main"
+REF_NOT_EXIST = "ref_not_exist"
+# A repository with more folders than this is treated as a broken (or hostile) listing.
+MAX_DIRECTORIES = 10_000
+
+
+class ModelersAdapter(AdapterBase):
+    """Describes Modelers repositories as Manifests. One instance per endpoint."""
+
+    default_source = MODELERS
+
+    def manifest(self, repo_id: str, revision: str | None = None) -> Manifest:
+        rev = revision or DEFAULT_REVISION
+        explicit = revision is not None
+        root = self._directory(repo_id, rev, "", explicit=explicit)
+        commit = _head_commit(root)
+        if commit is None and is_commit_id(rev):
+            commit = rev.lower()
+
+        files: list[RemoteFile] = []
+        pending: list[dict[str, Any]] = [root]
+        seen_dirs: set[str] = set()
+        while pending:
+            for entry in _tree(self.session, pending.pop()):
+                path = entry.get("path")
+                if not isinstance(path, str) or not path:
+                    raise self.session.ctx.protocol(f"tree entry without a path in {repo_id}")
+                if entry.get("type") == "dir":
+                    if path in seen_dirs:
+                        continue
+                    seen_dirs.add(path)
+                    if len(seen_dirs) > MAX_DIRECTORIES:
+                        raise self.session.ctx.protocol(
+                            f"{repo_id} lists more than {MAX_DIRECTORIES} folders"
+                        )
+                    pending.append(self._directory(repo_id, rev, path, explicit=explicit))
+                else:  # "file", or whatever else the hub calls it (the engine decides)
+                    files.append(self._remote_file(repo_id, rev, path, entry))
+        return self.build_manifest(repo_id, rev, commit, files)
+
+    def file_url(self, repo_id: str, revision: str, path: str) -> str:
+        return (
+            f"{self.session.endpoint}/api/v1/file/{quote(repo_id, safe='/')}/"
+            f"{quote(revision, safe='')}/media/{quote(path)}"
+        )
+
+    # ---------------------------------------------------------------- listing
+
+    def _remote_file(self, repo_id: str, rev: str, path: str, entry: dict[str, Any]) -> RemoteFile:
+        url = self.file_url(repo_id, rev, path)
+        etag = entry.get("etag")
+        return RemoteFile(
+            path=path,
+            size=size_or_none(entry.get("size")),
+            sha256=sha256_or_none(etag),
+            url=url,
+            headers=self.session.file_headers(url),
+            supports_range=True,
+            etag=etag if isinstance(etag, str) and etag else None,
+            kind=str(entry.get("type") or "file"),
+        )
+
+    def _directory(self, repo_id: str, rev: str, path: str, *, explicit: bool) -> dict[str, Any]:
+        url = f"{self.session.endpoint}/api/v1/file/{quote(repo_id, safe='/')}"
+
+        def not_found(response: httpx.Response) -> NoReturn:
+            self._raise_not_found(response, repo_id, rev, explicit=explicit)
+
+        params = {"path": path, "ref": rev}
+        body = self.session.fetch_json(
+            "GET", url, repo_id=repo_id, params=params, not_found=not_found
+        )
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, dict):
+            raise self.session.ctx.protocol("listing has no data object", url)
+        return data
+
+    def _raise_not_found(
+        self, response: httpx.Response, repo_id: str, rev: str, *, explicit: bool
+    ) -> NoReturn:
+        code = None
+        try:
+            body = response.json()
+            code = body.get("code") if isinstance(body, dict) else None
+        except ValueError:
+            pass
+        if code == REF_NOT_EXIST or (explicit and self._repo_exists(repo_id)):
+            self.session.ctx.revision_missing(repo_id, rev)
+        raise RepoNotFoundError(self.session.ctx.hub, repo_id)
+
+    def _repo_exists(self, repo_id: str) -> bool:
+        url = f"{self.session.endpoint}/api/v1/model/{quote(repo_id, safe='/')}"
+        return self.session.json_if_ok(url) is not None
+
+
+def _tree(session: HubSession, data: dict[str, Any]) -> list[dict[str, Any]]:
+    tree = data.get("tree")
+    if not isinstance(tree, list) or not all(isinstance(e, dict) for e in tree):
+        raise session.ctx.protocol("data.tree is not a list of objects")
+    return tree
+
+
+def _head_commit(data: dict[str, Any]) -> str | None:
+    last = data.get("last_commit")
+    commit = last.get("commit") if isinstance(last, dict) else None
+    sha = commit.get("commit_sha") if isinstance(commit, dict) else None
+    return sha.lower() if isinstance(sha, str) and is_commit_id(sha) else None
