@@ -7,6 +7,12 @@ import socket
 
 import pytest
 
+# Fixture plugins of each area (tests/fixtures_<area>.py). Add yours here.
+pytest_plugins = [
+    "fixtures_tiny",
+    "fixtures_hubs",
+]
+
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex
 _real_create_connection = socket.create_connection
