@@ -361,6 +361,21 @@ class InvalidConversationError(UsageError):
         super().__init__(f"{field}: {detail}. {self.HINT if hint is None else hint}".rstrip(), field=field, detail=detail)
 
 
+class RewardServerError(ModelZooError):
+    """A remote reward server that cannot be reached or refuses a request."""
+
+    exit_code = EXIT_NETWORK
+
+    def __init__(self, url: str, detail: str, *, status: int | None = None) -> None:
+        super().__init__(
+            f"reward server {url}: {detail}. Check that `model-zoo serve-reward` runs there, the URL "
+            "and the API key (MODEL_ZOO_API_KEY).",
+            url=url,
+            detail=detail,
+            status=status,
+        )
+
+
 class ModelNotPulledError(ModelZooError):
     def __init__(self, name: str) -> None:
         super().__init__(

@@ -48,6 +48,18 @@ class RewardModel:
         self.name = name
         self.truncate = truncate  # default for every call that does not say
 
+    def close(self) -> None:
+        """Release the scorer's resources (a Ray pool's actors); a no-op for a local model."""
+        close = getattr(self.scorer, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> RewardModel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def __repr__(self) -> str:
         return f"RewardModel(name={self.name!r}, reward_token_id={self.reward_token_id}, max_length={self.max_length})"
 

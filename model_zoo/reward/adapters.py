@@ -1,0 +1,195 @@
+"""Plug a reward model into the RLHF pipelines people already run.
+
+- :func:`trl_reward_func`: a TRL-style reward function ``(prompts, completions, **kw) -> list[float]``
+  (GRPOTrainer's ``reward_funcs``), for conversational or plain-text datasets.
+- :func:`openrlhf_reward_func`: OpenRLHF's custom remote function
+  ``reward_func(queries, prompts, labels) -> {"rewards", "scores", "extra_logs"}`` (the file named
+  by ``--remote_rm_url reward_func.py``), scoring in-process.
+- :func:`remote_rm_fn` and :class:`RemoteRewardModel`: clients of a running reward server, the
+  first speaking OpenRLHF's ``/get_reward`` protocol, the second model-zoo's ``/v1`` routes.
+
+Each adapter takes a ``RewardModel``, a :class:`RemoteRewardModel`, or a model name or path
+(loaded on the first call, so importing a reward-function file stays cheap).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+from ..errors import RewardServerError, UsageError
+from .conversation import Conversation
+
+DEFAULT_TIMEOUT = 180.0  # what OpenRLHF's own client waits
+
+
+class BatchScorer(Protocol):
+    """What the adapters need: a RewardModel or a RemoteRewardModel."""
+
+    def score_batch(self, conversations: Sequence[Conversation], **kw: Any) -> list[float]: ...
+
+    def score_text(self, texts: Sequence[str], **kw: Any) -> list[float]: ...
+
+
+def _lazy(model: BatchScorer | str, load_kw: Mapping[str, Any]) -> Callable[[], BatchScorer]:
+    """A getter that loads ``model`` on first use when it is a name or path."""
+    cache: list[BatchScorer] = []
+
+    def get() -> BatchScorer:
+        if not cache:
+            if isinstance(model, str):
+                from .api import load_reward
+
+                cache.append(load_reward(model, **load_kw))
+            else:
+                cache.append(model)
+        return cache[0]
+
+    return get
+
+
+def _as_messages(value: Any, role: str, field: str) -> list[dict[str, Any]]:
+    if isinstance(value, str):
+        return [{"role": role, "content": value}]
+    if isinstance(value, Sequence):
+        return list(value)
+    raise UsageError(f"{field}: expected a string or a list of messages, got {type(value).__name__}")
+
+
+def trl_reward_func(
+    model: BatchScorer | str,
+    *,
+    name: str = "internlm2_reward",
+    batch_size: int | None = None,
+    **load_kw: Any,
+) -> Callable[..., list[float]]:
+    """A TRL reward function scoring ``prompt + completion`` with the reward model.
+
+    Conversational data (lists of messages) is scored as the prompt messages followed by the
+    completion messages; plain strings become one user turn and one assistant turn, so the chat
+    template is applied exactly as the reward model was trained on it.
+    """
+    get = _lazy(model, load_kw)
+
+    def reward_func(prompts: Sequence[Any], completions: Sequence[Any], **_: Any) -> list[float]:
+        if len(prompts) != len(completions):
+            raise UsageError(f"got {len(prompts)} prompts and {len(completions)} completions; they must pair up")
+        convs = [
+            _as_messages(p, "user", f"prompts[{i}]") + _as_messages(c, "assistant", f"completions[{i}]")
+            for i, (p, c) in enumerate(zip(prompts, completions))
+        ]
+        kw = {"batch_size": batch_size} if batch_size is not None else {}
+        return get().score_batch(convs, **kw)
+
+    reward_func.__name__ = name  # TRL logs each reward function under its __name__
+    return reward_func
+
+
+def openrlhf_reward_func(model: BatchScorer | str, **load_kw: Any) -> Callable[..., dict[str, Any]]:
+    """OpenRLHF's custom reward function, scoring already-templated queries in-process.
+
+    Returns torch tensors, as OpenRLHF expects of a ``reward_func``. Pad tokens at either end of
+    a query (OpenRLHF decodes left-padded batches with special tokens kept) are ignored.
+    """
+    get = _lazy(model, load_kw)
+
+    def reward_func(queries: Sequence[str], prompts: Sequence[str] | None = None, labels: Any = None,
+                    **_: Any) -> dict[str, Any]:
+        import torch
+
+        scores = torch.tensor(get().score_text(list(queries), strip_pad=True), dtype=torch.float32)
+        return {"rewards": scores, "scores": scores, "extra_logs": {"reward_model_score": scores}}
+
+    return reward_func
+
+
+# ---------------------------------------------------------------------- HTTP clients
+
+
+def _post(url: str, payload: dict[str, Any], *, api_key: str | None, timeout: float, retries: int) -> Any:
+    """POST JSON, retrying connection failures and 429/503 (honouring Retry-After); other errors raise."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    last = ""
+    for attempt in range(max(retries, 1)):
+        try:
+            r = httpx.post(url, json=payload, headers=headers, timeout=timeout)
+        except httpx.TransportError as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        else:
+            if r.status_code in (429, 503):
+                last = f"HTTP {r.status_code}"
+                time.sleep(float(r.headers.get("Retry-After", "1")))
+                continue
+            if r.status_code != 200:
+                try:
+                    detail = r.json()["error"]["message"]
+                except (ValueError, KeyError, TypeError):
+                    detail = r.text[:200]
+                raise RewardServerError(url, f"refused the request (HTTP {r.status_code}): {detail}",
+                                        status=r.status_code)
+            return r.json()
+        if attempt + 1 < retries:
+            time.sleep(1.0)
+    raise RewardServerError(url, f"no answer after {max(retries, 1)} tries ({last})")
+
+
+def remote_rm_fn(
+    api_url: str,
+    queries: Sequence[str],
+    prompts: Sequence[str] | None = None,
+    labels: Sequence[Any] | None = None,
+    *,
+    score_key: str = "rewards",
+    api_key: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    retries: int = 5,
+) -> list[float]:
+    """Score queries on a server speaking OpenRLHF's ``/get_reward`` protocol (ours or another)."""
+    payload: dict[str, Any] = {"query": list(queries)}
+    if prompts is not None:
+        payload["prompts"] = list(prompts)
+    if labels is not None:
+        payload["labels"] = list(labels)
+    body = _post(api_url, payload, api_key=api_key, timeout=timeout, retries=retries)
+    return [float(x) for x in body[score_key]]
+
+
+class RemoteRewardModel:
+    """A reward server used like a RewardModel (score, score_batch, score_text, compare, rank, best_of)."""
+
+    def __init__(self, base_url: str, *, api_key: str | None = None, timeout: float = DEFAULT_TIMEOUT,
+                 retries: int = 5) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.timeout = timeout
+        self.retries = retries
+
+    def _call(self, route: str, payload: dict[str, Any]) -> Any:
+        return _post(self.base_url + route, payload, api_key=self.api_key, timeout=self.timeout, retries=self.retries)
+
+    def score(self, conversation: Conversation) -> float:
+        return self.score_batch([conversation])[0]
+
+    def score_batch(self, conversations: Sequence[Conversation], **_: Any) -> list[float]:
+        return [float(x) for x in self._call("/v1/score", {"conversations": list(conversations)})["scores"]]
+
+    def score_text(self, texts: Sequence[str], *, strip_pad: bool = False, **_: Any) -> list[float]:
+        if strip_pad:  # /get_reward drops pads at the ends, as OpenRLHF's queries need
+            return remote_rm_fn(self.base_url + "/get_reward", texts, api_key=self.api_key,
+                                timeout=self.timeout, retries=self.retries)
+        return [float(x) for x in self._call("/v1/score", {"texts": list(texts)})["scores"]]
+
+    def compare(self, a: Conversation, b: Conversation) -> bool:
+        return bool(self._call("/v1/compare", {"a": a, "b": b})["a_better"])
+
+    def rank(self, conversations: Sequence[Conversation]) -> list[int]:
+        return list(self._call("/v1/rank", {"conversations": list(conversations)})["ranks"])
+
+    def order(self, conversations: Sequence[Conversation]) -> list[int]:
+        return list(self._call("/v1/rank", {"conversations": list(conversations)})["order"])
+
+    def best_of(self, conversations: Sequence[Conversation]) -> int:
+        return int(self._call("/v1/rank", {"conversations": list(conversations)})["best"])
