@@ -1,0 +1,238 @@
+"""Fault injection rules for the local hub: the failures real hubs and mirrors produce.
+
+A ``Fault`` says *what* goes wrong and *which* requests it hits (protocol, repository, file glob,
+whether the request is for file bytes or for an API listing) and *how often* (skip the first
+``skip`` matching requests, then hit ``times`` of them; ``times=None`` hits every one).
+Rules live in a ``FaultSet`` that tests change at runtime::
+
+    hub.faults.add(Fault.status(503, times=2, path="*.safetensors"))
+    rule = hub.faults.add(Fault.reset(after=4096))
+    ...
+    assert rule.hits == 1
+    hub.faults.clear()
+
+Kinds (factory -> effect):
+  ``status(code, times=1, retry_after=None)``  answer ``code`` with an error body (429 carries
+                                              ``Retry-After``); target "file" by default,
+                                              ``target="api"`` for listings, "any" for both.
+  ``reset(after)``          send ``after`` body bytes, then abort the connection (TCP RST).
+  ``short_body(after)``     announce the full Content-Length, send ``after`` bytes, close cleanly.
+  ``flip_byte(offset)``     serve the byte at file offset ``offset`` XOR 0xFF (when in range).
+  ``stall(seconds, after)`` send ``after`` bytes, send nothing for ``seconds``, then go on.
+  ``ignore_range()``        answer a Range request with 200 and the whole body.
+  ``wrong_sha256()``        listings advertise a wrong sha256 for matching files.
+  ``malicious_listing(entries)``  listings gain entries with unsafe paths / symlinks.
+
+Body faults (reset, short_body, flip_byte, stall, ignore_range) and ``status`` with target
+"file" count only byte-serving requests; ``ignore_range`` counts only requests with a Range
+header. Listing faults (wrong_sha256, malicious_listing) count listing requests and default to
+``times=None`` (every listing), the others to ``times=1``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import threading
+from dataclasses import dataclass, field, replace
+
+STATUS = "status"
+RESET = "reset"
+SHORT_BODY = "short_body"
+FLIP_BYTE = "flip_byte"
+STALL = "stall"
+IGNORE_RANGE = "ignore_range"
+WRONG_SHA256 = "wrong_sha256"
+MALICIOUS_LISTING = "malicious_listing"
+
+BODY_KINDS = frozenset({RESET, SHORT_BODY, FLIP_BYTE, STALL, IGNORE_RANGE})
+LISTING_KINDS = frozenset({WRONG_SHA256, MALICIOUS_LISTING})
+TARGETS = ("file", "api", "any")
+
+
+@dataclass(frozen=True)
+class ListingEntry:
+    """An extra entry a malicious listing advertises.
+
+    ``kind`` is "file" or "symlink" (with ``target``). Symlinks are rendered as
+    ``type: "symlink"`` (ModelScope ``Type: "symlink"``) with a ``target`` field in every
+    protocol: no hub documents symlinks, so a client must refuse any type it does not know.
+    Requests for ``path`` through a file URL get ``content`` (never a file from disk).
+    """
+
+    path: str
+    kind: str = "file"
+    target: str | None = None
+    content: bytes = b"written by a malicious listing\n"
+
+    @property
+    def size(self) -> int:
+        return len(self.target.encode()) if self.kind == "symlink" and self.target else len(self.content)
+
+
+DEFAULT_MALICIOUS_ENTRIES: tuple[ListingEntry, ...] = (
+    ListingEntry("../../escaped.txt"),
+    ListingEntry("sub/../../escaped-nested.txt"),
+    ListingEntry("/etc/model-zoo-absolute.txt"),
+    ListingEntry("C:\\model-zoo\\drive.txt"),
+    ListingEntry("C:/model-zoo/drive-slash.txt"),
+    ListingEntry("link-out", kind="symlink", target="/etc/passwd"),
+    ListingEntry("link-up", kind="symlink", target="../../outside"),
+)
+
+
+@dataclass(frozen=True)
+class RequestInfo:
+    """What a fault rule can match on."""
+
+    protocol: str  # hf | modelscope | modelers | openxlab
+    target: str  # "file" (bytes) or "api" (metadata, listings)
+    repo: str | None
+    path: str | None  # file path inside the repository, for file requests
+    has_range: bool = False
+
+
+@dataclass(eq=False)
+class Fault:
+    """One fault rule. Build with the classmethod factories; fields are documented on the module."""
+
+    kind: str
+    path: str = "*"
+    repo: str = "*"
+    protocol: str = "*"
+    target: str = "file"
+    times: int | None = 1
+    skip: int = 0
+    status_code: int = 503
+    retry_after: float | None = None
+    after: int = 0
+    offset: int = 0
+    seconds: float = 0.0
+    entries: tuple[ListingEntry, ...] = ()
+    hits: int = field(default=0, init=False)  # requests this rule changed
+    seen: int = field(default=0, init=False)  # matching requests, including skipped ones
+
+    def __post_init__(self) -> None:
+        if self.target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, not {self.target!r}")
+        if self.times is not None and self.times < 0:
+            raise ValueError("times must be >= 0 or None")
+
+    # -- factories ---------------------------------------------------------------------------
+    @classmethod
+    def status(
+        cls, code: int = 503, *, times: int | None = 1, retry_after: float | None = None, **match: object
+    ) -> Fault:
+        if code == 429 and retry_after is None:
+            retry_after = 1
+        return cls(STATUS, status_code=code, times=times, retry_after=retry_after, **match)  # type: ignore[arg-type]
+
+    @classmethod
+    def reset(cls, after: int = 0, *, times: int | None = 1, **match: object) -> Fault:
+        return cls(RESET, after=after, times=times, **match)  # type: ignore[arg-type]
+
+    @classmethod
+    def short_body(cls, after: int = 0, *, times: int | None = 1, **match: object) -> Fault:
+        return cls(SHORT_BODY, after=after, times=times, **match)  # type: ignore[arg-type]
+
+    @classmethod
+    def flip_byte(cls, offset: int = 0, *, times: int | None = 1, **match: object) -> Fault:
+        return cls(FLIP_BYTE, offset=offset, times=times, **match)  # type: ignore[arg-type]
+
+    @classmethod
+    def stall(cls, seconds: float, after: int = 0, *, times: int | None = 1, **match: object) -> Fault:
+        return cls(STALL, seconds=seconds, after=after, times=times, **match)  # type: ignore[arg-type]
+
+    @classmethod
+    def ignore_range(cls, *, times: int | None = 1, **match: object) -> Fault:
+        return cls(IGNORE_RANGE, times=times, **match)  # type: ignore[arg-type]
+
+    @classmethod
+    def wrong_sha256(cls, *, times: int | None = None, **match: object) -> Fault:
+        return cls(WRONG_SHA256, times=times, target="api", **match)  # type: ignore[arg-type]
+
+    @classmethod
+    def malicious_listing(
+        cls, entries: tuple[ListingEntry, ...] | list[ListingEntry] | None = None, *, times: int | None = None,
+        **match: object,
+    ) -> Fault:
+        chosen = tuple(entries) if entries is not None else DEFAULT_MALICIOUS_ENTRIES
+        return cls(MALICIOUS_LISTING, entries=chosen, times=times, target="api", **match)  # type: ignore[arg-type]
+
+    # -- matching ----------------------------------------------------------------------------
+    def matches(self, req: RequestInfo) -> bool:
+        if self.protocol != "*" and self.protocol != req.protocol:
+            return False
+        if self.target != "any" and self.target != req.target:
+            return False
+        if self.repo != "*" and not fnmatch.fnmatchcase(req.repo or "", self.repo):
+            return False
+        if self.kind == IGNORE_RANGE and not req.has_range:
+            return False
+        if self.kind in LISTING_KINDS:
+            return True  # ``path`` selects which listed files a listing fault changes
+        if self.path != "*" and (req.path is None or not fnmatch.fnmatchcase(req.path, self.path)):
+            return False
+        return True
+
+    def covers_file(self, path: str) -> bool:
+        """For listing faults: does this rule alter the entry for ``path``?"""
+        return self.path == "*" or fnmatch.fnmatchcase(path, self.path)
+
+    @property
+    def exhausted(self) -> bool:
+        return self.times is not None and self.hits >= self.times
+
+
+class FaultSet:
+    """The live rules of one server; thread-safe, changeable while requests are in flight."""
+
+    def __init__(self, rules: list[Fault] | tuple[Fault, ...] | None = None) -> None:
+        self._rules: list[Fault] = list(rules or ())
+        self._lock = threading.Lock()
+
+    def add(self, rule: Fault) -> Fault:
+        with self._lock:
+            self._rules.append(rule)
+        return rule
+
+    def remove(self, rule: Fault) -> None:
+        with self._lock:
+            self._rules = [r for r in self._rules if r is not rule]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._rules.clear()
+
+    @property
+    def rules(self) -> list[Fault]:
+        with self._lock:
+            return list(self._rules)
+
+    def take(self, req: RequestInfo, kinds: frozenset[str] | set[str], *, first: bool = False) -> list[Fault]:
+        """Rules of ``kinds`` that apply to this request, each counted as one hit.
+
+        With ``first`` only the earliest applicable rule is taken (one status per response).
+        """
+        taken: list[Fault] = []
+        with self._lock:
+            for rule in self._rules:
+                if rule.kind not in kinds or rule.exhausted or not rule.matches(req):
+                    continue
+                rule.seen += 1
+                if rule.seen <= rule.skip:
+                    continue
+                rule.hits += 1
+                taken.append(rule)
+                if first:
+                    break
+        return taken
+
+    def malicious_entries(self, req: RequestInfo) -> dict[str, ListingEntry]:
+        """Entries that active malicious-listing rules advertise for this request (no hit counted)."""
+        out: dict[str, ListingEntry] = {}
+        req = replace(req, target="api")
+        with self._lock:
+            for rule in self._rules:
+                if rule.kind == MALICIOUS_LISTING and not rule.exhausted and rule.matches(req):
+                    out.update((e.path, e) for e in rule.entries)
+        return out

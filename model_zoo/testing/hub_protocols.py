@@ -1,0 +1,255 @@
+"""The JSON shapes of the four hub protocols, rendered from one neutral listing.
+
+Kept apart from the HTTP machinery so the wire formats can be read (and compared with the
+official clients and ``shared/reference/internlm-facts.md`` section 6) in one place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from typing import Any
+
+from .faults import MALICIOUS_LISTING, WRONG_SHA256, Fault
+from .repo_store import Snapshot, git_blob_oid, lfs_pointer
+
+HF = "hf"
+MODELSCOPE = "modelscope"
+MODELERS = "modelers"
+OPENXLAB = "openxlab"
+PROTOCOLS: tuple[str, ...] = (HF, MODELSCOPE, MODELERS, OPENXLAB)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One listed path, protocol-neutral. ``type`` is "file", "directory" or "symlink"."""
+
+    path: str
+    type: str
+    size: int = 0
+    sha256: str = ""
+    git_oid: str = ""
+    lfs: bool = False
+    target: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.path.rstrip("/").rsplit("/", 1)[-1]
+
+    @property
+    def pointer_size(self) -> int:
+        return len(lfs_pointer(self.sha256, self.size))
+
+    @property
+    def modelers_etag(self) -> str:
+        # Modelers: a 64-hex etag is the file's sha256 (LFS files); small git files carry their blob id.
+        return self.sha256 if self.lfs else self.git_oid
+
+
+def wrong_sha256(real: str) -> str:
+    return hashlib.sha256(b"model-zoo local hub: wrong sha256 for " + real.encode()).hexdigest()
+
+
+def listing(snap: Snapshot, faults: list[Fault]) -> list[Entry]:
+    """Every file and folder of ``snap`` sorted by path, with listing faults applied."""
+    entries: list[Entry] = [Entry(path=d, type="directory", git_oid=snap.tree_oid(d)) for d in snap.directories()]
+    wrong = [f for f in faults if f.kind == WRONG_SHA256]
+    for f in snap.files.values():
+        e = Entry(path=f.path, type="file", size=f.size, sha256=f.sha256, git_oid=f.git_oid, lfs=f.lfs)
+        if any(rule.covers_file(f.path) for rule in wrong):
+            bad = wrong_sha256(f.sha256)
+            oid = git_blob_oid(lfs_pointer(bad, f.size)) if f.lfs else hashlib.sha1(b"wrong" + f.git_oid.encode()).hexdigest()
+            e = replace(e, sha256=bad, git_oid=oid)
+        entries.append(e)
+    entries.sort(key=lambda e: e.path)
+    for rule in faults:
+        if rule.kind == MALICIOUS_LISTING:
+            for m in rule.entries:
+                data = (m.target or "").encode() if m.kind == "symlink" else m.content
+                entries.append(
+                    Entry(
+                        path=m.path,
+                        type="symlink" if m.kind == "symlink" else "file",
+                        size=len(data),
+                        sha256=hashlib.sha256(data).hexdigest(),
+                        git_oid=git_blob_oid(data),
+                        target=m.target,
+                    )
+                )
+    return entries
+
+
+def children(entries: list[Entry], folder: str) -> list[Entry]:
+    """Direct children of ``folder`` ("" for the root). Entries whose path does not sit under
+    any real folder (malicious ones) are shown at the root, as a hostile server would."""
+    out = []
+    for e in entries:
+        parent = e.path.rsplit("/", 1)[0] if "/" in e.path else ""
+        unsafe = e.path.startswith("/") or ".." in e.path.split("/") or "\\" in e.path or e.type == "symlink"
+        if parent == folder or (folder == "" and unsafe):
+            out.append(e)
+    return out
+
+
+def descendants(entries: list[Entry], folder: str) -> list[Entry]:
+    if not folder:
+        return list(entries)
+    prefix = folder + "/"
+    return [e for e in entries if e.path.startswith(prefix)]
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+# -- HuggingFace -------------------------------------------------------------------------------
+def hf_entry(e: Entry) -> dict[str, Any]:
+    if e.type == "directory":
+        return {"type": "directory", "oid": e.git_oid, "size": 0, "path": e.path}
+    out: dict[str, Any] = {"type": e.type, "oid": e.git_oid, "size": e.size, "path": e.path}
+    if e.type == "symlink":
+        out["target"] = e.target
+    elif e.lfs:
+        out["lfs"] = {"oid": e.sha256, "size": e.size, "pointerSize": e.pointer_size}
+    return out
+
+
+def hf_model_info(snap: Snapshot, entries: list[Entry], *, blobs: bool) -> dict[str, Any]:
+    siblings = []
+    for e in entries:
+        if e.type == "directory":
+            continue
+        s: dict[str, Any] = {"rfilename": e.path}
+        if blobs:
+            s["size"] = e.size
+            s["blobId"] = e.git_oid
+            if e.lfs:
+                s["lfs"] = {"sha256": e.sha256, "size": e.size, "pointerSize": e.pointer_size}
+        siblings.append(s)
+    ns = snap.repo_id.split("/")[0]
+    when = iso(snap.last_modified or time.time())
+    return {
+        "_id": snap.commit[:24],
+        "id": snap.repo_id,
+        "modelId": snap.repo_id,
+        "author": ns,
+        "sha": snap.commit,
+        "lastModified": when,
+        "createdAt": when,
+        "private": False,
+        "gated": False,
+        "disabled": False,
+        "downloads": 0,
+        "likes": 0,
+        "tags": [],
+        "library_name": "transformers",
+        "siblings": siblings,
+        "spaces": [],
+        "usedStorage": sum(e.size for e in entries if e.type != "directory"),
+    }
+
+
+def hf_error(status: int, code: str | None, message: str) -> tuple[dict[str, Any], dict[str, str]]:
+    headers = {"X-Error-Message": message}
+    if code:
+        headers["X-Error-Code"] = code
+    return {"error": message}, headers
+
+
+# -- ModelScope --------------------------------------------------------------------------------
+def ms_envelope(data: Any, *, code: int = 200, message: str = "success", success: bool = True) -> dict[str, Any]:
+    return {
+        "Code": code,
+        "Data": data,
+        "Message": message,
+        "RequestId": hashlib.sha1(f"{time.time_ns()}".encode()).hexdigest()[:32],
+        "Success": success,
+    }
+
+
+def ms_file(e: Entry, snap: Snapshot) -> dict[str, Any]:
+    kind = {"directory": "tree", "file": "blob"}.get(e.type, e.type)
+    out: dict[str, Any] = {
+        "Id": e.git_oid,
+        "Name": e.name,
+        "Path": e.path,
+        "Type": kind,
+        "Size": e.size,
+        "Sha256": e.sha256,
+        "IsLFS": e.lfs,
+        "Mode": "40000" if e.type == "directory" else ("120000" if e.type == "symlink" else "100644"),
+        "Revision": snap.commit,
+        "CommitId": snap.commit,
+        "CommitMessage": "",
+        "CommittedDate": int(snap.last_modified),
+    }
+    if e.type == "symlink":
+        out["Target"] = e.target
+    return out
+
+
+def ms_model_info(snap: Snapshot) -> dict[str, Any]:
+    ns, name = snap.repo_id.split("/")
+    return {
+        "Id": int(snap.commit[:8], 16),
+        "Name": name,
+        "Path": ns,
+        "ChineseName": name,
+        "Description": "",
+        "Revision": "master",
+        "LatestCommitId": snap.commit,
+        "CreatedTime": int(snap.last_modified),
+        "LastUpdatedTime": int(snap.last_modified),
+        "IsPublished": 1,
+        "Visibility": 5,
+    }
+
+
+# -- Modelers ----------------------------------------------------------------------------------
+def modelers_entry(e: Entry) -> dict[str, Any]:
+    kind = {"directory": "dir"}.get(e.type, e.type)
+    out: dict[str, Any] = {
+        "name": e.name,
+        "path": e.path,
+        "type": kind,
+        "size": e.size,
+        "etag": "" if e.type == "directory" else e.modelers_etag,
+        "is_lfs": e.lfs,
+    }
+    if e.type == "symlink":
+        out["target"] = e.target
+    return out
+
+
+def modelers_envelope(data: Any, *, code: int = 200, msg: str = "success") -> dict[str, Any]:
+    return {"code": code, "msg": msg, "data": data}
+
+
+def modelers_last_commit(snap: Snapshot) -> dict[str, Any]:
+    return {"commit": {"commit_sha": snap.commit, "message": "", "date": iso(snap.last_modified)}}
+
+
+# -- OpenXLab ----------------------------------------------------------------------------------
+def openxlab_file(e: Entry, url: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"url": url, "fileName": e.path, "hash": e.sha256, "size": e.size}
+    if e.type == "symlink":
+        out["type"] = "symlink"
+        out["target"] = e.target
+    return out
+
+
+def openxlab_envelope(data: Any, *, code: str = "10000", msg: str = "Success") -> dict[str, Any]:
+    return {"msg": msg, "msgCode": code, "data": data}
+
+
+def error_body(protocol: str, status: int, code: str | None, message: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """The error JSON and headers each hub sends."""
+    if protocol == HF:
+        return hf_error(status, code, message)
+    if protocol == MODELSCOPE:
+        return ms_envelope(None, code=status, message=message, success=False), {}
+    if protocol == MODELERS:
+        return modelers_envelope(None, code=status, msg=message), {}
+    return openxlab_envelope(None, code=str(status), msg=message), {}

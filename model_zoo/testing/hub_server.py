@@ -1,0 +1,918 @@
+"""A local hub: one HTTP server that speaks HuggingFace, ModelScope, Modelers and OpenXLab.
+
+It serves plain repository directories (layout and revision scheme: ``repo_store``) over all
+four protocols at once, so the hub adapters, the download engine and the official clients are
+tested against real HTTP without the internet, and so ``model-zoo serve-mirror`` can share a
+store with a cluster. Read-only; binds 127.0.0.1 unless told otherwise.
+
+    with LocalHub(root) as hub:                  # or hub.start() / hub.stop()
+        os.environ.update(hub.env())             # HF_ENDPOINT, MODELSCOPE_ENDPOINT, ...
+        hub.faults.add(Fault.status(503, times=2))
+        ...
+        hub.stats.bytes_served(path="model.safetensors")
+
+Routes (``{repo}`` is ``namespace/name``; every GET route also answers HEAD):
+
+  HuggingFace  GET /api/models/{repo}[/revision/{rev}]          model info (``sha``, siblings)
+               GET /api/models/{repo}/tree/{rev}[/{path}]       ?recursive=&cursor=&limit=, Link rel=next
+               GET /{repo}/resolve/{rev}/{path}                 bytes; ETag, X-Repo-Commit,
+                                                                X-Linked-Etag/-Size for LFS files
+  ModelScope   GET /api/v1/models/{repo}                        model info
+               GET /api/v1/models/{repo}/revisions              Data.RevisionMap.{Branches,Tags}
+               GET /api/v1/models/{repo}/repo/files             ?Revision=&Recursive=&Root=
+               GET /api/v1/models/{repo}/repo                   ?Revision=&FilePath= -> bytes
+  Modelers     GET /api/v1/file/{repo}                          ?path=&ref= -> data.tree (one folder)
+               GET /api/v1/file/{repo}/info                     ?path=&ref= -> data (one entry)
+               GET /api/v1/file/{repo}/{rev}/media/{path}       bytes
+  OpenXLab     POST <any prefix>/repository/getFileDownloadUrl  data.data.filePaths{path: {url, hash}}
+               GET /openxlab/file/{repo}/{commit}/{path}        bytes
+
+All byte routes support ``Range: bytes=N-M`` / ``N-`` / ``-S`` (206 + Content-Range, 416 when
+unsatisfiable) and stream from disk in chunks (``sendfile`` when no fault or rate limit applies).
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import json
+import logging
+import socket
+import struct
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+from . import hub_protocols as proto
+from .faults import (
+    BODY_KINDS,
+    FLIP_BYTE,
+    IGNORE_RANGE,
+    LISTING_KINDS,
+    RESET,
+    SHORT_BODY,
+    STALL,
+    STATUS,
+    Fault,
+    FaultSet,
+    ListingEntry,
+    RequestInfo,
+)
+from .repo_store import (
+    FileEntry,
+    RepoMissing,
+    RepoStore,
+    RevisionMissing,
+    Snapshot,
+    UnsafePath,
+    check_rel_path,
+    check_repo_id,
+)
+
+log = logging.getLogger("model_zoo.testing.hub")
+
+CHUNK = 256 * 1024
+SENDFILE_SLICE = 8 * 1024 * 1024
+DEFAULT_PAGE_SIZE = 1000
+RESET_GRACE_S = 0.05  # let the client read the bytes sent before a reset
+
+
+# -- counters ------------------------------------------------------------------------------------
+@dataclass
+class RequestRecord:
+    """One request as the server saw it.
+
+    Logged when the response headers are sent, before any body byte, and ``bytes_sent`` grows
+    before each body write, so a client that has read a response always finds it counted.
+    """
+
+    method: str
+    url: str  # path and query as received
+    protocol: str | None  # hf | modelscope | modelers | openxlab; None for unknown routes
+    kind: str  # "file" (bytes), "api" (metadata/listing) or "other"
+    repo: str | None
+    path: str | None  # file path inside the repository (file requests)
+    revision: str | None
+    range: str | None  # the Range header as sent
+    status: int
+    bytes_sent: int  # body bytes written (JSON included for API requests)
+    faults: tuple[str, ...]  # kinds of the fault rules that changed this response
+    authorization: str | None  # Authorization header (or ModelScope session cookie) as sent
+
+
+class HubStats:
+    """What the server did: body bytes per (protocol, repo, path) and a request log.
+
+    Bytes are counted just before they are written, so a client that has read some bytes
+    always finds them counted, and one killed mid-transfer is charged for what was sent (at
+    most one chunk more). Thread-safe; ``reset()`` between test phases.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._bytes: dict[tuple[str, str, str], int] = defaultdict(int)
+        self._requests: list[RequestRecord] = []
+
+    def add_bytes(self, protocol: str, repo: str, path: str, n: int) -> None:
+        with self._lock:
+            self._bytes[(protocol, repo, path)] += n
+
+    def record(self, rec: RequestRecord) -> None:
+        with self._lock:
+            self._requests.append(rec)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._bytes.clear()
+            self._requests.clear()
+
+    @property
+    def requests(self) -> list[RequestRecord]:
+        with self._lock:
+            return list(self._requests)
+
+    @property
+    def bytes_by_file(self) -> dict[tuple[str, str, str], int]:
+        with self._lock:
+            return dict(self._bytes)
+
+    def bytes_served(self, *, protocol: str | None = None, repo: str | None = None, path: str | None = None) -> int:
+        """File body bytes sent, summed over the entries that match every given filter."""
+        with self._lock:
+            return sum(
+                n
+                for (p, r, f), n in self._bytes.items()
+                if (protocol is None or p == protocol) and (repo is None or r == repo) and (path is None or f == path)
+            )
+
+    def file_requests(
+        self, *, path: str | None = None, protocol: str | None = None, method: str | None = None
+    ) -> list[RequestRecord]:
+        """Byte-serving requests, optionally filtered."""
+        return [
+            r
+            for r in self.requests
+            if r.kind == "file"
+            and (path is None or r.path == path)
+            and (protocol is None or r.protocol == protocol)
+            and (method is None or r.method == method)
+        ]
+
+
+# -- bandwidth -----------------------------------------------------------------------------------
+class RateLimiter:
+    """A shared byte budget: callers reserve time slots so the aggregate stays at ``rate`` B/s."""
+
+    def __init__(self, rate: float) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be > 0 bytes/s")
+        self.rate = float(rate)
+        self._next = time.monotonic()
+        self._lock = threading.Lock()
+
+    def consume(self, n: int) -> None:
+        with self._lock:
+            now = time.monotonic()
+            start = max(self._next, now - 0.05)  # allow a 50 ms burst after idle time
+            self._next = start + n / self.rate
+            wait = self._next - now
+        if wait > 0:
+            time.sleep(wait)
+
+
+class Bandwidth:
+    """Global and per-protocol rate limits, changeable at runtime (None = unlimited)."""
+
+    def __init__(self, total: float | None = None, per_protocol: Mapping[str, float] | None = None) -> None:
+        self._lock = threading.Lock()
+        self._total: RateLimiter | None = None
+        self._per: dict[str, RateLimiter] = {}
+        self.set(total, per_protocol)
+
+    def set(self, total: float | None = None, per_protocol: Mapping[str, float] | None = None) -> None:
+        unknown = set(per_protocol or ()) - set(proto.PROTOCOLS)
+        if unknown:
+            raise ValueError(f"unknown protocol(s) {sorted(unknown)}; valid: {proto.PROTOCOLS}")
+        with self._lock:
+            self._total = RateLimiter(total) if total else None
+            self._per = {p: RateLimiter(r) for p, r in (per_protocol or {}).items() if r}
+
+    def limiters(self, protocol: str) -> list[RateLimiter]:
+        with self._lock:
+            out = [self._total] if self._total else []
+            if protocol in self._per:
+                out.append(self._per[protocol])
+            return out
+
+
+# -- request handling ----------------------------------------------------------------------------
+class _Reply(Exception):
+    """Raised inside a route to answer with an error status."""
+
+    def __init__(self, status: int, code: str | None, message: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.headers = dict(headers or {})
+
+
+class _Aborted(Exception):
+    """The response was cut on purpose (fault) or the client went away."""
+
+
+@dataclass
+class _Ctx:
+    method: str
+    protocol: str | None = None
+    kind: str = "other"
+    repo: str | None = None
+    path: str | None = None
+    revision: str | None = None
+    status: int = 0
+    faults: tuple[str, ...] = ()
+    record: RequestRecord | None = None
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+    hub: LocalHub
+
+    def __init__(self, addr: tuple[str, int], hub: LocalHub) -> None:
+        self.address_family = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
+        self.hub = hub
+        self._conns: set[socket.socket] = set()
+        self._conns_lock = threading.Lock()
+        super().__init__(addr, _Handler)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        with self._conns_lock:
+            self._conns.add(request)
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._conns_lock:
+                self._conns.discard(request)
+
+    def close_connections(self) -> None:
+        with self._conns_lock:
+            conns = list(self._conns)
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def handle_error(self, request: Any, client_address: Any) -> None:  # pragma: no cover - logged only
+        log.debug("local hub: error while handling %s", client_address, exc_info=True)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "model-zoo-local-hub"
+    sys_version = ""
+    timeout = 120
+    server: _Server
+
+    # -- plumbing ------------------------------------------------------------------------------
+    def version_string(self) -> str:
+        return self.server_version
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s - %s", self.address_string(), format % args)
+
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_HEAD(self) -> None:
+        self._handle("HEAD")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def _deny(self) -> None:
+        self._handle(self.command, forbid=True)
+
+    do_PUT = do_DELETE = do_PATCH = _deny
+
+    @property
+    def hub(self) -> LocalHub:
+        return self.server.hub
+
+    def _handle(self, method: str, forbid: bool = False) -> None:
+        ctx = _Ctx(method=method)
+        self._ctx = ctx
+        body = self._read_body()
+        try:
+            if forbid:
+                raise _Reply(405, None, "the local hub is read-only")
+            self._route(ctx, body)
+        except _Reply as r:
+            self._send_error(ctx, r)
+        except _Aborted:
+            self.close_connection = True
+        except (BrokenPipeError, ConnectionResetError, TimeoutError, socket.timeout):
+            self.close_connection = True
+        except Exception as exc:  # a bug in the hub must still answer, not hang the client
+            log.exception("local hub: internal error on %s %s", method, self.path)
+            try:
+                self._send_error(ctx, _Reply(500, None, f"local hub internal error: {exc}"))
+            except OSError:
+                self.close_connection = True
+        finally:
+            if ctx.record is None:
+                self._log_request(ctx)
+            elif ctx.record.faults != ctx.faults:
+                ctx.record.faults = ctx.faults
+
+    def _log_request(self, ctx: _Ctx) -> RequestRecord:
+        auth = self.headers.get("Authorization")
+        if auth is None:
+            auth = _cookie(self.headers.get("Cookie", ""), "m_session_id")
+        ctx.record = RequestRecord(
+            method=ctx.method,
+            url=self.path,
+            protocol=ctx.protocol,
+            kind=ctx.kind,
+            repo=ctx.repo,
+            path=ctx.path,
+            revision=ctx.revision,
+            range=self.headers.get("Range"),
+            status=ctx.status,
+            bytes_sent=0,
+            faults=ctx.faults,
+            authorization=auth,
+        )
+        self.hub.stats.record(ctx.record)
+        return ctx.record
+
+    def _read_body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > 1 << 20:
+            self.close_connection = True
+            return b""
+        return self.rfile.read(length) if length else b""
+
+    # -- routing -------------------------------------------------------------------------------
+    def _route(self, ctx: _Ctx, body: bytes) -> None:
+        split = urlsplit(self.path)
+        segs = [unquote(s) for s in split.path.split("/")[1:]]
+        q = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
+        m = ctx.method
+        if len(segs) >= 4 and segs[0] == "api" and segs[1] == "models" and m in ("GET", "HEAD"):
+            self._route_hf_api(ctx, segs[2] + "/" + segs[3], segs[4:], q)
+        elif len(segs) >= 5 and segs[:3] == ["api", "v1", "models"] and m in ("GET", "HEAD"):
+            self._route_modelscope(ctx, segs[3] + "/" + segs[4], segs[5:], q)
+        elif len(segs) >= 5 and segs[:3] == ["api", "v1", "file"] and m in ("GET", "HEAD"):
+            self._route_modelers(ctx, segs[3] + "/" + segs[4], segs[5:], q)
+        elif split.path.endswith("/repository/getFileDownloadUrl") and m == "POST":
+            self._openxlab_urls(ctx, body)
+        elif len(segs) >= 6 and segs[:2] == ["openxlab", "file"] and m in ("GET", "HEAD"):
+            ctx.protocol = proto.OPENXLAB
+            self._serve_file(ctx, segs[2] + "/" + segs[3], segs[4], "/".join(segs[5:]))
+        elif len(segs) >= 5 and segs[2] == "resolve" and m in ("GET", "HEAD"):
+            ctx.protocol = proto.HF
+            self._serve_file(ctx, segs[0] + "/" + segs[1], segs[3], "/".join(segs[4:]))
+        elif segs == [""] and m in ("GET", "HEAD"):
+            self._send_json(ctx, {"local_hub": True, "repos": len(self.hub.store.repo_ids())})
+        else:
+            raise _Reply(404, None, f"no such route: {m} {split.path}")
+
+    def _route_hf_api(self, ctx: _Ctx, repo: str, rest: list[str], q: dict[str, str]) -> None:
+        ctx.protocol, ctx.kind = proto.HF, "api"
+        if not rest:
+            self._hf_info(ctx, repo, None, q)
+        elif rest[0] == "revision" and len(rest) == 2:
+            self._hf_info(ctx, repo, rest[1], q)
+        elif rest[0] == "tree" and len(rest) >= 2:
+            self._hf_tree(ctx, repo, rest[1], "/".join(rest[2:]).strip("/"), q)
+        else:
+            raise _Reply(404, None, f"no such route: {self.path}")
+
+    def _route_modelscope(self, ctx: _Ctx, repo: str, rest: list[str], q: dict[str, str]) -> None:
+        ctx.protocol, ctx.kind = proto.MODELSCOPE, "api"
+        if not rest:
+            snap = self._snapshot(ctx, repo, None)
+            self._send_json(ctx, proto.ms_envelope(proto.ms_model_info(snap)))
+        elif rest == ["revisions"]:
+            self._ms_revisions(ctx, repo)
+        elif rest == ["repo", "files"]:
+            self._ms_files(ctx, repo, q)
+        elif rest == ["repo"]:
+            self._serve_file(ctx, repo, q.get("Revision") or "master", q.get("FilePath", ""))
+        else:
+            raise _Reply(404, None, f"no such route: {self.path}")
+
+    def _route_modelers(self, ctx: _Ctx, repo: str, rest: list[str], q: dict[str, str]) -> None:
+        ctx.protocol, ctx.kind = proto.MODELERS, "api"
+        if not rest:
+            self._modelers_tree(ctx, repo, q)
+        elif rest == ["info"]:
+            self._modelers_info(ctx, repo, q)
+        elif len(rest) >= 3 and rest[1] == "media":
+            self._serve_file(ctx, repo, rest[0], "/".join(rest[2:]))
+        else:
+            raise _Reply(404, None, f"no such route: {self.path}")
+
+    # -- shared lookups ------------------------------------------------------------------------
+    def _check_access(self, ctx: _Ctx, repo: str) -> None:
+        required = self.hub.token_for(repo)
+        if required is None:
+            return
+        auth = self.headers.get("Authorization", "")
+        sent = auth[7:].strip() if auth.lower().startswith("bearer ") else auth.strip()
+        sent = sent or _cookie(self.headers.get("Cookie", ""), "m_session_id") or ""
+        if not sent:
+            raise _Reply(401, "GatedRepo", f"{repo} is gated: send a token (Authorization: Bearer ...)")
+        if sent != required:
+            raise _Reply(403, "GatedRepo", f"{repo} is gated: the token sent has no access")
+
+    def _snapshot(self, ctx: _Ctx, repo: str, revision: str | None) -> Snapshot:
+        ctx.repo, ctx.revision = repo, revision
+        try:
+            check_repo_id(repo)
+        except UnsafePath:
+            raise _Reply(404, "RepoNotFound", f"repository {repo!r} not found") from None
+        self._check_access(ctx, repo)
+        self._status_fault(ctx)
+        try:
+            return self.hub.store.snapshot(repo, revision)
+        except RepoMissing:
+            raise _Reply(404, "RepoNotFound", f"repository {repo} not found") from None
+        except RevisionMissing:
+            raise _Reply(404, "RevisionNotFound", f"revision {revision} not found in {repo}") from None
+
+    def _request_info(self, ctx: _Ctx) -> RequestInfo:
+        return RequestInfo(
+            protocol=ctx.protocol or "",
+            target="file" if ctx.kind == "file" else "api",
+            repo=ctx.repo,
+            path=ctx.path,
+            has_range="Range" in self.headers,
+        )
+
+    def _status_fault(self, ctx: _Ctx) -> None:
+        rules = self.hub.faults.take(self._request_info(ctx), {STATUS}, first=True)
+        if not rules:
+            return
+        rule = rules[0]
+        ctx.faults += (STATUS,)
+        headers = {}
+        if rule.retry_after is not None:
+            headers["Retry-After"] = f"{rule.retry_after:g}"
+        code = "RateLimited" if rule.status_code == 429 else None
+        raise _Reply(rule.status_code, code, f"injected fault: HTTP {rule.status_code}", headers)
+
+    def _listing(self, ctx: _Ctx, snap: Snapshot) -> list[proto.Entry]:
+        rules = self.hub.faults.take(self._request_info(ctx), LISTING_KINDS)
+        ctx.faults += tuple(r.kind for r in rules)
+        return proto.listing(snap, rules)
+
+    # -- HuggingFace ---------------------------------------------------------------------------
+    def _hf_info(self, ctx: _Ctx, repo: str, revision: str | None, q: dict[str, str]) -> None:
+        snap = self._snapshot(ctx, repo, revision)
+        blobs = q.get("blobs", "").lower() in ("1", "true")
+        self._send_json(ctx, proto.hf_model_info(snap, self._listing(ctx, snap), blobs=blobs))
+
+    def _hf_tree(self, ctx: _Ctx, repo: str, revision: str, folder: str, q: dict[str, str]) -> None:
+        snap = self._snapshot(ctx, repo, revision)
+        entries = self._listing(ctx, snap)
+        if folder and folder not in snap.directories():
+            raise _Reply(404, "EntryNotFound", f"{folder} does not exist on {revision}")
+        recursive = q.get("recursive", "").lower() in ("1", "true")
+        chosen = proto.descendants(entries, folder) if recursive else proto.children(entries, folder)
+        try:
+            offset = int(base64.urlsafe_b64decode(q["cursor"].encode()).decode()) if q.get("cursor") else 0
+            limit = min(int(q.get("limit") or self.hub.page_size), self.hub.page_size)
+        except ValueError:
+            raise _Reply(400, "BadRequest", "invalid cursor or limit") from None
+        limit = max(limit, 1)
+        page = chosen[offset : offset + limit]
+        headers = {}
+        if offset + limit < len(chosen):
+            cursor = base64.urlsafe_b64encode(str(offset + limit).encode()).decode()
+            base = self._base_url() + urlsplit(self.path).path
+            params = f"recursive={str(recursive)}&expand={q.get('expand', 'False')}&limit={limit}&cursor={cursor}"
+            headers["Link"] = f'<{base}?{params}>; rel="next"'
+        self._send_json(ctx, [proto.hf_entry(e) for e in page], headers)
+
+    # -- ModelScope ----------------------------------------------------------------------------
+    def _ms_revisions(self, ctx: _Ctx, repo: str) -> None:
+        snap = self._snapshot(ctx, repo, None)
+        _, tags = self.hub.store.revisions(repo)
+        ts = int(snap.last_modified)
+        branches = [{"Revision": "master", "CommitId": snap.commit, "CreatedAt": ts}]
+        tag_list = [{"Revision": t, "CommitId": c, "CreatedAt": ts} for t, c in tags.items()]
+        self._send_json(ctx, proto.ms_envelope({"RevisionMap": {"Branches": branches, "Tags": tag_list}}))
+
+    def _ms_files(self, ctx: _Ctx, repo: str, q: dict[str, str]) -> None:
+        snap = self._snapshot(ctx, repo, q.get("Revision") or "master")
+        entries = self._listing(ctx, snap)
+        root = (q.get("Root") or "").strip("/")
+        if root and root not in snap.directories():
+            raise _Reply(404, "EntryNotFound", f"{root} does not exist")
+        recursive = q.get("Recursive", "").lower() in ("1", "true")
+        chosen = proto.descendants(entries, root) if recursive else proto.children(entries, root)
+        self._send_json(ctx, proto.ms_envelope({"Files": [proto.ms_file(e, snap) for e in chosen]}))
+
+    # -- Modelers ------------------------------------------------------------------------------
+    def _modelers_tree(self, ctx: _Ctx, repo: str, q: dict[str, str]) -> None:
+        snap = self._snapshot(ctx, repo, q.get("ref") or "main")
+        entries = self._listing(ctx, snap)
+        folder = (q.get("path") or "").strip("/")
+        if folder and folder not in snap.directories():
+            raise _Reply(404, "EntryNotFound", f"{folder} does not exist")
+        data = {
+            "tree": [proto.modelers_entry(e) for e in proto.children(entries, folder)],
+            "last_commit": proto.modelers_last_commit(snap),
+        }
+        self._send_json(ctx, proto.modelers_envelope(data))
+
+    def _modelers_info(self, ctx: _Ctx, repo: str, q: dict[str, str]) -> None:
+        snap = self._snapshot(ctx, repo, q.get("ref") or "main")
+        path = q.get("path") or ""
+        by_path = {e.path: e for e in self._listing(ctx, snap)}
+        if path not in by_path:
+            raise _Reply(404, "EntryNotFound", f"{path} does not exist")
+        data = proto.modelers_entry(by_path[path])
+        data["last_commit"] = proto.modelers_last_commit(snap)
+        self._send_json(ctx, proto.modelers_envelope(data))
+
+    # -- OpenXLab ------------------------------------------------------------------------------
+    def _openxlab_urls(self, ctx: _Ctx, body: bytes) -> None:
+        ctx.protocol, ctx.kind = proto.OPENXLAB, "api"
+        try:
+            req = json.loads(body or b"{}")
+            repo = f"{req['userName']}/{req['repositoryName']}"
+        except (ValueError, KeyError, TypeError):
+            raise _Reply(400, None, "body must be JSON with userName and repositoryName") from None
+        snap = self._snapshot(ctx, repo, None)
+        wanted = req.get("filePaths")
+        base = self._base_url()
+        files = {}
+        for e in self._listing(ctx, snap):
+            if e.type == "directory" or (wanted and e.path not in wanted):
+                continue
+            url = f"{base}/openxlab/file/{repo}/{snap.commit}/{quote(e.path)}"
+            files[e.path] = proto.openxlab_file(e, url)
+        self._send_json(ctx, proto.openxlab_envelope({"data": {"filePaths": files}}))
+
+    # -- bytes ---------------------------------------------------------------------------------
+    def _serve_file(self, ctx: _Ctx, repo: str, revision: str, path: str) -> None:
+        ctx.kind, ctx.path = "file", path
+        if ctx.protocol == proto.OPENXLAB and revision in ("main", "master"):
+            revision = "main"
+        snap = self._snapshot(ctx, repo, revision)
+        entry = snap.files.get(path)
+        if entry is None:
+            fake = self.hub.faults.malicious_entries(self._request_info(ctx)).get(path)
+            if fake is not None:
+                self._serve_fake(ctx, snap, fake)
+                return
+            try:
+                check_rel_path(path)
+            except UnsafePath:
+                raise _Reply(403, "Forbidden", f"refused unsafe path {path!r}") from None
+            raise _Reply(404, "EntryNotFound", f"{path} does not exist at {snap.commit}")
+        size = entry.size
+        rules = self.hub.faults.take(self._request_info(ctx), BODY_KINDS)
+        ctx.faults += tuple(r.kind for r in rules)
+        ignore_range = any(r.kind == IGNORE_RANGE for r in rules)
+        rng = None if ignore_range else self._parse_range(size)
+        headers = self._file_headers(snap, entry)
+        if rng is None:
+            start, length, status = 0, size, 200
+        else:
+            start, length, status = rng[0], rng[1] - rng[0] + 1, 206
+            headers["Content-Range"] = f"bytes {rng[0]}-{rng[1]}/{size}"
+        self._start(ctx, status, "application/octet-stream", length, headers)
+        if ctx.method == "HEAD" or length == 0:
+            return
+        self._stream_file(ctx, entry, start, length, [r for r in rules if r.kind != IGNORE_RANGE])
+
+    def _serve_fake(self, ctx: _Ctx, snap: Snapshot, fake: ListingEntry) -> None:
+        data = (fake.target or "").encode() if fake.kind == "symlink" else fake.content
+        ctx.faults += ("malicious_listing",)
+        self._start(ctx, 200, "application/octet-stream", len(data), {"X-Repo-Commit": snap.commit})
+        if ctx.method != "HEAD":
+            self._write(ctx, data)
+
+    def _file_headers(self, snap: Snapshot, entry: FileEntry) -> dict[str, str]:
+        headers = {
+            "Accept-Ranges": "bytes",
+            "X-Repo-Commit": snap.commit,
+            "ETag": f'"{entry.sha256 if entry.lfs else entry.git_oid}"',
+            "Last-Modified": time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(entry.mtime)),
+        }
+        if entry.lfs:
+            headers["X-Linked-Etag"] = f'"{entry.sha256}"'
+            headers["X-Linked-Size"] = str(entry.size)
+        return headers
+
+    def _parse_range(self, size: int) -> tuple[int, int] | None:
+        """(first, last) for a satisfiable single range; None to serve the whole body."""
+        header = self.headers.get("Range")
+        if not header:
+            return None
+        unit, _, spec = header.partition("=")
+        if unit.strip().lower() != "bytes" or "," in spec:
+            return None  # RFC 9110 allows ignoring ranges we do not support
+        first_s, dash, last_s = spec.strip().partition("-")
+        if not dash:
+            return None
+        try:
+            if first_s == "":
+                suffix = int(last_s)
+                if suffix <= 0:
+                    raise ValueError
+                first, last = max(size - suffix, 0), size - 1
+            else:
+                first = int(first_s)
+                last = int(last_s) if last_s else max(first, size - 1)
+                if first < 0 or last < first:
+                    return None  # syntactically invalid: ignored
+                last = min(last, size - 1)
+        except ValueError:
+            return None
+        if first >= size or size == 0:
+            raise _Reply(416, "RangeNotSatisfiable", f"range {header} outside 0-{size - 1}",
+                         {"Content-Range": f"bytes */{size}"})
+        return first, last
+
+    def _stream_file(self, ctx: _Ctx, entry: FileEntry, start: int, length: int, rules: list[Fault]) -> None:
+        assert ctx.protocol is not None and ctx.repo is not None
+        limiters = self.hub.bandwidth.limiters(ctx.protocol)
+        with entry.real_path.open("rb") as fh:
+            if not rules and not limiters:
+                self._sendfile(ctx, fh, start, length)
+                return
+            fh.seek(start)
+            cut = min((r for r in rules if r.kind in (RESET, SHORT_BODY)), key=lambda r: r.after, default=None)
+            stalls = sorted((r for r in rules if r.kind == STALL), key=lambda r: r.after)
+            flips = {r.offset for r in rules if r.kind == FLIP_BYTE}
+            sent = 0
+            while True:
+                while stalls and stalls[0].after <= sent:
+                    time.sleep(stalls.pop(0).seconds)
+                if cut is not None and sent >= cut.after:
+                    self._cut(cut)
+                if sent >= length:
+                    return
+                n = min(CHUNK, length - sent)
+                if limiters:
+                    n = min(n, max(4096, int(min(lim.rate for lim in limiters) / 50)))
+                for boundary in [s.after for s in stalls] + ([cut.after] if cut else []):
+                    if boundary > sent:
+                        n = min(n, boundary - sent)
+                data = fh.read(n)
+                if len(data) != n:
+                    raise _Aborted("file shrank while being served")
+                pos = start + sent
+                hit = [o - pos for o in flips if pos <= o < pos + n]
+                if hit:
+                    buf = bytearray(data)
+                    for i in hit:
+                        buf[i] ^= 0xFF
+                    data = bytes(buf)
+                for lim in limiters:
+                    lim.consume(n)
+                self._write(ctx, data)
+                sent += n
+
+    def _sendfile(self, ctx: _Ctx, fh: Any, start: int, length: int) -> None:
+        sent = 0
+        while sent < length:
+            n = min(SENDFILE_SLICE, length - sent)
+            self._count(ctx, n)  # counted first: see HubStats
+            done = self.connection.sendfile(fh, offset=start + sent, count=n)
+            if done != n:
+                self._count(ctx, done - n)
+                raise _Aborted("sendfile stopped early")
+            sent += done
+
+    def _cut(self, rule: Fault) -> None:
+        """End the response early: RST for ``reset``, a clean close for ``short_body``."""
+        self.close_connection = True
+        if rule.kind == RESET:
+            time.sleep(RESET_GRACE_S)
+            try:
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.rfile.close()
+                self.connection.close()  # with linger 0 the kernel sends RST
+            except OSError:
+                pass
+        raise _Aborted(rule.kind)
+
+    # -- writing -------------------------------------------------------------------------------
+    def _base_url(self) -> str:
+        host = self.headers.get("Host")
+        return f"http://{host}" if host else self.hub.url
+
+    def _start(self, ctx: _Ctx, status: int, ctype: str, length: int, headers: Mapping[str, str]) -> None:
+        ctx.status = status
+        self._log_request(ctx)
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(length))
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.end_headers()
+
+    def _write(self, ctx: _Ctx, data: bytes) -> None:
+        self._count(ctx, len(data))
+        self.wfile.write(data)
+
+    def _count(self, ctx: _Ctx, n: int) -> None:
+        assert ctx.record is not None
+        ctx.record.bytes_sent += n
+        if ctx.kind == "file" and ctx.protocol and ctx.repo and ctx.path is not None:
+            self.hub.stats.add_bytes(ctx.protocol, ctx.repo, ctx.path, n)
+
+    def _send_json(self, ctx: _Ctx, obj: Any, headers: Mapping[str, str] | None = None, status: int = 200) -> None:
+        data = json.dumps(obj, ensure_ascii=False).encode()
+        self._start(ctx, status, "application/json; charset=utf-8", len(data), headers or {})
+        if ctx.method != "HEAD":
+            assert ctx.record is not None
+            ctx.record.bytes_sent += len(data)
+            self.wfile.write(data)
+
+    def _send_error(self, ctx: _Ctx, r: _Reply) -> None:
+        body, headers = proto.error_body(ctx.protocol or proto.HF, r.status, r.code, r.message)
+        headers.update(r.headers)
+        self._send_json(ctx, body, headers, status=r.status)
+
+
+def _cookie(header: str, name: str) -> str | None:
+    for part in header.split(";"):
+        k, _, v = part.strip().partition("=")
+        if k == name:
+            return v
+    return None
+
+
+# -- the public object ---------------------------------------------------------------------------
+class LocalHub:
+    """A local multi-protocol hub over ``root`` (one directory or several, first wins).
+
+    ``faults``: initial ``Fault`` rules (change later through ``.faults``).
+    ``bandwidth``: global limit in bytes/s; ``bandwidth_per_protocol``: {"hf": B/s, ...}
+    (change later with ``.bandwidth.set(total, per_protocol)``).
+    ``page_size``: entries per HuggingFace tree page (HF uses 1000; tests use small values).
+    ``tokens``: {repo_id: token} makes those repositories gated (401 without, 403 wrong token).
+    """
+
+    def __init__(
+        self,
+        root: Path | str | Sequence[Path | str],
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        faults: Sequence[Fault] | None = None,
+        bandwidth: float | None = None,
+        bandwidth_per_protocol: Mapping[str, float] | None = None,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        tokens: Mapping[str, str] | None = None,
+    ) -> None:
+        self.store = RepoStore(root)
+        self.host = host
+        self._port = port
+        self.faults = FaultSet(list(faults or ()))
+        self.bandwidth = Bandwidth(bandwidth, bandwidth_per_protocol)
+        self.stats = HubStats()
+        self.page_size = page_size
+        self._tokens: dict[str, str] = dict(tokens or {})
+        self._tokens_lock = threading.Lock()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> LocalHub:
+        if self._server is not None:
+            return self
+        self._server = _Server((self.host, self._port), self)
+        self._port = self._server.server_address[1]
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="local-hub", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.close_connections()
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def serve_forever(self) -> None:
+        """Serve in the calling thread until KeyboardInterrupt (used by ``model-zoo serve-mirror``)."""
+        self.start()
+        assert self._thread is not None
+        try:
+            while self._thread.is_alive():
+                self._thread.join(0.5)
+        finally:
+            self.stop()
+
+    def __enter__(self) -> LocalHub:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    # -- addresses -----------------------------------------------------------------------------
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        if self.host in ("0.0.0.0", "::"):
+            host = "127.0.0.1"
+        return f"http://{host}:{self._port}"
+
+    def endpoint(self, source: str) -> str:
+        """The endpoint URL for a source key (every hub is served at the root URL)."""
+        from ..hubs.catalog import hub_info
+
+        hub_info(source)
+        return self.url
+
+    def env(self) -> dict[str, str]:
+        """Endpoint variables pointing every hub client at this server."""
+        from ..hubs.catalog import HUBS
+
+        return {info.endpoint_env: self.url for info in HUBS.values()}
+
+    @property
+    def is_loopback(self) -> bool:
+        return is_loopback_host(self.host)
+
+    # -- repositories --------------------------------------------------------------------------
+    def commit(self, repo_id: str, revision: str | None = None) -> str:
+        """The commit id the server reports for ``repo_id`` at ``revision``."""
+        return self.store.snapshot(repo_id, revision).commit
+
+    def tag(self, repo_id: str, tag: str) -> str:
+        """Freeze the default branch of ``repo_id`` as tag ``tag``; returns its commit id."""
+        return self.store.tag(repo_id, tag)
+
+    def gate(self, repo_id: str, token: str | None) -> None:
+        """Require ``token`` for ``repo_id`` (None lifts the requirement)."""
+        with self._tokens_lock:
+            if token is None:
+                self._tokens.pop(repo_id, None)
+            else:
+                self._tokens[repo_id] = token
+
+    def token_for(self, repo_id: str) -> str | None:
+        with self._tokens_lock:
+            return self._tokens.get(repo_id)
+
+    # -- URLs for tests ------------------------------------------------------------------------
+    def file_url(self, protocol: str, repo_id: str, path: str, revision: str | None = None) -> str:
+        """The URL each protocol uses for the bytes of one file."""
+        p = quote(path)
+        if protocol == proto.HF:
+            return f"{self.url}/{repo_id}/resolve/{quote(revision or 'main', safe='')}/{p}"
+        if protocol == proto.MODELSCOPE:
+            return f"{self.url}/api/v1/models/{repo_id}/repo?Revision={quote(revision or 'master', safe='')}&FilePath={quote(path, safe='')}"
+        if protocol == proto.MODELERS:
+            return f"{self.url}/api/v1/file/{repo_id}/{quote(revision or 'main', safe='')}/media/{p}"
+        if protocol == proto.OPENXLAB:
+            return f"{self.url}/openxlab/file/{repo_id}/{revision or self.commit(repo_id)}/{p}"
+        raise ValueError(f"unknown protocol {protocol!r}; valid: {proto.PROTOCOLS}")
+
+
+def is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+__all__ = [
+    "Bandwidth",
+    "Fault",
+    "HubStats",
+    "LocalHub",
+    "RateLimiter",
+    "RequestRecord",
+    "is_loopback_host",
+]
