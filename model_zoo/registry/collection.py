@@ -1,0 +1,148 @@
+"""A loaded registry: the entries in file order, the name index, filters, selection and search."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from types import MappingProxyType
+
+from ..errors import UsageError
+from ..hubs.catalog import SOURCE_KEYS
+from . import memory
+from .info import KINDS, FamilyInfo, ModelInfo
+from .names import NameIndex, NameKeys, fold
+
+
+def _name_keys(m: ModelInfo) -> NameKeys:
+    repos = tuple(m.sources.values())
+    return NameKeys(
+        canonical=m.name,
+        names=(m.name, m.slug, *m.aliases, *repos),
+        repo_names=tuple(r.split("/", 1)[1] for r in repos),
+    )
+
+
+def _as_set(value: str | Iterable[str] | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [value] if isinstance(value, str) else list(value)
+
+
+class Registry:
+    """Immutable collection of ModelInfo; every lookup goes through one NameIndex."""
+
+    def __init__(
+        self,
+        models: Iterable[ModelInfo],
+        families: Mapping[str, FamilyInfo],
+        files: tuple[str, ...] = (),
+    ) -> None:
+        self.models: tuple[ModelInfo, ...] = tuple(models)
+        self.families: Mapping[str, FamilyInfo] = MappingProxyType(dict(families))
+        self.files = files  # the registry files this was loaded from, built-in first
+        self._by_name = {m.name: m for m in self.models}
+        self._index = NameIndex(_name_keys(m) for m in self.models)
+
+    def __len__(self) -> int:
+        return len(self.models)
+
+    def __iter__(self) -> Iterator[ModelInfo]:
+        return iter(self.models)
+
+    def get(self, spec: str) -> ModelInfo:
+        """The entry ``spec`` names (any spelling, optional ``@revision``), revision attached."""
+        canonical, revision = self._index.resolve(spec)
+        info = self._by_name[canonical]
+        return info.with_revision(revision) if revision else info
+
+    def suggest(self, name: str, limit: int = 5) -> list[str]:
+        return self._index.suggest(name, limit)
+
+    # ------------------------------------------------------------------ filtering
+
+    def filter(
+        self,
+        *,
+        family: str | Iterable[str] | None = None,
+        kind: str | Iterable[str] | None = None,
+        size: str | Iterable[str] | None = None,
+        source: str | None = None,
+        generation: float | None = None,
+        max_memory_gb: float | str | None = None,
+        dtype: str = "bf16",
+        context: int = memory.DEFAULT_CONTEXT,
+        context_min: int | None = None,
+    ) -> list[ModelInfo]:
+        """Entries matching every given filter, in registry order. Unknown filter values are errors."""
+        families = self._check_values("family", _as_set(family), list(self.families))
+        kinds = self._check_values("kind", _as_set(kind), list(KINDS))
+        sizes = self._check_values("size", _as_set(size), sorted({m.size for m in self.models}))
+        if source is not None and source not in SOURCE_KEYS:
+            raise UsageError(f"unknown source {source!r}; use one of: {', '.join(SOURCE_KEYS)}", source=source)
+        limit = memory.parse_memory(max_memory_gb) if max_memory_gb is not None else None
+        dtype = memory.normalize_dtype(dtype)
+        out = []
+        for m in self.models:
+            if families is not None and fold(m.family) not in families:
+                continue
+            if kinds is not None and m.kind not in kinds:
+                continue
+            if sizes is not None and fold(m.size) not in sizes:
+                continue
+            if source is not None and source not in m.sources:
+                continue
+            if generation is not None and m.generation != generation:
+                continue
+            if context_min is not None and (m.context_length or 0) < context_min:
+                continue
+            if limit is not None and m.memory_gb(dtype, context) > limit:
+                continue
+            out.append(m)
+        return out
+
+    @staticmethod
+    def _check_values(what: str, given: list[str] | None, known: list[str]) -> set[str] | None:
+        if given is None:
+            return None
+        folded = {fold(k) for k in known}
+        bad = [g for g in given if fold(g) not in folded]
+        if bad:
+            raise UsageError(
+                f"unknown {what} {', '.join(map(repr, bad))}; use one of: {', '.join(known)}",
+                **{what: bad},
+            )
+        return {fold(g) for g in given}
+
+    def select(
+        self,
+        family: str | Iterable[str] | None = None,
+        kind: str | Iterable[str] | None = None,
+        size: str | Iterable[str] | None = None,
+        max_memory_gb: float | str | None = None,
+        dtype: str = "bf16",
+        source: str | None = None,
+        context_min: int | None = None,
+        *,
+        context: int = memory.DEFAULT_CONTEXT,
+    ) -> list[ModelInfo]:
+        """Matching entries best-first: newest generation, then largest, then newest release."""
+        found = self.filter(
+            family=family, kind=kind, size=size, source=source, max_memory_gb=max_memory_gb,
+            dtype=dtype, context=context, context_min=context_min,
+        )
+        return sorted(found, key=lambda m: (-m.generation, -m.params_b, -m.released.toordinal(), m.name))
+
+    def search(self, text: str) -> list[ModelInfo]:
+        """Entries whose names, aliases, repo ids, family, kind or description contain every word."""
+        words = [fold(w) for w in text.split() if fold(w)]
+        if not words:
+            raise UsageError("search needs some text, e.g. `model-zoo search 7b chat`")
+        hits = []
+        for m in self.models:
+            hay = " ".join(
+                fold(s)
+                for s in (m.name, m.slug, *m.aliases, *m.sources.values(), m.family, m.family_title, m.kind, m.size, m.description or "")
+            )
+            if all(w in hay for w in words):
+                hits.append(m)
+        query = fold(text)
+        return sorted(hits, key=lambda m: (not fold(m.name).startswith(query), self.models.index(m)))

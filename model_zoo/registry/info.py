@@ -1,0 +1,195 @@
+"""The typed, immutable objects the registry hands out: ModelInfo and its parts.
+
+Plain frozen dataclasses built from already-validated data (see ``schema.py``): building them
+needs no pydantic, so ``model-zoo list`` stays fast when the validated registry is cached.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from types import MappingProxyType
+from typing import Any
+
+from ..hubs.catalog import HUBS
+from . import memory as _mem
+
+KINDS: tuple[str, ...] = ("base", "chat", "chat-sft", "instruct", "chat-1m", "reward", "math-base", "math")
+# Kinds that generate replies in a chat format (and so carry generation defaults).
+CHAT_KINDS: frozenset[str] = frozenset({"chat", "chat-sft", "instruct", "chat-1m", "math"})
+CHAT_FORMATS: tuple[str, ...] = ("chatml", "internlm-v1")
+WEIGHT_FORMATS: tuple[str, ...] = ("safetensors", "bin", "bin+safetensors")
+
+
+@dataclass(frozen=True)
+class RopeScaling:
+    type: str  # "dynamic" (NTK) or "linear"
+    factor: float | None
+
+
+@dataclass(frozen=True)
+class Dims:
+    """Architecture numbers from config.json; ``confirmed`` is False where only derived copies were seen."""
+
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    max_positions: int
+    rope_theta: float | None = None
+    rope_scaling: RopeScaling | None = None
+    attention_bias: bool = False
+    tie_embeddings: bool = False
+    confirmed: bool = True
+    note: str | None = None
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Dims:
+        rs = d.get("rope_scaling")
+        return cls(**{**d, "rope_scaling": RopeScaling(**rs) if rs else None})
+
+
+@dataclass(frozen=True)
+class GenerationDefaults:
+    """Recommended sampling settings for a chat model; None means "the runtime's default"."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    repetition_penalty: float | None = None
+    max_new_tokens: int | None = None
+    max_new_tokens_thinking: int | None = None
+    stop_token_ids: tuple[int, ...] = ()
+    stop_strings: tuple[str, ...] = ()
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> GenerationDefaults:
+        return cls(
+            **{
+                **d,
+                "stop_token_ids": tuple(d.get("stop_token_ids") or ()),
+                "stop_strings": tuple(d.get("stop_strings") or ()),
+            }
+        )
+
+
+@dataclass(frozen=True)
+class RewardInfo:
+    reward_token_id: int  # appended to a conversation before scoring (config.json reward_token_id)
+    rewardbench: float | None = None
+
+
+@dataclass(frozen=True)
+class FamilyInfo:
+    key: str
+    title: str
+    generation: float
+    description: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One registry entry, fully resolved (family defaults applied, dims expanded).
+
+    ``revision`` is None unless the caller asked for ``name@revision``.
+    """
+
+    name: str
+    slug: str
+    aliases: tuple[str, ...]
+    family: str
+    family_title: str
+    generation: float
+    size: str
+    params_b: float
+    params_from: str  # "dims", "declared" or "size": how params_b was obtained
+    kind: str
+    released: date
+    license: str
+    architecture: str
+    sources: Mapping[str, str] = field(hash=False)
+    updated: date | None = None
+    license_note: str | None = None
+    context_length: int | None = None
+    weight_format: str | None = None
+    dims: Dims | None = None
+    chat_format: str | None = None
+    generation_defaults: GenerationDefaults | None = None
+    reward: RewardInfo | None = None
+    description: str | None = None
+    origin: str | None = field(default=None, compare=False)  # registry file it came from
+    revision: str | None = None
+
+    # ------------------------------------------------------------------ derived views
+
+    @property
+    def spec(self) -> str:
+        """``name`` or ``name@revision``: what to pass back to ``get``."""
+        return f"{self.name}@{self.revision}" if self.revision else self.name
+
+    @property
+    def is_chat(self) -> bool:
+        return self.kind in CHAT_KINDS
+
+    @property
+    def reward_token_id(self) -> int | None:
+        return self.reward.reward_token_id if self.reward else None
+
+    def repo_id(self, source: str = "hf") -> str | None:
+        return self.sources.get(source)
+
+    def web_urls(self) -> dict[str, str]:
+        """Each source's web page for this model, in source order."""
+        return {key: HUBS[key].web_url.format(repo_id=repo) for key, repo in self.sources.items()}
+
+    def memory_estimate(self, dtype: str = "bf16", context: int = _mem.DEFAULT_CONTEXT) -> _mem.MemoryEstimate:
+        """Weights, KV cache and runtime allowance (formula in ``model_zoo.registry.memory``)."""
+        dims = dataclasses.asdict(self.dims) if self.dims else None
+        return _mem.estimate(self.params_b, dims, dtype, context)
+
+    def memory_gb(self, dtype: str = "bf16", context: int = _mem.DEFAULT_CONTEXT) -> float:
+        """Estimated GiB to serve one sequence of ``context`` tokens."""
+        return self.memory_estimate(dtype, context).total_gib
+
+    def with_revision(self, revision: str | None) -> ModelInfo:
+        return dataclasses.replace(self, revision=revision)
+
+    # ------------------------------------------------------------------ (de)serialisation
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form (dates as ISO strings)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, date):
+                value = value.isoformat()
+            elif isinstance(value, Mapping):
+                value = dict(value)
+            elif dataclasses.is_dataclass(value):
+                value = dataclasses.asdict(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ModelInfo:
+        """Inverse of ``to_dict`` (also reads the validated-registry cache)."""
+        data = dict(d)
+        data["aliases"] = tuple(data.get("aliases") or ())
+        data["sources"] = MappingProxyType(dict(data["sources"]))
+        data["released"] = date.fromisoformat(data["released"])
+        if data.get("updated"):
+            data["updated"] = date.fromisoformat(data["updated"])
+        if data.get("dims"):
+            data["dims"] = Dims.from_dict(data["dims"])
+        if data.get("generation_defaults"):
+            data["generation_defaults"] = GenerationDefaults.from_dict(data["generation_defaults"])
+        if data.get("reward"):
+            data["reward"] = RewardInfo(**data["reward"])
+        return cls(**data)

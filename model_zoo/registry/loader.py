@@ -1,0 +1,200 @@
+"""Find, read, validate and cache the registry.
+
+The built-in ``registry.yaml`` ships inside the wheel as ``model_zoo/registry.yaml`` and is
+found through ``importlib.resources``; in a source checkout it is the file at the repository
+root. A user file (``MODEL_ZOO_REGISTRY`` or ``registry = ...`` in the settings file) is laid
+over it: entries with a built-in name are merged into that entry, others are added.
+
+Validation (PyYAML + pydantic, see ``schema.py``) costs more than the rest of ``model-zoo list``
+together, so the compiled result is cached as JSON under ``$MODEL_ZOO_HOME/cache/registry/``,
+keyed by the sha256 of the registry files and of the code that compiles them. A cache hit
+imports neither pydantic nor PyYAML. Within one process the loaded Registry is reused until a
+file's size or mtime changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..errors import ConfigError, RegistryError, RegistryProblem
+from ..settings import Settings, load_settings
+from .collection import Registry
+from .info import FamilyInfo, ModelInfo
+
+BUILTIN_NAME = "registry.yaml"
+CACHE_FORMAT = 1
+CACHE_KEEP = 8
+# Modules whose code decides what a compiled registry contains; their text salts the cache key.
+_COMPILER_MODULES = ("schema.py", "info.py", "memory.py")
+
+_loaded: dict[tuple[Any, ...], Registry] = {}
+
+
+def builtin_registry_path() -> Path:
+    """The built-in registry file: inside the installed package, else at the source-tree root."""
+    from importlib.resources import files
+
+    packaged = files("model_zoo").joinpath(BUILTIN_NAME)
+    if packaged.is_file():
+        return Path(str(packaged))
+    in_checkout = Path(__file__).resolve().parents[2] / BUILTIN_NAME
+    if in_checkout.is_file():
+        return in_checkout
+    raise RegistryError(
+        str(packaged),
+        [RegistryProblem(str(packaged), "the built-in registry is missing from this install; reinstall model-zoo")],
+    )
+
+
+def clear_registry_cache() -> None:
+    """Forget registries loaded by this process (the on-disk cache is keyed by content and stays)."""
+    _loaded.clear()
+
+
+def load_registry(
+    path: str | Path | None = None, *, settings: Settings | None = None, use_cache: bool = True
+) -> Registry:
+    """The registry: ``path`` (default: the built-in file) with the user's file laid over it.
+
+    Raises RegistryError listing every problem when a file does not validate, and ConfigError
+    when the configured user file does not exist.
+    """
+    settings = settings or load_settings()
+    files = [Path(path) if path is not None else builtin_registry_path()]
+    if settings.registry_path is not None:
+        files.append(settings.registry_path)
+    stamps = []
+    for i, f in enumerate(files):
+        try:
+            st = f.stat()
+        except OSError:
+            if i == 0:
+                raise RegistryError(str(f), [RegistryProblem(str(f), "file not found")]) from None
+            raise ConfigError(
+                f"the user registry {f} (MODEL_ZOO_REGISTRY or `registry` in the settings file) "
+                "does not exist; fix the path or unset it",
+                setting="MODEL_ZOO_REGISTRY",
+            ) from None
+        stamps.append((str(f), st.st_mtime_ns, st.st_size))
+    key = (tuple(stamps), use_cache)
+    if key in _loaded:
+        return _loaded[key]
+    datas = [f.read_bytes() for f in files]
+    cache_file = _cache_path(settings, datas) if use_cache else None
+    registry = _from_cache(cache_file, files) if cache_file else None
+    if registry is None:
+        compiled = compile_files(files, datas)
+        registry = _build(compiled, files)
+        if cache_file is not None:
+            _write_cache(cache_file, compiled)
+    _loaded[key] = registry
+    return registry
+
+
+def compile_files(files: list[Path], datas: list[bytes]) -> dict[str, Any]:
+    """Parse and validate registry files (built-in first); RegistryError lists every problem."""
+    compiled, problems = _check(files, datas)
+    if problems:
+        raise RegistryError(" + ".join(str(f) for f in files), problems)
+    return compiled
+
+
+def _check(files: list[Path], datas: list[bytes]) -> tuple[dict[str, Any], list[RegistryProblem]]:
+    from . import schema
+
+    docs, problems = [], []
+    for f, data in zip(files, datas):
+        doc, found = schema.parse_yaml(data, str(f))
+        problems.extend(found)
+        docs.append((str(f), doc))
+    compiled, found = schema.compile_documents(docs)
+    return compiled, problems + found
+
+
+def check_registry_file(path: str | Path | None = None, *, standalone: bool = False) -> list[RegistryProblem]:
+    """Every problem in a registry file (default: the built-in one); empty when it is valid.
+
+    A user file is checked as it will be used, laid over the built-in registry, unless
+    ``standalone`` is set.
+    """
+    builtin = builtin_registry_path()
+    target = Path(path) if path is not None else builtin
+    if not target.is_file():
+        return [RegistryProblem(str(target), "file not found")]
+    files = [target] if standalone or _same_file(target, builtin) else [builtin, target]
+    _, problems = _check(files, [f.read_bytes() for f in files])
+    return problems
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False
+
+
+# --------------------------------------------------------------------------- building
+
+
+def _build(compiled: dict[str, Any], files: list[Path]) -> Registry:
+    families = {k: FamilyInfo(**v) for k, v in compiled["families"].items()}
+    models = [ModelInfo.from_dict(d) for d in compiled["models"]]
+    return Registry(models, families, tuple(str(f) for f in files))
+
+
+# --------------------------------------------------------------------------- on-disk cache
+
+
+def _code_salt() -> bytes:
+    here = Path(__file__).parent
+    h = hashlib.sha256(f"{__version__}:{CACHE_FORMAT}".encode())
+    for name in _COMPILER_MODULES:
+        try:
+            h.update((here / name).read_bytes())
+        except OSError:
+            pass
+    return h.digest()
+
+
+def _cache_path(settings: Settings, datas: list[bytes]) -> Path:
+    h = hashlib.sha256(_code_salt())
+    for data in datas:
+        h.update(len(data).to_bytes(8, "big"))
+        h.update(data)
+    return settings.home / "cache" / "registry" / f"{h.hexdigest()[:40]}.json"
+
+
+def _from_cache(cache_file: Path, files: list[Path]) -> Registry | None:
+    try:
+        compiled = json.loads(cache_file.read_text(encoding="utf-8"))
+        if compiled.get("format") != CACHE_FORMAT:
+            return None
+        return _build(compiled, files)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None  # absent, unreadable or from other code: compile again
+
+
+def _write_cache(cache_file: Path, compiled: dict[str, Any]) -> None:
+    """Atomic write; a store we cannot write to only costs speed, never correctness."""
+    import tempfile
+
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=cache_file.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump({**compiled, "format": CACHE_FORMAT}, fh)
+            os.replace(tmp, cache_file)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        old = sorted(cache_file.parent.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for stale in old[CACHE_KEEP:]:
+            stale.unlink(missing_ok=True)
+    except OSError:
+        pass

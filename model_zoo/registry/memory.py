@@ -1,0 +1,171 @@
+"""Parameter counts and GPU memory estimates, from architecture dims alone (no weights needed).
+
+Memory formula (all sizes in GiB, 2**30 bytes; a GPU sold as "24GB" has 24 GiB)::
+
+    total   = weights + kv_cache + runtime
+    weights = params * bytes_per_param(dtype)
+    kv_cache = 2 (K and V) * layers * kv_heads * head_dim * 2 bytes * context   (16-bit cache)
+    runtime = 1.0 GiB  (CUDA context, allocator slack and activations for one sequence)
+
+``bytes_per_param``: fp32 4; bf16 / fp16 2; int8 1 (per-channel scales are negligible);
+int4 0.5 + 0.03125 (a 16-bit scale and zero point per group of 128 weights).
+``context`` defaults to 4096 tokens, batch size 1. When a model's dims are unknown the KV cache
+allowance is 1 GiB per 4096 tokens of context.
+
+``params`` is computed from the dims when they are known::
+
+    embeddings  vocab * hidden
+    per layer   attention  hidden * head_dim * (heads + 2 * kv_heads)      (q, k, v)
+                           + heads * head_dim * hidden                      (o)
+                           + head_dim * (heads + 2 * kv_heads) + hidden     (biases, when present)
+                mlp        3 * hidden * intermediate                        (gate, up, down)
+                norms      2 * hidden
+    final norm  hidden
+    output      vocab * hidden (untied), or hidden for a reward model's value head
+
+else from the entry's declared ``params_b``, else from its size label ("7B" = 7e9, "8x22B" = 176e9).
+This is an estimate for choosing a GPU, not a promise: quantisation libraries keep some layers
+in 16-bit, and long prompts need more activation memory.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import UsageError
+
+GIB = float(1 << 30)
+DEFAULT_CONTEXT = 4096
+RUNTIME_GIB = 1.0
+UNKNOWN_KV_GIB_PER_4K = 1.0
+INT4_GROUP = 128
+
+BYTES_PER_PARAM: dict[str, float] = {
+    "fp32": 4.0,
+    "bf16": 2.0,
+    "fp16": 2.0,
+    "int8": 1.0,
+    "int4": 0.5 + 4.0 / INT4_GROUP,  # 2-byte scale + 2-byte zero per group
+}
+# The dtypes shown by `model-zoo info` (fp16 costs the same as bf16).
+SHOWN_DTYPES: tuple[str, ...] = ("bf16", "int8", "int4")
+
+_DTYPE_ALIASES: dict[str, str] = {
+    "float32": "fp32", "f32": "fp32",
+    "bfloat16": "bf16",
+    "float16": "fp16", "half": "fp16", "f16": "fp16",
+    "8bit": "int8", "8-bit": "int8", "q8": "int8",
+    "4bit": "int4", "4-bit": "int4", "q4": "int4",
+}
+
+
+def normalize_dtype(dtype: str) -> str:
+    """Canonical dtype key (bf16, fp16, fp32, int8, int4); UsageError for anything else."""
+    key = dtype.strip().lower()
+    key = _DTYPE_ALIASES.get(key, key)
+    if key not in BYTES_PER_PARAM:
+        raise UsageError(
+            f"unknown dtype {dtype!r}; use one of: {', '.join(BYTES_PER_PARAM)}", dtype=dtype
+        )
+    return key
+
+
+_SIZE_RE = re.compile(r"^(?:(\d+)x)?(\d+(?:\.\d+)?)([MB])$", re.IGNORECASE)
+
+
+def params_from_size(size: str) -> float:
+    """Billions of parameters a size label names: "7B" -> 7.0, "500M" -> 0.5, "8x22B" -> 176.0."""
+    m = _SIZE_RE.match(size.strip())
+    if not m:
+        raise ValueError(f"size {size!r} is not like 7B, 1.8B, 500M or 8x22B")
+    count = int(m.group(1) or 1)
+    value = float(m.group(2)) * count
+    return value / 1000.0 if m.group(3).upper() == "M" else value
+
+
+def param_count(dims: Mapping[str, Any], *, value_head: bool = False) -> int:
+    """Exact parameter count of a dense decoder with these dims (see the module docstring)."""
+    hidden, vocab = dims["hidden"], dims["vocab"]
+    heads, kv_heads = dims["heads"], dims["kv_heads"]
+    head_dim = dims.get("head_dim") or hidden // heads
+    qkv_rows = head_dim * (heads + 2 * kv_heads)
+    attention = hidden * qkv_rows + heads * head_dim * hidden
+    if dims.get("attention_bias"):
+        attention += qkv_rows + hidden
+    layer = attention + 3 * hidden * dims["intermediate"] + 2 * hidden
+    embeddings = vocab * hidden
+    if value_head:
+        output = hidden
+    elif dims.get("tie_embeddings"):
+        output = 0
+    else:
+        output = vocab * hidden
+    return embeddings + dims["layers"] * layer + hidden + output
+
+
+def kv_cache_gib(dims: Mapping[str, Any] | None, context: int) -> float:
+    """16-bit KV cache for one sequence of ``context`` tokens."""
+    if context < 0:
+        raise UsageError(f"context must be >= 0, got {context}", context=context)
+    if not dims:
+        return UNKNOWN_KV_GIB_PER_4K * context / 4096
+    head_dim = dims.get("head_dim") or dims["hidden"] // dims["heads"]
+    per_token = 2 * dims["layers"] * dims["kv_heads"] * head_dim * 2
+    return per_token * context / GIB
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """GiB needed to run one sequence: the parts and their sum."""
+
+    dtype: str
+    context: int
+    weights_gib: float
+    kv_cache_gib: float
+    runtime_gib: float
+
+    @property
+    def total_gib(self) -> float:
+        return self.weights_gib + self.kv_cache_gib + self.runtime_gib
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dtype": self.dtype,
+            "context": self.context,
+            "weights_gib": round(self.weights_gib, 2),
+            "kv_cache_gib": round(self.kv_cache_gib, 2),
+            "runtime_gib": self.runtime_gib,
+            "total_gib": round(self.total_gib, 2),
+        }
+
+
+def estimate(
+    params_b: float, dims: Mapping[str, Any] | None, dtype: str = "bf16", context: int = DEFAULT_CONTEXT
+) -> MemoryEstimate:
+    """Memory to serve one sequence of ``context`` tokens with weights stored as ``dtype``."""
+    key = normalize_dtype(dtype)
+    weights = params_b * 1e9 * BYTES_PER_PARAM[key] / GIB
+    return MemoryEstimate(key, context, weights, kv_cache_gib(dims, context), RUNTIME_GIB)
+
+
+_MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(g|gb|gib|m|mb|mib|t|tb|tib)?\s*$", re.IGNORECASE)
+
+
+def parse_memory(text: str | float | int) -> float:
+    """GiB from "24GB", "24 GiB", "24G", "80", "12000MB" (binary units, as GPU memory is sold)."""
+    if isinstance(text, (int, float)):
+        value = float(text)
+    else:
+        m = _MEMORY_RE.match(text)
+        if not m:
+            raise UsageError(
+                f"cannot read memory size {text!r}; write it like 24GB, 80G or 12000MB", memory=text
+            )
+        unit = (m.group(2) or "g")[0].lower()
+        value = float(m.group(1)) * {"g": 1.0, "m": 1.0 / 1024, "t": 1024.0}[unit]
+    if value <= 0:
+        raise UsageError(f"memory size must be positive, got {text!r}", memory=str(text))
+    return value
