@@ -11,6 +11,7 @@ import pytest
 pytest_plugins = [
     "fixtures_tiny",
     "fixtures_hubs",
+    "fixtures_hub",
     "fixtures_reward",
 ]
 
