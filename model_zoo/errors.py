@@ -233,6 +233,18 @@ class NoSourceError(HubError):
         )
 
 
+class DownloadFailedError(HubError):
+    """One file could not be fetched from any of its sources; ``reasons`` says why, per source."""
+
+    def __init__(self, path: str, reasons: Sequence[str]) -> None:
+        super().__init__(
+            f"could not download {path}: " + "; ".join(reasons) + ". Partial bytes are kept, so "
+            "running the pull again resumes it; or use another source with --source.",
+            path=path,
+            reasons=list(reasons),
+        )
+
+
 class OfflineError(ModelZooError):
     """Offline mode is on and what was asked for is not in the store."""
 
