@@ -23,10 +23,12 @@ Kinds (factory -> effect):
   ``wrong_sha256()``        listings advertise a wrong sha256 for matching files.
   ``malicious_listing(entries)``  listings gain entries with unsafe paths / symlinks.
 
-Body faults (reset, short_body, flip_byte, stall, ignore_range) and ``status`` with target
-"file" count only byte-serving requests; ``ignore_range`` counts only requests with a Range
-header. Listing faults (wrong_sha256, malicious_listing) count listing requests and default to
-``times=None`` (every listing), the others to ``times=1``.
+``status`` with target "file" counts byte-serving requests, HEAD included. Body faults (reset,
+short_body, flip_byte, stall, ignore_range) count only GETs whose body they really change:
+``ignore_range`` needs a Range header, ``flip_byte`` a body covering ``offset``, and reset /
+short_body / stall a body longer than ``after`` bytes, so ``rule.hits`` is the number of
+responses the fault actually damaged. Listing faults (wrong_sha256, malicious_listing) count
+listing requests and default to ``times=None`` (every listing), the others to ``times=1``.
 """
 
 from __future__ import annotations
@@ -89,6 +91,8 @@ class RequestInfo:
     repo: str | None
     path: str | None  # file path inside the repository, for file requests
     has_range: bool = False
+    method: str = "GET"
+    span: tuple[int, int] | None = None  # [first, end) file offsets of the body about to be sent
 
 
 @dataclass(eq=False)
@@ -166,13 +170,26 @@ class Fault:
             return False
         if self.repo != "*" and not fnmatch.fnmatchcase(req.repo or "", self.repo):
             return False
-        if self.kind == IGNORE_RANGE and not req.has_range:
+        if self.kind in BODY_KINDS and not self._bites(req):
             return False
         if self.kind in LISTING_KINDS:
             return True  # ``path`` selects which listed files a listing fault changes
         if self.path != "*" and (req.path is None or not fnmatch.fnmatchcase(req.path, self.path)):
             return False
         return True
+
+    def _bites(self, req: RequestInfo) -> bool:
+        """A body fault only counts where it changes the body: a GET whose body reaches it."""
+        if req.method != "GET":
+            return False
+        if self.kind == IGNORE_RANGE:
+            return req.has_range
+        if req.span is None:
+            return False
+        first, end = req.span
+        if self.kind == FLIP_BYTE:
+            return first <= self.offset < end
+        return self.after < end - first
 
     def covers_file(self, path: str) -> bool:
         """For listing faults: does this rule alter the entry for ``path``?"""

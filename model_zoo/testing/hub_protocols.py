@@ -33,6 +33,7 @@ class Entry:
     git_oid: str = ""
     lfs: bool = False
     target: str | None = None
+    injected: bool = False  # added by a malicious-listing fault
 
     @property
     def name(self) -> str:
@@ -76,19 +77,19 @@ def listing(snap: Snapshot, faults: list[Fault]) -> list[Entry]:
                         sha256=hashlib.sha256(data).hexdigest(),
                         git_oid=git_blob_oid(data),
                         target=m.target,
+                        injected=True,
                     )
                 )
     return entries
 
 
 def children(entries: list[Entry], folder: str) -> list[Entry]:
-    """Direct children of ``folder`` ("" for the root). Entries whose path does not sit under
-    any real folder (malicious ones) are shown at the root, as a hostile server would."""
+    """Direct children of ``folder`` ("" for the root). Injected (malicious) entries are all
+    shown at the root, where a client walking the tree is sure to meet them."""
     out = []
     for e in entries:
         parent = e.path.rsplit("/", 1)[0] if "/" in e.path else ""
-        unsafe = e.path.startswith("/") or ".." in e.path.split("/") or "\\" in e.path or e.type == "symlink"
-        if parent == folder or (folder == "" and unsafe):
+        if (e.injected and folder == "") or (parent == folder and not e.injected):
             out.append(e)
     return out
 

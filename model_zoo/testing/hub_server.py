@@ -43,7 +43,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -455,6 +455,7 @@ class _Handler(BaseHTTPRequestHandler):
             repo=ctx.repo,
             path=ctx.path,
             has_range="Range" in self.headers,
+            method=ctx.method,
         )
 
     def _status_fault(self, ctx: _Ctx) -> None:
@@ -581,9 +582,8 @@ class _Handler(BaseHTTPRequestHandler):
                 raise _Reply(403, "Forbidden", f"refused unsafe path {path!r}") from None
             raise _Reply(404, "EntryNotFound", f"{path} does not exist at {snap.commit}")
         size = entry.size
-        rules = self.hub.faults.take(self._request_info(ctx), BODY_KINDS)
-        ctx.faults += tuple(r.kind for r in rules)
-        ignore_range = any(r.kind == IGNORE_RANGE for r in rules)
+        info = self._request_info(ctx)
+        ignore_range = self.hub.faults.take(info, {IGNORE_RANGE})
         rng = None if ignore_range else self._parse_range(size)
         headers = self._file_headers(snap, entry)
         if rng is None:
@@ -591,10 +591,12 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             start, length, status = rng[0], rng[1] - rng[0] + 1, 206
             headers["Content-Range"] = f"bytes {rng[0]}-{rng[1]}/{size}"
+        rules = self.hub.faults.take(replace(info, span=(start, start + length)), BODY_KINDS - {IGNORE_RANGE})
+        ctx.faults += tuple(r.kind for r in ignore_range + rules)
         self._start(ctx, status, "application/octet-stream", length, headers)
         if ctx.method == "HEAD" or length == 0:
             return
-        self._stream_file(ctx, entry, start, length, [r for r in rules if r.kind != IGNORE_RANGE])
+        self._stream_file(ctx, entry, start, length, rules)
 
     def _serve_fake(self, ctx: _Ctx, snap: Snapshot, fake: ListingEntry) -> None:
         data = (fake.target or "").encode() if fake.kind == "symlink" else fake.content
