@@ -284,3 +284,17 @@ def test_non_empty_directory_needs_overwrite(tmp_path: Path) -> None:
     assert names == ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
                      "model.safetensors.index.json"]
     assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
+
+
+def test_bfloat16_encoding_rounds_like_torch() -> None:
+    from model_zoo.testing.tiny_weights import encode
+
+    values = np.random.default_rng(5).standard_normal(50_000).astype(np.float32) * 3
+    expected = torch.from_numpy(values.copy()).to(torch.bfloat16).view(torch.int16).numpy()
+    assert np.array_equal(encode(values.copy(), "bfloat16").view(np.int16), expected)
+
+
+def test_linear_weights_are_scaled_by_fan_in(tiny_checkpoint) -> None:
+    tensors = _load_all(tiny_checkpoint("internlm3", dtype="float32"))
+    w = tensors["model.layers.0.mlp.down_proj.weight"]
+    assert abs(float(w.std()) * w.shape[1] ** 0.5 - 1) < 0.1 and abs(float(w.mean())) < 0.02
