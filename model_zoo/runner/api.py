@@ -1,0 +1,287 @@
+"""``load(name_or_path) -> Runner``: a native InternLM model, its tokenizer, chat and generation.
+
+The model is transformers' Llama implementation filled from the InternLM checkpoint (see
+``modeling`` and ``convert``); no file of the checkpoint is ever executed and
+``trust_remote_code`` is never set.
+
+For the reward model (``InternLM2ForRewardModel``) ``runner.model`` is an
+``InternLM2RewardModel`` (decoder ``runner.model.model`` + ``runner.model.v_head``);
+``runner.hidden_states(ids, mask)`` and ``runner.v_head`` are what scoring builds on.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import UsageError
+from .chat import (
+    DEFAULT_SYSTEM_PROMPT,
+    END_OF_TURN,
+    FAMILY_DEFAULTS,
+    THINKING_MAX_NEW_TOKENS,
+    ChatProfile,
+    GenerationSettings,
+    default_template,
+    messages_with_system,
+)
+from .config import ModelSpec, read_config
+from .devices import Placement, default_budgets, dispatch, plan_placement, resolve_devices, resolve_dtype
+from .generate import Completion, generate_ids, stream_ids
+from .tokenizer import InternLMTokenizer, StreamDecoder
+
+Messages = str | Sequence[Mapping[str, Any]]
+
+
+@dataclass
+class Runner:
+    """A loaded model with its tokenizer: ``chat``, ``generate``, ``hidden_states``."""
+
+    model: nn.Module
+    tokenizer: InternLMTokenizer | None
+    spec: ModelSpec
+    path: Path
+    placement: Placement
+    dtype: torch.dtype
+    profile: ChatProfile
+    name: str | None = None
+    backend: str = "transformers"
+    quantization: str | None = None
+    info: Any = field(default=None, repr=False)
+
+    # ---------------------------------------------------------------- basics
+
+    @property
+    def device(self) -> torch.device:
+        """Where inputs go (the device of the embedding)."""
+        return self.placement.device_for("model.embed_tokens")
+
+    @property
+    def is_reward(self) -> bool:
+        return self.spec.is_reward
+
+    @property
+    def v_head(self) -> nn.Linear:
+        if not self.spec.is_reward:
+            raise UsageError(f"{self.path} is not a reward model; it has no v_head.")
+        return self.model.v_head
+
+    @property
+    def reward_token_id(self) -> int | None:
+        return self.spec.reward_token_id
+
+    @property
+    def pad_token_id(self) -> int:
+        for value in (self.tokenizer.pad_token_id if self.tokenizer else None, self.spec.pad_token_id,
+                      self.tokenizer.eos_token_id if self.tokenizer else None):
+            if value is not None:
+                return int(value)
+        return 0
+
+    def _require_tokenizer(self) -> InternLMTokenizer:
+        if self.tokenizer is None:
+            raise UsageError(f"{self.path} has no tokenizer.model; pass token ids instead of text.")
+        return self.tokenizer
+
+    def _require_lm(self) -> None:
+        if self.spec.is_reward:
+            raise UsageError(f"{self.path} is a reward model: it scores text, it does not generate. "
+                             "Use model_zoo.load_reward().")
+
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Final (normed) hidden states ``[batch, seq, hidden]`` of the decoder."""
+        decoder = self.model.model
+        with torch.inference_mode():
+            ids = input_ids.to(self.device)
+            mask = attention_mask.to(self.device) if attention_mask is not None else None
+            return decoder(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+
+    # ---------------------------------------------------------------- generation
+
+    def settings(self, *, thinking: bool = False, **generation: Any) -> GenerationSettings:
+        """The generation settings a call would use: profile defaults, then ``generation``."""
+        return self.profile.settings(thinking=thinking, **generation)
+
+    def generate_ids(self, prompts: Sequence[Sequence[int]], **generation: Any) -> list[Completion]:
+        """Batched generation from token ids (left-padded); stop tokens are not included."""
+        self._require_lm()
+        return generate_ids(
+            self.model, prompts, self.settings(**generation), pad_id=self.pad_token_id,
+            device=self.device, vocab_size=self.spec.vocab_size, recompute_beyond=self._recompute_beyond(),
+        )
+
+    def generate(self, prompts: str | Sequence[str], *, add_special_tokens: bool = True, **generation: Any) -> str | list[str]:
+        """Plain continuation of each prompt (batched with left padding)."""
+        tok = self._require_tokenizer()
+        single = isinstance(prompts, str)
+        items = [prompts] if isinstance(prompts, str) else list(prompts)
+        encoded = [tok.encode(p, add_special_tokens=add_special_tokens) for p in items]
+        outs = [tok.decode(c.ids, skip_special_tokens=True) for c in self.generate_ids(encoded, **generation)]
+        return outs[0] if single else outs
+
+    def chat_ids(self, messages: Messages, *, system: str | None = None, thinking: bool = False) -> list[int]:
+        """The prompt ``chat`` feeds the model: template applied, generation prompt added."""
+        tok = self._require_tokenizer()
+        msgs = [{"role": "user", "content": messages}] if isinstance(messages, str) else list(messages)
+        convo = messages_with_system(msgs, system=system, thinking=thinking, default_system=self.profile.default_system)
+        ids = tok.apply_chat_template(convo, add_generation_prompt=True, tokenize=True, template=self.profile.template)
+        return list(ids)
+
+    def chat(self, messages: Messages, *, system: str | None = None, thinking: bool = False, stream: bool = False,
+             **generation: Any) -> str | Iterator[str]:
+        """The assistant's reply to ``messages`` (a string is one user message).
+
+        ``system=None`` uses the model's default system prompt (the deep-thinking prompt when
+        ``thinking``); ``system=""`` sends none. ``stream=True`` returns an iterator of text
+        pieces. ``generation`` overrides the defaults (temperature, top_p, top_k,
+        repetition_penalty, max_new_tokens, do_sample, seed, stop_token_ids).
+        """
+        self._require_lm()
+        ids = self.chat_ids(messages, system=system, thinking=thinking)
+        settings = self.settings(thinking=thinking, **generation)
+        pieces = self._stream(ids, settings)
+        return pieces if stream else "".join(pieces)
+
+    def _stream(self, ids: list[int], settings: GenerationSettings) -> Iterator[str]:
+        tok = self._require_tokenizer()
+        decoder = StreamDecoder(tok, skip_special_tokens=True)
+        stops = set(settings.stop_token_ids)
+        for step in stream_ids(self.model, [ids], settings, pad_id=self.pad_token_id, device=self.device,
+                               vocab_size=self.spec.vocab_size, recompute_beyond=self._recompute_beyond()):
+            token = step[0]
+            if token is None or token in stops:
+                break
+            piece = decoder.push(token)
+            if piece:
+                yield piece
+        tail = decoder.flush()
+        if tail:
+            yield tail
+
+    def _recompute_beyond(self) -> int | None:
+        scaling = self.spec.rope_scaling
+        if self.spec.family == "internlm" and scaling is not None and scaling.kind == "dynamic":
+            return self.spec.max_position_embeddings
+        return None
+
+
+# -------------------------------------------------------------------- profile
+
+
+def _generation_config(path: Path) -> dict[str, Any]:
+    f = path / "generation_config.json"
+    try:
+        data = json.loads(f.read_text(encoding="utf-8")) if f.is_file() else {}
+    except ValueError:
+        data = {}
+    return data if isinstance(data, dict) else {}
+
+
+def _as_ids(value: Any) -> list[int]:
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return [int(v) for v in value]
+    return [int(value)]
+
+
+def make_profile(spec: ModelSpec, tokenizer: InternLMTokenizer | None, path: Path, info: Any = None) -> ChatProfile:
+    """Chat template, default system prompt, sampling defaults and stop tokens for a checkpoint."""
+    family = spec.family
+    gen = FAMILY_DEFAULTS[family]
+    thinking_max = THINKING_MAX_NEW_TOKENS
+    stops: list[int] = _as_ids(spec.eos_token_id) + _as_ids(_generation_config(path).get("eos_token_id"))
+    defaults = getattr(info, "generation_defaults", None)
+    if defaults is not None:
+        values = {k: getattr(defaults, k) for k in ("temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens")}
+        gen = gen.updated(**values)
+        thinking_max = defaults.max_new_tokens_thinking or thinking_max
+        stops += list(defaults.stop_token_ids)
+    if tokenizer is not None:
+        stops += _as_ids(tokenizer.eos_token_id)
+        end = tokenizer.token_to_id(END_OF_TURN[family])
+        if end is not None:
+            stops.append(end)
+    template = (tokenizer.chat_template if tokenizer is not None else None) or default_template(family)
+    # InternLM v1 was not trained with a system prompt; InternLM2/2.5/3 use the default one.
+    default_system = None if family == "internlm" else DEFAULT_SYSTEM_PROMPT
+    unique = tuple(dict.fromkeys(stops))
+    return ChatProfile(family=family, template=template, default_system=default_system,
+                       generation=gen, stop_token_ids=unique, thinking_max_new_tokens=thinking_max)
+
+
+# -------------------------------------------------------------------- load
+
+
+def _placement(spec: ModelSpec, devices: tuple[torch.device, ...], dtype: torch.dtype,
+               max_memory: Mapping[Any, int | str] | None) -> Placement:
+    size = torch.empty((), dtype=dtype).element_size()
+    h, inter, v = spec.hidden_size, spec.intermediate_size, spec.vocab_size
+    qkv = (spec.num_heads + 2 * spec.num_kv_heads) * spec.head_dim * h
+    layer = (qkv + spec.num_heads * spec.head_dim * h + 3 * h * inter + 2 * h) * size
+    sizes = {"embed": v * h * size, "layer": layer, "final": (v * h if not spec.is_reward else h) * size}
+    return plan_placement(sizes, spec.num_layers, devices, default_budgets(devices, max_memory))
+
+
+def load(
+    name_or_path: str | Path,
+    *,
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype = "auto",
+    quantization: str | None = None,
+    attn: str | None = None,
+    max_memory: Mapping[Any, int | str] | None = None,
+    backend: str = "transformers",
+) -> Runner:
+    """Load an InternLM checkpoint (registry name, pulled if missing, or a directory).
+
+    ``device``: "auto" (every CUDA GPU, layers split across several; else the CPU with a
+    warning), "cpu", "cuda:N". ``dtype``: "auto" (bf16 on GPUs that support it, else fp16;
+    fp32 on CPU) or a dtype name. ``quantization``: None, "8bit" or "4bit" (bitsandbytes).
+    ``attn``: transformers attention implementation ("sdpa" default, "eager",
+    "flash_attention_2"). ``max_memory``: per-device budgets such as ``{0: "20GiB", 1: "20GiB"}``.
+    ``backend``: "transformers" (native), "vllm" or "lmdeploy" (installed separately).
+    """
+    from .checkpoint import find_weights
+    from .loader import load_native
+    from .resolve import resolve_checkpoint
+
+    resolved = resolve_checkpoint(name_or_path)
+    path, info = resolved.path, resolved.info
+    spec = read_config(path)
+    tokenizer = InternLMTokenizer.from_pretrained(path) if (path / "tokenizer.model").is_file() else None
+    profile = make_profile(spec, tokenizer, path, info)
+    name = info.name if info is not None else None
+    if backend != "transformers":
+        from .backends import load_engine
+
+        if tokenizer is None:
+            raise UsageError(f"backend={backend!r} needs the checkpoint's tokenizer.model.")
+        return load_engine(backend, path, tokenizer, profile, dtype=str(dtype))  # type: ignore[return-value]
+    devices = resolve_devices(device)
+    torch_dtype = resolve_dtype(dtype, devices[0])
+    weights = find_weights(path)
+    if quantization is not None:
+        from .quantize import quantize_decoder, require_bitsandbytes
+
+        require_bitsandbytes(quantization)
+        if len(devices) > 1 or devices[0].type != "cuda":
+            raise UsageError(f"quantization={quantization!r} needs exactly one CUDA device; got {', '.join(map(str, devices))}.")
+        cpu = Placement((torch.device("cpu"),), {"": torch.device("cpu")})
+        model = load_native(path, spec, cpu, torch_dtype, attn=attn, weights=weights)
+        model = quantize_decoder(model, quantization, devices[0], torch_dtype)
+        model.model.rotary_emb.inv_freq = model.model.rotary_emb.inv_freq.to(devices[0])
+        placement = Placement(devices, {"": devices[0]})
+    else:
+        placement = _placement(spec, devices, torch_dtype, max_memory)
+        model = load_native(path, spec, placement, torch_dtype, attn=attn, weights=weights)
+        dispatch(model, placement)
+    return Runner(model=model, tokenizer=tokenizer, spec=spec, path=path, placement=placement, dtype=torch_dtype,
+                  profile=profile, name=name, quantization=quantization, info=info)
+

@@ -1,0 +1,208 @@
+"""Find a checkpoint's weight files and list its tensors without loading them.
+
+safetensors headers are parsed here directly (8-byte length + JSON), so listing names, shapes
+and dtypes costs a few kilobytes of reads and no torch, and a truncated or inconsistent shard is
+caught before any tensor is materialised. PyTorch ``.bin`` shards (InternLM v1 ships only those)
+are opened with ``torch.load(weights_only=True, mmap=True)``: no pickled code runs and the
+bytes stay memory-mapped until a tensor is used.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from ..errors import CheckpointError, IncompatibleCheckpointError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+Format = Literal["safetensors", "bin"]
+
+_ST_INDEX = "model.safetensors.index.json"
+_BIN_INDEX = "pytorch_model.bin.index.json"
+# InternEvo ("origin") checkpoints: model_tp0_pp0.pt, model_zo0_tp0_pp0.pt, model_wp0_pp0.pt ...
+_ORIGIN_FILE = re.compile(r"^model(_[a-z]+\d+)+\.pt$")
+
+_ST_DTYPE_BYTES = {
+    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
+    "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8,
+}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str  # safetensors spelling (BF16, F32, ...) or torch's for .bin
+    file: Path
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+@dataclass(frozen=True)
+class WeightFiles:
+    """The weight files of one checkpoint, in load order, and every tensor they hold."""
+
+    root: Path
+    format: Format
+    files: tuple[Path, ...]
+    tensors: dict[str, TensorInfo]
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.files)
+
+
+def is_origin_format(path: Path) -> bool:
+    """True for an InternEvo ("origin") checkpoint directory, which no HF-style loader reads."""
+    path = Path(path)
+    if (path / "config.json").is_file() and _has_hf_weights(path):
+        return False
+    return any(_ORIGIN_FILE.match(p.name) for p in path.glob("*.pt"))
+
+
+def _has_hf_weights(path: Path) -> bool:
+    return any(path.glob("*.safetensors")) or any(path.glob("pytorch_model*.bin"))
+
+
+def read_safetensors_header(file: Path) -> dict[str, TensorInfo]:
+    """Names, shapes and dtypes of one safetensors file; checks the offsets against its size."""
+    try:
+        size = file.stat().st_size
+        with file.open("rb") as fh:
+            head = fh.read(8)
+            if len(head) < 8:
+                raise CheckpointError(str(file), "file is too short to be safetensors")
+            (n,) = struct.unpack("<Q", head)
+            if n > min(size - 8, 100 * 1024 * 1024):
+                raise CheckpointError(str(file), f"safetensors header length {n} exceeds the file")
+            header = json.loads(fh.read(n))
+    except OSError as exc:
+        raise CheckpointError(str(file), f"cannot be read ({exc})") from None
+    except ValueError:
+        raise CheckpointError(str(file), "safetensors header is not valid JSON") from None
+    data_size = size - 8 - n
+    out: dict[str, TensorInfo] = {}
+    for name, meta in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype = str(meta["dtype"])
+            shape = tuple(int(d) for d in meta["shape"])
+            start, end = (int(x) for x in meta["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            raise CheckpointError(str(file), f"tensor {name!r} has a malformed header entry") from None
+        info = TensorInfo(name, shape, dtype, file)
+        expected = info.numel * _ST_DTYPE_BYTES.get(dtype, 0)
+        if end > data_size or start > end or (expected and end - start != expected):
+            raise CheckpointError(
+                str(file), f"tensor {name!r} lies outside the file or has the wrong byte length (truncated?)"
+            )
+        out[name] = info
+    return out
+
+
+def _index_files(root: Path, index_name: str) -> tuple[list[Path], dict[str, str]] | None:
+    index = root / index_name
+    if not index.is_file():
+        return None
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise CheckpointError(str(index), "index is not valid JSON with a weight_map") from None
+    names = sorted(set(weight_map.values()))
+    files = [root / n for n in names]
+    for f in files:
+        if not f.is_file():
+            raise CheckpointError(str(f), f"shard listed in {index_name} is missing")
+    return files, dict(weight_map)
+
+
+def find_weights(root: Path) -> WeightFiles:
+    """Locate the weights (safetensors preferred over .bin) and list every tensor."""
+    root = Path(root)
+    indexed = _index_files(root, _ST_INDEX)
+    if indexed is None:
+        singles = sorted(root.glob("*.safetensors"))
+        if singles:
+            indexed = (singles, {})
+    if indexed is not None:
+        files, weight_map = indexed
+        tensors: dict[str, TensorInfo] = {}
+        for f in files:
+            for name, info in read_safetensors_header(f).items():
+                if name in tensors:
+                    raise CheckpointError(str(f), f"tensor {name!r} appears in two shards")
+                tensors[name] = info
+        for name, fname in weight_map.items():
+            if name not in tensors or tensors[name].file.name != fname:
+                raise CheckpointError(
+                    str(root / fname), f"index says it holds {name!r}, but its header does not"
+                )
+        return WeightFiles(root, "safetensors", tuple(files), tensors)
+    bins = _index_files(root, _BIN_INDEX)
+    bin_files = bins[0] if bins else sorted(root.glob("pytorch_model*.bin"))
+    if bin_files:
+        return WeightFiles(root, "bin", tuple(bin_files), _bin_tensor_infos(bin_files))
+    raise IncompatibleCheckpointError(
+        str(root), "no weight files (*.safetensors or pytorch_model*.bin)",
+        hint="Check the directory, or pull the model again.",
+    )
+
+
+def _open_bin(file: Path) -> dict[str, torch.Tensor]:
+    import torch
+
+    try:
+        obj = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:  # legacy (non-zip) serialization cannot be mmapped
+        try:
+            obj = torch.load(file, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
+            raise CheckpointError(str(file), f"cannot be read as a PyTorch state dict ({exc})") from None
+    except Exception as exc:  # noqa: BLE001
+        raise CheckpointError(str(file), f"cannot be read as a PyTorch state dict ({exc})") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(str(file), "is not a state dict")
+    return obj
+
+
+def _bin_tensor_infos(files: list[Path]) -> dict[str, TensorInfo]:
+    out: dict[str, TensorInfo] = {}
+    for f in files:
+        for name, t in _open_bin(f).items():
+            out[name] = TensorInfo(name, tuple(t.shape), str(t.dtype).removeprefix("torch."), f)
+    return out
+
+
+def iter_tensors(
+    weights: WeightFiles, file: Path, names: set[str] | None = None, device: str = "cpu"
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield ``(name, tensor)`` for the tensors of one file, one at a time."""
+    if weights.format == "bin":
+        state = _open_bin(file)
+        for name in list(state):
+            if names is None or name in names:
+                t = state.pop(name)
+                yield name, t.to(device) if device != "cpu" else t
+        return
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(file), framework="pt", device=device) as fh:
+            for name in fh.keys():  # noqa: SIM118 - safe_open has no __iter__
+                if names is None or name in names:
+                    yield name, fh.get_tensor(name)
+    except OSError as exc:
+        raise CheckpointError(str(file), f"cannot be read ({exc})") from None
