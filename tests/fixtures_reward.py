@@ -46,8 +46,9 @@ def fake_score(ids: Sequence[int]) -> float:
 class RecordingScorer:
     """Scores with ``fake_score`` and records every call's batch size (thread-safe)."""
 
-    def __init__(self, delay_s: float = 0.0) -> None:
+    def __init__(self, delay_s: float = 0.0, gate: threading.Event | None = None) -> None:
         self.delay_s = delay_s
+        self.gate = gate  # when given, every call waits for it (to hold work in flight)
         self.calls: list[int] = []
         self.seen: list[list[int]] = []
         self.started = threading.Event()  # set when a call begins (to catch work in flight)
@@ -59,13 +60,16 @@ class RecordingScorer:
         with self._lock:
             self.calls.append(len(batch))
             self.seen.extend(list(x) for x in batch)
+        if self.gate is not None:
+            assert self.gate.wait(30), "test gate never opened"
         if self.delay_s:
             time.sleep(self.delay_s)
         return [fake_score(ids) for ids in batch]
 
 
-def make_fake_rm(*, delay_s: float = 0.0, max_length: int = 200, truncate: bool = False) -> RewardModel:
-    return RewardModel(RecordingScorer(delay_s), CharCodec(), reward_token_id=FAKE_REWARD_ID,
+def make_fake_rm(*, delay_s: float = 0.0, max_length: int = 200, truncate: bool = False,
+                 gate: threading.Event | None = None) -> RewardModel:
+    return RewardModel(RecordingScorer(delay_s, gate), CharCodec(), reward_token_id=FAKE_REWARD_ID,
                        max_length=max_length, pad_token_id=FAKE_PAD_ID, name="fake-reward", truncate=truncate)
 
 

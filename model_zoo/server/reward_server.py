@@ -34,6 +34,7 @@ class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = False  # server_close() joins request threads: in-flight requests finish
     block_on_close = True
     allow_reuse_address = True
+    request_queue_size = 1024  # many RLHF workers connect at once; the stdlib default is 5
 
     def __init__(self, address: tuple[str, int], app: RewardServer) -> None:
         family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
@@ -78,6 +79,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         app = self.server.app
+        self._body_read = False
         try:
             try:
                 status, body = 200, app._handle(self, method)
@@ -93,8 +95,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, body: JSON) -> None:
         data = json.dumps(body, ensure_ascii=False).encode()
-        if self.server.app.draining:
-            self.close_connection = True
+        if self.server.app.draining or not self._body_consumed():
+            self.close_connection = True  # an unread body would be parsed as the next request
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -105,6 +107,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
         self._extra_headers = {}
+
+    def _body_consumed(self) -> bool:
+        if getattr(self, "_body_read", False):
+            return True
+        chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
+        return not chunked and self.headers.get("Content-Length", "0").strip() in ("", "0")
 
     def read_json(self, limit: int) -> JSON:
         """The request body as a JSON object, within ``limit`` bytes."""
@@ -127,6 +135,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True  # the body stays unread
             raise over_limit("max_request_bytes", length, limit, "bytes in the request body")
         data = self.rfile.read(length)
+        self._body_read = True
         try:
             body = json.loads(data)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -195,7 +204,9 @@ class RewardServer:
 
     def start(self) -> RewardServer:
         """Serve in a background thread and return at once."""
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="reward-http", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="reward-http", daemon=True
+        )
         self._thread.start()
         return self
 
