@@ -55,3 +55,10 @@ def test_make_hub_tree(tmp_path: Path) -> None:
     repos = json.loads(result.stdout)["repos"]
     assert repos["internlm/internlm2_5-1_8b-chat"] == str(tmp_path / "internlm/internlm2_5-1_8b-chat")
     assert (tmp_path / "Intern/internlm3-8b-instruct/tokenizer.model").is_file()
+
+
+def test_make_hub_tree_for_chosen_models(tmp_path: Path) -> None:
+    result = _model_zoo("dev", "make-hub-tree", str(tmp_path), "--model", "internlm2-math-plus-1_8b", "--json")
+    assert result.returncode == 0, result.stderr
+    assert sorted(json.loads(result.stdout)["repos"]) == [
+        "Shanghai_AI_Laboratory/internlm2-math-plus-1_8b", "internlm/internlm2-math-plus-1_8b"]

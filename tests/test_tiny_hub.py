@@ -9,7 +9,8 @@ import pytest
 
 from fixtures_tiny import HubTree
 from model_zoo.errors import UsageError
-from model_zoo.testing.tiny_hub import make_hub_tree
+from model_zoo.registry.api import get
+from model_zoo.testing.tiny_hub import DEFAULT_MODELS, make_hub_tree, registry_repos
 
 
 def _files(repo: Path) -> dict[str, bytes]:
@@ -65,3 +66,17 @@ def test_custom_repos_and_seed(tmp_path: Path) -> None:
 def test_bad_entries_are_refused(tmp_path: Path, repos: dict[str, str]) -> None:
     with pytest.raises(UsageError):
         make_hub_tree(tmp_path, repos)
+
+
+def test_default_tree_covers_every_registry_source_of_the_default_models(tiny_hub_tree: HubTree) -> None:
+    for name in DEFAULT_MODELS:
+        for repo_id in get(name).sources.values():
+            assert repo_id in tiny_hub_tree.repos
+
+
+def test_registry_repos_maps_architectures() -> None:
+    repos = registry_repos("internlm2-math-plus-1_8b", "internlm2_5-1_8b-chat")
+    assert repos["internlm/internlm2-math-plus-1_8b"] == "internlm2"
+    assert repos["OpenLMLab/internlm2_5-1_8b-chat-original"] == "origin"
+    with pytest.raises(UsageError, match="MixtralForCausalLM"):
+        registry_repos("internlm2-math-plus-mixtral8x22b")

@@ -35,13 +35,16 @@ def make_tiny_cmd(
 @dev_app.command("make-hub-tree")
 def make_hub_tree_cmd(
     root: Path = typer.Argument(..., help="Directory to lay out as ROOT/<namespace>/<name>/."),
+    models: list[str] = typer.Option(
+        [], "--model", "-m", help="Registry model whose sources to lay out (repeatable); "
+        "default: one chat, reward, InternLM3 and v1 model."),
     seed: int = typer.Option(0, "--seed", help="Random seed for the tiny weights."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Lay out tiny repositories under real InternLM repository ids, for `serve-mirror`."""
-    from ..testing.tiny_hub import make_hub_tree
+    from ..testing.tiny_hub import make_hub_tree, registry_repos
 
-    repos = make_hub_tree(root, seed=seed)
+    repos = make_hub_tree(root, registry_repos(*models) if models else None, seed=seed)
     if as_json:
         from .output import print_json
 

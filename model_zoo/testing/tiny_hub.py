@@ -1,9 +1,9 @@
 """A repository tree for the local hub: tiny checkpoints under real InternLM repository ids.
 
 ``make_hub_tree(root)`` lays out ``ROOT/<namespace>/<name>/`` for the HuggingFace, ModelScope,
-Modelers and OpenXLab ids of a few models, which is what the local hub server serves. Mirrors of
-one model hold byte-identical files (the seed is derived from the model name, case-insensitively),
-while different models differ. The ids below are test data, not the product registry.
+Modelers and OpenXLab ids of a few registry models, which is what the local hub server serves.
+Mirrors of one model hold byte-identical files (the seed is derived from the model name), while
+different models differ.
 """
 
 from __future__ import annotations
@@ -20,20 +20,16 @@ from .tiny_weights import TensorPlan, random_tensor, write_atomic
 
 ORIGIN = "origin"  # an OpenXLab "-original" repository: InternEvo format, not loadable
 
-DEFAULT_HUB_REPOS: dict[str, str] = {
-    "internlm/internlm2_5-1_8b-chat": "internlm2",
-    "Shanghai_AI_Laboratory/internlm2_5-1_8b-chat": "internlm2",
-    "OpenLMLab/internlm2_5-1_8b-chat": "internlm2",
-    "OpenLMLab/internlm2_5-1_8b-chat-original": ORIGIN,
-    "internlm/internlm2-1_8b-reward": "internlm2-reward",
-    "Shanghai_AI_Laboratory/internlm2-1_8b-reward": "internlm2-reward",
-    "OpenLMLab/internlm2-1_8b-reward": "internlm2-reward",
-    "internlm/internlm3-8b-instruct": "internlm3",
-    "Shanghai_AI_Laboratory/internlm3-8b-instruct": "internlm3",
-    "Intern/internlm3-8b-instruct": "internlm3",
-    "internlm/internlm-chat-7b": "internlm",
-    "Shanghai_AI_Laboratory/internlm-chat-7b": "internlm",
-    "OpenLMLab/InternLM-chat-7b": "internlm",
+# Registry entries whose sources make up the default tree: one model per tiny architecture.
+DEFAULT_MODELS: tuple[str, ...] = (
+    "internlm2_5-1_8b-chat", "internlm2-1_8b-reward", "internlm3-8b-instruct", "internlm-chat-7b",
+)
+
+_ARCH_OF_CLASS = {
+    "InternLM2ForCausalLM": "internlm2",
+    "InternLM2ForRewardModel": "internlm2-reward",
+    "InternLM3ForCausalLM": "internlm3",
+    "InternLMForCausalLM": "internlm",
 }
 
 _GITATTRIBUTES = "".join(
@@ -43,15 +39,33 @@ _GITATTRIBUTES = "".join(
 )
 
 
+def registry_repos(*names: str) -> dict[str, str]:
+    """Repo id -> tiny architecture for every source of the named registry entries
+    (``"origin"`` for an ``openxlab-origin`` source)."""
+    from ..registry.api import get
+
+    out: dict[str, str] = {}
+    for name in names:
+        info = get(name)
+        arch = _ARCH_OF_CLASS.get(info.architecture)
+        if arch is None:
+            raise UsageError(f"{name}: no tiny architecture for {info.architecture}", name=name)
+        for source, repo_id in info.sources.items():
+            out[repo_id] = ORIGIN if source == "openxlab-origin" else arch
+    return out
+
+
 def make_hub_tree(root: str | Path, repos: Mapping[str, str] | None = None, *,
                   seed: int = 0) -> dict[str, Path]:
     """Write one tiny repository per id in ``repos`` (repo id -> tiny architecture, or
     ``"origin"`` for an InternEvo-format repository) under ``root``; return id -> directory.
 
-    Defaults to :data:`DEFAULT_HUB_REPOS`. Existing repository directories are replaced.
+    Defaults to every source of :data:`DEFAULT_MODELS` in the registry. Repositories whose
+    names match once case, ``.`` and ``-`` are ignored hold identical bytes (mirrors); others
+    differ. Existing repository directories are replaced.
     """
     root = Path(root)
-    repos = DEFAULT_HUB_REPOS if repos is None else repos
+    repos = registry_repos(*DEFAULT_MODELS) if repos is None else repos
     out: dict[str, Path] = {}
     with tempfile.TemporaryDirectory(prefix="tiny-hub-") as scratch:
         built: dict[tuple[str, int], Path] = {}
@@ -59,13 +73,14 @@ def make_hub_tree(root: str | Path, repos: Mapping[str, str] | None = None, *,
             namespace, _, name = repo_id.partition("/")
             if not namespace or not name or "/" in name or arch not in (*ARCHS, ORIGIN):
                 raise UsageError(f"bad hub tree entry {repo_id!r}: {arch!r}", repo_id=repo_id)
-            model_seed = (seed + zlib.crc32(name.lower().encode())) & 0x7FFFFFFF
+            mirror_key = name.lower().replace(".", "_").replace("-", "_")
+            model_seed = (seed + zlib.crc32(mirror_key.encode())) & 0x7FFFFFFF
             key = (arch, model_seed)
             if key not in built:
                 built[key] = Path(scratch) / f"{len(built)}"
                 _build(arch, built[key], model_seed)
                 write_atomic(built[key] / ".gitattributes", [_GITATTRIBUTES.encode()])
-                write_atomic(built[key] / "README.md", [_readme(name.lower(), arch).encode()])
+                write_atomic(built[key] / "README.md", [_readme(mirror_key, arch).encode()])
             target = root / namespace / name
             if target.exists():
                 shutil.rmtree(target)
