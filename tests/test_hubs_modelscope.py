@@ -58,6 +58,10 @@ def protocol(files: list[dict[str, Any]], *, revisions: tuple[str, ...] = ("mast
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
         if url.path == f"/api/v1/models/{REPO}":
             return httpx.Response(200, json=envelope({"Name": "internlm2_5-1_8b-chat"}))
+        if url.path == f"/api/v1/models/{REPO}/revisions":
+            branches = [{"Revision": "master", "CommitId": "E" * 40}]
+            tags = [{"Revision": "v1.0"}]  # no commit published
+            return httpx.Response(200, json=envelope({"RevisionMap": {"Branches": branches, "Tags": tags}}))
         if url.path != f"/api/v1/models/{REPO}/repo/files":
             return httpx.Response(404, json=envelope(None, code=404, success=False, message="model not exist"))
         if query.get("Revision") not in revisions:
@@ -91,10 +95,22 @@ def test_lists_every_file_with_size_sha256_and_url(mock_hub) -> None:
     )
     assert deep.supports_range and deep.kind == "file"
     assert manifest.source == "modelscope" and manifest.revision == "master"
-    assert manifest.commit is None and manifest.endpoint == EP
+    assert manifest.commit == "e" * 40  # from the revisions list
+    assert manifest.endpoint == EP
     assert manifest.total_size == 10 + 2000 + 3000 + 5
     first = hub.requests[0]
     assert first.url.params["Recursive"] == "True" and first.url.params["Revision"] == "master"
+
+
+def test_no_commit_when_the_revisions_list_is_unavailable(mock_hub) -> None:
+    listing = protocol(FILES)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/revisions"):
+            return httpx.Response(500)
+        return listing(request)
+
+    assert adapter(mock_hub(handler)).manifest(REPO).commit is None
 
 
 def test_token_goes_as_cookie_and_bearer_only_to_modelscope(mock_hub) -> None:

@@ -117,8 +117,15 @@ class ModelersAdapter(AdapterBase):
         raise RepoNotFoundError(self.session.ctx.hub, repo_id)
 
     def _repo_exists(self, repo_id: str) -> bool:
-        url = f"{self.session.endpoint}/api/v1/model/{quote(repo_id, safe='/')}"
-        return self.session.json_if_ok(url) is not None
+        """Whether the repository answers at all: its default branch, or its model page."""
+        quoted = quote(repo_id, safe="/")
+        listing = self.session.json_if_ok(
+            f"{self.session.endpoint}/api/v1/file/{quoted}",
+            params={"path": "", "ref": DEFAULT_REVISION},
+        )
+        if listing is not None:
+            return True
+        return self.session.json_if_ok(f"{self.session.endpoint}/api/v1/model/{quoted}") is not None
 
 
 def _tree(session: HubSession, data: dict[str, Any]) -> list[dict[str, Any]]:

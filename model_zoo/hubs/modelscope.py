@@ -9,8 +9,9 @@ Protocol, as the official ``modelscope`` client speaks it:
 * Bytes: ``GET /api/v1/models/{repo}/repo?Revision=REV&FilePath=PATH``, Range supported.
 * Errors arrive either as an HTTP status or as HTTP 200 with ``Success: false``.
 * Auth: the access token as cookie ``m_session_id`` and as ``Authorization: Bearer``.
-* The default branch is ``master``; the API exposes no commit id for a branch, so
-  ``Manifest.commit`` is set only when the caller pins a 40-hex commit.
+* The default branch is ``master``. ``Manifest.commit`` is the pinned 40-hex revision, or the
+  ``CommitId`` that ``GET /api/v1/models/{repo}/revisions`` lists for the branch or tag when it
+  lists one (not documented, so used only when present), else None.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from urllib.parse import quote, quote_plus
 
 import httpx
 
-from ..errors import GatedRepoError, RepoNotFoundError
+from ..errors import GatedRepoError, HubError, RepoNotFoundError
 from .base import Manifest, RemoteFile
 from .catalog import MODELSCOPE
 from .http import AdapterBase, is_commit_id, sha256_or_none, size_or_none
@@ -65,7 +66,7 @@ class ModelScopeAdapter(AdapterBase):
                     kind="file" if kind == "blob" else kind,
                 )
             )
-        commit = rev.lower() if is_commit_id(rev) else None
+        commit = rev.lower() if is_commit_id(rev) else self._commit_of(repo_id, rev)
         return self.build_manifest(repo_id, rev, commit, files)
 
     def file_url(self, repo_id: str, revision: str, path: str) -> str:
@@ -73,6 +74,28 @@ class ModelScopeAdapter(AdapterBase):
             f"{self.session.endpoint}/api/v1/models/{quote(repo_id, safe='/')}/repo"
             f"?Revision={quote_plus(revision)}&FilePath={quote_plus(path)}"
         )
+
+    def _commit_of(self, repo_id: str, rev: str) -> str | None:
+        """The commit a branch or tag points at, when the revisions list publishes one.
+
+        Best effort: ModelScope's revision entries are not documented to carry a commit id,
+        so any failure or absence just leaves the manifest without one.
+        """
+        url = f"{self.session.endpoint}/api/v1/models/{quote(repo_id, safe='/')}/revisions"
+        try:
+            body = self.session.json_if_ok(url)
+        except HubError:
+            return None
+        data = body.get("Data") if isinstance(body, dict) else None
+        revision_map = data.get("RevisionMap") if isinstance(data, dict) else None
+        if not isinstance(revision_map, dict):
+            return None
+        for group in ("Branches", "Tags"):
+            for item in revision_map.get(group) or []:
+                if isinstance(item, dict) and item.get("Revision") == rev:
+                    commit = item.get("CommitId")
+                    return commit.lower() if isinstance(commit, str) and is_commit_id(commit) else None
+        return None
 
     # ---------------------------------------------------------------- listing
 
