@@ -1,0 +1,133 @@
+"""The official clients download from the local hub byte-identical.
+
+This is what keeps the local hub honest: huggingface_hub and modelscope are the reference
+implementations of their protocols, so a drift in paths, JSON shapes or headers fails here.
+In-process tests pass ``endpoint=`` (huggingface_hub reads HF_ENDPOINT once, at import) and
+call modelscope 1.40's download code where it lives, ``modelscope_hub.compat`` (importing the
+``modelscope`` package itself pulls in torch and costs seconds). One subprocess test runs
+``huggingface_hub.snapshot_download`` and ``modelscope.snapshot_download`` configured only by the
+variables from ``LocalHub.env()``, which is how ``model-zoo serve-mirror`` users point their
+tools at a mirror.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from model_zoo.testing.hub_server import LocalHub
+from model_zoo.testing.repo_store import write_repo
+
+REPO = "internlm/faithful-chat"
+FILES: dict[str, bytes | str | int] = {
+    ".gitattributes": "*.safetensors filter=lfs diff=lfs merge=lfs -text\n",
+    "README.md": "# faithful\n",
+    "config.json": '{"model_type": "internlm2", "hidden_size": 64}\n',
+    "tokenizer_config.json": '{"chat_template": "{{ messages }}"}\n',
+    "model.safetensors": 6 * 1024 * 1024 + 13,  # LFS through .gitattributes
+    "weights/big.bin": 10 * 1024 * 1024 + 1,  # LFS through the 10 MiB rule
+    "a/b/c/deep.txt": "three folders down\n",
+    "a/sibling.json": "[]\n",
+}
+
+
+@pytest.fixture(scope="module")
+def faithful_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("faithful-root")
+    write_repo(root, REPO, FILES)
+    return root
+
+
+@pytest.fixture
+def faithful_hub(faithful_root: Path) -> LocalHub:
+    with LocalHub(faithful_root, page_size=3) as hub:  # small pages: the client must follow Link
+        yield hub  # type: ignore[misc]
+
+
+def assert_same_tree(source: Path, copy: Path) -> None:
+    expected = {p.relative_to(source).as_posix() for p in source.rglob("*") if p.is_file()}
+    for rel in expected:
+        assert (copy / rel).read_bytes() == (source / rel).read_bytes(), rel
+    got = {
+        p.relative_to(copy).as_posix()
+        for p in copy.rglob("*")
+        if p.is_file() and not p.relative_to(copy).as_posix().startswith((".cache/", "._", ".msc", ".mv"))
+    }
+    assert expected <= got
+
+
+def test_huggingface_hub_snapshot_download(faithful_root: Path, faithful_hub: LocalHub, tmp_path: Path) -> None:
+    from huggingface_hub import snapshot_download
+
+    out = snapshot_download(REPO, endpoint=faithful_hub.url, local_dir=tmp_path / "hf", cache_dir=tmp_path / "c")
+    assert_same_tree(faithful_root / REPO, Path(out))
+    pages = [r for r in faithful_hub.stats.requests if "/tree/" in r.url]
+    assert len(pages) > 1  # followed Link rel=next
+    assert faithful_hub.stats.bytes_served(protocol="hf", path="weights/big.bin") == FILES["weights/big.bin"]
+
+
+def test_huggingface_hub_cache_layout_uses_commit_and_tags(
+    faithful_root: Path, faithful_hub: LocalHub, tmp_path: Path
+) -> None:
+    from huggingface_hub import snapshot_download
+
+    commit = faithful_hub.tag(REPO, "v1")
+    old = (faithful_root / REPO / "config.json").read_bytes()
+    write_repo(faithful_root, REPO, {"config.json": '{"changed": true}\n'})
+    try:
+        out = Path(snapshot_download(REPO, revision="v1", endpoint=faithful_hub.url, cache_dir=tmp_path / "cache"))
+        assert out.name == commit  # snapshots/<commit>, as from the real hub
+        assert (out / "config.json").read_bytes() == old
+        assert_same_tree(faithful_root / ".revisions" / REPO / "v1", out)
+    finally:
+        write_repo(faithful_root, REPO, {"config.json": old})
+
+
+def test_modelscope_snapshot_download(faithful_root: Path, faithful_hub: LocalHub, tmp_path: Path) -> None:
+    from modelscope_hub.compat.snapshot_download import snapshot_download
+
+    out = snapshot_download(REPO, endpoint=faithful_hub.url, local_dir=str(tmp_path / "ms"), cache_dir=str(tmp_path / "c"))
+    assert_same_tree(faithful_root / REPO, Path(out))
+    assert faithful_hub.stats.bytes_served(protocol="modelscope", path="model.safetensors") == FILES["model.safetensors"]
+
+
+def test_modelscope_snapshot_download_at_tag(faithful_root: Path, faithful_hub: LocalHub, tmp_path: Path) -> None:
+    from modelscope_hub.compat.snapshot_download import snapshot_download
+
+    faithful_hub.tag(REPO, "v2")
+    tagged = faithful_root / ".revisions" / REPO / "v2"
+    write_repo(faithful_root, REPO, {"a/sibling.json": "[1]\n"})
+    try:
+        out = snapshot_download(
+            REPO, revision="v2", endpoint=faithful_hub.url, local_dir=str(tmp_path / "ms"), cache_dir=str(tmp_path / "c")
+        )
+        assert_same_tree(tagged, Path(out))
+    finally:
+        write_repo(faithful_root, REPO, {"a/sibling.json": "[]\n"})
+
+
+def test_clients_configured_by_environment_only(faithful_root: Path, faithful_hub: LocalHub, tmp_path: Path) -> None:
+    env = {**os.environ, **faithful_hub.env(), "HF_HOME": str(tmp_path / "hf-home"), "MODELSCOPE_CACHE": str(tmp_path / "ms-cache")}
+    script = (
+        "import sys\n"
+        "from huggingface_hub import snapshot_download as hf\n"
+        "from modelscope import snapshot_download as ms\n"
+        "print(hf(sys.argv[1], local_dir=sys.argv[2]))\n"
+        "print(ms(sys.argv[1], local_dir=sys.argv[3]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, REPO, str(tmp_path / "hf"), str(tmp_path / "ms")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_same_tree(faithful_root / REPO, tmp_path / "hf")
+    assert_same_tree(faithful_root / REPO, tmp_path / "ms")
+    protocols = {r.protocol for r in faithful_hub.stats.file_requests()}
+    assert protocols == {"hf", "modelscope"}
