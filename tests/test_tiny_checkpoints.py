@@ -207,7 +207,8 @@ def _labelled(heads: int, head_dim: int, hidden: int, base: float) -> np.ndarray
 
 def test_pack_wqkv_uses_the_grouped_layout() -> None:
     heads, kv, d, hidden = 8, 2, 4, 6
-    q, k, v = _labelled(heads, d, hidden, 0), _labelled(kv, d, hidden, 100), _labelled(kv, d, hidden, 200)
+    q = _labelled(heads, d, hidden, 0)
+    k, v = _labelled(kv, d, hidden, 100), _labelled(kv, d, hidden, 200)
     packed = pack_wqkv(q, k, v, heads, kv, d)
     assert packed.shape == ((heads + 2 * kv) * d, hidden)
     block_heads = [float(packed[i * d, 0]) for i in range(heads + 2 * kv)]
@@ -219,7 +220,8 @@ def test_pack_wqkv_uses_the_grouped_layout() -> None:
 
 def test_unpack_wqkv_works_on_torch_tensors_and_biases() -> None:
     heads, kv, d = 4, 2, 3
-    q, k, v = (np.arange(n * d, dtype=np.float32) + off for n, off in ((heads, 0), (kv, 50), (kv, 90)))
+    q, k, v = (np.arange(n * d, dtype=np.float32) + off
+               for n, off in ((heads, 0), (kv, 50), (kv, 90)))
     packed = torch.from_numpy(pack_wqkv(q, k, v, heads, kv, d))
     assert packed[:d].tolist() == [0, 1, 2] and packed[2 * d : 3 * d].tolist() == [50, 51, 52]
     q2, k2, v2 = unpack_wqkv(packed, heads, kv, d)
@@ -234,7 +236,8 @@ def test_checkpoint_wqkv_unpacks_and_repacks_to_itself(tiny_checkpoint) -> None:
     d = cfg["hidden_size"] // heads
     wqkv = _load_all(path)["model.layers.1.attention.wqkv.weight"].numpy()
     q, k, v = unpack_wqkv(wqkv, heads, kv, d)
-    assert q.shape == (heads * d, cfg["hidden_size"]) and k.shape == v.shape == (kv * d, cfg["hidden_size"])
+    assert q.shape == (heads * d, cfg["hidden_size"])
+    assert k.shape == v.shape == (kv * d, cfg["hidden_size"])
     assert np.array_equal(pack_wqkv(q, k, v, heads, kv, d), wqkv)
 
 

@@ -20,7 +20,8 @@ def _model_zoo(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_make_tiny_writes_the_same_files_as_the_api(tmp_path: Path) -> None:
     out = tmp_path / "cli"
-    result = _model_zoo("dev", "make-tiny", "internlm3", str(out), "--seed", "3", "--shards", "1", "--json")
+    result = _model_zoo("dev", "make-tiny", "internlm3", str(out), "--seed", "3", "--shards", "1",
+                        "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["path"] == str(out) and "model.safetensors" in report["files"]
@@ -53,12 +54,14 @@ def test_make_hub_tree(tmp_path: Path) -> None:
     result = _model_zoo("dev", "make-hub-tree", str(tmp_path), "--json")
     assert result.returncode == 0, result.stderr
     repos = json.loads(result.stdout)["repos"]
-    assert repos["internlm/internlm2_5-1_8b-chat"] == str(tmp_path / "internlm/internlm2_5-1_8b-chat")
+    chat = "internlm/internlm2_5-1_8b-chat"
+    assert repos[chat] == str(tmp_path / chat)
     assert (tmp_path / "Intern/internlm3-8b-instruct/tokenizer.model").is_file()
 
 
 def test_make_hub_tree_for_chosen_models(tmp_path: Path) -> None:
-    result = _model_zoo("dev", "make-hub-tree", str(tmp_path), "--model", "internlm2-math-plus-1_8b", "--json")
+    result = _model_zoo("dev", "make-hub-tree", str(tmp_path), "--model",
+                        "internlm2-math-plus-1_8b", "--json")
     assert result.returncode == 0, result.stderr
     assert sorted(json.loads(result.stdout)["repos"]) == [
         "Shanghai_AI_Laboratory/internlm2-math-plus-1_8b", "internlm/internlm2-math-plus-1_8b"]

@@ -14,12 +14,14 @@ from model_zoo.testing.tiny_hub import DEFAULT_MODELS, make_hub_tree, registry_r
 
 
 def _files(repo: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(repo)): p.read_bytes() for p in sorted(repo.rglob("*")) if p.is_file()}
+    files = sorted(p for p in repo.rglob("*") if p.is_file())
+    return {str(p.relative_to(repo)): p.read_bytes() for p in files}
 
 
 def test_tree_holds_the_real_ids_on_disk(tiny_hub_tree: HubTree) -> None:
     root, repos = tiny_hub_tree
-    for repo_id in ("internlm/internlm2_5-1_8b-chat", "Shanghai_AI_Laboratory/internlm2_5-1_8b-chat",
+    for repo_id in ("internlm/internlm2_5-1_8b-chat",
+                    "Shanghai_AI_Laboratory/internlm2_5-1_8b-chat",
                     "internlm/internlm2-1_8b-reward", "internlm/internlm3-8b-instruct",
                     "Intern/internlm3-8b-instruct", "OpenLMLab/InternLM-chat-7b"):
         assert repos[repo_id] == root / repo_id
@@ -46,14 +48,17 @@ def test_models_differ_and_repos_look_like_hub_repos(tiny_hub_tree: HubTree) -> 
     assert json.loads(reward["config.json"])["architectures"] == ["InternLM2ForRewardModel"]
     for repo in repos.values():
         names = {p.name for p in repo.iterdir()}
-        assert {".gitattributes", "README.md"} <= names and not any(n.endswith(".py") for n in names)
+        assert {".gitattributes", "README.md"} <= names
+        assert not any(n.endswith(".py") for n in names)
         assert b"*.safetensors filter=lfs" in (repo / ".gitattributes").read_bytes()
     origin = repos["OpenLMLab/internlm2_5-1_8b-chat-original"]
-    assert not (origin / "config.json").exists() and (origin / "model_tp0_pp0.pt").stat().st_size > 0
+    assert not (origin / "config.json").exists()
+    assert (origin / "model_tp0_pp0.pt").stat().st_size > 0
 
 
 def test_custom_repos_and_seed(tmp_path: Path) -> None:
-    repos = make_hub_tree(tmp_path, {"acme/tiny-one": "internlm3", "acme/tiny-two": "internlm3"}, seed=7)
+    wanted = {"acme/tiny-one": "internlm3", "acme/tiny-two": "internlm3"}
+    repos = make_hub_tree(tmp_path, wanted, seed=7)
     assert set(repos) == {"acme/tiny-one", "acme/tiny-two"}
     one, two = _files(repos["acme/tiny-one"]), _files(repos["acme/tiny-two"])
     assert one["model-00001-of-00002.safetensors"] != two["model-00001-of-00002.safetensors"]
@@ -62,13 +67,15 @@ def test_custom_repos_and_seed(tmp_path: Path) -> None:
     assert _files(again["acme/tiny-one"]) == one
 
 
-@pytest.mark.parametrize("repos", [{"no-namespace": "internlm2"}, {"a/b": "llama"}, {"a/b/c": "internlm2"}])
+@pytest.mark.parametrize(
+    "repos", [{"no-namespace": "internlm2"}, {"a/b": "llama"}, {"a/b/c": "internlm2"}])
 def test_bad_entries_are_refused(tmp_path: Path, repos: dict[str, str]) -> None:
     with pytest.raises(UsageError):
         make_hub_tree(tmp_path, repos)
 
 
-def test_default_tree_covers_every_registry_source_of_the_default_models(tiny_hub_tree: HubTree) -> None:
+def test_default_tree_covers_the_registry_sources_of_the_default_models(
+        tiny_hub_tree: HubTree) -> None:
     for name in DEFAULT_MODELS:
         for repo_id in get(name).sources.values():
             assert repo_id in tiny_hub_tree.repos

@@ -110,11 +110,13 @@ def test_reward_token_is_one_piece(tiny_internlm2_reward: Path) -> None:
 @pytest.mark.parametrize(
     ("arch", "tokens"),
     [
-        ("internlm3", ["<|im_start|>", "<|im_end|>", "<|action_start|>", "<|plugin|>", "<restate>"]),
+        ("internlm3",
+         ["<|im_start|>", "<|im_end|>", "<|action_start|>", "<|plugin|>", "<restate>"]),
         ("internlm", ["<|User|>", "<|Bot|>", "<eoh>", "<eoa>"]),
     ],
 )
-def test_literal_special_pieces_encode_as_one_id(tiny_checkpoint, arch: str, tokens: list[str]) -> None:
+def test_literal_special_pieces_encode_as_one_id(tiny_checkpoint, arch: str,
+                                                tokens: list[str]) -> None:
     path = tiny_checkpoint(arch)
     sp, added = _sp(path), _added(path)
     for token in tokens:
@@ -124,7 +126,8 @@ def test_literal_special_pieces_encode_as_one_id(tiny_checkpoint, arch: str, tok
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_chat_with_special_tokens_round_trips_through_added_tokens(tiny_checkpoint, arch: str) -> None:
+def test_chat_with_special_tokens_round_trips_through_added_tokens(tiny_checkpoint,
+                                                                  arch: str) -> None:
     path = tiny_checkpoint(arch)
     sp, added = _sp(path), _added(path)
     specials = [t for t in added if t not in ("<unk>", "<s>", "</s>")]
@@ -175,7 +178,8 @@ def test_tokenizer_config_fields(tiny_checkpoint, arch: str, cls: str, module: s
     assert config["tokenizer_class"] == cls
     assert config["auto_map"]["AutoTokenizer"][0] == f"{module}.{cls}"
     assert config["add_bos_token"] is True and config["add_eos_token"] is False
-    assert (config["bos_token"], config["eos_token"], config["unk_token"]) == ("<s>", "</s>", "<unk>")
+    specials = (config["bos_token"], config["eos_token"], config["unk_token"])
+    assert specials == ("<s>", "</s>", "<unk>")
     assert all(e["special"] for e in config["added_tokens_decoder"].values())
     special_map = _json(path, "special_tokens_map.json")
     assert special_map["additional_special_tokens"] == config["additional_special_tokens"]

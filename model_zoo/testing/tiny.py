@@ -76,7 +76,8 @@ _SHAPE_FIELDS = frozenset({
 })
 
 
-def tiny_config(arch: str, dims: TinyDims | None = None, *, dtype: str = "bfloat16") -> dict[str, Any]:
+def tiny_config(arch: str, dims: TinyDims | None = None, *,
+                dtype: str = "bfloat16") -> dict[str, Any]:
     """The ``config.json`` of a tiny ``arch`` checkpoint, with the published field names."""
     dims = _checked_dims(arch, dims)
     common: dict[str, Any] = {
@@ -293,7 +294,8 @@ def _checked_dims(arch: str, dims: TinyDims | None) -> TinyDims:
         problems.append("num_attention_heads must be a multiple of num_key_value_heads")
     if dims.resolved_head_dim % 2:
         problems.append("head_dim must be even (rotary embedding)")
-    if arch != "internlm3" and dims.head_dim not in (None, dims.hidden_size // dims.num_attention_heads):
+    quotient = dims.hidden_size // dims.num_attention_heads
+    if arch != "internlm3" and dims.head_dim not in (None, quotient):
         problems.append(f"{arch} has no head_dim field: head_dim must be hidden_size / heads")
     if arch != "internlm3" and dims.hidden_size % dims.num_attention_heads:
         problems.append("hidden_size must be a multiple of num_attention_heads")

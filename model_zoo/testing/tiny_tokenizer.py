@@ -265,7 +265,8 @@ def _piece_text(piece_message: bytes) -> str:
 def move_pieces_to_end(model: bytes, tail: Sequence[str]) -> bytes:
     """Return ``model`` with the pieces named in ``tail`` moved, in that order, to the end."""
     fields = _fields(model)
-    pieces = [(raw, _piece_text(payload)) for number, raw, payload in fields if number == _PIECES_FIELD]
+    pieces = [(raw, _piece_text(payload))
+              for number, raw, payload in fields if number == _PIECES_FIELD]
     by_text = {text: raw for raw, text in pieces}
     missing = [t for t in tail if t not in by_text]
     if missing:

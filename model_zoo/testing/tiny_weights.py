@@ -158,7 +158,8 @@ def write_safetensors(path: Path, tensors: Mapping[str, np.ndarray], dtype: str)
     write_atomic(path, chunks)
 
 
-def split_into_shards(plans: Sequence[TensorPlan], shards: int, dtype: str) -> list[list[TensorPlan]]:
+def split_into_shards(plans: Sequence[TensorPlan], shards: int,
+                      dtype: str) -> list[list[TensorPlan]]:
     """Cut the ordered tensor list into ``shards`` consecutive, non-empty runs of similar size."""
     total = sum(p.nbytes(dtype) for p in plans)
     out: list[list[TensorPlan]] = [[] for _ in range(shards)]
