@@ -34,8 +34,12 @@ def _forward_params(cls: type) -> frozenset[str]:
     return frozenset(inspect.signature(cls.forward).parameters)
 
 
-def _call(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, cache: Any) -> tuple[torch.Tensor, Any]:
-    """One forward; returns the last position's logits and the cache (name varies by version)."""
+def forward_step(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, cache: Any) -> tuple[torch.Tensor, Any]:
+    """One forward of a causal LM; returns the last position's logits and the cache.
+
+    ``cache=False`` runs without a cache; None starts one. The keyword transformers uses for
+    the cache changed across versions; this picks the right one.
+    """
     params = _forward_params(type(model))
     kwargs: dict[str, Any] = {"attention_mask": mask, "position_ids": pos, "use_cache": cache is not False}
     if cache is not False and cache is not None:
@@ -123,10 +127,10 @@ def stream_ids(
         for _ in range(settings.max_new_tokens):
             if recompute_beyond is not None and full_ids.shape[1] > recompute_beyond:
                 full_pos = (full_mask.cumsum(-1) - 1).clamp(min=0)
-                logits, _ = _call(model, full_ids, full_mask, full_pos, False)
+                logits, _ = forward_step(model, full_ids, full_mask, full_pos, False)
                 cache = None
             else:
-                logits, cache = _call(model, step_ids, full_mask, pos, cache)
+                logits, cache = forward_step(model, step_ids, full_mask, pos, cache)
             if gen is None and settings.seed is not None and not settings.greedy:
                 gen = torch.Generator(device=logits.device).manual_seed(settings.seed)
             tok = next_tokens(logits, seen.to(logits.device), settings, gen).to(device)
