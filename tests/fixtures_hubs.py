@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -82,6 +83,8 @@ class FakeHf:
     page_size: int = 2
     # path prefix -> (status, headers, body) answered instead of the normal route
     overrides: dict[str, tuple[int, dict[str, str], bytes]] = field(default_factory=dict)
+    # path prefix -> seconds to wait before answering (a silent server)
+    stalls: dict[str, float] = field(default_factory=dict)
     seen: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)  # header names lower-cased
     url: str = ""
 
@@ -89,6 +92,9 @@ class FakeHf:
         self.seen.append((method, target, headers))
         parts = urlsplit(target)
         path = unquote(parts.path)
+        for prefix, seconds in self.stalls.items():
+            if path.startswith(prefix):
+                time.sleep(seconds)
         for prefix, reply in self.overrides.items():
             if path.startswith(prefix):
                 return reply
@@ -162,6 +168,7 @@ def fake_hf() -> Iterator[FakeHf]:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
+    server.block_on_close = False  # a stalled handler must not hold up teardown
     hub.url = f"http://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import time
 
 import pytest
 
@@ -135,6 +136,16 @@ def test_malformed_answers_are_protocol_errors(hub: FakeHf) -> None:
     hub.overrides[f"/api/models/{REPO}/revision/"] = (200, {}, b"<html>")
     with pytest.raises(HubProtocolError):
         HuggingFaceAdapter(hub.url).manifest(REPO)
+
+
+def test_a_silent_tree_listing_gives_up_at_the_deadline(hub: FakeHf) -> None:
+    hub.stalls[f"/api/models/{REPO}/tree/"] = 3.0
+    adapter = HuggingFaceAdapter(hub.url)
+    adapter.listing_deadline = 0.5
+    start = time.monotonic()
+    with pytest.raises(HubUnreachableError, match="did not finish within 0.5 s"):
+        adapter.manifest(REPO)
+    assert time.monotonic() - start < 2.5
 
 
 def test_unreachable_endpoint() -> None:

@@ -16,7 +16,8 @@ imported, so the endpoint is always passed explicitly; the token is passed expli
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
 from urllib.parse import quote
@@ -26,6 +27,7 @@ import httpx
 from ..errors import (
     GatedRepoError,
     HubError,
+    HubUnreachableError,
     OfflineError,
     RepoNotFoundError,
     RevisionNotFoundError,
@@ -43,7 +45,10 @@ class HuggingFaceAdapter(AdapterBase):
     """Describes HuggingFace repositories as Manifests. One instance per endpoint."""
 
     default_source = HF
-    timeout = 30.0
+    timeout = 30.0  # per request that huggingface_hub lets us bound (model info)
+    # The tree listing goes through huggingface_hub's shared client, which has no timeout;
+    # the whole listing must finish within this many seconds or it counts as unreachable.
+    listing_deadline = 120.0
 
     def __init__(
         self,
@@ -67,7 +72,9 @@ class HuggingFaceAdapter(AdapterBase):
             if not isinstance(commit, str) or not is_commit_id(commit):
                 raise self.session.ctx.protocol(f"model info of {repo_id} has no 40-hex sha")
             commit = commit.lower()
-            entries = list(api.list_repo_tree(repo_id, revision=commit, recursive=True))
+            entries = self._within_deadline(
+                lambda: list(api.list_repo_tree(repo_id, revision=commit, recursive=True))
+            )
         files = [
             self._remote_file(repo_id, commit, entry)
             for entry in entries
@@ -106,6 +113,33 @@ class HuggingFaceAdapter(AdapterBase):
             supports_range=True,
             etag=sha256 or (blob_id if isinstance(blob_id, str) and blob_id else None),
         )
+
+    def _within_deadline(self, work: Callable[[], list[Any]]) -> list[Any]:
+        """Run ``work`` in a daemon thread; give up (unreachable) after ``listing_deadline``.
+
+        A daemon thread, not an executor: a request stuck on a silent server must not keep
+        the process from exiting.
+        """
+        outcome: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                outcome["value"] = work()
+            except BaseException as exc:  # handed to the caller, mapped there
+                outcome["error"] = exc
+
+        worker = threading.Thread(target=run, name="model-zoo-hf-listing", daemon=True)
+        worker.start()
+        worker.join(self.listing_deadline)
+        if worker.is_alive():
+            raise HubUnreachableError(
+                self.session.ctx.hub,
+                self.session.endpoint,
+                reason=f"the file listing did not finish within {self.listing_deadline:g} s",
+            )
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
 
     @contextmanager
     def _mapped_errors(self, repo_id: str, rev: str, *, explicit: bool) -> Iterator[None]:
