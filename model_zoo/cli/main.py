@@ -18,6 +18,7 @@ from ..errors import EXIT_USAGE, ModelZooError
 COMMAND_MODULES: tuple[str, ...] = (
     "model_zoo.cli.cmd_registry",
     "model_zoo.cli.cmd_dev",
+    "model_zoo.cli.cmd_mirror",
 )
 
 

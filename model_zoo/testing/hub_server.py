@@ -760,7 +760,8 @@ def _cookie(header: str, name: str) -> str | None:
 
 # -- the public object ---------------------------------------------------------------------------
 class LocalHub:
-    """A local multi-protocol hub over ``root`` (one directory or several, first wins).
+    """A local multi-protocol hub over ``root``: one directory, several (first wins), or a
+    prepared ``RepoStore``.
 
     ``faults``: initial ``Fault`` rules (change later through ``.faults``).
     ``bandwidth``: global limit in bytes/s; ``bandwidth_per_protocol``: {"hf": B/s, ...}
@@ -771,7 +772,7 @@ class LocalHub:
 
     def __init__(
         self,
-        root: Path | str | Sequence[Path | str],
+        root: Path | str | Sequence[Path | str] | RepoStore,
         host: str = "127.0.0.1",
         port: int = 0,
         *,
@@ -781,7 +782,7 @@ class LocalHub:
         page_size: int = DEFAULT_PAGE_SIZE,
         tokens: Mapping[str, str] | None = None,
     ) -> None:
-        self.store = RepoStore(root)
+        self.store = root if isinstance(root, RepoStore) else RepoStore(root)
         self.host = host
         self._port = port
         self.faults = FaultSet(list(faults or ()))

@@ -14,6 +14,10 @@ A revision is served by branch name, tag name, or commit id. The commit id is
 ``RepoStore.tag`` copies the current default branch into a tag so tests can pin an old
 revision while the default branch changes.
 
+Repositories can also be registered one by one (``RepoStore.add_repo``): that is how a
+model-zoo store, whose snapshots live under their own directory names, is served; such a
+revision may carry the upstream commit id so clients pinned to it keep working.
+
 Hashes are cached by (real path, size, mtime, inode), so a large repository is hashed once.
 Symlinks are followed only while they resolve inside one of the roots; anything else is
 neither listed nor served.
@@ -28,7 +32,7 @@ import re
 import shutil
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 DEFAULT_BRANCHES: tuple[str, ...] = ("main", "master")
@@ -37,7 +41,7 @@ REVISIONS_DIR = ".revisions"
 # files above 10 MiB.
 LFS_SIZE_THRESHOLD = 10 * 1024 * 1024
 # Top-level entries of a repository directory that are tool metadata, not repository content.
-SKIPPED_TOP_LEVEL: frozenset[str] = frozenset({".git", ".cache"})
+SKIPPED_TOP_LEVEL: frozenset[str] = frozenset({".git", ".cache", ".model-zoo"})
 HASH_CHUNK = 1 << 20
 
 _SEGMENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
@@ -82,7 +86,7 @@ class Snapshot:
     commit: str
     directory: Path
     files: Mapping[str, FileEntry]  # sorted by path
-    tags: tuple[str, ...] = field(default=())
+    names: tuple[str, ...] = field(default=())  # branch / tag names this revision answers to
 
     @property
     def last_modified(self) -> float:
@@ -200,23 +204,80 @@ def _hash_file(path: Path, size: int, want_git_oid: bool) -> tuple[str, str | No
     return sha.hexdigest(), git.hexdigest() if git is not None else None
 
 
-class RepoStore:
-    """Read-only view of one or more roots of repositories (first root holding a repo wins)."""
+@dataclass(frozen=True)
+class Revision:
+    """One served state of a repository: a directory, the names it answers to, its commit."""
 
-    def __init__(self, roots: Path | str | Sequence[Path | str]) -> None:
+    directory: Path
+    names: tuple[str, ...]  # branch / tag names; the first Revision of a repo also answers "main"
+    commit: str | None = None  # a commit id to report instead of the computed one (mirrors)
+    only: frozenset[str] | None = None  # serve just these paths (a store's manifest)
+
+
+class RepoStore:
+    """Read-only view of repositories: directory trees (``roots``, first root holding a repo
+    wins) plus repositories registered one by one with ``add_repo`` (a model-zoo store)."""
+
+    def __init__(self, roots: Path | str | Sequence[Path | str] = ()) -> None:
         if isinstance(roots, (str, Path)):
             roots = [roots]
         self.roots: tuple[Path, ...] = tuple(Path(r).expanduser().resolve() for r in roots)
-        if not self.roots:
-            raise ValueError("RepoStore needs at least one root directory")
         self.hashes = HashCache()
-        self._snapshots: dict[tuple[str, Path], tuple[tuple, Snapshot]] = {}
+        self._explicit: dict[str, list[Revision]] = {}
+        self._allowed: tuple[Path, ...] = self.roots
+        self._snapshots: dict[tuple[str, Revision], tuple[tuple, Snapshot]] = {}
         self._guard = threading.Lock()
+
+    def add_repo(
+        self,
+        repo_id: str,
+        directory: Path | str,
+        *,
+        names: Sequence[str] = (),
+        commit: str | None = None,
+        only: Sequence[str] | None = None,
+    ) -> None:
+        """Serve ``directory`` as a revision of ``repo_id``.
+
+        The first directory added for a repo id is its default branch ("main"/"master"); each
+        answers to ``names`` and to its commit id: ``commit`` when given (a mirror reports the
+        upstream commit), else the computed one. ``only`` limits the served paths.
+        """
+        check_repo_id(repo_id)
+        if commit is not None and not COMMIT_RE.match(commit):
+            commit = None  # hubs without 40-hex commits: keep the computed id
+        real = Path(directory).expanduser().resolve()
+        rev = Revision(real, tuple(names), commit, frozenset(only) if only is not None else None)
+        with self._guard:
+            self._explicit.setdefault(repo_id, []).append(rev)
+            self._allowed = self._allowed + (real,)
+
+    @classmethod
+    def from_model_zoo_store(cls, home: Path | str) -> RepoStore:
+        """Every repository pulled into a model-zoo store, under each repo id it came from.
+
+        Built on ``model_zoo.store.cache.store_repo_roots`` (the store's own view of its layout),
+        so a change of store layout needs no change here. A snapshot pulled from the default
+        branch is served as "main"; others answer to the revision they were pulled at; each
+        also answers to the upstream commit id it recorded.
+        """
+        from ..store.cache import store_repo_roots
+
+        store = cls()
+        pulled = store_repo_roots(Path(home))
+        # Default-branch pulls first, so the newest of them becomes "main".
+        pulled.sort(key=lambda r: r.revision is not None)
+        for r in pulled:
+            try:
+                store.add_repo(r.repo_id, r.root, names=(r.revision,) if r.revision else (), commit=r.commit, only=r.files)
+            except UnsafePath:
+                continue  # a repo id no hub path can carry
+        return store
 
     # -- discovery -------------------------------------------------------------------------
     def repo_ids(self) -> list[str]:
-        """Every repository id under the roots, sorted."""
-        found: set[str] = set()
+        """Every repository id served, sorted."""
+        found: set[str] = set(self._explicit)
         for root in self.roots:
             if not root.is_dir():
                 continue
@@ -228,63 +289,75 @@ class RepoStore:
                         found.add(f"{ns.name}/{repo.name}")
         return sorted(found)
 
-    def repo_dir(self, repo_id: str) -> Path:
+    def _tree_repo(self, repo_id: str) -> tuple[Path, Path] | None:
+        """(root, repository directory) of a repository found in the directory trees."""
         ns, name = check_repo_id(repo_id)
         for root in self.roots:
             candidate = root / ns / name
             if candidate.is_dir() and self._inside_roots(candidate):
-                return candidate
-        raise RepoMissing(repo_id)
+                return root, candidate
+        return None
 
-    def _tags_dir(self, repo_id: str) -> Path:
-        ns, name = check_repo_id(repo_id)
-        repo = self.repo_dir(repo_id)
-        for root in self.roots:
-            if repo.parent.parent == root:
-                return root / REVISIONS_DIR / ns / name
-        return self.roots[0] / REVISIONS_DIR / ns / name  # pragma: no cover - repo_dir guarantees a root
+    def revisions_of(self, repo_id: str) -> list[Revision]:
+        """The revisions of a repository, default branch first; raises RepoMissing."""
+        check_repo_id(repo_id)
+        with self._guard:
+            explicit = list(self._explicit.get(repo_id, ()))
+        if explicit:
+            first = explicit[0]
+            return [replace(first, names=DEFAULT_BRANCHES + first.names)] + explicit[1:]
+        found = self._tree_repo(repo_id)
+        if found is None:
+            raise RepoMissing(repo_id)
+        root, directory = found
+        out = [Revision(directory, DEFAULT_BRANCHES)]
+        tags_dir = root / REVISIONS_DIR / repo_id
+        if tags_dir.is_dir():
+            out += [
+                Revision(d, (d.name,))
+                for d in sorted(tags_dir.iterdir())
+                if d.is_dir() and _TAG_RE.match(d.name) and self._inside_roots(d)
+            ]
+        return out
 
-    def tags(self, repo_id: str) -> dict[str, Path]:
-        """Tag name -> snapshot directory."""
-        base = self._tags_dir(repo_id)
-        if not base.is_dir():
-            return {}
-        return {
-            d.name: d
-            for d in sorted(base.iterdir())
-            if d.is_dir() and _TAG_RE.match(d.name) and self._inside_roots(d)
-        }
+    def repo_dir(self, repo_id: str) -> Path:
+        """The directory of the default branch."""
+        return self.revisions_of(repo_id)[0].directory
 
     def _inside_roots(self, path: Path) -> bool:
         try:
             real = path.resolve()
         except OSError:
             return False
-        return any(real == r or real.is_relative_to(r) for r in self.roots)
+        return any(real == r or real.is_relative_to(r) for r in self._allowed)
 
     # -- revisions -------------------------------------------------------------------------
     def snapshot(self, repo_id: str, revision: str | None = None) -> Snapshot:
         """The files of ``repo_id`` at a branch, tag or commit id (default branch when None)."""
-        repo = self.repo_dir(repo_id)
-        if revision is None or revision in DEFAULT_BRANCHES:
-            return self._build(repo_id, repo, tags=())
-        tags = self.tags(repo_id)
-        if revision in tags:
-            return self._build(repo_id, tags[revision], tags=(revision,))
+        revs = self.revisions_of(repo_id)
+        if revision is None:
+            return self._build(repo_id, revs[0])
+        for rev in revs:
+            if revision in rev.names:
+                return self._build(repo_id, rev)
         if COMMIT_RE.match(revision):
-            main = self._build(repo_id, repo, tags=())
-            if main.commit == revision:
-                return main
-            for name, directory in tags.items():
-                snap = self._build(repo_id, directory, tags=(name,))
+            for rev in revs:
+                snap = self._build(repo_id, rev)
                 if snap.commit == revision:
                     return snap
         raise RevisionMissing(f"{repo_id}@{revision}")
 
     def revisions(self, repo_id: str) -> tuple[str, dict[str, str]]:
-        """(default-branch commit, {tag: commit})."""
-        main = self.snapshot(repo_id).commit
-        return main, {name: self._build(repo_id, d, tags=(name,)).commit for name, d in self.tags(repo_id).items()}
+        """(default-branch commit, {tag: commit}) for every named non-default revision."""
+        revs = self.revisions_of(repo_id)
+        main = self._build(repo_id, revs[0]).commit
+        tags: dict[str, str] = {}
+        for rev in revs:
+            names = [n for n in rev.names if n not in DEFAULT_BRANCHES]
+            if names:
+                commit = self._build(repo_id, rev).commit
+                tags.update((n, commit) for n in names)
+        return main, tags
 
     def tag(self, repo_id: str, tag: str) -> str:
         """Copy the default branch of ``repo_id`` into tag ``tag``; returns its commit id.
@@ -293,8 +366,11 @@ class RepoStore:
         """
         if not _TAG_RE.match(tag) or tag in DEFAULT_BRANCHES or COMMIT_RE.match(tag):
             raise ValueError(f"invalid tag name {tag!r}")
+        found = self._tree_repo(repo_id)
+        if found is None or repo_id in self._explicit:
+            raise ValueError(f"{repo_id} is not in a directory tree of this store; tags need one")
         snap = self.snapshot(repo_id)
-        dest = self._tags_dir(repo_id) / tag
+        dest = found[0] / REVISIONS_DIR / repo_id / tag
         tmp = dest.with_name(f".{tag}.tmp-{os.getpid()}-{threading.get_ident()}")
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -333,10 +409,13 @@ class RepoStore:
                 out.append((rel, real, st))
         return out
 
-    def _build(self, repo_id: str, directory: Path, tags: tuple[str, ...]) -> Snapshot:
+    def _build(self, repo_id: str, rev: Revision) -> Snapshot:
+        directory = rev.directory
         scanned = self._scan(directory)
+        if rev.only is not None:
+            scanned = [item for item in scanned if item[0] in rev.only]
         fingerprint = tuple((rel, str(real), st.st_size, st.st_mtime_ns, st.st_ino) for rel, real, st in scanned)
-        key = (repo_id, directory)
+        key = (repo_id, rev)
         with self._guard:
             cached = self._snapshots.get(key)
         if cached is not None and cached[0] == fingerprint:
@@ -357,10 +436,10 @@ class RepoStore:
             )
         snap = Snapshot(
             repo_id=repo_id,
-            commit=commit_id(repo_id, ((p, f.sha256) for p, f in files.items())),
+            commit=rev.commit or commit_id(repo_id, ((p, f.sha256) for p, f in files.items())),
             directory=directory,
             files=files,
-            tags=tags,
+            names=rev.names,
         )
         with self._guard:
             self._snapshots[key] = (fingerprint, snap)

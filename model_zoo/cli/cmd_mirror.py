@@ -1,0 +1,120 @@
+"""``model-zoo serve-mirror``: serve pulled checkpoints to other machines as a hub.
+
+One machine pulls (and verifies) a model once; the rest of a cluster points its tools at this
+mirror with ``HF_ENDPOINT`` / ``MODELSCOPE_ENDPOINT`` / ... and reads it over the local network.
+The mirror is the local hub of ``model_zoo.testing.hub_server``: read-only, every protocol.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..testing.hub_server import LocalHub
+    from ..testing.repo_store import RepoStore
+
+DEFAULT_PORT = 8765
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve-mirror")(serve_mirror)
+
+
+def serve_mirror(
+    root: Path | None = typer.Argument(
+        None,
+        help="Directory of repositories (ROOT/<namespace>/<name>/...) or a model-zoo store. "
+        "Default: this machine's model-zoo store.",
+        show_default=False,
+    ),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind. Anything but loopback exposes the files."),
+    port: int = typer.Option(DEFAULT_PORT, "--port", "-p", help="Port to listen on (0: any free port)."),
+    bandwidth: float | None = typer.Option(None, "--bandwidth", help="Limit the total rate, in MB/s."),
+) -> None:
+    """Serve checkpoints over the HuggingFace, ModelScope, Modelers and OpenXLab protocols."""
+    from ..testing.hub_server import LocalHub
+
+    store, described = mirror_store(root)
+    if not store.repo_ids():
+        from ..errors import UsageError
+
+        raise UsageError(
+            f"nothing to serve: {described} holds no repositories. "
+            "Pull a model first (model-zoo pull NAME) or pass a directory laid out as ROOT/<namespace>/<name>/."
+        )
+    hub = LocalHub(store, host=host, port=port, bandwidth=bandwidth * 1e6 if bandwidth else None)
+    try:
+        hub.start()
+    except OSError as exc:
+        from ..errors import UsageError
+
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; try another --port") from None
+    for line in exposure_warning(host):
+        typer.secho(line, err=True, fg=typer.colors.RED, bold=True)
+    for line in mirror_banner(hub, described):
+        typer.echo(line)
+    try:
+        hub.serve_forever()
+    except KeyboardInterrupt:
+        typer.echo("mirror stopped.", err=True)
+
+
+def default_store_home() -> Path:
+    """The model-zoo store this machine pulls into (``settings.home``)."""
+    from ..settings import load_settings
+
+    return load_settings().home
+
+
+def mirror_store(root: Path | None) -> tuple[RepoStore, str]:
+    """What to serve, and how to describe it: ROOT as a directory tree, ROOT as a model-zoo
+    store (it has ``models/`` with manifests), or by default this machine's store."""
+    from ..errors import UsageError
+    from ..testing.repo_store import RepoStore
+
+    if root is None:
+        home = default_store_home()
+        return RepoStore.from_model_zoo_store(home), f"the model-zoo store {home}"
+    if not root.is_dir():
+        raise UsageError(f"{root} is not a directory")
+    if (root / "models").is_dir():
+        as_store = RepoStore.from_model_zoo_store(root)
+        if as_store.repo_ids():
+            return as_store, f"the model-zoo store {root}"
+    return RepoStore(root), str(root)
+
+
+def mirror_url(hub: LocalHub) -> str:
+    """The URL other machines should use (the host name when bound to every interface)."""
+    if hub.host in ("0.0.0.0", "::"):
+        import socket
+
+        return f"http://{socket.gethostname()}:{hub.port}"
+    return hub.url if hub.host != "localhost" else f"http://localhost:{hub.port}"
+
+
+def mirror_banner(hub: LocalHub, described: str) -> list[str]:
+    url = mirror_url(hub)
+    repos = hub.store.repo_ids()
+    lines = [f"Serving {len(repos)} repositories from {described} at {url} (read-only; Ctrl-C to stop)"]
+    lines += [f"  {r}" for r in repos[:20]]
+    if len(repos) > 20:
+        lines.append(f"  ... and {len(repos) - 20} more")
+    lines.append("Point clients at it with:")
+    lines += [f"export {var}={url}" for var in hub.env()]
+    return lines
+
+
+def exposure_warning(host: str) -> list[str]:
+    """A loud warning when the mirror is reachable from other machines."""
+    from ..testing.hub_server import is_loopback_host
+
+    if is_loopback_host(host):
+        return []
+    return [
+        f"WARNING: serving on {host}: every machine that can reach this one can download these files.",
+        "WARNING: there is no authentication and no TLS. Bind to 127.0.0.1 unless this network is trusted.",
+    ]
