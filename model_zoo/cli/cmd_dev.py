@@ -26,6 +26,7 @@ def make_tiny_cmd(
 ) -> None:
     """Write a tiny checkpoint with the real InternLM layout (config, sharded weights,
     SentencePiece tokenizer with chat template) for tests and CI pipelines."""
+    _need_numpy()
     from ..testing.tiny import make_tiny, special_token_ids
 
     path = make_tiny(arch, out_dir, seed=seed, shards=shards, dtype=dtype, overwrite=force)
@@ -43,6 +44,7 @@ def make_hub_tree_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Lay out tiny repositories under real InternLM repository ids, for `serve-mirror`."""
+    _need_numpy()
     from ..testing.tiny_hub import make_hub_tree, registry_repos
 
     repos = make_hub_tree(root, registry_repos(*models) if models else None, seed=seed)
@@ -56,6 +58,15 @@ def make_hub_tree_cmd(
     for repo_id in repos:
         console().print(repo_id, highlight=False)
     console().print(f"{len(repos)} repositories under {root}", highlight=False)
+
+
+def _need_numpy() -> None:
+    try:
+        import numpy  # noqa: F401
+    except ImportError as exc:
+        from ..errors import MissingDependencyError
+
+        raise MissingDependencyError("numpy", extra="runner", feature="tiny checkpoints") from exc
 
 
 def _report(path: Path, info: dict[str, object], as_json: bool) -> None:
