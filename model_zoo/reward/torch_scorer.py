@@ -8,7 +8,7 @@ sequence's own last real position (where the reward token is).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .batching import plan_buckets
 
@@ -30,7 +30,9 @@ class TorchScorer:
         pad_token_id: int,
         device: torch.device | str,
         max_tokens_per_batch: int | None = None,
+        runner: Any = None,
     ) -> None:
+        self.runner = runner  # the loaded model behind ``backbone``, for callers that need it
         self.backbone = backbone
         self.v_head = v_head.detach().reshape(-1)  # [hidden]
         self.pad_token_id = pad_token_id

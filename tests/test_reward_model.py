@@ -1,0 +1,127 @@
+"""The tiny InternLM2-Reward checkpoint, scored natively, against an independent computation.
+
+The reference (fixtures_reward.reference_score) is a plain-torch InternLM2 forward from the packed
+safetensors weights with its own v_head, position and reward-token logic; the expected token ids
+are built here from the ChatML format in the facts file, not from the chat template code.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import httpx
+import pytest
+from fixtures_reward import conv, reference_score
+
+from model_zoo.errors import IncompatibleCheckpointError, InputTooLongError
+from model_zoo.reward.model import RewardModel
+from model_zoo.server.reward_server import RewardServer
+
+CONVS = [
+    conv("Hello there, how are you?", "Fine, thanks."),
+    conv("What is 2 + 2?", "It is 4."),
+    conv("What is 2 + 2?", "It is 5."),
+    [{"role": "system", "content": "Be brief."}, *conv("Name a colour.", "Blue.")],
+    conv("Hi", "Hello!"),
+    conv("Write one word.", "Word"),
+]
+
+
+def chatml(conversation: list[dict[str, str]]) -> str:
+    """ChatML as the facts file describes it (section 5), bos first, no generation prompt."""
+    return "<s>" + "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in conversation)
+
+
+def reward_token_id(path: Path) -> int:
+    return int(json.loads((path / "config.json").read_text())["reward_token_id"])
+
+
+def expected_ids(rm: RewardModel, path: Path, conversation: list[dict[str, str]]) -> list[int]:
+    return rm.codec.tokenizer.encode(chatml(conversation), add_special_tokens=False) + [reward_token_id(path)]
+
+
+def test_scores_equal_an_independent_forward(tiny_rm: RewardModel, tiny_reward_fp32: Path) -> None:
+    rid = reward_token_id(tiny_reward_fp32)
+    assert rm_token(tiny_rm) == rid
+    scores = tiny_rm.score_batch(CONVS)
+    for c, got in zip(CONVS, scores):
+        ids = expected_ids(tiny_rm, tiny_reward_fp32, c)
+        assert tiny_rm.encode_conversations([c])[0] == ids
+        assert ids.count(rid) == 1 and ids[-1] == rid
+        assert got == pytest.approx(reference_score(tiny_reward_fp32, ids), abs=1e-4)
+    assert len({round(s, 5) for s in scores}) == len(scores)  # a head that ignored input would fail
+
+
+def rm_token(rm: RewardModel) -> int:
+    return rm.reward_token_id
+
+
+def test_reward_token_is_appended_exactly_once(tiny_rm: RewardModel, tiny_reward_fp32: Path) -> None:
+    text = chatml(CONVS[0])
+    with_token = text + "[UNUSED_TOKEN_130]"
+    plain, marked = tiny_rm.encode_texts([text, with_token])
+    assert plain == marked == expected_ids(tiny_rm, tiny_reward_fp32, CONVS[0])
+    s_conv = tiny_rm.score(CONVS[0])
+    s_plain, s_marked = tiny_rm.score_text([text, with_token])
+    s_ids = tiny_rm.score_ids([plain[:-1], plain])
+    assert s_plain == pytest.approx(s_conv, abs=1e-6) and s_marked == pytest.approx(s_conv, abs=1e-6)
+    assert s_ids == pytest.approx([s_conv, s_conv], abs=1e-6)
+    # the token counts: a sequence without it scores differently (what /pooling servers get wrong)
+    assert tiny_rm.scorer.score_ids([plain[:-1]])[0] != pytest.approx(s_conv, abs=1e-3)
+
+
+def test_batch_equals_one_at_a_time_in_input_order(tiny_rm: RewardModel) -> None:
+    rng = random.Random(0)
+    words = "the cat sat on a mat and then it ran far away from home".split()
+    convs = [conv(" ".join(rng.choices(words, k=rng.randint(1, 6))), " ".join(rng.choices(words, k=rng.randint(0, 8))))
+             for _ in range(14)]
+    singles = [tiny_rm.score(c) for c in convs]
+    before = tiny_rm.scorer.forward_passes
+    batched = tiny_rm.score_batch(convs, max_tokens_per_batch=120, batch_size=5)
+    assert tiny_rm.scorer.forward_passes - before > 1  # really ran in several buckets
+    assert batched == pytest.approx(singles, abs=1e-4)
+    perm = list(range(len(convs)))
+    rng.shuffle(perm)
+    assert tiny_rm.score_batch([convs[i] for i in perm]) == pytest.approx([singles[i] for i in perm], abs=1e-4)
+
+
+def test_rank_order_best_of_compare(tiny_rm: RewardModel) -> None:
+    scores = tiny_rm.score_batch(CONVS)
+    ranks, order = tiny_rm.rank(CONVS), tiny_rm.order(CONVS)
+    assert [scores[i] for i in order] == sorted(scores, reverse=True)
+    assert sorted(ranks) == list(range(len(CONVS)))
+    assert all(ranks[order[k]] == k for k in range(len(CONVS)))
+    assert tiny_rm.best_of(CONVS) == order[0] == ranks.index(0)
+    assert tiny_rm.compare(CONVS[1], CONVS[2]) is (scores[1] > scores[2])
+    assert tiny_rm.compare(CONVS[2], CONVS[1]) is (scores[2] > scores[1])
+
+
+def test_overlong_conversations(tiny_rm: RewardModel, tiny_reward_fp32: Path) -> None:
+    long = conv("one two three four five six seven " * 6, "eight nine ten")
+    full = expected_ids(tiny_rm, tiny_reward_fp32, long)
+    assert len(full) > tiny_rm.max_length
+    with pytest.raises(InputTooLongError) as exc:
+        tiny_rm.score_batch([CONVS[0], long])
+    assert exc.value.index == 1 and exc.value.tokens == len(full) and exc.value.limit == tiny_rm.max_length
+    kept = full[-tiny_rm.max_length:]
+    assert tiny_rm.encode_conversations([long], truncate=True)[0] == kept
+    assert tiny_rm.score(long, truncate=True) == pytest.approx(reference_score(tiny_reward_fp32, kept), abs=1e-4)
+
+
+def test_openrlhf_query_through_the_server(tiny_rm: RewardModel, tiny_reward_fp32: Path) -> None:
+    """Left-padded, already-templated queries as OpenRLHF decodes them (pad = </s>)."""
+    queries = ["</s></s>" + chatml(CONVS[1]), chatml(CONVS[2])]
+    with RewardServer(tiny_rm) as server:
+        out = httpx.post(server.url + "/get_reward", json={"query": queries, "prompts": ["p", "p"], "labels": [None, None]},
+                         timeout=30).json()
+    want = [reference_score(tiny_reward_fp32, expected_ids(tiny_rm, tiny_reward_fp32, c)) for c in CONVS[1:3]]
+    assert out["rewards"] == pytest.approx(want, abs=1e-4)
+
+
+def test_a_chat_model_is_not_a_reward_model(tiny_internlm2: Path) -> None:
+    from model_zoo.reward.api import load_reward
+
+    with pytest.raises(IncompatibleCheckpointError, match="not a reward model"):
+        load_reward(tiny_internlm2, device="cpu")
