@@ -13,6 +13,7 @@ pytest_plugins = [
     "fixtures_hubs",
     "fixtures_hub",
     "fixtures_reward",
+    "fixtures_engine",
 ]
 
 _real_connect = socket.socket.connect

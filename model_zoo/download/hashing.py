@@ -1,0 +1,108 @@
+"""sha256 of a file whose byte ranges arrive out of order, computed without a second full pass.
+
+sha256 must see the bytes in file order. ``OrderedHasher`` keeps a *frontier*: everything
+before it is hashed. A worker that writes a chunk starting exactly at the frontier hashes that
+chunk from memory, straight after ``pwrite`` (the common case: one stream per file, or the
+first range of a split file). Chunks written further on are only recorded; when the frontier
+reaches them, whichever thread holds the frontier reads them back from the page cache (they were
+written moments ago) and hashes them. One thread hashes at a time (a busy flag, checked and
+cleared under the same lock as the written ranges, so no chunk is ever forgotten), and hashing
+runs outside that lock, with the GIL released by hashlib, so other workers keep receiving.
+
+On resume, ``catch_up`` reads the partial's written prefix once to rebuild the state; Python's
+hashlib cannot save a sha256 midway, so that read is the cost of resuming.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+
+from .partial import IntervalSet
+
+READ_BACK = 4 * 1024 * 1024
+
+
+class OrderedHasher:
+    """Written ranges of one file plus the sha256 of its contiguous prefix; thread-safe."""
+
+    def __init__(self, fd: int, written: IntervalSet | None = None) -> None:
+        self._fd = fd
+        self._lock = threading.Lock()
+        self.written = written if written is not None else IntervalSet()
+        self._h = hashlib.sha256()
+        self.hashed = 0
+        self._busy = False
+        self._buf: bytearray | None = None
+
+    def wrote(self, start: int, data: memoryview) -> None:
+        """Record that ``data`` is now on disk at ``start``; hash it now if it extends the frontier."""
+        end = start + len(data)
+        with self._lock:
+            self.written.add(start, end)
+            take = not self._busy and start <= self.hashed < end
+            if take:
+                self._busy = True
+                skip = self.hashed - start
+        if not take:
+            return
+        self._h.update(data[skip:])
+        with self._lock:
+            self.hashed = end
+        self._drain()
+
+    def catch_up(self) -> None:
+        """Hash whatever written bytes the frontier can reach (reading them back from disk)."""
+        with self._lock:
+            if self._busy:
+                return
+            self._busy = True
+        self._drain()
+
+    def _drain(self) -> None:
+        """Called holding the busy flag; releases it once nothing contiguous is left unhashed."""
+        try:
+            while True:
+                with self._lock:
+                    start = self.hashed
+                    end = self.written.contiguous_end(start)
+                    if end <= start:
+                        self._busy = False
+                        return
+                if self._buf is None:
+                    self._buf = bytearray(READ_BACK)
+                view = memoryview(self._buf)[: min(READ_BACK, end - start)]
+                n = os.preadv(self._fd, [view], start)
+                if n <= 0:
+                    raise OSError(f"partial file is shorter than its recorded ranges (at byte {start})")
+                self._h.update(view[:n])
+                with self._lock:
+                    self.hashed = start + n
+        except BaseException:
+            with self._lock:
+                self._busy = False
+            raise
+
+    def ranges(self) -> list[tuple[int, int]]:
+        with self._lock:
+            return self.written.ranges()
+
+    def written_total(self) -> int:
+        with self._lock:
+            return self.written.total()
+
+    def gaps(self, size: int) -> list[tuple[int, int]]:
+        with self._lock:
+            return self.written.gaps(size)
+
+    def hexdigest(self) -> str:
+        with self._lock:
+            return self._h.hexdigest()
+
+    def reset(self) -> None:
+        """Forget every byte (after a hash mismatch the partial is discarded)."""
+        with self._lock:
+            self.written = IntervalSet()
+            self._h = hashlib.sha256()
+            self.hashed = 0
