@@ -60,14 +60,20 @@ def assert_same_tree(source: Path, copy: Path) -> None:
     assert expected <= got
 
 
-def test_huggingface_hub_snapshot_download(faithful_root: Path, faithful_hub: LocalHub, tmp_path: Path) -> None:
+@pytest.mark.parametrize("lfs_redirect", [False, True], ids=["direct", "lfs-redirect"])
+def test_huggingface_hub_snapshot_download(
+    faithful_root: Path, faithful_hub: LocalHub, tmp_path: Path, lfs_redirect: bool
+) -> None:
     from huggingface_hub import snapshot_download
 
+    faithful_hub.lfs_redirect = lfs_redirect
     out = snapshot_download(REPO, endpoint=faithful_hub.url, local_dir=tmp_path / "hf", cache_dir=tmp_path / "c")
     assert_same_tree(faithful_root / REPO, Path(out))
     pages = [r for r in faithful_hub.stats.requests if "/tree/" in r.url]
     assert len(pages) > 1  # followed Link rel=next
     assert faithful_hub.stats.bytes_served(protocol="hf", path="weights/big.bin") == FILES["weights/big.bin"]
+    redirects = {r.path for r in faithful_hub.stats.file_requests() if r.status == 302}
+    assert redirects == ({"model.safetensors", "weights/big.bin"} if lfs_redirect else set())
 
 
 def test_huggingface_hub_cache_layout_uses_commit_and_tags(
@@ -87,9 +93,13 @@ def test_huggingface_hub_cache_layout_uses_commit_and_tags(
         write_repo(faithful_root, REPO, {"config.json": old})
 
 
-def test_modelscope_snapshot_download(faithful_root: Path, faithful_hub: LocalHub, tmp_path: Path) -> None:
+@pytest.mark.parametrize("lfs_redirect", [False, True], ids=["direct", "lfs-redirect"])
+def test_modelscope_snapshot_download(
+    faithful_root: Path, faithful_hub: LocalHub, tmp_path: Path, lfs_redirect: bool
+) -> None:
     from modelscope_hub.compat.snapshot_download import snapshot_download
 
+    faithful_hub.lfs_redirect = lfs_redirect
     out = snapshot_download(REPO, endpoint=faithful_hub.url, local_dir=str(tmp_path / "ms"), cache_dir=str(tmp_path / "c"))
     assert_same_tree(faithful_root / REPO, Path(out))
     assert faithful_hub.stats.bytes_served(protocol="modelscope", path="model.safetensors") == FILES["model.safetensors"]

@@ -241,3 +241,23 @@ def test_stats_count_bytes_per_file_and_log_requests(hub_root: Path, local_hub: 
     assert [(r.method, r.range, r.status) for r in logged] == [("GET", "bytes=100-", 206), ("HEAD", None, 200)]
     stats.reset()
     assert stats.bytes_served() == 0 and stats.requests == []
+
+
+def test_lfs_redirect_mode_moves_lfs_bytes_behind_a_302(hub_root: Path, make_hub) -> None:  # type: ignore[no-untyped-def]
+    hub = make_hub(lfs_redirect=True)
+    data = (hub_root / SAMPLE_REPO / "tokenizer.model").read_bytes()
+    for url in (
+        f"/{SAMPLE_REPO}/resolve/main/tokenizer.model",
+        f"/api/v1/models/{SAMPLE_REPO}/repo?Revision=master&FilePath=tokenizer.model",
+    ):
+        status, headers, body = request(hub, url, method="HEAD")
+        assert status == 302 and body == b""
+        assert headers["X-Linked-Etag"] == f'"{hashlib.sha256(data).hexdigest()}"'
+        assert headers["X-Linked-Size"] == str(len(data))
+        assert headers["X-Repo-Commit"] == hub.commit(SAMPLE_REPO)
+        target = urlsplit(headers["Location"])
+        assert target.port == hub.port and target.path.startswith("/_cdn/")
+        status, headers, body = request(hub, target.path, headers={"Range": "bytes=5-9"})
+        assert status == 206 and body == data[5:10]
+    assert request(hub, f"/{SAMPLE_REPO}/resolve/main/config.json")[0] == 200  # small git files: direct
+    assert request(hub, f"/api/v1/file/{SAMPLE_REPO}/main/media/tokenizer.model")[0] == 200  # Modelers: direct

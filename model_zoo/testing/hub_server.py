@@ -26,6 +26,7 @@ Routes (``{repo}`` is ``namespace/name``; every GET route also answers HEAD):
                GET /api/v1/file/{repo}/{rev}/media/{path}       bytes
   OpenXLab     POST <any prefix>/repository/getFileDownloadUrl  data.data.filePaths{path: {url, hash}}
                GET /openxlab/file/{repo}/{commit}/{path}        bytes
+  (lfs_redirect) GET /_cdn/{protocol}/{repo}/{commit}/{path}   bytes behind HF / ModelScope 302s
 
 All byte routes support ``Range: bytes=N-M`` / ``N-`` / ``-S`` (206 + Content-Range, 416 when
 unsatisfiable) and stream from disk in chunks (``sendfile`` when no fault or rate limit applies).
@@ -379,6 +380,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif len(segs) >= 5 and segs[2] == "resolve" and m in ("GET", "HEAD"):
             ctx.protocol = proto.HF
             self._serve_file(ctx, segs[0] + "/" + segs[1], segs[3], "/".join(segs[4:]))
+        elif len(segs) >= 6 and segs[0] == "_cdn" and segs[1] in proto.PROTOCOLS and m in ("GET", "HEAD"):
+            ctx.protocol = segs[1]
+            self._serve_file(ctx, segs[2] + "/" + segs[3], segs[4], "/".join(segs[5:]), via_cdn=True)
         elif segs == [""] and m in ("GET", "HEAD"):
             self._send_json(ctx, {"local_hub": True, "repos": len(self.hub.store.repo_ids())})
         else:
@@ -565,7 +569,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_json(ctx, proto.openxlab_envelope({"data": {"filePaths": files}}))
 
     # -- bytes ---------------------------------------------------------------------------------
-    def _serve_file(self, ctx: _Ctx, repo: str, revision: str, path: str) -> None:
+    def _serve_file(self, ctx: _Ctx, repo: str, revision: str, path: str, via_cdn: bool = False) -> None:
         ctx.kind, ctx.path = "file", path
         if ctx.protocol == proto.OPENXLAB and revision in ("main", "master"):
             revision = "main"
@@ -581,6 +585,9 @@ class _Handler(BaseHTTPRequestHandler):
             except UnsafePath:
                 raise _Reply(403, "Forbidden", f"refused unsafe path {path!r}") from None
             raise _Reply(404, "EntryNotFound", f"{path} does not exist at {snap.commit}")
+        if self.hub.lfs_redirect and entry.lfs and not via_cdn and ctx.protocol in (proto.HF, proto.MODELSCOPE):
+            self._redirect_to_cdn(ctx, snap, entry)
+            return
         size = entry.size
         info = self._request_info(ctx)
         ignore_range = self.hub.faults.take(info, {IGNORE_RANGE})
@@ -597,6 +604,12 @@ class _Handler(BaseHTTPRequestHandler):
         if ctx.method == "HEAD" or length == 0:
             return
         self._stream_file(ctx, entry, start, length, rules)
+
+    def _redirect_to_cdn(self, ctx: _Ctx, snap: Snapshot, entry: FileEntry) -> None:
+        """What the real hubs do for LFS files: 302 to a storage URL, metadata on the redirect."""
+        headers = self._file_headers(snap, entry)
+        headers["Location"] = f"{self._base_url()}/_cdn/{ctx.protocol}/{snap.repo_id}/{snap.commit}/{quote(entry.path)}"
+        self._start(ctx, 302, "text/plain; charset=utf-8", 0, headers)
 
     def _serve_fake(self, ctx: _Ctx, snap: Snapshot, fake: ListingEntry) -> None:
         data = (fake.target or "").encode() if fake.kind == "symlink" else fake.content
@@ -768,6 +781,9 @@ class LocalHub:
     (change later with ``.bandwidth.set(total, per_protocol)``).
     ``page_size``: entries per HuggingFace tree page (HF uses 1000; tests use small values).
     ``tokens``: {repo_id: token} makes those repositories gated (401 without, 403 wrong token).
+    ``lfs_redirect``: answer HuggingFace and ModelScope downloads of LFS files with a 302 to
+    ``/_cdn/...`` (as the real hubs redirect to their CDN / object storage); the redirect
+    carries X-Repo-Commit, X-Linked-Etag and X-Linked-Size. Changeable at runtime.
     """
 
     def __init__(
@@ -781,6 +797,7 @@ class LocalHub:
         bandwidth_per_protocol: Mapping[str, float] | None = None,
         page_size: int = DEFAULT_PAGE_SIZE,
         tokens: Mapping[str, str] | None = None,
+        lfs_redirect: bool = False,
     ) -> None:
         self.store = root if isinstance(root, RepoStore) else RepoStore(root)
         self.host = host
@@ -789,6 +806,7 @@ class LocalHub:
         self.bandwidth = Bandwidth(bandwidth, bandwidth_per_protocol)
         self.stats = HubStats()
         self.page_size = page_size
+        self.lfs_redirect = lfs_redirect
         self._tokens: dict[str, str] = dict(tokens or {})
         self._tokens_lock = threading.Lock()
         self._server: _Server | None = None
