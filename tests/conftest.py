@@ -13,6 +13,8 @@ pytest_plugins = [
     "fixtures_hubs",
     "fixtures_hub",
     "fixtures_reward",
+    "fixtures_pull",
+    "fixtures_registry",
     "fixtures_engine",
 ]
 

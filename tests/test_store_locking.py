@@ -115,3 +115,26 @@ def test_mode_selection(tmp_path: Path) -> None:
     if fs is not None:
         expected = "lockfile" if fs.startswith(("nfs", "lustre", "fuse")) else "flock"
         assert lock_mode(tmp_path / "x.lock", {}) == expected
+
+
+def test_flock_on_an_unlinked_lock_file_does_not_count(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A holder that deletes the lock file on release must not let two waiters in at once: a
+    lock taken on the orphaned file (unlinked between our open and our flock) is retried."""
+    import fcntl
+
+    path = tmp_path / "u.lock"
+    real_flock = fcntl.flock
+    calls = []
+
+    def racing_flock(fd: int, op: int) -> None:
+        calls.append(op)
+        if len(calls) == 1:  # the previous holder releases and unlinks right now
+            path.unlink()
+            path.write_text("")
+        real_flock(fd, op)
+
+    monkeypatch.setattr(fcntl, "flock", racing_flock)
+    lock = ProcessLock(path, mode="flock", timeout=2, poll=0.01)
+    with lock:
+        assert len([c for c in calls if c & fcntl.LOCK_EX]) == 2  # the first lock did not count
+        assert os.path.samestat(os.fstat(lock._fd), os.stat(path))

@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "model_zoo.cli.cmd_registry",
     "model_zoo.cli.cmd_dev",
     "model_zoo.cli.cmd_mirror",
+    "model_zoo.cli.cmd_pull",
 )
 
 

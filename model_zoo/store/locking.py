@@ -198,6 +198,16 @@ class ProcessLock:
                 self.path = self.path.with_name(self.path.name + ".d")
                 return self._try_lockfile()
             raise
+        # A holder may unlink the lock file when done: then we locked an orphaned inode that a
+        # newcomer, opening the path afresh, would not see. Only a lock on the file the path
+        # names now counts.
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+        except FileNotFoundError:
+            same = False
+        if not same:
+            os.close(fd)
+            return False
         self._fd = fd
         try:
             self._owner_file().write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))

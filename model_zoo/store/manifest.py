@@ -41,6 +41,14 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+def stamp_epoch(stamp: str) -> float | None:
+    """Seconds since the epoch of a ``utc_now`` stamp; None when it does not parse."""
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
 @dataclass(frozen=True)
 class FileRecord:
     path: str

@@ -17,7 +17,7 @@ from ..errors import CheckpointError, HashMismatchError, IntegrityError, ModelNo
 from .hashing import cpu_count, sha256_many
 from .layout import META_DIR
 from .lockfile import LockedModel, LockFile, read_lock
-from .manifest import read_manifest
+from .manifest import read_manifest, stamp_epoch
 from .safetensors_check import Problem, check_checkpoint
 
 HashMode = Literal["all", "changed", "none"]
@@ -170,7 +170,7 @@ def verify(
     report.unlisted = [p for p in on_disk if expected and p not in expected]
     listed = sorted(expected) if expected else on_disk
 
-    verified_at = _epoch(manifest.verified_at) if manifest and against == "manifest" else None
+    verified_at = stamp_epoch(manifest.verified_at) if manifest and against == "manifest" else None
     to_hash: list[str] = []
     sizes: dict[str, int | None] = {}
     for rel in listed:
@@ -217,12 +217,3 @@ def verify(
         present = [r for r in on_disk if (root / r).is_file()]
         report.problems += check_checkpoint(root, present)
     return report
-
-
-def _epoch(stamp: str) -> float | None:
-    from datetime import datetime
-
-    try:
-        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None

@@ -1,0 +1,209 @@
+"""pull() end to end against the local hub: every protocol, fallback, bad listings, offline."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+from fixtures_pull import HF_REPO, MODEL, MS_REPO, probes
+
+from model_zoo.download.pull import pull, pull_model
+from model_zoo.errors import ModelZooError, OfflineError, UnsafePathError
+from model_zoo.store.layout import manifest_path
+from model_zoo.store.verify import verify
+from model_zoo.testing.faults import Fault
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _tree(root: Path) -> dict[str, str]:
+    return {
+        p.relative_to(root).as_posix(): _sha(p)
+        for p in root.rglob("*")
+        if p.is_file() and not p.relative_to(root).parts[0].startswith(".model-zoo")
+    }
+
+
+@pytest.mark.parametrize(
+    ("source", "name", "repo"),
+    [
+        ("hf", MODEL, HF_REPO),
+        ("modelscope", MODEL, MS_REPO),
+        ("modelers", "internlm3-8b-instruct", "Intern/internlm3-8b-instruct"),
+        ("openxlab", MODEL, "OpenLMLab/internlm2_5-1_8b-chat"),
+    ],
+)
+def test_pull_through_each_protocol(pull_hub, tiny_hub_tree, source: str, name: str, repo: str) -> None:
+    result = pull_model(name, source=source)
+    path = result.path
+    assert path.is_dir() and result.source == source and result.repo_id == repo
+    assert _tree(path) == _tree(tiny_hub_tree.repos[repo])  # every file, byte-identical
+    data = json.loads(manifest_path(path).read_text())
+    assert data["source"] == source and data["repo_id"] == repo and data["revision"] is None
+    assert {f["path"] for f in data["files"]} == set(_tree(path))
+    assert all(f["sha256"] == _sha(path / f["path"]) for f in data["files"])
+    shards = [f for f in data["files"] if f["path"].endswith(".safetensors")]
+    if source in ("hf", "modelscope", "modelers"):
+        # these hubs publish sha256 for LFS files at least
+        assert shards and all(f["verified"] == "published-sha256" for f in shards)
+    assert verify(path).ok
+    assert pull_hub.stats.bytes_served(protocol=source) > 0
+
+
+def test_second_pull_moves_no_bytes(pull_hub) -> None:
+    first = pull(MODEL, source="hf")
+    served = pull_hub.stats.bytes_served()
+    again = pull_model(MODEL, source="hf")
+    assert again.path == first
+    assert pull_hub.stats.bytes_served() == served  # listing only, no file bytes
+    assert again.downloaded_bytes == 0 and all(f.present for f in again.files)
+
+
+def test_auto_cross_checks_unhashed_hf_files_with_modelscope(pull_hub) -> None:
+    result = pull_model(MODEL, probes=probes("hf", "modelscope", "openxlab"))
+    assert result.source == "hf" and "hf" in result.plan_text
+    how = {r.path: r.verified for r in result.manifest.files}
+    # small git files: hf publishes no sha256, ModelScope does
+    assert how["config.json"] == "cross-source-sha256"
+    assert how["model-00001-of-00002.safetensors"] == "published-sha256"
+    assert "size-only" not in how.values()
+
+
+def test_flipped_byte_on_one_mirror_falls_back_per_file(pull_hub, tiny_hub_tree) -> None:
+    rule = pull_hub.faults.add(Fault.flip_byte(offset=1000, protocol="hf", path="*.safetensors", times=None))
+    result = pull_model(MODEL, probes=probes("hf", "modelscope"))
+    assert rule.hits >= 2  # hf really served damaged bytes for both shards
+    assert _tree(result.path) == _tree(tiny_hub_tree.repos[HF_REPO])
+    by = {r.path: r for r in result.manifest.files}
+    for shard in ("model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"):
+        assert by[shard].sources == ("modelscope",)
+    assert by["config.json"].sources == ("hf",)
+    assert pull_hub.stats.bytes_served(protocol="modelscope") > 0
+    assert verify(result.path).ok
+
+
+def test_wrong_sha256_in_primary_listing_is_recovered_from_the_other_source(pull_hub, tiny_hub_tree) -> None:
+    pull_hub.faults.add(Fault.wrong_sha256(protocol="hf", path="model-00001-of-00002.safetensors"))
+    result = pull_model(MODEL, probes=probes("hf", "modelscope"))
+    assert _tree(result.path) == _tree(tiny_hub_tree.repos[HF_REPO])
+    assert any("hf's listing is wrong" in n for n in result.notes)
+    rec = result.manifest.by_path()["model-00001-of-00002.safetensors"]
+    assert rec.verified == "published-sha256"
+
+
+def test_wrong_sha256_in_secondary_listing_is_reported_and_not_used(pull_hub) -> None:
+    pull_hub.faults.add(Fault.wrong_sha256(protocol="modelscope", path="model-00002-of-00002.safetensors"))
+    result = pull_model(MODEL, probes=probes("hf", "modelscope"))
+    assert any("modelscope lists sha256" in n for n in result.notes)
+    assert verify(result.path).ok
+
+
+def test_wrong_sha256_with_a_single_source_fails_and_leaves_no_file(pull_hub) -> None:
+    pull_hub.faults.add(Fault.wrong_sha256(protocol="hf", path="model-00001-of-00002.safetensors"))
+    with pytest.raises(ModelZooError) as info:
+        pull_model(MODEL, source="hf")
+    assert "model-00001-of-00002.safetensors" in str(info.value)
+    target = next(Path(os.environ["MODEL_ZOO_HOME"]).glob("models/*/*"))
+    assert not (target / "model-00001-of-00002.safetensors").exists()
+    assert not manifest_path(target).exists()  # never presented as complete
+
+
+def test_path_traversal_listing_writes_nothing(pull_hub, tmp_path: Path) -> None:
+    pull_hub.faults.add(Fault.malicious_listing(protocol="hf"))
+    home = Path(os.environ["MODEL_ZOO_HOME"])
+    with pytest.raises(UnsafePathError) as info:
+        pull_model(MODEL, source="hf", local_dir=tmp_path / "out" / "deep")
+    assert info.value.exit_code == 3
+    assert not (tmp_path / "out").exists()
+    assert not home.exists() or not any(home.rglob("*.safetensors"))
+    for name in ("x", "outside", "passwd", "link-out", "link-up"):
+        assert not (tmp_path / name).exists()
+
+
+def test_offline_uses_the_store_only(pull_hub, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = pull(MODEL, source="hf")
+    requests = len(pull_hub.stats.requests)
+    monkeypatch.setenv("MODEL_ZOO_OFFLINE", "1")
+    result = pull_model(MODEL)
+    assert result.path == path and result.offline
+    assert len(pull_hub.stats.requests) == requests  # not a single request
+    monkeypatch.delenv("MODEL_ZOO_OFFLINE")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert pull(MODEL) == path
+    with pytest.raises(OfflineError, match="InternLM3-8B-Instruct"):
+        pull("internlm3-8b-instruct")
+    # a file deleted from the store copy: offline cannot repair it, and says so
+    (path / "config.json").unlink()
+    with pytest.raises(OfflineError):
+        pull(MODEL)
+
+
+def test_dry_run_writes_nothing(pull_hub) -> None:
+    result = pull_model(MODEL, source="hf", dry_run=True)
+    assert result.dry_run and not result.path.exists()
+    assert result.total_size == sum(f.size for f in result.files) > 0
+    assert result.to_download == result.total_size and result.fits is True
+    assert result.free_bytes and result.free_bytes > 0
+    assert {f.path for f in result.files} >= {"config.json", "model-00001-of-00002.safetensors"}
+    assert pull_hub.stats.bytes_served() == 0
+    pull(MODEL, source="hf")
+    again = pull_model(MODEL, source="hf", dry_run=True)
+    assert again.to_download == 0 and all(f.present for f in again.files)
+
+
+def test_include_exclude_and_redundant_formats(own_hub) -> None:
+    hub, root = own_hub()
+    (root / HF_REPO / "pytorch_model.bin").write_bytes(b"\0" * 3000)
+    (root / HF_REPO / "pytorch_model.bin.index.json").write_text("{}")
+    result = pull_model(MODEL, source="hf")
+    names = {f.path for f in result.files}
+    assert "pytorch_model.bin" not in names and "pytorch_model.bin.index.json" not in names
+    assert dict(result.skipped)["pytorch_model.bin"].startswith("redundant weight format")
+    assert "pytorch_model.bin" in result.manifest.skipped
+    assert not (result.path / "pytorch_model.bin").exists()
+
+    only_json = pull_model(MODEL, source="hf", include=["*.json"], local_dir=root.parent / "json-only")
+    assert {f.path for f in only_json.files} == {p for p in names if p.endswith(".json")}
+    assert not any(only_json.path.glob("*.safetensors"))
+
+    everything = pull_model(MODEL, source="hf", all_files=True, exclude=["README.md"])
+    assert (everything.path / "pytorch_model.bin").stat().st_size == 3000
+    assert "README.md" not in {f.path for f in everything.files}
+    assert everything.path == result.path  # same snapshot, completed in place
+    # files an earlier pull verified stay listed; the .bin is now listed too
+    listed = everything.manifest.by_path()
+    assert "README.md" in listed and "pytorch_model.bin" in listed and not everything.manifest.skipped
+
+
+def test_local_dir_layout(pull_hub, tmp_path: Path, tiny_hub_tree) -> None:
+    out = pull(MODEL, source="modelscope", local_dir=tmp_path / "ckpt")
+    assert out == tmp_path / "ckpt"
+    assert (out / ".model-zoo" / "manifest.json").is_file()
+    assert _tree(out) == _tree(tiny_hub_tree.repos[MS_REPO])
+    assert not (out / ".model-zoo-partial").exists()
+    assert verify(out).ok
+    assert not Path(os.environ["MODEL_ZOO_HOME"], "models").exists()
+
+
+def test_pinned_commit_already_complete_needs_no_hub(pull_hub) -> None:
+    result = pull_model(MODEL, source="hf")
+    commit = result.commit
+    assert commit and len(commit) == 40
+    n = len(pull_hub.stats.requests)
+    again = pull_model(f"{MODEL}@{commit}", source="hf")
+    assert again.path == result.path and len(pull_hub.stats.requests) == n
+
+
+def test_store_reuses_identical_files_across_sources(pull_hub) -> None:
+    pull(MODEL, source="hf")
+    served = pull_hub.stats.bytes_served()
+    result = pull_model(MODEL, source="modelscope")
+    assert result.reused_files >= 3  # shards and tokenizer came from the hf snapshot
+    shard_bytes = pull_hub.stats.bytes_served(protocol="modelscope", path="model-00001-of-00002.safetensors")
+    assert shard_bytes == 0 and pull_hub.stats.bytes_served() - served < 50_000
+    assert verify(result.path).ok
