@@ -80,10 +80,16 @@ def check_against_manifest(path: Path) -> Any:
 
 
 def _from_store(info: ModelInfo) -> Path | None:
+    """The pulled HF-format snapshot of ``info`` (origin-format snapshots are passed over)."""
     from ..settings import load_settings
-    from ..store.cache import find_snapshot
+    from ..store.cache import find_snapshot, iter_snapshots
 
-    snap = find_snapshot(load_settings().home, info.slug, info.revision)
+    home = load_settings().home
+    snap = find_snapshot(home, info.slug, info.revision)
+    if snap is not None and snap.manifest.source == ORIGIN_SOURCE:
+        others = [s for s in iter_snapshots(home) if s.slug == snap.slug and s.manifest.source != ORIGIN_SOURCE
+                  and (info.revision is None or info.revision in (s.manifest.revision, s.manifest.commit))]
+        snap = others[0] if others else None
     return snap.root if snap is not None else None
 
 

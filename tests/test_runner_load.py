@@ -1,0 +1,290 @@
+"""Loading: strict tensor accounting, config variants, no checkpoint code, devices, dtypes,
+optional dependencies, .bin checkpoints, origin format, and pulled-checkpoint integrity."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from model_zoo.errors import (
+    CheckpointError,
+    IncompatibleCheckpointError,
+    MissingDependencyError,
+    UsageError,
+)
+from model_zoo.runner.api import load
+from model_zoo.runner.config import read_config, spec_from_dict
+from model_zoo.runner.convert import split_wqkv
+from model_zoo.runner.devices import Placement, parse_memory, plan_placement, resolve_dtype
+from model_zoo.testing.tiny import make_tiny, pack_wqkv, tiny_config
+
+
+def copy_ck(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def single_shard(tmp_path: Path, arch: str = "internlm2", **kw) -> Path:  # noqa: ANN003
+    return make_tiny(arch, tmp_path / f"{arch}-1", shards=1, dtype="float32", **kw)
+
+
+def edit_tensors(path: Path, fn) -> None:  # noqa: ANN001
+    from safetensors.torch import load_file, save_file
+
+    f = path / "model.safetensors"
+    tensors = load_file(str(f))
+    fn(tensors)
+    save_file(tensors, str(f), metadata={"format": "pt"})
+
+
+def logits(path: Path, ids: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode():
+        return load(path, device="cpu").model(ids).logits
+
+
+IDS = torch.arange(5, 45).view(1, -1)
+
+
+# ------------------------------------------------------------------ tensor accounting
+
+
+def test_missing_tensor_is_named(tmp_path: Path) -> None:
+    path = single_shard(tmp_path)
+    edit_tensors(path, lambda t: t.pop("model.layers.1.feed_forward.w3.weight"))
+    with pytest.raises(IncompatibleCheckpointError, match=r"missing tensor\(s\) model\.layers\.1\.feed_forward\.w3\.weight"):
+        load(path, device="cpu")
+
+
+def test_unexpected_tensor_is_named(tmp_path: Path) -> None:
+    path = single_shard(tmp_path)
+    edit_tensors(path, lambda t: t.update({"model.layers.0.attention.extra.weight": torch.zeros(2)}))
+    with pytest.raises(IncompatibleCheckpointError, match=r"unexpected tensor\(s\) model\.layers\.0\.attention\.extra\.weight"):
+        load(path, device="cpu")
+
+
+def test_wrong_shape_is_named(tmp_path: Path) -> None:
+    path = single_shard(tmp_path)
+    edit_tensors(path, lambda t: t.update({"model.norm.weight": torch.ones(65)}))
+    with pytest.raises(IncompatibleCheckpointError, match=r"model\.norm\.weight has shape \[65\], expected \[64\]"):
+        load(path, device="cpu")
+
+
+def test_rotary_inv_freq_buffers_are_accounted_for(tmp_path: Path) -> None:
+    path = single_shard(tmp_path)
+    before = logits(path, IDS)
+    edit_tensors(path, lambda t: t.update({"model.layers.0.attention.rotary_emb.inv_freq": torch.ones(8) * 123}))
+    assert torch.equal(logits(path, IDS), before)
+
+
+def test_truncated_shard_is_a_checkpoint_error_naming_the_file(tiny_internlm2: Path, tmp_path: Path) -> None:
+    path = copy_ck(tiny_internlm2, tmp_path / "ck")
+    shard = path / "model-00002-of-00002.safetensors"
+    data = shard.read_bytes()
+    shard.write_bytes(data[: len(data) - 100])
+    with pytest.raises(CheckpointError, match="model-00002-of-00002.safetensors"):
+        load(path, device="cpu")
+
+
+def test_wqkv_unpacking_is_grouped_per_kv_head() -> None:
+    spec = spec_from_dict(tiny_config("internlm2"))  # 4 heads, 2 kv heads, head_dim 16
+    q, k, v = torch.randn(64, 64), torch.randn(32, 64), torch.randn(32, 64)
+    packed = torch.from_numpy(pack_wqkv(q.numpy(), k.numpy(), v.numpy(), 4, 2, 16))
+    # rows 0-31: group 0's two query heads, 32-47 its key head, 48-63 its value head
+    assert torch.equal(packed[32:48], k[:16]) and torch.equal(packed[48:64], v[:16])
+    got = split_wqkv(packed, spec)
+    assert all(torch.equal(a, b) for a, b in zip(got, (q, k, v)))
+    assert all(t.is_contiguous() for t in got)
+
+
+# ------------------------------------------------------------------ no checkpoint code
+
+
+def test_checkpoint_python_files_are_never_executed(tiny_internlm2: Path, tmp_path: Path) -> None:
+    path = copy_ck(tiny_internlm2, tmp_path / "ck")
+    marker = tmp_path / "pwned"
+    payload = f"open({str(marker)!r}, 'w').write('x')\n"
+    for name in ("modeling_internlm2.py", "configuration_internlm2.py", "tokenization_internlm2.py",
+                 "tokenization_internlm2_fast.py"):
+        (path / name).write_text(payload)
+    runner = load(path, device="cpu")
+    runner.chat("hi", max_new_tokens=2, seed=0)
+    assert json.loads((path / "config.json").read_text())["auto_map"]  # it was there, and ignored
+    assert not marker.exists()
+
+
+# ------------------------------------------------------------------ config variants
+
+
+def test_early_internlm2_model_type_internlm_loads_as_internlm2(tmp_path: Path) -> None:
+    base = make_tiny("internlm2", tmp_path / "a", dtype="float32", shards=1)
+    variant = make_tiny("internlm2", tmp_path / "b", dtype="float32", shards=1, config_overrides={"model_type": "internlm"})
+    assert read_config(variant).family == "internlm2"
+    assert torch.equal(logits(base, IDS), logits(variant, IDS))
+
+
+@pytest.mark.parametrize("key", ["type", "rope_type"])
+def test_rope_scaling_spelled_type_or_rope_type(tmp_path: Path, key: str) -> None:
+    path = make_tiny("internlm2", tmp_path / key, dtype="float32", shards=1,
+                     config_overrides={"rope_scaling": {key: "linear", "factor": 4.0}})
+    spec = read_config(path)
+    assert spec.rope_scaling is not None and (spec.rope_scaling.kind, spec.rope_scaling.factor) == ("linear", 4.0)
+
+
+def test_linear_scaling_equals_dividing_positions(tmp_path: Path) -> None:
+    from model_zoo.runner.modeling import rope_inv_freq
+
+    plain = spec_from_dict({**tiny_config("internlm2"), "rope_scaling": None})
+    linear = spec_from_dict({**tiny_config("internlm2"), "rope_scaling": {"type": "linear", "factor": 4.0}})
+    assert torch.allclose(rope_inv_freq(linear, 10), rope_inv_freq(plain, 10) / 4)
+    dyn = spec_from_dict(tiny_config("internlm2"))  # dynamic x2, M = 64, d = 16
+    assert torch.equal(rope_inv_freq(dyn, 64), rope_inv_freq(plain, 64))
+    base = 1e6 * ((2 * 100 / 64) - 1) ** (16 / 14)
+    want = 1.0 / base ** (torch.arange(0, 16, 2).float() / 16)
+    assert torch.allclose(rope_inv_freq(dyn, 100), want)
+
+
+def test_unsupported_architecture_is_refused(tmp_path: Path) -> None:
+    path = single_shard(tmp_path)
+    cfg = json.loads((path / "config.json").read_text())
+    cfg["architectures"] = ["MixtralForCausalLM"]
+    (path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(IncompatibleCheckpointError, match="MixtralForCausalLM"):
+        load(path, device="cpu")
+
+
+# ------------------------------------------------------------------ devices and dtypes
+
+
+def test_auto_device_without_cuda_warns_and_uses_fp32_on_cpu(tiny_internlm2: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.warns(RuntimeWarning, match="no CUDA GPU"):
+        runner = load(tiny_internlm2)
+    assert runner.device.type == "cpu" and runner.dtype == torch.float32
+    assert all(p.dtype == torch.float32 for p in runner.model.parameters())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load(tiny_internlm2, device="cpu")
+
+
+def test_explicit_dtype(tiny_internlm2: Path) -> None:
+    runner = load(tiny_internlm2, device="cpu", dtype="bfloat16")
+    assert {p.dtype for p in runner.model.parameters()} == {torch.bfloat16}
+    assert runner.model(IDS).logits.dtype == torch.bfloat16
+    with pytest.raises(UsageError, match="dtype"):
+        load(tiny_internlm2, device="cpu", dtype="int3")
+
+
+def test_resolve_dtype_rules() -> None:
+    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    assert resolve_dtype("fp16", torch.device("cpu")) == torch.float16
+    assert resolve_dtype(torch.bfloat16, torch.device("cpu")) == torch.bfloat16
+
+
+def test_layer_split_plan_honours_budgets() -> None:
+    devs = (torch.device("cuda", 0), torch.device("cuda", 1))
+    sizes = {"embed": 100, "layer": 10, "final": 100}
+    even = plan_placement(sizes, 10, devs)
+    assert even.module_devices["model.embed_tokens"] == devs[0] and even.module_devices["lm_head"] == devs[1]
+    first = [i for i in range(10) if even.module_devices[f"model.layers.{i}"] == devs[0]]
+    assert first == list(range(len(first))) and 0 < len(first) < 10
+    tight = plan_placement(sizes, 10, devs, {devs[0]: 125, devs[1]: 1000})
+    assert [tight.module_devices[f"model.layers.{i}"] for i in range(3)] == [devs[0], devs[0], devs[1]]
+    assert tight.device_for("model.layers.7.mlp.up_proj.weight") == devs[1]
+    with pytest.raises(UsageError, match="max_memory"):
+        plan_placement(sizes, 10, devs, {devs[0]: 140, devs[1]: 140})
+    assert parse_memory("2GiB") == 2 * 2**30 and parse_memory("500MB") == 500 * 10**6 and parse_memory(7) == 7
+
+
+def test_multi_device_dispatch_moves_activations(tiny_internlm2: Path) -> None:
+    # Two "devices" that are both the CPU still exercise the hook path end to end.
+    from model_zoo.runner.devices import dispatch
+    from model_zoo.runner.loader import load_native
+
+    spec = read_config(tiny_internlm2)
+    cpu = torch.device("cpu")
+    placement = Placement((cpu, cpu), {"model.embed_tokens": cpu, "model.layers.0": cpu, "model.layers.1": cpu,
+                                       "model.norm": cpu, "lm_head": cpu, "model.rotary_emb": cpu})
+    model = load_native(tiny_internlm2, spec, placement, torch.float32)
+    dispatch(model, placement)
+    with torch.inference_mode():
+        assert torch.equal(model(IDS).logits, logits(tiny_internlm2, IDS))
+
+
+# ------------------------------------------------------------------ optional dependencies
+
+
+def test_quantization_without_bitsandbytes_is_a_missing_dependency(tiny_internlm2: Path) -> None:
+    pytest.importorskip("torch")
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is not None:
+        pytest.skip("bitsandbytes is installed here")
+    with pytest.raises(MissingDependencyError, match="bitsandbytes"):
+        load(tiny_internlm2, device="cpu", quantization="8bit")
+    with pytest.raises(UsageError, match="quantization"):
+        load(tiny_internlm2, device="cpu", quantization="3bit")
+
+
+@pytest.mark.parametrize("engine", ["vllm", "lmdeploy"])
+def test_engine_backends_without_the_engine_are_a_missing_dependency(tiny_internlm2: Path, engine: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(engine) is not None:
+        pytest.skip(f"{engine} is installed here")
+    with pytest.raises(MissingDependencyError, match=engine):
+        load(tiny_internlm2, backend=engine)
+
+
+# ------------------------------------------------------------------ .bin checkpoints (InternLM v1 ships only these)
+
+
+def test_pytorch_bin_checkpoint_loads_like_safetensors(tiny_checkpoint, tmp_path: Path) -> None:  # noqa: ANN001
+    from safetensors.torch import load_file
+
+    src = tiny_checkpoint("internlm", dtype="float32", shards=1)
+    path = tmp_path / "bin"
+    shutil.copytree(src, path, ignore=shutil.ignore_patterns("*.safetensors", "*.index.json"))
+    state = load_file(str(src / "model.safetensors"))
+    state["model.layers.0.self_attn.rotary_emb.inv_freq"] = torch.ones(8)  # old exports carry these
+    torch.save(state, path / "pytorch_model.bin")
+    assert torch.equal(logits(path, IDS), logits(src, IDS))
+
+
+# ------------------------------------------------------------------ origin format and pulled checkpoints
+
+
+def test_origin_format_directory_is_refused_with_the_hf_source(tmp_path: Path) -> None:
+    from model_zoo.store.manifest import FileRecord, SourceRecord, StoreManifest, write_manifest
+
+    path = tmp_path / "origin"
+    path.mkdir()
+    (path / "model_tp0_pp0.pt").write_bytes(b"\0" * 16)
+    with pytest.raises(IncompatibleCheckpointError, match="origin-format"):
+        load(path, device="cpu")
+    import hashlib
+
+    write_manifest(path, StoreManifest(
+        name="InternLM-Chat-7B", slug="internlm-chat-7b", revision=None, commit=None,
+        sources=(SourceRecord("openxlab-origin", "OpenLMLab/InternLM-chat-7b-original", "http://127.0.0.1:1"),),
+        files=(FileRecord("model_tp0_pp0.pt", 16, hashlib.sha256(b"\0" * 16).hexdigest()),),
+    ))
+    with pytest.raises(IncompatibleCheckpointError, match="internlm/internlm-chat-7b"):
+        load(path, device="cpu")
+
+
+def test_registry_name_is_pulled_then_loaded_and_damage_is_refused(pull_hub) -> None:  # noqa: ANN001
+    runner = load("internlm2_5-1_8b-chat", device="cpu")
+    assert runner.name and runner.spec.family == "internlm2"
+    assert runner.settings().stop_token_ids  # registry + checkpoint stops
+    assert isinstance(runner.chat("hi", max_new_tokens=3, seed=0), str)
+    # damage a weight file in place: sizes are always checked against the store manifest
+    shard = sorted(runner.path.glob("*.safetensors"))[0]
+    with shard.open("r+b") as fh:
+        fh.truncate(shard.stat().st_size - 8)
+    with pytest.raises(CheckpointError, match=rf"{shard.name}.*model-zoo verify"):
+        load("internlm2_5-1_8b-chat", device="cpu")
