@@ -61,7 +61,7 @@ def _require_reward(spec: Any, path: Path) -> None:
         raise IncompatibleCheckpointError(
             str(path),
             f"{spec.architecture} is not a reward model",
-            hint="load_reward needs an InternLM2ForRewardModel checkpoint such as internlm2-1_8b-reward; "
+            hint="load_reward needs an InternLM2ForRewardModel checkpoint such as InternLM2-1.8B-Reward; "
             "use model_zoo.load() for chat models.",
         )
 

@@ -12,6 +12,7 @@ it turns usage statistics off and binds to loopback, so nothing leaves the machi
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,6 +40,7 @@ def init_local_ray(num_cpus: int | None = None, **kwargs: Any) -> None:
     kwargs.setdefault("include_dashboard", False)
     kwargs.setdefault("_node_ip_address", "127.0.0.1")
     kwargs.setdefault("log_to_driver", False)
+    kwargs.setdefault("logging_level", logging.WARNING)
     ray.init(num_cpus=num_cpus, **kwargs)
 
 
