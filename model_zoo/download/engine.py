@@ -182,6 +182,7 @@ class _Cand:
     remote: RemoteFile
     source: str
     failures: int = 0
+    mismatches: int = 0
     dead: str | None = None  # why this file no longer uses this candidate
     error: ModelZooError | None = None
 
@@ -819,7 +820,10 @@ class _Run:
             else:
                 for c in f.cands:
                     if c.dead is None and (c.source in srcs or not srcs):
-                        self._kill_candidate(f, c, error)
+                        c.mismatches += 1
+                        # the last source left gets one more full try (corruption can be transient)
+                        if c.mismatches >= 2 or len(f.usable()) > 1:
+                            self._kill_candidate(f, c, error)
                         break
             self.cv.notify_all()
         self._checkpoint(f, force=True)

@@ -1,0 +1,177 @@
+"""Across processes: kill -9 mid-download then resume without refetching what is on disk, two
+processes pulling the same files at once, and a disk that fills up mid-way."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from fixtures_engine import BIG, ENGINE_FILES, ENGINE_REPO, assert_tree_matches, fast_options, jobs_for
+
+from model_zoo.download.engine import FileJob, fetch
+from model_zoo.download.partial import load_sidecar
+from model_zoo.download.paths import partial_paths
+from model_zoo.errors import DiskSpaceError
+from model_zoo.testing.hub_server import LocalHub
+
+CHILD = r"""
+import json, sys
+from dataclasses import asdict
+from pathlib import Path
+from model_zoo.download.engine import FileJob, fetch
+from fixtures_engine import fast_options
+from model_zoo.hubs.base import RemoteFile
+spec = json.loads(sys.argv[1])
+jobs = [FileJob(j["path"], j["size"], j["sha256"], tuple(RemoteFile(j["path"], j["size"], j["sha256"], u) for u in j["urls"]),
+                tuple(j["sources"])) for j in spec["jobs"]]
+report = fetch(jobs, Path(spec["target"]), options=fast_options(**spec["options"]))
+print(json.dumps({f.path: [f.bytes_downloaded, f.bytes_resumed, f.already_present] for f in report.files}))
+"""
+
+
+def _spawn(jobs: list[FileJob], target: Path, **options: object) -> subprocess.Popen[str]:
+    spec = {
+        "target": str(target),
+        "options": options,
+        "jobs": [{"path": j.path, "size": j.size, "sha256": j.sha256, "urls": [c.url for c in j.candidates],
+                  "sources": list(j.sources)} for j in jobs],
+    }
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(spec)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _written(target: Path, path: str) -> int:
+    sc = load_sidecar(partial_paths(target, path).sidecar)
+    return sum(e - s for s, e in sc.written) if sc else 0
+
+
+@pytest.mark.parametrize("workers", [1, 4])
+def test_kill_9_then_resume_fetches_only_the_missing_bytes(engine_hub: LocalHub, tmp_path: Path, workers: int) -> None:
+    out = tmp_path / "out"
+    size = ENGINE_FILES[BIG]
+    assert isinstance(size, int)
+    engine_hub.bandwidth.set(total=1_500_000)  # slow enough to kill it half-way
+    child = _spawn(jobs_for(engine_hub, paths=[BIG]), out, max_workers=workers)
+    deadline = time.monotonic() + 30
+    while _written(out, BIG) < size // 3:
+        assert child.poll() is None, child.stderr.read() if child.stderr else ""
+        assert time.monotonic() < deadline, "the child made no progress"
+        time.sleep(0.02)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert child.returncode == -signal.SIGKILL
+    assert not (out / BIG).exists()
+    on_disk = _written(out, BIG)
+    assert size // 3 <= on_disk < size
+
+    engine_hub.bandwidth.set(total=None)
+    engine_hub.stats.reset()
+    report = fetch(jobs_for(engine_hub, paths=[BIG]), out, options=fast_options(max_workers=workers))
+    f = report.files[0]
+    assert f.sha256 == engine_hub.store.snapshot(ENGINE_REPO).files[BIG].sha256 == f.expected_sha256
+    assert f.bytes_resumed >= on_disk
+    assert f.bytes_resumed + f.bytes_downloaded == size
+    # counted at the server: the bytes already on disk were not sent again (requests made since
+    # the reset only: the killed child's last response may still be winding down)
+    assert sum(r.bytes_sent for r in engine_hub.stats.file_requests(path=BIG)) == size - f.bytes_resumed
+    assert not partial_paths(out, BIG).data.exists()
+
+
+def test_two_processes_fetch_the_same_files(engine_hub: LocalHub, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    engine_hub.bandwidth.set(total=4_000_000)
+    jobs = jobs_for(engine_hub)
+    first = _spawn(jobs, out)
+    second = _spawn(jobs, out)
+    results = []
+    for child in (first, second):
+        stdout, stderr = child.communicate(timeout=60)
+        assert child.returncode == 0, stderr
+        results.append(json.loads(stdout))
+    assert_tree_matches(engine_hub, out)
+    total = sum(v for v in ENGINE_FILES.values() if isinstance(v, int)) + sum(
+        len(v) for v in ENGINE_FILES.values() if isinstance(v, str))
+    # each file was fetched once: whoever waited found it complete (or continued the partial)
+    assert engine_hub.stats.bytes_served() == total
+    for path in ENGINE_FILES:
+        downloaded = [r[path][0] for r in results]
+        assert sum(downloaded) + sum(r[path][1] for r in results) == (out / path).stat().st_size
+
+
+def test_disk_full_mid_way_keeps_partials_and_resumes(engine_hub: LocalHub, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "out"
+    real_pwrite = os.pwrite
+    budget = {"left": 1_500_000}
+
+    def full_disk(fd: int, data: object, offset: int) -> int:
+        n = len(memoryview(data))  # type: ignore[arg-type]
+        if budget["left"] < n:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        budget["left"] -= n
+        return real_pwrite(fd, data, offset)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "pwrite", full_disk)
+    with pytest.raises(DiskSpaceError) as info:
+        fetch(jobs_for(engine_hub, paths=[BIG]), out, options=fast_options())
+    assert "not enough disk space" in str(info.value) and info.value.needed > 0
+    assert not (out / BIG).exists()
+    kept = _written(out, BIG)
+    assert 0 < kept <= 1_500_000
+
+    monkeypatch.setattr(os, "pwrite", real_pwrite)
+    engine_hub.stats.reset()
+    report = fetch(jobs_for(engine_hub, paths=[BIG]), out, options=fast_options())
+    assert report.files[0].bytes_resumed == kept
+    assert engine_hub.stats.bytes_served(path=BIG) == ENGINE_FILES[BIG] - kept  # type: ignore[operator]
+    assert report.files[0].sha256 == report.files[0].expected_sha256
+
+
+def test_lock_held_elsewhere_makes_fetch_wait_then_find_file_done(engine_hub: LocalHub, tmp_path: Path) -> None:
+    """A file locked by another process is skipped until the lock frees, then found complete."""
+    import threading
+
+    from model_zoo.download import progress as ev
+    from model_zoo.store.locking import ProcessLock
+
+    out = tmp_path / "out"
+    jobs = jobs_for(engine_hub, paths=["config.json", "sub/deeper/tokenizer.model"])
+    pp = partial_paths(out, "config.json")
+    pp.lock.parent.mkdir(parents=True)
+    holder = ProcessLock(pp.lock)
+    holder.acquire()
+    events: list[ev.Event] = []
+
+    def finish_elsewhere() -> None:
+        time.sleep(0.5)
+        (out / "config.json").write_text(str(ENGINE_FILES["config.json"]))
+        holder.release()
+
+    t = threading.Thread(target=finish_elsewhere)
+    t.start()
+    report = fetch(jobs, out, options=fast_options(), on_event=events.append)
+    t.join()
+    by_path = {f.path: f for f in report.files}
+    assert by_path["config.json"].already_present
+    assert engine_hub.stats.bytes_served(path="config.json") == 0
+    assert any(isinstance(e, ev.Waiting) and e.path == "config.json" for e in events)
+
+
+def test_lock_timeout_fails_that_file_only(engine_hub: LocalHub, tmp_path: Path) -> None:
+    from model_zoo.store.locking import LockTimeoutError, ProcessLock
+
+    out = tmp_path / "out"
+    pp = partial_paths(out, "config.json")
+    pp.lock.parent.mkdir(parents=True)
+    with ProcessLock(pp.lock):
+        with pytest.raises(LockTimeoutError) as info:
+            fetch(jobs_for(engine_hub, paths=["config.json", "empty.txt"]), out, options=fast_options(lock_timeout=0.3))
+    assert [f.path for f in info.value.report.files] == ["empty.txt"]  # type: ignore[attr-defined]
