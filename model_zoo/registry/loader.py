@@ -5,7 +5,7 @@ found through ``importlib.resources``; in a source checkout it is the file at th
 root. A user file (``MODEL_ZOO_REGISTRY`` or ``registry = ...`` in the settings file) is laid
 over it: entries with a built-in name are merged into that entry, others are added.
 
-Validation (PyYAML + pydantic, see ``schema.py``) costs more than the rest of ``model-zoo list``
+Validation (PyYAML + pydantic, see ``schema.py`` and ``compiler.py``) costs more than the rest of ``model-zoo list``
 together, so the compiled result is cached as JSON under ``$MODEL_ZOO_HOME/cache/registry/``,
 keyed by the sha256 of the registry files and of the code that compiles them. A cache hit
 imports neither pydantic nor PyYAML. Within one process the loaded Registry is reused until a
@@ -30,7 +30,7 @@ BUILTIN_NAME = "registry.yaml"
 CACHE_FORMAT = 1
 CACHE_KEEP = 8
 # Modules whose code decides what a compiled registry contains; their text salts the cache key.
-_COMPILER_MODULES = ("schema.py", "info.py", "memory.py")
+_COMPILER_MODULES = ("schema.py", "shapes.py", "compiler.py", "info.py", "memory.py")
 
 _loaded: dict[tuple[Any, ...], Registry] = {}
 
@@ -105,14 +105,14 @@ def compile_files(files: list[Path], datas: list[bytes]) -> dict[str, Any]:
 
 
 def _check(files: list[Path], datas: list[bytes]) -> tuple[dict[str, Any], list[RegistryProblem]]:
-    from . import schema
+    from . import compiler, schema
 
     docs, problems = [], []
     for f, data in zip(files, datas):
         doc, found = schema.parse_yaml(data, str(f))
         problems.extend(found)
         docs.append((str(f), doc))
-    compiled, found = schema.compile_documents(docs)
+    compiled, found = compiler.compile_documents(docs)
     return compiled, problems + found
 
 
