@@ -25,7 +25,10 @@ from model_zoo.testing.repo_store import write_repo
 
 SAMPLE_REPO = "internlm/sample-chat"
 SAMPLE_FILES: dict[str, bytes | str | int] = {
-    ".gitattributes": "*.safetensors filter=lfs diff=lfs merge=lfs -text\n*.model filter=lfs diff=lfs merge=lfs -text\n",
+    ".gitattributes": (
+        "*.safetensors filter=lfs diff=lfs merge=lfs -text\n"
+        "*.model filter=lfs diff=lfs merge=lfs -text\n"
+    ),
     "README.md": "# sample\n\nA repository for local hub tests.\n",
     "config.json": '{"architectures": ["InternLM2ForCausalLM"], "hidden_size": 64}\n',
     "generation_config.json": '{"eos_token_id": [2, 92542]}\n',
@@ -51,7 +54,7 @@ def hub_root(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def make_hub(hub_root: Path) -> Iterator[HubFactory]:
-    """Start LocalHubs over ``hub_root`` (keyword arguments go to LocalHub); all stopped at teardown."""
+    """Start LocalHubs over ``hub_root`` (keyword arguments go to LocalHub); stopped at teardown."""
     hubs: list[LocalHub] = []
 
     def make(root: Path | None = None, **kwargs: Any) -> LocalHub:

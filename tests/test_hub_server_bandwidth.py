@@ -1,14 +1,15 @@
-"""Rate limits hold per protocol and globally (lower bounds only: a slow machine cannot fail them)."""
+"""Rate limits hold per protocol and globally (lower bounds only, so a slow machine passes)."""
 
 from __future__ import annotations
 
 import http.client
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from fixtures_hub import SAMPLE_REPO
+from fixtures_hub import SAMPLE_REPO, HubFactory
 
 from model_zoo.testing.hub_server import LocalHub
 
@@ -24,13 +25,13 @@ def fetch(hub: LocalHub, path: str) -> bytes:
         conn.close()
 
 
-def timed(fn) -> float:  # type: ignore[no-untyped-def]
+def timed(fn: Callable[[], object]) -> float:
     t0 = time.monotonic()
     fn()
     return time.monotonic() - t0
 
 
-def test_per_protocol_limit(hub_root: Path, make_hub) -> None:  # type: ignore[no-untyped-def]
+def test_per_protocol_limit(hub_root: Path, make_hub: HubFactory) -> None:
     hub = make_hub(bandwidth_per_protocol={"hf": 1_000_000})
     good = (hub_root / SAMPLE_REPO / SHARD).read_bytes()
     body = b""
@@ -44,7 +45,7 @@ def test_per_protocol_limit(hub_root: Path, make_hub) -> None:  # type: ignore[n
     assert hub.bandwidth.limiters("modelscope") == [] and len(hub.bandwidth.limiters("hf")) == 1
 
 
-def test_global_limit_is_shared_and_changeable(make_hub) -> None:  # type: ignore[no-untyped-def]
+def test_global_limit_is_shared_and_changeable(make_hub: HubFactory) -> None:
     hub = make_hub(bandwidth=1_000_000)
     urls = [
         f"/{SAMPLE_REPO}/resolve/main/{SHARD}",

@@ -20,7 +20,9 @@ DATA_PATH = "nested/data.bin"  # 4097 bytes
 SHARD = "model-00001-of-00002.safetensors"  # 300_000 bytes, LFS
 
 
-def fetch(hub: LocalHub, path: str, headers: dict[str, str] | None = None, method: str = "GET"):  # type: ignore[no-untyped-def]
+def fetch(
+    hub: LocalHub, path: str, headers: dict[str, str] | None = None, method: str = "GET"
+) -> tuple[int, http.client.HTTPMessage, bytes]:
     conn = http.client.HTTPConnection(hub.host, hub.port, timeout=10)
     try:
         conn.request(method, path, headers=headers or {})
@@ -184,13 +186,21 @@ def test_wrong_sha256_in_every_protocol_listing(hub_root: Path, local_hub: Local
     tree = json.loads(fetch(local_hub, f"/api/models/{SAMPLE_REPO}/tree/main?recursive=true")[2])
     lfs = {e["path"]: e.get("lfs", {}).get("oid") for e in tree}
     assert lfs[SHARD] == bad and lfs["tokenizer.model"] == other
-    ms = json.loads(fetch(local_hub, f"/api/v1/models/{SAMPLE_REPO}/repo/files?Revision=master&Recursive=True")[2])
+    ms = json.loads(
+        fetch(local_hub, f"/api/v1/models/{SAMPLE_REPO}/repo/files?Revision=master&Recursive=True")[
+            2
+        ]
+    )
     assert {f["Path"]: f["Sha256"] for f in ms["Data"]["Files"]}[SHARD] == bad
     om = json.loads(fetch(local_hub, f"/api/v1/file/{SAMPLE_REPO}?path=&ref=main")[2])
     assert {e["path"]: e["etag"] for e in om["data"]["tree"]}[SHARD] == bad
     ns, name = SAMPLE_REPO.split("/")
     conn = http.client.HTTPConnection(local_hub.host, local_hub.port, timeout=10)
-    conn.request("POST", "/x/repository/getFileDownloadUrl", json.dumps({"userName": ns, "repositoryName": name}))
+    conn.request(
+        "POST",
+        "/x/repository/getFileDownloadUrl",
+        json.dumps({"userName": ns, "repositoryName": name}),
+    )
     ox = json.loads(conn.getresponse().read())
     conn.close()
     assert ox["data"]["data"]["filePaths"][SHARD]["hash"] == bad
@@ -200,25 +210,38 @@ def test_wrong_sha256_in_every_protocol_listing(hub_root: Path, local_hub: Local
 def test_malicious_listing_in_every_protocol(local_hub: LocalHub) -> None:
     local_hub.faults.add(Fault.malicious_listing())
     unsafe = {e.path for e in DEFAULT_MALICIOUS_ENTRIES}
-    assert {"../../escaped.txt", "/etc/model-zoo-absolute.txt", "C:\\model-zoo\\drive.txt"} <= unsafe
+    assert {
+        "../../escaped.txt",
+        "/etc/model-zoo-absolute.txt",
+        "C:\\model-zoo\\drive.txt",
+    } <= unsafe
     tree = json.loads(fetch(local_hub, f"/api/models/{SAMPLE_REPO}/tree/main?recursive=true")[2])
     assert unsafe <= {e["path"] for e in tree}
     links = {e["path"]: e for e in tree if e["type"] == "symlink"}
     assert links["link-out"]["target"] == "/etc/passwd"
     top = json.loads(fetch(local_hub, f"/api/models/{SAMPLE_REPO}/tree/main")[2])
     assert unsafe <= {e["path"] for e in top}  # shown at the root of a non-recursive listing too
-    ms = json.loads(fetch(local_hub, f"/api/v1/models/{SAMPLE_REPO}/repo/files?Revision=master&Recursive=True")[2])
+    ms = json.loads(
+        fetch(local_hub, f"/api/v1/models/{SAMPLE_REPO}/repo/files?Revision=master&Recursive=True")[
+            2
+        ]
+    )
     assert unsafe <= {f["Path"] for f in ms["Data"]["Files"]}
     assert {f["Path"]: f["Type"] for f in ms["Data"]["Files"]}["link-up"] == "symlink"
     om = json.loads(fetch(local_hub, f"/api/v1/file/{SAMPLE_REPO}?path=&ref=main")[2])
     assert unsafe <= {e["path"] for e in om["data"]["tree"]}
     # The advertised bytes are served (from memory), so a careless client really writes them.
-    status, _, body = fetch(local_hub, f"/api/v1/models/{SAMPLE_REPO}/repo?Revision=master&FilePath=..%2F..%2Fescaped.txt")
+    status, _, body = fetch(
+        local_hub,
+        f"/api/v1/models/{SAMPLE_REPO}/repo?Revision=master&FilePath=..%2F..%2Fescaped.txt",
+    )
     assert status == 200 and body == DEFAULT_MALICIOUS_ENTRIES[0].content
 
 
 def test_malicious_listing_custom_entries_and_clear(local_hub: LocalHub) -> None:
-    rule = local_hub.faults.add(Fault.malicious_listing([ListingEntry("../evil.py", content=b"print(1)\n")], times=1))
+    rule = local_hub.faults.add(
+        Fault.malicious_listing([ListingEntry("../evil.py", content=b"print(1)\n")], times=1)
+    )
     first = json.loads(fetch(local_hub, f"/api/v1/file/{SAMPLE_REPO}?path=&ref=main")[2])
     assert "../evil.py" in {e["path"] for e in first["data"]["tree"]}
     second = json.loads(fetch(local_hub, f"/api/v1/file/{SAMPLE_REPO}?path=&ref=main")[2])

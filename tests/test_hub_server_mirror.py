@@ -47,8 +47,14 @@ def make_store(home: Path) -> Path:
         revision=None,
         commit=UPSTREAM_COMMIT,
         sources=(
-            SourceRecord("hf", "internlm/internlm2_5-1_8b-chat", "https://huggingface.co", UPSTREAM_COMMIT),
-            SourceRecord("modelscope", "Shanghai_AI_Laboratory/internlm2_5-1_8b-chat", "https://www.modelscope.cn"),
+            SourceRecord(
+                "hf", "internlm/internlm2_5-1_8b-chat", "https://huggingface.co", UPSTREAM_COMMIT
+            ),
+            SourceRecord(
+                "modelscope",
+                "Shanghai_AI_Laboratory/internlm2_5-1_8b-chat",
+                "https://www.modelscope.cn",
+            ),
         ),
         files=tuple(FileRecord(p, len(d), hashlib.sha256(d).hexdigest()) for p, d in files.items()),
     )
@@ -66,14 +72,19 @@ def test_serve_mirror_process_prints_url_and_env_and_serves(hub_root: Path) -> N
     try:
         assert proc.stdout is not None
         first = proc.stdout.readline()
-        assert first.startswith("Serving 1 repositories from"), first + (proc.stderr.read() if proc.poll() else "")
+        assert first.startswith("Serving 1 repositories from"), first + (
+            proc.stderr.read() if proc.poll() else ""
+        )
         url = first.split(" at ")[1].split()[0]
         assert urlsplit(url).hostname == "127.0.0.1"
         lines = [proc.stdout.readline().strip() for _ in range(6)]
         assert f"export HF_ENDPOINT={url}" in lines and f"export MODELSCOPE_ENDPOINT={url}" in lines
         status, body = get(url, f"/api/models/{SAMPLE_REPO}/revision/main")
         assert status == 200 and json.loads(body)["id"] == SAMPLE_REPO
-        assert get(url, f"/{SAMPLE_REPO}/resolve/main/config.json")[1] == (hub_root / SAMPLE_REPO / "config.json").read_bytes()
+        assert (
+            get(url, f"/{SAMPLE_REPO}/resolve/main/config.json")[1]
+            == (hub_root / SAMPLE_REPO / "config.json").read_bytes()
+        )
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=20)
@@ -85,18 +96,38 @@ def test_default_is_the_model_zoo_store_with_upstream_commits(tmp_path: Path) ->
     snap = make_store(home)
     store, described = mirror_store(None)
     assert str(home) in described
-    assert store.repo_ids() == ["Shanghai_AI_Laboratory/internlm2_5-1_8b-chat", "internlm/internlm2_5-1_8b-chat"]
+    assert store.repo_ids() == [
+        "Shanghai_AI_Laboratory/internlm2_5-1_8b-chat",
+        "internlm/internlm2_5-1_8b-chat",
+    ]
     with LocalHub(store) as hub:
-        info = json.loads(get(hub.url, "/api/models/internlm/internlm2_5-1_8b-chat/revision/main")[1])
+        info = json.loads(
+            get(hub.url, "/api/models/internlm/internlm2_5-1_8b-chat/revision/main")[1]
+        )
         assert info["sha"] == UPSTREAM_COMMIT  # clients pinned to the real commit keep working
-        assert {s["rfilename"] for s in info["siblings"]} == {"config.json", "sub/w.safetensors"}  # no .model-zoo/
-        status, data = get(hub.url, f"/internlm/internlm2_5-1_8b-chat/resolve/{UPSTREAM_COMMIT}/sub/w.safetensors")
+        assert {s["rfilename"] for s in info["siblings"]} == {
+            "config.json",
+            "sub/w.safetensors",
+        }  # no .model-zoo/
+        status, data = get(
+            hub.url, f"/internlm/internlm2_5-1_8b-chat/resolve/{UPSTREAM_COMMIT}/sub/w.safetensors"
+        )
         assert status == 200 and data == (snap / "sub/w.safetensors").read_bytes()
         ms = json.loads(
-            get(hub.url, "/api/v1/models/Shanghai_AI_Laboratory/internlm2_5-1_8b-chat/repo/files?Revision=master&Recursive=True")[1]
+            get(
+                hub.url,
+                "/api/v1/models/Shanghai_AI_Laboratory/internlm2_5-1_8b-chat/repo/files"
+                "?Revision=master&Recursive=True",
+            )[1]
         )
-        assert {f["Path"] for f in ms["Data"]["Files"] if f["Type"] == "blob"} == {"config.json", "sub/w.safetensors"}
-        assert get(hub.url, "/internlm/internlm2_5-1_8b-chat/resolve/main/.model-zoo/manifest.json")[0] == 404
+        assert {f["Path"] for f in ms["Data"]["Files"] if f["Type"] == "blob"} == {
+            "config.json",
+            "sub/w.safetensors",
+        }
+        assert (
+            get(hub.url, "/internlm/internlm2_5-1_8b-chat/resolve/main/.model-zoo/manifest.json")[0]
+            == 404
+        )
 
 
 def test_a_store_passed_as_root_is_recognised(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -43,9 +44,9 @@ def faithful_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def faithful_hub(faithful_root: Path) -> LocalHub:
+def faithful_hub(faithful_root: Path) -> Iterator[LocalHub]:
     with LocalHub(faithful_root, page_size=3) as hub:  # small pages: the client must follow Link
-        yield hub  # type: ignore[misc]
+        yield hub
 
 
 def assert_same_tree(source: Path, copy: Path) -> None:
@@ -55,7 +56,8 @@ def assert_same_tree(source: Path, copy: Path) -> None:
     got = {
         p.relative_to(copy).as_posix()
         for p in copy.rglob("*")
-        if p.is_file() and not p.relative_to(copy).as_posix().startswith((".cache/", "._", ".msc", ".mv"))
+        if p.is_file()
+        and not p.relative_to(copy).as_posix().startswith((".cache/", "._", ".msc", ".mv"))
     }
     assert expected <= got
 
@@ -67,11 +69,16 @@ def test_huggingface_hub_snapshot_download(
     from huggingface_hub import snapshot_download
 
     faithful_hub.lfs_redirect = lfs_redirect
-    out = snapshot_download(REPO, endpoint=faithful_hub.url, local_dir=tmp_path / "hf", cache_dir=tmp_path / "c")
+    out = snapshot_download(
+        REPO, endpoint=faithful_hub.url, local_dir=tmp_path / "hf", cache_dir=tmp_path / "c"
+    )
     assert_same_tree(faithful_root / REPO, Path(out))
     pages = [r for r in faithful_hub.stats.requests if "/tree/" in r.url]
     assert len(pages) > 1  # followed Link rel=next
-    assert faithful_hub.stats.bytes_served(protocol="hf", path="weights/big.bin") == FILES["weights/big.bin"]
+    assert (
+        faithful_hub.stats.bytes_served(protocol="hf", path="weights/big.bin")
+        == FILES["weights/big.bin"]
+    )
     redirects = {r.path for r in faithful_hub.stats.file_requests() if r.status == 302}
     assert redirects == ({"model.safetensors", "weights/big.bin"} if lfs_redirect else set())
 
@@ -85,7 +92,11 @@ def test_huggingface_hub_cache_layout_uses_commit_and_tags(
     old = (faithful_root / REPO / "config.json").read_bytes()
     write_repo(faithful_root, REPO, {"config.json": '{"changed": true}\n'})
     try:
-        out = Path(snapshot_download(REPO, revision="v1", endpoint=faithful_hub.url, cache_dir=tmp_path / "cache"))
+        out = Path(
+            snapshot_download(
+                REPO, revision="v1", endpoint=faithful_hub.url, cache_dir=tmp_path / "cache"
+            )
+        )
         assert out.name == commit  # snapshots/<commit>, as from the real hub
         assert (out / "config.json").read_bytes() == old
         assert_same_tree(faithful_root / ".revisions" / REPO / "v1", out)
@@ -100,12 +111,22 @@ def test_modelscope_snapshot_download(
     from modelscope_hub.compat.snapshot_download import snapshot_download
 
     faithful_hub.lfs_redirect = lfs_redirect
-    out = snapshot_download(REPO, endpoint=faithful_hub.url, local_dir=str(tmp_path / "ms"), cache_dir=str(tmp_path / "c"))
+    out = snapshot_download(
+        REPO,
+        endpoint=faithful_hub.url,
+        local_dir=str(tmp_path / "ms"),
+        cache_dir=str(tmp_path / "c"),
+    )
     assert_same_tree(faithful_root / REPO, Path(out))
-    assert faithful_hub.stats.bytes_served(protocol="modelscope", path="model.safetensors") == FILES["model.safetensors"]
+    assert (
+        faithful_hub.stats.bytes_served(protocol="modelscope", path="model.safetensors")
+        == FILES["model.safetensors"]
+    )
 
 
-def test_modelscope_snapshot_download_at_tag(faithful_root: Path, faithful_hub: LocalHub, tmp_path: Path) -> None:
+def test_modelscope_snapshot_download_at_tag(
+    faithful_root: Path, faithful_hub: LocalHub, tmp_path: Path
+) -> None:
     from modelscope_hub.compat.snapshot_download import snapshot_download
 
     faithful_hub.tag(REPO, "v2")
@@ -113,15 +134,26 @@ def test_modelscope_snapshot_download_at_tag(faithful_root: Path, faithful_hub: 
     write_repo(faithful_root, REPO, {"a/sibling.json": "[1]\n"})
     try:
         out = snapshot_download(
-            REPO, revision="v2", endpoint=faithful_hub.url, local_dir=str(tmp_path / "ms"), cache_dir=str(tmp_path / "c")
+            REPO,
+            revision="v2",
+            endpoint=faithful_hub.url,
+            local_dir=str(tmp_path / "ms"),
+            cache_dir=str(tmp_path / "c"),
         )
         assert_same_tree(tagged, Path(out))
     finally:
         write_repo(faithful_root, REPO, {"a/sibling.json": "[]\n"})
 
 
-def test_clients_configured_by_environment_only(faithful_root: Path, faithful_hub: LocalHub, tmp_path: Path) -> None:
-    env = {**os.environ, **faithful_hub.env(), "HF_HOME": str(tmp_path / "hf-home"), "MODELSCOPE_CACHE": str(tmp_path / "ms-cache")}
+def test_clients_configured_by_environment_only(
+    faithful_root: Path, faithful_hub: LocalHub, tmp_path: Path
+) -> None:
+    env = {
+        **os.environ,
+        **faithful_hub.env(),
+        "HF_HOME": str(tmp_path / "hf-home"),
+        "MODELSCOPE_CACHE": str(tmp_path / "ms-cache"),
+    }
     script = (
         "import sys\n"
         "from huggingface_hub import snapshot_download as hf\n"
@@ -135,6 +167,7 @@ def test_clients_configured_by_environment_only(faithful_root: Path, faithful_hu
         capture_output=True,
         text=True,
         timeout=180,
+        check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert_same_tree(faithful_root / REPO, tmp_path / "hf")

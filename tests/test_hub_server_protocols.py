@@ -9,16 +9,25 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 import pytest
-from fixtures_hub import SAMPLE_FILES, SAMPLE_REPO
+from fixtures_hub import SAMPLE_FILES, SAMPLE_REPO, HubFactory
 
 from model_zoo.testing.hub_server import LocalHub
 from model_zoo.testing.repo_store import COMMIT_RE, git_blob_oid, write_repo
 
-LFS_FILES = {"model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "tokenizer.model"}
+LFS_FILES = {
+    "model-00001-of-00002.safetensors",
+    "model-00002-of-00002.safetensors",
+    "tokenizer.model",
+}
 
 
 def request(
-    hub: LocalHub, path: str, *, method: str = "GET", headers: dict[str, str] | None = None, body: bytes | None = None
+    hub: LocalHub,
+    path: str,
+    *,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
 ) -> tuple[int, http.client.HTTPMessage, bytes]:
     conn = http.client.HTTPConnection(hub.host, hub.port, timeout=10)
     try:
@@ -37,7 +46,11 @@ def get_json(hub: LocalHub, path: str) -> object:
 
 def disk_files(hub_root: Path) -> dict[str, bytes]:
     repo = hub_root / SAMPLE_REPO
-    return {p.relative_to(repo).as_posix(): p.read_bytes() for p in sorted(repo.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(repo).as_posix(): p.read_bytes()
+        for p in sorted(repo.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_commit_is_stable_and_tracks_content(hub_root: Path, local_hub: LocalHub) -> None:
@@ -55,7 +68,9 @@ def test_hf_revision_info_and_recursive_tree(hub_root: Path, local_hub: LocalHub
     assert info["id"] == SAMPLE_REPO and info["sha"] == local_hub.commit(SAMPLE_REPO)
     on_disk = disk_files(hub_root)
     assert {s["rfilename"] for s in info["siblings"]} == set(on_disk)
-    tree = get_json(local_hub, f"/api/models/{SAMPLE_REPO}/tree/{info['sha']}?recursive=true&expand=false")
+    tree = get_json(
+        local_hub, f"/api/models/{SAMPLE_REPO}/tree/{info['sha']}?recursive=true&expand=false"
+    )
     assert isinstance(tree, list)
     files = {e["path"]: e for e in tree if e["type"] == "file"}
     dirs = {e["path"] for e in tree if e["type"] == "directory"}
@@ -66,7 +81,9 @@ def test_hf_revision_info_and_recursive_tree(hub_root: Path, local_hub: LocalHub
         assert entry["size"] == len(data)
         if path in LFS_FILES:
             sha = hashlib.sha256(data).hexdigest()
-            pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha}\nsize {len(data)}\n"
+            pointer = (
+                f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha}\nsize {len(data)}\n"
+            )
             assert entry["lfs"] == {"oid": sha, "size": len(data), "pointerSize": len(pointer)}
             assert entry["oid"] == git_blob_oid(pointer.encode())
         else:
@@ -77,7 +94,9 @@ def test_hf_revision_info_and_recursive_tree(hub_root: Path, local_hub: LocalHub
 def test_hf_tree_non_recursive_and_subfolder(local_hub: LocalHub) -> None:
     top = get_json(local_hub, f"/api/models/{SAMPLE_REPO}/tree/main")
     assert isinstance(top, list)
-    assert "nested" in {e["path"] for e in top} and "nested/data.bin" not in {e["path"] for e in top}
+    assert "nested" in {e["path"] for e in top} and "nested/data.bin" not in {
+        e["path"] for e in top
+    }
     sub = get_json(local_hub, f"/api/models/{SAMPLE_REPO}/tree/main/nested")
     assert isinstance(sub, list)
     assert {e["path"] for e in sub} == {"nested/data.bin", "nested/deeper"}
@@ -85,7 +104,7 @@ def test_hf_tree_non_recursive_and_subfolder(local_hub: LocalHub) -> None:
     assert status == 404 and headers["X-Error-Code"] == "EntryNotFound"
 
 
-def test_hf_tree_paging_follows_link_next(make_hub) -> None:  # type: ignore[no-untyped-def]
+def test_hf_tree_paging_follows_link_next(make_hub: HubFactory) -> None:
     hub = make_hub(page_size=3)
     url: str | None = f"/api/models/{SAMPLE_REPO}/tree/main?recursive=true"
     seen: list[str] = []
@@ -112,7 +131,11 @@ def test_hf_resolve_headers_get_and_head(hub_root: Path, local_hub: LocalHub) ->
     commit = local_hub.commit(SAMPLE_REPO)
     data = (hub_root / SAMPLE_REPO / "model-00001-of-00002.safetensors").read_bytes()
     for method in ("HEAD", "GET"):
-        status, headers, body = request(local_hub, f"/{SAMPLE_REPO}/resolve/main/model-00001-of-00002.safetensors", method=method)
+        status, headers, body = request(
+            local_hub,
+            f"/{SAMPLE_REPO}/resolve/main/model-00001-of-00002.safetensors",
+            method=method,
+        )
         assert status == 200
         assert headers["X-Repo-Commit"] == commit
         assert headers["Content-Length"] == str(len(data))
@@ -128,9 +151,16 @@ def test_hf_resolve_headers_get_and_head(hub_root: Path, local_hub: LocalHub) ->
 
 @pytest.mark.parametrize(
     ("range_header", "first", "last"),
-    [("bytes=10-19", 10, 19), ("bytes=4000-", 4000, 4096), ("bytes=-7", 4090, 4096), ("bytes=4090-99999", 4090, 4096)],
+    [
+        ("bytes=10-19", 10, 19),
+        ("bytes=4000-", 4000, 4096),
+        ("bytes=-7", 4090, 4096),
+        ("bytes=4090-99999", 4090, 4096),
+    ],
 )
-def test_range_requests(hub_root: Path, local_hub: LocalHub, range_header: str, first: int, last: int) -> None:
+def test_range_requests(
+    hub_root: Path, local_hub: LocalHub, range_header: str, first: int, last: int
+) -> None:
     data = (hub_root / SAMPLE_REPO / "nested/data.bin").read_bytes()
     for url in (
         f"/{SAMPLE_REPO}/resolve/main/nested/data.bin",
@@ -153,7 +183,9 @@ def test_unsatisfiable_range_is_416_and_bad_syntax_is_ignored(local_hub: LocalHu
 
 
 def test_modelscope_listing_revisions_and_download(hub_root: Path, local_hub: LocalHub) -> None:
-    body = get_json(local_hub, f"/api/v1/models/{SAMPLE_REPO}/repo/files?Revision=master&Recursive=True")
+    body = get_json(
+        local_hub, f"/api/v1/models/{SAMPLE_REPO}/repo/files?Revision=master&Recursive=True"
+    )
     assert isinstance(body, dict) and body["Success"] is True
     files = {f["Path"]: f for f in body["Data"]["Files"] if f["Type"] == "blob"}
     on_disk = disk_files(hub_root)
@@ -161,15 +193,22 @@ def test_modelscope_listing_revisions_and_download(hub_root: Path, local_hub: Lo
     for path, data in on_disk.items():
         assert files[path]["Size"] == len(data)
         assert files[path]["Sha256"] == hashlib.sha256(data).hexdigest()
-    assert {f["Path"] for f in body["Data"]["Files"] if f["Type"] == "tree"} == {"nested", "nested/deeper"}
-    shallow = get_json(local_hub, f"/api/v1/models/{SAMPLE_REPO}/repo/files?Revision=master&Root=nested")
+    assert {f["Path"] for f in body["Data"]["Files"] if f["Type"] == "tree"} == {
+        "nested",
+        "nested/deeper",
+    }
+    shallow = get_json(
+        local_hub, f"/api/v1/models/{SAMPLE_REPO}/repo/files?Revision=master&Root=nested"
+    )
     assert isinstance(shallow, dict)
     assert {f["Path"] for f in shallow["Data"]["Files"]} == {"nested/data.bin", "nested/deeper"}
     revs = get_json(local_hub, f"/api/v1/models/{SAMPLE_REPO}/revisions")
     assert isinstance(revs, dict)
     assert revs["Data"]["RevisionMap"]["Branches"][0]["CommitId"] == local_hub.commit(SAMPLE_REPO)
     status, _, data = request(
-        local_hub, f"/api/v1/models/{SAMPLE_REPO}/repo?Revision=master&FilePath={quote('nested/deeper/notes.txt', safe='')}"
+        local_hub,
+        f"/api/v1/models/{SAMPLE_REPO}/repo?Revision=master"
+        f"&FilePath={quote('nested/deeper/notes.txt', safe='')}",
     )
     assert status == 200 and data == on_disk["nested/deeper/notes.txt"]
 
@@ -182,7 +221,10 @@ def test_modelers_tree_info_and_media(hub_root: Path, local_hub: LocalHub) -> No
     entries = {e["path"]: e for e in top["data"]["tree"]}
     assert entries["nested"]["type"] == "dir"
     shard = entries["model-00002-of-00002.safetensors"]
-    assert shard["is_lfs"] is True and shard["etag"] == hashlib.sha256(on_disk[shard["path"]]).hexdigest()
+    assert (
+        shard["is_lfs"] is True
+        and shard["etag"] == hashlib.sha256(on_disk[shard["path"]]).hexdigest()
+    )
     assert entries["config.json"]["etag"] == git_blob_oid(on_disk["config.json"])
     sub = get_json(local_hub, f"/api/v1/file/{SAMPLE_REPO}?path=nested/deeper&ref=main")
     assert isinstance(sub, dict)
@@ -196,7 +238,14 @@ def test_modelers_tree_info_and_media(hub_root: Path, local_hub: LocalHub) -> No
 def test_openxlab_download_urls(hub_root: Path, local_hub: LocalHub) -> None:
     on_disk = disk_files(hub_root)
     ns, name = SAMPLE_REPO.split("/")
-    payload = {"userName": ns, "repositoryName": name, "modelNames": None, "filePaths": None, "clientFrom": "0", "ignore": None}
+    payload = {
+        "userName": ns,
+        "repositoryName": name,
+        "modelNames": None,
+        "filePaths": None,
+        "clientFrom": "0",
+        "ignore": None,
+    }
     status, _, body = request(
         local_hub,
         "/model-center/api/v1/cli/repository/getFileDownloadUrl",
@@ -235,15 +284,21 @@ def test_stats_count_bytes_per_file_and_log_requests(hub_root: Path, local_hub: 
     request(local_hub, f"/api/v1/models/{SAMPLE_REPO}/repo?Revision=master&FilePath=config.json")
     stats = local_hub.stats
     assert stats.bytes_served(protocol="hf", path="nested/data.bin") == 4097 - 100
-    assert stats.bytes_served(protocol="modelscope") == len(SAMPLE_FILES["config.json"])  # type: ignore[arg-type]
-    assert stats.bytes_served(repo=SAMPLE_REPO) == 4097 - 100 + len(SAMPLE_FILES["config.json"])  # type: ignore[arg-type]
+    config_size = len(str(SAMPLE_FILES["config.json"]))
+    assert stats.bytes_served(protocol="modelscope") == config_size
+    assert stats.bytes_served(repo=SAMPLE_REPO) == 4097 - 100 + config_size
     logged = stats.file_requests(path="nested/data.bin")
-    assert [(r.method, r.range, r.status) for r in logged] == [("GET", "bytes=100-", 206), ("HEAD", None, 200)]
+    assert [(r.method, r.range, r.status) for r in logged] == [
+        ("GET", "bytes=100-", 206),
+        ("HEAD", None, 200),
+    ]
     stats.reset()
     assert stats.bytes_served() == 0 and stats.requests == []
 
 
-def test_lfs_redirect_mode_moves_lfs_bytes_behind_a_302(hub_root: Path, make_hub) -> None:  # type: ignore[no-untyped-def]
+def test_lfs_redirect_mode_moves_lfs_bytes_behind_a_302(
+    hub_root: Path, make_hub: HubFactory
+) -> None:
     hub = make_hub(lfs_redirect=True)
     data = (hub_root / SAMPLE_REPO / "tokenizer.model").read_bytes()
     for url in (
@@ -259,5 +314,9 @@ def test_lfs_redirect_mode_moves_lfs_bytes_behind_a_302(hub_root: Path, make_hub
         assert target.port == hub.port and target.path.startswith("/_cdn/")
         status, headers, body = request(hub, target.path, headers={"Range": "bytes=5-9"})
         assert status == 206 and body == data[5:10]
-    assert request(hub, f"/{SAMPLE_REPO}/resolve/main/config.json")[0] == 200  # small git files: direct
-    assert request(hub, f"/api/v1/file/{SAMPLE_REPO}/main/media/tokenizer.model")[0] == 200  # Modelers: direct
+    assert (
+        request(hub, f"/{SAMPLE_REPO}/resolve/main/config.json")[0] == 200
+    )  # small git files: direct
+    assert (
+        request(hub, f"/api/v1/file/{SAMPLE_REPO}/main/media/tokenizer.model")[0] == 200
+    )  # Modelers: direct

@@ -6,6 +6,7 @@ import http.client
 import json
 from pathlib import Path
 
+import pytest
 from fixtures_hub import SAMPLE_REPO
 
 from model_zoo.testing import repo_store
@@ -44,17 +45,25 @@ def test_tag_keeps_old_bytes_after_main_changes(hub_root: Path, local_hub: Local
             f"/api/v1/models/{SAMPLE_REPO}/repo?Revision={rev}&FilePath=config.json",
             f"/api/v1/file/{SAMPLE_REPO}/{rev}/media/config.json",
         ):
-            status, data, headers = get(local_hub, url)
+            status, data, _ = get(local_hub, url)
             assert (status, data) == (200, body), url
     # OpenXLab URLs embed the commit, so an old URL keeps serving the old bytes.
     assert get(local_hub, f"/openxlab/file/{SAMPLE_REPO}/{old_commit}/config.json")[1] == OLD
 
     info = json.loads(get(local_hub, f"/api/models/{SAMPLE_REPO}/revision/v1")[1])
-    assert info["sha"] == old_commit and "added.txt" not in {s["rfilename"] for s in info["siblings"]}
-    revs = json.loads(get(local_hub, f"/api/v1/models/{SAMPLE_REPO}/revisions")[1])["Data"]["RevisionMap"]
-    assert revs["Tags"] == [{"Revision": "v1", "CommitId": old_commit, "CreatedAt": revs["Tags"][0]["CreatedAt"]}]
+    assert info["sha"] == old_commit and "added.txt" not in {
+        s["rfilename"] for s in info["siblings"]
+    }
+    revs = json.loads(get(local_hub, f"/api/v1/models/{SAMPLE_REPO}/revisions")[1])["Data"][
+        "RevisionMap"
+    ]
+    assert revs["Tags"] == [
+        {"Revision": "v1", "CommitId": old_commit, "CreatedAt": revs["Tags"][0]["CreatedAt"]}
+    ]
     assert revs["Branches"][0]["CommitId"] == new_commit
-    ms = json.loads(get(local_hub, f"/api/v1/models/{SAMPLE_REPO}/repo/files?Revision=v1&Recursive=True")[1])
+    ms = json.loads(
+        get(local_hub, f"/api/v1/models/{SAMPLE_REPO}/repo/files?Revision=v1&Recursive=True")[1]
+    )
     assert "added.txt" not in {f["Path"] for f in ms["Data"]["Files"]}
 
 
@@ -65,7 +74,9 @@ def test_untagged_old_commit_is_gone(hub_root: Path, local_hub: LocalHub) -> Non
     assert status == 404 and headers["X-Error-Code"] == "RevisionNotFound"
 
 
-def test_store_roots_layer_and_hashes_are_cached(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_store_roots_layer_and_hashes_are_cached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     first, second = tmp_path / "a", tmp_path / "b"
     write_repo(first, "internlm/x", {"w.bin": b"first"})
     write_repo(second, "internlm/x", {"w.bin": b"second"})

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from fixtures_hub import SAMPLE_REPO
+from fixtures_hub import SAMPLE_REPO, HubFactory
 
 from model_zoo.testing.hub_server import LocalHub, is_loopback_host
 
@@ -61,7 +61,9 @@ def test_traversal_is_refused(local_hub: LocalHub, secret: Path, target: str) ->
     assert SECRET not in body and b"root:" not in body
 
 
-def test_symlink_out_of_root_is_neither_listed_nor_served(hub_root: Path, make_hub, secret: Path) -> None:  # type: ignore[no-untyped-def]
+def test_symlink_out_of_root_is_neither_listed_nor_served(
+    hub_root: Path, make_hub: HubFactory, secret: Path
+) -> None:
     repo = hub_root / SAMPLE_REPO
     os.symlink(secret, repo / "leak.txt")
     os.symlink(repo / "config.json", repo / "alias.json")  # inside the root: fine
@@ -77,7 +79,9 @@ def test_symlink_out_of_root_is_neither_listed_nor_served(hub_root: Path, make_h
     assert status == 200 and body == (repo / "config.json").read_bytes()
 
 
-def test_repository_directory_symlinked_out_of_root_is_refused(hub_root: Path, make_hub, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_repository_directory_symlinked_out_of_root_is_refused(
+    hub_root: Path, make_hub: HubFactory, tmp_path: Path
+) -> None:
     outside = tmp_path / "elsewhere" / "repo"
     outside.mkdir(parents=True)
     (outside / "weights.bin").write_bytes(SECRET)
@@ -117,6 +121,11 @@ def test_gated_repository_needs_its_token(local_hub: LocalHub) -> None:
     assert status({"Authorization": "Bearer wrong"}) == (403, "GatedRepo")
     assert status({"Authorization": "Bearer s3cret"})[0] == 200
     assert status({"Cookie": "m_session_id=s3cret"})[0] == 200  # ModelScope's session cookie
-    assert [r.authorization for r in local_hub.stats.file_requests()] == [None, "Bearer wrong", "Bearer s3cret", "s3cret"]
+    assert [r.authorization for r in local_hub.stats.file_requests()] == [
+        None,
+        "Bearer wrong",
+        "Bearer s3cret",
+        "s3cret",
+    ]
     local_hub.gate(SAMPLE_REPO, None)
     assert status({})[0] == 200

@@ -30,9 +30,15 @@ def serve_mirror(
         "Default: this machine's model-zoo store.",
         show_default=False,
     ),
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind. Anything but loopback exposes the files."),
-    port: int = typer.Option(DEFAULT_PORT, "--port", "-p", help="Port to listen on (0: any free port)."),
-    bandwidth: float | None = typer.Option(None, "--bandwidth", help="Limit the total rate, in MB/s."),
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="Address to bind. Anything but loopback exposes the files."
+    ),
+    port: int = typer.Option(
+        DEFAULT_PORT, "--port", "-p", help="Port to listen on (0: any free port)."
+    ),
+    bandwidth: float | None = typer.Option(
+        None, "--bandwidth", help="Limit the total rate, in MB/s."
+    ),
 ) -> None:
     """Serve checkpoints over the HuggingFace, ModelScope, Modelers and OpenXLab protocols."""
     from ..testing.hub_server import LocalHub
@@ -43,7 +49,8 @@ def serve_mirror(
 
         raise UsageError(
             f"nothing to serve: {described} holds no repositories. "
-            "Pull a model first (model-zoo pull NAME) or pass a directory laid out as ROOT/<namespace>/<name>/."
+            "Pull a model first (model-zoo pull NAME) or pass a directory laid out as "
+            "ROOT/<namespace>/<name>/."
         )
     hub = LocalHub(store, host=host, port=port, bandwidth=bandwidth * 1e6 if bandwidth else None)
     try:
@@ -51,7 +58,9 @@ def serve_mirror(
     except OSError as exc:
         from ..errors import UsageError
 
-        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; try another --port") from None
+        raise UsageError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}; try another --port"
+        ) from None
     for line in exposure_warning(host):
         typer.secho(line, err=True, fg=typer.colors.RED, bold=True)
     for line in mirror_banner(hub, described):
@@ -99,7 +108,9 @@ def mirror_url(hub: LocalHub) -> str:
 def mirror_banner(hub: LocalHub, described: str) -> list[str]:
     url = mirror_url(hub)
     repos = hub.store.repo_ids()
-    lines = [f"Serving {len(repos)} repositories from {described} at {url} (read-only; Ctrl-C to stop)"]
+    lines = [
+        f"Serving {len(repos)} repositories from {described} at {url} (read-only; Ctrl-C to stop)"
+    ]
     lines += [f"  {r}" for r in repos[:20]]
     if len(repos) > 20:
         lines.append(f"  ... and {len(repos) - 20} more")
@@ -115,6 +126,6 @@ def exposure_warning(host: str) -> list[str]:
     if is_loopback_host(host):
         return []
     return [
-        f"WARNING: serving on {host}: every machine that can reach this one can download these files.",
-        "WARNING: there is no authentication and no TLS. Bind to 127.0.0.1 unless this network is trusted.",
+        f"WARNING: serving on {host}: any machine that can reach it can download these files.",
+        "WARNING: no authentication, no TLS. Bind to 127.0.0.1 unless the network is trusted.",
     ]

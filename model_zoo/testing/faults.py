@@ -36,6 +36,7 @@ from __future__ import annotations
 import fnmatch
 import threading
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 STATUS = "status"
 RESET = "reset"
@@ -68,7 +69,11 @@ class ListingEntry:
 
     @property
     def size(self) -> int:
-        return len(self.target.encode()) if self.kind == "symlink" and self.target else len(self.content)
+        return (
+            len(self.target.encode())
+            if self.kind == "symlink" and self.target
+            else len(self.content)
+        )
 
 
 DEFAULT_MALICIOUS_ENTRIES: tuple[ListingEntry, ...] = (
@@ -124,43 +129,51 @@ class Fault:
     # -- factories ---------------------------------------------------------------------------
     @classmethod
     def status(
-        cls, code: int = 503, *, times: int | None = 1, retry_after: float | None = None, **match: object
+        cls,
+        code: int = 503,
+        *,
+        times: int | None = 1,
+        retry_after: float | None = None,
+        **match: Any,
     ) -> Fault:
         if code == 429 and retry_after is None:
             retry_after = 1
-        return cls(STATUS, status_code=code, times=times, retry_after=retry_after, **match)  # type: ignore[arg-type]
+        return cls(STATUS, status_code=code, times=times, retry_after=retry_after, **match)
 
     @classmethod
-    def reset(cls, after: int = 0, *, times: int | None = 1, **match: object) -> Fault:
-        return cls(RESET, after=after, times=times, **match)  # type: ignore[arg-type]
+    def reset(cls, after: int = 0, *, times: int | None = 1, **match: Any) -> Fault:
+        return cls(RESET, after=after, times=times, **match)
 
     @classmethod
-    def short_body(cls, after: int = 0, *, times: int | None = 1, **match: object) -> Fault:
-        return cls(SHORT_BODY, after=after, times=times, **match)  # type: ignore[arg-type]
+    def short_body(cls, after: int = 0, *, times: int | None = 1, **match: Any) -> Fault:
+        return cls(SHORT_BODY, after=after, times=times, **match)
 
     @classmethod
-    def flip_byte(cls, offset: int = 0, *, times: int | None = 1, **match: object) -> Fault:
-        return cls(FLIP_BYTE, offset=offset, times=times, **match)  # type: ignore[arg-type]
+    def flip_byte(cls, offset: int = 0, *, times: int | None = 1, **match: Any) -> Fault:
+        return cls(FLIP_BYTE, offset=offset, times=times, **match)
 
     @classmethod
-    def stall(cls, seconds: float, after: int = 0, *, times: int | None = 1, **match: object) -> Fault:
-        return cls(STALL, seconds=seconds, after=after, times=times, **match)  # type: ignore[arg-type]
+    def stall(cls, seconds: float, after: int = 0, *, times: int | None = 1, **match: Any) -> Fault:
+        return cls(STALL, seconds=seconds, after=after, times=times, **match)
 
     @classmethod
-    def ignore_range(cls, *, times: int | None = 1, **match: object) -> Fault:
-        return cls(IGNORE_RANGE, times=times, **match)  # type: ignore[arg-type]
+    def ignore_range(cls, *, times: int | None = 1, **match: Any) -> Fault:
+        return cls(IGNORE_RANGE, times=times, **match)
 
     @classmethod
-    def wrong_sha256(cls, *, times: int | None = None, **match: object) -> Fault:
-        return cls(WRONG_SHA256, times=times, target="api", **match)  # type: ignore[arg-type]
+    def wrong_sha256(cls, *, times: int | None = None, **match: Any) -> Fault:
+        return cls(WRONG_SHA256, times=times, target="api", **match)
 
     @classmethod
     def malicious_listing(
-        cls, entries: tuple[ListingEntry, ...] | list[ListingEntry] | None = None, *, times: int | None = None,
-        **match: object,
+        cls,
+        entries: tuple[ListingEntry, ...] | list[ListingEntry] | None = None,
+        *,
+        times: int | None = None,
+        **match: Any,
     ) -> Fault:
         chosen = tuple(entries) if entries is not None else DEFAULT_MALICIOUS_ENTRIES
-        return cls(MALICIOUS_LISTING, entries=chosen, times=times, target="api", **match)  # type: ignore[arg-type]
+        return cls(MALICIOUS_LISTING, entries=chosen, times=times, target="api", **match)
 
     # -- matching ----------------------------------------------------------------------------
     def matches(self, req: RequestInfo) -> bool:
@@ -174,9 +187,9 @@ class Fault:
             return False
         if self.kind in LISTING_KINDS:
             return True  # ``path`` selects which listed files a listing fault changes
-        if self.path != "*" and (req.path is None or not fnmatch.fnmatchcase(req.path, self.path)):
-            return False
-        return True
+        return self.path == "*" or (
+            req.path is not None and fnmatch.fnmatchcase(req.path, self.path)
+        )
 
     def _bites(self, req: RequestInfo) -> bool:
         """A body fault only counts where it changes the body: a GET whose body reaches it."""
@@ -225,7 +238,9 @@ class FaultSet:
         with self._lock:
             return list(self._rules)
 
-    def take(self, req: RequestInfo, kinds: frozenset[str] | set[str], *, first: bool = False) -> list[Fault]:
+    def take(
+        self, req: RequestInfo, kinds: frozenset[str] | set[str], *, first: bool = False
+    ) -> list[Fault]:
         """Rules of ``kinds`` that apply to this request, each counted as one hit.
 
         With ``first`` only the earliest applicable rule is taken (one status per response).
@@ -245,7 +260,7 @@ class FaultSet:
         return taken
 
     def malicious_entries(self, req: RequestInfo) -> dict[str, ListingEntry]:
-        """Entries that active malicious-listing rules advertise for this request (no hit counted)."""
+        """Entries active malicious-listing rules advertise for this request (counts no hit)."""
         out: dict[str, ListingEntry] = {}
         req = replace(req, target="api")
         with self._lock:

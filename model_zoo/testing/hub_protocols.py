@@ -45,7 +45,7 @@ class Entry:
 
     @property
     def modelers_etag(self) -> str:
-        # Modelers: a 64-hex etag is the file's sha256 (LFS files); small git files carry their blob id.
+        # Modelers: a 64-hex etag is the sha256 (LFS files); small git files carry their blob id.
         return self.sha256 if self.lfs else self.git_oid
 
 
@@ -55,13 +55,21 @@ def wrong_sha256(real: str) -> str:
 
 def listing(snap: Snapshot, faults: list[Fault]) -> list[Entry]:
     """Every file and folder of ``snap`` sorted by path, with listing faults applied."""
-    entries: list[Entry] = [Entry(path=d, type="directory", git_oid=snap.tree_oid(d)) for d in snap.directories()]
+    entries: list[Entry] = [
+        Entry(path=d, type="directory", git_oid=snap.tree_oid(d)) for d in snap.directories()
+    ]
     wrong = [f for f in faults if f.kind == WRONG_SHA256]
     for f in snap.files.values():
-        e = Entry(path=f.path, type="file", size=f.size, sha256=f.sha256, git_oid=f.git_oid, lfs=f.lfs)
+        e = Entry(
+            path=f.path, type="file", size=f.size, sha256=f.sha256, git_oid=f.git_oid, lfs=f.lfs
+        )
         if any(rule.covers_file(f.path) for rule in wrong):
             bad = wrong_sha256(f.sha256)
-            oid = git_blob_oid(lfs_pointer(bad, f.size)) if f.lfs else hashlib.sha1(b"wrong" + f.git_oid.encode()).hexdigest()
+            oid = (
+                git_blob_oid(lfs_pointer(bad, f.size))
+                if f.lfs
+                else hashlib.sha1(b"wrong" + f.git_oid.encode()).hexdigest()
+            )
             e = replace(e, sha256=bad, git_oid=oid)
         entries.append(e)
     entries.sort(key=lambda e: e.path)
@@ -160,7 +168,9 @@ def hf_error(status: int, code: str | None, message: str) -> tuple[dict[str, Any
 
 
 # -- ModelScope --------------------------------------------------------------------------------
-def ms_envelope(data: Any, *, code: int = 200, message: str = "success", success: bool = True) -> dict[str, Any]:
+def ms_envelope(
+    data: Any, *, code: int = 200, message: str = "success", success: bool = True
+) -> dict[str, Any]:
     return {
         "Code": code,
         "Data": data,
@@ -180,7 +190,9 @@ def ms_file(e: Entry, snap: Snapshot) -> dict[str, Any]:
         "Size": e.size,
         "Sha256": e.sha256,
         "IsLFS": e.lfs,
-        "Mode": "40000" if e.type == "directory" else ("120000" if e.type == "symlink" else "100644"),
+        "Mode": "40000"
+        if e.type == "directory"
+        else ("120000" if e.type == "symlink" else "100644"),
         "Revision": snap.commit,
         "CommitId": snap.commit,
         "CommitMessage": "",
@@ -245,7 +257,9 @@ def openxlab_envelope(data: Any, *, code: str = "10000", msg: str = "Success") -
     return {"msg": msg, "msgCode": code, "data": data}
 
 
-def error_body(protocol: str, status: int, code: str | None, message: str) -> tuple[dict[str, Any], dict[str, str]]:
+def error_body(
+    protocol: str, status: int, code: str | None, message: str
+) -> tuple[dict[str, Any], dict[str, str]]:
     """The error JSON and headers each hub sends."""
     if protocol == HF:
         return hf_error(status, code, message)

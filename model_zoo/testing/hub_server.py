@@ -14,17 +14,18 @@ store with a cluster. Read-only; binds 127.0.0.1 unless told otherwise.
 Routes (``{repo}`` is ``namespace/name``; every GET route also answers HEAD):
 
   HuggingFace  GET /api/models/{repo}[/revision/{rev}]          model info (``sha``, siblings)
-               GET /api/models/{repo}/tree/{rev}[/{path}]       ?recursive=&cursor=&limit=, Link rel=next
+               GET /api/models/{repo}/tree/{rev}[/{path}]       ?recursive=&cursor=&limit=
+                                                                (paged: Link rel=next)
                GET /{repo}/resolve/{rev}/{path}                 bytes; ETag, X-Repo-Commit,
                                                                 X-Linked-Etag/-Size for LFS files
   ModelScope   GET /api/v1/models/{repo}                        model info
                GET /api/v1/models/{repo}/revisions              Data.RevisionMap.{Branches,Tags}
                GET /api/v1/models/{repo}/repo/files             ?Revision=&Recursive=&Root=
                GET /api/v1/models/{repo}/repo                   ?Revision=&FilePath= -> bytes
-  Modelers     GET /api/v1/file/{repo}                          ?path=&ref= -> data.tree (one folder)
+  Modelers     GET /api/v1/file/{repo}                          ?path=&ref= -> data.tree
                GET /api/v1/file/{repo}/info                     ?path=&ref= -> data (one entry)
                GET /api/v1/file/{repo}/{rev}/media/{path}       bytes
-  OpenXLab     POST <any prefix>/repository/getFileDownloadUrl  data.data.filePaths{path: {url, hash}}
+  OpenXLab     POST <any prefix>/repository/getFileDownloadUrl  data.data.filePaths{path: {url,..}}
                GET /openxlab/file/{repo}/{commit}/{path}        bytes
   (lfs_redirect) GET /_cdn/{protocol}/{repo}/{commit}/{path}   bytes behind HF / ModelScope 302s
 
@@ -42,7 +43,6 @@ import socket
 import struct
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -65,6 +65,7 @@ from .faults import (
     ListingEntry,
     RequestInfo,
 )
+from .hub_stats import Bandwidth, HubStats, RateLimiter, RequestRecord
 from .repo_store import (
     FileEntry,
     RepoMissing,
@@ -84,139 +85,13 @@ DEFAULT_PAGE_SIZE = 1000
 RESET_GRACE_S = 0.05  # let the client read the bytes sent before a reset
 
 
-# -- counters ------------------------------------------------------------------------------------
-@dataclass
-class RequestRecord:
-    """One request as the server saw it.
-
-    Logged when the response headers are sent, before any body byte, and ``bytes_sent`` grows
-    before each body write, so a client that has read a response always finds it counted.
-    """
-
-    method: str
-    url: str  # path and query as received
-    protocol: str | None  # hf | modelscope | modelers | openxlab; None for unknown routes
-    kind: str  # "file" (bytes), "api" (metadata/listing) or "other"
-    repo: str | None
-    path: str | None  # file path inside the repository (file requests)
-    revision: str | None
-    range: str | None  # the Range header as sent
-    status: int
-    bytes_sent: int  # body bytes written (JSON included for API requests)
-    faults: tuple[str, ...]  # kinds of the fault rules that changed this response
-    authorization: str | None  # Authorization header (or ModelScope session cookie) as sent
-
-
-class HubStats:
-    """What the server did: body bytes per (protocol, repo, path) and a request log.
-
-    Bytes are counted just before they are written, so a client that has read some bytes
-    always finds them counted, and one killed mid-transfer is charged for what was sent (at
-    most one chunk more). Thread-safe; ``reset()`` between test phases.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._bytes: dict[tuple[str, str, str], int] = defaultdict(int)
-        self._requests: list[RequestRecord] = []
-
-    def add_bytes(self, protocol: str, repo: str, path: str, n: int) -> None:
-        with self._lock:
-            self._bytes[(protocol, repo, path)] += n
-
-    def record(self, rec: RequestRecord) -> None:
-        with self._lock:
-            self._requests.append(rec)
-
-    def reset(self) -> None:
-        with self._lock:
-            self._bytes.clear()
-            self._requests.clear()
-
-    @property
-    def requests(self) -> list[RequestRecord]:
-        with self._lock:
-            return list(self._requests)
-
-    @property
-    def bytes_by_file(self) -> dict[tuple[str, str, str], int]:
-        with self._lock:
-            return dict(self._bytes)
-
-    def bytes_served(self, *, protocol: str | None = None, repo: str | None = None, path: str | None = None) -> int:
-        """File body bytes sent, summed over the entries that match every given filter."""
-        with self._lock:
-            return sum(
-                n
-                for (p, r, f), n in self._bytes.items()
-                if (protocol is None or p == protocol) and (repo is None or r == repo) and (path is None or f == path)
-            )
-
-    def file_requests(
-        self, *, path: str | None = None, protocol: str | None = None, method: str | None = None
-    ) -> list[RequestRecord]:
-        """Byte-serving requests, optionally filtered."""
-        return [
-            r
-            for r in self.requests
-            if r.kind == "file"
-            and (path is None or r.path == path)
-            and (protocol is None or r.protocol == protocol)
-            and (method is None or r.method == method)
-        ]
-
-
-# -- bandwidth -----------------------------------------------------------------------------------
-class RateLimiter:
-    """A shared byte budget: callers reserve time slots so the aggregate stays at ``rate`` B/s."""
-
-    def __init__(self, rate: float) -> None:
-        if rate <= 0:
-            raise ValueError("rate must be > 0 bytes/s")
-        self.rate = float(rate)
-        self._next = time.monotonic()
-        self._lock = threading.Lock()
-
-    def consume(self, n: int) -> None:
-        with self._lock:
-            now = time.monotonic()
-            start = max(self._next, now - 0.05)  # allow a 50 ms burst after idle time
-            self._next = start + n / self.rate
-            wait = self._next - now
-        if wait > 0:
-            time.sleep(wait)
-
-
-class Bandwidth:
-    """Global and per-protocol rate limits, changeable at runtime (None = unlimited)."""
-
-    def __init__(self, total: float | None = None, per_protocol: Mapping[str, float] | None = None) -> None:
-        self._lock = threading.Lock()
-        self._total: RateLimiter | None = None
-        self._per: dict[str, RateLimiter] = {}
-        self.set(total, per_protocol)
-
-    def set(self, total: float | None = None, per_protocol: Mapping[str, float] | None = None) -> None:
-        unknown = set(per_protocol or ()) - set(proto.PROTOCOLS)
-        if unknown:
-            raise ValueError(f"unknown protocol(s) {sorted(unknown)}; valid: {proto.PROTOCOLS}")
-        with self._lock:
-            self._total = RateLimiter(total) if total else None
-            self._per = {p: RateLimiter(r) for p, r in (per_protocol or {}).items() if r}
-
-    def limiters(self, protocol: str) -> list[RateLimiter]:
-        with self._lock:
-            out = [self._total] if self._total else []
-            if protocol in self._per:
-                out.append(self._per[protocol])
-            return out
-
-
 # -- request handling ----------------------------------------------------------------------------
 class _Reply(Exception):
     """Raised inside a route to answer with an error status."""
 
-    def __init__(self, status: int, code: str | None, message: str, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, code: str | None, message: str, headers: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
         self.headers = dict(headers or {})
@@ -270,8 +145,10 @@ class _Server(ThreadingHTTPServer):
             except OSError:
                 pass
 
-    def handle_error(self, request: Any, client_address: Any) -> None:  # pragma: no cover - logged only
-        log.debug("local hub: error while handling %s", client_address, exc_info=True)
+    def handle_error(
+        self, request: Any, client_address: Any
+    ) -> None:  # pragma: no cover - logged only
+        log.exception("local hub: error while handling %s", client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -318,7 +195,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_error(ctx, r)
         except _Aborted:
             self.close_connection = True
-        except (BrokenPipeError, ConnectionResetError, TimeoutError, socket.timeout):
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
             self.close_connection = True
         except Exception as exc:  # a bug in the hub must still answer, not hang the client
             log.exception("local hub: internal error on %s %s", method, self.path)
@@ -380,9 +257,16 @@ class _Handler(BaseHTTPRequestHandler):
         elif len(segs) >= 5 and segs[2] == "resolve" and m in ("GET", "HEAD"):
             ctx.protocol = proto.HF
             self._serve_file(ctx, segs[0] + "/" + segs[1], segs[3], "/".join(segs[4:]))
-        elif len(segs) >= 6 and segs[0] == "_cdn" and segs[1] in proto.PROTOCOLS and m in ("GET", "HEAD"):
+        elif (
+            len(segs) >= 6
+            and segs[0] == "_cdn"
+            and segs[1] in proto.PROTOCOLS
+            and m in ("GET", "HEAD")
+        ):
             ctx.protocol = segs[1]
-            self._serve_file(ctx, segs[2] + "/" + segs[3], segs[4], "/".join(segs[5:]), via_cdn=True)
+            self._serve_file(
+                ctx, segs[2] + "/" + segs[3], segs[4], "/".join(segs[5:]), via_cdn=True
+            )
         elif segs == [""] and m in ("GET", "HEAD"):
             self._send_json(ctx, {"local_hub": True, "repos": len(self.hub.store.repo_ids())})
         else:
@@ -433,7 +317,9 @@ class _Handler(BaseHTTPRequestHandler):
         sent = auth[7:].strip() if auth.lower().startswith("bearer ") else auth.strip()
         sent = sent or _cookie(self.headers.get("Cookie", ""), "m_session_id") or ""
         if not sent:
-            raise _Reply(401, "GatedRepo", f"{repo} is gated: send a token (Authorization: Bearer ...)")
+            raise _Reply(
+                401, "GatedRepo", f"{repo} is gated: send a token (Authorization: Bearer ...)"
+            )
         if sent != required:
             raise _Reply(403, "GatedRepo", f"{repo} is gated: the token sent has no access")
 
@@ -450,7 +336,9 @@ class _Handler(BaseHTTPRequestHandler):
         except RepoMissing:
             raise _Reply(404, "RepoNotFound", f"repository {repo} not found") from None
         except RevisionMissing:
-            raise _Reply(404, "RevisionNotFound", f"revision {revision} not found in {repo}") from None
+            raise _Reply(
+                404, "RevisionNotFound", f"revision {revision} not found in {repo}"
+            ) from None
 
     def _request_info(self, ctx: _Ctx) -> RequestInfo:
         return RequestInfo(
@@ -491,9 +379,15 @@ class _Handler(BaseHTTPRequestHandler):
         if folder and folder not in snap.directories():
             raise _Reply(404, "EntryNotFound", f"{folder} does not exist on {revision}")
         recursive = q.get("recursive", "").lower() in ("1", "true")
-        chosen = proto.descendants(entries, folder) if recursive else proto.children(entries, folder)
+        chosen = (
+            proto.descendants(entries, folder) if recursive else proto.children(entries, folder)
+        )
         try:
-            offset = int(base64.urlsafe_b64decode(q["cursor"].encode()).decode()) if q.get("cursor") else 0
+            offset = (
+                int(base64.urlsafe_b64decode(q["cursor"].encode()).decode())
+                if q.get("cursor")
+                else 0
+            )
             limit = min(int(q.get("limit") or self.hub.page_size), self.hub.page_size)
         except ValueError:
             raise _Reply(400, "BadRequest", "invalid cursor or limit") from None
@@ -503,7 +397,8 @@ class _Handler(BaseHTTPRequestHandler):
         if offset + limit < len(chosen):
             cursor = base64.urlsafe_b64encode(str(offset + limit).encode()).decode()
             base = self._base_url() + urlsplit(self.path).path
-            params = f"recursive={str(recursive)}&expand={q.get('expand', 'False')}&limit={limit}&cursor={cursor}"
+            expand = q.get("expand", "False")
+            params = f"recursive={recursive}&expand={expand}&limit={limit}&cursor={cursor}"
             headers["Link"] = f'<{base}?{params}>; rel="next"'
         self._send_json(ctx, [proto.hf_entry(e) for e in page], headers)
 
@@ -514,7 +409,9 @@ class _Handler(BaseHTTPRequestHandler):
         ts = int(snap.last_modified)
         branches = [{"Revision": "master", "CommitId": snap.commit, "CreatedAt": ts}]
         tag_list = [{"Revision": t, "CommitId": c, "CreatedAt": ts} for t, c in tags.items()]
-        self._send_json(ctx, proto.ms_envelope({"RevisionMap": {"Branches": branches, "Tags": tag_list}}))
+        self._send_json(
+            ctx, proto.ms_envelope({"RevisionMap": {"Branches": branches, "Tags": tag_list}})
+        )
 
     def _ms_files(self, ctx: _Ctx, repo: str, q: dict[str, str]) -> None:
         snap = self._snapshot(ctx, repo, q.get("Revision") or "master")
@@ -569,7 +466,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_json(ctx, proto.openxlab_envelope({"data": {"filePaths": files}}))
 
     # -- bytes ---------------------------------------------------------------------------------
-    def _serve_file(self, ctx: _Ctx, repo: str, revision: str, path: str, via_cdn: bool = False) -> None:
+    def _serve_file(
+        self, ctx: _Ctx, repo: str, revision: str, path: str, via_cdn: bool = False
+    ) -> None:
         ctx.kind, ctx.path = "file", path
         if ctx.protocol == proto.OPENXLAB and revision in ("main", "master"):
             revision = "main"
@@ -585,7 +484,12 @@ class _Handler(BaseHTTPRequestHandler):
             except UnsafePath:
                 raise _Reply(403, "Forbidden", f"refused unsafe path {path!r}") from None
             raise _Reply(404, "EntryNotFound", f"{path} does not exist at {snap.commit}")
-        if self.hub.lfs_redirect and entry.lfs and not via_cdn and ctx.protocol in (proto.HF, proto.MODELSCOPE):
+        if (
+            self.hub.lfs_redirect
+            and entry.lfs
+            and not via_cdn
+            and ctx.protocol in (proto.HF, proto.MODELSCOPE)
+        ):
             self._redirect_to_cdn(ctx, snap, entry)
             return
         size = entry.size
@@ -598,7 +502,9 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             start, length, status = rng[0], rng[1] - rng[0] + 1, 206
             headers["Content-Range"] = f"bytes {rng[0]}-{rng[1]}/{size}"
-        rules = self.hub.faults.take(replace(info, span=(start, start + length)), BODY_KINDS - {IGNORE_RANGE})
+        rules = self.hub.faults.take(
+            replace(info, span=(start, start + length)), BODY_KINDS - {IGNORE_RANGE}
+        )
         ctx.faults += tuple(r.kind for r in ignore_range + rules)
         self._start(ctx, status, "application/octet-stream", length, headers)
         if ctx.method == "HEAD" or length == 0:
@@ -608,7 +514,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _redirect_to_cdn(self, ctx: _Ctx, snap: Snapshot, entry: FileEntry) -> None:
         """What the real hubs do for LFS files: 302 to a storage URL, metadata on the redirect."""
         headers = self._file_headers(snap, entry)
-        headers["Location"] = f"{self._base_url()}/_cdn/{ctx.protocol}/{snap.repo_id}/{snap.commit}/{quote(entry.path)}"
+        headers["Location"] = (
+            f"{self._base_url()}/_cdn/{ctx.protocol}/{snap.repo_id}/{snap.commit}/"
+            + quote(entry.path)
+        )
         self._start(ctx, 302, "text/plain; charset=utf-8", 0, headers)
 
     def _serve_fake(self, ctx: _Ctx, snap: Snapshot, fake: ListingEntry) -> None:
@@ -656,11 +565,17 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             return None
         if first >= size or size == 0:
-            raise _Reply(416, "RangeNotSatisfiable", f"range {header} outside 0-{size - 1}",
-                         {"Content-Range": f"bytes */{size}"})
+            raise _Reply(
+                416,
+                "RangeNotSatisfiable",
+                f"range {header} outside 0-{size - 1}",
+                {"Content-Range": f"bytes */{size}"},
+            )
         return first, last
 
-    def _stream_file(self, ctx: _Ctx, entry: FileEntry, start: int, length: int, rules: list[Fault]) -> None:
+    def _stream_file(
+        self, ctx: _Ctx, entry: FileEntry, start: int, length: int, rules: list[Fault]
+    ) -> None:
         assert ctx.protocol is not None and ctx.repo is not None
         limiters = self.hub.bandwidth.limiters(ctx.protocol)
         with entry.real_path.open("rb") as fh:
@@ -668,7 +583,11 @@ class _Handler(BaseHTTPRequestHandler):
                 self._sendfile(ctx, fh, start, length)
                 return
             fh.seek(start)
-            cut = min((r for r in rules if r.kind in (RESET, SHORT_BODY)), key=lambda r: r.after, default=None)
+            cut = min(
+                (r for r in rules if r.kind in (RESET, SHORT_BODY)),
+                key=lambda r: r.after,
+                default=None,
+            )
             stalls = sorted((r for r in rules if r.kind == STALL), key=lambda r: r.after)
             flips = {r.offset for r in rules if r.kind == FLIP_BYTE}
             sent = 0
@@ -717,7 +636,9 @@ class _Handler(BaseHTTPRequestHandler):
         if rule.kind == RESET:
             time.sleep(RESET_GRACE_S)
             try:
-                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.connection.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                )
                 self.rfile.close()
                 self.connection.close()  # with linger 0 the kernel sends RST
             except OSError:
@@ -729,7 +650,9 @@ class _Handler(BaseHTTPRequestHandler):
         host = self.headers.get("Host")
         return f"http://{host}" if host else self.hub.url
 
-    def _start(self, ctx: _Ctx, status: int, ctype: str, length: int, headers: Mapping[str, str]) -> None:
+    def _start(
+        self, ctx: _Ctx, status: int, ctype: str, length: int, headers: Mapping[str, str]
+    ) -> None:
         ctx.status = status
         self._log_request(ctx)
         self.send_response(status)
@@ -749,7 +672,9 @@ class _Handler(BaseHTTPRequestHandler):
         if ctx.kind == "file" and ctx.protocol and ctx.repo and ctx.path is not None:
             self.hub.stats.add_bytes(ctx.protocol, ctx.repo, ctx.path, n)
 
-    def _send_json(self, ctx: _Ctx, obj: Any, headers: Mapping[str, str] | None = None, status: int = 200) -> None:
+    def _send_json(
+        self, ctx: _Ctx, obj: Any, headers: Mapping[str, str] | None = None, status: int = 200
+    ) -> None:
         data = json.dumps(obj, ensure_ascii=False).encode()
         self._start(ctx, status, "application/json; charset=utf-8", len(data), headers or {})
         if ctx.method != "HEAD":
@@ -819,7 +744,10 @@ class LocalHub:
         self._server = _Server((self.host, self._port), self)
         self._port = self._server.server_address[1]
         self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="local-hub", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name="local-hub",
+            daemon=True,
         )
         self._thread.start()
         return self
@@ -835,7 +763,7 @@ class LocalHub:
             self._thread.join(timeout=5)
 
     def serve_forever(self) -> None:
-        """Serve in the calling thread until KeyboardInterrupt (used by ``model-zoo serve-mirror``)."""
+        """Serve until KeyboardInterrupt, blocking the caller (``model-zoo serve-mirror``)."""
         self.start()
         assert self._thread is not None
         try:
@@ -911,9 +839,13 @@ class LocalHub:
         if protocol == proto.HF:
             return f"{self.url}/{repo_id}/resolve/{quote(revision or 'main', safe='')}/{p}"
         if protocol == proto.MODELSCOPE:
-            return f"{self.url}/api/v1/models/{repo_id}/repo?Revision={quote(revision or 'master', safe='')}&FilePath={quote(path, safe='')}"
+            rev = quote(revision or "master", safe="")
+            file_path = quote(path, safe="")
+            return f"{self.url}/api/v1/models/{repo_id}/repo?Revision={rev}&FilePath={file_path}"
         if protocol == proto.MODELERS:
-            return f"{self.url}/api/v1/file/{repo_id}/{quote(revision or 'main', safe='')}/media/{p}"
+            return (
+                f"{self.url}/api/v1/file/{repo_id}/{quote(revision or 'main', safe='')}/media/{p}"
+            )
         if protocol == proto.OPENXLAB:
             return f"{self.url}/openxlab/file/{repo_id}/{revision or self.commit(repo_id)}/{p}"
         raise ValueError(f"unknown protocol {protocol!r}; valid: {proto.PROTOCOLS}")

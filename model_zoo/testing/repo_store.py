@@ -113,7 +113,9 @@ class Snapshot:
 
 def lfs_pointer(sha256: str, size: int) -> bytes:
     """The git-lfs pointer file git stores in place of a tracked file."""
-    return f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()
+    return (
+        f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()
+    )
 
 
 def git_blob_oid(data: bytes) -> str:
@@ -138,7 +140,13 @@ def check_repo_id(repo_id: str) -> tuple[str, str]:
 
 def check_rel_path(path: str) -> str:
     """Validate a file path inside a repository: relative, POSIX, no empty/dot segments."""
-    if not path or "\x00" in path or "\\" in path or path.startswith("/") or re.match(r"^[A-Za-z]:", path):
+    if (
+        not path
+        or "\x00" in path
+        or "\\" in path
+        or path.startswith("/")
+        or re.match(r"^[A-Za-z]:", path)
+    ):
         raise UnsafePath(f"unsafe path: {path!r}")
     if any(seg in ("", ".", "..") for seg in path.split("/")):
         raise UnsafePath(f"unsafe path: {path!r}")
@@ -174,7 +182,9 @@ class HashCache:
         self._locks: dict[tuple[str, int, int, int], threading.Lock] = {}
         self._guard = threading.Lock()
 
-    def digests(self, real_path: Path, st: os.stat_result, want_git_oid: bool) -> tuple[str, str | None]:
+    def digests(
+        self, real_path: Path, st: os.stat_result, want_git_oid: bool
+    ) -> tuple[str, str | None]:
         key = (str(real_path), st.st_size, st.st_mtime_ns, st.st_ino)
         with self._guard:
             cached = self._values.get(key)
@@ -269,7 +279,13 @@ class RepoStore:
         pulled.sort(key=lambda r: r.revision is not None)
         for r in pulled:
             try:
-                store.add_repo(r.repo_id, r.root, names=(r.revision,) if r.revision else (), commit=r.commit, only=r.files)
+                store.add_repo(
+                    r.repo_id,
+                    r.root,
+                    names=(r.revision,) if r.revision else (),
+                    commit=r.commit,
+                    only=r.files,
+                )
             except UnsafePath:
                 continue  # a repo id no hub path can carry
         return store
@@ -414,7 +430,9 @@ class RepoStore:
         scanned = self._scan(directory)
         if rev.only is not None:
             scanned = [item for item in scanned if item[0] in rev.only]
-        fingerprint = tuple((rel, str(real), st.st_size, st.st_mtime_ns, st.st_ino) for rel, real, st in scanned)
+        fingerprint = tuple(
+            (rel, str(real), st.st_size, st.st_mtime_ns, st.st_ino) for rel, real, st in scanned
+        )
         key = (repo_id, rev)
         with self._guard:
             cached = self._snapshots.get(key)
@@ -432,7 +450,13 @@ class RepoStore:
                 oid = git_blob_oid(lfs_pointer(sha, st.st_size))
             assert oid is not None
             files[rel] = FileEntry(
-                path=rel, size=st.st_size, sha256=sha, git_oid=oid, lfs=is_lfs, real_path=real, mtime=st.st_mtime
+                path=rel,
+                size=st.st_size,
+                sha256=sha,
+                git_oid=oid,
+                lfs=is_lfs,
+                real_path=real,
+                mtime=st.st_mtime,
             )
         snap = Snapshot(
             repo_id=repo_id,
@@ -446,7 +470,9 @@ class RepoStore:
         return snap
 
 
-def write_repo(root: Path | str, repo_id: str, files: Mapping[str, bytes | str | int], *, seed: int = 0) -> Path:
+def write_repo(
+    root: Path | str, repo_id: str, files: Mapping[str, bytes | str | int], *, seed: int = 0
+) -> Path:
     """Create ``ROOT/<repo_id>/`` with the given files; returns the repository directory.
 
     Values: bytes or str are written as is; an int N writes N deterministic pseudo-random bytes

@@ -1,0 +1,150 @@
+"""What the local hub did, and how fast it may do it: request log, byte counters, rate limits.
+
+Separate from the HTTP machinery so tests and benchmarks can read these types on their own.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .hub_protocols import PROTOCOLS
+
+
+# -- counters ------------------------------------------------------------------------------------
+@dataclass
+class RequestRecord:
+    """One request as the server saw it.
+
+    Logged when the response headers are sent, before any body byte, and ``bytes_sent`` grows
+    before each body write, so a client that has read a response always finds it counted.
+    """
+
+    method: str
+    url: str  # path and query as received
+    protocol: str | None  # hf | modelscope | modelers | openxlab; None for unknown routes
+    kind: str  # "file" (bytes), "api" (metadata/listing) or "other"
+    repo: str | None
+    path: str | None  # file path inside the repository (file requests)
+    revision: str | None
+    range: str | None  # the Range header as sent
+    status: int
+    bytes_sent: int  # body bytes written (JSON included for API requests)
+    faults: tuple[str, ...]  # kinds of the fault rules that changed this response
+    authorization: str | None  # Authorization header (or ModelScope session cookie) as sent
+
+
+class HubStats:
+    """What the server did: body bytes per (protocol, repo, path) and a request log.
+
+    Bytes are counted just before they are written, so a client that has read some bytes
+    always finds them counted, and one killed mid-transfer is charged for what was sent (at
+    most one chunk more). Thread-safe; ``reset()`` between test phases.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._bytes: dict[tuple[str, str, str], int] = defaultdict(int)
+        self._requests: list[RequestRecord] = []
+
+    def add_bytes(self, protocol: str, repo: str, path: str, n: int) -> None:
+        with self._lock:
+            self._bytes[(protocol, repo, path)] += n
+
+    def record(self, rec: RequestRecord) -> None:
+        with self._lock:
+            self._requests.append(rec)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._bytes.clear()
+            self._requests.clear()
+
+    @property
+    def requests(self) -> list[RequestRecord]:
+        with self._lock:
+            return list(self._requests)
+
+    @property
+    def bytes_by_file(self) -> dict[tuple[str, str, str], int]:
+        with self._lock:
+            return dict(self._bytes)
+
+    def bytes_served(
+        self, *, protocol: str | None = None, repo: str | None = None, path: str | None = None
+    ) -> int:
+        """File body bytes sent, summed over the entries that match every given filter."""
+        with self._lock:
+            return sum(
+                n
+                for (p, r, f), n in self._bytes.items()
+                if (protocol is None or p == protocol)
+                and (repo is None or r == repo)
+                and (path is None or f == path)
+            )
+
+    def file_requests(
+        self, *, path: str | None = None, protocol: str | None = None, method: str | None = None
+    ) -> list[RequestRecord]:
+        """Byte-serving requests, optionally filtered."""
+        return [
+            r
+            for r in self.requests
+            if r.kind == "file"
+            and (path is None or r.path == path)
+            and (protocol is None or r.protocol == protocol)
+            and (method is None or r.method == method)
+        ]
+
+
+# -- bandwidth -----------------------------------------------------------------------------------
+class RateLimiter:
+    """A shared byte budget: callers reserve time slots so the aggregate stays at ``rate`` B/s."""
+
+    def __init__(self, rate: float) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be > 0 bytes/s")
+        self.rate = float(rate)
+        self._next = time.monotonic()
+        self._lock = threading.Lock()
+
+    def consume(self, n: int) -> None:
+        with self._lock:
+            now = time.monotonic()
+            start = max(self._next, now - 0.05)  # allow a 50 ms burst after idle time
+            self._next = start + n / self.rate
+            wait = self._next - now
+        if wait > 0:
+            time.sleep(wait)
+
+
+class Bandwidth:
+    """Global and per-protocol rate limits, changeable at runtime (None = unlimited)."""
+
+    def __init__(
+        self, total: float | None = None, per_protocol: Mapping[str, float] | None = None
+    ) -> None:
+        self._lock = threading.Lock()
+        self._total: RateLimiter | None = None
+        self._per: dict[str, RateLimiter] = {}
+        self.set(total, per_protocol)
+
+    def set(
+        self, total: float | None = None, per_protocol: Mapping[str, float] | None = None
+    ) -> None:
+        unknown = set(per_protocol or ()) - set(PROTOCOLS)
+        if unknown:
+            raise ValueError(f"unknown protocol(s) {sorted(unknown)}; valid: {PROTOCOLS}")
+        with self._lock:
+            self._total = RateLimiter(total) if total else None
+            self._per = {p: RateLimiter(r) for p, r in (per_protocol or {}).items() if r}
+
+    def limiters(self, protocol: str) -> list[RateLimiter]:
+        with self._lock:
+            out = [self._total] if self._total else []
+            if protocol in self._per:
+                out.append(self._per[protocol])
+            return out
