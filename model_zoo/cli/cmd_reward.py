@@ -1,0 +1,230 @@
+"""Reward commands: ``serve-reward`` (the HTTP server), ``score`` (a JSONL file) and ``compare``.
+
+Only typer is imported at module level; the model, torch and the server load inside the commands.
+Input files hold conversations: a JSON list of ``{"role", "content"}`` messages, or an object
+with the list under ``"messages"`` (other keys, such as ``"id"``, are carried to the output).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+_DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N")
+_DTYPE = typer.Option("auto", "--dtype", help="auto | float32 | bfloat16 | float16")
+_TRUNCATE = typer.Option(False, "--truncate", help="Keep the last max-length tokens of overlong inputs "
+                         "instead of failing.")
+_MAX_LENGTH = typer.Option(None, "--max-length", help="Tokens per conversation (default: the model's).")
+_JSON = typer.Option(False, "--json", help="Machine-readable JSON on stdout.")
+
+
+def _conversation_of(value: Any, where: str) -> tuple[Any, dict[str, Any]]:
+    """The messages of one input record, and the keys to carry over to the output."""
+    from ..errors import InvalidConversationError
+    from ..reward.conversation import check_conversation
+
+    extra: dict[str, Any] = {}
+    if isinstance(value, dict):
+        if "messages" not in value:
+            raise InvalidConversationError(where, 'an object needs a "messages" list')
+        extra = {k: v for k, v in value.items() if k != "messages"}
+        value = value["messages"]
+    return check_conversation(value, where), extra
+
+
+def read_conversations(path: Path) -> list[tuple[Any, dict[str, Any]]]:
+    """Every conversation of a JSONL file, checked before any model is loaded (errors name file:line)."""
+    from ..errors import InvalidConversationError, UsageError
+
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    out = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{n}"
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InvalidConversationError(where, f"not valid JSON ({exc.msg})") from None
+        out.append(_conversation_of(value, where))
+    if not out:
+        raise UsageError(f"{path} holds no conversations (one JSON conversation per line)")
+    return out
+
+
+def read_conversation(path: Path) -> Any:
+    """One conversation from a JSON file."""
+    from ..errors import InvalidConversationError, UsageError
+
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidConversationError(str(path), f"not valid JSON ({exc.msg})") from None
+    return _conversation_of(value, str(path))[0]
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    import os
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _score_with_progress(rm: Any, convs: list[Any], chunk: int, quiet: bool, **kw: Any) -> list[float]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .output import err_console
+
+    scores: list[float] = []
+    columns = (TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err_console(), transient=True, disable=quiet) as bar:
+        task = bar.add_task("score", total=len(convs))
+        for start in range(0, len(convs), chunk):
+            part = convs[start : start + chunk]
+            scores += rm.score_batch(part, **kw)
+            bar.advance(task, len(part))
+    return scores
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("serve-reward")
+    def serve_reward_cmd(
+        name: str = typer.Argument(..., help="Reward model name or checkpoint directory."),
+        host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default)."),
+        port: int = typer.Option(8000, "--port", help="Port (0 picks a free one)."),
+        api_key: Optional[str] = typer.Option(None, "--api-key", envvar="MODEL_ZOO_API_KEY",
+                                              help="Require 'Authorization: Bearer KEY' (env MODEL_ZOO_API_KEY)."),
+        device: str = _DEVICE,
+        dtype: str = _DTYPE,
+        replicas: int = typer.Option(1, "--replicas", help="Replicas on Ray (needs the 'ray' extra) when > 1."),
+        max_length: Optional[int] = _MAX_LENGTH,
+        truncate: bool = _TRUNCATE,
+        wait_ms: float = typer.Option(5.0, "--wait-ms", help="How long a batch waits for more requests."),
+        max_batch_items: int = typer.Option(256, "--max-batch-items", help="Conversations per merged batch."),
+        max_tokens_per_batch: Optional[int] = typer.Option(None, "--max-tokens-per-batch",
+                                                           help="Padded tokens per forward pass."),
+        max_request_bytes: int = typer.Option(8 * 1024 * 1024, "--max-request-bytes"),
+        max_items: int = typer.Option(1024, "--max-items", help="Items per request."),
+        max_tokens_per_item: Optional[int] = typer.Option(None, "--max-tokens-per-item"),
+        max_queue: int = typer.Option(4096, "--max-queue", help="Items waiting before 429."),
+    ) -> None:
+        """Serve a reward model over HTTP (OpenRLHF's /get_reward, and /v1/score, /v1/compare, /v1/rank)."""
+        import signal
+        import threading
+
+        from ..server.protocol import ServerLimits
+        from ..server.reward_server import serve_reward
+        from .output import err_console
+
+        con = err_console()
+        if not _is_loopback(host) and not api_key:
+            con.print(f"[yellow]warning:[/] serving on {host} without an API key: anyone who can reach "
+                      "this port can use the model. Set --api-key or MODEL_ZOO_API_KEY.", highlight=False)
+        rm = _load(name, device=device, dtype=dtype, replicas=replicas, max_length=max_length,
+                   max_tokens_per_batch=max_tokens_per_batch)
+        stop = threading.Event()
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda *_: stop.set())
+
+        def ready(server: Any) -> None:
+            con.print(f"serving {rm.name} on {server.url} (OpenRLHF: --remote_rm_url {server.url}/get_reward); "
+                      "Ctrl-C to stop", highlight=False, markup=False, soft_wrap=True)
+
+        limits = ServerLimits(max_request_bytes=max_request_bytes, max_items_per_request=max_items,
+                              max_tokens_per_item=max_tokens_per_item, max_queue=max_queue)
+        try:
+            serve_reward(rm, host=host, port=port, api_key=api_key, stop=stop, on_ready=ready, limits=limits,
+                         wait_s=wait_ms / 1000, max_batch_items=max_batch_items, truncate=truncate,
+                         max_tokens_per_batch=max_tokens_per_batch)
+        finally:
+            rm.close()
+        con.print("stopped: every request received was answered", highlight=False)
+
+    @app.command("score")
+    def score_cmd(
+        name: str = typer.Argument(..., help="Reward model name or checkpoint directory."),
+        input: Path = typer.Option(..., "--input", "-i", help="JSONL file, one conversation per line."),  # noqa: A002
+        output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write JSONL scores here "
+                                              "(default: stdout)."),
+        batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Conversations per forward pass."),
+        max_tokens_per_batch: Optional[int] = typer.Option(None, "--max-tokens-per-batch"),
+        max_length: Optional[int] = _MAX_LENGTH,
+        truncate: bool = _TRUNCATE,
+        device: str = _DEVICE,
+        dtype: str = _DTYPE,
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    ) -> None:
+        """Score every conversation of a JSONL file; one {"index", "score", ...} line per input."""
+        records = read_conversations(input)
+        rm = _load(name, device=device, dtype=dtype, max_length=max_length, max_tokens_per_batch=max_tokens_per_batch)
+        convs = [c for c, _ in records]
+        scores = _score_with_progress(rm, convs, 256, quiet, batch_size=batch_size, truncate=truncate)
+        lines = [json.dumps({"index": i, "score": s, **extra}, ensure_ascii=False)
+                 for i, (s, (_, extra)) in enumerate(zip(scores, records))]
+        text = "\n".join(lines) + "\n"
+        if output is None:
+            typer.echo(text, nl=False)
+        else:
+            _write_atomic(output, text)
+
+    @app.command("compare")
+    def compare_cmd(
+        name: str = typer.Argument(..., help="Reward model name or checkpoint directory."),
+        a: Path = typer.Argument(..., help="JSON file with conversation A."),
+        b: Path = typer.Argument(..., help="JSON file with conversation B."),
+        truncate: bool = _TRUNCATE,
+        device: str = _DEVICE,
+        dtype: str = _DTYPE,
+        as_json: bool = _JSON,
+    ) -> None:
+        """Which of two conversations the reward model prefers (A wins only if it scores strictly higher)."""
+        conv_a, conv_b = read_conversation(a), read_conversation(b)
+        rm = _load(name, device=device, dtype=dtype)
+        sa, sb = rm.score_batch([conv_a, conv_b], truncate=truncate)
+        better = "a" if sa > sb else "b" if sb > sa else "tie"
+        if as_json:
+            from .output import print_json
+
+            print_json({"a": sa, "b": sb, "better": better, "a_better": sa > sb})
+            return
+        typer.echo(f"A {sa:+.6f}  {a}\nB {sb:+.6f}  {b}\n" + (f"better: {better.upper()}" if better != "tie"
+                                                             else "tie"))
+
+
+def _load(name: str, *, device: str, dtype: str, replicas: int = 1, **kw: Any) -> Any:
+    if replicas > 1:
+        from ..reward.ray import load_reward_ray
+
+        return load_reward_ray(name, replicas=replicas, device=device, dtype=dtype,
+                               **{k: v for k, v in kw.items() if v is not None})
+    from ..reward.api import load_reward
+
+    return load_reward(name, device=device, dtype=dtype, **kw)
