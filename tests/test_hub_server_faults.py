@@ -6,11 +6,12 @@ import hashlib
 import http.client
 import json
 import socket
+import threading
 import time
 from pathlib import Path
 
 import pytest
-from fixtures_hub import SAMPLE_REPO
+from fixtures_hub import SAMPLE_REPO, HubFactory
 
 from model_zoo.testing.faults import DEFAULT_MALICIOUS_ENTRIES, Fault, ListingEntry
 from model_zoo.testing.hub_protocols import wrong_sha256
@@ -255,3 +256,26 @@ def test_rules_change_at_runtime_and_every_request_mode(local_hub: LocalHub) -> 
     local_hub.faults.remove(rule)
     assert fetch(local_hub, hf_url("README.md"))[0] == 200
     assert local_hub.faults.rules == []
+
+
+def test_stop_ends_a_long_stall(make_hub: HubFactory) -> None:
+    hub = make_hub()
+    hub.faults.add(Fault.stall(60, after=100, path=DATA_PATH))
+    before = set(threading.enumerate())
+    sock = raw_get(hub, hf_url(DATA_PATH))
+    head, body = read_head(sock)
+    while len(body) < 100:
+        body += sock.recv(65536)
+    handlers = [t for t in threading.enumerate() if t not in before]
+    assert handlers  # the thread serving the stalled response
+    hub.stop()
+    for t in handlers:
+        t.join(timeout=5)
+        assert not t.is_alive()  # the stall ended with the server, not after 60 s
+    sock.settimeout(5)
+    try:
+        while sock.recv(65536):
+            pass
+    except OSError:
+        pass  # closed or reset: either way the stalled response is over
+    sock.close()

@@ -320,3 +320,46 @@ def test_lfs_redirect_mode_moves_lfs_bytes_behind_a_302(
     assert (
         request(hub, f"/api/v1/file/{SAMPLE_REPO}/main/media/tokenizer.model")[0] == 200
     )  # Modelers: direct
+
+
+def test_keep_alive_connection_serves_many_requests(hub_root: Path, local_hub: LocalHub) -> None:
+    data = (hub_root / SAMPLE_REPO / "nested/data.bin").read_bytes()
+    conn = http.client.HTTPConnection(local_hub.host, local_hub.port, timeout=10)
+    try:
+        answers = []
+        sockets = []
+        for path, headers in [
+            (f"/{SAMPLE_REPO}/resolve/main/nested/data.bin", {"Range": "bytes=0-9"}),
+            (f"/{SAMPLE_REPO}/resolve/main/absent.txt", {}),
+            (f"/api/models/{SAMPLE_REPO}/revision/main", {}),
+            (f"/{SAMPLE_REPO}/resolve/main/nested/data.bin", {}),
+        ]:
+            conn.request("GET", path, headers=headers)
+            resp = conn.getresponse()
+            answers.append((resp.status, resp.read()))
+            sockets.append(conn.sock)
+    finally:
+        conn.close()
+    assert [a[0] for a in answers] == [206, 404, 200, 200]
+    assert answers[0][1] == data[:10] and answers[3][1] == data
+    assert sockets[0] is not None and all(sk is sockets[0] for sk in sockets)  # one connection
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"/api/models/{SAMPLE_REPO}/revision/main",
+        f"/api/models/{SAMPLE_REPO}/tree/main?recursive=true",
+        f"/api/v1/models/{SAMPLE_REPO}/repo/files?Revision=master&Recursive=True",
+        f"/api/v1/file/{SAMPLE_REPO}?path=&ref=main",
+        f"/api/v1/models/{SAMPLE_REPO}/revisions",
+    ],
+)
+def test_head_answers_every_listing(local_hub: LocalHub, path: str) -> None:
+    status, headers, body = request(local_hub, path, method="HEAD")
+    _, _, full = request(local_hub, path)
+    assert status == 200 and body == b""
+    assert headers["Content-Type"].startswith("application/json")
+    # Same length as GET, except where a response embeds a per-request id.
+    if "revisions" not in path and "repo/files" not in path:
+        assert int(headers["Content-Length"]) == len(full)

@@ -593,7 +593,7 @@ class _Handler(BaseHTTPRequestHandler):
             sent = 0
             while True:
                 while stalls and stalls[0].after <= sent:
-                    time.sleep(stalls.pop(0).seconds)
+                    self.hub.stopping.wait(stalls.pop(0).seconds)  # stop() ends a stall early
                 if cut is not None and sent >= cut.after:
                     self._cut(cut)
                 if sent >= length:
@@ -736,11 +736,13 @@ class LocalHub:
         self._tokens_lock = threading.Lock()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self.stopping = threading.Event()
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> LocalHub:
         if self._server is not None:
             return self
+        self.stopping.clear()
         self._server = _Server((self.host, self._port), self)
         self._port = self._server.server_address[1]
         self._thread = threading.Thread(
@@ -756,6 +758,7 @@ class LocalHub:
         server, self._server = self._server, None
         if server is None:
             return
+        self.stopping.set()
         server.shutdown()
         server.close_connections()
         server.server_close()
