@@ -263,7 +263,7 @@ def test_stop_ends_a_long_stall(make_hub: HubFactory) -> None:
     hub.faults.add(Fault.stall(60, after=100, path=DATA_PATH))
     before = set(threading.enumerate())
     sock = raw_get(hub, hf_url(DATA_PATH))
-    head, body = read_head(sock)
+    _, body = read_head(sock)
     while len(body) < 100:
         body += sock.recv(65536)
     handlers = [t for t in threading.enumerate() if t not in before]
