@@ -107,7 +107,8 @@ def openrlhf_reward_func(model: BatchScorer | str, **load_kw: Any) -> Callable[.
 # ---------------------------------------------------------------------- HTTP clients
 
 
-def _post(url: str, payload: dict[str, Any], *, api_key: str | None, timeout: float, retries: int) -> Any:
+def _post(url: str, payload: dict[str, Any], *, api_key: str | None, timeout: float, retries: int,
+          client: Any = None) -> Any:
     """POST JSON, retrying connection failures and 429/503 (honouring Retry-After); other errors raise."""
     import httpx
 
@@ -115,7 +116,7 @@ def _post(url: str, payload: dict[str, Any], *, api_key: str | None, timeout: fl
     last = ""
     for attempt in range(max(retries, 1)):
         try:
-            r = httpx.post(url, json=payload, headers=headers, timeout=timeout)
+            r = (client or httpx).post(url, json=payload, headers=headers, timeout=timeout)
         except httpx.TransportError as exc:
             last = f"{type(exc).__name__}: {exc}"
         else:
@@ -166,9 +167,20 @@ class RemoteRewardModel:
         self.api_key = api_key
         self.timeout = timeout
         self.retries = retries
+        self._client: Any = None  # one connection pool, made on first use
 
     def _call(self, route: str, payload: dict[str, Any]) -> Any:
-        return _post(self.base_url + route, payload, api_key=self.api_key, timeout=self.timeout, retries=self.retries)
+        if self._client is None:
+            import httpx
+
+            self._client = httpx.Client()
+        return _post(self.base_url + route, payload, api_key=self.api_key, timeout=self.timeout,
+                     retries=self.retries, client=self._client)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
     def score(self, conversation: Conversation) -> float:
         return self.score_batch([conversation])[0]

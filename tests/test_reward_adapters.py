@@ -1,0 +1,95 @@
+"""TRL and OpenRLHF adapters, and the HTTP clients, against the recipe and a live server."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+from fixtures_reward import CharCodec, conv, fake_score, make_fake_rm
+
+from model_zoo.errors import RewardServerError, UsageError
+from model_zoo.reward.adapters import RemoteRewardModel, openrlhf_reward_func, remote_rm_fn, trl_reward_func
+from model_zoo.reward.model import RewardModel
+from model_zoo.server.protocol import ServerLimits
+from model_zoo.server.reward_server import RewardServer
+
+CONVS = [conv("hello", "hi"), conv("2+2?", "4"), conv("2+2?", "five"), conv("?", "")]
+
+
+def test_trl_reward_func_conversational_and_plain() -> None:
+    rm = make_fake_rm()
+    fn = trl_reward_func(rm, name="rm_score")
+    assert fn.__name__ == "rm_score"
+    prompts = [[m for m in c if m["role"] == "user"] for c in CONVS]
+    completions = [[m for m in c if m["role"] == "assistant"] for c in CONVS]
+    assert fn(prompts=prompts, completions=completions, completion_ids=[[1]] * 4) == rm.score_batch(CONVS)
+    plain = fn(["hello", "2+2?"], ["hi", "4"])
+    assert plain == rm.score_batch(CONVS[:2])  # a string pair is one user turn, one assistant turn
+    with pytest.raises(UsageError, match="pair up"):
+        fn(["a"], ["b", "c"])
+
+
+def test_openrlhf_reward_func_returns_tensors_and_ignores_pads() -> None:
+    rm = make_fake_rm()
+    fn = openrlhf_reward_func(rm)
+    out = fn(["##<user>a|<assistant>b|", "<user>c|#"], ["<user>a|", "<user>c|"], [None, None])
+    want = [fake_score(CharCodec().encode(t) + [7]) for t in ("<user>a|<assistant>b|", "<user>c|")]
+    assert out["rewards"].tolist() == pytest.approx(want, rel=1e-6)
+    assert out["scores"].tolist() == out["rewards"].tolist()
+    assert set(out["extra_logs"]) == {"reward_model_score"}
+
+
+def test_adapters_load_a_path_lazily_on_first_call(tiny_reward_fp32: Path, tiny_rm: RewardModel) -> None:
+    fn = trl_reward_func(str(tiny_reward_fp32), device="cpu", dtype="float32")
+    got = fn([[CONVS[0][0]], [CONVS[1][0]]], [[CONVS[0][1]], [CONVS[1][1]]])
+    assert got == pytest.approx(tiny_rm.score_batch(CONVS[:2]), abs=1e-5)
+
+
+def test_remote_clients_match_local_scoring() -> None:
+    rm = make_fake_rm()
+    with RewardServer(rm, api_key="tok") as server:
+        queries = ["#<user>a|<assistant>b|", "<user>c|"]
+        assert remote_rm_fn(server.url + "/get_reward", queries, ["p", "p"], ["l", "l"], api_key="tok") == \
+            rm.score_text(queries, strip_pad=True)
+        remote = RemoteRewardModel(server.url, api_key="tok")
+        assert remote.score_batch(CONVS) == rm.score_batch(CONVS)
+        assert remote.score(CONVS[2]) == rm.score(CONVS[2])
+        assert remote.score_text(["<user>x|"]) == rm.score_text(["<user>x|"])
+        assert remote.rank(CONVS) == rm.rank(CONVS) and remote.order(CONVS) == rm.order(CONVS)
+        assert remote.best_of(CONVS) == rm.best_of(CONVS)
+        assert remote.compare(CONVS[1], CONVS[2]) is rm.compare(CONVS[1], CONVS[2])
+        assert trl_reward_func(remote)(["hello"], ["hi"]) == rm.score_batch(CONVS[:1])
+        with pytest.raises(RewardServerError) as exc:
+            RemoteRewardModel(server.url, api_key="wrong").score_batch(CONVS)
+        assert exc.value.status == 401
+        with pytest.raises(RewardServerError) as exc:
+            remote.score_batch([[{"role": "user"}]])
+        assert exc.value.status == 400 and "conversations[0][0].content" in str(exc.value)
+
+
+def test_client_gives_up_on_an_unreachable_server() -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(RewardServerError, match="no answer after 2 tries"):
+        remote_rm_fn(f"http://127.0.0.1:{port}/get_reward", ["x"], retries=2, timeout=2)
+
+
+def test_client_retries_after_429() -> None:
+    gate = threading.Event()
+    rm = make_fake_rm(gate=gate)
+    with RewardServer(rm, limits=ServerLimits(max_queue=1), wait_s=0) as server:
+        holder = threading.Thread(target=lambda: httpx.post(server.url + "/v1/score", json={"texts": ["a"]}, timeout=30))
+        holder.start()
+        assert rm.scorer.started.wait(10)
+        filler = threading.Thread(target=lambda: httpx.post(server.url + "/v1/score", json={"texts": ["b"]}, timeout=30))
+        filler.start()
+        while server.scheduler.waiting < 1:
+            threading.Event().wait(0.01)
+        assert httpx.post(server.url + "/get_reward", json={"query": ["c"]}).status_code == 429
+        threading.Timer(0.3, gate.set).start()
+        assert remote_rm_fn(server.url + "/get_reward", ["c"], retries=5) == rm.score_text(["c"])
+        holder.join(10), filler.join(10)
