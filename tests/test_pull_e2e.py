@@ -207,3 +207,13 @@ def test_store_reuses_identical_files_across_sources(pull_hub) -> None:
     shard_bytes = pull_hub.stats.bytes_served(protocol="modelscope", path="model-00001-of-00002.safetensors")
     assert shard_bytes == 0 and pull_hub.stats.bytes_served() - served < 50_000
     assert verify(result.path).ok
+
+
+def test_local_dir_copies_from_the_store_never_links(pull_hub, tmp_path: Path) -> None:
+    stored = pull(MODEL, source="hf")
+    result = pull_model(MODEL, source="modelscope", local_dir=tmp_path / "mine")
+    assert result.reused_files >= 3
+    for name in ("model-00001-of-00002.safetensors", "tokenizer.model"):
+        a, b = (stored / name).stat(), (result.path / name).stat()
+        assert not os.path.samestat(a, b)  # editing the local copy cannot touch the store
+    assert verify(stored).ok and verify(result.path).ok

@@ -209,13 +209,14 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         table = Table(title=f"store: {home}", title_justify="left")
-        for col in ("name", "revision", "source", "files", "size", "verified", "path"):
-            table.add_column(col, justify="right" if col in ("files", "size") else "left")
+        for col in ("name", "revision", "source", "files", "size", "verified"):
+            table.add_column(col, justify="right" if col in ("files", "size") else "left", no_wrap=True)
         for s in snaps:
             table.add_row(s.name, s.revision_label, s.manifest.source, str(len(s.manifest.files)),
-                          human_size(s.manifest.total_size), s.manifest.verified_at[:19].replace("T", " "),
-                          str(s.root))
+                          human_size(s.manifest.total_size), s.manifest.verified_at[:16].replace("T", " "))
         console().print(table)
+        for s in snaps:
+            console().print(f"{s.name} @ {s.revision_label}: {s.root}", highlight=False, soft_wrap=True)
         for p in partial:
             console().print(f"incomplete (resumable): {p}", highlight=False)
 

@@ -22,9 +22,11 @@ from typing import TYPE_CHECKING, Any
 from ..errors import (
     HubError,
     IntegrityError,
+    LockMismatchError,
     ModelZooError,
     NoSourceError,
     OfflineError,
+    RevisionNotFoundError,
     UnsafePathError,
     UsageError,
 )
@@ -228,7 +230,12 @@ def pull_model(
     plan, probe_results = _plan(info, settings, source, sources, probes)
     plan_text = describe_plan(plan, probe_results)
     emit(PullEvent("plan", plan_text, {"plan": [vars(p) for p in plan]}))
-    primary, others, plan, failures = _manifests(info, settings, plan, revision)
+    try:
+        primary, others, plan, failures = _manifests(info, settings, plan, revision)
+    except RevisionNotFoundError as exc:
+        if locked is None:
+            raise
+        raise LockMismatchError(info.name, f"{exc.hub} no longer has revision {revision} of {locked.repo_id}") from None
     if failures:
         emit(PullEvent("note", "; ".join(failures)))
     _check_listing(primary)
@@ -411,9 +418,11 @@ def _find_present(target: Path, plans: Sequence[FilePlan]) -> dict[str, FileReco
 
 def _reuse_from_store(
     settings: Settings, target: Path, plans: Sequence[FilePlan], present: dict[str, FileRecord],
+    *, link: bool,
 ) -> dict[str, FileRecord]:
     """Files with a known sha256 that another snapshot in the store already holds: hard-link
-    (or copy) them instead of downloading, then re-hash the result before trusting it."""
+    them (inside the store, where nobody edits files) or copy them (into a ``--local-dir``,
+    where an edit must not reach the store), then re-hash before trusting them."""
     from ..store.cache import iter_snapshots
     from ..store.hashing import sha256_many
 
@@ -435,6 +444,8 @@ def _reuse_from_store(
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
             try:
+                if not link:
+                    raise OSError("copy, do not share the inode")
                 os.link(src, tmp)
             except OSError:
                 shutil.copyfile(src, tmp)
@@ -482,7 +493,8 @@ def _pull_locked(
     multi_source: bool, emit: ProgressFn, max_workers: int | None, revision: str | None,
 ) -> PullResult:
     present = _find_present(target, file_plans)
-    reused = _reuse_from_store(settings, target, file_plans, present)
+    in_store = settings.home.resolve() in target.resolve().parents
+    reused = _reuse_from_store(settings, target, file_plans, present, link=in_store)
     if reused:
         emit(PullEvent("reuse", f"{len(reused)} file(s) taken from other snapshots in the store"))
     present.update(reused)
