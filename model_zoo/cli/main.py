@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "model_zoo.cli.cmd_dev",
     "model_zoo.cli.cmd_mirror",
     "model_zoo.cli.cmd_pull",
+    "model_zoo.cli.cmd_run",
     "model_zoo.cli.cmd_reward",
 )
 

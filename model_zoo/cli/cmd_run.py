@@ -1,0 +1,147 @@
+"""``model-zoo run NAME "prompt"`` (one reply) and ``model-zoo chat NAME`` (interactive).
+
+Only typer at module level; the runner (torch, transformers) is imported when a command runs.
+Replies go to stdout; prompts, status lines and warnings to stderr, so ``run`` output pipes.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Optional
+
+import typer
+
+_HELP_CHAT = "Type a message and press Enter. /reset clears the history, /system TEXT sets the system prompt, Ctrl-D quits."
+
+
+def _generation(max_new_tokens: Optional[int], temperature: Optional[float], top_p: Optional[float],
+                top_k: Optional[int], repetition_penalty: Optional[float], seed: Optional[int],
+                greedy: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "top_k": top_k,
+        "repetition_penalty": repetition_penalty, "seed": seed,
+    }
+    if greedy:
+        out["do_sample"] = False
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _load(name: str, device: str, dtype: str) -> Any:
+    from ..runner.resolve import resolve_checkpoint
+    from .output import err_console
+
+    resolved = resolve_checkpoint(name)  # fails fast, before torch is imported
+    err_console().print(f"loading {resolved.path} ...", highlight=False, markup=False)
+    from ..runner.api import load
+
+    return load(resolved.path, device=device, dtype=dtype)
+
+
+def _print_reply(runner: Any, messages: Any, *, system: Optional[str], thinking: bool, stream: bool,
+                 generation: dict[str, Any]) -> str:
+    if stream:
+        parts = []
+        for piece in runner.chat(messages, system=system, thinking=thinking, stream=True, **generation):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+            parts.append(piece)
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        return "".join(parts)
+    reply = runner.chat(messages, system=system, thinking=thinking, **generation)
+    typer.echo(reply)
+    return reply
+
+
+def register(app: typer.Typer) -> None:
+    device_opt = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N")
+    dtype_opt = typer.Option("auto", "--dtype", help="auto | bfloat16 | float16 | float32")
+    system_opt = typer.Option(None, "--system", help="System prompt (default: the model's; '' for none).")
+    thinking_opt = typer.Option(False, "--thinking", help="Use InternLM3's deep-thinking system prompt.")
+    max_opt = typer.Option(None, "--max-new-tokens", "-n", help="Most tokens to generate.")
+    temp_opt = typer.Option(None, "--temperature", "-t", help="Sampling temperature (0 = greedy).")
+    top_p_opt = typer.Option(None, "--top-p")
+    top_k_opt = typer.Option(None, "--top-k")
+    rep_opt = typer.Option(None, "--repetition-penalty")
+    seed_opt = typer.Option(None, "--seed", help="Seed for reproducible sampling.")
+    greedy_opt = typer.Option(False, "--greedy", help="Greedy decoding (no sampling).")
+
+    @app.command("run")
+    def run_cmd(
+        name: str = typer.Argument(..., help="Model name (pulled if missing) or checkpoint directory."),
+        prompt: str = typer.Argument(..., help="The user message."),
+        stream: bool = typer.Option(False, "--stream", help="Print the reply as it is generated."),
+        thinking: bool = thinking_opt,
+        system: Optional[str] = system_opt,
+        device: str = device_opt,
+        dtype: str = dtype_opt,
+        max_new_tokens: Optional[int] = max_opt,
+        temperature: Optional[float] = temp_opt,
+        top_p: Optional[float] = top_p_opt,
+        top_k: Optional[int] = top_k_opt,
+        repetition_penalty: Optional[float] = rep_opt,
+        seed: Optional[int] = seed_opt,
+        greedy: bool = greedy_opt,
+    ) -> None:
+        """Load a model and print one reply to PROMPT."""
+        runner = _load(name, device, dtype)
+        gen = _generation(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed, greedy)
+        _print_reply(runner, prompt, system=system, thinking=thinking, stream=stream, generation=gen)
+
+    @app.command("chat")
+    def chat_cmd(
+        name: str = typer.Argument(..., help="Model name (pulled if missing) or checkpoint directory."),
+        thinking: bool = thinking_opt,
+        system: Optional[str] = system_opt,
+        device: str = device_opt,
+        dtype: str = dtype_opt,
+        max_new_tokens: Optional[int] = max_opt,
+        temperature: Optional[float] = temp_opt,
+        top_p: Optional[float] = top_p_opt,
+        top_k: Optional[int] = top_k_opt,
+        repetition_penalty: Optional[float] = rep_opt,
+        seed: Optional[int] = seed_opt,
+        greedy: bool = greedy_opt,
+    ) -> None:
+        """Chat with a model in the terminal (history, /reset, /system TEXT, Ctrl-D to quit)."""
+        from .output import err_console
+
+        runner = _load(name, device, dtype)
+        gen = _generation(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed, greedy)
+        con = err_console()
+        con.print(_HELP_CHAT, highlight=False, markup=False)
+        history: list[dict[str, str]] = []
+        while True:
+            sys.stderr.write("you> ")
+            sys.stderr.flush()
+            line = sys.stdin.readline()
+            if not line:  # Ctrl-D / end of input
+                sys.stderr.write("\n")
+                break
+            text = line.rstrip("\n")
+            if not text.strip():
+                continue
+            if text.strip() == "/reset":
+                history.clear()
+                con.print("(history cleared)", highlight=False, markup=False)
+                continue
+            if text.startswith("/system"):
+                system = text[len("/system"):].strip()
+                history.clear()
+                con.print(f"(system prompt set{'' if system else ' to none'}; history cleared)", highlight=False, markup=False)
+                continue
+            if text.strip() in ("/exit", "/quit"):
+                break
+            if text.startswith("/"):
+                con.print(f"unknown command {text.split()[0]}. {_HELP_CHAT}", highlight=False, markup=False)
+                continue
+            history.append({"role": "user", "content": text})
+            sys.stderr.write("assistant> ")
+            sys.stderr.flush()
+            try:
+                reply = _print_reply(runner, history, system=system, thinking=thinking, stream=True, generation=gen)
+            except KeyboardInterrupt:
+                history.pop()
+                con.print("\n(interrupted)", highlight=False, markup=False)
+                continue
+            history.append({"role": "assistant", "content": reply})
