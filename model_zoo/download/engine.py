@@ -49,6 +49,7 @@ from ..errors import (
     HashMismatchError,
     ModelZooError,
     SizeMismatchError,
+    UnsafePathError,
     UsageError,
 )
 from ..hubs.base import RemoteFile
@@ -67,7 +68,8 @@ MiB = 1024 * 1024
 VERIFIED_PUBLISHED = "sha256-published"  # the sha256 a hub published matched the bytes
 COMPUTED_ONLY = "computed-only"  # no hub published a sha256: computed, size checked ("unverified-by-hub")
 _ALIGN = 64 * 1024
-_MATURE = 2 * MiB  # a range that has received this much has a meaningful rate
+_MATURE = 2 * MiB  # a range that has received this much (or run this long) has a meaningful rate
+_MATURE_AGE = 0.5
 _PROGRESS_RESETS_FAILURES = 4 * MiB  # one request this productive forgives earlier failures
 
 
@@ -417,7 +419,11 @@ class _Run:
             usable = [i for i in usable if f.cands[i].source not in self.no_range] or usable
         mix = self.o.multi_source and f.mixed_ok and f.job.sha256 is not None
         if mix or (self.o.multi_source and not f.segs and not f.partial_sources):
-            return min(usable, key=lambda i: (self.inflight.get(f.cands[i].source, 0), i))
+            # least busy source, among those not far slower per connection than the fastest
+            rates = self._source_rates(time.monotonic())
+            best = max((rates.get(f.cands[i].source, 0.0) for i in usable), default=0.0)
+            fast = [i for i in usable if rates.get(f.cands[i].source, best) >= best / 4] or usable
+            return min(fast, key=lambda i: (self.inflight.get(f.cands[i].source, 0), i))
         # one source per file: the one already fetching it, else the one that wrote its partial
         current = [s.cand for s in f.segs]
         current += [i for i, c in enumerate(f.cands) if c.source in f.partial_sources]
@@ -441,7 +447,8 @@ class _Run:
                     continue
                 lo = s.pos + self.o.chunk_size  # the owner may be reading up to one chunk right now
                 free_from = max(lo, s.req_end or lo)
-                rate = s.rate(now) if s.got >= _MATURE else rates.get(f.cands[s.cand].source, 0.0)
+                mature = s.got >= _MATURE or now - s.started >= _MATURE_AGE
+                rate = s.rate(now) if mature else rates.get(f.cands[s.cand].source, 0.0)
                 eta = (s.end - s.pos) / max(rate, 1.0)
                 if s.end - free_from >= 2 * part:
                     split = max(free_from, lo + (s.end - lo) // 2)
@@ -477,7 +484,7 @@ class _Run:
         age: dict[str, float] = {}
         for f in self.files:
             for s in f.segs:
-                if s.got >= _MATURE:
+                if s.got >= _MATURE or now - s.started >= _MATURE_AGE:
                     src = f.cands[s.cand].source
                     got[src] = got.get(src, 0) + s.got
                     age[src] = age.get(src, 0.0) + max(now - s.started, 1e-3)
@@ -578,7 +585,6 @@ class _Run:
         f.resumed = written.total()
         f.had_disk_bytes = f.resumed > 0
         f.hasher.catch_up()  # reads the resumed prefix once to rebuild the sha256 state
-        self._checkpoint(f, force=True)
 
     # -------------------------------------------------------------------- one range
 
@@ -601,7 +607,8 @@ class _Run:
                 except TransferError as exc:
                     self._failed_request(seg, cand, exc)
         finally:
-            self._checkpoint(f, force=True)  # before the file can be finalised (and its sidecar removed)
+            if f.size is None or f.hasher is None or f.hasher.gaps(f.size):
+                self._checkpoint(f, force=True)  # bytes still missing: record what is here
             with self.cv:
                 f.segs.remove(seg)
                 src = f.cands[seg.cand].source
@@ -1004,6 +1011,8 @@ def fetch(
     validate_paths(target_dir, [j.path for j in jobs])
     for job in jobs:
         for remote in job.candidates:
+            if getattr(remote, "kind", "file") != "file":
+                raise UnsafePathError(job.path, f"is a {remote.kind} entry; only plain files are written")
             if not remote.url.lower().startswith(("http://", "https://")):
                 raise UsageError(f"{job.path}: candidate URL {remote.url!r} is not http(s)")
     if not jobs:

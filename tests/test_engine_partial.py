@@ -1,0 +1,95 @@
+"""Written-range bookkeeping, the in-order hasher, and the sidecar format."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import threading
+from pathlib import Path
+
+from model_zoo.download.hashing import OrderedHasher
+from model_zoo.download.partial import IntervalSet, Sidecar, load_sidecar, save_sidecar
+
+
+def test_interval_set_matches_a_byte_map() -> None:
+    rng = random.Random(7)
+    size = 500
+    for _ in range(200):
+        ivs = IntervalSet()
+        covered = [False] * size
+        for _ in range(rng.randint(0, 12)):
+            a = rng.randint(0, size)
+            b = rng.randint(a, min(size, a + 80))
+            ivs.add(a, b)
+            for i in range(a, b):
+                covered[i] = True
+        assert ivs.total() == sum(covered)
+        gaps = ivs.gaps(size)
+        assert sum(e - s for s, e in gaps) == size - sum(covered)
+        for s, e in gaps:
+            assert not any(covered[s:e])
+        ranges = ivs.ranges()
+        assert all(r1[1] < r2[0] for r1, r2 in zip(ranges, ranges[1:])), "merged and disjoint"
+        for off in range(0, size, 7):
+            end = ivs.contiguous_end(off)
+            assert all(covered[off:end]) and (end == size or not covered[end] or end == off)
+
+
+def test_ordered_hasher_with_out_of_order_writes_from_threads(tmp_path: Path) -> None:
+    data = os.urandom(3 * 1024 * 1024 + 5)
+    path = tmp_path / "f.part"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT)
+    os.ftruncate(fd, len(data))
+    hasher = OrderedHasher(fd)
+    pieces = [(i, min(i + 65536, len(data))) for i in range(0, len(data), 65536)]
+    random.Random(3).shuffle(pieces)
+    chunks = [pieces[i::4] for i in range(4)]
+
+    def writer(mine: list[tuple[int, int]]) -> None:
+        for a, b in mine:
+            view = memoryview(data)[a:b]
+            os.pwrite(fd, view, a)
+            hasher.wrote(a, view)
+
+    threads = [threading.Thread(target=writer, args=(c,)) for c in chunks]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    hasher.catch_up()
+    assert hasher.hashed == len(data)
+    assert hasher.hexdigest() == hashlib.sha256(data).hexdigest()
+    os.close(fd)
+
+
+def test_ordered_hasher_resumes_by_reading_the_prefix_once(tmp_path: Path) -> None:
+    data = os.urandom(1_000_000)
+    path = tmp_path / "f.part"
+    path.write_bytes(data[:600_000] + b"\0" * 400_000)
+    fd = os.open(path, os.O_RDWR)
+    hasher = OrderedHasher(fd, IntervalSet([(0, 600_000)]))
+    hasher.catch_up()
+    assert hasher.hashed == 600_000
+    rest = memoryview(data)[600_000:]
+    os.pwrite(fd, rest, 600_000)
+    hasher.wrote(600_000, rest)
+    assert hasher.hexdigest() == hashlib.sha256(data).hexdigest()
+    hasher.reset()
+    assert hasher.hashed == 0 and hasher.written_total() == 0
+    os.close(fd)
+
+
+def test_sidecar_round_trip_and_garbage(tmp_path: Path) -> None:
+    sc = tmp_path / "x.part.json"
+    state = Sidecar("a/b.bin", 10, "ab" * 32, '"etag"', [(0, 4), (6, 8)], ["hf", "modelscope"])
+    save_sidecar(sc, state)
+    back = load_sidecar(sc)
+    assert back == state
+    assert back.matches("a/b.bin", 10, "ab" * 32) and not back.matches("a/b.bin", 11, "ab" * 32)
+    assert [p.name for p in tmp_path.iterdir()] == ["x.part.json"]  # no temporary left behind
+    for junk in ("", "{", '{"format": "other", "version": 1}', '{"format": "model-zoo-partial", "version": 1}',
+                 '{"format": "model-zoo-partial", "version": 1, "path": "a", "written": [[5, 2]]}'):
+        sc.write_text(junk)
+        assert load_sidecar(sc) is None
+    assert load_sidecar(tmp_path / "missing.json") is None
