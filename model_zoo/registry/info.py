@@ -149,8 +149,9 @@ class ModelInfo:
 
     def memory_estimate(self, dtype: str = "bf16", context: int = _mem.DEFAULT_CONTEXT) -> _mem.MemoryEstimate:
         """Weights, KV cache and runtime allowance (formula in ``model_zoo.registry.memory``)."""
-        dims = dataclasses.asdict(self.dims) if self.dims else None
-        return _mem.estimate(self.params_b, dims, dtype, context)
+        d = self.dims
+        shape = {"layers": d.layers, "kv_heads": d.kv_heads, "head_dim": d.head_dim} if d else None
+        return _mem.estimate(self.params_b, shape, dtype, context)
 
     def memory_gb(self, dtype: str = "bf16", context: int = _mem.DEFAULT_CONTEXT) -> float:
         """Estimated GiB to serve one sequence of ``context`` tokens."""
