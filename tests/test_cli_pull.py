@@ -166,3 +166,39 @@ def test_two_concurrent_pulls_end_with_one_copy(own_hub) -> None:
     size = sum(f["size"] for f in manifest["files"])
     # every byte crossed the wire once: the second process found the files complete
     assert hub.stats.bytes_served() == size
+
+
+def test_kill_9_mid_pull_then_resume_fetches_only_the_rest(own_hub) -> None:
+    import signal
+    import time
+
+    hub, root = own_hub(bandwidth=2_000_000)
+    # a file large enough to arrive in many reads (the engine reads 1 MiB at a time)
+    (root / HF_REPO / "extra.dat").write_bytes(os.urandom(6 * 1024 * 1024))
+    proc = subprocess.Popen([SCRIPT, "pull", MODEL, "--source", "hf", "-q"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=dict(os.environ))
+    home = Path(os.environ["MODEL_ZOO_HOME"])
+    deadline = time.monotonic() + 30
+    kept = 0
+    while time.monotonic() < deadline and kept < 1_000_000:
+        time.sleep(0.1)
+        for sidecar in home.glob("models/*/*/.model-zoo-partial/*.part.json"):
+            try:
+                kept = max(kept, sum(e - s for s, e in json.loads(sidecar.read_text())["written"]))
+            except (OSError, ValueError):
+                pass
+    assert kept >= 1_000_000, "the pull never checkpointed a partial"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert proc.returncode == -signal.SIGKILL
+
+    before = hub.stats.bytes_served()
+    hub.bandwidth.set(None, None)
+    result = run("pull", MODEL, "--source", "hf", "--json")
+    assert result.returncode == 0, result.stderr
+    final = json.loads(result.stdout.splitlines()[-1])
+    total = sum(f["size"] for f in final["files"])
+    second = hub.stats.bytes_served() - before
+    assert final["resumed_bytes"] >= kept - 1  # what the sidecar recorded was kept...
+    assert second <= total - final["resumed_bytes"] + 1  # ...and not fetched again
+    assert run("verify", final["path"]).returncode == 0

@@ -136,7 +136,7 @@ class PlainLines:
 class RichBars:
     """A terminal: an overall bar (bytes, speed, ETA) and one bar per file in flight."""
 
-    def __init__(self) -> None:
+    def __init__(self, console: Any = None) -> None:
         from rich.progress import (
             BarColumn,
             DownloadColumn,
@@ -148,7 +148,7 @@ class RichBars:
 
         from .output import err_console
 
-        self.console = err_console()
+        self.console = console or err_console()
         self.progress = Progress(
             TextColumn("{task.description}", justify="left"),
             BarColumn(),
