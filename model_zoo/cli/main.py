@@ -61,22 +61,31 @@ def report_error(exc: ModelZooError) -> None:
     err_console().print(f"[bold red]error:[/] {exc.message}", markup=True, highlight=False, soft_wrap=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    import click
+def _click_exceptions() -> tuple[type[BaseException], type[BaseException], type[BaseException]]:
+    """(Exit, Abort, ClickException) of whichever click typer runs on.
 
+    typer 0.26+ vendors its own click; taking the classes from typer itself keeps this
+    right for every supported typer and avoids importing a second click at start-up.
+    """
+    click_exc = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+    return typer.Exit, typer.Abort, click_exc
+
+
+def main(argv: list[str] | None = None) -> int:
+    exit_exc, abort_exc, click_exc = _click_exceptions()
     app = build_app()
     try:
         rv = app(args=argv, standalone_mode=False, prog_name="model-zoo")
     except ModelZooError as exc:
         report_error(exc)
         return _exit(exc.exit_code, argv)
-    except click.exceptions.Exit as exc:
-        return _exit(exc.exit_code, argv)
-    except click.exceptions.Abort:
+    except exit_exc as exc:
+        return _exit(exc.exit_code, argv)  # type: ignore[attr-defined]
+    except abort_exc:
         typer.echo("aborted.", err=True)
         return _exit(130, argv)
-    except click.ClickException as exc:
-        exc.show()
+    except click_exc as exc:
+        exc.show()  # type: ignore[attr-defined]
         return _exit(EXIT_USAGE, argv)
     except KeyboardInterrupt:
         typer.echo("interrupted.", err=True)
