@@ -120,3 +120,23 @@ def test_check_against_lock() -> None:
         check_against_lock("M", hf, {**locked, "config.json": (6, B)}, locked_commit=None)
     with pytest.raises(LockMismatchError, match="gone.json is gone"):
         check_against_lock("M", hf, {**locked, "gone.json": (1, A)}, locked_commit=None)
+
+
+def test_hf_git_blob_id_is_used_when_no_sha256_is_known(tmp_path) -> None:
+    from model_zoo.download.matching import git_blob_sha1
+
+    (tmp_path / "f").write_bytes(b"hello\n")
+    blob = git_blob_sha1(tmp_path / "f")
+    assert blob == "ce013625030ba8dba906f756967f9e9ca394464a"  # `git hash-object` of "hello\n"
+    hf = Manifest("hf", "r", "main", "1" * 40, "http://127.0.0.1:1",
+                  (RemoteFile("f", 6, None, "http://127.0.0.1:1/f", etag=f'"{blob}"'),))
+    fp = plan_file("f", hf, [])
+    assert (fp.method, fp.git_blob, fp.sha256) == ("git-blob-sha1", blob, None)
+    # a published sha256 elsewhere is stronger: it wins
+    ms = _m("modelscope", {"f": (6, A)})
+    fp = plan_file("f", hf, [ms])
+    assert (fp.method, fp.git_blob) == ("cross-source-sha256", None)
+    # other hubs' etags are not git blob ids
+    ox = Manifest("openxlab", "r", "main", None, "http://127.0.0.1:1",
+                  (RemoteFile("f", 6, None, "http://127.0.0.1:1/f", etag=blob),))
+    assert plan_file("f", ox, []).method == "size-only"

@@ -11,7 +11,7 @@ import pytest
 from fixtures_pull import HF_REPO, MODEL, MS_REPO, probes
 
 from model_zoo.download.pull import pull, pull_model
-from model_zoo.errors import ModelZooError, OfflineError, UnsafePathError
+from model_zoo.errors import IntegrityError, ModelZooError, OfflineError, UnsafePathError
 from model_zoo.store.layout import manifest_path
 from model_zoo.store.verify import verify
 from model_zoo.testing.faults import Fault
@@ -217,3 +217,63 @@ def test_local_dir_copies_from_the_store_never_links(pull_hub, tmp_path: Path) -
         a, b = (stored / name).stat(), (result.path / name).stat()
         assert not os.path.samestat(a, b)  # editing the local copy cannot touch the store
     assert verify(stored).ok and verify(result.path).ok
+
+
+def test_hf_small_files_are_checked_by_git_blob_id(pull_hub) -> None:
+    result = pull_model(MODEL, source="hf")
+    how = {r.path: r.verified for r in result.manifest.files}
+    assert how["config.json"] == "git-blob-sha1" and how["README.md"] == "git-blob-sha1"
+    assert how["tokenizer.model"] == "published-sha256"
+    assert "size-only" not in how.values()
+
+
+def test_damaged_small_hf_file_is_caught_by_its_git_blob_id(pull_hub) -> None:
+    rule = pull_hub.faults.add(Fault.flip_byte(offset=3, protocol="hf", path="config.json", times=None))
+    with pytest.raises(IntegrityError, match="config.json: its git blob id"):
+        pull_model(MODEL, source="hf")
+    assert rule.hits >= 1
+    target = next(Path(os.environ["MODEL_ZOO_HOME"]).glob("models/*/*"))
+    assert not (target / "config.json").exists() and not manifest_path(target).exists()
+
+
+def test_unhashed_files_are_cross_checked_against_a_second_source(pull_hub, monkeypatch) -> None:
+    # OpenXLab publishes no sha256 here; hf has sha256 for LFS files and none for small files
+    monkeypatch.setenv("MODEL_ZOO_SOURCES", "openxlab,hf")
+    result = pull_model(MODEL, probes=probes("openxlab", "hf"))
+    assert result.source == "openxlab"
+    by = result.manifest.by_path()
+    assert by["model-00001-of-00002.safetensors"].verified == "cross-source-sha256"
+    assert by["config.json"].verified == "cross-source-bytes"
+    assert by["config.json"].sources == ("openxlab", "hf")
+    assert pull_hub.stats.bytes_served(protocol="hf", path="config.json") > 0
+    assert not (result.path / ".model-zoo" / "cross-check").exists()
+
+
+def test_second_source_serving_other_bytes_fails_the_pull(pull_hub, monkeypatch) -> None:
+    monkeypatch.setenv("MODEL_ZOO_SOURCES", "openxlab,hf")
+    pull_hub.faults.add(Fault.flip_byte(offset=2, protocol="hf", path="generation_config.json", times=None))
+    with pytest.raises(IntegrityError, match="generation_config.json: openxlab and hf serve different bytes"):
+        pull_model(MODEL, probes=probes("openxlab", "hf"))
+    target = next(Path(os.environ["MODEL_ZOO_HOME"]).glob("models/*/*"))
+    assert not (target / "generation_config.json").exists() and not manifest_path(target).exists()
+
+
+def test_out_of_space_is_refused_before_any_byte(pull_hub, monkeypatch: pytest.MonkeyPatch) -> None:
+    import model_zoo.download.pull as pull_mod
+
+    from model_zoo.errors import DiskSpaceError
+
+    monkeypatch.setattr(pull_mod, "_free_space", lambda _target: 1000)
+    dry = pull_model(MODEL, source="hf", dry_run=True)
+    assert dry.fits is False
+    with pytest.raises(DiskSpaceError) as info:
+        pull_model(MODEL, source="hf")
+    assert info.value.needed == dry.to_download and info.value.free == 1000
+    assert pull_hub.stats.bytes_served() == 0
+
+
+def test_several_sources_at_once(pull_hub, tiny_hub_tree) -> None:
+    result = pull_model(MODEL, sources="hf,modelscope")
+    assert [p.source for p in result.plan] == ["hf", "modelscope"]
+    assert _tree(result.path) == _tree(tiny_hub_tree.repos[HF_REPO])
+    assert verify(result.path).ok

@@ -10,9 +10,10 @@ Per file, the expected sha256 comes from (first that applies):
 2. the primary source's listing (``published-sha256``);
 3. another source's listing for the same path and size (``cross-source-sha256``).
 
-With no hash anywhere the bytes are cross-checked against a second source that lists the file
-with the same size (``cross-source-bytes``: the second copy must hash the same), else only the
-size is checked (``size-only``). Sources whose published hash differs from the expectation are
+With no sha256 anywhere, HuggingFace's git blob id of a small file is checked
+(``git-blob-sha1``); else the bytes are cross-checked against a second source that lists the
+file with the same size (``cross-source-bytes``: the second copy must hash the same); else only
+the size is checked (``size-only``). Sources whose published hash differs from the expectation are
 never used for that file; they are kept as ``disputed`` so the pull can say so, and can retry
 with them if the primary's listing turns out to be the wrong one.
 """
@@ -21,10 +22,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..errors import LockMismatchError
 from ..hubs.base import Manifest, RemoteFile
-from ..store.manifest import CROSS_BYTES, CROSS_SHA, LOCKED, PUBLISHED, SIZE_ONLY
+from ..hubs.catalog import HF
+from ..store.manifest import CROSS_BYTES, CROSS_SHA, GIT_BLOB, LOCKED, PUBLISHED, SIZE_ONLY
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,7 @@ class FilePlan:
     expected_from: str | None  # which source (or "lock") the expected digest came from
     candidates: tuple[Candidate, ...]  # sources that may serve these bytes, primary first
     cross_check: Candidate | None = None  # second copy to compare when no hash is known
+    git_blob: str | None = None  # HuggingFace's git blob id, checked when no sha256 is known
     disputed: tuple[Candidate, ...] = ()  # sources whose listing claims a different sha256
 
     @property
@@ -97,13 +101,37 @@ def plan_file(
             disputed.append(Candidate(src, remote))
 
     cross = None
-    if sha is None:
+    blob = git_blob_id(first) if primary.source == HF else None
+    if sha is None and blob is not None:
+        method = GIT_BLOB
+    elif sha is None:
         for src, remote in listings[1:]:
             if remote.sha256 is None and (size is None or remote.size in (None, size)):
                 cross = Candidate(src, remote)
                 method = CROSS_BYTES
                 break
-    return FilePlan(path, size, sha, method, origin, tuple(candidates), cross, tuple(disputed))
+    return FilePlan(path, size, sha, method, origin, tuple(candidates), cross_check=cross,
+                    disputed=tuple(disputed), git_blob=blob if sha is None else None)
+
+
+def git_blob_id(remote: RemoteFile) -> str | None:
+    """The 40-hex git blob id HuggingFace lists for a small (non-LFS) file, if there is one."""
+    etag = (remote.etag or "").strip().strip('"').lower()
+    if remote.sha256 is None and len(etag) == 40 and all(c in "0123456789abcdef" for c in etag):
+        return etag
+    return None
+
+
+def git_blob_sha1(path: Path) -> str:
+    """git's object id of a file's content: sha1 over ``blob <size>\0`` and the bytes."""
+    import hashlib
+
+    h = hashlib.sha1(usedforsecurity=False)
+    h.update(b"blob %d\0" % path.stat().st_size)
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def plan_files(

@@ -513,6 +513,7 @@ def _pull_locked(
                        {"files": len(todo), "bytes": total, "path": str(target)}))
         fetched = _fetch(todo, target, multi_source=multi_source, emit=emit, max_workers=max_workers, result=result)
         records.update(fetched)
+        _check_git_blobs(todo, target)
         records.update(_cross_check(todo, target, fetched, emit, max_workers, result))
 
     sources = [SourceRecord(primary.source, primary.repo_id, primary.endpoint, primary.commit)]
@@ -615,6 +616,24 @@ def _records(todo: Sequence[FilePlan], results: Sequence[Any], result: PullResul
     return out
 
 
+def _check_git_blobs(todo: Sequence[FilePlan], target: Path) -> None:
+    """Small HuggingFace files carry only a git blob id: check it; remove the file on mismatch."""
+    from .matching import git_blob_sha1
+
+    for fp in todo:
+        if fp.git_blob is None or fp.sha256 is not None:
+            continue
+        path = target / fp.path
+        got = git_blob_sha1(path)
+        if got != fp.git_blob:
+            path.unlink(missing_ok=True)
+            raise IntegrityError(
+                f"{fp.path}: its git blob id is {got}, but {fp.sources[0]} lists {fp.git_blob}; the file "
+                "was removed. Retry, or pull from another source with --source.",
+                path=fp.path, expected=fp.git_blob, actual=got,
+            )
+
+
 def _cross_check(
     todo: Sequence[FilePlan], target: Path, fetched: dict[str, FileRecord], emit: ProgressFn,
     max_workers: int | None, result: PullResult,
@@ -636,16 +655,20 @@ def _cross_check(
                    + ", ".join(sorted({fp.cross_check.source for fp in checks}))))  # type: ignore[union-attr]
     try:
         fetch(jobs, scratch, options=EngineOptions(retries=1), on_event=None)
-    except IntegrityError as exc:
-        bad = getattr(exc, "path", None)
-        for fp in checks:
-            if fp.path == bad:
-                (target / fp.path).unlink(missing_ok=True)
+    except ModelZooError as exc:
+        report = getattr(exc, "report", None)
+        failed = {p for p, _e in report.failed} if report is not None else {getattr(exc, "path", None)}
+        bad = [fp for fp in checks if fp.path in failed]
+        if not bad:
+            raise
+        for fp in bad:
+            (target / fp.path).unlink(missing_ok=True)  # neither copy can be trusted
+        first = bad[0]
         raise IntegrityError(
-            f"{bad}: {checks[0].candidates[0].source} and {checks[0].cross_check.source} serve different "  # type: ignore[union-attr]
+            f"{first.path}: {first.sources[0]} and {first.cross_check.source} serve different "  # type: ignore[union-attr]
             "bytes and no hub publishes its sha256, so neither copy can be trusted. Pull with a lock "
             "file (`model-zoo lock`) made where you trust the source, or pick one with --source.",
-            path=bad,
+            path=first.path, files=[fp.path for fp in bad],
         ) from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -7,6 +7,8 @@ with a manifest holds every file it lists, each verified as recorded under ``ver
 - ``cross-source-sha256``: this hub published none, another source did for the same path and size.
 - ``lock``: the lock file's sha256 matched.
 - ``cross-source-bytes``: no hub published a hash; two sources served identical bytes.
+- ``git-blob-sha1``: HuggingFace publishes only the git blob id of small files; the bytes'
+  git blob sha1 matched it (weaker than sha256, stronger than a size).
 - ``size-only``: no published hash and no second source; only the size was checked (the sha256
   is still recorded so later ``verify`` runs catch any change on disk).
 """
@@ -31,10 +33,11 @@ PUBLISHED = "published-sha256"
 CROSS_SHA = "cross-source-sha256"
 LOCKED = "lock"
 CROSS_BYTES = "cross-source-bytes"
+GIT_BLOB = "git-blob-sha1"
 SIZE_ONLY = "size-only"
-METHODS = (PUBLISHED, CROSS_SHA, LOCKED, CROSS_BYTES, SIZE_ONLY)
+METHODS = (PUBLISHED, CROSS_SHA, LOCKED, CROSS_BYTES, GIT_BLOB, SIZE_ONLY)
 # Methods that compared the bytes with a hash someone other than us computed.
-STRONG_METHODS = frozenset({PUBLISHED, CROSS_SHA, LOCKED, CROSS_BYTES})
+STRONG_METHODS = frozenset({PUBLISHED, CROSS_SHA, LOCKED, CROSS_BYTES, GIT_BLOB})
 
 
 def utc_now() -> str:
