@@ -68,10 +68,13 @@ def bad(key: str) -> ProbeResult:
         # fastest reachable first, unreachable dropped
         (("hf", "modelscope", "openxlab"), {"hf": ok("hf", 300), "modelscope": ok("modelscope", 40),
                                             "openxlab": bad("openxlab")}, ["modelscope", "hf"]),
-        (("hf", "modelscope", "openxlab"), {"hf": bad("hf"), "modelscope": ok("modelscope", 40),
+        (("hf", "modelscope", "openxlab"), {"hf": bad("hf"), "modelscope": ok("modelscope", 140),
                                             "openxlab": ok("openxlab", 10)}, ["openxlab", "modelscope"]),
-        # equal latency: configured order breaks the tie
+        # about as fast (within 50 ms, or half the fastest): the configured order decides
         (("modelscope", "hf"), {"hf": ok("hf", 50), "modelscope": ok("modelscope", 50)}, ["modelscope", "hf"]),
+        (("hf", "modelscope"), {"hf": ok("hf", 45), "modelscope": ok("modelscope", 2)}, ["hf", "modelscope"]),
+        (("hf", "modelscope"), {"hf": ok("hf", 1400), "modelscope": ok("modelscope", 1000)}, ["hf", "modelscope"]),
+        (("hf", "modelscope"), {"hf": ok("hf", 1600), "modelscope": ok("modelscope", 1000)}, ["modelscope", "hf"]),
         # a candidate nobody probed keeps a place after the reachable ones
         (("hf", "modelscope"), {"modelscope": ok("modelscope", 80)}, ["modelscope", "hf"]),
         # openxlab-origin listed in settings is still not an auto candidate
@@ -90,6 +93,7 @@ def test_auto_plan_carries_endpoint_repo_and_reason() -> None:
     assert first.repo_id == "Shanghai_AI_Laboratory/internlm2_5-7b-chat"
     assert first.endpoint == "http://127.0.0.1:9/modelscope"
     assert "30 ms" in first.reason and "fastest" in first.reason
+    assert plan[1].reason == "reachable in 120 ms, slower"
     assert first.latency == pytest.approx(0.03)
     text = describe_plan(plan, {"openxlab": bad("openxlab")})
     assert "modelscope" in text and "skipped openxlab (connection refused)" in text

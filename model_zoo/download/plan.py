@@ -19,6 +19,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..settings import Settings
 
 AUTO = "auto"
+# Probes within this much of the fastest count as equally fast: the configured order decides.
+NEAR_ABS = 0.05  # seconds
+NEAR_REL = 0.5  # of the fastest latency
 
 
 class SourceEntry(Protocol):
@@ -107,9 +110,10 @@ def plan_sources(
     """Order the sources for one pull. Pure: probing happens elsewhere and is passed in.
 
     ``sources`` (several at once) wins over ``source``; an explicit source is used as given.
-    ``auto`` keeps the entry's sources that the settings list, in the settings' order, puts
-    reachable ones first (fastest first) and drops those whose probe failed; with no probes the
-    settings' order stands. openxlab-origin is never chosen unless named.
+    ``auto`` keeps the entry's sources that the settings list, drops those whose probe failed,
+    and orders the rest by latency, except that hubs within ``NEAR_ABS`` / ``NEAR_REL`` of the
+    fastest keep the settings' order (a few ms must not override the user's preference); with
+    no probes the settings' order stands. openxlab-origin is never chosen unless named.
     """
     if sources:
         keys = parse_source_list(sources) or ()
@@ -144,11 +148,24 @@ def plan_sources(
             failed,
             reasons=[f"{k}: {probes[k].error or 'unreachable'}" for k in failed],
         )
-    reachable.sort(key=lambda k: (probes[k].latency if probes[k].latency is not None else 1e9, rank[k]))
+    def latency(k: str) -> float:
+        return probes[k].latency if probes[k].latency is not None else 1e9
+
+    fastest = min((latency(k) for k in reachable), default=0.0)
+    near = fastest + max(NEAR_ABS, NEAR_REL * fastest)
+    # Hubs about as fast as the fastest keep the configured order (the user's preference);
+    # clearly slower ones follow, fastest first.
+    reachable.sort(key=lambda k: (0, rank[k]) if latency(k) <= near else (1, latency(k), rank[k]))
     plan = []
     for i, k in enumerate(reachable):
-        ms = (probes[k].latency or 0.0) * 1000
-        why = f"reachable in {ms:.0f} ms" + (", the fastest" if i == 0 and len(reachable) > 1 else "")
+        ms = latency(k) * 1000
+        if latency(k) <= near:
+            why = f"reachable in {ms:.0f} ms"
+            if len(reachable) > 1:
+                why += ", the fastest" if latency(k) == fastest and i == 0 else ""
+                why += "; configured order among hubs within " f"{(near - fastest) * 1000:.0f} ms of the fastest"
+        else:
+            why = f"reachable in {ms:.0f} ms, slower"
         plan.append(_planned(entry, settings, k, why, probes[k]))
     plan += [_planned(entry, settings, k, "not probed; configured order") for k in unprobed]
     return plan
