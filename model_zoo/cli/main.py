@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "model_zoo.cli.cmd_pull",
     "model_zoo.cli.cmd_run",
     "model_zoo.cli.cmd_reward",
+    "model_zoo.cli.cmd_doctor",
 )
 
 
