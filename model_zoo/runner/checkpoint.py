@@ -10,6 +10,7 @@ bytes stay memory-mapped until a tensor is used.
 from __future__ import annotations
 
 import json
+import os
 import re
 import struct
 from collections.abc import Iterator
@@ -41,6 +42,7 @@ class TensorInfo:
     shape: tuple[int, ...]
     dtype: str  # safetensors spelling (BF16, F32, ...) or torch's for .bin
     file: Path
+    offset: int | None = None  # safetensors: absolute file offset of the first byte
 
     @property
     def numel(self) -> int:
@@ -103,7 +105,7 @@ def read_safetensors_header(file: Path) -> dict[str, TensorInfo]:
             start, end = (int(x) for x in meta["data_offsets"])
         except (KeyError, TypeError, ValueError):
             raise CheckpointError(str(file), f"tensor {name!r} has a malformed header entry") from None
-        info = TensorInfo(name, shape, dtype, file)
+        info = TensorInfo(name, shape, dtype, file, 8 + n + start)
         expected = info.numel * _ST_DTYPE_BYTES.get(dtype, 0)
         if end > data_size or start > end or (expected and end - start != expected):
             raise CheckpointError(
@@ -184,6 +186,29 @@ def _bin_tensor_infos(files: list[Path]) -> dict[str, TensorInfo]:
         for name, t in _open_bin(f).items():
             out[name] = TensorInfo(name, tuple(t.shape), str(t.dtype).removeprefix("torch."), f)
     return out
+
+
+def torch_dtype(info: TensorInfo) -> torch.dtype:
+    import torch
+
+    names = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
+             "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
+    if info.dtype not in names:
+        raise IncompatibleCheckpointError(str(info.file), f"tensor {info.name!r} has unsupported dtype {info.dtype}")
+    return getattr(torch, names[info.dtype])
+
+
+def pread_into(fd: int, out: torch.Tensor, offset: int, *, where: Path) -> None:
+    """Fill the contiguous tensor ``out`` with the file's bytes at ``offset`` (no extra copy)."""
+    import torch
+
+    view = memoryview(out.view(-1).view(torch.uint8).numpy())
+    done = 0
+    while done < len(view):
+        n = os.preadv(fd, [view[done:]], offset + done)
+        if n <= 0:
+            raise CheckpointError(str(where), "ended early while reading tensor data (truncated?)")
+        done += n
 
 
 def iter_tensors(

@@ -34,6 +34,11 @@ Splitter = Callable[["torch.Tensor"], list["torch.Tensor"]]
 ACCOUNTED_FOR = re.compile(r"(^|\.)rotary_emb\.inv_freq$")
 
 
+# (piece index, first source row, rows, first destination row): how to read a packed tensor
+# straight into its pieces, block by block, without materialising the packed tensor.
+Block = tuple[int, int, int, int]
+
+
 @dataclass(frozen=True)
 class Rule:
     """One checkpoint tensor: its expected shape and the parameter(s) it becomes."""
@@ -41,7 +46,19 @@ class Rule:
     source: str
     shape: Shape
     targets: tuple[str, ...]
-    split: Splitter | None = None
+    split: Splitter | None = None  # in-memory split (for tensors already read)
+    piece_rows: tuple[int, ...] = ()  # rows of each piece, when ``blocks`` is set
+    blocks: tuple[Block, ...] = ()
+
+
+def wqkv_blocks(spec: ModelSpec) -> tuple[tuple[int, ...], tuple[Block, ...]]:
+    """Row blocks of the grouped ``wqkv``: per kv group, G query heads, one key, one value head."""
+    g, d, kv = spec.groups, spec.head_dim, spec.num_kv_heads
+    blocks: list[Block] = []
+    for grp in range(kv):
+        first = grp * (g + 2) * d
+        blocks += [(0, first, g * d, grp * g * d), (1, first + g * d, d, grp * d), (2, first + (g + 1) * d, d, grp * d)]
+    return (kv * g * d, kv * d, kv * d), tuple(blocks)
 
 
 def split_wqkv(w: torch.Tensor, spec: ModelSpec) -> list[torch.Tensor]:
@@ -75,10 +92,11 @@ def _layer_rules(spec: ModelSpec, i: int) -> list[Rule]:
     if spec.family == "internlm2":
         s = f"model.layers.{i}."
         packed = (qd + 2 * kvd,)
+        rows, blocks = wqkv_blocks(spec)
         rules = [
             Rule(s + "attention.wqkv.weight", (packed[0], h),
                  (attn + "q_proj.weight", attn + "k_proj.weight", attn + "v_proj.weight"),
-                 lambda w: split_wqkv(w, spec)),
+                 lambda w: split_wqkv(w, spec), rows, blocks),
             Rule(s + "attention.wo.weight", (h, qd), (attn + "o_proj.weight",)),
             Rule(s + "feed_forward.w1.weight", (inter, h), (mlp + "gate_proj.weight",)),
             Rule(s + "feed_forward.w3.weight", (inter, h), (mlp + "up_proj.weight",)),
@@ -89,7 +107,7 @@ def _layer_rules(spec: ModelSpec, i: int) -> list[Rule]:
         if spec.qkv_bias:
             rules.append(Rule(s + "attention.wqkv.bias", packed,
                               (attn + "q_proj.bias", attn + "k_proj.bias", attn + "v_proj.bias"),
-                              lambda b: split_wqkv(b, spec)))
+                              lambda b: split_wqkv(b, spec), rows, blocks))
         if spec.o_bias:
             rules.append(Rule(s + "attention.wo.bias", (h,), (attn + "o_proj.bias",)))
         return rules
