@@ -544,9 +544,20 @@ def _pull_locked(
         skipped=tuple(sorted(p for p in remote if p not in records)),
     )
     write_manifest(target, manifest)
+    _tidy_partials(target)
     result.manifest = manifest
     emit(PullEvent("done", str(target), {"path": str(target), "verified": result.verified_counts()}))
     return result
+
+
+def _tidy_partials(target: Path) -> None:
+    """Remove the engine's working folder once no partial download is left in it (stale lock
+    files only). Safe: we hold the model lock, so no other pull works in ``target``."""
+    from .paths import PARTIAL_DIR, PART_SUFFIX
+
+    work = target / PARTIAL_DIR
+    if work.is_dir() and not work.is_symlink() and not any(work.rglob(f"*{PART_SUFFIX}")):
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _jobs(plans: Sequence[FilePlan]) -> list[Any]:
