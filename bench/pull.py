@@ -1,0 +1,370 @@
+"""Pull and verify throughput: model-zoo against the official clients, over loopback.
+
+One run builds a synthetic checkpoint (valid safetensors shards of pseudo-random bytes, an index
+and a config) under a registry model's real repository ids, serves it with the local hub in a
+separate process, and then, into a cold (new, empty) directory each time:
+
+- pull: ``model_zoo.pull(NAME, source="hf", local_dir=...)`` (hub adapter + engine + store
+  bookkeeping, every byte sha256-verified), ``huggingface_hub.snapshot_download``, the ``hf
+  download`` CLI, and ``modelscope.snapshot_download``; each in its own process, timed around
+  the download call (the CLI around the whole process), output checked byte for byte after.
+- verify: ``model_zoo.verify`` of the pulled directory versus ``sha256sum`` (sequential and
+  ``xargs -P <cores>``) and versus the hashing limit, hashlib's single-core speed x cores.
+- multi-source: with each protocol rate-limited by the server, one source versus two.
+
+Prints one JSON document. The server's files stay in the page cache for every tool alike;
+each target is deleted after its run. CPU seconds (user+system of the child) are reported too:
+they stay meaningful when other work shares the machine and makes wall times noisy.
+
+    .venv/bin/python bench/pull.py [--size-gb 1] [--shards 4] [--repeat 1] [--rate-mb 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+NAME = "internlm2_5-1_8b-chat"  # a registry model; its hf and modelscope ids are served locally
+HF_REPO = "internlm/internlm2_5-1_8b-chat"
+MS_REPO = "Shanghai_AI_Laboratory/internlm2_5-1_8b-chat"
+
+SERVER = r"""
+import json, sys
+from model_zoo.testing.hub_server import LocalHub
+rates = json.loads(sys.argv[2]) or None
+hub = LocalHub(sys.argv[1], bandwidth_per_protocol=rates).start()
+print(hub.url, flush=True)
+sys.stdin.read()
+hub.stop()
+"""
+
+CHILD_MODEL_ZOO = r"""
+import json, sys, time
+import model_zoo
+import model_zoo.download.pull, model_zoo.hubs.huggingface, model_zoo.hubs.modelscope  # imports untimed, as for the others
+model_zoo.get(sys.argv[1])  # registry loaded and cached untimed: the others have no registry
+kw = json.loads(sys.argv[2])
+t = time.perf_counter()
+model_zoo.pull(sys.argv[1], local_dir=sys.argv[3], **kw)
+print(json.dumps({"seconds": time.perf_counter() - t}))
+"""
+
+CHILD_ENGINE = r"""
+import json, sys, time
+from pathlib import Path
+from model_zoo.download.engine import FileJob, fetch
+from model_zoo.hubs.factory import adapter_for
+import model_zoo.hubs.huggingface
+t = time.perf_counter()
+manifest = adapter_for("hf").manifest(sys.argv[1])
+jobs = [FileJob(f.path, f.size, f.sha256, (f,), ("hf",)) for f in manifest.files]
+fetch(jobs, Path(sys.argv[3]))
+print(json.dumps({"seconds": time.perf_counter() - t}))
+"""
+
+CHILD_HF = r"""
+import json, sys, time
+from huggingface_hub import snapshot_download
+t = time.perf_counter()
+snapshot_download(sys.argv[1], local_dir=sys.argv[3])
+print(json.dumps({"seconds": time.perf_counter() - t}))
+"""
+
+CHILD_MS = r"""
+import json, sys, time
+from modelscope import snapshot_download
+t = time.perf_counter()
+snapshot_download(sys.argv[1], local_dir=sys.argv[3])
+print(json.dumps({"seconds": time.perf_counter() - t}))
+"""
+
+
+# ----------------------------------------------------------------------------- the checkpoint
+
+
+def _safetensors_shard(path: Path, tensor: str, nbytes: int, key: str) -> None:
+    from model_zoo.testing.repo_store import pseudo_random_blocks
+
+    header = {"__metadata__": {"format": "pt"}, tensor: {"dtype": "U8", "shape": [nbytes], "data_offsets": [0, nbytes]}}
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    with path.open("wb") as fh:
+        fh.write(len(raw).to_bytes(8, "little"))
+        fh.write(raw)
+        for block in pseudo_random_blocks(key, nbytes, block=8 << 20):
+            fh.write(block)
+
+
+def build_checkpoint(root: Path, total: int, shards: int) -> dict[str, str]:
+    """Write the repository under both ids (hard links); returns {path: sha256}."""
+    repo = root / HF_REPO
+    repo.mkdir(parents=True)
+    names = [f"model-{i:05d}-of-{shards:05d}.safetensors" for i in range(1, shards + 1)]
+    weight_map = {}
+    for i, name in enumerate(names):
+        tensor = f"model.layers.{i}.blob"
+        _safetensors_shard(repo / name, tensor, total // shards, f"bench:{i}")
+        weight_map[tensor] = name
+    (repo / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": total},
+                                                                   "weight_map": weight_map}))
+    (repo / "config.json").write_text(json.dumps({"architectures": ["InternLM2ForCausalLM"], "model_type": "internlm2"}))
+    (repo / ".gitattributes").write_text("*.safetensors filter=lfs diff=lfs merge=lfs -text\n")
+    twin = root / MS_REPO
+    twin.mkdir(parents=True)
+    for f in repo.iterdir():
+        os.link(f, twin / f.name)
+    return {f.name: _sha256(f) for f in repo.iterdir()}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb", buffering=0) as fh:
+        while chunk := fh.read(8 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------- running things
+
+
+class Hub:
+    """The local hub in its own process (so its CPU use never shares our GIL)."""
+
+    def __init__(self, root: Path, rates: dict[str, float] | None = None) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", SERVER, str(root), json.dumps(rates or {})],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        self.url = self.proc.stdout.readline().strip()
+        self._warm()
+
+    def _warm(self) -> None:
+        """List both repositories once: the hub hashes every file on its first listing, a cost
+        that would otherwise land on whichever tool happens to run first."""
+        import urllib.request
+
+        for path in (f"/api/models/{HF_REPO}/tree/main?recursive=true",
+                     f"/api/v1/models/{MS_REPO}/repo/files?Revision=master&Recursive=true"):
+            with urllib.request.urlopen(self.url + path, timeout=600) as resp:
+                resp.read()
+
+    def env(self, home: Path) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.endswith(("_PROXY", "_proxy"))}
+        env.update({
+            "HF_ENDPOINT": self.url, "MODELSCOPE_ENDPOINT": self.url, "OPENMIND_HUB_ENDPOINT": self.url,
+            "OPENXLAB_ENDPOINT": self.url, "HF_HOME": str(home / "hf"), "MODELSCOPE_CACHE": str(home / "ms"),
+            "MODEL_ZOO_HOME": str(home / "mz"), "MODEL_ZOO_CONFIG": str(home / "none.toml"),
+            "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "NO_PROXY": "127.0.0.1,localhost",
+        })
+        return env
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def run_timed(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
+    cpu0, t0 = _children_cpu(), time.perf_counter()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
+    wall = time.perf_counter() - t0
+    out: dict[str, Any] = {"process_seconds": round(wall, 3), "cpu_seconds": round(_children_cpu() - cpu0, 3)}
+    if done.returncode != 0:
+        out["error"] = (done.stderr or done.stdout)[-1500:]
+        return out
+    last = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+    try:
+        out["seconds"] = round(json.loads(last)["seconds"], 3)
+    except (ValueError, KeyError, TypeError):
+        out["seconds"] = round(wall, 3)  # a CLI: the whole process is the measurement
+    return out
+
+
+def check_tree(target: Path, expected: dict[str, str]) -> bool:
+    from model_zoo.store.hashing import sha256_many
+
+    paths = [target / name for name in expected]
+    if not all(p.is_file() for p in paths):
+        return False
+    got = sha256_many(paths)
+    return all(not isinstance(got[p], OSError) and got[p][0] == expected[p.name] for p in paths)  # type: ignore[index]
+
+
+def pull_tools() -> dict[str, tuple[list[str], str]]:
+    """name -> (command without the target directory, which goes last; what it measures)."""
+    py = sys.executable
+    tools: dict[str, tuple[list[str], str]] = {
+        "model-zoo": ([py, "-c", CHILD_MODEL_ZOO, NAME, json.dumps({"source": "hf"})], "model_zoo.pull(source='hf')"),
+        "model-zoo engine (direct)": ([py, "-c", CHILD_ENGINE, HF_REPO, "{}"], "hf adapter listing + engine.fetch"),
+        "huggingface_hub.snapshot_download": ([py, "-c", CHILD_HF, HF_REPO, "{}"], "huggingface_hub 2.x"),
+        "modelscope.snapshot_download": ([py, "-c", CHILD_MS, MS_REPO, "{}"], "modelscope (MODELSCOPE_ENDPOINT)"),
+    }
+    hf_cli = Path(sys.executable).with_name("hf")
+    if hf_cli.exists():
+        tools["hf download (CLI)"] = ([str(hf_cli), "download", HF_REPO, "--local-dir"], "whole process timed")
+    return tools
+
+
+def bench_pulls(hub: Hub, work: Path, expected: dict[str, str], total: int, repeat: int) -> dict[str, Any]:
+    tools = pull_tools()
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in tools}
+    order = list(tools)
+    for r in range(repeat):
+        for name in order[r % len(order):] + order[: r % len(order)]:  # rotate who goes first
+            cmd, _note = tools[name]
+            target = work / "target"
+            shutil.rmtree(target, ignore_errors=True)
+            home = Path(tempfile.mkdtemp(dir=work, prefix="home-"))
+            res = run_timed(cmd + [str(target)], hub.env(home))
+            res["ok"] = "error" not in res and check_tree(target, expected)
+            runs[name].append(res)
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.rmtree(home, ignore_errors=True)
+    out: dict[str, Any] = {}
+    for name, rs in runs.items():
+        good = [r for r in rs if r["ok"]]
+        secs = statistics.median(r["seconds"] for r in good) if good else None
+        out[name] = {
+            "via": tools[name][1],
+            "ok": bool(good) and len(good) == len(rs),
+            "seconds": secs,
+            "mb_per_s": round(total / secs / 1e6, 1) if secs else None,
+            "cpu_seconds": statistics.median(r["cpu_seconds"] for r in rs),
+            "runs": rs,
+        }
+    return out
+
+
+def bench_verify(hub: Hub, work: Path, expected: dict[str, str], total: int) -> dict[str, Any]:
+    """Pull once more (untimed), then hash the result every way."""
+    import model_zoo
+    from model_zoo.store.hashing import cpu_count
+
+    target = work / "verify-target"
+    home = Path(tempfile.mkdtemp(dir=work, prefix="home-"))
+    cmd = [sys.executable, "-c", CHILD_MODEL_ZOO, NAME, json.dumps({"source": "hf"}), str(target)]
+    pulled = run_timed(cmd, hub.env(home))
+    if "error" in pulled:
+        return {"error": pulled["error"]}
+    shards = sorted(str(target / n) for n in expected if n.endswith(".safetensors"))
+    cores = cpu_count()
+    out: dict[str, Any] = {"cores": cores, "bytes": total}
+
+    def timed(fn: Any) -> float:
+        fn()  # warm the page cache and the code path once
+        t = time.perf_counter()
+        fn()
+        return time.perf_counter() - t
+
+    secs = timed(lambda: model_zoo.verify(target))
+    report = model_zoo.verify(target)
+    out["model-zoo verify"] = {"seconds": round(secs, 3), "mb_per_s": round(total / secs / 1e6, 1),
+                               "ok": bool(getattr(report, "ok", False)), "via": "model_zoo.verify(path)"}
+    seq = timed(lambda: subprocess.run(["sha256sum", *shards], check=True, capture_output=True))
+    out["sha256sum"] = {"seconds": round(seq, 3), "mb_per_s": round(total / seq / 1e6, 1)}
+    par = timed(lambda: subprocess.run(["xargs", "-0", "-P", str(cores), "-n", "1", "sha256sum"],
+                                       input="\0".join(shards).encode(), check=True, capture_output=True))
+    out[f"xargs -P {cores} sha256sum"] = {"seconds": round(par, 3), "mb_per_s": round(total / par / 1e6, 1)}
+    buf = memoryview(os.urandom(64 << 20))
+    h = hashlib.sha256()
+    t = time.perf_counter()
+    for _ in range(4):
+        for i in range(0, len(buf), 8 << 20):
+            h.update(buf[i:i + (8 << 20)])
+    per_core = 4 * len(buf) / (time.perf_counter() - t)
+    limit = per_core * cores
+    out["hashlib per core"] = {"mb_per_s": round(per_core / 1e6, 1)}
+    out["limit (per core x cores)"] = {"mb_per_s": round(limit / 1e6, 1)}
+    out["verify_vs_limit"] = round(total / secs / limit, 3)
+    out["target_met (>= 0.8)"] = out["verify_vs_limit"] >= 0.8
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.rmtree(home, ignore_errors=True)
+    return out
+
+
+def bench_multi_source(root: Path, work: Path, expected: dict[str, str], total: int, rate: float) -> dict[str, Any]:
+    hub = Hub(root, {"hf": rate, "modelscope": rate})
+    out: dict[str, Any] = {"rate_per_source_mb_per_s": rate / 1e6}
+    try:
+        for label, kw in (("1 source (hf)", {"source": "hf"}), ("2 sources (hf,modelscope)", {"sources": "hf,modelscope"})):
+            target = work / "ms-target"
+            home = Path(tempfile.mkdtemp(dir=work, prefix="home-"))
+            res = run_timed([sys.executable, "-c", CHILD_MODEL_ZOO, NAME, json.dumps(kw), str(target)], hub.env(home))
+            res["ok"] = "error" not in res and check_tree(target, expected)
+            if res.get("seconds"):
+                res["mb_per_s"] = round(total / res["seconds"] / 1e6, 1)
+            out[label] = res
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.rmtree(home, ignore_errors=True)
+    finally:
+        hub.close()
+    one, two = out["1 source (hf)"].get("seconds"), out["2 sources (hf,modelscope)"].get("seconds")
+    if one and two:
+        out["speedup"] = round(one / two, 2)
+        out["target_met (>= 1.8)"] = one / two >= 1.8
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--size-gb", type=float, default=1.0, help="checkpoint size (GB, 1e9 bytes)")
+    ap.add_argument("--shards", type=int, default=4)
+    ap.add_argument("--repeat", type=int, default=1, help="runs per tool (median reported)")
+    ap.add_argument("--rate-mb", type=float, default=100.0, help="per-protocol limit for the multi-source test (MB/s)")
+    ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--skip", default="", help="comma list of sections to skip: pull,verify,multi")
+    args = ap.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+
+    work = Path(tempfile.mkdtemp(prefix="mz-bench-pull-", dir=args.workdir))
+    try:
+        total_req = int(args.size_gb * 1e9)
+        t = time.perf_counter()
+        expected = build_checkpoint(work / "hub", total_req, args.shards)
+        total = sum((work / "hub" / HF_REPO / n).stat().st_size for n in expected)
+        result: dict[str, Any] = {
+            "command": " ".join([Path(sys.executable).name, *sys.argv]),
+            "cpus": len(os.sched_getaffinity(0)),
+            "load_avg_start": os.getloadavg(),
+            "checkpoint": {"bytes": total, "files": len(expected), "shards": args.shards,
+                           "build_seconds": round(time.perf_counter() - t, 2)},
+        }
+        hub = Hub(work / "hub")
+        try:
+            if "pull" not in skip:
+                pulls = bench_pulls(hub, work, expected, total, args.repeat)
+                result["pull"] = pulls
+                official = [v["mb_per_s"] for k, v in pulls.items() if not k.startswith("model-zoo") and v["mb_per_s"]]
+                mz = pulls["model-zoo"]["mb_per_s"]
+                if official and mz:
+                    result["pull_vs_fastest_official"] = round(mz / max(official), 2)
+                    result["pull_target_met (>= 1.5)"] = mz / max(official) >= 1.5
+            if "verify" not in skip:
+                result["verify"] = bench_verify(hub, work, expected, total)
+        finally:
+            hub.close()
+        if "multi" not in skip:
+            result["multi_source"] = bench_multi_source(work / "hub", work, expected, total, args.rate_mb * 1e6)
+        result["load_avg_end"] = os.getloadavg()
+        print(json.dumps(result, indent=2))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""Which typed error a failed source, or a file no source could deliver, stands for."""
+
+from __future__ import annotations
+
+from ..errors import (
+    DownloadFailedError,
+    GatedRepoError,
+    HashMismatchError,
+    HubProtocolError,
+    HubServerError,
+    HubUnreachableError,
+    ModelZooError,
+    RateLimitedError,
+    SizeMismatchError,
+)
+from .http_fetch import TransferError
+from .state import Candidate, FileState
+
+
+def error_for(f: FileState, cand: Candidate, exc: TransferError) -> ModelZooError:
+    """The typed error one failed candidate stands for (its message names the source)."""
+    src, url = cand.source, cand.remote.url
+    if exc.kind == "size":
+        return SizeMismatchError(f.job.path, f.size or -1, served_size(exc.reason), source=src)
+    if exc.status == 429:
+        return RateLimitedError(src, retry_after=exc.retry_after, url=url)
+    if exc.status in (401, 403):
+        return GatedRepoError(src, f.job.path, token_env=None, status=exc.status)
+    if exc.status is not None and exc.status >= 500:
+        return HubServerError(src, exc.status, url=url, detail=f"for {f.job.path}")
+    if exc.status is not None or exc.kind == "protocol":
+        return HubProtocolError(src, f"{exc.reason} for {f.job.path}", url=url)
+    return HubUnreachableError(src, url, reason=exc.reason)
+
+
+def served_size(reason: str) -> int:
+    try:
+        return int(reason.split()[1])
+    except (IndexError, ValueError):
+        return -1
+
+
+def final_error(f: FileState) -> ModelZooError:
+    """The error for a file no candidate could deliver."""
+    errors = [c.error for c in f.cands if c.error is not None]
+    if errors and all(isinstance(e, (HashMismatchError, SizeMismatchError)) for e in errors):
+        return errors[-1]
+    return DownloadFailedError(f.job.path, [f"{c.source}: {c.dead}" for c in f.cands if c.dead])

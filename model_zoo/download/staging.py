@@ -1,0 +1,243 @@
+"""A file's life on disk: lock it, find it complete or resume its partial, record progress in
+the sidecar, and rename it into place once its size and sha256 match (or discard it)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import stat
+import time
+
+from ..errors import DiskSpaceError, HashMismatchError, UsageError
+from . import progress as ev
+from .engine import COMPUTED_ONLY, VERIFIED_PUBLISHED, FileResult
+from .hashing import OrderedHasher
+from .partial import IntervalSet, Sidecar, load_sidecar, remove_quietly, save_sidecar
+from .paths import make_parents
+from .state import ACTIVE, DEFERRED, DONE, FAILED, FINISHING, FileState, RunState
+
+
+class StagingMixin(RunState):
+    def _open(self, f: FileState) -> None:
+        from ..store.locking import LockTimeoutError, ProcessLock
+
+        make_parents(self.target, f.paths.lock)
+        lock = ProcessLock(f.paths.lock, timeout=0)
+        try:
+            lock.acquire()
+        except LockTimeoutError:
+            self._defer(f, lock.owner())
+            return
+        f.lock = lock
+        try:
+            if self._already_complete(f):
+                return
+            self._prepare_partial(f)
+        except BaseException:
+            self._close_file(f)
+            raise
+        with self.cv:
+            f.state = ACTIVE
+            self.cv.notify_all()
+        first = f.usable()[0]
+        self.events.put(ev.FileStart(f.job.path, f.size, f.resumed, f.cands[first].source))
+
+    def _defer(self, f: FileState, holder: str) -> None:
+        from ..store.locking import LockTimeoutError
+
+        now = time.monotonic()
+        with self.cv:
+            if f.waiting_since is None:
+                f.waiting_since = now
+            waited = now - f.waiting_since
+            if self.o.lock_timeout is not None and waited >= self.o.lock_timeout:
+                f.error = LockTimeoutError(str(f.paths.lock), waited, holder)
+                f.state = FAILED
+            else:
+                f.state = DEFERRED
+                f.defer_until = now + min(1.0, 0.1 + waited / 10)
+            self.cv.notify_all()
+        if f.state == FAILED:
+            self.events.put(ev.FileFailed(f.job.path, str(f.error)))
+        elif not f.told_waiting:
+            f.told_waiting = True
+            self.events.put(ev.Waiting(f.job.path, holder))
+
+    def _already_complete(self, f: FileState) -> bool:
+        """The final file is there and matches (another process, or an earlier run, made it)."""
+        from ..store.hashing import sha256_file
+
+        final = f.paths.final
+        try:
+            st = os.lstat(final)
+        except FileNotFoundError:
+            return False
+        if not stat.S_ISREG(st.st_mode) or (f.size is not None and st.st_size != f.size):
+            return False
+        digest, size = sha256_file(final)
+        if f.job.sha256 is not None and digest != f.job.sha256:
+            return False
+        remove_quietly(f.paths.data, f.paths.sidecar)
+        self._complete(f, digest, size, already_present=True)
+        return True
+
+    def _prepare_partial(self, f: FileState) -> None:
+        job = f.job
+        sc = load_sidecar(f.paths.sidecar)
+        keep = sc is not None and sc.matches(job.path, job.size, job.sha256)
+        if keep:
+            try:
+                st = os.lstat(f.paths.data)
+                keep = stat.S_ISREG(st.st_mode) and (job.size is None or st.st_size == job.size)
+            except FileNotFoundError:
+                keep = False
+        if keep and job.sha256 is None and sc is not None and sc.etag:
+            etags = {c.remote.etag for c in f.cands if c.remote.etag}
+            keep = not etags or sc.etag in etags
+        if not keep:
+            remove_quietly(f.paths.data, f.paths.sidecar)
+        make_parents(self.target, f.paths.final)
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        f.fd = os.open(f.paths.data, flags, 0o644)
+        if job.size is not None and os.fstat(f.fd).st_size != job.size:
+            os.ftruncate(f.fd, job.size)  # sparse: ENOSPC shows up at pwrite, handled there
+        written = IntervalSet()
+        if keep and sc is not None:
+            limit = job.size if job.size is not None else 1 << 62
+            for start, end in sc.written:
+                written.add(min(start, limit), min(end, limit))
+            f.partial_sources = dict.fromkeys(sc.sources)
+        f.hasher = OrderedHasher(f.fd, written)
+        f.resumed = written.total()
+        f.had_disk_bytes = f.resumed > 0
+        f.hasher.catch_up()  # reads the resumed prefix once to rebuild the sha256 state
+
+    def _finish(self, f: FileState) -> None:
+        assert f.hasher is not None and f.size is not None
+        f.hasher.catch_up()
+        digest = f.hasher.hexdigest()
+        on_disk = os.fstat(f.fd).st_size
+        if f.hasher.hashed != f.size or on_disk != f.size:
+            raise OSError(f"{f.paths.data}: {on_disk} bytes on disk, {f.hasher.hashed} hashed, "
+                          f"{f.size} expected")
+        if f.job.sha256 is not None and digest != f.job.sha256:
+            self._mismatch(f, digest)
+            return
+        if self.o.fsync:
+            os.fsync(f.fd)
+        os.close(f.fd)
+        f.fd = -1
+        make_parents(self.target, f.paths.final)
+        if os.path.isdir(f.paths.final) and not os.path.islink(f.paths.final):
+            raise UsageError(f"{f.paths.final} is a directory; cannot put the file {f.job.path} there")
+        os.replace(f.paths.data, f.paths.final)
+        remove_quietly(f.paths.sidecar)
+        self._complete(f, digest, f.size, already_present=False)
+
+    def _mismatch(self, f: FileState, digest: str) -> None:
+        """sha256 mismatch: discard every byte, then decide who to blame."""
+        assert f.hasher is not None and f.size is not None and f.job.sha256 is not None
+        srcs = list(f.partial_sources)
+        error = HashMismatchError(f.job.path, f.job.sha256, digest, source=",".join(srcs) or None)
+        f.hasher.reset()
+        os.ftruncate(f.fd, 0)
+        os.ftruncate(f.fd, f.size)
+        with self.cv:
+            f.discarded += f.size
+            f.downloaded = 0
+            f.resumed = 0
+            f.by_source.clear()
+            f.partial_sources.clear()
+            f.state = ACTIVE
+            f.splittable = None
+            if f.had_disk_bytes:
+                f.had_disk_bytes = False  # the bytes from disk may be the bad ones: one clean retry
+            elif len(srcs) > 1 and f.mixed_ok:
+                f.mixed_ok = False  # cannot tell which source lied: take the file from one at a time
+            else:
+                for c in f.cands:
+                    if c.dead is None and (c.source in srcs or not srcs):
+                        c.mismatches += 1
+                        # the last source left gets one more full try (corruption can be transient)
+                        if c.mismatches >= 2 or len(f.usable()) > 1:
+                            self._kill_candidate(f, c, error)
+                        break
+            self.cv.notify_all()
+        self._checkpoint(f, force=True)
+
+    def _complete(self, f: FileState, digest: str, size: int, *, already_present: bool) -> None:
+        lock_file = f.paths.lock
+        remove_quietly(lock_file, lock_file.with_name(lock_file.name + ".owner"))
+        if f.lock is not None:
+            f.lock.release()
+            f.lock = None
+        f.result = FileResult(
+            path=f.job.path,
+            final_path=f.paths.final,
+            size=size,
+            sha256=digest,
+            expected_sha256=f.job.sha256,
+            verification=VERIFIED_PUBLISHED if f.job.sha256 is not None else COMPUTED_ONLY,
+            bytes_downloaded=f.downloaded,
+            bytes_resumed=f.resumed,
+            bytes_discarded=f.discarded,
+            sources=tuple(f.partial_sources),
+            bytes_by_source=dict(f.by_source),
+            retries=f.retries,
+            fallbacks=tuple(f.fallbacks),
+            range_ignored=f.range_ignored,
+            already_present=already_present,
+        )
+        with self.cv:
+            f.state = DONE
+            self.cv.notify_all()
+        self.events.put(ev.FileDone(f.job.path, size, digest, f.result.verification, f.result.sources,
+                                    f.downloaded, f.resumed, already_present))
+
+    def _checkpoint(self, f: FileState, *, force: bool = False) -> None:
+        """Save the sidecar (about once per ``checkpoint_interval``; always when ``force``)."""
+        if f.hasher is None or f.fd < 0 or f.state in (FINISHING, DONE):
+            return
+        now = time.monotonic()
+        if not force and now - f.last_ckpt < self.o.checkpoint_interval:
+            return
+        if not f.ckpt_lock.acquire(blocking=force):
+            return
+        try:
+            f.last_ckpt = now
+            if self.o.fsync:
+                os.fsync(f.fd)
+            etag = next((c.remote.etag for c in f.cands if c.remote.etag), None)
+            state = Sidecar(f.job.path, f.job.size, f.job.sha256, etag, f.hasher.ranges(),
+                            list(f.partial_sources))
+            try:
+                save_sidecar(f.paths.sidecar, state, fsync=self.o.fsync)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise  # out of space: the older sidecar names fewer bytes, which stays true
+        finally:
+            f.ckpt_lock.release()
+
+    def _close_file(self, f: FileState) -> None:
+        try:
+            self._checkpoint(f, force=True)
+        except OSError:
+            pass
+        if f.fd >= 0:
+            os.close(f.fd)
+            f.fd = -1
+        if f.lock is not None:
+            f.lock.release()
+            f.lock = None
+
+    def _disk_full_error(self) -> DiskSpaceError:
+        needed = sum(
+            (f.size or 0) - (f.hasher.written_total() if f.hasher else 0)
+            for f in self.files if f.state not in (DONE, FAILED)
+        )
+        try:
+            free = shutil.disk_usage(self.target).free
+        except OSError:
+            free = 0
+        return DiskSpaceError(str(self.target), needed, free)

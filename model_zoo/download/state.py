@@ -1,0 +1,129 @@
+"""The state of one fetch, shared by the scheduler, the transfers and the staging code.
+
+Everything here is guarded by ``RunState.cv`` (one condition variable for the whole run): the
+critical sections are short bookkeeping, never I/O. ``OrderedHasher`` has its own lock.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ModelZooError
+from ..hubs.base import RemoteFile
+from . import progress as ev
+from .hashing import OrderedHasher
+from .http_fetch import Transport
+from .paths import PartialPaths, partial_paths
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..store.locking import ProcessLock
+    from .engine import EngineOptions, FileJob, FileResult
+
+# A file goes PENDING -> OPENING -> ACTIVE -> FINISHING -> DONE; DEFERRED while another process
+# holds its lock; FAILED when no candidate is left. FINISHING may fall back to ACTIVE (mismatch).
+PENDING, OPENING, DEFERRED, ACTIVE, FINISHING, DONE, FAILED = range(7)
+
+
+class Cancelled(Exception):
+    """Raised inside a worker when the fetch is being stopped."""
+
+
+@dataclass(eq=False)
+class Candidate:
+    """One source of one file, and how it has behaved so far."""
+
+    remote: RemoteFile
+    source: str
+    failures: int = 0
+    mismatches: int = 0
+    dead: str | None = None  # why this file no longer uses this candidate
+    error: ModelZooError | None = None
+
+
+@dataclass(eq=False)
+class Segment:
+    """A byte range of one file that one worker is fetching from one candidate."""
+
+    file: FileState
+    pos: int  # next byte to fetch
+    end: int | None  # exclusive end; shrinks when another worker steals the tail; None: unknown size
+    cand: int
+    req_end: int | None = None  # end of the range the request in flight asked for
+    started: float = field(default_factory=time.monotonic)
+    got: int = 0
+
+    def rate(self, now: float) -> float:
+        return self.got / max(now - self.started, 1e-3)
+
+
+@dataclass(eq=False)
+class FileState:
+    """Everything the run knows about one file: its partial, its ranges in flight, its counters."""
+
+    idx: int
+    job: FileJob
+    paths: PartialPaths
+    cands: list[Candidate]
+    size: int | None
+    state: int = PENDING
+    lock: ProcessLock | None = None
+    fd: int = -1
+    hasher: OrderedHasher | None = None
+    segs: list[Segment] = field(default_factory=list)
+    splittable: bool | None = None  # None until a response shows whether Range works
+    mixed_ok: bool = True  # may take ranges from several candidates (off after a mixed mismatch)
+    defer_until: float = 0.0
+    waiting_since: float | None = None
+    told_waiting: bool = False
+    partial_sources: dict[str, None] = field(default_factory=dict)  # who wrote the partial's bytes
+    had_disk_bytes: bool = False  # the partial held bytes from an earlier run
+    downloaded: int = 0
+    resumed: int = 0
+    discarded: int = 0
+    by_source: dict[str, int] = field(default_factory=dict)
+    retries: int = 0
+    fallbacks: list[ev.Fallback] = field(default_factory=list)
+    range_ignored: bool = False
+    error: ModelZooError | None = None
+    result: FileResult | None = None
+    ckpt_lock: threading.Lock = field(default_factory=threading.Lock)
+    last_ckpt: float = 0.0
+
+    def usable(self) -> list[int]:
+        return [i for i, c in enumerate(self.cands) if c.dead is None]
+
+
+class RunState:
+    """What every part of a run sees; the behaviour lives in the mixins that build ``Run``."""
+
+    def __init__(self, jobs: Sequence[FileJob], target_dir: Path, options: EngineOptions,
+                 transport: Transport) -> None:
+        self.o = options
+        self.target = target_dir
+        self.transport = transport
+        self.files = [
+            FileState(i, j, partial_paths(target_dir, j.path),
+                      [Candidate(r, s) for r, s in zip(j.candidates, j.sources)], j.size)
+            for i, j in enumerate(jobs)
+        ]
+        self.cv = threading.Condition()
+        self.cancel = threading.Event()
+        self.fatal: BaseException | None = None
+        self.inflight: dict[str, int] = {}
+        self.no_range: set[str] = set()  # sources seen answering Range with 200
+        self.events: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def _kill_candidate(self, f: FileState, cand: Candidate, error: ModelZooError) -> None:
+        raise NotImplementedError  # scheduler.Run
+
+    def _choose(self, f: FileState, start: int) -> int | None:
+        raise NotImplementedError  # scheduler.Run
+
+    def _checkpoint(self, f: FileState, *, force: bool = False) -> None:
+        raise NotImplementedError  # staging.StagingMixin

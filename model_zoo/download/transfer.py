@@ -1,0 +1,153 @@
+"""One ranged request of one segment: which Range to ask, what the answer must look like, and
+the loop that streams its body into the partial file while hashing it."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .http_fetch import TransferError, status_error
+from .state import ACTIVE, Cancelled, Candidate, FileState, RunState, Segment
+
+_PROGRESS_RESETS_FAILURES = 4 * 1024 * 1024  # one request this productive forgives earlier failures
+
+
+class TransferMixin(RunState):
+    def _range_header(self, f: FileState, seg: Segment, cand: Candidate) -> str | None:
+        """The Range for the next request of ``seg`` (None: ask for the whole body); sets req_end."""
+        with self.cv:
+            seg.req_end = None
+            if not cand.remote.supports_range:
+                return None
+            whole = seg.pos == 0 and (seg.end is None or seg.end == f.size)
+            if whole and (f.size is None or f.size < self.o.range_split_threshold):
+                return None
+            if seg.end is None:
+                return f"bytes={seg.pos}-"
+            end = seg.end
+            if f.size is not None and f.size >= self.o.range_split_threshold and f.splittable is not False:
+                end = min(end, seg.pos + self.o.request_size)
+            seg.req_end = end
+            return f"bytes={seg.pos}-{end - 1}"
+
+    def _request(self, seg: Segment, cand: Candidate, buf: memoryview) -> None:
+        f = seg.file
+        rng = self._range_header(f, seg, cand)
+        resp = self.transport.get(cand.remote.url, cand.remote.headers, rng)
+        try:
+            skip, body_end = self._check_response(seg, cand, resp, rng)
+            self._stream(seg, cand, resp, buf, skip, body_end)
+        finally:
+            resp.close(reusable=True)
+
+    def _check_response(self, seg: Segment, cand: Candidate, resp: Any, rng: str | None) -> tuple[int, int | None]:
+        """Validate status and lengths: (leading body bytes to skip, file offset the body ends at)."""
+        f = seg.file
+        status = resp.status
+        if status == 206:
+            start, end, total = _content_range(resp.header("content-range"))
+            if start != seg.pos or end is None or end < start:
+                raise TransferError(f"asked for {rng}, got Content-Range {resp.header('content-range')}",
+                                    retriable=True, kind="protocol")
+            self._learn_size(seg, total)
+            with self.cv:
+                if f.splittable is None:
+                    f.splittable = f.size is not None and f.size >= self.o.range_split_threshold
+            return 0, end + 1
+        if status == 200:
+            length = resp.header("content-length")
+            self._learn_size(seg, int(length) if length and length.isdigit() else None)
+            if rng is None and seg.pos == 0:
+                with self.cv:
+                    if f.splittable is None:
+                        f.splittable = False
+                return 0, f.size
+            with self.cv:  # the server ignored Range: read the body from its start, skip what we have
+                f.range_ignored = True
+                f.splittable = False
+                self.no_range.add(cand.source)
+            return seg.pos, f.size
+        raise status_error(status, resp.header("retry-after"))
+
+    def _learn_size(self, seg: Segment, total: int | None) -> None:
+        f = seg.file
+        if total is None:
+            return
+        if f.size is not None and total != f.size:
+            raise TransferError(f"serves {total} bytes, expected {f.size}", retriable=False, kind="size")
+        if f.size is None:
+            with self.cv:
+                f.size = total
+                if seg.end is None:
+                    seg.end = total
+            os.ftruncate(f.fd, total)
+
+    def _stream(self, seg: Segment, cand: Candidate, resp: Any, buf: memoryview, skip: int,
+                body_end: int | None) -> None:
+        f = seg.file
+        assert f.hasher is not None
+        start_pos = seg.pos
+        while skip > 0:
+            if self.cancel.is_set():
+                raise Cancelled()
+            n = resp.readinto(buf[: min(len(buf), skip)])
+            if n == 0:
+                raise TransferError("body ended before the requested range", retriable=True, kind="short")
+            skip -= n
+            with self.cv:
+                f.discarded += n
+        while True:
+            if self.cancel.is_set():
+                raise Cancelled()
+            with self.cv:
+                if f.state != ACTIVE:
+                    return
+                end = seg.end if body_end is None or seg.end is None else min(seg.end, body_end)
+            want = len(buf) if end is None else min(len(buf), end - seg.pos)
+            if want <= 0:
+                return
+            n = resp.readinto(buf[:want])
+            if n == 0:
+                if end is None:  # unknown size: the body ended, so the file did
+                    with self.cv:
+                        f.size = seg.end = seg.pos
+                    os.ftruncate(f.fd, seg.pos)
+                    return
+                raise TransferError(f"body ended early: {seg.pos - start_pos} bytes of the "
+                                    f"{end - start_pos} asked for", retriable=True, kind="short")
+            view = buf[:n]
+            _pwrite_all(f.fd, view, seg.pos)
+            f.hasher.wrote(seg.pos, view)
+            with self.cv:
+                seg.pos += n
+                seg.got += n
+                f.downloaded += n
+                f.by_source[cand.source] = f.by_source.get(cand.source, 0) + n
+                if cand.source not in f.partial_sources:
+                    f.partial_sources[cand.source] = None
+                if seg.pos - start_pos >= _PROGRESS_RESETS_FAILURES:
+                    cand.failures = 0
+            self.events.put(("bytes", f.idx, n))
+            self._checkpoint(f)
+
+
+def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view = view[n:]
+        offset += n
+
+
+def _content_range(value: str | None) -> tuple[int | None, int | None, int | None]:
+    """``bytes START-END/TOTAL`` -> (start, end, total); None for parts that are missing or '*'."""
+    if not value or not value.strip().lower().startswith("bytes"):
+        return None, None, None
+    spec = value.strip()[5:].strip()
+    rng, _, total = spec.partition("/")
+    start, _, end = rng.partition("-")
+
+    def num(s: str) -> int | None:
+        s = s.strip()
+        return int(s) if s.isdigit() else None
+
+    return num(start), num(end), num(total)
