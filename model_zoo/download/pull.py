@@ -161,7 +161,7 @@ def pull(
     all_files: bool = False,
     lock: str | Path | LockFile | None = None,
     dry_run: bool = False,
-    progress: ProgressFn | None = None,
+    progress: ProgressFn | bool | None = None,
     offline: bool | None = None,
     settings: Settings | None = None,
     max_workers: int | None = None,
@@ -171,13 +171,23 @@ def pull(
     ``source``: ``auto`` (probe and pick), or a source key; ``sources``: several at once, whose
     agreeing files are fetched from all of them. ``local_dir``: put the files there instead of
     the store. ``lock``: a lock file; pulls exactly what it records. ``progress``: called with
-    every engine event and every ``PullEvent``. Raises model_zoo.errors types.
+    every engine event and every ``PullEvent``, or ``True`` for the CLI's bars (stderr).
+    Raises model_zoo.errors types.
     """
-    return pull_model(
-        name, source=source, sources=sources, revision=revision, local_dir=local_dir, include=include,
-        exclude=exclude, all_files=all_files, lock=lock, dry_run=dry_run, progress=progress,
-        offline=offline, settings=settings, max_workers=max_workers,
-    ).path
+    opts: dict[str, Any] = dict(
+        source=source, sources=sources, revision=revision, local_dir=local_dir, include=include,
+        exclude=exclude, all_files=all_files, lock=lock, dry_run=dry_run, offline=offline,
+        settings=settings, max_workers=max_workers,
+    )
+    if progress is not True:
+        return pull_model(name, progress=progress or None, **opts).path
+    from ..cli.progress import make_renderer
+
+    renderer = make_renderer()
+    try:
+        return pull_model(name, progress=renderer, **opts).path
+    finally:
+        renderer.close()
 
 
 def pull_model(
