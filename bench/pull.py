@@ -63,13 +63,15 @@ print(json.dumps({"seconds": time.perf_counter() - t}))
 CHILD_ENGINE = r"""
 import json, sys, time
 from pathlib import Path
-from model_zoo.download.engine import FileJob, fetch
+from model_zoo.download.engine import EngineOptions, FileJob, fetch
 from model_zoo.hubs.factory import adapter_for
-import model_zoo.hubs.huggingface
+import model_zoo.hubs.huggingface, model_zoo.hubs.modelscope
+kw = json.loads(sys.argv[2])
+repos, sources = kw["repos"], kw["sources"]
 t = time.perf_counter()
-manifest = adapter_for("hf").manifest(sys.argv[1])
-jobs = [FileJob(f.path, f.size, f.sha256, (f,), ("hf",)) for f in manifest.files]
-fetch(jobs, Path(sys.argv[3]))
+listings = [adapter_for(s).manifest(repos[s]).by_path() for s in sources]
+jobs = [FileJob(p, f.size, f.sha256, tuple(m[p] for m in listings), tuple(sources)) for p, f in listings[0].items()]
+fetch(jobs, Path(sys.argv[3]), options=EngineOptions(multi_source=len(sources) > 1))
 print(json.dumps({"seconds": time.perf_counter() - t}))
 """
 
@@ -205,12 +207,17 @@ def check_tree(target: Path, expected: dict[str, str]) -> bool:
     return all(not isinstance(got[p], OSError) and got[p][0] == expected[p.name] for p in paths)  # type: ignore[index]
 
 
+def _engine_args(sources: list[str]) -> str:
+    return json.dumps({"sources": sources, "repos": {"hf": HF_REPO, "modelscope": MS_REPO}})
+
+
 def pull_tools() -> dict[str, tuple[list[str], str]]:
     """name -> (command without the target directory, which goes last; what it measures)."""
     py = sys.executable
     tools: dict[str, tuple[list[str], str]] = {
         "model-zoo": ([py, "-c", CHILD_MODEL_ZOO, NAME, json.dumps({"source": "hf"})], "model_zoo.pull(source='hf')"),
-        "model-zoo engine (direct)": ([py, "-c", CHILD_ENGINE, HF_REPO, "{}"], "hf adapter listing + engine.fetch"),
+        "model-zoo engine (direct)": ([py, "-c", CHILD_ENGINE, HF_REPO, _engine_args(["hf"])],
+                                      "hf adapter listing + engine.fetch"),
         "huggingface_hub.snapshot_download": ([py, "-c", CHILD_HF, HF_REPO, "{}"], "huggingface_hub 2.x"),
         "modelscope.snapshot_download": ([py, "-c", CHILD_MS, MS_REPO, "{}"], "modelscope (MODELSCOPE_ENDPOINT)"),
     }
@@ -301,10 +308,16 @@ def bench_multi_source(root: Path, work: Path, expected: dict[str, str], total: 
     hub = Hub(root, {"hf": rate, "modelscope": rate})
     out: dict[str, Any] = {"rate_per_source_mb_per_s": rate / 1e6}
     try:
-        for label, kw in (("1 source (hf)", {"source": "hf"}), ("2 sources (hf,modelscope)", {"sources": "hf,modelscope"})):
+        runs = (
+            ("pull, 1 source (hf)", CHILD_MODEL_ZOO, json.dumps({"source": "hf"})),
+            ("pull, 2 sources (hf,modelscope)", CHILD_MODEL_ZOO, json.dumps({"sources": "hf,modelscope"})),
+            ("engine, 1 source (hf)", CHILD_ENGINE, _engine_args(["hf"])),
+            ("engine, 2 sources (hf,modelscope)", CHILD_ENGINE, _engine_args(["hf", "modelscope"])),
+        )
+        for label, script, kw in runs:
             target = work / "ms-target"
             home = Path(tempfile.mkdtemp(dir=work, prefix="home-"))
-            res = run_timed([sys.executable, "-c", CHILD_MODEL_ZOO, NAME, json.dumps(kw), str(target)], hub.env(home))
+            res = run_timed([sys.executable, "-c", script, NAME, kw, str(target)], hub.env(home))
             res["ok"] = "error" not in res and check_tree(target, expected)
             if res.get("seconds"):
                 res["mb_per_s"] = round(total / res["seconds"] / 1e6, 1)
@@ -313,10 +326,12 @@ def bench_multi_source(root: Path, work: Path, expected: dict[str, str], total: 
             shutil.rmtree(home, ignore_errors=True)
     finally:
         hub.close()
-    one, two = out["1 source (hf)"].get("seconds"), out["2 sources (hf,modelscope)"].get("seconds")
-    if one and two:
-        out["speedup"] = round(one / two, 2)
-        out["target_met (>= 1.8)"] = one / two >= 1.8
+    for how in ("pull", "engine"):
+        one = out[f"{how}, 1 source (hf)"].get("seconds")
+        two = out[f"{how}, 2 sources (hf,modelscope)"].get("seconds")
+        if one and two:
+            out[f"{how} speedup"] = round(one / two, 2)
+            out[f"{how} target_met (>= 1.8)"] = one / two >= 1.8
     return out
 
 

@@ -220,3 +220,46 @@ def test_many_small_files_share_connections(hub_root: Path, make_hub, tmp_path: 
     fetch(jobs_for(hub, "ns/many"), out, options=fast_options(max_workers=4))
     for name, data in files.items():
         assert hashlib.sha256((out / name).read_bytes()).digest() == hashlib.sha256(data).digest()
+
+
+def test_http_proxy_from_the_environment_is_used(engine_hub: LocalHub, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTP_PROXY is honoured by the default transport (absolute-form requests to the proxy)."""
+    import http.server
+    import threading
+    import urllib.request
+
+    seen: list[str] = []
+
+    class Proxy(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:  # noqa: N802
+            seen.append(self.path)
+            headers = {k: v for k, v in self.headers.items() if k.lower() in ("range", "user-agent")}
+            opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+            with opener.open(urllib.request.Request(self.path, headers=headers)) as upstream:
+                body = upstream.read()
+                self.send_response(upstream.status)
+                for k in ("Content-Range", "ETag"):
+                    if upstream.headers.get(k):
+                        self.send_header(k, upstream.headers[k])
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
+        monkeypatch.setenv("NO_PROXY", "")
+        out = tmp_path / "out"
+        fetch(jobs_for(engine_hub, paths=["config.json", BIG]), out, options=fast_options())
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+    assert sha256_of(out / BIG) == engine_hub.store.snapshot(ENGINE_REPO).files[BIG].sha256
+    assert seen and all(p.startswith(engine_hub.url + "/") for p in seen)

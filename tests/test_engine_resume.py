@@ -175,3 +175,30 @@ def test_lock_timeout_fails_that_file_only(engine_hub: LocalHub, tmp_path: Path)
         with pytest.raises(LockTimeoutError) as info:
             fetch(jobs_for(engine_hub, paths=["config.json", "empty.txt"]), out, options=fast_options(lock_timeout=0.3))
     assert [f.path for f in info.value.report.files] == ["empty.txt"]  # type: ignore[attr-defined]
+
+
+def test_interrupt_keeps_the_partial_and_the_next_run_resumes(engine_hub: LocalHub, tmp_path: Path) -> None:
+    """Ctrl-C (KeyboardInterrupt on the calling thread) stops the workers, saves the sidecar and
+    re-raises; nothing appears under the final name; the next run continues."""
+    from model_zoo.download import progress as ev
+
+    out = tmp_path / "out"
+    engine_hub.bandwidth.set(total=2_000_000)
+    seen = {"bytes": 0}
+
+    def interrupt_after_a_while(event: ev.Event) -> None:
+        if isinstance(event, ev.Progress):
+            seen["bytes"] += event.bytes
+            if seen["bytes"] > 600_000:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fetch(jobs_for(engine_hub, paths=[BIG]), out, options=fast_options(), on_event=interrupt_after_a_while)
+    assert not (out / BIG).exists()
+    kept = _written(out, BIG)
+    assert kept >= 600_000
+
+    engine_hub.bandwidth.set(total=None)
+    report = fetch(jobs_for(engine_hub, paths=[BIG]), out, options=fast_options(fsync=True))
+    f = report.files[0]
+    assert f.bytes_resumed >= kept and f.sha256 == f.expected_sha256
