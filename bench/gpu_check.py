@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -48,7 +49,7 @@ def score_batch(runner: Any, batch: list[list[int]], v_head: Any) -> tuple[list[
     try:
         from model_zoo.reward.torch_scorer import TorchScorer
     except ImportError:
-        TorchScorer = None  # noqa: N806
+        TorchScorer = None
     if TorchScorer is not None:
         scorer = TorchScorer(runner.hidden_states, v_head, pad_token_id=runner.pad_token_id, device=runner.device)
         return scorer.score_ids(batch), "model_zoo.reward.TorchScorer"
@@ -133,7 +134,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "reward_scored_by": scored_by,
             "reward_seconds": round(score_s, 4),
             "reward_batch_vs_single_max_diff": agree,
-            "reward_scores_finite": all(s == s and abs(s) != float("inf") for s in scores),
+            "reward_scores_finite": all(math.isfinite(s) for s in scores),
             "host_peak_rss_bytes": _host_peak(),
         }
         if device.type == "cuda":

@@ -41,7 +41,7 @@ def jinja_render(path: Path, messages: list[dict], add_generation_prompt: bool) 
 
 
 @pytest.fixture(scope="module")
-def runners(tiny_checkpoint):  # noqa: ANN001, ANN201
+def runners(tiny_checkpoint):
     cache: dict[str, Runner] = {}
 
     def get(arch: str) -> Runner:
@@ -57,7 +57,7 @@ def runners(tiny_checkpoint):  # noqa: ANN001, ANN201
 
 @pytest.mark.parametrize("arch", ["internlm2", "internlm3", "internlm"])
 @pytest.mark.parametrize("gen_prompt", [True, False])
-def test_template_matches_jinja_rendering_of_the_checkpoint_template(tiny_checkpoint, arch: str, gen_prompt: bool) -> None:  # noqa: ANN001
+def test_template_matches_jinja_rendering_of_the_checkpoint_template(tiny_checkpoint, arch: str, gen_prompt: bool) -> None:
     path = tiny_checkpoint(arch)
     tok = InternLMTokenizer.from_pretrained(path)
     ours = tok.apply_chat_template(CONVO, add_generation_prompt=gen_prompt)
@@ -126,7 +126,7 @@ def test_prompt_texts_are_the_published_ones() -> None:
     assert "using a '\\boxed{}' without any units, you have [[8192]] tokens" in THINKING_SYSTEM_PROMPT
 
 
-def test_chat_prompt_includes_default_system_and_generation_prompt(runners) -> None:  # noqa: ANN001
+def test_chat_prompt_includes_default_system_and_generation_prompt(runners) -> None:
     r = runners("internlm2")
     text = r.tokenizer.decode(r.chat_ids("hello"))
     assert text == (f"<s><|im_start|>system\n{DEFAULT_SYSTEM_PROMPT}<|im_end|>\n"
@@ -135,7 +135,7 @@ def test_chat_prompt_includes_default_system_and_generation_prompt(runners) -> N
     assert v1.tokenizer.decode(v1.chat_ids("hello")) == "<s><|User|>:hello<eoh>\n<|Bot|>:"
 
 
-def test_generation_defaults_and_stop_tokens(runners) -> None:  # noqa: ANN001
+def test_generation_defaults_and_stop_tokens(runners) -> None:
     r3 = runners("internlm3")
     s = r3.settings()
     assert (s.temperature, s.top_p, s.top_k, s.repetition_penalty, s.max_new_tokens) == (1.0, 0.8, 40, 1.005, 1024)
@@ -168,7 +168,7 @@ def test_registry_generation_defaults_win_over_family_defaults(tiny_internlm3: P
 # ------------------------------------------------------------------ generation behaviour
 
 
-def test_chat_reply_equals_manual_generation_and_stops_on_stop_tokens(runners) -> None:  # noqa: ANN001
+def test_chat_reply_equals_manual_generation_and_stops_on_stop_tokens(runners) -> None:
     r = runners("internlm2")
     ids = r.chat_ids([{"role": "user", "content": "hi"}])
     completion = r.generate_ids([ids], do_sample=False, max_new_tokens=12)[0]
@@ -181,7 +181,7 @@ def test_chat_reply_equals_manual_generation_and_stops_on_stop_tokens(runners) -
     assert r.chat("hi", do_sample=False, max_new_tokens=12, stop_token_ids=[first]) == ""
 
 
-def test_sampling_is_reproducible_with_a_seed(runners) -> None:  # noqa: ANN001
+def test_sampling_is_reproducible_with_a_seed(runners) -> None:
     r = runners("internlm3")
     a = r.chat("tell me", max_new_tokens=16, seed=123, temperature=1.5, top_k=0, top_p=1.0, stop_token_ids=[])
     b = r.chat("tell me", max_new_tokens=16, seed=123, temperature=1.5, top_k=0, top_p=1.0, stop_token_ids=[])
@@ -192,15 +192,15 @@ def test_sampling_is_reproducible_with_a_seed(runners) -> None:  # noqa: ANN001
         "tell me", max_new_tokens=8, do_sample=False, seed=2)
 
 
-def test_streaming_yields_pieces_that_join_to_the_reply(runners) -> None:  # noqa: ANN001
+def test_streaming_yields_pieces_that_join_to_the_reply(runners) -> None:
     r = runners("internlm2")
-    kwargs = dict(max_new_tokens=24, seed=7, temperature=1.0, stop_token_ids=[])
+    kwargs = {"max_new_tokens": 24, "seed": 7, "temperature": 1.0, "stop_token_ids": []}
     pieces = list(r.chat("stream please", stream=True, **kwargs))
     assert len(pieces) > 1
     assert "".join(pieces) == r.chat("stream please", **kwargs)
 
 
-def test_batched_generate_with_left_padding_equals_one_at_a_time(runners) -> None:  # noqa: ANN001
+def test_batched_generate_with_left_padding_equals_one_at_a_time(runners) -> None:
     r = runners("internlm2")
     prompts = ["The capital of", "a much longer prompt with several more words in it", "你好"]
     batched = r.generate(prompts, do_sample=False, max_new_tokens=8)
@@ -228,7 +228,7 @@ def test_top_k_and_top_p_filters() -> None:
     assert out.tolist() == [[1.0, 1.0, 1.0, 1.0, -4.0]]
 
 
-def test_reward_models_do_not_generate(runners) -> None:  # noqa: ANN001
+def test_reward_models_do_not_generate(runners) -> None:
     r = runners("internlm2-reward")
     with pytest.raises(UsageError, match="reward model"):
         r.chat("hi")

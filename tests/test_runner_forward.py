@@ -162,8 +162,8 @@ class Reference:
 
 
 @pytest.fixture(scope="module")
-def fp32(tiny_checkpoint):  # noqa: ANN001, ANN201 - pytest fixture factory
-    def build(arch: str):  # noqa: ANN202
+def fp32(tiny_checkpoint):
+    def build(arch: str):
         path = tiny_checkpoint(arch, dtype="float32", shards=3)
         return path, load(path, device="cpu"), Reference(path)
 
@@ -178,7 +178,7 @@ def ids_of(n: int, seed: int, vocab: int = 1000) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("length", [20, 64, 100])
-def test_internlm2_prefill_matches_reference(fp32, length: int) -> None:  # noqa: ANN001
+def test_internlm2_prefill_matches_reference(fp32, length: int) -> None:
     _, runner, ref = fp32("internlm2")
     ids = ids_of(length, seed=length)
     with torch.inference_mode():
@@ -189,10 +189,10 @@ def test_internlm2_prefill_matches_reference(fp32, length: int) -> None:  # noqa
     assert err < TOL, f"max |diff| {err} at length {length}"
 
 
-def test_internlm2_dynamic_ntk_really_changes_logits_past_max_positions(fp32) -> None:  # noqa: ANN001
+def test_internlm2_dynamic_ntk_really_changes_logits_past_max_positions(fp32) -> None:
     # Guard against a reference that would agree for the wrong reason: without the NTK base
     # change, logits past max_position_embeddings differ clearly.
-    _, runner, ref = fp32("internlm2")
+    _, _, ref = fp32("internlm2")
     ids = ids_of(100, seed=5)
     want, _, _ = ref.forward(ids)
     ref.kind = "none"
@@ -201,7 +201,7 @@ def test_internlm2_dynamic_ntk_really_changes_logits_past_max_positions(fp32) ->
     assert (want - plain).abs().max().item() > 1e-3
 
 
-def test_internlm2_rope_is_stateless_after_a_longer_call(fp32) -> None:  # noqa: ANN001
+def test_internlm2_rope_is_stateless_after_a_longer_call(fp32) -> None:
     # transformers' own dynamic rope keeps the longest length seen; InternLM's formula uses
     # the current one. A long call followed by a shorter (still scaled) one must match.
     _, runner, ref = fp32("internlm2")
@@ -213,7 +213,7 @@ def test_internlm2_rope_is_stateless_after_a_longer_call(fp32) -> None:  # noqa:
     assert (ours - want).abs().max().item() < TOL
 
 
-def test_internlm2_incremental_decoding_with_kv_cache(fp32) -> None:  # noqa: ANN001
+def test_internlm2_incremental_decoding_with_kv_cache(fp32) -> None:
     _, runner, ref = fp32("internlm2")
     prompt = ids_of(58, seed=7)
     steps = ids_of(14, seed=8)[0]  # crosses max_position_embeddings (64) mid-way
@@ -231,7 +231,7 @@ def test_internlm2_incremental_decoding_with_kv_cache(fp32) -> None:  # noqa: AN
             assert err < TOL, f"step {j} (position {n}): max |diff| {err}"
 
 
-def test_internlm2_batched_left_padding_matches_single(fp32) -> None:  # noqa: ANN001
+def test_internlm2_batched_left_padding_matches_single(fp32) -> None:
     _, runner, ref = fp32("internlm2")
     a, b = ids_of(30, seed=11)[0].tolist(), ids_of(12, seed=12)[0].tolist()
     out = runner.generate_ids([a, b], do_sample=False, max_new_tokens=6, stop_token_ids=[])
@@ -243,7 +243,7 @@ def test_internlm2_batched_left_padding_matches_single(fp32) -> None:  # noqa: A
         assert completion.ids == seq[len(prompt):]
 
 
-def test_internlm2_greedy_generation_matches_reference_decoding(fp32) -> None:  # noqa: ANN001
+def test_internlm2_greedy_generation_matches_reference_decoding(fp32) -> None:
     _, runner, ref = fp32("internlm2")
     prompt = ids_of(60, seed=21)[0].tolist()
     got = runner.generate_ids([prompt], do_sample=False, max_new_tokens=10, stop_token_ids=[])[0].ids
@@ -261,7 +261,7 @@ def test_internlm2_greedy_generation_matches_reference_decoding(fp32) -> None:  
 
 @pytest.mark.parametrize("arch", ["internlm3", "internlm"])
 @pytest.mark.parametrize("length", [30, 100])
-def test_other_families_prefill_match_reference(fp32, arch: str, length: int) -> None:  # noqa: ANN001
+def test_other_families_prefill_match_reference(fp32, arch: str, length: int) -> None:
     _, runner, ref = fp32(arch)
     ids = ids_of(length, seed=length + 1)
     with torch.inference_mode():
@@ -270,7 +270,7 @@ def test_other_families_prefill_match_reference(fp32, arch: str, length: int) ->
     assert (ours - want).abs().max().item() < TOL
 
 
-def test_internlm3_decoding_with_cache(fp32) -> None:  # noqa: ANN001
+def test_internlm3_decoding_with_cache(fp32) -> None:
     _, runner, ref = fp32("internlm3")
     prompt = ids_of(60, seed=31)[0].tolist()
     got = runner.generate_ids([prompt], do_sample=False, max_new_tokens=8, stop_token_ids=[])[0].ids
@@ -283,8 +283,8 @@ def test_internlm3_decoding_with_cache(fp32) -> None:  # noqa: ANN001
     assert got == seq[len(prompt):]
 
 
-def test_internlm_v1_has_biases_and_decodes_past_max_positions_like_its_reference(fp32) -> None:  # noqa: ANN001
-    path, runner, ref = fp32("internlm")
+def test_internlm_v1_has_biases_and_decodes_past_max_positions_like_its_reference(fp32) -> None:
+    _, runner, ref = fp32("internlm")
     assert runner.model.model.layers[0].self_attn.o_proj.bias is not None
     assert runner.model.model.layers[0].self_attn.q_proj.bias is not None
     # v1's reference re-rotates every cached key with the current NTK base
@@ -299,7 +299,7 @@ def test_internlm_v1_has_biases_and_decodes_past_max_positions_like_its_referenc
     assert got == seq[len(prompt):]
 
 
-def test_reward_model_scores_and_hidden_states_match_reference(fp32) -> None:  # noqa: ANN001
+def test_reward_model_scores_and_hidden_states_match_reference(fp32) -> None:
     _, runner, ref = fp32("internlm2-reward")
     ids = ids_of(40, seed=51)
     _, _, hidden = ref.forward(ids)

@@ -44,7 +44,7 @@ def _has_cuda() -> bool:
 @pytest.mark.gpu
 @pytest.mark.skipif(not _has_cuda(), reason="needs a CUDA GPU")
 def test_gpu_check_on_cuda() -> None:
-    proc = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True, timeout=1200)
+    proc = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True, timeout=1200, check=False)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["dims"] == "internlm2-1.8b" and result["dtype"] == "bfloat16"

@@ -29,11 +29,11 @@ def copy_ck(src: Path, dst: Path) -> Path:
     return dst
 
 
-def single_shard(tmp_path: Path, arch: str = "internlm2", **kw) -> Path:  # noqa: ANN003
+def single_shard(tmp_path: Path, arch: str = "internlm2", **kw) -> Path:
     return make_tiny(arch, tmp_path / f"{arch}-1", shards=1, dtype="float32", **kw)
 
 
-def edit_tensors(path: Path, fn) -> None:  # noqa: ANN001
+def edit_tensors(path: Path, fn) -> None:
     from safetensors.torch import load_file, save_file
 
     f = path / "model.safetensors"
@@ -243,7 +243,7 @@ def test_engine_backends_without_the_engine_are_a_missing_dependency(tiny_intern
 # ------------------------------------------------------------------ .bin checkpoints (InternLM v1 ships only these)
 
 
-def test_pytorch_bin_checkpoint_loads_like_safetensors(tiny_checkpoint, tmp_path: Path) -> None:  # noqa: ANN001
+def test_pytorch_bin_checkpoint_loads_like_safetensors(tiny_checkpoint, tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
     src = tiny_checkpoint("internlm", dtype="float32", shards=1)
@@ -277,13 +277,13 @@ def test_origin_format_directory_is_refused_with_the_hf_source(tmp_path: Path) -
         load(path, device="cpu")
 
 
-def test_registry_name_is_pulled_then_loaded_and_damage_is_refused(pull_hub) -> None:  # noqa: ANN001
+def test_registry_name_is_pulled_then_loaded_and_damage_is_refused(pull_hub) -> None:
     runner = load("internlm2_5-1_8b-chat", device="cpu")
     assert runner.name and runner.spec.family == "internlm2"
     assert runner.settings().stop_token_ids  # registry + checkpoint stops
     assert isinstance(runner.chat("hi", max_new_tokens=3, seed=0), str)
     # damage a weight file in place: sizes are always checked against the store manifest
-    shard = sorted(runner.path.glob("*.safetensors"))[0]
+    shard = min(runner.path.glob("*.safetensors"))
     with shard.open("r+b") as fh:
         fh.truncate(shard.stat().st_size - 8)
     with pytest.raises(CheckpointError, match=rf"{shard.name}.*model-zoo verify"):

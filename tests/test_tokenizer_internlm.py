@@ -34,7 +34,7 @@ TEXTS = [
 ]
 
 
-def reference_tokenizer(path: Path):  # noqa: ANN201 - transformers type, imported lazily
+def reference_tokenizer(path: Path):
     import sentencepiece as spm
     from transformers import PreTrainedTokenizer
     from transformers.tokenization_utils_base import AddedToken
@@ -43,7 +43,7 @@ def reference_tokenizer(path: Path):  # noqa: ANN201 - transformers type, import
         vocab_files_names = {"vocab_file": "tokenizer.model"}
         model_input_names = ["input_ids", "attention_mask"]
 
-        def __init__(self, vocab_file: str, add_bos_token: bool = True, add_eos_token: bool = False, **kw) -> None:  # noqa: ANN003
+        def __init__(self, vocab_file: str, add_bos_token: bool = True, add_eos_token: bool = False, **kw) -> None:
             self.sp = spm.SentencePieceProcessor(model_file=vocab_file)
             self.add_bos_token, self.add_eos_token = add_bos_token, add_eos_token
             super().__init__(**kw)
@@ -57,7 +57,7 @@ def reference_tokenizer(path: Path):  # noqa: ANN201 - transformers type, import
             vocab.update(self.added_tokens_encoder)
             return vocab
 
-        def _tokenize(self, text: str, **kw) -> list[str]:  # noqa: ANN003
+        def _tokenize(self, text: str, **kw) -> list[str]:
             return self.sp.encode(text, out_type=str)
 
         def _convert_token_to_id(self, token: str) -> int:
@@ -80,13 +80,13 @@ def reference_tokenizer(path: Path):  # noqa: ANN201 - transformers type, import
 
 
 @pytest.fixture(scope="module", params=["internlm2", "internlm3", "internlm"])
-def pair(request, tiny_checkpoint):  # noqa: ANN001, ANN201
+def pair(request, tiny_checkpoint):
     path = tiny_checkpoint(request.param)
     return InternLMTokenizer.from_pretrained(path), reference_tokenizer(path), request.param
 
 
 @pytest.mark.parametrize("text", TEXTS)
-def test_ids_equal_reference(pair, text: str) -> None:  # noqa: ANN001
+def test_ids_equal_reference(pair, text: str) -> None:
     ours, ref, _ = pair
     assert ours.encode(text) == ref.encode(text)
     assert ours.encode(text, add_special_tokens=False) == ref.encode(text, add_special_tokens=False)
@@ -105,7 +105,7 @@ def test_bos_added_by_default_and_special_tokens_whole(tiny_internlm2: Path) -> 
 
 
 @pytest.mark.parametrize("text", [t for t in TEXTS if t])
-def test_decode_round_trips(pair, text: str) -> None:  # noqa: ANN001
+def test_decode_round_trips(pair, text: str) -> None:
     ours, _, _ = pair
     assert ours.decode(ours.encode(text, add_special_tokens=False)) == text
     assert ours.decode(ours.encode(text)) == "<s>" + text

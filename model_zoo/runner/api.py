@@ -32,7 +32,14 @@ from .chat import (
     messages_with_system,
 )
 from .config import ModelSpec, read_config
-from .devices import Placement, default_budgets, dispatch, plan_placement, resolve_devices, resolve_dtype
+from .devices import (
+    Placement,
+    default_budgets,
+    dispatch,
+    plan_placement,
+    resolve_devices,
+    resolve_dtype,
+)
 from .generate import Completion, generate_ids, stream_ids
 from .tokenizer import InternLMTokenizer, StreamDecoder
 
@@ -263,7 +270,8 @@ def load(
 
         if tokenizer is None:
             raise UsageError(f"backend={backend!r} needs the checkpoint's tokenizer.model.")
-        return load_engine(backend, path, tokenizer, profile, dtype=str(dtype))  # type: ignore[return-value]
+        engine_dtype = str(dtype).removeprefix("torch.")
+        return load_engine(backend, path, tokenizer, profile, dtype=engine_dtype)  # type: ignore[return-value]
     devices = resolve_devices(device)
     torch_dtype = resolve_dtype(dtype, devices[0])
     weights = find_weights(path)

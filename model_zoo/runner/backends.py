@@ -106,7 +106,7 @@ def load_engine(
             handle = lmdeploy.pipeline(str(path), **engine_options)
     except IncompatibleCheckpointError:
         raise
-    except Exception as exc:  # noqa: BLE001 - engines raise many types; the remote-code case is the one we name
+    except Exception as exc:
         if "trust_remote_code" in str(exc):
             raise _refuse_remote_code(path, engine, exc) from None
         raise

@@ -132,7 +132,7 @@ def _rope(raw: dict[str, Any], family: Family) -> tuple[float, RopeScaling | Non
     if not scaling:
         return theta, None
     if not isinstance(scaling, dict):
-        raise ValueError(f"rope_scaling must be an object, got {scaling!r}")
+        raise TypeError(f"rope_scaling must be an object, got {scaling!r}")
     kind = scaling.get("rope_type", scaling.get("type"))
     if kind in (None, "default"):
         return theta, None

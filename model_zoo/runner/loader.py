@@ -9,16 +9,15 @@ its q, k and v pieces. Each piece is then cast to the target dtype and moved to 
 
 from __future__ import annotations
 
+import math
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..errors import IncompatibleCheckpointError
-import math
-import os
-from collections.abc import Iterator
-
 from .checkpoint import TensorInfo, WeightFiles, find_weights, iter_tensors, pread_into, torch_dtype
 from .config import ModelSpec
 from .convert import Rule, plan
