@@ -7,15 +7,15 @@ Replies go to stdout; prompts, status lines and warnings to stderr, so ``run`` o
 from __future__ import annotations
 
 import sys
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
 _HELP_CHAT = "Type a message and press Enter. /reset clears the history, /system TEXT sets the system prompt, Ctrl-D quits."
 
 
-def _generation(max_new_tokens: Optional[int], temperature: Optional[float], top_p: Optional[float],
-                top_k: Optional[int], repetition_penalty: Optional[float], seed: Optional[int],
+def _generation(max_new_tokens: int | None, temperature: float | None, top_p: float | None,
+                top_k: int | None, repetition_penalty: float | None, seed: int | None,
                 greedy: bool) -> dict[str, Any]:
     out: dict[str, Any] = {
         "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "top_k": top_k,
@@ -37,7 +37,7 @@ def _load(name: str, device: str, dtype: str) -> Any:
     return load(resolved.path, device=device, dtype=dtype)
 
 
-def _print_reply(runner: Any, messages: Any, *, system: Optional[str], thinking: bool, stream: bool,
+def _print_reply(runner: Any, messages: Any, *, system: str | None, thinking: bool, stream: bool,
                  generation: dict[str, Any]) -> str:
     if stream:
         parts = []
@@ -72,15 +72,15 @@ def register(app: typer.Typer) -> None:
         prompt: str = typer.Argument(..., help="The user message."),
         stream: bool = typer.Option(False, "--stream", help="Print the reply as it is generated."),
         thinking: bool = thinking_opt,
-        system: Optional[str] = system_opt,
+        system: str | None = system_opt,
         device: str = device_opt,
         dtype: str = dtype_opt,
-        max_new_tokens: Optional[int] = max_opt,
-        temperature: Optional[float] = temp_opt,
-        top_p: Optional[float] = top_p_opt,
-        top_k: Optional[int] = top_k_opt,
-        repetition_penalty: Optional[float] = rep_opt,
-        seed: Optional[int] = seed_opt,
+        max_new_tokens: int | None = max_opt,
+        temperature: float | None = temp_opt,
+        top_p: float | None = top_p_opt,
+        top_k: int | None = top_k_opt,
+        repetition_penalty: float | None = rep_opt,
+        seed: int | None = seed_opt,
         greedy: bool = greedy_opt,
     ) -> None:
         """Load a model and print one reply to PROMPT."""
@@ -92,15 +92,15 @@ def register(app: typer.Typer) -> None:
     def chat_cmd(
         name: str = typer.Argument(..., help="Model name (pulled if missing) or checkpoint directory."),
         thinking: bool = thinking_opt,
-        system: Optional[str] = system_opt,
+        system: str | None = system_opt,
         device: str = device_opt,
         dtype: str = dtype_opt,
-        max_new_tokens: Optional[int] = max_opt,
-        temperature: Optional[float] = temp_opt,
-        top_p: Optional[float] = top_p_opt,
-        top_k: Optional[int] = top_k_opt,
-        repetition_penalty: Optional[float] = rep_opt,
-        seed: Optional[int] = seed_opt,
+        max_new_tokens: int | None = max_opt,
+        temperature: float | None = temp_opt,
+        top_p: float | None = top_p_opt,
+        top_k: int | None = top_k_opt,
+        repetition_penalty: float | None = rep_opt,
+        seed: int | None = seed_opt,
         greedy: bool = greedy_opt,
     ) -> None:
         """Chat with a model in the terminal (history, /reset, /system TEXT, Ctrl-D to quit)."""
