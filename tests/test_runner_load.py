@@ -197,6 +197,8 @@ def test_layer_split_plan_honours_budgets() -> None:
     assert tight.device_for("model.layers.7.mlp.up_proj.weight") == devs[1]
     with pytest.raises(UsageError, match="max_memory"):
         plan_placement(sizes, 10, devs, {devs[0]: 140, devs[1]: 140})
+    with pytest.raises(UsageError, match="max_memory"):
+        plan_placement(sizes, 10, devs[:1], {devs[0]: 200})
     assert parse_memory("2GiB") == 2 * 2**30 and parse_memory("500MB") == 500 * 10**6 and parse_memory(7) == 7
 
 

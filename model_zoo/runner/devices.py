@@ -93,6 +93,13 @@ def parse_memory(value: int | str) -> int:
     return int(float(m.group(1)) * units[m.group(2)])
 
 
+def _too_big(need: int, have: int, devices: tuple[torch.device, ...]) -> UsageError:
+    return UsageError(
+        f"the model needs about {need / 2**30:.1f} GiB but max_memory allows {have / 2**30:.1f} GiB "
+        f"on {', '.join(map(str, devices))}. Raise max_memory, use more GPUs, or quantization='8bit'/'4bit'."
+    )
+
+
 def plan_placement(
     module_bytes: Mapping[str, int],
     num_layers: int,
@@ -105,9 +112,12 @@ def plan_placement(
     bytes; without budgets the layers are split evenly. Raises UsageError when the model does
     not fit in the budgets given.
     """
-    if len(devices) == 1:
-        return Placement(devices, {"": devices[0]})
     embed, layer, final = module_bytes["embed"], module_bytes["layer"], module_bytes["final"]
+    if len(devices) == 1:
+        have = (budgets or {}).get(devices[0])
+        if have is not None and embed + layer * num_layers + final > have:
+            raise _too_big(embed + layer * num_layers + final, have, devices)
+        return Placement(devices, {"": devices[0]})
     if budgets is None:
         total = embed + layer * num_layers + final
         per = total / len(devices) * 1.0001 + 1
@@ -120,12 +130,7 @@ def plan_placement(
         while idx < len(devices) and used + size > budgets.get(devices[idx], 0) and used > 0:
             idx, used = idx + 1, 0
         if idx >= len(devices) or size > budgets.get(devices[idx], 0):
-            need = embed + layer * num_layers + final
-            have = sum(budgets.get(d, 0) for d in devices)
-            raise UsageError(
-                f"the model needs about {need / 2**30:.1f} GiB but max_memory allows {have / 2**30:.1f} GiB "
-                f"on {', '.join(map(str, devices))}. Raise max_memory, use more GPUs, or quantization='8bit'/'4bit'."
-            )
+            raise _too_big(embed + layer * num_layers + final, sum(budgets.get(d, 0) for d in devices), devices)
         out[name] = devices[idx]
         used += size
     out["model.rotary_emb"] = out["model.embed_tokens"]

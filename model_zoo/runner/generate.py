@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import UsageError
 from .chat import GenerationSettings
 
 
@@ -111,7 +112,7 @@ def stream_ids(
     prefix without the cache (InternLM v1's dynamic NTK semantics).
     """
     if not prompts or any(len(p) == 0 for p in prompts):
-        raise ValueError("every prompt needs at least one token")
+        raise UsageError("every prompt needs at least one token (an empty prompt without bos has none).")
     ids, mask = left_pad(prompts, pad_id, device)
     batch = ids.shape[0]
     gen: torch.Generator | None = None
