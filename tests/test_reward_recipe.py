@@ -39,12 +39,19 @@ def test_buckets_cover_every_item_once_and_respect_the_budget(seed: int) -> None
     buckets = plan_buckets(lengths, max_tokens=budget, max_items=cap)
     assert sorted(itertools.chain.from_iterable(buckets)) == list(range(len(lengths)))
     for b in buckets:
-        padded = max(lengths[i] for i in b) * len(b)
-        assert padded <= budget or len(b) == 1  # an item over budget alone still gets scored
+        longest = max(lengths[i] for i in b)
+        assert longest * len(b) <= budget or len(b) == 1  # an item over budget alone still gets scored
         assert cap is None or len(b) <= cap
+        assert all(lengths[i] >= 0.75 * longest for i in b)  # no item is mostly padding
     # longest first, and sorted inside: buckets never interleave lengths
     flat = [lengths[i] for b in buckets for i in b]
     assert flat == sorted(flat, reverse=True)
+
+
+def test_similar_lengths_share_one_bucket() -> None:
+    assert plan_buckets([40, 38, 35, 31, 30], max_tokens=1000) == [[0, 1, 2, 3, 4]]
+    assert plan_buckets([40, 10, 38, 9], max_tokens=1000) == [[0, 2], [1, 3]]
+    assert plan_buckets([40, 10], max_tokens=1000, min_fill=0.0) == [[0, 1]]
 
 
 def test_bucket_limits_are_checked() -> None:

@@ -17,6 +17,9 @@ from ..errors import InputTooLongError, UsageError
 #: comfortably on one GPU and keeps CPU batches short enough to stay cache-friendly).
 DEFAULT_MAX_TOKENS_PER_BATCH = 16384
 
+#: An item shorter than this fraction of its bucket's longest item starts a new bucket.
+DEFAULT_MIN_FILL = 0.75
+
 
 def with_reward_token(ids: Sequence[int], reward_token_id: int) -> list[int]:
     """``ids`` ending in exactly one appended reward token: appended only when not already last."""
@@ -52,14 +55,20 @@ def prepare_ids(
 
 
 def plan_buckets(
-    lengths: Sequence[int], *, max_tokens: int | None = None, max_items: int | None = None
+    lengths: Sequence[int],
+    *,
+    max_tokens: int | None = None,
+    max_items: int | None = None,
+    min_fill: float = DEFAULT_MIN_FILL,
 ) -> list[list[int]]:
     """Indices of ``lengths`` grouped into buckets, longest first, each under the padded-token budget.
 
     A bucket holds at most ``max_items`` items and at most ``max_tokens`` padded tokens
     (its longest item times its size); an item longer than the budget on its own gets a bucket
-    of its own rather than failing. Longest first, so a batch that does not fit in memory fails
-    on the first forward pass, not the last.
+    of its own rather than failing. An item shorter than ``min_fill`` of its bucket's longest
+    starts a new bucket, so no item is more than ``1 - min_fill`` padding (compute spent on
+    padding is wasted, and a few extra forward passes cost less than padding a long tail).
+    Longest first, so a batch that does not fit in memory fails on the first pass, not the last.
     """
     budget = DEFAULT_MAX_TOKENS_PER_BATCH if max_tokens is None else max_tokens
     if budget < 1 or (max_items is not None and max_items < 1):
@@ -70,7 +79,8 @@ def plan_buckets(
     longest = 0
     for i in order:
         full = max_items is not None and len(current) >= max_items
-        if current and (full or longest * (len(current) + 1) > budget):
+        sparse = lengths[i] < min_fill * longest
+        if current and (full or sparse or longest * (len(current) + 1) > budget):
             buckets.append(current)
             current = []
         if not current:

@@ -47,6 +47,8 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "model-zoo-reward"
     timeout = 60  # seconds a client may idle on a connection or take to send its body
+    disable_nagle_algorithm = True  # no 40 ms Nagle / delayed-ACK stall on small responses
+    wbufsize = 1 << 16  # a response leaves in one write (flushed after each request)
     server: _HTTPServer
 
     # ---------------------------------------------------------------- connection bookkeeping
