@@ -17,6 +17,7 @@ from ..errors import EXIT_USAGE, ModelZooError
 # Modules that define commands; each exposes ``register(app)``. Add yours here.
 COMMAND_MODULES: tuple[str, ...] = (
     "model_zoo.cli.cmd_registry",
+    "model_zoo.cli.cmd_demo",
     "model_zoo.cli.cmd_dev",
     "model_zoo.cli.cmd_mirror",
     "model_zoo.cli.cmd_pull",
