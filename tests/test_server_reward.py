@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -74,6 +75,7 @@ def test_openrlhf_shaped_request(served: Any) -> None:
         ("/v1/score", b"{not json", "body"),
         ("/v1/score", b"\xff\xfe", "body"),
         ("/v1/score", b"[1, 2]", "body"),
+        ("/v1/score", b"[" * 1900 + b"]" * 1900, "body"),  # nesting past the recursion limit
         ("/v1/score", {}, "conversations"),
         ("/v1/score", {"conversations": CONVS, "texts": ["a"]}, "conversations"),
         ("/v1/score", {"conversations": []}, "conversations"),
@@ -113,6 +115,22 @@ def test_limits_answer_413_naming_the_limit(served: Any) -> None:
     assert r.status_code == 413 and r.json()["error"]["limit"] == "max_request_bytes"
     # the connection was closed after the unread body; the client recovers on a new one
     assert client.post("/v1/score", json={"texts": ["a"]}).status_code == 200
+
+
+def test_expect_100_continue_is_answered_at_once(served: Any) -> None:
+    """curl sends larger bodies only after "100 Continue"; it must not sit in a write buffer."""
+    server, rm, _ = served
+    body = json.dumps({"texts": ["abc"]}).encode()
+    with socket.create_connection((server.host, server.port), timeout=5) as s:
+        s.sendall(b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Expect: 100-continue\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n")
+        assert s.recv(100).startswith(b"HTTP/1.1 100")  # within the 5 s timeout, not after a stall
+        s.sendall(body)
+        reply = b""
+        while b"scores" not in reply:
+            reply += s.recv(4096)
+    assert reply.startswith(b"HTTP/1.1 200") and json.loads(reply.split(b"\r\n\r\n", 1)[1]) == {
+        "scores": rm.score_text(["abc"])}
 
 
 def test_server_truncation_keeps_the_reward_token() -> None:

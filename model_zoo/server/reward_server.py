@@ -68,6 +68,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.app._connection_busy(self, True)
         return super().parse_request()
 
+    def handle_expect_100(self) -> bool:
+        # The stdlib leaves "100 Continue" in our write buffer; a client (curl) would wait for it.
+        ok = super().handle_expect_100()
+        self.wfile.flush()
+        return ok
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         log.debug("%s - %s", self.address_string(), format % args)
 
@@ -140,8 +146,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._body_read = True
         try:
             body = json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise bad_request("body", f"is not valid JSON ({exc})") from None
+        except (ValueError, RecursionError) as exc:  # bad UTF-8, bad JSON, absurd nesting
+            raise bad_request("body", f"is not valid JSON ({type(exc).__name__}: {exc})") from None
         if not isinstance(body, dict):
             raise bad_request("body", f"must be a JSON object, got {type(body).__name__}")
         return body
