@@ -125,3 +125,25 @@ def test_a_chat_model_is_not_a_reward_model(tiny_internlm2: Path) -> None:
 
     with pytest.raises(IncompatibleCheckpointError, match="not a reward model"):
         load_reward(tiny_internlm2, device="cpu")
+
+
+def test_concurrent_clients_on_the_real_model(tiny_rm: RewardModel) -> None:
+    import threading
+
+    expected = tiny_rm.score_batch(CONVS)
+    got: list[float] = [0.0] * len(CONVS)
+    with RewardServer(tiny_rm, wait_s=0.05) as server:
+        barrier = threading.Barrier(len(CONVS))
+
+        def one(i: int) -> None:
+            barrier.wait()
+            got[i] = httpx.post(server.url + "/v1/score", json={"conversations": [CONVS[i]]}, timeout=30).json()["scores"][0]
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(len(CONVS))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        merged = server.scheduler.stats.merged_batches
+    assert got == pytest.approx(expected, abs=1e-4)  # merged batches score like one batch
+    assert merged >= 1
