@@ -277,3 +277,21 @@ def test_several_sources_at_once(pull_hub, tiny_hub_tree) -> None:
     assert [p.source for p in result.plan] == ["hf", "modelscope"]
     assert _tree(result.path) == _tree(tiny_hub_tree.repos[HF_REPO])
     assert verify(result.path).ok
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault.status(503, times=2, path="model-00001-of-00002.safetensors"),
+        Fault.status(429, times=1, retry_after=0.2, path="config.json"),
+        Fault.reset(after=5000, path="model-00002-of-00002.safetensors"),
+        Fault.short_body(after=7000, path="model-00001-of-00002.safetensors"),
+    ],
+    ids=["503x2", "429", "reset", "short-body"],
+)
+def test_transient_faults_are_recovered_by_retry(pull_hub, tiny_hub_tree, fault: Fault) -> None:
+    pull_hub.faults.add(fault)
+    result = pull_model(MODEL, source="hf")
+    assert _tree(result.path) == _tree(tiny_hub_tree.repos[HF_REPO])
+    assert verify(result.path).ok
+    assert fault.hits >= 1  # the fault really hit a request
