@@ -457,8 +457,9 @@ def _runtime_findings(report: DoctorReport) -> list[Finding]:
                            "checkpoints, slow for real ones).",
                            "On a GPU machine install a CUDA build of torch and check `nvidia-smi`."))
     elif gpu.get("devices") and not any(d.get("bf16") for d in gpu["devices"]):
-        out.append(Finding("note", "runtime", "no GPU here supports bfloat16: dtype auto loads in float16.",
-                           "Pass --dtype float32 if float16 overflows for your model."))
+        out.append(Finding("note", "runtime", "no GPU here has native bfloat16 (compute capability 8.0+); "
+                           "torch may still report bfloat16 as supported and emulate it, slowly.",
+                           "Pass --dtype float16 (dtype=\"float16\" in Python) for speed."))
     return out
 
 

@@ -8,7 +8,8 @@ import typer
 
 dev_app = typer.Typer(
     name="dev",
-    help="Build fixtures for tests and CI: tiny InternLM checkpoints and a local hub tree.",
+    help="Build fixtures for tests and CI: tiny InternLM checkpoints and a local hub tree.\n\n"
+    "Example:\n  model-zoo dev make-tiny internlm2 ./tiny-internlm2",
     no_args_is_help=True,
 )
 
@@ -25,7 +26,12 @@ def make_tiny_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Write a tiny checkpoint with the real InternLM layout (config, sharded weights,
-    SentencePiece tokenizer with chat template) for tests and CI pipelines."""
+    SentencePiece tokenizer with chat template) for tests and CI pipelines.
+
+    Examples:
+      model-zoo dev make-tiny internlm2 ./tiny-internlm2
+      model-zoo dev make-tiny internlm2-reward ./tiny-reward --shards 1 --seed 7
+    """
     _need_numpy()
     from ..testing.tiny import make_tiny, special_token_ids
 
@@ -43,7 +49,12 @@ def make_hub_tree_cmd(
     seed: int = typer.Option(0, "--seed", help="Random seed for the tiny weights."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Lay out tiny repositories under real InternLM repository ids, for `serve-mirror`."""
+    """Lay out tiny repositories under real InternLM repository ids, for `serve-mirror`.
+
+    Examples:
+      model-zoo dev make-hub-tree ./hub
+      model-zoo dev make-hub-tree ./hub -m internlm2_5-7b-chat -m internlm2-7b-reward
+    """
     _need_numpy()
     from ..testing.tiny_hub import make_hub_tree, registry_repos
 

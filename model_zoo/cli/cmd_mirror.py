@@ -40,7 +40,13 @@ def serve_mirror(
         None, "--bandwidth", help="Limit the total rate, in MB/s."
     ),
 ) -> None:
-    """Serve checkpoints over the HuggingFace, ModelScope, Modelers and OpenXLab protocols."""
+    """Serve checkpoints over the HuggingFace, ModelScope, Modelers and OpenXLab protocols.
+
+    Examples:
+      model-zoo serve-mirror
+      model-zoo serve-mirror --host 0.0.0.0 --port 8765
+      model-zoo serve-mirror ./hub --port 9000 --bandwidth 200
+    """
     from ..testing.hub_server import LocalHub
 
     store, described = mirror_store(root)

@@ -67,7 +67,8 @@ def _summary(result: Any) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    cache = typer.Typer(help="Inspect and clean the local store ($MODEL_ZOO_HOME).", no_args_is_help=True)
+    cache = typer.Typer(help="Inspect and clean the local store ($MODEL_ZOO_HOME).\n\nExample:\n  model-zoo cache du",
+                        no_args_is_help=True)
     app.add_typer(cache, name="cache")
 
     @app.command("pull")
@@ -90,8 +91,12 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Download a checkpoint, verify every byte, and print its directory (last line of stdout).
 
-        Examples: model-zoo pull internlm2_5-7b-chat; DIR=$(model-zoo pull InternLM3-8B-Instruct -q);
-        model-zoo pull internlm2_5-7b-chat --sources hf,modelscope; model-zoo pull --lock model-zoo.lock
+        Examples:
+          model-zoo pull internlm2_5-7b-chat
+          DIR=$(model-zoo pull InternLM3-8B-Instruct -q)
+          model-zoo pull internlm2_5-7b-chat --sources hf,modelscope
+          model-zoo pull internlm2_5-7b-chat --dry-run
+          model-zoo pull --lock model-zoo.lock
         """
         from ..download.pull import pull_model
         from ..errors import UsageError
@@ -137,7 +142,12 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Re-hash every file against the manifest (or a lock) and check the safetensors structure.
 
-        Exits 3 naming the file when anything is wrong. Example: model-zoo verify internlm2_5-7b-chat
+        Exits 3 naming the file when anything is wrong.
+
+        Examples:
+          model-zoo verify internlm2_5-7b-chat
+          model-zoo verify ./my-checkpoint --json
+          model-zoo verify internlm2_5-7b-chat --lock model-zoo.lock
         """
         from ..store.verify import verify
         from .output import err_console, human_size, print_json
@@ -171,7 +181,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Record each model's source, commit and every file's size and sha256 (JSON).
 
-        Example: model-zoo lock internlm2_5-7b-chat InternLM2-7B-Reward > model-zoo.lock
+        Examples:
+          model-zoo lock internlm2_5-7b-chat InternLM2-7B-Reward > model-zoo.lock
+          model-zoo lock InternLM3-8B-Instruct --source modelscope -o model-zoo.lock
         """
         from ..download.make_lock import lock_models
         from ..store.manifest import write_json_atomic
@@ -187,7 +199,12 @@ def register(app: typer.Typer) -> None:
 
     @cache.command("list")
     def cache_list(json_out: bool = _JSON) -> None:
-        """Every model in the store: revision, source, size, when verified, path."""
+        """Every model in the store: revision, source, size, when verified, path.
+
+        Examples:
+          model-zoo cache list
+          model-zoo cache list --json
+        """
         from ..settings import load_settings
         from ..store.cache import incomplete_dirs, iter_snapshots
         from .output import console, human_size, print_json
@@ -222,7 +239,11 @@ def register(app: typer.Typer) -> None:
 
     @cache.command("du")
     def cache_du(json_out: bool = _JSON) -> None:
-        """Disk space the store uses, per model and in total."""
+        """Disk space the store uses, per model and in total.
+
+        Examples:
+          model-zoo cache du
+        """
         from ..settings import load_settings
         from ..store.cache import disk_usage
         from ..store.layout import models_dir
@@ -244,7 +265,12 @@ def register(app: typer.Typer) -> None:
         targets: list[str] = typer.Argument(..., help="NAME, NAME@REVISION, or a store directory."),
         yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
     ) -> None:
-        """Remove models (all revisions) or one revision from the store; asks first unless --yes."""
+        """Remove models (all revisions) or one revision from the store; asks first unless --yes.
+
+        Examples:
+          model-zoo cache rm internlm2_5-7b-chat
+          model-zoo cache rm internlm2_5-7b-chat@5febe2b0707f --yes
+        """
         from ..errors import UsageError
         from ..settings import load_settings
         from ..store.cache import find_snapshot, remove_from_store, resolve_store_target

@@ -140,7 +140,13 @@ def register(app: typer.Typer) -> None:
         context: int = _CONTEXT,
         json_out: bool = _JSON,
     ) -> None:
-        """List registry models (a table; --json for scripts)."""
+        """List registry models (a table; --json for scripts).
+
+        Examples:
+          model-zoo list
+          model-zoo list --kind chat --fits 24GB
+          model-zoo list --source modelscope --dtype int4 --json
+        """
         from ..registry.api import list_models
 
         models = list_models(
@@ -160,7 +166,13 @@ def register(app: typer.Typer) -> None:
         context: int = _CONTEXT,
         json_out: bool = _JSON,
     ) -> None:
-        """Everything about one model: sources with web URLs, dims, chat settings, memory."""
+        """Everything about one model: sources with web URLs, dims, chat settings, memory.
+
+        Examples:
+          model-zoo info internlm2_5-7b-chat
+          model-zoo info InternLM2.5-7B-Chat-1M --context 200000
+          model-zoo info internlm/internlm3-8b-instruct --json
+        """
         from ..registry.api import get
 
         m = get(name)
@@ -176,7 +188,12 @@ def register(app: typer.Typer) -> None:
         text: list[str] = typer.Argument(..., help="Words that must all appear (name, alias, repo id, family, kind)."),
         json_out: bool = _JSON,
     ) -> None:
-        """Find models by words in their names, aliases, repo ids, family or kind."""
+        """Find models by words in their names, aliases, repo ids, family or kind.
+
+        Examples:
+          model-zoo search reward
+          model-zoo search math plus 7b
+        """
         from ..registry.api import search
 
         models = search(" ".join(text))
@@ -187,7 +204,8 @@ def register(app: typer.Typer) -> None:
             return
         _table(models, "bf16", 4096, f"{len(models)} matches for {' '.join(text)!r}")
 
-    registry_app = typer.Typer(help="Work with registry files.", no_args_is_help=True)
+    registry_app = typer.Typer(help="Work with registry files.\n\nExample:\n  model-zoo registry check my-models.yaml",
+                               no_args_is_help=True)
 
     @registry_app.command("check")
     def check_cmd(
@@ -197,7 +215,13 @@ def register(app: typer.Typer) -> None:
         ),
         json_out: bool = _JSON,
     ) -> None:
-        """Validate a registry file; exit 2 and list every problem when it is invalid."""
+        """Validate a registry file; exit 2 and list every problem when it is invalid.
+
+        Examples:
+          model-zoo registry check
+          model-zoo registry check my-models.yaml
+          model-zoo registry check my-models.yaml --standalone
+        """
         from ..errors import RegistryError
         from ..registry.loader import builtin_registry_path, check_registry_file
 

@@ -135,7 +135,12 @@ def register(app: typer.Typer) -> None:
         max_tokens_per_item: Optional[int] = typer.Option(None, "--max-tokens-per-item"),
         max_queue: int = typer.Option(4096, "--max-queue", help="Items waiting before 429."),
     ) -> None:
-        """Serve a reward model over HTTP (OpenRLHF's /get_reward, and /v1/score, /v1/compare, /v1/rank)."""
+        """Serve a reward model over HTTP (OpenRLHF's /get_reward, and /v1/score, /v1/compare, /v1/rank).
+
+        Examples:
+          model-zoo serve-reward internlm2-7b-reward --port 8000
+          model-zoo serve-reward internlm2-7b-reward --host 0.0.0.0 --api-key "$KEY" --replicas 4
+        """
         import signal
         import threading
 
@@ -182,7 +187,12 @@ def register(app: typer.Typer) -> None:
         dtype: str = _DTYPE,
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     ) -> None:
-        """Score every conversation of a JSONL file; one {"index", "score", ...} line per input."""
+        """Score every conversation of a JSONL file; one {"index", "score", ...} line per input.
+
+        Examples:
+          model-zoo score internlm2-1_8b-reward --input conversations.jsonl --output scores.jsonl
+          model-zoo score internlm2-7b-reward -i pairs.jsonl --batch-size 16 --truncate
+        """
         records = read_conversations(input)
         rm = _load(name, device=device, dtype=dtype, max_length=max_length, max_tokens_per_batch=max_tokens_per_batch)
         convs = [c for c, _ in records]
@@ -205,7 +215,12 @@ def register(app: typer.Typer) -> None:
         dtype: str = _DTYPE,
         as_json: bool = _JSON,
     ) -> None:
-        """Which of two conversations the reward model prefers (A wins only if it scores strictly higher)."""
+        """Which of two conversations the reward model prefers (A wins only if it scores strictly higher).
+
+        Examples:
+          model-zoo compare internlm2-1_8b-reward a.json b.json
+          model-zoo compare internlm2-7b-reward a.json b.json --json
+        """
         conv_a, conv_b = read_conversation(a), read_conversation(b)
         rm = _load(name, device=device, dtype=dtype)
         sa, sb = rm.score_batch([conv_a, conv_b], truncate=truncate)

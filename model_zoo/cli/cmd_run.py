@@ -83,7 +83,13 @@ def register(app: typer.Typer) -> None:
         seed: int | None = seed_opt,
         greedy: bool = greedy_opt,
     ) -> None:
-        """Load a model and print one reply to PROMPT."""
+        """Load a model and print one reply to PROMPT.
+
+        Examples:
+          model-zoo run internlm2_5-7b-chat "Write a haiku about mirrors."
+          model-zoo run InternLM3-8B-Instruct "How many primes are below 100?" --thinking --stream
+          model-zoo run ./my-checkpoint "Hello" --device cpu --greedy -n 32
+        """
         runner = _load(name, device, dtype)
         gen = _generation(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed, greedy)
         _print_reply(runner, prompt, system=system, thinking=thinking, stream=stream, generation=gen)
@@ -103,7 +109,12 @@ def register(app: typer.Typer) -> None:
         seed: int | None = seed_opt,
         greedy: bool = greedy_opt,
     ) -> None:
-        """Chat with a model in the terminal (history, /reset, /system TEXT, Ctrl-D to quit)."""
+        """Chat with a model in the terminal (history, /reset, /system TEXT, Ctrl-D to quit).
+
+        Examples:
+          model-zoo chat InternLM3-8B-Instruct
+          model-zoo chat internlm2_5-7b-chat --system "Answer briefly." -t 0.3
+        """
         from .output import err_console
 
         runner = _load(name, device, dtype)

@@ -1,0 +1,227 @@
+"""CLI polish: examples in every command's help (and they parse), exit codes, --version, completion."""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import model_zoo
+from model_zoo import errors
+from model_zoo.cli.main import main
+
+ROOT = Path(__file__).resolve().parent.parent
+EXE = Path(sys.executable).with_name("model-zoo")
+
+_spec = importlib.util.spec_from_file_location("docgen_for_tests", ROOT / "tools" / "docgen.py")
+assert _spec is not None and _spec.loader is not None
+docgen = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(docgen)
+
+COMMANDS = [(path, cmd) for path, cmd in docgen.iter_commands(docgen.cli_command())]
+IDS = [" ".join(path[1:]) for path, _ in COMMANDS]
+
+
+def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(EXE), *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def parse_example(argv: list[str]) -> tuple[str, ...]:
+    """Parse ``model-zoo ARGV`` with the app's own parser (no command runs); the command path."""
+    root = docgen.cli_command()
+    ctx = root.make_context("model-zoo", list(argv))
+    cmd, path = root, ["model-zoo"]
+    while getattr(cmd, "commands", None) is not None:
+        # click keeps the subcommand's name apart from its arguments until it dispatches
+        rest = [*(getattr(ctx, "_protected_args", None) or []), *ctx.args]
+        name, sub, rest = cmd.resolve_command(ctx, rest)
+        path.append(name)
+        ctx = sub.make_context(name, rest, parent=ctx)
+        cmd = sub
+    return tuple(path)
+
+
+# ---------------------------------------------------------------- help and examples
+
+
+def test_the_walk_finds_every_command() -> None:
+    names = {" ".join(p[1:]) for p, _ in COMMANDS}
+    for expected in ("list", "info", "search", "pull", "verify", "lock", "doctor", "run", "chat",
+                     "serve-mirror", "serve-reward", "score", "compare", "cache list", "cache rm",
+                     "registry check", "dev make-tiny"):
+        assert expected in names
+
+
+@pytest.mark.parametrize(("path", "cmd"), COMMANDS, ids=IDS)
+def test_help_has_examples_that_parse(path: tuple[str, ...], cmd: Any, tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    summary, _, examples = docgen.split_help(cmd.help)
+    assert summary, f"{' '.join(path)} has no help text"
+    assert examples, f"`{' '.join(path)} --help` has no Examples section"
+    monkeypatch.chdir(tmp_path)  # examples may name files; give the parser real ones
+    parsed = []
+    for line in examples:
+        argv = docgen.example_argv(line)
+        assert argv is not None, f"example is not a model-zoo command: {line!r}"
+        for arg in argv:
+            if re.search(r"\.(json|jsonl|yaml|lock)$", arg):
+                (tmp_path / arg).write_text("{}")
+        try:
+            parsed.append(parse_example(argv))
+        except Exception as exc:  # a click usage error: the example is wrong
+            pytest.fail(f"example {line!r} does not parse: {type(exc).__name__}: {exc}")
+    assert any(p[: len(path)] == path for p in parsed), f"no example runs {' '.join(path)}: {examples}"
+
+
+@pytest.mark.parametrize(("path", "cmd"), COMMANDS, ids=IDS)
+def test_help_renders_with_examples(path: tuple[str, ...], cmd: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*path[1:], "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "Example" in out and "Usage" in out
+    first_example = docgen.split_help(cmd.help)[2][0]
+    assert first_example.split()[0] in out
+
+
+def test_example_argv_understands_shell() -> None:
+    assert docgen.example_argv("DIR=$(model-zoo pull X -q)") == ["pull", "X", "-q"]
+    assert docgen.example_argv("model-zoo lock A B > model-zoo.lock") == ["lock", "A", "B"]
+    assert docgen.example_argv("HF_ENDPOINT=http://h:1 model-zoo doctor | less") == ["doctor"]
+    assert docgen.example_argv('model-zoo run m "two words" --stream') == ["run", "m", "two words", "--stream"]
+    assert docgen.example_argv("pip install x") is None
+
+
+def test_a_wrong_example_is_caught() -> None:
+    with pytest.raises(Exception, match="--no-such-option|No such option"):
+        parse_example(["pull", "x", "--no-such-option"])
+
+
+# ---------------------------------------------------------------- exit codes
+
+
+def test_error_classes_follow_the_documented_exit_codes() -> None:
+    doc = (ROOT / "docs" / "cli.md").read_text()
+    table = dict(re.findall(r"^\| (\d) \| ([a-z ]+?) \|", doc, re.MULTILINE))
+    assert table == {"0": "success", "1": "failure", "2": "usage error or unknown name",
+                     "3": "integrity failure", "4": "network"}
+    assert (errors.EXIT_OK, errors.EXIT_FAILURE, errors.EXIT_USAGE, errors.EXIT_INTEGRITY,
+            errors.EXIT_NETWORK) == (0, 1, 2, 3, 4)
+    classes = [c for c in vars(errors).values() if inspect.isclass(c) and issubclass(c, errors.ModelZooError)]
+    assert len(classes) > 15
+    for cls in classes:
+        if issubclass(cls, errors.IntegrityError):
+            assert cls.exit_code == 3, cls
+        elif issubclass(cls, (errors.HubError, errors.RewardServerError)):
+            assert cls.exit_code == 4, cls
+        elif issubclass(cls, errors.UsageError):
+            assert cls.exit_code == 2, cls
+        else:
+            assert cls.exit_code in (1, 3, 4), cls
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_exit_0_ok() -> None:
+    proc = cli("list", "--kind", "reward")
+    assert proc.returncode == 0 and "InternLM2-7B-Reward" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("info", "internlm9-7b-chat"), ("list", "--no-such-option"), ("pull", "internlm2_5-7b-chat", "--source", "nowhere"),
+     ("frobnicate",)],
+    ids=["unknown-model", "unknown-option", "unknown-source", "unknown-command"],
+)
+def test_exit_2_usage(args: tuple[str, ...]) -> None:
+    proc = cli(*args)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    if args[0] == "info":
+        assert "Did you mean" in proc.stderr
+
+
+def test_exit_3_integrity(tmp_path: Path) -> None:
+    ckpt = tmp_path / "tiny"
+    made = cli("dev", "make-tiny", "internlm2", str(ckpt))
+    assert made.returncode == 0, made.stderr
+    assert cli("verify", str(ckpt)).returncode == 0
+    shard = sorted(ckpt.glob("*.safetensors"))[0]
+    with shard.open("r+b") as fh:
+        fh.truncate(shard.stat().st_size - 64)
+    proc = cli("verify", str(ckpt))
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert shard.name in proc.stderr + proc.stdout and "Traceback" not in proc.stderr
+
+
+def test_exit_4_network() -> None:
+    env = {"HF_ENDPOINT": f"http://127.0.0.1:{_closed_port()}"}
+    proc = cli("pull", "internlm2_5-1_8b-chat", "--source", "hf", "-q", env=env)
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert "cannot reach" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_exit_1_failure_offline_and_missing() -> None:
+    proc = cli("pull", "internlm2_5-1_8b-chat", "-q", env={"MODEL_ZOO_OFFLINE": "1"})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "offline" in proc.stderr
+
+
+# ---------------------------------------------------------------- --version and completion
+
+
+def test_version() -> None:
+    from importlib.metadata import version
+
+    proc = cli("--version")
+    assert proc.returncode == 0
+    assert proc.stdout.strip() == f"model-zoo {model_zoo.__version__}" == f"model-zoo {version('model-zoo')}"
+
+
+def test_show_completion_script() -> None:
+    proc = cli("--show-completion", "bash")
+    assert proc.returncode == 0
+    assert "complete -o default -F _model_zoo_completion model-zoo" in proc.stdout
+
+
+def test_completion_protocol_completes_commands_and_options() -> None:
+    def complete(words: str, cword: int) -> list[str]:
+        env = {"_MODEL_ZOO_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(cword)}
+        proc = cli(env=env)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.split()
+
+    assert complete("model-zoo pu", 1) == ["pull"]
+    assert set(complete("model-zoo cache ", 2)) == {"list", "du", "rm"}
+    assert "--sources" in complete("model-zoo pull --so", 2)
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="bash is not installed")
+def test_completion_works_in_a_real_bash(tmp_path: Path) -> None:
+    script = cli("--show-completion", "bash").stdout
+    (tmp_path / "c.sh").write_text(script)
+    shell = (f'source {tmp_path / "c.sh"}; COMP_WORDS=(model-zoo doc); COMP_CWORD=1; '
+             '_model_zoo_completion model-zoo; echo "${COMPREPLY[@]}"')
+    env = {**os.environ, "PATH": f"{EXE.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    proc = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.stdout.split() == ["doctor"], proc.stderr
+
+
+def test_install_completion_writes_the_shell_file(tmp_path: Path) -> None:
+    proc = cli("--install-completion", "bash", env={"HOME": str(tmp_path), "SHELL": "/bin/bash"})
+    assert proc.returncode == 0, proc.stderr
+    installed = tmp_path / ".bash_completions" / "model-zoo.sh"
+    assert "_model_zoo_completion" in installed.read_text()
+    assert str(installed) in (tmp_path / ".bashrc").read_text()
