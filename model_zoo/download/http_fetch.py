@@ -394,8 +394,6 @@ class HttpxTransport:
     def __init__(self, client: httpx.Client, timeouts: Timeouts) -> None:
         self._client = client
         self.timeouts = timeouts
-        self._open: set[_HttpxResponse] = set()
-        self._lock = threading.Lock()
 
     def get(self, url: str, headers: Mapping[str, str], range_header: str | None) -> Response:
         return follow_redirects(self._send_once, url, headers, range_header)
