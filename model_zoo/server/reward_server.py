@@ -168,6 +168,7 @@ class RewardServer:
         api_key: str | None = None,
         limits: ServerLimits | None = None,
         wait_s: float = 0.005,
+        max_wait_s: float | None = None,
         max_batch_items: int = 256,
         batch_size: int | None = None,
         max_tokens_per_batch: int | None = None,
@@ -182,12 +183,14 @@ class RewardServer:
         self.scheduler = BatchScheduler(
             lambda ids: rm.scorer.score_ids(ids, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch),
             wait_s=wait_s,
+            max_wait_s=max_wait_s,
             max_batch_items=max_batch_items,
             max_queue=self.limits.max_queue,
         )
         self.routes = Routes(rm, self.limits, self._score, truncate=truncate)
         self._post = self.routes.post_routes()
         self._get = {"/health": self._health, "/v1/models": self.routes.models}
+        self._local = threading.local()  # per request thread: announced to the scheduler?
         self._lock = threading.Lock()
         self._connections: dict[_Handler, bool] = {}  # handler -> busy
         try:
@@ -258,7 +261,15 @@ class RewardServer:
             raise HTTPError(503, "shutting_down", "the server is shutting down; retry on another replica")
         if method == "GET":
             return routes[path]()  # type: ignore[call-arg]
-        return routes[path](handler.read_json(self.limits.max_request_bytes))  # type: ignore[call-arg]
+        # Announce the request while it is read and tokenized, so a forming batch waits for it.
+        self.scheduler.arriving(+1)
+        self._local.announced = True
+        try:
+            return routes[path](handler.read_json(self.limits.max_request_bytes))  # type: ignore[call-arg]
+        finally:
+            if self._local.announced:  # refused before reaching the scheduler
+                self._local.announced = False
+                self.scheduler.arriving(-1)
 
     def _check_auth(self, handler: _Handler) -> None:
         if self.api_key is None:
@@ -273,8 +284,10 @@ class RewardServer:
             raise err
 
     def _score(self, ids: list[list[int]]) -> list[float]:
+        announced = getattr(self._local, "announced", False)
+        self._local.announced = False
         try:
-            future = self.scheduler.submit(ids)
+            future = self.scheduler.submit(ids, announced=announced)
         except QueueFullError as exc:
             err = over_limit("max_queue", exc.waiting + len(ids), exc.limit, "items waiting to be scored", status=429)
             err.headers["Retry-After"] = "1"

@@ -58,12 +58,15 @@ class BatchScheduler:
         score_fn: ScoreFn,
         *,
         wait_s: float = 0.005,
+        max_wait_s: float | None = None,
         max_batch_items: int = 256,
         max_batch_tokens: int | None = None,
         max_queue: int = 4096,
     ) -> None:
         self._score = score_fn
         self.wait_s = wait_s
+        self.max_wait_s = 10 * wait_s if max_wait_s is None else max_wait_s
+        self._arriving = 0  # requests read but not yet submitted (still being tokenized)
         self.max_batch_items = max_batch_items
         self.max_batch_tokens = max_batch_tokens
         self.max_queue = max_queue
@@ -80,13 +83,30 @@ class BatchScheduler:
         """Items queued and not yet taken into a batch."""
         return self._waiting_items
 
-    def submit(self, items: Sequence[Sequence[int]]) -> Future[list[float]]:
-        """Queue ``items`` (final token ids); the future resolves to their scores in order."""
+    def arriving(self, delta: int) -> None:
+        """Announce (+1) or withdraw (-1) a request that will be submitted soon.
+
+        While requests are announced, a forming batch waits for them (up to ``max_wait_s``), so
+        a burst of clients posting at once is scored as one batch, not split at ``wait_s``.
+        """
+        with self._cond:
+            self._arriving = max(self._arriving + delta, 0)
+            self._cond.notify()
+
+    def submit(self, items: Sequence[Sequence[int]], *, announced: bool = False) -> Future[list[float]]:
+        """Queue ``items`` (final token ids); the future resolves to their scores in order.
+
+        ``announced``: this request was announced with ``arriving(+1)``; submitting withdraws it.
+        """
         job = _Job([list(x) for x in items])
         if not job.items:
+            if announced:
+                self.arriving(-1)
             job.future.set_result([])
             return job.future
         with self._cond:
+            if announced:
+                self._arriving = max(self._arriving - 1, 0)
             if self._closing:
                 raise SchedulerClosedError("the reward server is shutting down")
             if self._waiting_items + len(job.items) > self.max_queue and self._jobs:
@@ -117,15 +137,20 @@ class BatchScheduler:
             self._run(batch)
 
     def _gather(self) -> list[_Job] | None:
-        """The next batch: the oldest job, plus whatever arrives within the wait window and fits."""
+        """The next batch: the oldest job, plus whatever arrives within the wait window and fits.
+
+        The window is ``wait_s``, stretched up to ``max_wait_s`` while announced requests are
+        still being tokenized.
+        """
         with self._cond:
             while not self._jobs:
                 if self._closing:
                     return None
                 self._cond.wait()
-            deadline = time.monotonic() + self.wait_s
+            start = time.monotonic()
             while not self._closing and not self._full():
-                left = deadline - time.monotonic()
+                window = self.max_wait_s if self._arriving else self.wait_s
+                left = start + window - time.monotonic()
                 if left <= 0:
                     break
                 self._cond.wait(left)
