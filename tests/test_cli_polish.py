@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import os
 import re
@@ -19,13 +18,9 @@ import model_zoo
 from model_zoo import errors
 from model_zoo.cli.main import main
 
-ROOT = Path(__file__).resolve().parent.parent
-EXE = Path(sys.executable).with_name("model-zoo")
+from fixtures_docs import ROOT, docgen, parse_cli
 
-_spec = importlib.util.spec_from_file_location("docgen_for_tests", ROOT / "tools" / "docgen.py")
-assert _spec is not None and _spec.loader is not None
-docgen = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(docgen)
+EXE = Path(sys.executable).with_name("model-zoo")
 
 COMMANDS = [(path, cmd) for path, cmd in docgen.iter_commands(docgen.cli_command())]
 IDS = [" ".join(path[1:]) for path, _ in COMMANDS]
@@ -34,21 +29,6 @@ IDS = [" ".join(path[1:]) for path, _ in COMMANDS]
 def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(EXE), *args], capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})
-
-
-def parse_example(argv: list[str]) -> tuple[str, ...]:
-    """Parse ``model-zoo ARGV`` with the app's own parser (no command runs); the command path."""
-    root = docgen.cli_command()
-    ctx = root.make_context("model-zoo", list(argv))
-    cmd, path = root, ["model-zoo"]
-    while getattr(cmd, "commands", None) is not None:
-        # click keeps the subcommand's name apart from its arguments until it dispatches
-        rest = [*(getattr(ctx, "_protected_args", None) or []), *ctx.args]
-        name, sub, rest = cmd.resolve_command(ctx, rest)
-        path.append(name)
-        ctx = sub.make_context(name, rest, parent=ctx)
-        cmd = sub
-    return tuple(path)
 
 
 # ---------------------------------------------------------------- help and examples
@@ -77,7 +57,7 @@ def test_help_has_examples_that_parse(path: tuple[str, ...], cmd: Any, tmp_path:
             if re.search(r"\.(json|jsonl|yaml|lock)$", arg):
                 (tmp_path / arg).write_text("{}")
         try:
-            parsed.append(parse_example(argv))
+            parsed.append(parse_cli(argv))
         except Exception as exc:  # a click usage error: the example is wrong
             pytest.fail(f"example {line!r} does not parse: {type(exc).__name__}: {exc}")
     assert any(p[: len(path)] == path for p in parsed), f"no example runs {' '.join(path)}: {examples}"
@@ -102,7 +82,7 @@ def test_example_argv_understands_shell() -> None:
 
 def test_a_wrong_example_is_caught() -> None:
     with pytest.raises(Exception, match="--no-such-option|No such option"):
-        parse_example(["pull", "x", "--no-such-option"])
+        parse_cli(["pull", "x", "--no-such-option"])
 
 
 # ---------------------------------------------------------------- exit codes
