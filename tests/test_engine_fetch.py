@@ -39,6 +39,9 @@ def test_fetch_every_file_verified(engine_hub: LocalHub, tmp_path: Path) -> None
     assert sorted(e.path for e in done) == sorted(snap.files)
     assert sum(e.bytes for e in events if isinstance(e, ev.Progress)) == report.bytes_downloaded
     assert all(isinstance(e.to_dict()["event"], str) for e in events)
+    for path in snap.files:  # per file: start, then progress, then done
+        kinds = [type(e).__name__ for e in events if getattr(e, "path", None) == path]
+        assert kinds[0] == "FileStart" and kinds[-1] == "FileDone" and kinds.count("FileDone") == 1
 
 
 def test_big_file_is_fetched_as_parallel_ranges_on_reused_connections(engine_hub: LocalHub, tmp_path: Path) -> None:

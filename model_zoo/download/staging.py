@@ -37,11 +37,11 @@ class StagingMixin(RunState):
         except BaseException:
             self._close_file(f)
             raise
+        first = f.usable()[0]  # queued before any worker can report bytes of this file
+        self.events.put(ev.FileStart(f.job.path, f.size, f.resumed, f.cands[first].source))
         with self.cv:
             f.state = ACTIVE
             self.cv.notify_all()
-        first = f.usable()[0]
-        self.events.put(ev.FileStart(f.job.path, f.size, f.resumed, f.cands[first].source))
 
     def _defer(self, f: FileState, holder: str) -> None:
         from ..store.locking import LockTimeoutError
