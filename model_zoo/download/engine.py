@@ -12,13 +12,18 @@ How it works, briefly (details in the modules named):
   whole fetch with ``UnsafePathError`` and nothing at all is written.
 - ``max_workers`` threads share one keep-alive connection pool (``http_fetch``). A worker takes,
   in this order: a file ready to be finalised, an unclaimed byte range of a file in progress, a
-  new file, or half of the largest range another worker still has to fetch (work stealing: a
-  slow source never holds the end). Files smaller than ``range_split_threshold`` and files whose
-  server ignores Range are fetched as one stream.
+  new file, or half of the largest range another worker still has to fetch (work stealing in
+  ``scheduler``: a slow source never holds the end). Files smaller than ``range_split_threshold``
+  and files whose server ignores Range are fetched as one stream; ranged requests ask for at
+  most ``request_size`` bytes, and steals split beyond the request in flight, so no byte is
+  fetched twice (``transfer``). With ``multi_source``, ranges go to the least busy candidate
+  that is not far slower than the fastest, so bandwidths add up.
 - Bytes go with ``os.pwrite`` into ``<target>/.model-zoo-partial/<path>.part`` (preallocated,
   sparse) and are hashed in file order while they stream in (``hashing.OrderedHasher``); a
   sidecar JSON records the written ranges about once a second (``partial``). A file is renamed
-  to its final name only when its size and sha256 match; a mismatch discards every byte of it.
+  to its final name only when its size and sha256 match; a mismatch discards every byte of it
+  (``staging``). Files whose sources cannot be told apart after a mismatch of mixed ranges are
+  refetched from one source at a time, so the liar is found and dropped.
 - A per-file cross-process lock (``model_zoo.store.locking.ProcessLock``: ``flock`` on local
   disks, ``O_EXCL`` lock files with heartbeats on NFS/Lustre/GPFS) keeps two processes from
   writing one partial; the second works on other files meanwhile, then finds the file complete
