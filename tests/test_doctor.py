@@ -362,3 +362,22 @@ def test_cli_text_and_exit_code_when_nothing_is_reachable() -> None:
     for section in ("model-zoo", "packages", "GPU", "hubs", "store", "proxies", "offline", "registry", "findings"):
         assert section in out
     assert "UNREACHABLE" in out and "no configured hub is reachable" in out and "-> " in out
+
+
+def test_broken_torch_is_an_error_with_advice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch is asked in a child interpreter, so a torch that cannot import is reported, not fatal."""
+    import model_zoo.doctor as doctor
+
+    monkeypatch.setattr(doctor, "_GPU_SCRIPT", "raise ImportError('libcudart.so.12: cannot open shared object file')")
+    gpu = doctor.gpu_info(True)
+    assert gpu["torch"] is False and "libcudart.so.12" in gpu["error"]
+    (finding,) = advise(bare_report(gpu=gpu))
+    assert finding.level == "error" and "nvidia-smi" in finding.advice
+
+
+def test_gpus_without_native_bf16_get_a_dtype_hint() -> None:
+    old = {"index": 0, "name": "Tesla T4", "memory_gib": 14.6, "capability": "7.5", "bf16": False}
+    (finding,) = advise(bare_report(gpu={"torch": True, "cuda": "12.4", "cuda_available": True, "devices": [old]}))
+    assert "float16" in finding.advice
+    new = {**old, "name": "NVIDIA H100", "capability": "9.0", "bf16": True}
+    assert advise(bare_report(gpu={"torch": True, "cuda": "12.4", "cuda_available": True, "devices": [new]})) == []
