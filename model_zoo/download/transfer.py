@@ -53,6 +53,7 @@ class TransferMixin(RunState):
             with self.cv:
                 if f.splittable is None:
                     f.splittable = f.size is not None and f.size >= self.o.range_split_threshold
+                    self.cv.notify_all()  # idle workers may now take ranges of this file
             return 0, end + 1
         if status == 200:
             length = resp.header("content-length")
