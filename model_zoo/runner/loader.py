@@ -1,18 +1,25 @@
 """Fill a meta-device native module from a checkpoint, shard by shard, tensor by tensor.
 
-No full copy of the weights is ever built in host memory. safetensors tensors are read with
-``pread`` straight into freshly allocated tensors (nothing stays memory-mapped, so resident
-memory is the model and nothing else); a packed ``wqkv`` is read block by block directly into
-its q, k and v pieces. Each piece is then cast to the target dtype and moved to its device
-(a per-tensor transient), and assigned in place of the meta parameter.
+No full copy of the weights is ever built in host memory:
+
+- a tensor that stays on the CPU in its stored dtype is memory-mapped (copy-on-write), as
+  transformers does: no bytes are copied and pages are read on first use;
+- any other safetensors tensor is read with ``pread`` (a few threads, a small window ahead)
+  straight into a freshly allocated tensor, then cast and moved to its device: a per-tensor
+  transient;
+- a packed ``wqkv`` is read block by block directly into its q, k and v pieces, so the packed
+  tensor is never materialised and its file pages are never mapped.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -49,7 +56,11 @@ def load_native(
     weights = weights or find_weights(path)
     rules = plan(spec, {n: i.shape for n, i in weights.tensors.items()}, where=str(path))
     model = build_meta_model(spec, attn=attn, dtype=dtype)
-    for rule, pieces in _pieces(weights, rules):
+    def lazy(info: TensorInfo, rule: Rule) -> bool:
+        return (not rule.blocks and torch_dtype(info) == dtype
+                and all(placement.device_for(t).type == "cpu" for t in rule.targets))
+
+    for rule, pieces in _pieces(weights, rules, lazy):
         for target, piece in zip(rule.targets, pieces):
             dev = placement.device_for(target)
             want = dtype if piece.is_floating_point() else piece.dtype
@@ -80,16 +91,52 @@ def _read_safetensors(fd: int, info: TensorInfo, rule: Rule) -> list[torch.Tenso
     return pieces
 
 
-def _pieces(weights: WeightFiles, rules: dict[str, Rule]) -> Iterator[tuple[Rule, list[torch.Tensor]]]:
-    """Each checkpoint tensor's target pieces, one tensor at a time, in file order."""
+def _mapped(file: Path) -> Any:
+    from safetensors import safe_open
+
+    return safe_open(str(file), framework="pt")  # mmap; tensors keep the mapping alive
+
+
+def _done(value: list[torch.Tensor]) -> Future[list[torch.Tensor]]:
+    fut: Future[list[torch.Tensor]] = Future()
+    fut.set_result(value)
+    return fut
+
+
+def _read_threads() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def _pieces(
+    weights: WeightFiles, rules: dict[str, Rule], lazy: Callable[[TensorInfo, Rule], bool]
+) -> Iterator[tuple[Rule, list[torch.Tensor]]]:
+    """Each checkpoint tensor's target pieces, in file order.
+
+    ``lazy(info, rule)`` says which safetensors tensors to memory-map rather than read. Reads run
+    on a few threads (``preadv`` releases the GIL), at most a small window ahead of the
+    consumer, so at most that many tensors are in flight at once.
+    """
     for file in weights.files:
         infos = sorted((i for i in weights.tensors.values() if i.file == file and i.name in rules),
                        key=lambda i: i.offset or 0)
         if weights.format == "safetensors":
             fd = os.open(file, os.O_RDONLY)
+            mapped = _mapped(file) if any(lazy(i, rules[i.name]) for i in infos) else None
             try:
-                for info in infos:
-                    yield rules[info.name], _read_safetensors(fd, info, rules[info.name])
+                with ThreadPoolExecutor(max_workers=_read_threads()) as pool:
+                    window: deque[tuple[Rule, Future[list[torch.Tensor]]]] = deque()
+                    for info in infos:
+                        rule = rules[info.name]
+                        if mapped is not None and lazy(info, rule):
+                            window.append((rule, _done([mapped.get_tensor(info.name)])))
+                        else:
+                            window.append((rule, pool.submit(_read_safetensors, fd, info, rule)))
+                        if len(window) > 2 * _read_threads():
+                            done_rule, fut = window.popleft()
+                            yield done_rule, fut.result()
+                    while window:
+                        done_rule, fut = window.popleft()
+                        yield done_rule, fut.result()
             finally:
                 os.close(fd)
             continue
