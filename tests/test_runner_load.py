@@ -290,3 +290,12 @@ def test_registry_name_is_pulled_then_loaded_and_damage_is_refused(pull_hub) -> 
         fh.truncate(shard.stat().st_size - 8)
     with pytest.raises(CheckpointError, match=rf"{shard.name}.*model-zoo verify"):
         load("internlm2_5-1_8b-chat", device="cpu")
+
+
+def test_mapped_and_read_paths_give_the_same_weights(tiny_internlm2: Path) -> None:
+    # bf16 on disk: loading as bf16 on the CPU memory-maps, loading as fp32 reads and casts
+    mapped = dict(load(tiny_internlm2, device="cpu", dtype="bfloat16").model.named_parameters())
+    read = dict(load(tiny_internlm2, device="cpu", dtype="float32").model.named_parameters())
+    assert mapped.keys() == read.keys()
+    for name, p in mapped.items():
+        assert torch.equal(p.float(), read[name]), name
