@@ -41,6 +41,7 @@ def fast_options(**changes: Any) -> EngineOptions:
         range_split_threshold=256 * 1024,
         part_size=64 * 1024,
         request_size=256 * 1024,
+        split_min_eta=0.0,
         retries=3,
         backoff_base=0.005,
         backoff_max=0.05,

@@ -90,6 +90,7 @@ class EngineOptions:
     range_split_threshold: int = 64 * MiB  # files this big may be fetched as several ranges at once
     part_size: int = 16 * MiB  # smallest range a worker splits off another's (work stealing)
     request_size: int = 64 * MiB  # most bytes one ranged request asks for (one RTT per request)
+    split_min_eta: float = 2.0  # split a range only when its owner still needs this long (seconds)
     endgame_eta: float = 4.0  # cut a request in flight only when its owner needs longer than this
     retries: int = 5  # failed requests per file and source before falling back to the next source
     backoff_base: float = 0.5  # first retry delay in seconds; doubles per retry, with jitter

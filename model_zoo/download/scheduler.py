@@ -40,6 +40,8 @@ MiB = 1024 * 1024
 _ALIGN = 64 * 1024
 _MATURE = 2 * MiB  # a range that has received this much (or run this long) has a meaningful rate
 _MATURE_AGE = 0.5
+_RECHECK = 0.1  # how often idle workers look for a range worth stealing
+_PROGRESS_EVERY = 0.1  # seconds between Progress events (workers only count bytes)
 
 
 class Run(TransferMixin, StagingMixin):
@@ -51,26 +53,21 @@ class Run(TransferMixin, StagingMixin):
                    for i in range(n)]
         for w in workers:
             w.start()
-        pending: dict[int, int] = {}
         last_flush = time.monotonic()
         try:
             while True:
                 alive = any(w.is_alive() for w in workers)
                 try:
-                    item = self.events.get(timeout=0.05)
+                    item = self.events.get(timeout=_PROGRESS_EVERY)
                 except queue.Empty:
                     item = None
-                if item is not None:
-                    if isinstance(item, tuple):  # ("bytes", file index, n)
-                        pending[item[1]] = pending.get(item[1], 0) + item[2]
-                    else:
-                        self._flush(pending, on_event)
-                        if on_event is not None:
-                            on_event(item)
-                if pending and (time.monotonic() - last_flush > 0.1 or item is None):
-                    self._flush(pending, on_event)
+                if item is not None or time.monotonic() - last_flush >= _PROGRESS_EVERY:
+                    self._flush(on_event)  # progress first, so it precedes a file's FileDone
                     last_flush = time.monotonic()
+                if item is not None and on_event is not None:
+                    on_event(item)
                 if not alive and item is None:
+                    self._flush(on_event)
                     break
         except BaseException:
             self.cancel.set()
@@ -85,11 +82,14 @@ class Run(TransferMixin, StagingMixin):
                     if f.state not in (DONE, FAILED) or f.fd >= 0 or f.lock is not None:
                         self._close_file(f)
 
-    def _flush(self, pending: dict[int, int], on_event: Callable[[ev.Event], None] | None) -> None:
+    def _flush(self, on_event: Callable[[ev.Event], None] | None) -> None:
+        with self.cv:
+            counts = [(f.job.path, f.unreported) for f in self.files if f.unreported]
+            for f in self.files:
+                f.unreported = 0
         if on_event is not None:
-            for idx, n in pending.items():
-                on_event(ev.Progress(self.files[idx].job.path, n))
-        pending.clear()
+            for path, n in counts:
+                on_event(ev.Progress(path, n))
 
     def _worker(self) -> None:
         buf = memoryview(bytearray(self.o.chunk_size))
@@ -138,7 +138,9 @@ class Run(TransferMixin, StagingMixin):
                     return None
                 deferred = [f.defer_until for f in self.files if f.state == DEFERRED]
                 wait = max(0.01, min(deferred) - time.monotonic()) if deferred else 1.0
-                self.cv.wait(timeout=min(wait, 1.0))
+                if any(f.state == ACTIVE and f.splittable for f in self.files):
+                    wait = min(wait, _RECHECK)  # ranges in flight may become worth stealing
+                self.cv.wait(timeout=wait)
 
     def _pick(self) -> tuple[str, Any] | None:
         now = time.monotonic()
@@ -236,6 +238,8 @@ class Run(TransferMixin, StagingMixin):
                 mature = s.got >= _MATURE or now - s.started >= _MATURE_AGE
                 rate = s.rate(now) if mature else rates.get(f.cands[s.cand].source, 0.0)
                 eta = (s.end - s.pos) / max(rate, 1.0)
+                if not mature or eta < self.o.split_min_eta:
+                    continue  # a fast stream costs less CPU than two halves hashed in turn
                 if s.end - free_from >= 2 * part:
                     split = max(free_from, lo + (s.end - lo) // 2)
                     clean = True

@@ -84,6 +84,7 @@ class FileState:
     partial_sources: dict[str, None] = field(default_factory=dict)  # who wrote the partial's bytes
     had_disk_bytes: bool = False  # the partial held bytes from an earlier run
     downloaded: int = 0
+    unreported: int = 0  # downloaded bytes not yet sent as a Progress event
     resumed: int = 0
     discarded: int = 0
     by_source: dict[str, int] = field(default_factory=dict)
@@ -112,7 +113,7 @@ class RunState:
                       [Candidate(r, s) for r, s in zip(j.candidates, j.sources)], j.size)
             for i, j in enumerate(jobs)
         ]
-        self.cv = threading.Condition()
+        self.cv = threading.Condition(threading.Lock())  # never re-entered: a plain lock is cheaper
         self.cancel = threading.Event()
         self.fatal: BaseException | None = None
         self.inflight: dict[str, int] = {}

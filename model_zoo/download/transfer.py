@@ -97,13 +97,12 @@ class TransferMixin(RunState):
             skip -= n
             with self.cv:
                 f.discarded += n
-        while True:
+        with self.cv:
+            active = f.state == ACTIVE
+            end = seg.end if body_end is None or seg.end is None else min(seg.end, body_end)
+        while active:
             if self.cancel.is_set():
                 raise Cancelled()
-            with self.cv:
-                if f.state != ACTIVE:
-                    return
-                end = seg.end if body_end is None or seg.end is None else min(seg.end, body_end)
             want = len(buf) if end is None else min(len(buf), end - seg.pos)
             if want <= 0:
                 return
@@ -119,16 +118,18 @@ class TransferMixin(RunState):
             view = buf[:n]
             _pwrite_all(f.fd, view, seg.pos)
             f.hasher.wrote(seg.pos, view)
-            with self.cv:
+            with self.cv:  # one short critical section per chunk: account, and re-read the end
                 seg.pos += n
                 seg.got += n
                 f.downloaded += n
+                f.unreported += n  # the calling thread turns these into Progress events
                 f.by_source[cand.source] = f.by_source.get(cand.source, 0) + n
                 if cand.source not in f.partial_sources:
                     f.partial_sources[cand.source] = None
                 if seg.pos - start_pos >= _PROGRESS_RESETS_FAILURES:
                     cand.failures = 0
-            self.events.put(("bytes", f.idx, n))
+                active = f.state == ACTIVE
+                end = seg.end if body_end is None or seg.end is None else min(seg.end, body_end)
             self._checkpoint(f)
 
 
