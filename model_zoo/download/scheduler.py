@@ -34,6 +34,7 @@ from .state import (
     FileState,
     Segment,
 )
+from .cpu import CpuIdle
 from .transfer import TransferMixin
 
 MiB = 1024 * 1024
@@ -42,10 +43,14 @@ _MATURE = 2 * MiB  # a range that has received this much (or run this long) has 
 _MATURE_AGE = 0.5
 _RECHECK = 0.1  # how often idle workers look for a range worth stealing
 _PROGRESS_EVERY = 0.1  # seconds between Progress events (workers only count bytes)
+_CHEAP_RATE = 50e6  # below this total rate (bytes/s) the CPU cost of splitting is negligible
+_IDLE_ENOUGH = 0.25  # split faster streams only while this much of the machine's CPU is idle
 
 
 class Run(TransferMixin, StagingMixin):
     """One call of ``fetch``: ``execute`` runs the workers and relays their events."""
+
+    cpu = CpuIdle()
 
     def execute(self, on_event: Callable[[ev.Event], None] | None) -> None:
         n = max(1, min(self.o.max_workers, 64))
@@ -227,6 +232,7 @@ class Run(TransferMixin, StagingMixin):
         best: tuple[bool, float, Segment, int] | None = None
         part = self.o.part_size
         rates = self._source_rates(now)
+        more_streams_help = self._more_streams_help(now)
         for f in self.files:
             if f.state != ACTIVE or f.splittable is not True:
                 continue
@@ -240,7 +246,7 @@ class Run(TransferMixin, StagingMixin):
                 eta = (s.end - s.pos) / max(rate, 1.0)
                 if not mature or eta < self.o.split_min_eta:
                     continue  # a fast stream costs less CPU than two halves hashed in turn
-                if s.end - free_from >= 2 * part:
+                if s.end - free_from >= 2 * part and more_streams_help:
                     split = max(free_from, lo + (s.end - lo) // 2)
                     clean = True
                 elif s.end - lo >= 2 * part and rate > 0 and eta > self.o.endgame_eta:
@@ -267,6 +273,18 @@ class Run(TransferMixin, StagingMixin):
         new = self._add_seg(f, split, victim.end, cand)
         victim.end = split
         return new
+
+    def _more_streams_help(self, now: float) -> bool:
+        """Whether another stream can add throughput rather than only CPU work.
+
+        Splitting a file costs CPU (its later part is read back to be hashed in order, and the
+        tail is hashed after the download). That pays when the network is the limit, not when
+        the CPUs are: so split while the machine has idle CPU, or while the total rate is low
+        enough that its CPU cost does not matter.
+        """
+        total = sum(s.rate(now) for f in self.files for s in f.segs
+                    if s.got >= _MATURE or now - s.started >= _MATURE_AGE)
+        return total < _CHEAP_RATE or self.cpu.idle_fraction(now) >= _IDLE_ENOUGH
 
     def _source_rates(self, now: float) -> dict[str, float]:
         """Bytes per second per connection of each source, from its segments in flight."""
