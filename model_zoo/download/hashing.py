@@ -9,6 +9,9 @@ written moments ago) and hashes them. One thread hashes at a time (a busy flag, 
 cleared under the same lock as the written ranges, so no chunk is ever forgotten), and hashing
 runs outside that lock, with the GIL released by hashlib, so other workers keep receiving.
 
+Large files hash on a thread of their own (``background``), reading each contiguous run back
+from the page cache as soon as it is written: receiving and hashing then use two cores.
+
 On resume, ``catch_up`` reads the partial's written prefix once to rebuild the state; Python's
 hashlib cannot save a sha256 midway, so that read is the cost of resuming.
 """
@@ -25,23 +28,42 @@ READ_BACK = 4 * 1024 * 1024
 
 
 class OrderedHasher:
-    """Written ranges of one file plus the sha256 of its contiguous prefix; thread-safe."""
+    """Written ranges of one file plus the sha256 of its contiguous prefix; thread-safe.
 
-    def __init__(self, fd: int, written: IntervalSet | None = None) -> None:
+    ``background=True`` (large files) hashes on a thread of its own instead of on the workers:
+    workers only record their writes, and the hashing thread reads the new contiguous bytes back
+    from the page cache moments later. That costs one memory copy but lets receiving and hashing
+    run on different cores at once, which is what a CPU-bound download needs.
+    """
+
+    def __init__(self, fd: int, written: IntervalSet | None = None, *, background: bool = False) -> None:
         self._fd = fd
         self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self.written = written if written is not None else IntervalSet()
         self._h = hashlib.sha256()
         self.hashed = 0
         self._busy = False
         self._buf: bytearray | None = None
+        self._background = background
+        self._closed = False
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        if background:
+            self._thread = threading.Thread(target=self._run, name="model-zoo-hash", daemon=True)
+            self._thread.start()
 
     def wrote(self, start: int, data: memoryview) -> None:
         """Record that ``data`` is now on disk at ``start``; hash it now if it extends the frontier."""
         end = start + len(data)
         with self._lock:
             self.written.add(start, end)
-            take = not self._busy and start <= self.hashed < end
+            extends = start <= self.hashed < end
+            if self._background:
+                if extends:
+                    self._cond.notify_all()
+                return
+            take = not self._busy and extends
             if take:
                 self._busy = True
                 skip = self.hashed - start
@@ -53,12 +75,46 @@ class OrderedHasher:
         self._drain()
 
     def catch_up(self) -> None:
-        """Hash whatever written bytes the frontier can reach (reading them back from disk)."""
+        """Hash whatever written bytes the frontier can reach (reading them back from disk);
+        with a hashing thread, wait until it has."""
+        if self._background:
+            with self._lock:
+                while self._error is None and not self._closed and (
+                        self._busy or self.written.contiguous_end(self.hashed) > self.hashed):
+                    self._cond.wait()
+                if self._error is not None:
+                    raise self._error
+            return
         with self._lock:
             if self._busy:
                 return
             self._busy = True
         self._drain()
+
+    def close(self) -> None:
+        """Stop the hashing thread (call before closing the file descriptor)."""
+        with self._lock:
+            self._closed = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._closed and (self._busy or self.written.contiguous_end(self.hashed) <= self.hashed):
+                    self._cond.wait()
+                if self._closed:
+                    return
+                self._busy = True
+            try:
+                self._drain()
+            except BaseException as exc:  # noqa: BLE001 - handed to whoever waits in catch_up
+                with self._lock:
+                    self._error = exc
+                    self._cond.notify_all()
+                return
 
     def _drain(self) -> None:
         """Called holding the busy flag; releases it once nothing contiguous is left unhashed."""
@@ -67,8 +123,9 @@ class OrderedHasher:
                 with self._lock:
                     start = self.hashed
                     end = self.written.contiguous_end(start)
-                    if end <= start:
+                    if end <= start or self._closed:
                         self._busy = False
+                        self._cond.notify_all()
                         return
                 if self._buf is None:
                     self._buf = bytearray(READ_BACK)
@@ -82,6 +139,7 @@ class OrderedHasher:
         except BaseException:
             with self._lock:
                 self._busy = False
+                self._cond.notify_all()
             raise
 
     def ranges(self) -> list[tuple[int, int]]:

@@ -43,6 +43,7 @@ _MATURE = 2 * MiB  # a range that has received this much (or run this long) has 
 _MATURE_AGE = 0.5
 _RECHECK = 0.1  # how often idle workers look for a range worth stealing
 _PROGRESS_EVERY = 0.1  # seconds between Progress events (workers only count bytes)
+_WORKER_EXITED = object()  # what a worker queues as it ends
 _CHEAP_RATE = 50e6  # below this total rate (bytes/s) the CPU cost of splitting is negligible
 _IDLE_ENOUGH = 0.25  # split faster streams only while this much of the machine's CPU is idle
 
@@ -59,21 +60,24 @@ class Run(TransferMixin, StagingMixin):
         for w in workers:
             w.start()
         last_flush = time.monotonic()
+        running = len(workers)
         try:
-            while True:
-                alive = any(w.is_alive() for w in workers)
+            while running:
                 try:
                     item = self.events.get(timeout=_PROGRESS_EVERY)
                 except queue.Empty:
                     item = None
+                if item is _WORKER_EXITED:
+                    running -= 1
+                    continue
                 if item is not None or time.monotonic() - last_flush >= _PROGRESS_EVERY:
                     self._flush(on_event)  # progress first, so it precedes a file's FileDone
                     last_flush = time.monotonic()
                 if item is not None and on_event is not None:
                     on_event(item)
-                if not alive and item is None:
-                    self._flush(on_event)
-                    break
+            self._flush(on_event)
+            for w in workers:
+                w.join()
         except BaseException:
             self.cancel.set()
             self.transport.abort_all()
@@ -97,6 +101,12 @@ class Run(TransferMixin, StagingMixin):
                 on_event(ev.Progress(path, n))
 
     def _worker(self) -> None:
+        try:
+            self._work()
+        finally:
+            self.events.put(_WORKER_EXITED)
+
+    def _work(self) -> None:
         buf = memoryview(bytearray(self.o.chunk_size))
         while True:
             task = self._take()

@@ -108,10 +108,12 @@ class StagingMixin(RunState):
             for start, end in sc.written:
                 written.add(min(start, limit), min(end, limit))
             f.partial_sources = dict.fromkeys(sc.sources)
-        f.hasher = OrderedHasher(f.fd, written)
+        big = job.size is None or job.size >= self.o.range_split_threshold
+        f.hasher = OrderedHasher(f.fd, written, background=big)
         f.resumed = written.total()
         f.had_disk_bytes = f.resumed > 0
-        f.hasher.catch_up()  # reads the resumed prefix once to rebuild the sha256 state
+        if not big:
+            f.hasher.catch_up()  # reads the resumed prefix once (a hashing thread does it meanwhile)
 
     def _finish(self, f: FileState) -> None:
         assert f.hasher is not None and f.size is not None
@@ -126,6 +128,7 @@ class StagingMixin(RunState):
             return
         if self.o.fsync:
             os.fsync(f.fd)
+        f.hasher.close()
         os.close(f.fd)
         f.fd = -1
         make_parents(self.target, f.paths.final)
@@ -224,6 +227,8 @@ class StagingMixin(RunState):
             self._checkpoint(f, force=True)
         except OSError:
             pass
+        if f.hasher is not None:
+            f.hasher.close()
         if f.fd >= 0:
             os.close(f.fd)
             f.fd = -1
