@@ -118,9 +118,9 @@ def test_unknown_marker_is_an_error() -> None:
 
 
 def doc_commands() -> list[tuple[str, str]]:
-    """(page, line) for every model-zoo command line in a bash or console code block of the docs."""
+    """(page, line) for every model-zoo command line in a bash or console block of README.md and docs/."""
     found = []
-    for page in sorted(DOCS.glob("*.md")):
+    for page in [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]:
         for block in re.findall(r"```(bash|console)\n(.*?)```", page.read_text(), flags=re.DOTALL):
             kind, body = block
             for line in body.splitlines():
@@ -139,7 +139,7 @@ DOC_COMMANDS = doc_commands()
 
 def test_docs_show_commands() -> None:
     pages = {p for p, _ in DOC_COMMANDS}
-    assert {"quickstart.md", "mirrors.md", "integrity.md", "running.md", "rlhf.md"} <= pages
+    assert {"README.md", "quickstart.md", "mirrors.md", "integrity.md", "running.md", "rlhf.md"} <= pages
     assert len(DOC_COMMANDS) > 40
 
 
