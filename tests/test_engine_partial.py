@@ -8,6 +8,8 @@ import random
 import threading
 from pathlib import Path
 
+import pytest
+
 from model_zoo.download.hashing import OrderedHasher
 from model_zoo.download.partial import IntervalSet, Sidecar, load_sidecar, save_sidecar
 
@@ -36,12 +38,13 @@ def test_interval_set_matches_a_byte_map() -> None:
             assert all(covered[off:end]) and (end == size or not covered[end] or end == off)
 
 
-def test_ordered_hasher_with_out_of_order_writes_from_threads(tmp_path: Path) -> None:
+@pytest.mark.parametrize("background", [False, True], ids=["inline", "hashing-thread"])
+def test_ordered_hasher_with_out_of_order_writes_from_threads(tmp_path: Path, background: bool) -> None:
     data = os.urandom(3 * 1024 * 1024 + 5)
     path = tmp_path / "f.part"
     fd = os.open(path, os.O_RDWR | os.O_CREAT)
     os.ftruncate(fd, len(data))
-    hasher = OrderedHasher(fd)
+    hasher = OrderedHasher(fd, background=background)
     pieces = [(i, min(i + 65536, len(data))) for i in range(0, len(data), 65536)]
     random.Random(3).shuffle(pieces)
     chunks = [pieces[i::4] for i in range(4)]
@@ -60,6 +63,18 @@ def test_ordered_hasher_with_out_of_order_writes_from_threads(tmp_path: Path) ->
     hasher.catch_up()
     assert hasher.hashed == len(data)
     assert hasher.hexdigest() == hashlib.sha256(data).hexdigest()
+    hasher.close()
+    os.close(fd)
+
+
+def test_hashing_thread_reports_a_read_error_to_the_waiter(tmp_path: Path) -> None:
+    path = tmp_path / "short.part"
+    path.write_bytes(b"x" * 100)
+    fd = os.open(path, os.O_RDWR)
+    hasher = OrderedHasher(fd, IntervalSet([(0, 1000)]), background=True)  # claims more than is there
+    with pytest.raises(OSError, match="shorter"):
+        hasher.catch_up()
+    hasher.close()
     os.close(fd)
 
 
