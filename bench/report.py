@@ -129,7 +129,7 @@ def _gpus() -> str:
         return "none"
     try:
         out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=20)
+                             capture_output=True, text=True, timeout=20, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     return "; ".join(line.strip() for line in out.stdout.splitlines() if line.strip()) or "none"
@@ -164,7 +164,7 @@ def run_bench(script: Path, args: list[str], timeout: float = BENCH_TIMEOUT_S) -
     cmd = [sys.executable, str(script), *args]
     shown = " ".join(["python", str(script.relative_to(ROOT)) if script.is_relative_to(ROOT) else str(script), *args])
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, check=False)
     except subprocess.TimeoutExpired:
         return {"command": shown, "error": f"timed out after {timeout:.0f} s"}
     if proc.returncode != 0:

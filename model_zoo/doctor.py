@@ -216,7 +216,7 @@ def gpu_info(torch_installed: bool, *, timeout: float = 120.0) -> dict[str, Any]
         return none
     try:
         proc = subprocess.run([sys.executable, "-c", _GPU_SCRIPT], capture_output=True, text=True,
-                              timeout=timeout)
+                              timeout=timeout, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return {**none, "error": f"could not run torch: {type(exc).__name__}: {exc}"}
     if proc.returncode != 0:
@@ -280,7 +280,7 @@ def probe_all(keys: list[str], adapter_factory: Callable[[str], Any], budget: fl
         start = time.perf_counter()
         try:
             latency = adapter_factory(key).probe(timeout=budget)
-        except Exception as exc:  # every failure is a finding, with its reason
+        except Exception as exc:  # noqa: BLE001 - every failure is a finding, with its reason
             results[key] = ProbeResult(key, False, None, _probe_reason(exc))
             return
         results[key] = ProbeResult(key, True, float(latency if latency is not None else time.perf_counter() - start))

@@ -32,7 +32,7 @@ SAMPLES = {
 
 
 def run_report(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(REPORT), *args], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    return subprocess.run([sys.executable, str(REPORT), *args], capture_output=True, text=True, timeout=300, cwd=ROOT, check=False)
 
 
 def saved_dir(tmp_path: Path) -> Path:

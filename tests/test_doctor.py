@@ -57,11 +57,11 @@ def by_source(report: DoctorReport) -> dict[str, object]:
 
 def bare_report(**overrides: object) -> DoctorReport:
     """A report with every runtime package present and nothing else to say, for ``advise`` tests."""
-    fields: dict[str, object] = dict(
-        versions={"torch": "x", "transformers": "x", "safetensors": "x", "sentencepiece": "x"},
-        python={}, gpu={"skipped": True}, hubs=[], store=None, proxies={}, offline=False,
-        config_file=None, sources=[], registry={},
-    )
+    fields: dict[str, object] = {
+        "versions": {"torch": "x", "transformers": "x", "safetensors": "x", "sentencepiece": "x"},
+        "python": {}, "gpu": {"skipped": True}, "hubs": [], "store": None, "proxies": {}, "offline": False,
+        "config_file": None, "sources": [], "registry": {},
+    }
     fields.update(overrides)
     return DoctorReport(**fields)  # type: ignore[arg-type]
 
@@ -332,7 +332,7 @@ def run_cli(*args: str, env_extra: dict[str, str] | None = None) -> subprocess.C
 
     env = {**os.environ, **(env_extra or {})}
     exe = Path(sys.executable).with_name("model-zoo")
-    return subprocess.run([str(exe), *args], capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, env=env, timeout=120, check=False)
 
 
 def test_cli_json_with_gpu_check(hub_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -366,7 +366,7 @@ def test_cli_text_and_exit_code_when_nothing_is_reachable() -> None:
 
 def test_broken_torch_is_an_error_with_advice(monkeypatch: pytest.MonkeyPatch) -> None:
     """torch is asked in a child interpreter, so a torch that cannot import is reported, not fatal."""
-    import model_zoo.doctor as doctor
+    from model_zoo import doctor
 
     monkeypatch.setattr(doctor, "_GPU_SCRIPT", "raise ImportError('libcudart.so.12: cannot open shared object file')")
     gpu = doctor.gpu_info(True)

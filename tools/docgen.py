@@ -49,9 +49,9 @@ def registry_table() -> str:
     head = ["Model", "Kind", "Size", "Released", "Context"]
     head += [f"{d} GiB" for d in TABLE_DTYPES] + [hub_titles[k] for k in SOURCE_KEYS]
     lines = [
-        f"{len(models)} models. Memory: GiB to serve one sequence of {DEFAULT_CONTEXT} tokens "
-        "(weights at that dtype + KV cache + 1 GiB runtime; see the formula below). "
-        "Hub columns link to each model's page.",
+        (f"{len(models)} models. Memory: GiB to serve one sequence of {DEFAULT_CONTEXT} tokens "
+         "(weights at that dtype + KV cache + 1 GiB runtime; see the formula below). "
+         "Hub columns link to each model's page."),
         "",
     ]
     family = None
