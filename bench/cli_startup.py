@@ -59,7 +59,6 @@ marks = [("start", cpu())]
 import typer; marks.append(("import typer", cpu()))
 from model_zoo.cli import main as cli; app = cli.build_app()
 marks.append(("model_zoo.cli.main + every cmd_* module", cpu()))
-import click, typer._adapters; marks.append(("click + typer's pydantic adapters (parse time)", cpu()))
 from model_zoo.registry import api; marks.append(("import the registry API", cpu()))
 api.list_models(); marks.append(("load the registry (cache hit)", cpu()))
 with contextlib.redirect_stdout(io.StringIO()):

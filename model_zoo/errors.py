@@ -320,7 +320,8 @@ class CheckpointError(IntegrityError):
 
     def __init__(self, path: str, detail: str) -> None:
         super().__init__(
-            f"{path}: {detail}. Run `model-zoo verify` on it, and pull again to repair.",
+            f"{path}: {detail}. Pull the model again to repair it; `model-zoo verify` lists every "
+            "problem.",
             path=path,
             detail=detail,
         )

@@ -160,8 +160,10 @@ def register(app: typer.Typer) -> None:
             for p in report.problems:
                 con.print(f"[red]✗[/] {p.path}: {p.detail}", highlight=False)
             status = "OK" if report.ok else f"{len(report.problems)} problem(s)"
+            against = (f"against the {report.against}" if report.against != "none"
+                       else "(no manifest or lock file: hashes computed, not compared)")
             con.print(f"{report.root}: {len(report.files)} files, {human_size(report.bytes_hashed)} hashed "
-                      f"against the {report.against} in {report.seconds:.2f} s "
+                      f"{against} in {report.seconds:.2f} s "
                       f"({human_size(report.throughput)}/s, {report.workers} threads); structure checked: {status}",
                       highlight=False)
         report.raise_for_problems()
