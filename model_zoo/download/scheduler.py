@@ -61,6 +61,7 @@ class Run(TransferMixin, StagingMixin):
             w.start()
         last_flush = time.monotonic()
         running = len(workers)
+        self._announced: set[str] = set()
         try:
             while running:
                 try:
@@ -73,6 +74,8 @@ class Run(TransferMixin, StagingMixin):
                 if item is not None or time.monotonic() - last_flush >= _PROGRESS_EVERY:
                     self._flush(on_event)  # progress first, so it precedes a file's FileDone
                     last_flush = time.monotonic()
+                if isinstance(item, ev.FileStart):
+                    self._announced.add(item.path)
                 if item is not None and on_event is not None:
                     on_event(item)
             self._flush(on_event)
@@ -92,9 +95,10 @@ class Run(TransferMixin, StagingMixin):
                         self._close_file(f)
 
     def _flush(self, on_event: Callable[[ev.Event], None] | None) -> None:
-        with self.cv:
-            counts = [(f.job.path, f.unreported) for f in self.files if f.unreported]
-            for f in self.files:
+        with self.cv:  # only files already announced, so Progress never precedes FileStart
+            ready = [f for f in self.files if f.unreported and f.job.path in self._announced]
+            counts = [(f.job.path, f.unreported) for f in ready]
+            for f in ready:
                 f.unreported = 0
         if on_event is not None:
             for path, n in counts:
