@@ -254,7 +254,10 @@ def test_openxlab_download_urls(hub_root: Path, local_hub: LocalHub) -> None:
         headers={"Content-Type": "application/json"},
     )
     assert status == 200
-    paths = json.loads(body)["data"]["data"]["filePaths"]
+    reply = json.loads(body)
+    # the official client checks the inner envelope's msgCode before reading filePaths
+    assert reply["msgCode"] == "10000" and reply["data"]["msgCode"] == "10000"
+    paths = reply["data"]["data"]["filePaths"]
     assert set(paths) == set(on_disk)
     for path, item in paths.items():
         assert item["hash"] == hashlib.sha256(on_disk[path]).hexdigest()
@@ -275,6 +278,10 @@ def test_not_found_errors_per_protocol(local_hub: LocalHub) -> None:
     assert status == 404 and json.loads(body)["Success"] is False
     status, _, body = request(local_hub, "/api/v1/file/internlm/nope?path=&ref=main")
     assert status == 404 and json.loads(body)["code"] == 404
+    status, _, body = request(local_hub, f"/api/v1/file/{SAMPLE_REPO}?path=&ref=no-such-ref")
+    assert status == 404 and json.loads(body)["code"] == "ref_not_exist"
+    status, _, body = request(local_hub, f"/api/v1/file/{SAMPLE_REPO}?path=absent&ref=main")
+    assert status == 404 and json.loads(body)["code"] == "branch_or_path_not_found"
 
 
 def test_stats_count_bytes_per_file_and_log_requests(hub_root: Path, local_hub: LocalHub) -> None:

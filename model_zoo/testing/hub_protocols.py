@@ -236,7 +236,7 @@ def modelers_entry(e: Entry) -> dict[str, Any]:
     return out
 
 
-def modelers_envelope(data: Any, *, code: int = 200, msg: str = "success") -> dict[str, Any]:
+def modelers_envelope(data: Any, *, code: int | str = 200, msg: str = "success") -> dict[str, Any]:
     return {"code": code, "msg": msg, "data": data}
 
 
@@ -266,5 +266,7 @@ def error_body(
     if protocol == MODELSCOPE:
         return ms_envelope(None, code=status, message=message, success=False), {}
     if protocol == MODELERS:
-        return modelers_envelope(None, code=status, msg=message), {}
+        # Modelers answers with string codes for the not-found cases its client tells apart.
+        named = {"RevisionNotFound": "ref_not_exist", "EntryNotFound": "branch_or_path_not_found"}
+        return modelers_envelope(None, code=named.get(code or "", status), msg=message), {}
     return openxlab_envelope(None, code=str(status), msg=message), {}

@@ -463,7 +463,8 @@ class _Handler(BaseHTTPRequestHandler):
                 continue
             url = f"{base}/openxlab/file/{repo}/{snap.commit}/{quote(e.path)}"
             files[e.path] = proto.openxlab_file(e, url)
-        self._send_json(ctx, proto.openxlab_envelope({"data": {"filePaths": files}}))
+        # The official client reads data.msgCode and then data.data.filePaths: an envelope inside.
+        self._send_json(ctx, proto.openxlab_envelope(proto.openxlab_envelope({"filePaths": files})))
 
     # -- bytes ---------------------------------------------------------------------------------
     def _serve_file(
