@@ -27,6 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 from .download.plan import ProbeResult
 from .errors import ConfigError, ModelZooError
 from .hubs.catalog import HUBS, OPENXLAB_ORIGIN
+from .netaddr import is_loopback_url
 
 # Distributions whose versions the report shows, in this order (None when not installed).
 PACKAGES: tuple[str, ...] = (
@@ -151,11 +152,6 @@ def proxy_for(url: str, env: Mapping[str, str]) -> str | None:
     if not chosen or urllib.request.proxy_bypass_environment(parts.hostname or "", proxies):
         return None
     return redact_url(chosen)
-
-
-def _is_loopback(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    return host == "localhost" or host.startswith("127.") or host == "::1"
 
 
 def _human_bytes(n: int) -> str:
@@ -420,12 +416,12 @@ def _hub_findings(report: DoctorReport) -> list[Finding]:
                 advice = f"Rate-limited: set {hub.token_vars[0]} to a token. " + advice
             out.append(Finding(level, "hubs", f"{hub.title} ({hub.endpoint}) is unreachable{via}: {hub.error}",
                                advice.strip()))
-        if hub.token_env and hub.endpoint.startswith("http://") and not _is_loopback(hub.endpoint):
+        if hub.token_env and hub.endpoint.startswith("http://") and not is_loopback_url(hub.endpoint):
             out.append(Finding("warning", "hubs",
                                f"{hub.title}: {hub.token_env} is set and the endpoint {hub.endpoint} is plain http, "
                                "so the token travels unencrypted.",
                                "Use an https endpoint, or unset the token for this mirror."))
-        if hub.proxy and _is_loopback(hub.endpoint):
+        if hub.proxy and is_loopback_url(hub.endpoint):
             out.append(Finding("warning", "proxy",
                                f"{hub.title}: requests to the loopback endpoint {hub.endpoint} go through "
                                f"the proxy {hub.proxy}.",

@@ -83,3 +83,17 @@ def test_tokens_per_hub_and_hidden_from_repr(tmp_path: Path) -> None:
 def test_offline(var: str, tmp_path: Path) -> None:
     assert load_settings({"MODEL_ZOO_CONFIG": str(tmp_path / "n"), var: "1"}).offline
     assert not load_settings({"MODEL_ZOO_CONFIG": str(tmp_path / "n"), var: "0"}).offline
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("127.0.0.1", True), ("127.8.9.10", True), ("localhost", True), ("::1", True), ("[::1]", True),
+     ("0.0.0.0", False), ("10.0.0.1", False), ("example.org", False), ("", False)],
+)
+def test_loopback_hosts(host: str, loopback: bool) -> None:
+    from model_zoo.netaddr import is_loopback_host, is_loopback_url
+
+    assert is_loopback_host(host) is loopback
+    if host and not host.startswith("["):
+        url_host = f"[{host}]" if ":" in host else host
+        assert is_loopback_url(f"http://{url_host}:8000/x") is loopback

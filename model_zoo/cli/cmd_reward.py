@@ -102,17 +102,6 @@ def _score_with_progress(rm: Any, convs: list[Any], chunk: int, quiet: bool, **k
     return scores
 
 
-def _is_loopback(host: str) -> bool:
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def register(app: typer.Typer) -> None:
     @app.command("serve-reward")
     def serve_reward_cmd(
@@ -149,7 +138,9 @@ def register(app: typer.Typer) -> None:
         from .output import err_console
 
         con = err_console()
-        if not _is_loopback(host) and not api_key:
+        from ..netaddr import is_loopback_host
+
+        if not is_loopback_host(host) and not api_key:
             con.print(f"[yellow]warning:[/] serving on {host} without an API key: anyone who can reach "
                       "this port can use the model. Set --api-key or MODEL_ZOO_API_KEY.", highlight=False)
         rm = _load(name, device=device, dtype=dtype, replicas=replicas, max_length=max_length,

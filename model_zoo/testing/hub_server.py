@@ -36,7 +36,6 @@ unsatisfiable) and stream from disk in chunks (``sendfile`` when no fault or rat
 from __future__ import annotations
 
 import base64
-import ipaddress
 import json
 import logging
 import socket
@@ -51,6 +50,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from . import hub_protocols as proto
+from ..netaddr import is_loopback_host
 from .faults import (
     BODY_KINDS,
     FLIP_BYTE,
@@ -853,15 +853,6 @@ class LocalHub:
         if protocol == proto.OPENXLAB:
             return f"{self.url}/openxlab/file/{repo_id}/{revision or self.commit(repo_id)}/{p}"
         raise ValueError(f"unknown protocol {protocol!r}; valid: {proto.PROTOCOLS}")
-
-
-def is_loopback_host(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 __all__ = [
