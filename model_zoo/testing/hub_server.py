@@ -156,6 +156,8 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "model-zoo-local-hub"
     sys_version = ""
     timeout = 120
+    # Small replies (listings, HEAD) must not wait for a delayed ACK: ~40 ms per request otherwise.
+    disable_nagle_algorithm = True
     server: _Server
 
     # -- plumbing ------------------------------------------------------------------------------
