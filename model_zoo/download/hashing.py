@@ -4,13 +4,13 @@ sha256 must see the bytes in file order. ``OrderedHasher`` keeps a *frontier*: e
 before it is hashed. A worker that writes a chunk starting exactly at the frontier hashes that
 chunk from memory, straight after ``pwrite`` (the common case: one stream per file, or the
 first range of a split file). Chunks written further on are only recorded; when the frontier
-reaches them, whichever thread holds the frontier reads them back from the page cache (they were
-written moments ago) and hashes them. One thread hashes at a time (a busy flag, checked and
+reaches them, whichever thread holds the frontier hashes them from the page cache (they were
+written moments ago) through a memory map, which saves the copy a read would make. One thread hashes at a time (a busy flag, checked and
 cleared under the same lock as the written ranges, so no chunk is ever forgotten), and hashing
 runs outside that lock, with the GIL released by hashlib, so other workers keep receiving.
 
-Large files hash on a thread of their own (``background``), reading each contiguous run back
-from the page cache as soon as it is written: receiving and hashing then use two cores.
+Large files hash on a thread of their own (``background``), hashing each contiguous run from
+the page cache as soon as it is written: receiving and hashing then use two cores.
 
 On resume, ``catch_up`` reads the partial's written prefix once to rebuild the state; Python's
 hashlib cannot save a sha256 midway, so that read is the cost of resuming.
@@ -22,6 +22,7 @@ import hashlib
 import os
 import threading
 
+from ..store.hashing import WINDOW, update_mapped
 from .partial import IntervalSet
 
 READ_BACK = 4 * 1024 * 1024
@@ -31,8 +32,8 @@ class OrderedHasher:
     """Written ranges of one file plus the sha256 of its contiguous prefix; thread-safe.
 
     ``background=True`` (large files) hashes on a thread of its own instead of on the workers:
-    workers only record their writes, and the hashing thread reads the new contiguous bytes back
-    from the page cache moments later. That costs one memory copy but lets receiving and hashing
+    workers only record their writes, and the hashing thread hashes the new contiguous bytes from
+    the page cache moments later (memory-mapped, no copy). That lets receiving and hashing
     run on different cores at once, which is what a CPU-bound download needs.
     """
 
@@ -127,15 +128,20 @@ class OrderedHasher:
                         self._busy = False
                         self._cond.notify_all()
                         return
-                if self._buf is None:
-                    self._buf = bytearray(READ_BACK)
-                view = memoryview(self._buf)[: min(READ_BACK, end - start)]
-                n = os.preadv(self._fd, [view], start)
-                if n <= 0:
-                    raise OSError(f"partial file is shorter than its recorded ranges (at byte {start})")
-                self._h.update(view[:n])
+                # straight from the page cache (no copy), a window at a time; plain reads where
+                # mapping stops working, which also report a file shorter than its ranges
+                reached = update_mapped(self._h, self._fd, start, min(end, start + WINDOW))
+                if reached == start:
+                    if self._buf is None:
+                        self._buf = bytearray(READ_BACK)
+                    view = memoryview(self._buf)[: min(READ_BACK, end - start)]
+                    n = os.preadv(self._fd, [view], start)
+                    if n <= 0:
+                        raise OSError(f"partial file is shorter than its recorded ranges (at byte {start})")
+                    self._h.update(view[:n])
+                    reached = start + n
                 with self._lock:
-                    self.hashed = start + n
+                    self.hashed = reached
         except BaseException:
             with self._lock:
                 self._busy = False
