@@ -53,6 +53,7 @@ CHILD_MODEL_ZOO = r"""
 import json, sys, time
 import model_zoo
 import model_zoo.download.pull, model_zoo.hubs.huggingface, model_zoo.hubs.modelscope  # imports untimed, as for the others
+import huggingface_hub.hf_api  # the hf adapter's lazy import; `from huggingface_hub import snapshot_download` loads it too
 model_zoo.get(sys.argv[1])  # registry loaded and cached untimed: the others have no registry
 kw = json.loads(sys.argv[2])
 t = time.perf_counter()
@@ -66,6 +67,7 @@ from pathlib import Path
 from model_zoo.download.engine import EngineOptions, FileJob, fetch
 from model_zoo.hubs.factory import adapter_for
 import model_zoo.hubs.huggingface, model_zoo.hubs.modelscope
+import huggingface_hub.hf_api  # untimed, as in the model-zoo and huggingface_hub children
 kw = json.loads(sys.argv[2])
 repos, sources = kw["repos"], kw["sources"]
 t = time.perf_counter()
@@ -161,7 +163,10 @@ class Hub:
                 resp.read()
 
     def env(self, home: Path) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.endswith(("_PROXY", "_proxy"))}
+        # PYTHONDONTWRITEBYTECODE dropped: installed packages ship their .pyc files, but an
+        # editable checkout would then compile model_zoo from source in every child
+        env = {k: v for k, v in os.environ.items()
+               if not k.endswith(("_PROXY", "_proxy")) and k != "PYTHONDONTWRITEBYTECODE"}
         env.update({
             "HF_ENDPOINT": self.url, "MODELSCOPE_ENDPOINT": self.url, "OPENMIND_HUB_ENDPOINT": self.url,
             "OPENXLAB_ENDPOINT": self.url, "HF_HOME": str(home / "hf"), "MODELSCOPE_CACHE": str(home / "ms"),
@@ -183,7 +188,7 @@ def _children_cpu() -> float:
 
 def run_timed(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
     cpu0, t0 = _children_cpu(), time.perf_counter()
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800, check=False)
     wall = time.perf_counter() - t0
     out: dict[str, Any] = {"process_seconds": round(wall, 3), "cpu_seconds": round(_children_cpu() - cpu0, 3)}
     if done.returncode != 0:
