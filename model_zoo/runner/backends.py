@@ -4,7 +4,7 @@ Both engines load InternLM2/3 with their own native model code. What they must n
 Python shipped inside the checkpoint: model-zoo never sets ``trust_remote_code``. vLLM is
 started with ``skip_tokenizer_init=True`` and fed token ids from model-zoo's native tokenizer,
 so it never needs the hub's tokenizer code. LMDeploy builds its tokenizer with
-``trust_remote_code=True`` internally, so it is only handed checkpoints that ship no Python
+remote code enabled internally, so it is only handed checkpoints that ship no Python
 files; anything else is refused with an error that says why.
 """
 
@@ -99,7 +99,7 @@ def load_engine(
             shipped = sorted(p.name for p in path.glob("*.py"))
             if shipped:
                 raise _refuse_remote_code(
-                    path, "LMDeploy", RuntimeError(f"it loads tokenizers with trust_remote_code=True and "
+                    path, "LMDeploy", RuntimeError(f"it loads tokenizers with remote code enabled and "
                                                    f"the checkpoint ships {', '.join(shipped)}"))
             import lmdeploy
 
