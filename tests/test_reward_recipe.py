@@ -42,16 +42,52 @@ def test_buckets_cover_every_item_once_and_respect_the_budget(seed: int) -> None
         longest = max(lengths[i] for i in b)
         assert longest * len(b) <= budget or len(b) == 1  # an item over budget alone still gets scored
         assert cap is None or len(b) <= cap
-        assert all(lengths[i] >= 0.75 * longest for i in b)  # no item is mostly padding
     # longest first, and sorted inside: buckets never interleave lengths
     flat = [lengths[i] for b in buckets for i in b]
     assert flat == sorted(flat, reverse=True)
 
 
+def _cost(buckets: list[list[int]], lengths: list[int], overhead: int) -> int:
+    """Padded tokens plus ``overhead`` per forward pass: what the planner minimises."""
+    return sum(overhead + len(b) * max(lengths[i] for i in b) for b in buckets)
+
+
+def _best_cost(lengths: list[int], overhead: int, budget: int) -> int:
+    """The optimum by exhaustive dynamic programming over cuts of the sorted lengths."""
+    sorted_lengths = sorted(lengths, reverse=True)
+    best = [0] + [10**18] * len(lengths)
+    for end in range(1, len(lengths) + 1):
+        for start in range(end):
+            size, longest = end - start, sorted_lengths[start]
+            if size == 1 or size * longest <= budget:
+                best[end] = min(best[end], best[start] + overhead + size * longest)
+    return best[-1]
+
+
 def test_similar_lengths_share_one_bucket() -> None:
     assert plan_buckets([40, 38, 35, 31, 30], max_tokens=1000) == [[0, 1, 2, 3, 4]]
-    assert plan_buckets([40, 10, 38, 9], max_tokens=1000) == [[0, 2], [1, 3]]
-    assert plan_buckets([40, 10], max_tokens=1000, min_fill=0.0) == [[0, 1]]
+    # a few short items ride along with long ones: one more pass would cost more than their padding
+    assert plan_buckets([40, 10, 38, 9], max_tokens=1000) == [[0, 2, 1, 3]]
+    # many short items behind a long one get their own pass
+    lengths = [400] + [20] * 30
+    assert plan_buckets(lengths, max_tokens=100_000) == [[0], list(range(1, 31))]
+    # and a pass costs nothing: every length change starts a bucket
+    assert plan_buckets([40, 10, 38, 9], max_tokens=1000, pass_overhead_tokens=0) == [[0], [2], [1], [3]]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_bucket_plan_is_close_to_the_cheapest(seed: int) -> None:
+    """Padding plus per-pass cost stays within 15% of the exhaustive optimum, and beats both naive plans."""
+    rng = random.Random(seed)
+    lengths = [rng.randint(5, rng.choice([60, 400])) for _ in range(rng.randint(2, 120))]
+    overhead, budget = rng.choice([64, 256, 1024]), rng.choice([2000, 16384])
+    plan = plan_buckets(lengths, max_tokens=budget, pass_overhead_tokens=overhead)
+    cost = _cost(plan, lengths, overhead)
+    assert cost <= 1.15 * _best_cost(lengths, overhead, budget)
+    per_length = plan_buckets(lengths, max_tokens=budget, pass_overhead_tokens=0)
+    one_pass = plan_buckets(lengths, max_tokens=budget, pass_overhead_tokens=10**9)
+    assert cost <= _cost(per_length, lengths, overhead)
+    assert cost <= _cost(one_pass, lengths, overhead)
 
 
 def test_bucket_limits_are_checked() -> None:
@@ -162,3 +198,16 @@ def test_bare_strings_are_refused_where_lists_are_expected() -> None:
     with pytest.raises(UsageError):
         rm.best_of([])
     assert rm.score_batch([]) == []
+
+
+def test_many_distinct_lengths_are_planned_quickly_and_within_the_budget() -> None:
+    rng = random.Random(7)
+    lengths = [rng.randint(1, 8000) for _ in range(20_000)]
+    buckets = plan_buckets(lengths, max_tokens=16384, max_items=64)
+    assert sorted(itertools.chain.from_iterable(buckets)) == list(range(len(lengths)))
+    for b in buckets:
+        longest = max(lengths[i] for i in b)
+        assert (longest * len(b) <= 16384 or len(b) == 1) and len(b) <= 64
+    # merging nearly equal lengths to keep planning fast costs little against planning every length
+    exact = plan_buckets(lengths, max_tokens=16384, max_items=64, pass_overhead_tokens=0)
+    assert _cost(buckets, lengths, 256) <= _cost(exact, lengths, 256)

@@ -58,6 +58,24 @@ def test_without_announcements_the_window_closes_on_time() -> None:
     sched.close()
 
 
+def test_the_window_ends_when_the_previous_batch_s_clients_are_back() -> None:
+    """Closed-loop clients (send, wait for the answer, send again): no idle window between rounds."""
+    rec = Recorder()
+    sched = BatchScheduler(rec, wait_s=0.6, max_wait_s=0.6)
+    first_round = [sched.submit([[k]]) for k in range(3)]
+    assert [f.result(5) for f in first_round] == [[0.0], [1.0], [2.0]]  # one batch, after the window
+    start = time.monotonic()
+    second_round = [sched.submit([[k]]) for k in range(3)]
+    assert [f.result(5) for f in second_round] == [[0.0], [1.0], [2.0]]
+    assert time.monotonic() - start < 0.3  # all three were back: scored without waiting 0.6 s
+    start = time.monotonic()
+    third_round = [sched.submit([[k]]) for k in range(2)]  # one client left: the window runs out
+    assert [f.result(5) for f in third_round] == [[0.0], [1.0]]
+    assert time.monotonic() - start >= 0.5
+    assert rec.batches == [[[0], [1], [2]]] * 2 + [[[0], [1]]]
+    sched.close()
+
+
 def test_queue_limit_and_close() -> None:
     gate = threading.Event()
 

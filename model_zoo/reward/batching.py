@@ -17,8 +17,11 @@ from ..errors import InputTooLongError, UsageError
 #: comfortably on one GPU and keeps CPU batches short enough to stay cache-friendly).
 DEFAULT_MAX_TOKENS_PER_BATCH = 16384
 
-#: An item shorter than this fraction of its bucket's longest item starts a new bucket.
-DEFAULT_MIN_FILL = 0.75
+#: What one extra forward pass costs, in padded tokens of work. Splitting a bucket saves the padding
+#: of its shorter items but costs one more pass (kernel launches, Python in the layers, mask and
+#: rotary set-up). Measured: about 2 ms per pass against 10 us per padded token for the tiny CPU
+#: model (200 tokens); about 20 ms against 50 us for a 7B model on one GPU (400). 256 sits between.
+DEFAULT_PASS_OVERHEAD_TOKENS = 256
 
 
 def with_reward_token(ids: Sequence[int], reward_token_id: int) -> list[int]:
@@ -54,41 +57,89 @@ def prepare_ids(
     return out
 
 
+#: Above this many distinct lengths, the planner merges neighbouring lengths (a few percent apart)
+#: before choosing where to cut, so planning stays quadratic in at most this many groups.
+_MAX_GROUPS = 256
+
+
 def plan_buckets(
     lengths: Sequence[int],
     *,
     max_tokens: int | None = None,
     max_items: int | None = None,
-    min_fill: float = DEFAULT_MIN_FILL,
+    pass_overhead_tokens: int = DEFAULT_PASS_OVERHEAD_TOKENS,
 ) -> list[list[int]]:
     """Indices of ``lengths`` grouped into buckets, longest first, each under the padded-token budget.
 
     A bucket holds at most ``max_items`` items and at most ``max_tokens`` padded tokens
     (its longest item times its size); an item longer than the budget on its own gets a bucket
-    of its own rather than failing. An item shorter than ``min_fill`` of its bucket's longest
-    starts a new bucket, so no item is more than ``1 - min_fill`` padding (compute spent on
-    padding is wasted, and a few extra forward passes cost less than padding a long tail).
+    of its own rather than failing. Where to cut is chosen by dynamic programming over the sorted
+    lengths to minimise padded tokens plus ``pass_overhead_tokens`` per forward pass: a small
+    batch of mixed lengths runs as one pass, a large one is split where its lengths fall away.
     Longest first, so a batch that does not fit in memory fails on the first pass, not the last.
     """
     budget = DEFAULT_MAX_TOKENS_PER_BATCH if max_tokens is None else max_tokens
     if budget < 1 or (max_items is not None and max_items < 1):
         raise UsageError("max_tokens_per_batch and batch_size must be at least 1")
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    if not order:
+        return []
+
+    def capacity(longest: int) -> int:
+        cap = max(budget // max(longest, 1), 1)
+        return cap if max_items is None else min(cap, max_items)
+
+    # Runs of equal (or, past _MAX_GROUPS, nearly equal) length: cuts fall only between runs.
+    groups = _length_groups([max(lengths[i], 1) for i in order])
+    # best[g]: cheapest cost of the first g groups; cut[g]: where the last segment starts.
+    best = [0.0] + [float("inf")] * len(groups)
+    cut = [0] * (len(groups) + 1)
+    for end in range(1, len(groups) + 1):
+        items = 0
+        for start in range(end - 1, -1, -1):
+            items += groups[start][1]
+            longest = groups[start][0]
+            passes = -(-items // capacity(longest))
+            cost = best[start] + passes * pass_overhead_tokens + items * longest
+            if cost < best[end]:
+                best[end], cut[end] = cost, start
+    bounds = []
+    end = len(groups)
+    while end:
+        bounds.append((cut[end], end))
+        end = cut[end]
+    first_item = [0]
+    for _, count in groups:
+        first_item.append(first_item[-1] + count)
+
     buckets: list[list[int]] = []
-    current: list[int] = []
-    longest = 0
-    for i in order:
-        full = max_items is not None and len(current) >= max_items
-        sparse = lengths[i] < min_fill * longest
-        if current and (full or sparse or longest * (len(current) + 1) > budget):
-            buckets.append(current)
-            current = []
-        if not current:
-            longest = max(lengths[i], 1)
-        current.append(i)
-    if current:
+    for g_start, g_end in reversed(bounds):
+        current: list[int] = []
+        cap = 0
+        for i in order[first_item[g_start] : first_item[g_end]]:
+            if current and len(current) >= cap:
+                buckets.append(current)
+                current = []
+            if not current:
+                cap = capacity(lengths[i])
+            current.append(i)
         buckets.append(current)
     return buckets
+
+
+def _length_groups(sorted_lengths: list[int]) -> list[tuple[int, int]]:
+    """``(longest, count)`` runs of a descending list; neighbours merged until at most _MAX_GROUPS."""
+    groups: list[tuple[int, int]] = []
+    ratio = 1.0
+    distinct = len(set(sorted_lengths))
+    if distinct > _MAX_GROUPS:  # merge lengths within a constant ratio of each run's longest
+        ratio = (sorted_lengths[0] / sorted_lengths[-1]) ** (1 / _MAX_GROUPS)
+    for length in sorted_lengths:
+        if groups and length * ratio >= groups[-1][0]:
+            groups[-1] = (groups[-1][0], groups[-1][1] + 1)
+        else:
+            groups.append((length, 1))
+    return groups
 
 
 def split_for_workers(lengths: Sequence[int], workers: int) -> list[list[int]]:

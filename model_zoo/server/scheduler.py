@@ -1,7 +1,8 @@
 """Dynamic batching: one thread owns the model and merges concurrent requests into shared batches.
 
 Request threads only tokenize and wait. The scheduler thread takes the oldest request, waits a
-short window (or until the batch is full) for more, scores everything gathered in one call to the
+short window (or until the batch is full, or the requests of the previous batch are all back) for
+more, scores everything gathered in one call to the
 scorer (which buckets by length), and hands each request its own slice back. While the model is
 busy, new requests pile up and form the next batch, so many clients sending one query each are
 served at batch throughput.
@@ -75,6 +76,7 @@ class BatchScheduler:
         self._waiting_items = 0
         self._cond = threading.Condition()
         self._closing = False
+        self._last_batch_requests = 0  # requests in the batch scored last: how many to expect back
         self._thread = threading.Thread(target=self._loop, name="reward-scheduler", daemon=True)
         self._thread.start()
 
@@ -140,7 +142,9 @@ class BatchScheduler:
         """The next batch: the oldest job, plus whatever arrives within the wait window and fits.
 
         The window is ``wait_s``, stretched up to ``max_wait_s`` while announced requests are
-        still being tokenized.
+        still being tokenized. It ends early once as many requests wait as the previous batch
+        served and none is still arriving: clients that each wait for their answer before
+        sending again (an RLHF worker loop) are all back, and waiting longer only idles the model.
         """
         with self._cond:
             while not self._jobs:
@@ -149,6 +153,8 @@ class BatchScheduler:
                 self._cond.wait()
             start = time.monotonic()
             while not self._closing and not self._full():
+                if not self._arriving and 0 < self._last_batch_requests <= len(self._jobs):
+                    break
                 window = self.max_wait_s if self._arriving else self.wait_s
                 left = start + window - time.monotonic()
                 if left <= 0:
@@ -182,6 +188,7 @@ class BatchScheduler:
 
     def _run(self, batch: list[_Job]) -> None:
         merged = [ids for job in batch for ids in job.items]
+        self._last_batch_requests = len(batch)
         try:
             scores = self._score(merged) if merged else []
         except BaseException as exc:  # noqa: BLE001 - every waiter must hear about the failure
