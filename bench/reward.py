@@ -7,13 +7,18 @@ three ways and prints one JSON document with conversations per second for each:
 - ``score_batch``: ``rm.score_batch(all)`` (length buckets under a token budget);
 - ``server``: a ``RewardServer`` (default batching settings) on 127.0.0.1 with ``--clients``
   threads, each posting its share of the conversations to ``/v1/score``, ``--per-request``
-  conversations per request.
+  conversations per request (each value of a comma-separated list is one run);
+- ``ceiling``: ``rm.score_batch`` over consecutive chunks of ``clients x per_request``
+  conversations: what a server with no overhead at all could reach, since clients that wait for
+  each answer never have more than that many conversations outstanding, so no batch can be larger.
+  When this is itself under 0.8x of ``score_batch``, no server can meet the target for that shape;
+  ``server_vs_ceiling`` is then the figure that measures the server.
 
 Each figure is the best of ``--repeat`` rounds after a warm-up; the three ways run interleaved in
 every round, so that they see the same load on a shared machine.
 Targets (CPU, tiny model): score_batch >= 5x one-at-a-time; server >= 0.8x score_batch.
 
-    .venv/bin/python bench/reward.py [--n 256] [--clients 16] [--per-request 1] [--device cpu] [--threads 1]
+    .venv/bin/python bench/reward.py [--n 256] [--clients 16] [--per-request 1,16] [--device cpu] [--threads 1]
 """
 
 from __future__ import annotations
@@ -98,7 +103,8 @@ def main() -> None:
     ap.add_argument("--model", help="reward model name or directory (default: a tiny checkpoint)")
     ap.add_argument("--n", type=int, default=256, help="conversations")
     ap.add_argument("--clients", type=int, default=16)
-    ap.add_argument("--per-request", type=int, default=1, help="conversations per server request")
+    ap.add_argument("--per-request", default="1,16",
+                    help="conversations per server request; a comma-separated list runs each shape")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="auto")
@@ -125,21 +131,47 @@ def main() -> None:
         lengths = [len(x) for x in rm.encode_conversations(convs)]
         rm.score_batch(convs[:32])  # warm-up
 
-        serve = ServerRun(rm, convs, args.clients, args.per_request)
-        serve()  # warm-up: connections, threads
-        before = dict(vars(serve.server.scheduler.stats))
-        rates: dict[str, list[float]] = {"single": [], "batch": [], "server": []}
+        shapes = [int(x) for x in str(args.per_request).split(",") if x.strip()]
+        servers = {k: ServerRun(rm, convs, args.clients, k) for k in shapes}
+        for serve in servers.values():
+            serve()  # warm-up: connections, threads
+        before = {k: dict(vars(serve.server.scheduler.stats)) for k, serve in servers.items()}
+
+        def chunked(size: int) -> Callable[[], Any]:
+            return lambda: [rm.score_batch(convs[i : i + size]) for i in range(0, len(convs), size)]
+
+        rates: dict[str, list[float]] = {"single": [], "batch": []}
+        for k in shapes:
+            rates[f"server_{k}"], rates[f"ceiling_{k}"] = [], []
         for _ in range(args.repeat):  # interleaved, so that each way sees the same machine load
             rates["single"].append(timed(len(convs), lambda: [rm.score(c) for c in convs]))
             rates["batch"].append(timed(len(convs), lambda: rm.score_batch(convs)))
-            rates["server"].append(timed(len(convs), serve))
-        after = vars(serve.server.scheduler.stats)
-        stats = {k: after[k] - before[k] for k in ("requests", "items", "batches", "merged_batches")}
-        stats["largest_batch_items"] = after["largest_batch_items"]
-        serve.close()
-        single, batched, served = (max(rates[k]) for k in ("single", "batch", "server"))
+            for k, serve in servers.items():
+                rates[f"server_{k}"].append(timed(len(convs), serve))
+                rates[f"ceiling_{k}"].append(timed(len(convs), chunked(args.clients * k)))
+        stats = {}
+        for k, serve in servers.items():
+            after = vars(serve.server.scheduler.stats)
+            stats[k] = {f: after[f] - before[k][f] for f in ("requests", "items", "batches", "merged_batches")}
+            stats[k]["largest_batch_items"] = after["largest_batch_items"]
+            serve.close()
+        best = {key: max(values) for key, values in rates.items()}
+        single, batched = best["single"], best["batch"]
         ok = all(abs(a - b) < 1e-4 for a, b in zip(rm.score_batch(convs), [rm.score(c) for c in convs[:64]]))
 
+    per_shape = {}
+    for k in shapes:
+        served, ceiling = best[f"server_{k}"], best[f"ceiling_{k}"]
+        per_shape[f"{args.clients}_clients_{k}_per_request"] = {
+            "server_conversations_per_s": round(served, 1),
+            "ceiling_conversations_per_s": round(ceiling, 1),
+            "server_vs_score_batch": round(served / batched, 3),
+            "ceiling_vs_score_batch": round(ceiling / batched, 3),
+            "server_vs_ceiling": round(served / ceiling, 3),
+            "target_reachable": ceiling / batched >= 0.8,
+            "target_met": served / batched >= 0.8,
+            "scheduler": stats[k],
+        }
     print(json.dumps({
         "model": str(args.model or "tiny internlm2-reward (hidden 64, 2 layers)"),
         "device": args.device,
@@ -150,15 +182,15 @@ def main() -> None:
         "conversations_per_s": {
             "one_at_a_time": round(single, 1),
             "score_batch": round(batched, 1),
-            f"server_{args.clients}_clients_{args.per_request}_per_request": round(served, 1),
+            **{f"{kind}_{k}": v[f"{kind}_conversations_per_s"] for k, v in per_shape.items() for kind in ("server", "ceiling")},
         },
         "score_batch_vs_one_at_a_time": round(batched / single, 2),
-        "server_vs_score_batch": round(served / batched, 3),
-        "server_scheduler": stats,
+        "server": per_shape,
         "all_rounds_conversations_per_s": {k: [round(x, 1) for x in v] for k, v in rates.items()},
         "batch_equals_single_1e-4": ok,
         "targets": {"score_batch_vs_one_at_a_time": ">= 5", "server_vs_score_batch": ">= 0.8"},
-        "targets_met": {"batched": batched / single >= 5, "server": served / batched >= 0.8},
+        "targets_met": {"batched": batched / single >= 5,
+                        **{f"server_{k}": v["target_met"] for k, v in per_shape.items()}},
     }, indent=2))
 
 
