@@ -11,6 +11,9 @@ separate process, and then, into a cold (new, empty) directory each time:
 - verify: ``model_zoo.verify`` of the pulled directory versus ``sha256sum`` (sequential and
   ``xargs -P <cores>``) and versus the hashing limit, hashlib's single-core speed x cores.
 - multi-source: with each protocol rate-limited by the server, one source versus two.
+- ceiling: the least CPU any verifying client must spend here (sha256, receive, page-cache
+  copy, plus the server's sending), over the cores: the fastest pull this machine allows, and
+  so the largest speed-up over the fastest official client that any verifying tool could show.
 
 Prints one JSON document. The server's files stay in the page cache for every tool alike;
 each target is deleted after its run. CPU seconds (user+system of the child) are reported too:
@@ -52,7 +55,7 @@ hub.stop()
 CHILD_MODEL_ZOO = r"""
 import json, sys, time
 import model_zoo
-import model_zoo.download.pull, model_zoo.hubs.huggingface, model_zoo.hubs.modelscope  # imports untimed, as for the others
+import model_zoo.download.pull, model_zoo.download.engine, model_zoo.hubs.factory, model_zoo.hubs.huggingface, model_zoo.hubs.modelscope, model_zoo.store.cache  # imports untimed, as for the others
 import huggingface_hub.hf_api  # the hf adapter's lazy import; `from huggingface_hub import snapshot_download` loads it too
 model_zoo.get(sys.argv[1])  # registry loaded and cached untimed: the others have no registry
 kw = json.loads(sys.argv[2])
@@ -175,6 +178,14 @@ class Hub:
         })
         return env
 
+    def cpu_seconds(self) -> float:
+        """User+system CPU the hub process has used so far (Linux /proc; 0.0 elsewhere)."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def close(self) -> None:
         assert self.proc.stdin is not None
         self.proc.stdin.close()
@@ -242,7 +253,9 @@ def bench_pulls(hub: Hub, work: Path, expected: dict[str, str], total: int, repe
             target = work / "target"
             shutil.rmtree(target, ignore_errors=True)
             home = Path(tempfile.mkdtemp(dir=work, prefix="home-"))
+            server_cpu = hub.cpu_seconds()
             res = run_timed(cmd + [str(target)], hub.env(home))
+            res["server_cpu_seconds"] = round(hub.cpu_seconds() - server_cpu, 3)
             res["ok"] = "error" not in res and check_tree(target, expected)
             runs[name].append(res)
             shutil.rmtree(target, ignore_errors=True)
@@ -260,8 +273,99 @@ def bench_pulls(hub: Hub, work: Path, expected: dict[str, str], total: int, repe
             "best_seconds": best,
             "best_mb_per_s": round(total / best / 1e6, 1) if best else None,
             "cpu_seconds": statistics.median(r["cpu_seconds"] for r in rs),
+            "server_cpu_seconds": statistics.median(r["server_cpu_seconds"] for r in rs),
             "runs": rs,
         }
+    return out
+
+
+def _write_cpu_per_byte(directory: Path, nbytes: int = 256 * 1024 * 1024) -> float:
+    """CPU-seconds per byte to put fresh bytes into a new file's page cache with 1 MiB ``pwrite``s."""
+    chunk = memoryview(os.urandom(1024 * 1024))
+    path = directory / "write-probe.bin"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.ftruncate(fd, nbytes)
+        t = time.thread_time()
+        for off in range(0, nbytes, len(chunk)):
+            os.pwrite(fd, chunk, off)
+        return (time.thread_time() - t) / nbytes
+    finally:
+        os.close(fd)
+        path.unlink()
+
+
+def _receive_cpu_per_byte(nbytes: int = 256 * 1024 * 1024) -> float:
+    """CPU-seconds per byte the receiving thread spends on ``recv_into`` over a loopback socket."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    sender = socket.create_connection(listener.getsockname())
+    receiver, _ = listener.accept()
+    listener.close()
+    chunk = os.urandom(1024 * 1024)
+
+    def send() -> None:
+        for _ in range(nbytes // len(chunk)):
+            sender.sendall(chunk)
+        sender.close()
+
+    thread = threading.Thread(target=send)
+    thread.start()
+    buf = memoryview(bytearray(1024 * 1024))
+    t, got = time.thread_time(), 0
+    while True:
+        n = receiver.recv_into(buf)
+        if not n:
+            break
+        got += n
+    cpu = time.thread_time() - t
+    thread.join()
+    receiver.close()
+    return cpu / max(got, 1)
+
+
+def pull_ceiling(pulls: dict[str, Any], total: int, work: Path) -> dict[str, Any]:
+    """The fastest any tool that hashes every byte could pull here, from measured CPU costs.
+
+    Every verifying tool spends CPU on sha256 of every byte (hashlib's speed), on receiving every
+    byte from the socket and on copying it into the page cache; the server, on the same machine,
+    spends what it spends sending. With ``cores`` CPUs no tool finishes sooner than the sum
+    divided by the cores, even with perfect overlap and no other overhead at all. Dividing the
+    fastest official client's time by that bound gives the largest speed-up over it that any
+    verifying client could show on this machine.
+    """
+    from model_zoo.store.hashing import cpu_count
+
+    buf = os.urandom(256 * 1024 * 1024)
+    h = hashlib.sha256()
+    t = time.thread_time()
+    h.update(buf)
+    per_core = len(buf) / (time.thread_time() - t)
+    del buf
+    cores = cpu_count()
+    server_cpu = min(v["server_cpu_seconds"] for v in pulls.values() if v["ok"])
+    costs = {
+        "sha256": total / per_core,
+        "receive": total * _receive_cpu_per_byte(),
+        "write to page cache": total * _write_cpu_per_byte(work),
+        "server": server_cpu,
+    }
+    bound = sum(costs.values()) / cores
+    official = {k: v["seconds"] for k, v in pulls.items() if not k.startswith("model-zoo") and v["seconds"]}
+    fastest = min(official, key=official.__getitem__) if official else None
+    out: dict[str, Any] = {
+        "hashlib_mb_per_s_per_core": round(per_core / 1e6, 1),
+        "cores": cores,
+        "cpu_seconds": {k: round(v, 3) for k, v in costs.items()},
+        "lower_bound_seconds": round(bound, 3),
+        "upper_bound_mb_per_s": round(total / bound / 1e6, 1),
+    }
+    if fastest:
+        out["fastest_official"] = fastest
+        out["fastest_official_seconds"] = official[fastest]
+        out["max_possible_vs_fastest_official"] = round(official[fastest] / bound, 2)
     return out
 
 
@@ -405,6 +509,7 @@ def main() -> None:
                 if best_official and pulls["model-zoo"]["best_mb_per_s"]:
                     result["pull_vs_fastest_official (best runs)"] = round(
                         pulls["model-zoo"]["best_mb_per_s"] / max(best_official), 2)
+                result["pull_ceiling"] = pull_ceiling(pulls, total, work)
             if "verify" not in skip:
                 result["verify"] = bench_verify(hub, work, expected, total)
         finally:

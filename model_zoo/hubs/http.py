@@ -269,8 +269,17 @@ class HubSession:
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
         self.ctx = HubContext(hub, self.endpoint, token, token_env)
-        self.client = client if client is not None else build_client(timeout=timeout)
+        self._client = client
+        self._timeout = timeout
         self._credentials = dict(credentials)
+
+    @property
+    def client(self) -> httpx.Client:
+        """Built on first use: an adapter that only lists through huggingface_hub never needs it,
+        and building one loads the CA bundle (about 50 ms), even for an http:// endpoint."""
+        if self._client is None:
+            self._client = build_client(timeout=self._timeout)
+        return self._client
 
     def __repr__(self) -> str:
         return f"HubSession(hub={self.ctx.hub!r}, endpoint={self.endpoint!r})"
