@@ -6,7 +6,7 @@ three ways and prints one JSON document with conversations per second for each:
 - ``one_at_a_time``: ``rm.score(c)`` in a loop (what upstream's ``get_score`` does);
 - ``score_batch``: ``rm.score_batch(all)`` (length buckets under a token budget);
 - ``server``: a ``RewardServer`` (default batching settings) on 127.0.0.1 with ``--clients``
-  threads, each posting its share of the conversations to ``/v1/score``, ``--per-request``
+  client threads in a separate process, each posting its share of the conversations to ``/v1/score``, ``--per-request``
   conversations per request (each value of a comma-separated list is one run);
 - ``ceiling``: ``rm.score_batch`` over consecutive chunks of ``clients x per_request``
   conversations: what a server with no overhead at all could reach, since clients that wait for
@@ -27,7 +27,6 @@ import argparse
 import json
 import random
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -53,48 +52,70 @@ def timed(n: int, run: Callable[[], Any]) -> float:
     return n / (time.perf_counter() - start)
 
 
-class ServerRun:
-    """A RewardServer with its default batching settings and ``clients`` keep-alive client threads.
+CLIENTS = r"""
+import http.client, json, sys, threading
+host, port, clients, per_request = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+convs = json.loads(sys.stdin.readline())
+shares = [convs[k::clients] for k in range(clients)]
+conns = [http.client.HTTPConnection(host, port, timeout=120) for _ in range(clients)]
 
-    Clients are threads of this process on ``http.client`` connections (the lightest stdlib
-    client, so client-side Python takes as little as possible of the shared CPUs).
+def client(k, out):
+    share, conn = shares[k], conns[k]
+    for start in range(0, len(share), per_request):
+        body = json.dumps({"conversations": share[start : start + per_request]})
+        conn.request("POST", "/v1/score", body=body, headers={"Content-Type": "application/json"})
+        r = conn.getresponse()
+        data = r.read()
+        if r.status != 200:
+            raise RuntimeError(f"HTTP {r.status}: {data[:200]!r}")
+        out.extend(json.loads(data)["scores"])
+
+for line in sys.stdin:  # one round per line
+    outs = [[] for _ in conns]
+    threads = [threading.Thread(target=client, args=(k, outs[k])) for k in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    print(sum(len(o) for o in outs), flush=True)
+"""
+
+
+class ServerRun:
+    """A RewardServer with its default batching settings, and ``clients`` keep-alive clients.
+
+    The clients are threads of one separate process, on ``http.client`` connections (the
+    lightest stdlib client): trainer workers never share the server's interpreter, and client
+    threads in this process would compete with the server for its GIL. Each call is one round:
+    every client posts its share of the conversations, one request after another.
     """
 
     def __init__(self, rm: Any, convs: list[Any], clients: int, per_request: int) -> None:
-        import http.client
+        import subprocess
+        import sys
 
         from model_zoo.server.reward_server import RewardServer
 
         self.server = RewardServer(rm).start()
-        self.conns = [http.client.HTTPConnection(self.server.host, self.server.port, timeout=120)
-                      for _ in range(clients)]
-        self.shares = [convs[k::clients] for k in range(clients)]
-        self.per_request = per_request
         self.n = len(convs)
-
-    def _client(self, k: int, out: list[float]) -> None:
-        share, conn = self.shares[k], self.conns[k]
-        for start in range(0, len(share), self.per_request):
-            body = json.dumps({"conversations": share[start : start + self.per_request]})
-            conn.request("POST", "/v1/score", body=body, headers={"Content-Type": "application/json"})
-            r = conn.getresponse()
-            data = r.read()
-            if r.status != 200:
-                raise RuntimeError(f"HTTP {r.status}: {data[:200]!r}")
-            out.extend(json.loads(data)["scores"])
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", CLIENTS, self.server.host, str(self.server.port), str(clients), str(per_request)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(convs) + "\n")
+        self.proc.stdin.flush()
 
     def __call__(self) -> None:
-        outs: list[list[float]] = [[] for _ in self.conns]
-        threads = [threading.Thread(target=self._client, args=(k, outs[k])) for k in range(len(self.conns))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert sum(len(o) for o in outs) == self.n, "a client failed"
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        assert line.strip() == str(self.n), f"a client failed (got {line!r}); see its traceback above"
 
     def close(self) -> None:
-        for c in self.conns:
-            c.close()
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
         self.server.shutdown()
 
 
