@@ -19,7 +19,7 @@ Prints one JSON document. The server's files stay in the page cache for every to
 each target is deleted after its run. CPU seconds (user+system of the child) are reported too:
 they stay meaningful when other work shares the machine and makes wall times noisy.
 
-    .venv/bin/python bench/pull.py [--size-gb 1] [--shards 4] [--repeat 1] [--rate-mb 100]
+    .venv/bin/python bench/pull.py [--size-gb 1] [--shards 4] [--repeat 3] [--rate-mb 100]
 """
 
 from __future__ import annotations
@@ -474,7 +474,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size-gb", type=float, default=1.0, help="checkpoint size (GB, 1e9 bytes)")
     ap.add_argument("--shards", type=int, default=4)
-    ap.add_argument("--repeat", type=int, default=1, help="runs per tool (median reported)")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per tool (median reported)")
     ap.add_argument("--rate-mb", type=float, default=100.0, help="per-protocol limit for the multi-source test (MB/s)")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--skip", default="", help="comma list of sections to skip: pull,verify,multi")
