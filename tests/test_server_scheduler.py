@@ -76,6 +76,18 @@ def test_the_window_ends_when_the_previous_batch_s_clients_are_back() -> None:
     sched.close()
 
 
+def test_after_a_pause_the_window_applies_again() -> None:
+    """Clients back long after their answer (a trainer generating rollouts) are not "expected"."""
+    rec = Recorder()
+    sched = BatchScheduler(rec, wait_s=0.4, max_wait_s=0.4, expect_back_s=0.1)
+    assert [f.result(5) for f in [sched.submit([[k]]) for k in range(2)]] == [[0.0], [1.0]]
+    time.sleep(0.3)  # longer than expect_back_s
+    start = time.monotonic()
+    assert [f.result(5) for f in [sched.submit([[k]]) for k in range(2)]] == [[0.0], [1.0]]
+    assert time.monotonic() - start >= 0.35  # waited the window, though both were back
+    sched.close()
+
+
 def test_queue_limit_and_close() -> None:
     gate = threading.Event()
 

@@ -63,8 +63,10 @@ class BatchScheduler:
         max_batch_items: int = 256,
         max_batch_tokens: int | None = None,
         max_queue: int = 4096,
+        expect_back_s: float = 1.0,
     ) -> None:
         self._score = score_fn
+        self.expect_back_s = expect_back_s
         self.wait_s = wait_s
         self.max_wait_s = 10 * wait_s if max_wait_s is None else max_wait_s
         self._arriving = 0  # requests read but not yet submitted (still being tokenized)
@@ -77,6 +79,7 @@ class BatchScheduler:
         self._cond = threading.Condition()
         self._closing = False
         self._last_batch_requests = 0  # requests in the batch scored last: how many to expect back
+        self._last_batch_done = float("-inf")  # when it was answered (monotonic seconds)
         self._thread = threading.Thread(target=self._loop, name="reward-scheduler", daemon=True)
         self._thread.start()
 
@@ -145,6 +148,8 @@ class BatchScheduler:
         still being tokenized. It ends early once as many requests wait as the previous batch
         served and none is still arriving: clients that each wait for their answer before
         sending again (an RLHF worker loop) are all back, and waiting longer only idles the model.
+        That expectation holds only for ``expect_back_s`` after the previous batch was answered;
+        after a pause (a trainer generating its next rollouts) the full window applies again.
         """
         with self._cond:
             while not self._jobs:
@@ -152,8 +157,9 @@ class BatchScheduler:
                     return None
                 self._cond.wait()
             start = time.monotonic()
+            expect = self._last_batch_requests if start - self._last_batch_done <= self.expect_back_s else 0
             while not self._closing and not self._full():
-                if not self._arriving and 0 < self._last_batch_requests <= len(self._jobs):
+                if not self._arriving and 0 < expect <= len(self._jobs):
                     break
                 window = self.max_wait_s if self._arriving else self.wait_s
                 left = start + window - time.monotonic()
@@ -206,3 +212,4 @@ class BatchScheduler:
         for job in batch:
             job.future.set_result(scores[start : start + len(job.items)])
             start += len(job.items)
+        self._last_batch_done = time.monotonic()
