@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -35,7 +37,8 @@ def make_tiny_cmd(
     _need_numpy()
     from ..testing.tiny import make_tiny, special_token_ids
 
-    path = make_tiny(arch, out_dir, seed=seed, shards=shards, dtype=dtype, overwrite=force)
+    with _writing(out_dir):
+        path = make_tiny(arch, out_dir, seed=seed, shards=shards, dtype=dtype, overwrite=force)
     _report(path, {"arch": arch, "seed": seed, "special_token_ids": special_token_ids(arch)},
             as_json)
 
@@ -58,7 +61,9 @@ def make_hub_tree_cmd(
     _need_numpy()
     from ..testing.tiny_hub import make_hub_tree, registry_repos
 
-    repos = make_hub_tree(root, registry_repos(*models) if models else None, seed=seed)
+    wanted = registry_repos(*models) if models else None
+    with _writing(root):
+        repos = make_hub_tree(root, wanted, seed=seed)
     if as_json:
         from .output import print_json
 
@@ -69,6 +74,21 @@ def make_hub_tree_cmd(
     for repo_id in repos:
         console().print(repo_id, highlight=False)
     console().print(f"{len(repos)} repositories under {root}", highlight=False)
+
+
+@contextmanager
+def _writing(target: Path) -> Iterator[None]:
+    """Turn a filesystem failure while writing ``target`` into an error that names it."""
+    try:
+        yield
+    except OSError as exc:
+        from ..errors import UsageError
+
+        where = exc.filename or target
+        raise UsageError(
+            f"cannot write {target}: {exc.strerror or exc} ({where}); pass a directory you can "
+            "create and write (it must not be an existing file)",
+        ) from None
 
 
 def _need_numpy() -> None:

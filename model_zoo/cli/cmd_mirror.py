@@ -34,7 +34,7 @@ def serve_mirror(
         "127.0.0.1", "--host", help="Address to bind. Anything but loopback exposes the files."
     ),
     port: int = typer.Option(
-        DEFAULT_PORT, "--port", "-p", help="Port to listen on (0: any free port)."
+        DEFAULT_PORT, "--port", "-p", min=0, max=65535, help="Port to listen on (0: any free port)."
     ),
     bandwidth: float | None = typer.Option(
         None, "--bandwidth", help="Limit the total rate, in MB/s."
@@ -49,6 +49,11 @@ def serve_mirror(
     """
     from ..testing.hub_server import LocalHub
 
+    if bandwidth is not None and not bandwidth > 0:
+        from ..errors import UsageError
+
+        raise UsageError(f"--bandwidth must be a positive rate in MB/s, got {bandwidth:g}; "
+                         "leave it out for no limit")
     store, described = mirror_store(root)
     if not store.repo_ids():
         from ..errors import UsageError
@@ -64,9 +69,7 @@ def serve_mirror(
     except OSError as exc:
         from ..errors import UsageError
 
-        raise UsageError(
-            f"cannot listen on {host}:{port}: {exc.strerror or exc}; try another --port"
-        ) from None
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; {_bind_advice(exc)}") from None
     for line in exposure_warning(host):
         typer.secho(line, err=True, fg=typer.colors.RED, bold=True)
     for line in mirror_banner(hub, described):
@@ -75,6 +78,17 @@ def serve_mirror(
         hub.serve_forever()
     except KeyboardInterrupt:
         typer.echo("mirror stopped.", err=True)
+
+
+def _bind_advice(exc: OSError) -> str:
+    """What to change when binding failed: the port when it is taken or privileged, else the host."""
+    import errno
+
+    if exc.errno == errno.EADDRINUSE:
+        return "another program uses that port: try another --port (0 picks a free one)"
+    if exc.errno == errno.EACCES:
+        return "ports below 1024 need privileges: try a --port above 1024"
+    return "check --host: it must be an address of this machine (127.0.0.1, 0.0.0.0 or a local IP)"
 
 
 def default_store_home() -> Path:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -86,11 +87,20 @@ def load_registry(
                 "does not exist; fix the path or unset it",
                 setting="MODEL_ZOO_REGISTRY",
             ) from None
+        if not stat.S_ISREG(st.st_mode):
+            problem = _not_a_file(f)
+            if i == 0:
+                raise RegistryError(str(f), [RegistryProblem(str(f), problem)])
+            raise ConfigError(
+                f"the user registry {f} (MODEL_ZOO_REGISTRY or `registry` in the settings file) "
+                f"{problem}; point it at a YAML file or unset it",
+                setting="MODEL_ZOO_REGISTRY",
+            )
         stamps.append((str(f), st.st_mtime_ns, st.st_size))
     key = (tuple(stamps), use_cache)
     if key in _loaded:
         return _loaded[key]
-    datas = [f.read_bytes() for f in files]
+    datas = [_read(f) for f in files]
     cache_file = _cache_path(settings, datas) if use_cache else None
     registry = _from_cache(cache_file, files) if cache_file else None
     if registry is None:
@@ -100,6 +110,15 @@ def load_registry(
             _write_cache(cache_file, compiled)
     _loaded[key] = registry
     return registry
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise RegistryError(
+            str(path), [RegistryProblem(str(path), f"cannot be read ({exc.strerror or exc}); check its permissions")]
+        ) from None
 
 
 def compile_files(files: list[Path], datas: list[bytes]) -> dict[str, Any]:
@@ -131,10 +150,19 @@ def check_registry_file(path: str | Path | None = None, *, standalone: bool = Fa
     builtin = builtin_registry_path()
     target = Path(path) if path is not None else builtin
     if not target.is_file():
-        return [RegistryProblem(str(target), "file not found")]
+        return [RegistryProblem(str(target), _not_a_file(target) if target.exists() else "file not found")]
     files = [target] if standalone or _same_file(target, builtin) else [builtin, target]
-    _, problems = _check(files, [f.read_bytes() for f in files])
+    try:
+        datas = [f.read_bytes() for f in files]
+    except OSError as exc:
+        return [RegistryProblem(str(exc.filename or target), f"cannot be read ({exc.strerror or exc})")]
+    _, problems = _check(files, datas)
     return problems
+
+
+def _not_a_file(path: Path) -> str:
+    """Why ``path`` (which exists) cannot be read as a registry file."""
+    return "is a directory, not a YAML file" if path.is_dir() else "is not a regular file"
 
 
 def _same_file(a: Path, b: Path) -> bool:
