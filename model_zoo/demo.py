@@ -68,7 +68,15 @@ def _hub_settings(url: str, home: Path) -> Any:
 def _workdir(path: str | Path | None) -> Iterator[Path]:
     if path is not None:
         p = Path(path).expanduser()
-        p.mkdir(parents=True, exist_ok=True)
+        try:
+            p.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            from .errors import UsageError
+
+            raise UsageError(
+                f"cannot use {p} as the demo's work directory: {exc.strerror or exc}; pass a "
+                "directory you can create and write with --workdir, or leave it out", workdir=str(p),
+            ) from None
         yield p
         return
     with tempfile.TemporaryDirectory(prefix="model-zoo-demo-") as tmp:

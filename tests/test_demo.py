@@ -32,3 +32,14 @@ def test_demo_json_through_console_script(tmp_path: Path) -> None:
     assert len(report["scores"]) == 2 and all(isinstance(x, float) for x in report["scores"])
     assert report["scores"][0] != report["scores"][1]
     assert isinstance(report["reply"], str)
+
+
+def test_demo_workdir_that_is_a_file_is_a_usage_error(tmp_path: Path) -> None:
+    exe = Path(sys.executable).with_name("model-zoo")
+    target = tmp_path / "a-file"
+    target.write_text("keep me", encoding="utf-8")
+    out = subprocess.run([str(exe), "demo", "--workdir", str(target)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr
+    assert f"cannot use {target} as the demo's work directory" in out.stderr
+    assert target.read_text(encoding="utf-8") == "keep me"
