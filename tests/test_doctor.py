@@ -302,6 +302,19 @@ def test_bad_settings_file_is_reported(tmp_path: Path, monkeypatch: pytest.Monke
     assert report.config_file is None
 
 
+@pytest.mark.parametrize("text", ["sources = 5\n", "endpoints = 5\n"])
+def test_settings_file_value_of_the_wrong_type_is_reported(
+    text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hub_env: dict[str, str]
+) -> None:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(text)
+    monkeypatch.setenv("MODEL_ZOO_CONFIG", str(cfg))
+    report = diagnose(check_gpu=False)
+    (bad,) = [f for f in report.findings if f.area == "settings"]
+    assert bad.level == "error" and str(cfg) in bad.message and "wrong type" in bad.message
+    assert all(h.reachable for h in report.hubs)  # the rest still ran, without the file
+
+
 def test_missing_registry_overlay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hub_env: dict[str, str]) -> None:
     monkeypatch.setenv("MODEL_ZOO_REGISTRY", str(tmp_path / "mine.yaml"))
     report = diagnose(check_gpu=False)
