@@ -35,6 +35,7 @@ def check_conversation(value: Any, field: str = "conversation") -> list[dict[str
             if not isinstance(item, str):
                 got = "missing" if key not in message else f"a {type(item).__name__}"
                 raise InvalidConversationError(f"{where}.{key}", f"must be a string, got {got}")
+            _check_unicode(item, f"{where}.{key}")
         if not message["role"]:
             raise InvalidConversationError(f"{where}.role", "must not be empty")
         out.append({"role": message["role"], "content": message["content"]})
@@ -55,4 +56,20 @@ def check_texts(value: Any, field: str = "texts") -> list[str]:
     for i, text in enumerate(value):
         if not isinstance(text, str):
             raise InvalidConversationError(f"{field}[{i}]", f"must be a string, got {type(text).__name__}", hint="")
+        _check_unicode(text, f"{field}[{i}]", hint="")
     return list(value)
+
+
+def _check_unicode(text: str, field: str, hint: str | None = None) -> None:
+    """Refuse text that is not valid Unicode (a lone surrogate such as JSON's ``"\\ud800"``).
+
+    The tokenizer cannot encode it and would fail deep inside SentencePiece with a message that
+    names nothing; this names the field instead.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidConversationError(
+            field, f"holds a lone surrogate ({text[exc.start]!r} at character {exc.start}), which is not valid "
+            "Unicode; send UTF-8 text", hint=hint,
+        ) from None
