@@ -342,6 +342,18 @@ class DiskSpaceError(ModelZooError):
         )
 
 
+class LocalWriteError(ModelZooError):
+    """A file or directory model-zoo must write cannot be created (permissions, a file in the way)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(
+            f"cannot write {path}: {reason}. Check that the directory exists or can be created and is "
+            "writable, or choose another place (--local-dir, MODEL_ZOO_HOME, --output).",
+            path=path,
+            reason=reason,
+        )
+
+
 class IncompatibleCheckpointError(ModelZooError):
     """A checkpoint model-zoo cannot load as asked (format, architecture, tensors)."""
 

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import ModelZooError, UnsafePathError, UsageError
+from ..errors import LocalWriteError, ModelZooError, UnsafePathError, UsageError
 from ..hubs.base import RemoteFile
 from . import progress as ev
 from .http_fetch import HttpxTransport, StdlibTransport, Timeouts, Transport
@@ -204,6 +204,10 @@ def fetch(
         run.execute(on_event)
     finally:
         transport.close()
+    if isinstance(run.fatal, OSError) and not isinstance(run.fatal, ModelZooError):
+        # a local failure (permissions, read-only disk, I/O error): a clear error, not a traceback
+        where = run.fatal.filename if isinstance(run.fatal.filename, str) else str(target_dir)
+        raise LocalWriteError(where, run.fatal.strerror or str(run.fatal)) from run.fatal
     if run.fatal is not None:
         raise run.fatal
     report = run.report(time.monotonic() - t0)

@@ -217,7 +217,21 @@ def pull_model(
     emit = progress or (lambda _e: None)
     info = get(name)
     revision = revision or info.revision
+    explicit = (source or AUTO).strip().lower()
+    if sources and explicit != AUTO:
+        raise UsageError(
+            f"--source {source} and --sources {sources if isinstance(sources, str) else ','.join(sources)} "
+            "conflict; pass one of them (--sources takes several, the first preferred)",
+            source=source,
+        )
     locked = _locked_entry(lock, info) if lock is not None else None
+    if locked is not None and explicit not in (AUTO, locked.source):
+        raise UsageError(
+            f"the lock file pins {info.name} to {locked.source} ({locked.repo_id} @ {locked.pin}); a "
+            f"commit of one hub does not exist on another. Drop --source {source}, or add the hub as "
+            f"a fallback with --sources {locked.source},{explicit}, or re-lock with --source {explicit}",
+            source=source,
+        )
     if locked is not None:
         if revision and revision not in (locked.commit, locked.revision):
             raise UsageError(
@@ -230,11 +244,18 @@ def pull_model(
     target_override = Path(local_dir).expanduser() if local_dir is not None else None
 
     # Offline, or a pinned commit already complete on disk: no network at all.
-    cached = _from_disk(info, settings, revision, target_override, include, exclude, all_files, locked, offline)
+    wanted = _wanted_sources(sources, explicit, locked)
+    cached = _from_disk(info, settings, revision, target_override, include, exclude, all_files, locked, offline,
+                        wanted)
     if cached is not None:
+        if dry_run:
+            cached.dry_run = True
+            cached.free_bytes = _free_space(cached.path)
         return cached
     if offline:
         what = f"{info.name}@{revision}" if revision else info.name
+        if sources or explicit != AUTO:
+            what += f" from {', '.join(wanted)}"
         raise OfflineError(what + (f" (in {target_override})" if target_override else ""))
 
     plan, probe_results = _plan(info, settings, source, sources, probes)
@@ -294,13 +315,47 @@ def pull_model(
         emit(PullEvent("waiting_model", f"another process{f' ({owner})' if owner else ''} is pulling "
                        f"{info.name}; waiting for it to finish"))
 
-    target.mkdir(parents=True, exist_ok=True)
-    with ProcessLock(lock_path, on_wait=waiting):
+    model_lock = ProcessLock(lock_path, on_wait=waiting)
+    _prepare_target(target, model_lock)
+    try:
         return _pull_locked(info, settings, target, primary, others, file_plans, skipped, result,
                             sources is not None, emit, max_workers, revision)
+    finally:
+        model_lock.release()
+
+
+def _prepare_target(target: Path, model_lock: Any) -> None:
+    """Create ``target`` and take the model lock; LocalWriteError (not a traceback) when the
+    place cannot hold a checkpoint: a file in the way, no permission, a read-only disk."""
+    from ..errors import LocalWriteError
+
+    if target.exists() and not target.is_dir():
+        raise LocalWriteError(str(target), "it is a file, not a directory")
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        model_lock.acquire()
+    except OSError as exc:
+        where = exc.filename if isinstance(exc.filename, str) else str(target)
+        raise LocalWriteError(where, exc.strerror or str(exc)) from None
 
 
 # ---------------------------------------------------------------- steps
+
+
+def _wanted_sources(sources: Sequence[str] | str | None, explicit: str,
+                    locked: LockedModel | None) -> tuple[str, ...]:
+    """The hubs whose copy on disk answers the request: those named, else the lock's, else any
+    hub ``auto`` may pick (never the InternEvo-format openxlab-origin)."""
+    from ..hubs.catalog import OPENXLAB_ORIGIN, SOURCE_KEYS
+    from .plan import parse_source_list
+
+    if sources:
+        return parse_source_list(sources) or ()
+    if explicit != AUTO:
+        return parse_source_list([explicit]) or ()
+    if locked is not None:
+        return (locked.source,)
+    return tuple(k for k in SOURCE_KEYS if k != OPENXLAB_ORIGIN)
 
 
 def _locked_entry(lock: str | Path | LockFile, info: ModelInfo) -> LockedModel:
@@ -705,7 +760,7 @@ def _cross_check(
 def _from_disk(
     info: ModelInfo, settings: Settings, revision: str | None, target_override: Path | None,
     include: Sequence[str] | None, exclude: Sequence[str] | None, all_files: bool,
-    locked: LockedModel | None, offline: bool,
+    locked: LockedModel | None, offline: bool, wanted: Sequence[str],
 ) -> PullResult | None:
     """A complete copy already on disk that satisfies the request without asking any hub.
 
@@ -726,8 +781,10 @@ def _from_disk(
         snap = Snapshot(target_override, manifest) if manifest is not None else None
         if snap is not None and revision and not _same_revision(manifest, revision):  # type: ignore[arg-type]
             snap = None
+        if snap is not None and snap.manifest.source not in wanted:
+            snap = None
     else:
-        snap = find_snapshot(settings.home, info.slug, revision)
+        snap = find_snapshot(settings.home, info.slug, revision, sources=wanted)
     if snap is None or missing_files(snap):
         return None
     m = snap.manifest

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import CheckpointError, UsageError
+from ..hubs.catalog import OPENXLAB_ORIGIN
 from .layout import META_DIR, manifest_path, model_dir, model_lock_path, models_dir
 from .manifest import StoreManifest, read_manifest
 
@@ -82,12 +84,17 @@ def incomplete_dirs(home: Path) -> list[Path]:
     )
 
 
-def find_snapshot(home: Path, slug: str, revision: str | None = None) -> Snapshot | None:
+def find_snapshot(home: Path, slug: str, revision: str | None = None, *,
+                  sources: Collection[str] | None = None) -> Snapshot | None:
     """The snapshot of ``slug`` for ``revision`` (commit, commit prefix or the revision asked for).
 
     With no revision: the newest one pulled from a default branch, else the newest of any.
+    ``sources``: only snapshots pulled from these hubs. Either way HF-format snapshots come
+    before InternEvo-format (openxlab-origin) ones, which nothing but that name loads.
     """
-    mine = [s for s in iter_snapshots(home) if s.root.parent == model_dir(home, slug)]
+    mine = [s for s in iter_snapshots(home) if s.root.parent == model_dir(home, slug)
+            and (sources is None or s.manifest.source in sources)]
+    mine.sort(key=lambda s: s.manifest.source == OPENXLAB_ORIGIN)  # stable: newest first otherwise
     if revision is None:
         default = [s for s in mine if s.manifest.revision is None]
         return (default or mine or [None])[0]
@@ -132,17 +139,23 @@ def store_repo_roots(home: Path | Settings) -> list[StoreRepo]:
     return out
 
 
-def disk_usage(path: Path) -> int:
-    """Bytes the tree at ``path`` occupies on disk (allocated blocks, so sparse partials count right)."""
-    total = 0
+def disk_usage(path: Path, *, freed_by_removal: bool = False) -> int:
+    """Bytes the tree at ``path`` occupies on disk (allocated blocks, so sparse partials count right).
+
+    Hard links are counted once: pulls link files that snapshots share. With
+    ``freed_by_removal``, only files with no link outside the tree count: what deleting it frees.
+    """
+    seen: dict[tuple[int, int], list[int]] = {}  # (dev, inode) -> [bytes, links inside, links in all]
     for dirpath, _dirs, names in os.walk(path):
         for n in names:
             try:
                 st = os.lstat(os.path.join(dirpath, n))
             except OSError:
                 continue
-            total += getattr(st, "st_blocks", 0) * 512 or st.st_size
-    return total
+            entry = seen.setdefault((st.st_dev, st.st_ino),
+                                    [getattr(st, "st_blocks", 0) * 512 or st.st_size, 0, st.st_nlink])
+            entry[1] += 1
+    return sum(size for size, inside, links in seen.values() if not freed_by_removal or inside >= links)
 
 
 def resolve_store_target(home: Path, target: Path) -> Path:
@@ -171,7 +184,7 @@ def remove_from_store(home: Path, target: Path) -> int:
 
     real = resolve_store_target(home, target)
     slug = real.name if real.parent == models_dir(home).resolve() else real.parent.name
-    freed = disk_usage(real)
+    freed = disk_usage(real, freed_by_removal=True)
     with ProcessLock(model_lock_path(home, slug), timeout=30):
         shutil.rmtree(real)
         parent = real.parent

@@ -93,20 +93,25 @@ class VerifyReport:
 
 def resolve_target(path_or_name: str | Path, *, settings: Any = None) -> tuple[Path, str | None]:
     """A directory to verify: an existing path as is, else a registry name looked up in the store."""
+    from ..errors import UsageError
+
     p = Path(path_or_name).expanduser()
     if p.is_dir():
         return p, None
     if isinstance(path_or_name, Path) or "/" in str(path_or_name) and not _looks_like_name(str(path_or_name)):
-        raise CheckpointError(str(p), "no such directory")
+        what = "is a file, not a checkpoint directory" if p.exists() else "does not exist"
+        raise UsageError(f"{p} {what}. Give a checkpoint directory, or a model name to verify its copy "
+                         "in the store.", path=str(p))
     from ..registry.api import get
     from ..settings import load_settings
     from .cache import find_snapshot
 
     settings = settings or load_settings()
     info = get(str(path_or_name))
-    snap = find_snapshot(settings.home, info.slug, getattr(info, "revision", None))
+    revision = getattr(info, "revision", None)
+    snap = find_snapshot(settings.home, info.slug, revision)
     if snap is None:
-        raise ModelNotPulledError(info.name)
+        raise ModelNotPulledError(f"{info.name}@{revision}" if revision else info.name)
     return snap.root, info.name
 
 
@@ -161,12 +166,17 @@ def verify(
         expected = {f.path: (f.size, f.sha256) for f in manifest.files}
         against = "manifest"
 
+    from ..download.paths import PARTIAL_DIR
+
+    work_dirs = {META_DIR, PARTIAL_DIR}  # model-zoo's own: the manifest, an unfinished pull's partials
     on_disk = sorted(
         p.relative_to(root).as_posix()
         for p in root.rglob("*")
-        if (p.is_file() or p.is_symlink()) and META_DIR not in p.relative_to(root).parts
+        if (p.is_file() or p.is_symlink()) and not work_dirs.intersection(p.relative_to(root).parts)
     )
     report = VerifyReport(root=root, name=name, against=against)
+    if not on_disk and not expected:
+        report.problems.append(Problem(".", "missing", "the directory holds no files: nothing to verify"))
     report.unlisted = [p for p in on_disk if expected and p not in expected]
     listed = sorted(expected) if expected else on_disk
 

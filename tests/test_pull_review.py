@@ -1,0 +1,180 @@
+"""Defects found by reviewing pull / lock / verify / cache as a user, each pinned by a test."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fixtures_engine import fast_options, jobs_for
+from fixtures_pull import MODEL
+
+from model_zoo.download.engine import fetch
+from model_zoo.download.pull import pull_model
+from model_zoo.errors import LocalWriteError, ModelNotPulledError, OfflineError, UsageError
+from model_zoo.store.cache import disk_usage, iter_snapshots, remove_from_store
+from model_zoo.store.manifest import manifest_path, write_json_atomic
+from model_zoo.store.verify import verify
+
+SCRIPT = str(Path(sys.executable).parent / "model-zoo")
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([SCRIPT, *args], capture_output=True, text=True, timeout=120, env=dict(os.environ))
+
+
+# ------------------------------------------------------------- places that cannot be written
+
+
+def test_local_dir_that_is_a_file_is_a_clear_error_not_a_traceback(pull_hub, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("keep me")
+    with pytest.raises(LocalWriteError, match="is a file, not a directory"):
+        pull_model(MODEL, source="hf", local_dir=blocker)
+    assert blocker.read_text() == "keep me"
+    proc = run("pull", MODEL, "--source", "hf", "--local-dir", str(blocker / "sub"))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "cannot write" in proc.stderr and proc.stdout == ""
+
+
+def test_meta_dir_blocked_by_a_file_is_a_clear_error(pull_hub, tmp_path: Path) -> None:
+    target = tmp_path / "ckpt"
+    target.mkdir()
+    (target / ".model-zoo").write_text("not a directory")
+    with pytest.raises(LocalWriteError, match="cannot write"):
+        pull_model(MODEL, source="hf", local_dir=target)
+
+
+def test_engine_local_io_error_becomes_a_clear_error(engine_hub, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken_disk(fd: int, data: object, offset: int) -> int:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "pwrite", broken_disk)
+    with pytest.raises(LocalWriteError, match="Input/output error"):
+        fetch(jobs_for(engine_hub), tmp_path / "out", options=fast_options())
+
+
+def test_lock_output_that_cannot_be_written_is_a_clear_error(pull_hub, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    proc = run("lock", MODEL, "--source", "hf", "-q", "-o", str(blocker / "model-zoo.lock"))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "cannot write" in proc.stderr
+
+
+def test_manifest_and_lock_file_are_readable_by_others_per_umask(pull_hub, tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        path = pull_model(MODEL, source="hf").path
+        assert stat.S_IMODE(manifest_path(path).stat().st_mode) == 0o644
+        lock = tmp_path / "team.lock"
+        assert run("lock", MODEL, "--source", "hf", "-q", "-o", str(lock)).returncode == 0
+        assert stat.S_IMODE(lock.stat().st_mode) == 0o644
+        os.umask(0o002)
+        write_json_atomic(tmp_path / "shared.json", {"a": 1})
+        assert stat.S_IMODE((tmp_path / "shared.json").stat().st_mode) == 0o664
+    finally:
+        os.umask(old)
+
+
+# ------------------------------------------------------------- flags that contradict each other
+
+
+def test_source_and_sources_together_are_refused(pull_hub) -> None:
+    with pytest.raises(UsageError, match="conflict"):
+        pull_model(MODEL, source="hf", sources="modelscope")
+    proc = run("pull", MODEL, "--source", "hf", "--sources", "modelscope")
+    assert proc.returncode == 2 and "conflict" in proc.stderr
+    assert pull_hub.stats.bytes_served() == 0
+
+
+def test_lock_pull_with_another_source_says_what_to_do(pull_hub, tmp_path: Path) -> None:
+    lock = tmp_path / "hf.lock"
+    assert run("lock", MODEL, "--source", "hf", "-q", "-o", str(lock)).returncode == 0
+    with pytest.raises(UsageError, match="pins InternLM2.5-1.8B-Chat to hf") as info:
+        pull_model(MODEL, lock=lock, source="modelscope")
+    assert "--sources hf,modelscope" in info.value.message
+    # the suggested fallback form works and checks every file against the lock
+    result = pull_model(MODEL, lock=lock, sources="hf,modelscope")
+    assert set(result.verified_counts()) == {"lock"}
+
+
+# ------------------------------------------------------------- offline answers what was asked
+
+
+def test_offline_pull_honours_source_and_never_hands_out_origin_format(pull_hub, monkeypatch) -> None:
+    hf = pull_model(MODEL, source="hf").path
+    origin = pull_model(MODEL, source="openxlab-origin").path  # newest: InternEvo format
+    assert (origin / "model_tp0_pp0.pt").is_file()
+    monkeypatch.setenv("MODEL_ZOO_OFFLINE", "1")
+    assert pull_model(MODEL).path == hf  # auto never picks openxlab-origin
+    assert pull_model(MODEL, source="hf").path == hf
+    assert pull_model(MODEL, source="openxlab-origin").path == origin
+    with pytest.raises(OfflineError, match="from modelscope"):
+        pull_model(MODEL, source="modelscope")
+    # verify by name checks the HF-format copy, which is what loading by name uses
+    assert verify(MODEL).root == hf
+
+
+def test_offline_dry_run_reports_free_space(pull_hub, monkeypatch) -> None:
+    pull_model(MODEL, source="hf")
+    monkeypatch.setenv("MODEL_ZOO_OFFLINE", "1")
+    result = pull_model(MODEL, dry_run=True)
+    assert result.dry_run and result.free_bytes and result.free_bytes > 0 and result.fits is True
+
+
+# ------------------------------------------------------------- verify's targets
+
+
+def test_verify_wrong_path_is_a_usage_error_not_damage(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("x")
+    for target, words in ((tmp_path / "typo", "does not exist"), (tmp_path / "a-file", "is a file")):
+        with pytest.raises(UsageError, match=words):
+            verify(str(target))
+        proc = run("verify", str(target))
+        assert proc.returncode == 2 and "Pull the model again" not in proc.stderr, proc.stderr
+
+
+def test_verify_an_empty_directory_fails(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    report = verify(tmp_path / "empty")
+    assert not report.ok and "no files" in report.problems[0].detail
+    assert run("verify", str(tmp_path / "empty")).returncode == 3
+
+
+def test_verify_missing_revision_names_it(pull_hub) -> None:
+    pull_model(MODEL, source="hf")
+    with pytest.raises(ModelNotPulledError) as info:
+        verify(f"{MODEL}@0123456789abcdef")
+    assert "@0123456789abcdef" in info.value.message
+
+
+def test_verify_ignores_the_partial_work_folder(pull_hub) -> None:
+    path = pull_model(MODEL, source="hf").path
+    work = path / ".model-zoo-partial"
+    work.mkdir()
+    (work / "extra.bin.part").write_bytes(b"\0" * 100)
+    report = verify(path)
+    assert report.ok and report.unlisted == [] and all(not f.path.startswith(".model-zoo") for f in report.files)
+
+
+# ------------------------------------------------------------- hard-linked snapshots
+
+
+def test_cache_du_and_rm_count_hard_linked_files_once(pull_hub) -> None:
+    hf = pull_model(MODEL, source="hf").path
+    ms = pull_model(MODEL, source="modelscope").path  # same bytes: linked from the hf snapshot
+    shard = "model-00001-of-00002.safetensors"
+    assert (hf / shard).stat().st_ino == (ms / shard).stat().st_ino
+    one = disk_usage(hf)
+    both = disk_usage(hf.parent)
+    assert both < 1.5 * one  # shared files are counted once
+    home = Path(os.environ["MODEL_ZOO_HOME"])
+    freed = remove_from_store(home, ms)
+    assert freed < 0.5 * one  # only the manifest and other unshared bytes went away
+    assert [s.root for s in iter_snapshots(home)] == [hf] and (hf / shard).is_file()
