@@ -56,3 +56,53 @@ def test_score_cli_refuses_a_lone_surrogate_before_loading(tmp_path: Path, capsy
     assert main(["score", str(tmp_path / "no-such-model"), "--input", str(src)]) == 2
     err = capsys.readouterr().err.replace("\n", "")
     assert f"{src}:1[0].content" in err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------------- model-zoo score's output
+
+
+def test_score_cli_input_keys_never_replace_the_computed_index_and_score(
+    tmp_path: Path, tiny_reward_fp32: Path, tiny_rm: RewardModel
+) -> None:
+    messages = conv("2+2?", "4")
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    src.write_text(json.dumps({"index": "q-17", "score": 9.5, "id": 3, "messages": messages}) + "\n")
+    assert main(["score", str(tiny_reward_fp32), "-i", str(src), "-o", str(out), "-q", *OPTS]) == 0
+    row = json.loads(out.read_text())
+    assert row["index"] == 0 and row["score"] == pytest.approx(tiny_rm.score(messages), abs=1e-5)
+    assert row["id"] == 3
+
+
+def test_score_cli_refuses_an_output_directory_before_loading(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps(conv("a", "b")) + "\n")
+    assert main(["score", str(tmp_path / "no-such-model"), "-i", str(src), "-o", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "is a directory" in err and "Traceback" not in err
+
+
+def test_score_cli_write_failure_is_a_clear_error(tmp_path: Path, tiny_reward_fp32: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps(conv("a", "b")) + "\n")
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["score", str(tiny_reward_fp32), "-i", str(src), "-o", str(blocker / "out.jsonl"), "-q", *OPTS]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot write {blocker / 'out.jsonl'}" in err.replace("\n", "") and "Traceback" not in err
+
+
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_score_cli_refuses_a_max_length_below_one(tmp_path: Path, value: str,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps(conv("a", "b")) + "\n")
+    assert main(["score", str(tmp_path / "no-such-model"), "-i", str(src), "--max-length", value]) == 2
+    assert "max_length must be at least 1" in capsys.readouterr().err
+
+
+def test_load_reward_refuses_max_length_zero_instead_of_ignoring_it(tiny_reward_fp32: Path) -> None:
+    from model_zoo.reward.api import load_reward
+
+    with pytest.raises(UsageError, match="max_length must be at least 1"):
+        load_reward(tiny_reward_fp32, device="cpu", max_length=0)

@@ -75,15 +75,27 @@ def _write_atomic(path: Path, text: str) -> None:
     import os
     import tempfile
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    from ..errors import LocalWriteError
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise LocalWriteError(str(path), exc.strerror or str(exc)) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise LocalWriteError(str(path), exc.strerror or str(exc)) from None
         raise
+
+
+def _carried(extra: dict[str, Any]) -> dict[str, Any]:
+    """An input record's keys to copy to its output line: never over the computed index and score."""
+    return {k: v for k, v in extra.items() if k not in ("index", "score")}
 
 
 def _score_with_progress(rm: Any, convs: list[Any], chunk: int, quiet: bool, **kw: Any) -> list[float]:
@@ -180,15 +192,24 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Score every conversation of a JSONL file; one {"index", "score", ...} line per input.
 
+        Other keys of an input object (such as "id") are copied to its line; "index" (the
+        position among the conversations) and "score" are always model-zoo's own.
+
         Examples:
           model-zoo score internlm2-1_8b-reward --input conversations.jsonl --output scores.jsonl
           model-zoo score internlm2-7b-reward -i pairs.jsonl --batch-size 16 --truncate
         """
+        from ..errors import UsageError
+        from ..reward.model import check_positive
+
         records = read_conversations(input)
+        check_positive(max_length=max_length, max_tokens_per_batch=max_tokens_per_batch, batch_size=batch_size)
+        if output is not None and output.is_dir():
+            raise UsageError(f"--output {output} is a directory; give the path of the JSONL file to write")
         rm = _load(name, device=device, dtype=dtype, max_length=max_length, max_tokens_per_batch=max_tokens_per_batch)
         convs = [c for c, _ in records]
         scores = _score_with_progress(rm, convs, 256, quiet, batch_size=batch_size, truncate=truncate)
-        lines = [json.dumps({"index": i, "score": s, **extra}, ensure_ascii=False)
+        lines = [json.dumps({"index": i, "score": s, **_carried(extra)}, ensure_ascii=False)
                  for i, (s, (_, extra)) in enumerate(zip(scores, records))]
         text = "\n".join(lines) + "\n"
         if output is None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import IncompatibleCheckpointError
 from .conversation import Conversation
-from .model import RewardModel
+from .model import RewardModel, check_positive
 from .torch_scorer import TorchScorer
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -123,6 +123,7 @@ def load_reward(
     from ..runner.config import read_config
     from ..runner.resolve import resolve_checkpoint as resolve
 
+    check_positive(max_length=max_length, max_tokens_per_batch=max_tokens_per_batch)
     resolved = resolve(name_or_path)
     _require_reward(read_config(resolved.path), resolved.path)  # refuse before reading any weights
     runner = load(resolved.path, device=device, dtype=dtype, attn=attn)
@@ -143,7 +144,7 @@ def load_reward(
         scorer,
         TemplateCodec(tokenizer, runner.profile.template),
         reward_token_id=info.reward_token_id,
-        max_length=max_length or info.max_length,
+        max_length=info.max_length if max_length is None else max_length,
         pad_token_id=info.pad_token_id,
         name=info.name,
         truncate=truncate,

@@ -185,6 +185,13 @@ class RewardModel:
         return order_from_scores(self.score_batch(conversations, **kw))[0]
 
 
+def check_positive(**values: int | None) -> None:
+    """Refuse a size limit below 1 before any model loads (``None`` means "the default")."""
+    for name, value in values.items():
+        if value is not None and value < 1:
+            raise UsageError(f"{name} must be at least 1, got {value}")
+
+
 def order_from_scores(scores: Sequence[float]) -> list[int]:
     """Indices sorted by score, highest first; ties keep input order."""
     return sorted(range(len(scores)), key=lambda i: (-scores[i], i))

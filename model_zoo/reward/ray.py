@@ -20,7 +20,7 @@ from typing import Any
 
 from ..errors import MissingDependencyError, UsageError
 from .batching import split_for_workers
-from .model import RewardModel
+from .model import RewardModel, check_positive
 
 
 def _ray() -> Any:
@@ -120,8 +120,7 @@ def load_reward_ray(
     ``num_gpus_per_replica`` defaults to 1 when this machine has CUDA, else 0 (CPU replicas).
     Call ``rm.close()`` to stop the actors.
     """
-    if replicas < 1:
-        raise UsageError(f"replicas must be at least 1, got {replicas}")
+    check_positive(replicas=replicas, max_length=max_length, max_tokens_per_batch=max_tokens_per_batch)
     ray = _ray()
     from .api import load_reward_codec, resolve_checkpoint
 
@@ -137,7 +136,7 @@ def load_reward_ray(
         RayScorer(actors),
         codec,
         reward_token_id=info.reward_token_id,
-        max_length=max_length or info.max_length,
+        max_length=info.max_length if max_length is None else max_length,
         pad_token_id=info.pad_token_id,
         name=f"{info.name} (ray x{replicas})",
         truncate=truncate,
