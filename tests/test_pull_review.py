@@ -178,3 +178,26 @@ def test_cache_du_and_rm_count_hard_linked_files_once(pull_hub) -> None:
     freed = remove_from_store(home, ms)
     assert freed < 0.5 * one  # only the manifest and other unshared bytes went away
     assert [s.root for s in iter_snapshots(home)] == [hf] and (hf / shard).is_file()
+
+
+def test_name_at_revision_and_a_different_revision_flag_are_refused(pull_hub) -> None:
+    with pytest.raises(UsageError, match="contradicts"):
+        pull_model(f"{MODEL}@5febe2b0707f", source="hf", revision="main")
+    from model_zoo.download.make_lock import lock_models
+
+    with pytest.raises(UsageError, match="contradicts"):
+        lock_models([f"{MODEL}@5febe2b0707f"], source="hf", revision="main")
+    assert pull_hub.stats.bytes_served() == 0
+
+
+def test_per_file_events_use_the_manifests_words(pull_hub) -> None:
+    from model_zoo.download.progress import FileDone
+
+    events: list[object] = []
+    result = pull_model(MODEL, source="hf", progress=events.append)
+    done = {e.path: e.verification for e in events if isinstance(e, FileDone)}
+    final = {r.path: r.verified for r in result.manifest.files}
+    assert done and set(done) == set(final)
+    for path, label in done.items():
+        assert label.split(",")[0] == final[path], (path, label, final[path])
+    assert "published-sha256" in done.values() and "git-blob-sha1, checked next" in done.values()

@@ -19,7 +19,7 @@ from ..store.lockfile import LockedFile, LockedModel, LockFile, make_lock
 from .filelist import select_files
 from .matching import plan_files
 from .plan import AUTO
-from .pull import ProgressFn, PullEvent, _check_listing, _manifests, _plan
+from .pull import ProgressFn, PullEvent, _check_listing, _manifests, _plan, requested_revision
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..settings import Settings
@@ -52,7 +52,7 @@ def lock_models(
     models = []
     for name in names:
         info = get(name)
-        rev = revision or info.revision
+        rev = requested_revision(info, revision)
         plan, probes = _plan(info, settings, source, sources, None)
         primary, others, _used, notes = _manifests(info, settings, plan, rev)
         for note in notes:

@@ -33,6 +33,7 @@ from ..errors import (
 from ..store.layout import check_remote_path, meta_dir, model_lock_path, snapshot_dir
 from ..store.manifest import (
     CROSS_BYTES,
+    GIT_BLOB,
     PUBLISHED,
     SIZE_ONLY,
     FileRecord,
@@ -216,7 +217,7 @@ def pull_model(
     offline = settings.offline if offline is None else offline
     emit = progress or (lambda _e: None)
     info = get(name)
-    revision = revision or info.revision
+    revision = requested_revision(info, revision)
     explicit = (source or AUTO).strip().lower()
     if sources and explicit != AUTO:
         raise UsageError(
@@ -340,6 +341,16 @@ def _prepare_target(target: Path, model_lock: Any) -> None:
 
 
 # ---------------------------------------------------------------- steps
+
+
+def requested_revision(info: ModelInfo, revision: str | None) -> str | None:
+    """``--revision`` or the name's ``@revision``; both, when they differ, is a usage error."""
+    if revision and info.revision and revision != info.revision:
+        raise UsageError(
+            f"--revision {revision} contradicts the @{info.revision} in the name; give the revision once",
+            revision=revision,
+        )
+    return revision or info.revision
 
 
 def _wanted_sources(sources: Sequence[str] | str | None, explicit: str,
@@ -647,6 +658,7 @@ def _fetch(
     if max_workers:
         options = replace(options, max_workers=max_workers)
     by_path = {fp.path: fp for fp in todo}
+    emit = _relabelled(emit, by_path)
     try:
         report = fetch(_jobs(todo), target, options=options, on_event=emit)
         return _records(todo, report.files, result)
@@ -663,10 +675,29 @@ def _fetch(
             f"{alt.expected_from}'s, so {old.expected_from}'s listing is wrong"
         )
     emit(PullEvent("note", f"retrying {len(retry)} file(s) on the sha256 another source publishes"))
+    by_path.update((fp.path, fp) for fp in retry)
     second = fetch(_jobs(retry), target, options=options, on_event=emit)
     records = _records([fp for fp in todo if fp.path not in failed], first.files, result)
     records.update(_records(retry, second.files, result))
     return records
+
+
+def _relabelled(emit: ProgressFn, plans: Mapping[str, FilePlan]) -> ProgressFn:
+    """Report each finished file in the manifest's words (``published-sha256``, ``lock``, ...),
+    not the engine's, so the per-file lines and ``--json`` events agree with the summary; for
+    the checks that run after the download (git blob id, second source) say they follow."""
+    from . import progress as ev
+
+    after = {GIT_BLOB, CROSS_BYTES}
+
+    def relabel(event: Any) -> None:
+        fp = plans.get(getattr(event, "path", ""))
+        if isinstance(event, ev.FileDone) and fp is not None:
+            label = f"{fp.method}, checked next" if fp.method in after else fp.method
+            event = replace(event, verification=label)
+        emit(event)
+
+    return relabel
 
 
 def _alternative(fp: FilePlan) -> FilePlan | None:
