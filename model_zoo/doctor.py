@@ -77,8 +77,9 @@ class StoreReport:
     total_bytes: int | None
     filesystem: str | None
     lock_mode: str | None
-    models: int
+    models: int  # distinct models with at least one complete snapshot
     incomplete: int
+    snapshots: int = 0  # complete snapshots (one model may be pulled at several revisions)
 
 
 @dataclass
@@ -359,6 +360,7 @@ def store_report(home: Path, env: Mapping[str, str]) -> StoreReport:
     except ModelZooError:
         mode = None
     exists = home.is_dir()
+    snapshots = iter_snapshots(home) if exists else []
     return StoreReport(
         path=str(home),
         exists=exists,
@@ -367,8 +369,9 @@ def store_report(home: Path, env: Mapping[str, str]) -> StoreReport:
         total_bytes=total,
         filesystem=_mount_fs_type(existing),
         lock_mode=mode,
-        models=len(iter_snapshots(home)) if exists else 0,
+        models=len({snap.root.parent for snap in snapshots}),
         incomplete=len(incomplete_dirs(home)) if exists else 0,
+        snapshots=len(snapshots),
     )
 
 

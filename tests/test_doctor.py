@@ -22,6 +22,7 @@ from model_zoo.doctor import (
     proxy_settings,
     redact_url,
 )
+from model_zoo.cli.cmd_doctor import format_report
 from model_zoo.hubs.catalog import HUBS
 from model_zoo.testing.hub_server import LocalHub
 
@@ -257,6 +258,25 @@ def test_store_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hub_env: 
     assert store.path == str(home) and store.exists is False and store.writable is True
     assert store.free_bytes and store.total_bytes and store.free_bytes <= store.total_bytes
     assert store.lock_mode in ("flock", "lockfile") and store.models == 0
+
+
+def test_store_counts_models_and_snapshots_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pull_hub: LocalHub
+) -> None:
+    import shutil
+
+    import model_zoo
+    from model_zoo.doctor import store_report
+
+    home = tmp_path / "store"
+    monkeypatch.setenv("MODEL_ZOO_HOME", str(home))
+    path = Path(model_zoo.pull("internlm2_5-1_8b-chat", source="hf"))
+    shutil.copytree(path, path.parent / ("0" * 40))  # the same model pulled at a second revision
+    report = store_report(home, {"MODEL_ZOO_HOME": str(home)})
+    assert (report.models, report.snapshots) == (1, 2)
+    versions = dict.fromkeys(("model-zoo", "torch", "transformers", "safetensors", "huggingface_hub"), "1")
+    text = format_report(bare_report(store=report, versions=versions, python={"version": "3", "platform": "x"}))
+    assert "1 model(s) in 2 snapshot(s)" in text
 
 
 @pytest.mark.parametrize(

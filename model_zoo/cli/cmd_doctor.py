@@ -66,7 +66,7 @@ def format_report(report: DoctorReport) -> str:
         state = "" if store.exists else " (not created yet)"
         row("store", f"{store.path}{state}")
         row("", f"{free}; {store.filesystem or '?'} filesystem, {store.lock_mode or '?'} locks; "
-                f"{store.models} model(s), {store.incomplete} partial")
+                f"{store.models} model(s) in {store.snapshots} snapshot(s), {store.incomplete} partial")
     row("proxies", "  ".join(f"{k}={val}" for k, val in report.proxies.items()) or "none")
     row("offline", "yes (MODEL_ZOO_OFFLINE / HF_HUB_OFFLINE)" if report.offline else "no")
     row("sources", ", ".join(report.sources) + "  (order for --source auto)")
