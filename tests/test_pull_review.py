@@ -201,3 +201,19 @@ def test_per_file_events_use_the_manifests_words(pull_hub) -> None:
     for path, label in done.items():
         assert label.split(",")[0] == final[path], (path, label, final[path])
     assert "published-sha256" in done.values() and "git-blob-sha1, checked next" in done.values()
+
+
+def test_verify_against_a_lock_without_the_model_says_so(pull_hub, tmp_path: Path) -> None:
+    from model_zoo.store.lockfile import LockedFile, LockedModel, make_lock
+
+    path = pull_model(MODEL, source="hf").path
+    other = LockedModel("InternLM2-7B-Reward", "hf", "internlm/internlm2-7b-reward", None, "0" * 40,
+                        (LockedFile("config.json", 10, "0" * 64),))
+    with pytest.raises(UsageError, match="no entry for InternLM2.5-1.8B-Chat"):
+        verify(path, lock=make_lock([other]))
+    # a directory without a manifest still takes a one-model lock as its reference
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "config.json").write_bytes((path / "config.json").read_bytes())
+    report = verify(copy, lock=make_lock([other]))
+    assert report.against == "lock file" and not report.ok

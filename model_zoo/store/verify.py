@@ -121,17 +121,24 @@ def _looks_like_name(text: str) -> bool:
 
 
 def _pick_locked(lock: LockFile, name: str | None) -> LockedModel:
+    from ..errors import UsageError
+
     if name:
         found = lock.find(name)
         if found is not None:
             return found
+        # a known model the lock does not list: comparing another model's hashes would report
+        # every file as damaged and advise a pointless re-pull
+        raise UsageError(
+            f"the lock file has no entry for {name} (it lists {', '.join(m.name for m in lock.models)}); "
+            f"add it with `model-zoo lock {name}`",
+            models=[m.name for m in lock.models],
+        )
     if len(lock.models) == 1:
         return lock.models[0]
-    from ..errors import UsageError
-
     raise UsageError(
-        f"the lock file lists {len(lock.models)} models and none is {name!r}; verify a store name "
-        "or a directory with a manifest",
+        f"the lock file lists {len(lock.models)} models and this directory has no manifest naming "
+        "one; verify a store name, or use a lock file with one model",
         models=[m.name for m in lock.models],
     )
 
