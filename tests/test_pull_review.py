@@ -217,3 +217,13 @@ def test_verify_against_a_lock_without_the_model_says_so(pull_hub, tmp_path: Pat
     (copy / "config.json").write_bytes((path / "config.json").read_bytes())
     report = verify(copy, lock=make_lock([other]))
     assert report.against == "lock file" and not report.ok
+
+
+def test_cache_list_shows_a_snapshot_whose_manifest_is_damaged(pull_hub) -> None:
+    from model_zoo.store.cache import incomplete_dirs
+
+    path = pull_model(MODEL, source="hf").path
+    manifest_path(path).write_text("{not json")
+    home = Path(os.environ["MODEL_ZOO_HOME"])
+    assert incomplete_dirs(home) == [path]  # was listed nowhere, yet held the whole checkpoint
+    assert str(path) in run("cache", "list").stdout.replace("\n", "")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import CheckpointError, UsageError
 from ..hubs.catalog import OPENXLAB_ORIGIN
-from .layout import META_DIR, manifest_path, model_dir, model_lock_path, models_dir
+from .layout import META_DIR, model_dir, model_lock_path, models_dir
 from .manifest import StoreManifest, read_manifest
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -74,14 +74,22 @@ def iter_snapshots(home: Path) -> list[Snapshot]:
 
 
 def incomplete_dirs(home: Path) -> list[Path]:
-    """Snapshot directories without a manifest: interrupted pulls whose partial files can resume."""
+    """Snapshot directories without a readable manifest: interrupted pulls whose partial files
+    can resume, and snapshots whose manifest was damaged (the next pull re-verifies them)."""
     base = models_dir(home)
     if not base.is_dir():
         return []
     return sorted(
         s for m in base.iterdir() if m.is_dir() and not m.is_symlink()
-        for s in m.iterdir() if s.is_dir() and not s.is_symlink() and not manifest_path(s).is_file()
+        for s in m.iterdir() if s.is_dir() and not s.is_symlink() and not _has_manifest(s)
     )
+
+
+def _has_manifest(snapshot_dir: Path) -> bool:
+    try:
+        return read_manifest(snapshot_dir) is not None
+    except CheckpointError:
+        return False
 
 
 def find_snapshot(home: Path, slug: str, revision: str | None = None, *,
