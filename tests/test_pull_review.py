@@ -227,3 +227,13 @@ def test_cache_list_shows_a_snapshot_whose_manifest_is_damaged(pull_hub) -> None
     home = Path(os.environ["MODEL_ZOO_HOME"])
     assert incomplete_dirs(home) == [path]  # was listed nowhere, yet held the whole checkpoint
     assert str(path) in run("cache", "list").stdout.replace("\n", "")
+
+
+def test_lock_offline_says_why_in_plain_words(monkeypatch: pytest.MonkeyPatch) -> None:
+    from model_zoo.download.make_lock import lock_models
+
+    monkeypatch.setenv("MODEL_ZOO_OFFLINE", "1")
+    with pytest.raises(OfflineError) as info:
+        lock_models([MODEL])
+    assert "offline mode is on" in info.value.message and ", and is not" not in info.value.message
+    assert "make the lock file on a connected machine" in str(info.value)

@@ -48,7 +48,10 @@ def lock_models(
     if settings.offline:
         from ..errors import OfflineError
 
-        raise OfflineError("locking needs the hubs' listings, and")
+        err = OfflineError(", ".join(names))
+        err.message = ("`model-zoo lock` reads the hubs' listings, but offline mode is on (MODEL_ZOO_OFFLINE / "
+                       "HF_HUB_OFFLINE). Unset it, or make the lock file on a connected machine.")
+        raise err
     models = []
     for name in names:
         info = get(name)
