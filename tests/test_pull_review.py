@@ -237,3 +237,14 @@ def test_lock_offline_says_why_in_plain_words(monkeypatch: pytest.MonkeyPatch) -
         lock_models([MODEL])
     assert "offline mode is on" in info.value.message and ", and is not" not in info.value.message
     assert "make the lock file on a connected machine" in str(info.value)
+
+
+def test_lock_pull_honours_include_and_exclude(pull_hub, tmp_path: Path) -> None:
+    lock = tmp_path / "hf.lock"
+    assert run("lock", MODEL, "--source", "hf", "-q", "-o", str(lock)).returncode == 0
+    result = pull_model(MODEL, lock=lock, include=["*.json"], exclude=["tokenizer_config.json"],
+                        local_dir=tmp_path / "json-only")
+    got = sorted(r.path for r in result.manifest.files)
+    assert got and all(p.endswith(".json") for p in got) and "tokenizer_config.json" not in got
+    assert not list((tmp_path / "json-only").glob("*.safetensors"))
+    assert set(result.verified_counts()) == {"lock"}

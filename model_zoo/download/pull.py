@@ -275,8 +275,11 @@ def pull_model(
     locked_files = {f.path: (f.size, f.sha256) for f in locked.files} if locked else None
     if locked is not None:
         check_against_lock(info.name, primary, locked_files or {}, locked_commit=locked.commit)
-        selected = sorted(locked_files or {})
+        # --include / --exclude narrow what the lock records (the lock already chose the formats)
+        sel = select_files(locked_files or {}, include=include, exclude=exclude, all_files=True)
+        selected = list(sel.selected)
         skipped = [(p, "not in the lock file") for p in sorted(primary.by_path()) if p not in (locked_files or {})]
+        skipped += sel.skipped
     else:
         sel = select_files(primary.by_path(), include=include, exclude=exclude, all_files=all_files)
         selected, skipped = list(sel.selected), list(sel.skipped)
