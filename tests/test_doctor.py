@@ -414,3 +414,16 @@ def test_gpus_without_native_bf16_get_a_dtype_hint() -> None:
     assert "float16" in finding.advice
     new = {**old, "name": "NVIDIA H100", "capability": "9.0", "bf16": True}
     assert advise(bare_report(gpu={"torch": True, "cuda": "12.4", "cuda_available": True, "devices": [new]})) == []
+
+
+def test_gpu_line_shows_compute_capability() -> None:
+    # docs/running.md: doctor lists each GPU with its compute capability (bf16 needs 8.0+).
+    from model_zoo.cli.cmd_doctor import _gpu_line
+
+    gpu = {"torch": True, "cuda": "12.4", "cuda_available": True, "devices": [
+        {"index": 0, "name": "Tesla V100", "memory_gib": 31.7, "capability": "7.0", "bf16": False},
+        {"index": 1, "name": "NVIDIA A100", "memory_gib": 79.2, "capability": "8.0", "bf16": True},
+    ]}
+    line = _gpu_line(gpu)
+    assert "0: Tesla V100 31.7 GiB (compute capability 7.0)" in line
+    assert "1: NVIDIA A100 79.2 GiB (compute capability 8.0)" in line

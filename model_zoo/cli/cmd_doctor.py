@@ -95,7 +95,11 @@ def _gpu_line(gpu: dict[str, Any]) -> str:
         return "unknown (torch is not installed)"
     if not gpu.get("devices"):
         return f"none usable (torch CUDA build: {gpu.get('cuda') or 'CPU only'})"
-    names = ", ".join(f"{d['index']}: {d['name']} {d['memory_gib']} GiB" for d in gpu["devices"])
+    names = ", ".join(
+        f"{d['index']}: {d['name']} {d['memory_gib']} GiB"
+        + (f" (compute capability {d['capability']})" if d.get("capability") else "")
+        for d in gpu["devices"]
+    )
     return f"CUDA {gpu.get('cuda')}; {names}"
 
 
