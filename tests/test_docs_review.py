@@ -94,3 +94,18 @@ def test_documented_default_source_order_is_the_settings_default(tmp_path: Path)
     assert "default `hf, modelscope, modelers,\n  openxlab`" in (ROOT / "docs" / "mirrors.md").read_text(encoding="utf-8")
     env = {"HOME": str(tmp_path), "MODEL_ZOO_CONFIG": str(tmp_path / "none.toml")}
     assert load_settings(env).sources == ("hf", "modelscope", "modelers", "openxlab")
+
+
+def test_serve_mirror_examples_for_a_cluster_bind_beyond_loopback() -> None:
+    # serve-mirror binds 127.0.0.1 unless --host says otherwise: other machines cannot reach that.
+    from model_zoo.testing.hub_server import is_loopback_host
+
+    found = 0
+    for page in OWN_PAGES:
+        for line in (ROOT / page).read_text(encoding="utf-8").splitlines():
+            command, _, comment = line.partition("#")
+            if "model-zoo serve-mirror" in command and ("cluster" in comment or "this machine's store" in comment):
+                found += 1
+                host = re.search(r"--host\s+(\S+)", command)
+                assert host and not is_loopback_host(host.group(1)), f"{page}: {line}"
+    assert found >= 2
