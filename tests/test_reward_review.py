@@ -106,3 +106,34 @@ def test_load_reward_refuses_max_length_zero_instead_of_ignoring_it(tiny_reward_
 
     with pytest.raises(UsageError, match="max_length must be at least 1"):
         load_reward(tiny_reward_fp32, device="cpu", max_length=0)
+
+
+# ---------------------------------------------------------------------- identical inputs, identical scores
+
+
+def test_identical_conversations_score_identically_so_ties_keep_input_order(tiny_rm: RewardModel) -> None:
+    same = conv("2+2?", "4")
+    other = conv("hi", "hello")
+    scores = tiny_rm.score_batch([same, other, same, same])
+    assert scores[0] == scores[2] == scores[3]
+    assert tiny_rm.rank([same, same, same]) == [0, 1, 2]
+    assert tiny_rm.order([same, same, same]) == [0, 1, 2]
+    assert tiny_rm.compare(same, same) is False and tiny_rm.best_of([same, same]) == 0
+
+
+def test_compare_cli_calls_a_conversation_against_itself_a_tie(tmp_path: Path, tiny_reward_fp32: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    a = tmp_path / "a.json"
+    a.write_text(json.dumps(conv("2+2?", "4")))
+    assert main(["compare", str(tiny_reward_fp32), str(a), str(a), "--json", *OPTS]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["a"] == out["b"] and out["better"] == "tie" and out["a_better"] is False
+
+
+def test_server_rank_and_compare_give_identical_items_identical_scores(tiny_rm: RewardModel) -> None:
+    same = conv("2+2?", "4")
+    with RewardServer(tiny_rm, limits=ServerLimits()) as server, httpx.Client(base_url=server.url, timeout=30) as c:
+        ranked = c.post("/v1/rank", json={"conversations": [same, same, same]}).json()
+        compared = c.post("/v1/compare", json={"a": same, "b": same}).json()
+    assert ranked["ranks"] == [0, 1, 2] and len(set(ranked["scores"])) == 1
+    assert compared["a_better"] is False and compared["scores"][0] == compared["scores"][1]

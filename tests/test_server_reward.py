@@ -162,7 +162,8 @@ def test_queue_limit_answers_429() -> None:
         results: dict[str, httpx.Response] = {}
 
         def post(key: str, n: int) -> None:
-            results[key] = httpx.post(server.url + "/v1/score", json={"texts": [key] * n}, timeout=30)
+            texts = [f"{key}{i}" for i in range(n)]  # distinct: copies in one request are queued once
+            results[key] = httpx.post(server.url + "/v1/score", json={"texts": texts}, timeout=30)
 
         first = threading.Thread(target=post, args=("a", 1))
         first.start()

@@ -15,7 +15,7 @@ goes unnoticed in two-way examples. Ties keep input order (the earlier conversat
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..errors import UsageError
@@ -161,7 +161,9 @@ class RewardModel:
     def _run(self, ids: list[list[int]], batch_size: int | None, max_tokens: int | None) -> list[float]:
         if not ids:
             return []
-        return self.scorer.score_ids(ids, batch_size=batch_size, max_tokens_per_batch=max_tokens)
+        return score_unique(
+            ids, lambda batch: self.scorer.score_ids(batch, batch_size=batch_size, max_tokens_per_batch=max_tokens)
+        )
 
     # ------------------------------------------------------------------ decisions on scores
 
@@ -183,6 +185,21 @@ class RewardModel:
         if not conversations:
             raise UsageError("best_of needs at least one conversation")
         return order_from_scores(self.score_batch(conversations, **kw))[0]
+
+
+def score_unique(ids: Sequence[Sequence[int]], score: Callable[[list[list[int]]], list[float]]) -> list[float]:
+    """Score each distinct sequence once and give every copy that score.
+
+    Why: a batched forward pass can differ in the last bits between rows, so two copies of one
+    conversation could score 1e-7 apart, and ``compare(x, x)`` or a tie in ``rank`` would then
+    be decided by noise instead of by input order.
+    """
+    slots: dict[tuple[int, ...], int] = {}
+    where = [slots.setdefault(tuple(seq), len(slots)) for seq in ids]
+    if len(slots) == len(where):
+        return score([list(seq) for seq in ids])
+    scores = score([list(seq) for seq in slots])
+    return [scores[i] for i in where]
 
 
 def check_positive(**values: int | None) -> None:

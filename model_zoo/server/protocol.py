@@ -24,7 +24,7 @@ from typing import Any
 
 from ..errors import InputTooLongError, InvalidConversationError
 from ..reward.conversation import check_conversation, check_conversations, check_texts
-from ..reward.model import RewardModel, order_from_scores, ranks_from_scores
+from ..reward.model import RewardModel, order_from_scores, ranks_from_scores, score_unique
 
 JSON = dict[str, Any]
 
@@ -79,7 +79,7 @@ class Routes:
     def __init__(self, rm: RewardModel, limits: ServerLimits, score: Scorer, *, truncate: bool = False) -> None:
         self.rm = rm
         self.limits = limits
-        self.score = score
+        self.score: Scorer = lambda ids: score_unique(ids, score)  # copies in one request score alike
         self.truncate = truncate
         per_item = limits.max_tokens_per_item
         self.max_tokens = rm.max_length if per_item is None else min(per_item, rm.max_length)
