@@ -248,3 +248,22 @@ def test_lock_pull_honours_include_and_exclude(pull_hub, tmp_path: Path) -> None
     assert got and all(p.endswith(".json") for p in got) and "tokenizer_config.json" not in got
     assert not list((tmp_path / "json-only").glob("*.safetensors"))
     assert set(result.verified_counts()) == {"lock"}
+
+
+def test_verify_advice_for_a_flipped_byte_actually_repairs(pull_hub) -> None:
+    from model_zoo.errors import HashMismatchError
+
+    path = pull_model(MODEL, source="hf").path
+    shard = path / "model-00002-of-00002.safetensors"
+    st = shard.stat()
+    data = bytearray(shard.read_bytes())
+    data[-3] ^= 0x40
+    shard.write_bytes(bytes(data))
+    os.utime(shard, ns=(st.st_atime_ns, st.st_mtime_ns))  # bit rot: same size, same time
+    assert pull_model(MODEL, source="hf").downloaded_bytes == 0  # a pull trusts it, by design
+    with pytest.raises(HashMismatchError) as info:
+        verify(path).raise_for_problems()
+    assert "Delete the file and pull again" in info.value.message
+    shard.unlink()  # what the message says to do
+    assert pull_model(MODEL, source="hf").downloaded_bytes == st.st_size
+    assert verify(path).ok

@@ -77,7 +77,10 @@ class VerifyReport:
         check = next((f for f in self.files if f.path == first.path), None)
         if first.kind == "hash" and check is not None and check.expected_sha256 and check.sha256:
             err: IntegrityError = HashMismatchError(first.path, check.expected_sha256, check.sha256)
-            err.message = f"{self.root / first.path}: sha256 differs from the {self.against} (expected {check.expected_sha256}, got {check.sha256}){more}. Pull again to repair."
+            err.message = (f"{self.root / first.path}: sha256 differs from the {self.against} (expected "
+                           f"{check.expected_sha256}, got {check.sha256}){more}. Delete the file and pull again "
+                           "to repair it (a pull trusts files whose size and time have not changed since they "
+                           "were verified).")
             return err
         if first.kind == "size" and check is not None and check.expected_size is not None and check.size is not None:
             err = SizeMismatchError(str(self.root / first.path), check.expected_size, check.size)
