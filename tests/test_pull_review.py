@@ -267,3 +267,13 @@ def test_verify_advice_for_a_flipped_byte_actually_repairs(pull_hub) -> None:
     shard.unlink()  # what the message says to do
     assert pull_model(MODEL, source="hf").downloaded_bytes == st.st_size
     assert verify(path).ok
+
+
+def test_offline_pull_into_a_dir_holding_another_model_is_refused(pull_hub, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "ckpt"
+    pull_model("internlm2-1_8b-reward", source="hf", local_dir=target)
+    monkeypatch.setenv("MODEL_ZOO_OFFLINE", "1")
+    with pytest.raises(OfflineError, match="InternLM2.5-1.8B-Chat"):
+        pull_model(MODEL, local_dir=target)
+    assert pull_model("internlm2-1_8b-reward", local_dir=target).path == target

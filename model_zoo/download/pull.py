@@ -815,8 +815,8 @@ def _from_disk(
         snap = Snapshot(target_override, manifest) if manifest is not None else None
         if snap is not None and revision and not _same_revision(manifest, revision):  # type: ignore[arg-type]
             snap = None
-        if snap is not None and snap.manifest.source not in wanted:
-            snap = None
+        if snap is not None and (snap.manifest.source not in wanted or snap.manifest.slug != info.slug):
+            snap = None  # another hub's copy, or another model altogether
     else:
         snap = find_snapshot(settings.home, info.slug, revision, sources=wanted)
     if snap is None or missing_files(snap):
