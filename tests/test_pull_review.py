@@ -277,3 +277,15 @@ def test_offline_pull_into_a_dir_holding_another_model_is_refused(pull_hub, tmp_
     with pytest.raises(OfflineError, match="InternLM2.5-1.8B-Chat"):
         pull_model(MODEL, local_dir=target)
     assert pull_model("internlm2-1_8b-reward", local_dir=target).path == target
+
+
+def test_lock_with_several_models_into_one_local_dir_is_refused(pull_hub, tmp_path: Path) -> None:
+    lock = tmp_path / "two.lock"
+    made = run("lock", MODEL, "internlm2-1_8b-reward", "--source", "hf", "-q", "-o", str(lock))
+    assert made.returncode == 0, made.stderr
+    target = tmp_path / "one-dir"
+    proc = run("pull", "--lock", str(lock), "--local-dir", str(target))
+    assert proc.returncode == 2 and "name the model" in proc.stderr
+    assert not target.exists()
+    one = run("pull", "internlm2-1_8b-reward", "--lock", str(lock), "--local-dir", str(target), "-q")
+    assert one.returncode == 0 and Path(one.stdout.strip()) == target, one.stderr

@@ -109,6 +109,11 @@ def register(app: typer.Typer) -> None:
             from ..store.lockfile import read_lock
 
             names = [m.name for m in read_lock(lock).models]
+            if local_dir is not None and len(names) > 1:
+                raise UsageError(
+                    f"the lock file lists {len(names)} models ({', '.join(names)}) and --local-dir holds one "
+                    "checkpoint; name the model: model-zoo pull NAME --lock FILE --local-dir DIR"
+                )
         renderer = make_renderer(json_events=json_out, quiet=quiet)
         results = []
         try:
