@@ -137,3 +137,29 @@ def test_server_rank_and_compare_give_identical_items_identical_scores(tiny_rm: 
         compared = c.post("/v1/compare", json={"a": same, "b": same}).json()
     assert ranked["ranks"] == [0, 1, 2] and len(set(ranked["scores"])) == 1
     assert compared["a_better"] is False and compared["scores"][0] == compared["scores"][1]
+
+
+# ---------------------------------------------------------------------- the CLI's messages
+
+
+def test_cpu_fallback_warning_is_one_cli_line_naming_the_flag(tiny_reward_fp32: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    a = tiny_reward_fp32.parent / "a-for-warning.json"
+    a.write_text(json.dumps(conv("a", "b")))
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        assert main(["compare", str(tiny_reward_fp32), str(a), str(a), "--dtype", "float32"]) == 0
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert "warning: no CUDA GPU found" in err and "--device cpu" in err
+    assert "RuntimeWarning" not in err and ".py:" not in err
+
+
+def test_run_refuses_a_reward_model_before_loading_and_names_the_commands(
+    tiny_reward_fp32: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", str(tiny_reward_fp32), "hi", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert "reward model" in err and "model-zoo score" in err and "loading" not in err

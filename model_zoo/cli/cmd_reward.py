@@ -247,11 +247,14 @@ def register(app: typer.Typer) -> None:
 
 
 def _load(name: str, *, device: str, dtype: str, replicas: int = 1, **kw: Any) -> Any:
-    if replicas > 1:
-        from ..reward.ray import load_reward_ray
+    from .cmd_run import cli_warnings
 
-        return load_reward_ray(name, replicas=replicas, device=device, dtype=dtype,
-                               **{k: v for k, v in kw.items() if v is not None})
-    from ..reward.api import load_reward
+    with cli_warnings():
+        if replicas > 1:
+            from ..reward.ray import load_reward_ray
 
-    return load_reward(name, device=device, dtype=dtype, **kw)
+            return load_reward_ray(name, replicas=replicas, device=device, dtype=dtype,
+                                   **{k: v for k, v in kw.items() if v is not None})
+        from ..reward.api import load_reward
+
+        return load_reward(name, device=device, dtype=dtype, **kw)

@@ -7,6 +7,8 @@ Replies go to stdout; prompts, status lines and warnings to stderr, so ``run`` o
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import typer
@@ -26,15 +28,36 @@ def _generation(max_new_tokens: int | None, temperature: float | None, top_p: fl
     return {k: v for k, v in out.items() if v is not None}
 
 
+@contextmanager
+def cli_warnings() -> Iterator[None]:
+    """Show library warnings as one ``warning:`` line on stderr, not Python's file:line and source."""
+    import warnings
+
+    from .output import err_console
+
+    def show(message: Warning | str, *_: Any, **__: Any) -> None:
+        err_console().print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
 def _load(name: str, device: str, dtype: str) -> Any:
+    from ..errors import UsageError
+    from ..runner.config import read_config
     from ..runner.resolve import resolve_checkpoint
     from .output import err_console
 
     resolved = resolve_checkpoint(name)  # fails fast, before torch is imported
+    if read_config(resolved.path).is_reward:  # refuse before reading any weights
+        raise UsageError(f"{resolved.path} is a reward model: it scores conversations, it does not generate. "
+                         "Use `model-zoo score`, `model-zoo compare` or `model-zoo serve-reward`.")
     err_console().print(f"loading {resolved.path} ...", highlight=False, markup=False)
     from ..runner.api import load
 
-    return load(resolved.path, device=device, dtype=dtype)
+    with cli_warnings():
+        return load(resolved.path, device=device, dtype=dtype)
 
 
 def _print_reply(runner: Any, messages: Any, *, system: str | None, thinking: bool, stream: bool,

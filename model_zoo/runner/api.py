@@ -99,7 +99,7 @@ class Runner:
     def _require_lm(self) -> None:
         if self.spec.is_reward:
             raise UsageError(f"{self.path} is a reward model: it scores text, it does not generate. "
-                             "Use model_zoo.load_reward().")
+                             "Use model_zoo.load_reward() (CLI: model-zoo score / serve-reward).")
 
     def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Final (normed) hidden states ``[batch, seq, hidden]`` of the decoder."""

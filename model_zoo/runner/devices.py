@@ -51,7 +51,7 @@ def resolve_devices(device: str | torch.device | None) -> tuple[torch.device, ..
         if torch.cuda.is_available() and torch.cuda.device_count() > 0:
             return tuple(torch.device("cuda", i) for i in range(torch.cuda.device_count()))
         warnings.warn(
-            "no CUDA GPU found: loading on the CPU (slow). Pass device='cpu' to silence this.",
+            "no CUDA GPU found: loading on the CPU (slow). Pass device='cpu' (CLI: --device cpu) to silence this.",
             RuntimeWarning,
             stacklevel=3,
         )
