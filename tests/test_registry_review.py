@@ -3,6 +3,7 @@ do (exit 2), never a traceback. Every test goes through the real console script.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -13,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from fixtures_registry import MINI_REGISTRY
+from model_zoo.registry.loader import load_registry
+from model_zoo.settings import load_settings
 
 _SCRIPT = Path(sys.executable).with_name("model-zoo")
 CLI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "model_zoo.cli.main"]
@@ -38,6 +41,13 @@ def assert_clean_usage_error(proc: subprocess.CompletedProcess[str], *needles: s
 def test_overlay_that_is_a_directory_is_a_config_error(tmp_path: Path) -> None:
     proc = run("list", env={"MODEL_ZOO_REGISTRY": str(tmp_path), "MODEL_ZOO_HOME": str(tmp_path / "home")})
     assert_clean_usage_error(proc, "is a directory", "MODEL_ZOO_REGISTRY")
+
+
+def test_dev_null_overlay_is_an_empty_overlay(tmp_path: Path) -> None:
+    proc = run("list", "--json", env={"MODEL_ZOO_REGISTRY": os.devnull, "MODEL_ZOO_HOME": str(tmp_path / "home")})
+    assert proc.returncode == 0, proc.stderr
+    builtin = load_registry(settings=load_settings({"MODEL_ZOO_CONFIG": os.devnull, "HOME": str(tmp_path)}))
+    assert [m["name"] for m in json.loads(proc.stdout)] == [m.name for m in builtin]
 
 
 def test_registry_check_on_a_directory_says_so(tmp_path: Path) -> None:

@@ -87,8 +87,8 @@ def load_registry(
                 "does not exist; fix the path or unset it",
                 setting="MODEL_ZOO_REGISTRY",
             ) from None
-        if not stat.S_ISREG(st.st_mode):
-            problem = _not_a_file(f)
+        if stat.S_ISDIR(st.st_mode):  # (/dev/null, an empty overlay, stays allowed)
+            problem = "is a directory, not a YAML file"
             if i == 0:
                 raise RegistryError(str(f), [RegistryProblem(str(f), problem)])
             raise ConfigError(
@@ -149,8 +149,10 @@ def check_registry_file(path: str | Path | None = None, *, standalone: bool = Fa
     """
     builtin = builtin_registry_path()
     target = Path(path) if path is not None else builtin
-    if not target.is_file():
-        return [RegistryProblem(str(target), _not_a_file(target) if target.exists() else "file not found")]
+    if target.is_dir():
+        return [RegistryProblem(str(target), "is a directory, not a YAML file")]
+    if not target.exists():
+        return [RegistryProblem(str(target), "file not found")]
     files = [target] if standalone or _same_file(target, builtin) else [builtin, target]
     try:
         datas = [f.read_bytes() for f in files]
@@ -158,11 +160,6 @@ def check_registry_file(path: str | Path | None = None, *, standalone: bool = Fa
         return [RegistryProblem(str(exc.filename or target), f"cannot be read ({exc.strerror or exc})")]
     _, problems = _check(files, datas)
     return problems
-
-
-def _not_a_file(path: Path) -> str:
-    """Why ``path`` (which exists) cannot be read as a registry file."""
-    return "is a directory, not a YAML file" if path.is_dir() else "is not a regular file"
 
 
 def _same_file(a: Path, b: Path) -> bool:
