@@ -73,7 +73,9 @@ def test_entry_schema(m: ModelInfo) -> None:
     assert m.generation == REGISTRY.families[m.family].generation
     assert date(2023, 7, 1) <= m.released <= date(2025, 2, 1)
     assert m.updated is None or m.updated > m.released
-    assert m.license == "internlm-model-license" and m.license_note
+    # InternLM3's model card and the InternLM README: code and weights are Apache-2.0.
+    assert m.license == ("apache-2.0" if m.family == "internlm3" else "internlm-model-license")
+    assert m.license_note and "Apache-2.0" in m.license_note
     assert m.sources and set(m.sources) <= set(SOURCE_KEYS)
     assert list(m.sources) == [k for k in SOURCE_KEYS if k in m.sources]  # canonical order
     assert m.revision is None
