@@ -130,3 +130,21 @@ def test_make_hub_tree_into_an_existing_file_is_a_clear_error(tmp_path: Path) ->
     target.write_text("x", encoding="utf-8")
     proc = run("dev", "make-hub-tree", str(target), "-m", "internlm2_5-1_8b-chat")
     assert_clean_usage_error(proc, f"cannot write {target}")
+
+
+def test_dev_output_lines_are_never_wrapped(tmp_path: Path) -> None:
+    # Piped stdout used to be hard-wrapped at 80 columns, splitting long paths across lines.
+    deep = tmp_path / ("d" * 90) / "tiny"
+    proc = run("dev", "make-tiny", "internlm2", str(deep), env={"COLUMNS": "80"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [f"wrote 8 files ({_size(deep)}) to {deep}"]
+    root = tmp_path / ("h" * 90)
+    proc = run("dev", "make-hub-tree", str(root), "-m", "internlm3", env={"COLUMNS": "80"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == f"3 repositories under {root}"
+
+
+def _size(path: Path) -> str:
+    from model_zoo.cli.output import human_size
+
+    return human_size(sum(p.stat().st_size for p in path.iterdir() if p.is_file()))

@@ -69,11 +69,10 @@ def make_hub_tree_cmd(
 
         print_json({"root": str(root), "repos": {k: str(v) for k, v in repos.items()}})
         return
-    from .output import console
-
+    # Plain echo, never wrapped: scripts read these lines (a wrapped path is a broken path).
     for repo_id in repos:
-        console().print(repo_id, highlight=False)
-    console().print(f"{len(repos)} repositories under {root}", highlight=False)
+        typer.echo(repo_id)
+    typer.echo(f"{len(repos)} repositories under {root}")
 
 
 @contextmanager
@@ -108,9 +107,9 @@ def _report(path: Path, info: dict[str, object], as_json: bool) -> None:
 
         print_json({"path": str(path), **info, "files": [p.name for p in files], "bytes": total})
         return
-    from .output import console, human_size
+    from .output import human_size
 
-    console().print(f"wrote {len(files)} files ({human_size(total)}) to {path}", highlight=False)
+    typer.echo(f"wrote {len(files)} files ({human_size(total)}) to {path}")
 
 
 def register(app: typer.Typer) -> None:
