@@ -109,3 +109,23 @@ def test_serve_mirror_examples_for_a_cluster_bind_beyond_loopback() -> None:
                 host = re.search(r"--host\s+(\S+)", command)
                 assert host and not is_loopback_host(host.group(1)), f"{page}: {line}"
     assert found >= 2
+
+
+def test_overlay_merge_rule_is_as_documented(tmp_path: Path) -> None:
+    # docs/choosing-a-model.md: mappings merge key by key; lists and plain values replace.
+    from model_zoo.registry.loader import builtin_registry_path, load_registry
+
+    text = (ROOT / "docs" / "choosing-a-model.md").read_text(encoding="utf-8")
+    assert "`aliases: [my-name]` leaves only `my-name`" in text
+    overlay = tmp_path / "mine.yaml"
+    overlay.write_text(
+        "models:\n  - name: InternLM2.5-7B-Chat\n    aliases: [my-name]\n"
+        "    sources: {hf: me/my-copy}\n    generation_defaults: {temperature: 0.1}\n",
+        encoding="utf-8",
+    )
+    env = {"HOME": str(tmp_path), "MODEL_ZOO_CONFIG": str(tmp_path / "none.toml"), "MODEL_ZOO_REGISTRY": str(overlay)}
+    m = load_registry(builtin_registry_path(), settings=load_settings(env), use_cache=False).get("my-name")
+    assert m.aliases == ("my-name",)
+    assert m.sources["hf"] == "me/my-copy" and m.sources["modelscope"] == "Shanghai_AI_Laboratory/internlm2_5-7b-chat"
+    assert m.generation_defaults is not None
+    assert m.generation_defaults.temperature == 0.1 and m.generation_defaults.top_p == 0.8
