@@ -163,3 +163,36 @@ def test_run_refuses_a_reward_model_before_loading_and_names_the_commands(
     assert main(["run", str(tiny_reward_fp32), "hi", "--device", "cpu"]) == 2
     err = capsys.readouterr().err.replace("\n", " ")
     assert "reward model" in err and "model-zoo score" in err and "loading" not in err
+
+
+# ---------------------------------------------------------------------- serve-reward's options
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--port", "70000"], "--port must be between 0 and 65535"),
+        (["--max-items", "0"], "--max-items must be at least 1"),
+        (["--max-request-bytes", "0"], "--max-request-bytes must be at least 1"),
+        (["--max-tokens-per-item", "-1"], "--max-tokens-per-item must be at least 1"),
+        (["--wait-ms", "-5"], "--wait-ms must be 0 or more"),
+    ],
+)
+def test_serve_reward_refuses_bad_options_before_loading(tmp_path: Path, args: list[str], message: str,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve-reward", str(tmp_path / "no-such-model"), *args]) == 2
+    assert message in capsys.readouterr().err.replace("\n", " ")
+
+
+def test_reward_server_bind_errors_say_which_option_to_change() -> None:
+    import socket
+
+    with pytest.raises(UsageError, match="between 0 and 65535"):
+        RewardServer(make_fake_rm(), port=70000)
+    with pytest.raises(UsageError, match="Check --host"):
+        RewardServer(make_fake_rm(), host="192.0.2.1")  # TEST-NET-1: not an address of this machine
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(UsageError, match="Another program holds that port"):
+            RewardServer(make_fake_rm(), port=taken.getsockname()[1])

@@ -145,7 +145,17 @@ def register(app: typer.Typer) -> None:
         import signal
         import threading
 
+        from ..errors import UsageError
+        from ..reward.model import check_positive
         from ..server.protocol import ServerLimits
+
+        check_positive(**{"--max-request-bytes": max_request_bytes, "--max-items": max_items,
+                          "--max-tokens-per-item": max_tokens_per_item, "--max-queue": max_queue,
+                          "--max-batch-items": max_batch_items, "--replicas": replicas})
+        if not 0 <= port <= 65535:
+            raise UsageError(f"--port must be between 0 and 65535 (0 picks a free one), got {port}")
+        if wait_ms < 0:
+            raise UsageError(f"--wait-ms must be 0 or more, got {wait_ms:g}")
         from ..server.reward_server import serve_reward
         from .output import err_console
 

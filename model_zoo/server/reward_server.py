@@ -153,6 +153,20 @@ class _Handler(BaseHTTPRequestHandler):
         return body
 
 
+def _listen_advice(exc: BaseException) -> str:
+    """Which option to change after a failed bind: the port when it is the problem, else the host."""
+    import errno
+
+    if isinstance(exc, OverflowError):
+        return "Pick a --port between 0 and 65535 (0 picks a free one)."
+    code = getattr(exc, "errno", None)
+    if code == errno.EADDRINUSE:
+        return "Another program holds that port: pick another --port (0 picks a free one)."
+    if code == errno.EACCES:
+        return "Ports below 1024 need privileges: pick a --port above 1023."
+    return "Check --host: it must name an address of this machine (127.0.0.1, 0.0.0.0 or a local IP)."
+
+
 class RewardServer:
     """Serves one RewardModel (local, or a Ray pool) over HTTP with dynamic batching.
 
@@ -195,9 +209,10 @@ class RewardServer:
         self._connections: dict[_Handler, bool] = {}  # handler -> busy
         try:
             self._httpd = _HTTPServer((host, port), self)
-        except OSError as exc:
+        except (OSError, OverflowError) as exc:
             self.scheduler.close()
-            raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}. Pick another --port.") from None
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise UsageError(f"cannot listen on {host}:{port}: {reason}. {_listen_advice(exc)}") from None
         self._thread: threading.Thread | None = None
 
     @property
