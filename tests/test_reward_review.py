@@ -196,3 +196,32 @@ def test_reward_server_bind_errors_say_which_option_to_change() -> None:
         taken.listen()
         with pytest.raises(UsageError, match="Another program holds that port"):
             RewardServer(make_fake_rm(), port=taken.getsockname()[1])
+
+
+# ---------------------------------------------------------------------- token ids and text the model cannot take
+
+
+@pytest.mark.parametrize("bad", [10**6, -3])
+def test_score_ids_refuses_ids_outside_the_vocabulary_naming_the_input(tiny_rm: RewardModel, bad: int) -> None:
+    with pytest.raises(UsageError, match=r"input 1 .*outside the vocabulary") as info:
+        tiny_rm.score_ids([[1, 5], [1, bad, 6]])
+    assert str(bad) in str(info.value)
+
+
+@pytest.fixture(scope="module")
+def chat_runner(tiny_checkpoint):  # type: ignore[no-untyped-def]
+    from model_zoo.runner.api import load
+
+    return load(tiny_checkpoint("internlm2", dtype="float32"), device="cpu")
+
+
+def test_chat_refuses_a_lone_surrogate_with_a_clear_error(chat_runner) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(UsageError, match="lone surrogate"):
+        chat_runner.chat("caf\ud800", max_new_tokens=2)
+    with pytest.raises(UsageError, match="lone surrogate"):
+        chat_runner.generate(["ok", "\udcff"], max_new_tokens=2)
+
+
+def test_chat_refuses_an_empty_message_list(chat_runner) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(UsageError, match="at least one message"):
+        chat_runner.chat([], max_new_tokens=2)

@@ -47,6 +47,7 @@ class RewardInfo:
     reward_token_id: int
     pad_token_id: int
     max_length: int
+    vocab_size: int | None = None
 
 
 def resolve_checkpoint(name_or_path: str | Path) -> Path:
@@ -74,7 +75,8 @@ def _reward_info(spec: Any, tokenizer: InternLMTokenizer, path: Path, name: str 
             str(path), f"config.json has no reward_token_id and the tokenizer has no {REWARD_TOKEN} token"
         )
     pad = next((int(v) for v in (tokenizer.pad_token_id, spec.pad_token_id, tokenizer.eos_token_id) if v is not None), 0)
-    return RewardInfo(name or path.name, int(reward_id), pad, int(spec.max_position_embeddings))
+    vocab = int(spec.vocab_size) if spec.vocab_size else None
+    return RewardInfo(name or path.name, int(reward_id), pad, int(spec.max_position_embeddings), vocab)
 
 
 def load_reward_codec(name_or_path: str | Path) -> tuple[TemplateCodec, RewardInfo]:
@@ -148,4 +150,5 @@ def load_reward(
         pad_token_id=info.pad_token_id,
         name=info.name,
         truncate=truncate,
+        vocab_size=info.vocab_size,
     )

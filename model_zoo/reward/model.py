@@ -37,6 +37,7 @@ class RewardModel:
         pad_token_id: int | None = None,
         name: str = "reward-model",
         truncate: bool = False,
+        vocab_size: int | None = None,
     ) -> None:
         if max_length < 1:
             raise UsageError(f"max_length must be at least 1, got {max_length}")
@@ -47,6 +48,7 @@ class RewardModel:
         self.pad_token_id = pad_token_id
         self.name = name
         self.truncate = truncate  # default for every call that does not say
+        self.vocab_size = vocab_size  # token ids must lie in [0, vocab_size) when known
 
     def close(self) -> None:
         """Release the scorer's resources (a Ray pool's actors); a no-op for a local model."""
@@ -100,7 +102,10 @@ class RewardModel:
 
     def prepare_ids(self, batch: Sequence[Sequence[int]], *, truncate: bool | None = None) -> list[list[int]]:
         """The reward-token rule and the length limit applied to raw token ids."""
-        return self._finish(batch, truncate)
+        out = self._finish(batch, truncate)
+        if self.vocab_size is not None:
+            check_vocabulary(out, self.vocab_size)
+        return out
 
     def _finish(
         self, raw: Sequence[Sequence[int]], truncate: bool | None, max_length: int | None = None
@@ -200,6 +205,17 @@ def score_unique(ids: Sequence[Sequence[int]], score: Callable[[list[list[int]]]
         return score([list(seq) for seq in ids])
     scores = score([list(seq) for seq in slots])
     return [scores[i] for i in where]
+
+
+def check_vocabulary(batch: Sequence[Sequence[int]], vocab_size: int) -> None:
+    """Refuse a token id the embedding has no row for (torch would fail with "index out of range in self")."""
+    for i, ids in enumerate(batch):
+        if ids and (min(ids) < 0 or max(ids) >= vocab_size):
+            bad = next(t for t in ids if not 0 <= t < vocab_size)
+            raise UsageError(
+                f"input {i} holds token id {bad}, outside the vocabulary of this model (0 to {vocab_size - 1}); "
+                "encode text with the model's own tokenizer, or use score_text"
+            )
 
 
 def check_positive(**values: int | None) -> None:

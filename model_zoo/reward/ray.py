@@ -140,6 +140,7 @@ def load_reward_ray(
         pad_token_id=info.pad_token_id,
         name=f"{info.name} (ray x{replicas})",
         truncate=truncate,
+        vocab_size=info.vocab_size,
     )
 
 

@@ -136,6 +136,8 @@ class Runner:
         """The prompt ``chat`` feeds the model: template applied, generation prompt added."""
         tok = self._require_tokenizer()
         msgs = [{"role": "user", "content": messages}] if isinstance(messages, str) else list(messages)
+        if not msgs:
+            raise UsageError("chat needs at least one message, e.g. [{'role': 'user', 'content': 'Hello'}]")
         convo = messages_with_system(msgs, system=system, thinking=thinking, default_system=self.profile.default_system)
         ids = tok.apply_chat_template(convo, add_generation_prompt=True, tokenize=True, template=self.profile.template)
         return list(ids)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import IncompatibleCheckpointError, MissingDependencyError
+from ..errors import IncompatibleCheckpointError, MissingDependencyError, UsageError
 
 
 @dataclass(frozen=True)
@@ -162,6 +162,7 @@ class InternLMTokenizer:
         return [(p, t) for p, t in out if p]
 
     def encode(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
+        _require_unicode(text)
         ids: list[int] = []
         if add_special_tokens and self.add_bos_token and self.bos_token_id is not None:
             ids.append(self.bos_token_id)
@@ -264,3 +265,14 @@ class StreamDecoder:
 
 def load_tokenizer(path: Path | str) -> InternLMTokenizer:
     return InternLMTokenizer.from_pretrained(path)
+
+
+def _require_unicode(text: str) -> None:
+    """SentencePiece fails on a lone surrogate with a message that names nothing; say what is wrong."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise UsageError(
+            f"the text holds a lone surrogate ({text[exc.start]!r} at character {exc.start}), which is not valid "
+            "Unicode and cannot be tokenized; pass UTF-8 text (decode bytes with errors='replace')"
+        ) from None
