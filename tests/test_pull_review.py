@@ -289,3 +289,30 @@ def test_lock_with_several_models_into_one_local_dir_is_refused(pull_hub, tmp_pa
     assert not target.exists()
     one = run("pull", "internlm2-1_8b-reward", "--lock", str(lock), "--local-dir", str(target), "-q")
     assert one.returncode == 0 and Path(one.stdout.strip()) == target, one.stderr
+
+
+# ------------------------------------------------------------- what a failed download says
+
+
+def test_mismatch_on_every_source_says_what_to_do(engine_hub, tmp_path: Path) -> None:
+    from model_zoo.errors import HashMismatchError
+
+    jobs = jobs_for(engine_hub, protocols=("hf", "modelscope"), paths=["config.json"],
+                    sha_override={"config.json": "0" * 64})
+    with pytest.raises(HashMismatchError) as info:
+        fetch(jobs, tmp_path / "out", options=fast_options(retries=0))
+    assert "--source" in info.value.message and "retry later" in info.value.message
+    assert not (tmp_path / "out" / "config.json").exists()
+
+
+def test_download_failed_names_each_source_once(engine_hub, tmp_path: Path) -> None:
+    from model_zoo.errors import DownloadFailedError
+    from model_zoo.testing.faults import Fault
+
+    engine_hub.faults.add(Fault.status(503, times=None, path="config.json"))
+    with pytest.raises(DownloadFailedError) as info:
+        fetch(jobs_for(engine_hub, paths=["config.json"]), tmp_path / "out",
+              options=fast_options(retries=0))
+    message = info.value.message
+    assert "hf: hf:" not in message and ".." not in message, message
+    assert message.count("hf:") == 1 and "HTTP 503" in message

@@ -40,9 +40,23 @@ def served_size(reason: str) -> int:
         return -1
 
 
+MISMATCH_ADVICE = (" No source served the published bytes: retry later (a mirror may be refreshing), or pull "
+                   "from another hub with --source or --sources.")
+
+
 def final_error(f: FileState) -> ModelZooError:
-    """The error for a file no candidate could deliver."""
+    """The error for a file no candidate could deliver, saying what to do next."""
     errors = [c.error for c in f.cands if c.error is not None]
     if errors and all(isinstance(e, (HashMismatchError, SizeMismatchError)) for e in errors):
-        return errors[-1]
-    return DownloadFailedError(f.job.path, [f"{c.source}: {c.dead}" for c in f.cands if c.dead])
+        last = errors[-1]
+        if MISMATCH_ADVICE not in last.message:
+            last.message += MISMATCH_ADVICE
+        return last
+    return DownloadFailedError(f.job.path, [_reason(c.source, c.dead) for c in f.cands if c.dead])
+
+
+def _reason(source: str, dead: str) -> str:
+    """``source: why``, once: the hubs' messages already start with their name, and end with a
+    full stop that the joined message adds itself."""
+    text = dead.strip().rstrip(".")
+    return text if text.startswith(f"{source}:") else f"{source}: {text}"
