@@ -241,20 +241,6 @@ def settings_with_fallback(env: Mapping[str, str]) -> tuple[Any, list[Finding]]:
                 raise
             else:
                 env["MODEL_ZOO_CONFIG"] = os.devnull  # the file is the problem: read none
-        except (TypeError, ValueError, AttributeError) as exc:
-            # A value of the wrong type in the settings file (e.g. `sources = 5`): settings.py
-            # does not type-check every key, so name the file here and go on without it.
-            if env.get("MODEL_ZOO_CONFIG") == os.devnull:
-                raise
-            from .settings import default_config_path
-
-            path = default_config_path(env)
-            findings.append(Finding(
-                "error", "settings", f"settings file {path} has a value of the wrong type ({exc}).",
-                "Fix it (sources = [\"hf\", ...], home = \"/path\", [endpoints] key = \"https://...\") "
-                "or move it away; doctor continues without it.",
-            ))
-            env["MODEL_ZOO_CONFIG"] = os.devnull
     raise AssertionError("unreachable")  # pragma: no cover
 
 

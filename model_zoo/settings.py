@@ -70,7 +70,29 @@ def _read_file(path: Path) -> dict:
             "allowed: sources, home, endpoints, registry",
             setting=str(path),
         )
+    _check_types(data, path)
     return data
+
+
+def _check_types(data: dict, path: Path) -> None:
+    """Each key of the file holds the kind of value it must, or a ConfigError names it."""
+
+    def wrong(key: str, want: str, example: str) -> ConfigError:
+        got = type(data[key]).__name__
+        return ConfigError(f"settings file {path}: {key} must be {want} (got {got}); for example {example}",
+                           setting=f"{path}: {key}")
+
+    for key in ("home", "registry"):
+        if key in data and not (isinstance(data[key], str) and data[key].strip()):
+            raise wrong(key, "a path as a string", f'{key} = "/data/model-zoo"')
+    if "sources" in data:
+        value = data["sources"]
+        if not (isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))):
+            raise wrong("sources", "a list of source names", 'sources = ["modelscope", "hf"]')
+    if "endpoints" in data:
+        table = data["endpoints"]
+        if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
+            raise wrong("endpoints", "a table of source = URL", '[endpoints] hf = "https://hf-mirror.com"')
 
 
 def parse_sources(value: str | list[str], *, setting: str) -> tuple[str, ...]:

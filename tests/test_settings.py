@@ -66,6 +66,28 @@ def test_bad_file(tmp_path: Path) -> None:
         load_settings({"MODEL_ZOO_CONFIG": str(cfg)})
 
 
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("sources = 5\n", "sources"),
+        ("sources = [1, 2]\n", "sources"),
+        ("home = 5\n", "home"),
+        ('home = ""\n', "home"),
+        ("registry = [\"a\"]\n", "registry"),
+        ("endpoints = 5\n", "endpoints"),
+        ("[endpoints]\nhf = 5\n", "endpoints"),
+    ],
+)
+def test_a_value_of_the_wrong_type_names_its_key(text: str, key: str, tmp_path: Path) -> None:
+    """Not a TypeError from deep inside: a ConfigError naming the file, the key and an example."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_settings({"MODEL_ZOO_CONFIG": str(cfg)})
+    message = str(info.value)
+    assert str(cfg) in message and f"{key} must be" in message and "for example" in message
+
+
 def test_tokens_per_hub_and_hidden_from_repr(tmp_path: Path) -> None:
     env = {
         "MODEL_ZOO_CONFIG": str(tmp_path / "none.toml"),
