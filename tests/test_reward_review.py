@@ -225,3 +225,17 @@ def test_chat_refuses_a_lone_surrogate_with_a_clear_error(chat_runner) -> None: 
 def test_chat_refuses_an_empty_message_list(chat_runner) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(UsageError, match="at least one message"):
         chat_runner.chat([], max_new_tokens=2)
+
+
+def test_generation_options_out_of_range_are_named(chat_runner) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(UsageError, match=r"temperature must be >= 0 \(0 = greedy\), got -1"):
+        chat_runner.chat("hi", temperature=-1, max_new_tokens=2)
+    with pytest.raises(UsageError, match=r"top_p must be in \(0, 1\], got 2") as info:
+        chat_runner.chat("hi", top_p=2, max_new_tokens=2)
+    assert "top_k" not in str(info.value)
+
+
+def test_run_cli_refuses_a_negative_temperature(tiny_checkpoint, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    ck = tiny_checkpoint("internlm2", dtype="float32")
+    assert main(["run", str(ck), "hi", "-t", "-0.5", "-n", "2", "--device", "cpu"]) == 2
+    assert "temperature must be >= 0" in capsys.readouterr().err

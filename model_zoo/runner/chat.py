@@ -120,11 +120,16 @@ class GenerationSettings:
         if "stop_token_ids" in values:
             values["stop_token_ids"] = tuple(int(i) for i in values["stop_token_ids"])
         out = replace(self, **values)
-        if out.max_new_tokens < 0 or out.top_p <= 0 or out.top_p > 1 or out.top_k < 0 or out.repetition_penalty <= 0:
-            raise UsageError(
-                "generation options out of range: need max_new_tokens >= 0, 0 < top_p <= 1, top_k >= 0, "
-                "repetition_penalty > 0."
-            )
+        rules = (
+            ("max_new_tokens", out.max_new_tokens >= 0, ">= 0"),
+            ("temperature", out.temperature >= 0, ">= 0 (0 = greedy)"),
+            ("top_p", 0 < out.top_p <= 1, "in (0, 1]"),
+            ("top_k", out.top_k >= 0, ">= 0 (0 = off)"),
+            ("repetition_penalty", out.repetition_penalty > 0, "> 0"),
+        )
+        wrong = [f"{name} must be {need}, got {getattr(out, name)}" for name, ok, need in rules if not ok]
+        if wrong:
+            raise UsageError(f"generation options out of range: {'; '.join(wrong)}.")
         return out
 
 
