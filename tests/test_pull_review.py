@@ -316,3 +316,19 @@ def test_download_failed_names_each_source_once(engine_hub, tmp_path: Path) -> N
     message = info.value.message
     assert "hf: hf:" not in message and ".." not in message, message
     assert message.count("hf:") == 1 and "HTTP 503" in message
+
+
+def test_cache_rm_cut_short_leaves_nothing_that_claims_to_be_complete(pull_hub, monkeypatch) -> None:
+    import shutil
+
+    path = pull_model(MODEL, source="hf").path
+    home = Path(os.environ["MODEL_ZOO_HOME"])
+
+    def interrupted(target: object, *args: object, **kwargs: object) -> None:
+        (path / "model-00001-of-00002.safetensors").unlink()  # some files went, then Ctrl-C
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(shutil, "rmtree", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        remove_from_store(home, path.parent)
+    assert iter_snapshots(home) == []  # not listed as a complete checkpoint with a shard missing

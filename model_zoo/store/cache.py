@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import CheckpointError, UsageError
 from ..hubs.catalog import OPENXLAB_ORIGIN
-from .layout import META_DIR, model_dir, model_lock_path, models_dir
+from .layout import META_DIR, manifest_path, model_dir, model_lock_path, models_dir
 from .manifest import StoreManifest, read_manifest
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -194,6 +194,11 @@ def remove_from_store(home: Path, target: Path) -> int:
     slug = real.name if real.parent == models_dir(home).resolve() else real.parent.name
     freed = disk_usage(real, freed_by_removal=True)
     with ProcessLock(model_lock_path(home, slug), timeout=30):
+        # manifests first: a removal cut short leaves incomplete snapshots, never ones that
+        # claim to be complete with files missing
+        snapshots = [real] if real.parent != models_dir(home).resolve() else [p for p in real.iterdir() if p.is_dir()]
+        for snap in snapshots:
+            manifest_path(snap).unlink(missing_ok=True)
         shutil.rmtree(real)
         parent = real.parent
         if parent != models_dir(home).resolve() and parent.is_dir() and not any(parent.iterdir()):
