@@ -332,3 +332,11 @@ def test_cache_rm_cut_short_leaves_nothing_that_claims_to_be_complete(pull_hub, 
     with pytest.raises(KeyboardInterrupt):
         remove_from_store(home, path.parent)
     assert iter_snapshots(home) == []  # not listed as a complete checkpoint with a shard missing
+
+
+def test_verify_text_output_reports_unlisted_files(pull_hub) -> None:
+    path = pull_model(MODEL, source="hf").path
+    (path / "notes from a colleague.txt").write_text("x")
+    proc = run("verify", str(path))
+    assert proc.returncode == 0, proc.stderr
+    assert "notes from a colleague.txt" in proc.stderr.replace("\n", "") and "does not list" in proc.stderr

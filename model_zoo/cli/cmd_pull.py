@@ -164,6 +164,10 @@ def register(app: typer.Typer) -> None:
             con = err_console()
             for p in report.problems:
                 con.print(f"[red]✗[/] {p.path}: {p.detail}", highlight=False)
+            if report.unlisted:
+                shown = ", ".join(report.unlisted[:5]) + (" …" if len(report.unlisted) > 5 else "")
+                con.print(f"[yellow]note:[/] {len(report.unlisted)} file(s) on disk that the {report.against} "
+                          f"does not list (no hash to compare): {shown}", highlight=False)
             status = "OK" if report.ok else f"{len(report.problems)} problem(s)"
             against = (f"against the {report.against}" if report.against != "none"
                        else "(no manifest or lock file: hashes computed, not compared)")
