@@ -127,6 +127,7 @@ def test_filters() -> None:
         "InternLM2.5-1.8B-Chat", "InternLM2.5-7B-Chat", "InternLM2.5-20B-Chat",
     }
     assert [m.name for m in list_models(source="modelers")] == ["InternLM3-8B-Instruct"]
+    assert list_models(source=" ModelScope ") == list_models(source="modelscope")  # folded like --source
     assert all(m.size == "1.8B" for m in list_models(size="1_8b")) and len(list_models(size="1.8b")) == 7
     assert {m.name for m in list_models(context_min=200_000)} == {"InternLM2.5-7B-Chat-1M", "InternLM2.5-20B"}
     assert all(m.generation == 2.5 for m in list_models(generation=2.5))

@@ -76,6 +76,8 @@ class Registry:
         families = self._check_values("family", _as_set(family), list(self.families))
         kinds = self._check_values("kind", _as_set(kind), list(KINDS))
         sizes = self._check_values("size", _as_set(size), sorted({m.size for m in self.models}))
+        if source is not None:
+            source = source.strip().lower()  # as MODEL_ZOO_SOURCES and --source are read
         if source is not None and source not in SOURCE_KEYS:
             raise UsageError(f"unknown source {source!r}; use one of: {', '.join(SOURCE_KEYS)}", source=source)
         limit = memory.parse_memory(max_memory_gb) if max_memory_gb is not None else None
