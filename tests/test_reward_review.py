@@ -239,3 +239,35 @@ def test_run_cli_refuses_a_negative_temperature(tiny_checkpoint, capsys: pytest.
     ck = tiny_checkpoint("internlm2", dtype="float32")
     assert main(["run", str(ck), "hi", "-t", "-0.5", "-n", "2", "--device", "cpu"]) == 2
     assert "temperature must be >= 0" in capsys.readouterr().err
+
+
+def test_score_cli_names_the_file_and_line_of_an_overlong_conversation(
+    tmp_path: Path, tiny_reward_fp32: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    short, long = conv("a", "b"), conv("a " * 200, "b")
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(json.dumps(c) for c in [short] * 300 + [long]) + "\n")
+    assert main(["score", str(tiny_reward_fp32), "-i", str(src), "-q", *OPTS]) == 2
+    err = capsys.readouterr().err.replace("\n", "")
+    assert f"{src}:301" in err and "--truncate" in err
+
+
+def test_compare_cli_names_the_file_of_an_overlong_conversation(
+    tmp_path: Path, tiny_reward_fp32: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(conv("a", "b")))
+    b.write_text(json.dumps(conv("a " * 200, "b")))
+    assert main(["compare", str(tiny_reward_fp32), str(a), str(b), *OPTS]) == 2
+    err = capsys.readouterr().err.replace("\n", "")
+    assert str(b) in err and "--truncate" in err
+
+
+def test_score_and_compare_cli_refuse_a_file_that_is_not_utf8(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "latin1.jsonl"
+    src.write_bytes('[{"role": "user", "content": "caf\u00e9"}]\n'.encode("latin-1"))
+    assert main(["score", str(tmp_path / "no-such-model"), "-i", str(src)]) == 2
+    assert "is not UTF-8 text" in capsys.readouterr().err
+    assert main(["compare", str(tmp_path / "no-such-model"), str(src), str(src)]) == 2
+    err = capsys.readouterr().err
+    assert "is not UTF-8 text" in err and "Traceback" not in err

@@ -35,14 +35,25 @@ def _conversation_of(value: Any, where: str) -> tuple[Any, dict[str, Any]]:
     return check_conversation(value, where), extra
 
 
-def read_conversations(path: Path) -> list[tuple[Any, dict[str, Any]]]:
-    """Every conversation of a JSONL file, checked before any model is loaded (errors name file:line)."""
-    from ..errors import InvalidConversationError, UsageError
+def _read_text(path: Path) -> str:
+    from ..errors import UsageError
 
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        return path.read_text(encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path} is not UTF-8 text (byte {exc.start}); save it as UTF-8 JSON") from None
+
+
+def read_conversations(path: Path) -> list[tuple[Any, dict[str, Any], str]]:
+    """Every conversation of a JSONL file, checked before any model is loaded (errors name file:line).
+
+    Each record is (messages, keys to carry to the output, "file:line").
+    """
+    from ..errors import InvalidConversationError, UsageError
+
+    lines = _read_text(path).splitlines()
     out = []
     for n, line in enumerate(lines, 1):
         if not line.strip():
@@ -52,7 +63,7 @@ def read_conversations(path: Path) -> list[tuple[Any, dict[str, Any]]]:
             value = json.loads(line)
         except json.JSONDecodeError as exc:
             raise InvalidConversationError(where, f"not valid JSON ({exc.msg})") from None
-        out.append(_conversation_of(value, where))
+        out.append((*_conversation_of(value, where), where))
     if not out:
         raise UsageError(f"{path} holds no conversations (one JSON conversation per line)")
     return out
@@ -62,10 +73,9 @@ def read_conversation(path: Path) -> Any:
     """One conversation from a JSON file."""
     from ..errors import InvalidConversationError, UsageError
 
+    text = _read_text(path)
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+        value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidConversationError(str(path), f"not valid JSON ({exc.msg})") from None
     return _conversation_of(value, str(path))[0]
@@ -98,9 +108,20 @@ def _carried(extra: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in extra.items() if k not in ("index", "score")}
 
 
-def _score_with_progress(rm: Any, convs: list[Any], chunk: int, quiet: bool, **kw: Any) -> list[float]:
+def _too_long(exc: Any, where: str) -> Any:
+    """An overlong input named by where it came from (file:line or file), with the CLI's way out."""
+    from ..errors import UsageError
+
+    limit = exc.fields["limit"]
+    return UsageError(f"{where}: {exc.fields['tokens']} tokens, over the limit of {limit}. Shorten it, or pass "
+                      f"--truncate to keep its last {limit} tokens (reward token included).")
+
+
+def _score_with_progress(rm: Any, convs: list[Any], wheres: list[str], chunk: int, quiet: bool,
+                         **kw: Any) -> list[float]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from ..errors import InputTooLongError
     from .output import err_console
 
     scores: list[float] = []
@@ -109,7 +130,10 @@ def _score_with_progress(rm: Any, convs: list[Any], chunk: int, quiet: bool, **k
         task = bar.add_task("score", total=len(convs))
         for start in range(0, len(convs), chunk):
             part = convs[start : start + chunk]
-            scores += rm.score_batch(part, **kw)
+            try:
+                scores += rm.score_batch(part, **kw)
+            except InputTooLongError as exc:
+                raise _too_long(exc, wheres[start + exc.fields["index"]]) from None
             bar.advance(task, len(part))
     return scores
 
@@ -217,10 +241,10 @@ def register(app: typer.Typer) -> None:
         if output is not None and output.is_dir():
             raise UsageError(f"--output {output} is a directory; give the path of the JSONL file to write")
         rm = _load(name, device=device, dtype=dtype, max_length=max_length, max_tokens_per_batch=max_tokens_per_batch)
-        convs = [c for c, _ in records]
-        scores = _score_with_progress(rm, convs, 256, quiet, batch_size=batch_size, truncate=truncate)
+        convs, wheres = [c for c, _, _ in records], [w for _, _, w in records]
+        scores = _score_with_progress(rm, convs, wheres, 256, quiet, batch_size=batch_size, truncate=truncate)
         lines = [json.dumps({"index": i, "score": s, **_carried(extra)}, ensure_ascii=False)
-                 for i, (s, (_, extra)) in enumerate(zip(scores, records))]
+                 for i, (s, (_, extra, _)) in enumerate(zip(scores, records))]
         text = "\n".join(lines) + "\n"
         if output is None:
             typer.echo(text, nl=False)
@@ -245,7 +269,12 @@ def register(app: typer.Typer) -> None:
         """
         conv_a, conv_b = read_conversation(a), read_conversation(b)
         rm = _load(name, device=device, dtype=dtype)
-        sa, sb = rm.score_batch([conv_a, conv_b], truncate=truncate)
+        from ..errors import InputTooLongError
+
+        try:
+            sa, sb = rm.score_batch([conv_a, conv_b], truncate=truncate)
+        except InputTooLongError as exc:
+            raise _too_long(exc, str((a, b)[exc.fields["index"]])) from None
         better = "a" if sa > sb else "b" if sb > sa else "tie"
         if as_json:
             from .output import print_json
