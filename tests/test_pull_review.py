@@ -91,6 +91,8 @@ def test_source_and_sources_together_are_refused(pull_hub) -> None:
     proc = run("pull", MODEL, "--source", "hf", "--sources", "modelscope")
     assert proc.returncode == 2 and "conflict" in proc.stderr
     assert pull_hub.stats.bytes_served() == 0
+    # naming the first of --sources again is no contradiction
+    assert pull_model(MODEL, source="hf", sources="hf,modelscope").source == "hf"
 
 
 def test_lock_pull_with_another_source_says_what_to_do(pull_hub, tmp_path: Path) -> None:

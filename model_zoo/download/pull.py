@@ -46,7 +46,15 @@ from ..store.manifest import (
 )
 from .filelist import select_files
 from .matching import FilePlan, check_against_lock, plan_files
-from .plan import AUTO, PlannedSource, ProbeResult, describe_plan, plan_sources, probe_sources
+from .plan import (
+    AUTO,
+    PlannedSource,
+    ProbeResult,
+    describe_plan,
+    parse_source_list,
+    plan_sources,
+    probe_sources,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..hubs.base import HubAdapter, Manifest
@@ -219,7 +227,7 @@ def pull_model(
     info = get(name)
     revision = requested_revision(info, revision)
     explicit = (source or AUTO).strip().lower()
-    if sources and explicit != AUTO:
+    if sources and explicit not in (AUTO, *(parse_source_list(sources) or ())[:1]):
         raise UsageError(
             f"--source {source} and --sources {sources if isinstance(sources, str) else ','.join(sources)} "
             "conflict; pass one of them (--sources takes several, the first preferred)",
@@ -361,7 +369,6 @@ def _wanted_sources(sources: Sequence[str] | str | None, explicit: str,
     """The hubs whose copy on disk answers the request: those named, else the lock's, else any
     hub ``auto`` may pick (never the InternEvo-format openxlab-origin)."""
     from ..hubs.catalog import OPENXLAB_ORIGIN, SOURCE_KEYS
-    from .plan import parse_source_list
 
     if sources:
         return parse_source_list(sources) or ()
