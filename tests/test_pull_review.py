@@ -342,3 +342,16 @@ def test_verify_text_output_reports_unlisted_files(pull_hub) -> None:
     proc = run("verify", str(path))
     assert proc.returncode == 0, proc.stderr
     assert "notes from a colleague.txt" in proc.stderr.replace("\n", "") and "does not list" in proc.stderr
+
+
+def test_verify_reports_a_damaged_config_json(pull_hub, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(pull_model(MODEL, source="hf").path, copy)
+    shutil.rmtree(copy / ".model-zoo")  # a copied-in directory: structure checks only
+    (copy / "config.json").write_text('{"architectures": ["InternLM2ForCausalLM"], ')  # cut short
+    report = verify(copy)
+    assert [(p.path, p.kind) for p in report.problems] == [("config.json", "config")]
+    (copy / "config.json").write_text("[]")
+    assert [p.path for p in verify(copy).problems] == ["config.json"]

@@ -158,6 +158,9 @@ def check_checkpoint(root: Path, files: Iterable[str] | None = None) -> list[Pro
         if rel.endswith(".safetensors.index.json") and (root / rel).is_file():
             problems += _check_index(root, rel, headers)
     config = _read_config(root)
+    if config is None and "config.json" in rels and (root / "config.json").is_file():
+        problems.append(Problem("config.json", "config", f"is not a JSON object ({_config_error(root)}); "
+                                "no loader can read the checkpoint's configuration"))
     if config is not None:
         tensors: dict[str, TensorInfo] = {}
         for rel in sorted(headers):
@@ -230,6 +233,14 @@ def _read_config(root: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def _config_error(root: Path) -> str:
+    try:
+        json.loads((root / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return str(exc)
+    return "it holds another JSON value"
 
 
 def _shape_owner(headers: dict[str, dict[str, TensorInfo]]) -> dict[str, str]:
