@@ -122,7 +122,7 @@ def _post(url: str, payload: dict[str, Any], *, api_key: str | None, timeout: fl
         else:
             if r.status_code in (429, 503):
                 last = f"HTTP {r.status_code}"
-                time.sleep(float(r.headers.get("Retry-After", "1")))
+                time.sleep(_retry_after(r.headers.get("Retry-After")))
                 continue
             if r.status_code != 200:
                 try:
@@ -131,10 +131,44 @@ def _post(url: str, payload: dict[str, Any], *, api_key: str | None, timeout: fl
                     detail = r.text[:200]
                 raise RewardServerError(url, f"refused the request (HTTP {r.status_code}): {detail}",
                                         status=r.status_code)
-            return r.json()
+            try:
+                return r.json()
+            except ValueError:
+                raise RewardServerError(url, f"answered HTTP 200 with a body that is not a JSON document "
+                                        f"({r.headers.get('Content-Type', 'no Content-Type')}); is this the "
+                                        "reward server's URL and route?") from None
         if attempt + 1 < retries:
             time.sleep(1.0)
     raise RewardServerError(url, f"no answer after {max(retries, 1)} tries ({last})")
+
+
+def _retry_after(value: str | None, *, default: float = 1.0, most: float = 60.0) -> float:
+    """Seconds to wait from a Retry-After header: a number of seconds or an HTTP date (RFC 9110)."""
+    if not value:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return default
+        from datetime import datetime, timezone
+
+        seconds = (when - datetime.now(timezone.utc)).total_seconds() if when.tzinfo else default
+    return min(max(seconds, 0.0), most)
+
+
+def _field(body: Any, key: str, url: str) -> list[Any]:
+    """``body[key]`` as a list, or an error saying the server answered in another shape."""
+    value = body.get(key) if isinstance(body, dict) else None
+    if not isinstance(value, list):
+        got = ", ".join(sorted(map(str, body))) if isinstance(body, dict) else type(body).__name__
+        raise RewardServerError(url, f'its answer has no "{key}" list (got: {got or "an empty object"}); '
+                                "is this the reward server's URL and route?")
+    return value
 
 
 def remote_rm_fn(
@@ -155,7 +189,7 @@ def remote_rm_fn(
     if labels is not None:
         payload["labels"] = list(labels)
     body = _post(api_url, payload, api_key=api_key, timeout=timeout, retries=retries)
-    return [float(x) for x in body[score_key]]
+    return [float(x) for x in _field(body, score_key, api_url)]
 
 
 class RemoteRewardModel:
@@ -169,13 +203,20 @@ class RemoteRewardModel:
         self.retries = retries
         self._client: Any = None  # one connection pool, made on first use
 
-    def _call(self, route: str, payload: dict[str, Any]) -> Any:
+    def _call(self, route: str, payload: dict[str, Any], key: str) -> Any:
+        """The field ``key`` of ``route``'s answer."""
         if self._client is None:
             import httpx
 
             self._client = httpx.Client()
-        return _post(self.base_url + route, payload, api_key=self.api_key, timeout=self.timeout,
-                     retries=self.retries, client=self._client)
+        url = self.base_url + route
+        body = _post(url, payload, api_key=self.api_key, timeout=self.timeout, retries=self.retries,
+                     client=self._client)
+        if key in ("scores", "ranks", "order"):
+            return _field(body, key, url)
+        if not isinstance(body, dict) or key not in body:
+            raise RewardServerError(url, f'its answer has no "{key}" field; is this a model-zoo reward server?')
+        return body[key]
 
     def close(self) -> None:
         if self._client is not None:
@@ -186,22 +227,32 @@ class RemoteRewardModel:
         return self.score_batch([conversation])[0]
 
     def score_batch(self, conversations: Sequence[Conversation], **_: Any) -> list[float]:
-        return [float(x) for x in self._call("/v1/score", {"conversations": list(conversations)})["scores"]]
+        if not conversations:  # like a local RewardModel; the server refuses an empty list
+            return []
+        return [float(x) for x in self._call("/v1/score", {"conversations": list(conversations)}, "scores")]
 
     def score_text(self, texts: Sequence[str], *, strip_pad: bool = False, **_: Any) -> list[float]:
+        if not texts:
+            return []
         if strip_pad:  # /get_reward drops pads at the ends, as OpenRLHF's queries need
             return remote_rm_fn(self.base_url + "/get_reward", texts, api_key=self.api_key,
                                 timeout=self.timeout, retries=self.retries)
-        return [float(x) for x in self._call("/v1/score", {"texts": list(texts)})["scores"]]
+        return [float(x) for x in self._call("/v1/score", {"texts": list(texts)}, "scores")]
 
     def compare(self, a: Conversation, b: Conversation) -> bool:
-        return bool(self._call("/v1/compare", {"a": a, "b": b})["a_better"])
+        return bool(self._call("/v1/compare", {"a": a, "b": b}, "a_better"))
 
     def rank(self, conversations: Sequence[Conversation]) -> list[int]:
-        return list(self._call("/v1/rank", {"conversations": list(conversations)})["ranks"])
+        if not conversations:
+            return []
+        return list(self._call("/v1/rank", {"conversations": list(conversations)}, "ranks"))
 
     def order(self, conversations: Sequence[Conversation]) -> list[int]:
-        return list(self._call("/v1/rank", {"conversations": list(conversations)})["order"])
+        if not conversations:
+            return []
+        return list(self._call("/v1/rank", {"conversations": list(conversations)}, "order"))
 
     def best_of(self, conversations: Sequence[Conversation]) -> int:
-        return int(self._call("/v1/rank", {"conversations": list(conversations)})["best"])
+        if not conversations:
+            raise UsageError("best_of needs at least one conversation")
+        return int(self._call("/v1/rank", {"conversations": list(conversations)}, "best"))
