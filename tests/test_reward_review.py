@@ -288,7 +288,7 @@ class _Canned:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 status, headers, body = queue.pop(0) if len(queue) > 1 else queue[0]
                 outer.hits += 1
@@ -317,9 +317,9 @@ def test_remote_client_reports_a_non_json_or_wrong_shaped_answer() -> None:
     from model_zoo.errors import RewardServerError
     from model_zoo.reward.adapters import RemoteRewardModel, remote_rm_fn
 
-    with _Canned([(200, {"Content-Type": "text/html"}, b"<html>welcome</html>")]) as srv:
-        with pytest.raises(RewardServerError, match="not a JSON"):
-            remote_rm_fn(srv.url + "/get_reward", ["x"], retries=1)
+    html = [(200, {"Content-Type": "text/html"}, b"<html>welcome</html>")]
+    with _Canned(html) as srv, pytest.raises(RewardServerError, match="not a JSON"):
+        remote_rm_fn(srv.url + "/get_reward", ["x"], retries=1)
     with _Canned([(200, {}, b'{"result": [1.0]}')]) as srv:
         with pytest.raises(RewardServerError, match='no "rewards"'):
             remote_rm_fn(srv.url + "/get_reward", ["x"], retries=1)

@@ -71,7 +71,7 @@ def read_conversations(path: Path) -> list[tuple[Any, dict[str, Any], str]]:
 
 def read_conversation(path: Path) -> Any:
     """One conversation from a JSON file."""
-    from ..errors import InvalidConversationError, UsageError
+    from ..errors import InvalidConversationError
 
     text = _read_text(path)
     try:

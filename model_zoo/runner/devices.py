@@ -61,7 +61,7 @@ def resolve_devices(device: str | torch.device | None) -> tuple[torch.device, ..
     except (RuntimeError, TypeError) as exc:
         raise UsageError(f"device {device!r} is not a torch device ({exc}); use 'auto', 'cpu' or 'cuda:N'.") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device {device!r} was asked for, but CUDA is not available here. Use device='cpu'.")
+        raise UsageError(f"device {device!r} was asked for, but CUDA is not available here. Use device='cpu' (CLI: --device cpu).")
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", torch.cuda.current_device())
     return (dev,)
