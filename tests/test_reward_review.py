@@ -345,3 +345,13 @@ def test_remote_reward_model_handles_empty_lists_like_a_local_one() -> None:
         with pytest.raises(UsageError, match="at least one"):
             remote.best_of([])
     assert srv.hits == 0
+
+
+def test_score_cli_refuses_to_overwrite_its_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "in.jsonl"
+    original = json.dumps(conv("a", "b")) + "\n"
+    src.write_text(original)
+    same = tmp_path / "." / "in.jsonl"
+    assert main(["score", str(tmp_path / "no-such-model"), "-i", str(src), "-o", str(same)]) == 2
+    assert "would replace the input" in capsys.readouterr().err.replace("\n", " ")
+    assert src.read_text() == original

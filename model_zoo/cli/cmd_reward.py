@@ -240,6 +240,9 @@ def register(app: typer.Typer) -> None:
         check_positive(max_length=max_length, max_tokens_per_batch=max_tokens_per_batch, batch_size=batch_size)
         if output is not None and output.is_dir():
             raise UsageError(f"--output {output} is a directory; give the path of the JSONL file to write")
+        if output is not None and output.exists() and output.samefile(input):
+            raise UsageError(f"--output {output} is the input file: writing scores would replace the input "
+                             "conversations. Choose another --output path.")
         rm = _load(name, device=device, dtype=dtype, max_length=max_length, max_tokens_per_batch=max_tokens_per_batch)
         convs, wheres = [c for c, _, _ in records], [w for _, _, w in records]
         scores = _score_with_progress(rm, convs, wheres, 256, quiet, batch_size=batch_size, truncate=truncate)
