@@ -355,3 +355,14 @@ def test_score_cli_refuses_to_overwrite_its_input(tmp_path: Path, capsys: pytest
     assert main(["score", str(tmp_path / "no-such-model"), "-i", str(src), "-o", str(same)]) == 2
     assert "would replace the input" in capsys.readouterr().err.replace("\n", " ")
     assert src.read_text() == original
+
+
+def test_score_cli_batch_size_above_256_is_honoured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import model_zoo.cli.cmd_reward as cmd
+
+    rm = make_fake_rm()
+    monkeypatch.setattr(cmd, "_load", lambda *a, **k: rm)
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(conv(f"q{i}", "a")) + "\n" for i in range(300)))
+    assert main(["score", "fake", "-i", str(src), "-o", str(tmp_path / "out.jsonl"), "-q", "--batch-size", "300"]) == 0
+    assert rm.scorer.calls == [300]  # one call: the progress chunks do not cap --batch-size

@@ -245,7 +245,8 @@ def register(app: typer.Typer) -> None:
                              "conversations. Choose another --output path.")
         rm = _load(name, device=device, dtype=dtype, max_length=max_length, max_tokens_per_batch=max_tokens_per_batch)
         convs, wheres = [c for c, _, _ in records], [w for _, _, w in records]
-        scores = _score_with_progress(rm, convs, wheres, 256, quiet, batch_size=batch_size, truncate=truncate)
+        chunk = max(256, batch_size or 0)  # progress steps; never smaller than one forward pass
+        scores = _score_with_progress(rm, convs, wheres, chunk, quiet, batch_size=batch_size, truncate=truncate)
         lines = [json.dumps({"index": i, "score": s, **_carried(extra)}, ensure_ascii=False)
                  for i, (s, (_, extra, _)) in enumerate(zip(scores, records))]
         text = "\n".join(lines) + "\n"
