@@ -355,3 +355,24 @@ def test_verify_reports_a_damaged_config_json(pull_hub, tmp_path: Path) -> None:
     assert [(p.path, p.kind) for p in report.problems] == [("config.json", "config")]
     (copy / "config.json").write_text("[]")
     assert [p.path for p in verify(copy).problems] == ["config.json"]
+
+
+def test_dry_run_counts_what_an_interrupted_pull_kept(own_hub, tmp_path: Path) -> None:
+    from model_zoo.errors import DownloadFailedError
+    from model_zoo.testing.faults import Fault
+
+    hub, _root = own_hub()
+    shard = "model-00001-of-00002.safetensors"
+    hub.faults.add(Fault.short_body(50_000, times=1, path=shard))  # the connection drops mid-file,
+    hub.faults.add(Fault.status(404, times=None, skip=1, path=shard))  # then the hub fails at once
+    target = tmp_path / "ckpt"
+    with pytest.raises(DownloadFailedError):
+        pull_model(MODEL, source="hf", local_dir=target)
+    hub.faults.clear()
+    plan = pull_model(MODEL, source="hf", local_dir=target, dry_run=True)
+    (entry,) = [f for f in plan.files if f.path == shard]
+    assert not entry.present and entry.resumable >= 50_000
+    assert plan.to_download == entry.size - entry.resumable
+    served = hub.stats.bytes_served()
+    done = pull_model(MODEL, source="hf", local_dir=target)
+    assert hub.stats.bytes_served() - served == plan.to_download == done.downloaded_bytes

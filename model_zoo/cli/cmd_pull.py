@@ -30,7 +30,10 @@ def _dry_run_table(result: Any) -> None:
     for col in ("file", "size", "verified by", "status"):
         table.add_column(col, justify="right" if col == "size" else "left")
     for f in result.files:
-        table.add_row(f.path, human_size(f.size), f.method, "present" if f.present else "to download")
+        status = "present" if f.present else (
+            "on disk, re-hashed" if f.size and f.resumable >= f.size
+            else f"to download ({human_size(f.resumable)} kept)" if f.resumable else "to download")
+        table.add_row(f.path, human_size(f.size), f.method, status)
     con.print(table)
     con.print(f"{result.plan_text}", highlight=False, markup=False)
     if result.skipped:

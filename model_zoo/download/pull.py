@@ -83,6 +83,7 @@ class PlannedFile:
     method: str
     sources: tuple[str, ...]
     present: bool  # complete and verified on disk already
+    resumable: int = 0  # bytes an interrupted pull left that the next one keeps (not present)
 
 
 @dataclass
@@ -114,7 +115,7 @@ class PullResult:
 
     @property
     def to_download(self) -> int:
-        return sum(f.size or 0 for f in self.files if not f.present)
+        return sum(max(0, (f.size or 0) - f.resumable) for f in self.files if not f.present)
 
     @property
     def fits(self) -> bool | None:
@@ -315,7 +316,7 @@ def pull_model(
 
     if dry_run:
         present = _find_present(target, file_plans)
-        result.files = [_planned(fp, fp.path in present) for fp in file_plans]
+        result.files = [_planned(fp, fp.path in present, target) for fp in file_plans]
         result.free_bytes = _free_space(target)
         result.dry_run = True
         return result
@@ -459,8 +460,28 @@ def _check_listing(manifest: Manifest) -> None:
         check_remote_path(f.path, source=manifest.source)
 
 
-def _planned(fp: FilePlan, present: bool) -> PlannedFile:
-    return PlannedFile(fp.path, fp.size, fp.sha256, fp.method, fp.sources, present)
+def _planned(fp: FilePlan, present: bool, target: Path | None = None) -> PlannedFile:
+    kept = 0 if present or target is None else _resumable_bytes(target, fp)
+    return PlannedFile(fp.path, fp.size, fp.sha256, fp.method, fp.sources, present, kept)
+
+
+def _resumable_bytes(target: Path, fp: FilePlan) -> int:
+    """Bytes of ``fp`` an interrupted pull left that the next pull keeps: the whole file when it
+    is at its final name with the right size (the pull re-hashes it), else what its partial
+    recorded."""
+    from .partial import load_sidecar
+    from .paths import partial_paths
+
+    try:
+        paths = partial_paths(target, fp.path)
+        if fp.size is not None and paths.final.is_file() and paths.final.stat().st_size == fp.size:
+            return fp.size
+        sidecar = load_sidecar(paths.sidecar)
+    except (OSError, UnsafePathError):
+        return 0
+    if sidecar is None or not sidecar.matches(fp.path, fp.size, fp.sha256):
+        return 0
+    return sum(end - start for start, end in sidecar.written)
 
 
 def _free_space(target: Path) -> int | None:
