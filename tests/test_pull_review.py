@@ -376,3 +376,25 @@ def test_dry_run_counts_what_an_interrupted_pull_kept(own_hub, tmp_path: Path) -
     served = hub.stats.bytes_served()
     done = pull_model(MODEL, source="hf", local_dir=target)
     assert hub.stats.bytes_served() - served == plan.to_download == done.downloaded_bytes
+
+
+def test_resume_on_a_nearly_full_disk_is_not_refused(own_hub, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+    from collections import namedtuple
+
+    from model_zoo.errors import DownloadFailedError
+    from model_zoo.testing.faults import Fault
+
+    hub, _root = own_hub()
+    small = "generation_config.json"
+    hub.faults.add(Fault.status(404, times=None, path=small))  # everything else completes
+    target = tmp_path / "ckpt"
+    with pytest.raises(DownloadFailedError):
+        pull_model(MODEL, source="hf", local_dir=target)
+    hub.faults.clear()
+    # the disk now has room for the missing file, not for the whole checkpoint again
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _p: usage(10**9, 10**9 - 50_000, 50_000))
+    done = pull_model(MODEL, source="hf", local_dir=target)
+    assert done.downloaded_bytes < 50_000 and verify(target).ok

@@ -577,6 +577,8 @@ def _check_space(target: Path, plans: Sequence[FilePlan]) -> None:
     needed = 0
     for fp in plans:
         size = fp.size or 0
+        if size and (target / fp.path).is_file() and (target / fp.path).stat().st_size == size:
+            continue  # complete from an interrupted pull: re-hashed in place, needs no new space
         needed += max(0, size - _partial_bytes(target, fp.path))
     free = _free_space(target)
     if free is not None and needed > free:
