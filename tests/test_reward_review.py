@@ -366,3 +366,35 @@ def test_score_cli_batch_size_above_256_is_honoured(tmp_path: Path, monkeypatch:
     src.write_text("".join(json.dumps(conv(f"q{i}", "a")) + "\n" for i in range(300)))
     assert main(["score", "fake", "-i", str(src), "-o", str(tmp_path / "out.jsonl"), "-q", "--batch-size", "300"]) == 0
     assert rm.scorer.calls == [300]  # one call: the progress chunks do not cap --batch-size
+
+
+# ---------------------------------------------------------------------- model_zoo.load's arguments
+
+
+def test_load_refuses_an_unknown_attention_implementation_before_loading(tmp_path: Path) -> None:
+    from model_zoo.runner.api import load
+
+    with pytest.raises(UsageError, match="attn 'bogus' is not one of"):
+        load(tmp_path / "not-even-a-checkpoint", device="cpu", attn="bogus")
+
+
+def test_load_names_a_file_given_for_a_checkpoint_directory(tiny_reward_fp32: Path) -> None:
+    from model_zoo.runner.api import load
+
+    with pytest.raises(UsageError, match="is a file") as info:
+        load(tiny_reward_fp32 / "config.json", device="cpu")
+    assert str(tiny_reward_fp32) in str(info.value)
+    with pytest.raises(UsageError, match="empty"):
+        load("  ", device="cpu")
+
+
+def test_load_with_a_missing_flash_attention_package_says_what_to_install(tiny_reward_fp32: Path) -> None:
+    import importlib.util
+
+    from model_zoo.errors import MissingDependencyError
+    from model_zoo.runner.api import load
+
+    if importlib.util.find_spec("flash_attn") is not None:
+        pytest.skip("flash-attn is installed here: the missing-package path cannot be reached")
+    with pytest.raises(MissingDependencyError, match="flash-attn is needed"):
+        load(tiny_reward_fp32, device="cpu", attn="flash_attention_2")

@@ -238,6 +238,25 @@ def _placement(spec: ModelSpec, devices: tuple[torch.device, ...], dtype: torch.
     return plan_placement(sizes, spec.num_layers, devices, default_budgets(devices, max_memory))
 
 
+#: transformers' attention implementations that fit a native Llama module.
+ATTENTION_IMPLEMENTATIONS = (
+    "sdpa", "eager", "flash_attention_2", "flash_attention_3", "flash_attention_4", "flex_attention",
+)
+
+
+def _load_native(path: Path, spec: Any, placement: Any, dtype: Any, attn: str | None, weights: Any) -> Any:
+    """The native loader, with a missing flash-attention package named instead of transformers' ImportError."""
+    from ..errors import MissingDependencyError
+    from .loader import load_native
+
+    try:
+        return load_native(path, spec, placement, dtype, attn=attn, weights=weights)
+    except ImportError as exc:
+        if attn is None or not attn.startswith("flash_attention"):
+            raise
+        raise MissingDependencyError("flash-attn", feature=f"attn={attn!r} (or use attn='sdpa'): {exc}") from None
+
+
 def load(
     name_or_path: str | Path,
     *,
@@ -258,9 +277,10 @@ def load(
     ``backend``: "transformers" (native), "vllm" or "lmdeploy" (installed separately).
     """
     from .checkpoint import find_weights
-    from .loader import load_native
     from .resolve import resolve_checkpoint
 
+    if attn is not None and attn not in ATTENTION_IMPLEMENTATIONS:
+        raise UsageError(f"attn {attn!r} is not one of {', '.join(ATTENTION_IMPLEMENTATIONS)} (or None: sdpa).")
     resolved = resolve_checkpoint(name_or_path)
     path, info = resolved.path, resolved.info
     spec = read_config(path)
@@ -284,13 +304,13 @@ def load(
         if len(devices) > 1 or devices[0].type != "cuda":
             raise UsageError(f"quantization={quantization!r} needs exactly one CUDA device; got {', '.join(map(str, devices))}.")
         cpu = Placement((torch.device("cpu"),), {"": torch.device("cpu")})
-        model = load_native(path, spec, cpu, torch_dtype, attn=attn, weights=weights)
+        model = _load_native(path, spec, cpu, torch_dtype, attn, weights)
         model = quantize_decoder(model, quantization, devices[0], torch_dtype)
         model.model.rotary_emb.inv_freq = model.model.rotary_emb.inv_freq.to(devices[0])
         placement = Placement(devices, {"": devices[0]})
     else:
         placement = _placement(spec, devices, torch_dtype, max_memory)
-        model = load_native(path, spec, placement, torch_dtype, attn=attn, weights=weights)
+        model = _load_native(path, spec, placement, torch_dtype, attn, weights)
         dispatch(model, placement)
     return Runner(model=model, tokenizer=tokenizer, spec=spec, path=path, placement=placement, dtype=torch_dtype,
                   profile=profile, name=name, quantization=quantization, info=info)

@@ -106,9 +106,14 @@ def _pull(name: str) -> Path:
 def resolve_checkpoint(name_or_path: str | Path, *, pull_missing: bool = True) -> Resolved:
     """The directory to load, the registry entry when known, and the source it came from."""
     text = str(name_or_path)
+    if not text.strip():
+        raise UsageError("the model name is empty: give a registry name (model-zoo list) or a checkpoint directory.")
     candidate = Path(text).expanduser()
     info: ModelInfo | None = None
     if isinstance(name_or_path, Path) or candidate.is_dir() or looks_like_path(text):
+        if candidate.is_file():
+            raise UsageError(f"{text} is a file: give the checkpoint directory that holds config.json "
+                             f"({candidate.parent}).")
         if not candidate.is_dir():
             raise UsageError(f"{text}: no such checkpoint directory (and not a registry name).")
         path = candidate
