@@ -398,3 +398,17 @@ def test_resume_on_a_nearly_full_disk_is_not_refused(own_hub, tmp_path: Path,
     monkeypatch.setattr(shutil, "disk_usage", lambda _p: usage(10**9, 10**9 - 50_000, 50_000))
     done = pull_model(MODEL, source="hf", local_dir=target)
     assert done.downloaded_bytes < 50_000 and verify(target).ok
+
+
+def test_verify_size_mismatch_message_reads_right_and_pull_repairs(pull_hub) -> None:
+    from model_zoo.errors import SizeMismatchError
+
+    path = pull_model(MODEL, source="hf").path
+    for name in ("config.json", "tokenizer_config.json"):
+        with open(path / name, "ab") as fh:
+            fh.write(b" ")
+    with pytest.raises(SizeMismatchError) as info:
+        verify(path).raise_for_problems()
+    message = info.value.message
+    assert "more problem(s); see `model-zoo verify --json`). Pull again to repair." in message, message
+    assert pull_model(MODEL, source="hf").downloaded_bytes > 0 and verify(path).ok

@@ -84,7 +84,7 @@ class VerifyReport:
             return err
         if first.kind == "size" and check is not None and check.expected_size is not None and check.size is not None:
             err = SizeMismatchError(str(self.root / first.path), check.expected_size, check.size)
-            err.message += more + " Pull again to repair."
+            err.message = err.message.rstrip(".") + more + ". Pull again to repair."
             return err
         return CheckpointError(str(self.root / first.path), first.detail + more)
 
