@@ -398,3 +398,19 @@ def test_load_with_a_missing_flash_attention_package_says_what_to_install(tiny_r
         pytest.skip("flash-attn is installed here: the missing-package path cannot be reached")
     with pytest.raises(MissingDependencyError, match="flash-attn is needed"):
         load(tiny_reward_fp32, device="cpu", attn="flash_attention_2")
+
+
+# ---------------------------------------------------------------------- model-zoo chat's commands
+
+
+def test_chat_commands_are_parsed_by_their_first_word(tiny_checkpoint, monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+
+    ck = tiny_checkpoint("internlm2", dtype="float32")
+    monkeypatch.setattr("sys.stdin", io.StringIO("/reset all\n/systemfoo\n/system  Be brief.\n"))
+    assert main(["chat", str(ck), "--device", "cpu", "--greedy", "-n", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "unknown command /reset" not in err and "(history cleared)" in err
+    assert "unknown command /systemfoo" in err
+    assert "(system prompt set; history cleared)" in err

@@ -155,19 +155,20 @@ def register(app: typer.Typer) -> None:
             text = line.rstrip("\n")
             if not text.strip():
                 continue
-            if text.strip() == "/reset":
+            word, _, rest = text.strip().partition(" ") if text.startswith("/") else ("", "", "")
+            if word == "/reset":
                 history.clear()
                 con.print("(history cleared)", highlight=False, markup=False)
                 continue
-            if text.startswith("/system"):
-                system = text[len("/system"):].strip()
+            if word == "/system":
+                system = rest.strip()
                 history.clear()
                 con.print(f"(system prompt set{'' if system else ' to none'}; history cleared)", highlight=False, markup=False)
                 continue
-            if text.strip() in ("/exit", "/quit"):
+            if word in ("/exit", "/quit"):
                 break
-            if text.startswith("/"):
-                con.print(f"unknown command {text.split()[0]}. {_HELP_CHAT}", highlight=False, markup=False)
+            if word:
+                con.print(f"unknown command {word}. {_HELP_CHAT}", highlight=False, markup=False)
                 continue
             history.append({"role": "user", "content": text})
             sys.stderr.write("assistant> ")
