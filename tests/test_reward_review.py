@@ -414,3 +414,11 @@ def test_chat_commands_are_parsed_by_their_first_word(tiny_checkpoint, monkeypat
     assert "unknown command /reset" not in err and "(history cleared)" in err
     assert "unknown command /systemfoo" in err
     assert "(system prompt set; history cleared)" in err
+
+
+def test_cli_warnings_keep_square_brackets(capsys: pytest.CaptureFixture[str]) -> None:
+    from model_zoo.cli.cmd_run import cli_warnings
+
+    with cli_warnings():
+        warnings.warn("checkpoint /data/run[1]/ckpt looks odd", UserWarning, stacklevel=1)
+    assert "warning: checkpoint /data/run[1]/ckpt looks odd" in capsys.readouterr().err.replace("\n", "")

@@ -33,10 +33,12 @@ def cli_warnings() -> Iterator[None]:
     """Show library warnings as one ``warning:`` line on stderr, not Python's file:line and source."""
     import warnings
 
+    from rich.markup import escape
+
     from .output import err_console
 
-    def show(message: Warning | str, *_: Any, **__: Any) -> None:
-        err_console().print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+    def show(message: Warning | str, *_: Any, **__: Any) -> None:  # paths may hold "[...]": escaped
+        err_console().print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
 
     with warnings.catch_warnings():
         warnings.showwarning = show
