@@ -422,3 +422,23 @@ def test_cli_warnings_keep_square_brackets(capsys: pytest.CaptureFixture[str]) -
     with cli_warnings():
         warnings.warn("checkpoint /data/run[1]/ckpt looks odd", UserWarning, stacklevel=1)
     assert "warning: checkpoint /data/run[1]/ckpt looks odd" in capsys.readouterr().err.replace("\n", "")
+
+
+# ---------------------------------------------------------------------- registry names of the wrong kind, before any pull
+
+
+def test_load_reward_refuses_a_chat_model_name_before_pulling(monkeypatch: pytest.MonkeyPatch) -> None:
+    from model_zoo.errors import IncompatibleCheckpointError
+    from model_zoo.reward.api import load_reward
+
+    monkeypatch.setenv("MODEL_ZOO_OFFLINE", "1")  # were it to pull, this would fail differently
+    with pytest.raises(IncompatibleCheckpointError, match="not a reward model"):
+        load_reward("internlm2_5-7b-chat", device="cpu")
+
+
+def test_run_refuses_a_reward_model_name_before_pulling(monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("MODEL_ZOO_OFFLINE", "1")
+    assert main(["run", "internlm2-1_8b-reward", "hi"]) == 2
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert "reward model" in err and "model-zoo score" in err

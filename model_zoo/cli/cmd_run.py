@@ -48,13 +48,17 @@ def cli_warnings() -> Iterator[None]:
 def _load(name: str, device: str, dtype: str) -> Any:
     from ..errors import UsageError
     from ..runner.config import read_config
-    from ..runner.resolve import resolve_checkpoint
+    from ..runner.resolve import registry_entry, resolve_checkpoint
     from .output import err_console
 
+    not_generative = UsageError(f"{name} is a reward model: it scores conversations, it does not generate. "
+                                "Use `model-zoo score`, `model-zoo compare` or `model-zoo serve-reward`.")
+    info = registry_entry(name)
+    if info is not None and info.kind == "reward":  # refuse before pulling it
+        raise not_generative
     resolved = resolve_checkpoint(name)  # fails fast, before torch is imported
     if read_config(resolved.path).is_reward:  # refuse before reading any weights
-        raise UsageError(f"{resolved.path} is a reward model: it scores conversations, it does not generate. "
-                         "Use `model-zoo score`, `model-zoo compare` or `model-zoo serve-reward`.")
+        raise not_generative
     err_console().print(f"loading {resolved.path} ...", highlight=False, markup=False)
     from ..runner.api import load
 

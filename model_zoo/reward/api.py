@@ -57,6 +57,20 @@ def resolve_checkpoint(name_or_path: str | Path) -> Path:
     return resolve(name_or_path).path
 
 
+def _require_reward_name(name_or_path: str | Path) -> None:
+    """Refuse a registry name of a non-reward model before it is pulled."""
+    from ..runner.resolve import registry_entry
+
+    info = registry_entry(name_or_path)
+    if info is not None and info.kind != "reward":
+        raise IncompatibleCheckpointError(
+            info.name,
+            f"{info.architecture} is not a reward model",
+            hint="Scoring needs an InternLM2-Reward model (model-zoo list --kind reward); use model_zoo.load() "
+            "or model-zoo run for chat models.",
+        )
+
+
 def _require_reward(spec: Any, path: Path) -> None:
     if not spec.is_reward:
         raise IncompatibleCheckpointError(
@@ -126,6 +140,7 @@ def load_reward(
     from ..runner.resolve import resolve_checkpoint as resolve
 
     check_positive(max_length=max_length, max_tokens_per_batch=max_tokens_per_batch)
+    _require_reward_name(name_or_path)
     resolved = resolve(name_or_path)
     _require_reward(read_config(resolved.path), resolved.path)  # refuse before reading any weights
     runner = load(resolved.path, device=device, dtype=dtype, attn=attn)

@@ -121,8 +121,10 @@ def load_reward_ray(
     Call ``rm.close()`` to stop the actors.
     """
     check_positive(replicas=replicas, max_length=max_length, max_tokens_per_batch=max_tokens_per_batch)
+    from .api import _require_reward_name, load_reward_codec, resolve_checkpoint
+
+    _require_reward_name(name_or_path)
     ray = _ray()
-    from .api import load_reward_codec, resolve_checkpoint
 
     path = resolve_checkpoint(name_or_path)
     if num_gpus_per_replica is None:

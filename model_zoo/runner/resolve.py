@@ -103,6 +103,20 @@ def _pull(name: str) -> Path:
     return Path(pull(name))
 
 
+def registry_entry(name_or_path: str | Path) -> ModelInfo | None:
+    """The registry entry ``name_or_path`` names, or None for a directory; nothing is pulled.
+
+    Lets a caller refuse the wrong kind of model (a chat model for scoring) before a pull of
+    many gigabytes.
+    """
+    text = str(name_or_path)
+    if isinstance(name_or_path, Path) or not text.strip() or Path(text).expanduser().exists() or looks_like_path(text):
+        return None
+    from ..registry.api import get
+
+    return get(text)
+
+
 def resolve_checkpoint(name_or_path: str | Path, *, pull_missing: bool = True) -> Resolved:
     """The directory to load, the registry entry when known, and the source it came from."""
     text = str(name_or_path)
