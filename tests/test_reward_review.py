@@ -442,3 +442,18 @@ def test_run_refuses_a_reward_model_name_before_pulling(monkeypatch: pytest.Monk
     assert main(["run", "internlm2-1_8b-reward", "hi"]) == 2
     err = capsys.readouterr().err.replace("\n", " ")
     assert "reward model" in err and "model-zoo score" in err
+
+
+def test_remote_reward_model_splits_lists_over_the_servers_item_limit() -> None:
+    from model_zoo.reward.adapters import RemoteRewardModel
+
+    local = make_fake_rm()
+    convs = [conv(f"q{i}", "a") for i in range(11)]
+    with RewardServer(make_fake_rm(), limits=ServerLimits(max_items_per_request=4)) as server:
+        remote = RemoteRewardModel(server.url, max_items=4)
+        assert remote.score_batch(convs) == pytest.approx(local.score_batch(convs))
+        assert remote.rank(convs) == local.rank(convs) and remote.best_of(convs) == local.best_of(convs)
+        assert remote.order(convs) == local.order(convs)
+        texts = [f"t{i}" for i in range(9)]
+        assert remote.score_text(texts) == pytest.approx(local.score_text(texts))
+        remote.close()

@@ -196,12 +196,19 @@ class RemoteRewardModel:
     """A reward server used like a RewardModel (score, score_batch, score_text, compare, rank, best_of)."""
 
     def __init__(self, base_url: str, *, api_key: str | None = None, timeout: float = DEFAULT_TIMEOUT,
-                 retries: int = 5) -> None:
+                 retries: int = 5, max_items: int = 1024) -> None:
+        if max_items < 1:
+            raise UsageError(f"max_items must be at least 1, got {max_items}")
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
         self.timeout = timeout
         self.retries = retries
+        self.max_items = max_items  # items per request: the server's --max-items (default 1024)
         self._client: Any = None  # one connection pool, made on first use
+
+    def _chunks(self, items: Sequence[Any]) -> list[list[Any]]:
+        """``items`` in requests the server accepts (a local RewardModel takes any number)."""
+        return [list(items[i : i + self.max_items]) for i in range(0, len(items), self.max_items)]
 
     def _call(self, route: str, payload: dict[str, Any], key: str) -> Any:
         """The field ``key`` of ``route``'s answer."""
@@ -212,7 +219,7 @@ class RemoteRewardModel:
         url = self.base_url + route
         body = _post(url, payload, api_key=self.api_key, timeout=self.timeout, retries=self.retries,
                      client=self._client)
-        if key in ("scores", "ranks", "order"):
+        if key == "scores":
             return _field(body, key, url)
         if not isinstance(body, dict) or key not in body:
             raise RewardServerError(url, f'its answer has no "{key}" field; is this a model-zoo reward server?')
@@ -227,32 +234,36 @@ class RemoteRewardModel:
         return self.score_batch([conversation])[0]
 
     def score_batch(self, conversations: Sequence[Conversation], **_: Any) -> list[float]:
-        if not conversations:  # like a local RewardModel; the server refuses an empty list
-            return []
-        return [float(x) for x in self._call("/v1/score", {"conversations": list(conversations)}, "scores")]
+        """Scores in input order; an empty list gives [] (the server refuses one), long lists are split."""
+        return [float(x) for part in self._chunks(conversations)
+                for x in self._call("/v1/score", {"conversations": part}, "scores")]
 
     def score_text(self, texts: Sequence[str], *, strip_pad: bool = False, **_: Any) -> list[float]:
-        if not texts:
-            return []
-        if strip_pad:  # /get_reward drops pads at the ends, as OpenRLHF's queries need
-            return remote_rm_fn(self.base_url + "/get_reward", texts, api_key=self.api_key,
-                                timeout=self.timeout, retries=self.retries)
-        return [float(x) for x in self._call("/v1/score", {"texts": list(texts)}, "scores")]
+        out: list[float] = []
+        for part in self._chunks(texts):
+            if strip_pad:  # /get_reward drops pads at the ends, as OpenRLHF's queries need
+                out += remote_rm_fn(self.base_url + "/get_reward", part, api_key=self.api_key,
+                                    timeout=self.timeout, retries=self.retries)
+            else:
+                out += [float(x) for x in self._call("/v1/score", {"texts": part}, "scores")]
+        return out
 
     def compare(self, a: Conversation, b: Conversation) -> bool:
         return bool(self._call("/v1/compare", {"a": a, "b": b}, "a_better"))
 
+    # rank, order and best_of follow from the scores exactly as a local RewardModel's do.
+
     def rank(self, conversations: Sequence[Conversation]) -> list[int]:
-        if not conversations:
-            return []
-        return list(self._call("/v1/rank", {"conversations": list(conversations)}, "ranks"))
+        from .model import ranks_from_scores
+
+        return ranks_from_scores(self.score_batch(conversations))
 
     def order(self, conversations: Sequence[Conversation]) -> list[int]:
-        if not conversations:
-            return []
-        return list(self._call("/v1/rank", {"conversations": list(conversations)}, "order"))
+        from .model import order_from_scores
+
+        return order_from_scores(self.score_batch(conversations))
 
     def best_of(self, conversations: Sequence[Conversation]) -> int:
         if not conversations:
             raise UsageError("best_of needs at least one conversation")
-        return int(self._call("/v1/rank", {"conversations": list(conversations)}, "best"))
+        return self.order(conversations)[0]
