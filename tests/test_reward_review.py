@@ -457,3 +457,14 @@ def test_remote_reward_model_splits_lists_over_the_servers_item_limit() -> None:
         texts = [f"t{i}" for i in range(9)]
         assert remote.score_text(texts) == pytest.approx(local.score_text(texts))
         remote.close()
+
+
+@pytest.mark.parametrize(
+    ("messages", "field"),
+    [(["hi"], "messages[0]"), ([{"role": "user", "content": 5}], "messages[0].content"), (5, "messages"),
+     ([{"content": "x"}], "messages[0].role")],
+)
+def test_chat_names_a_malformed_message(chat_runner, messages: object, field: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InvalidConversationError) as info:
+        chat_runner.chat(messages, max_new_tokens=1)
+    assert info.value.fields["field"] == field

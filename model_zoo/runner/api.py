@@ -135,9 +135,14 @@ class Runner:
     def chat_ids(self, messages: Messages, *, system: str | None = None, thinking: bool = False) -> list[int]:
         """The prompt ``chat`` feeds the model: template applied, generation prompt added."""
         tok = self._require_tokenizer()
-        msgs = [{"role": "user", "content": messages}] if isinstance(messages, str) else list(messages)
-        if not msgs:
+        from ..reward.conversation import check_conversation
+
+        if isinstance(messages, str):
+            msgs: list[dict[str, str]] = [{"role": "user", "content": messages}]
+        elif isinstance(messages, Sequence) and not messages:
             raise UsageError("chat needs at least one message, e.g. [{'role': 'user', 'content': 'Hello'}]")
+        else:  # a malformed message is an error naming it, not a TypeError from the template
+            msgs = check_conversation(messages, "messages")
         convo = messages_with_system(msgs, system=system, thinking=thinking, default_system=self.profile.default_system)
         ids = tok.apply_chat_template(convo, add_generation_prompt=True, tokenize=True, template=self.profile.template)
         return list(ids)
