@@ -468,3 +468,19 @@ def test_chat_names_a_malformed_message(chat_runner, messages: object, field: st
     with pytest.raises(InvalidConversationError) as info:
         chat_runner.chat(messages, max_new_tokens=1)
     assert info.value.fields["field"] == field
+
+
+def test_score_cli_output_file_follows_the_umask(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    import model_zoo.cli.cmd_reward as cmd
+
+    monkeypatch.setattr(cmd, "_load", lambda *a, **k: make_fake_rm())
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    src.write_text(json.dumps(conv("a", "b")) + "\n")
+    old = os.umask(0o022)
+    try:
+        assert main(["score", "fake", "-i", str(src), "-o", str(out), "-q"]) == 0
+    finally:
+        os.umask(old)
+    assert out.stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
