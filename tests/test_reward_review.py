@@ -484,3 +484,12 @@ def test_score_cli_output_file_follows_the_umask(tmp_path: Path, monkeypatch: py
     finally:
         os.umask(old)
     assert out.stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+
+
+@pytest.mark.parametrize("command", [["run", "PLACEHOLDER", "hi"], ["chat", "PLACEHOLDER"]])
+def test_run_and_chat_check_generation_options_before_loading(tmp_path: Path, command: list[str],
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [str(tmp_path / "no-such-model") if a == "PLACEHOLDER" else a for a in command]
+    assert main([*argv, "--top-p", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "top_p must be in (0, 1], got 2" in err.replace("\n", " ")

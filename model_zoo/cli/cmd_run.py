@@ -25,7 +25,11 @@ def _generation(max_new_tokens: int | None, temperature: float | None, top_p: fl
     }
     if greedy:
         out["do_sample"] = False
-    return {k: v for k, v in out.items() if v is not None}
+    chosen = {k: v for k, v in out.items() if v is not None}
+    from ..runner.chat import GenerationSettings
+
+    GenerationSettings().updated(**chosen)  # out-of-range values fail here, before a model loads
+    return chosen
 
 
 @contextmanager
@@ -119,8 +123,8 @@ def register(app: typer.Typer) -> None:
           model-zoo run InternLM3-8B-Instruct "How many primes are below 100?" --thinking --stream
           model-zoo run ./my-checkpoint "Hello" --device cpu --greedy -n 32
         """
-        runner = _load(name, device, dtype)
         gen = _generation(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed, greedy)
+        runner = _load(name, device, dtype)
         _print_reply(runner, prompt, system=system, thinking=thinking, stream=stream, generation=gen)
 
     @app.command("chat")
@@ -146,8 +150,8 @@ def register(app: typer.Typer) -> None:
         """
         from .output import err_console
 
-        runner = _load(name, device, dtype)
         gen = _generation(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed, greedy)
+        runner = _load(name, device, dtype)
         con = err_console()
         con.print(_HELP_CHAT, highlight=False, markup=False)
         history: list[dict[str, str]] = []
