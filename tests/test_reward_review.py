@@ -493,3 +493,13 @@ def test_run_and_chat_check_generation_options_before_loading(tmp_path: Path, co
     assert main([*argv, "--top-p", "2"]) == 2
     err = capsys.readouterr().err
     assert "top_p must be in (0, 1], got 2" in err.replace("\n", " ")
+
+
+def test_score_cli_reads_a_file_with_a_utf8_bom(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import model_zoo.cli.cmd_reward as cmd
+
+    monkeypatch.setattr(cmd, "_load", lambda *a, **k: make_fake_rm())
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    src.write_text(json.dumps(conv("a", "b")) + "\n", encoding="utf-8-sig")  # as Windows editors save
+    assert main(["score", "fake", "-i", str(src), "-o", str(out), "-q"]) == 0
+    assert json.loads(out.read_text())["score"] == pytest.approx(make_fake_rm().score(conv("a", "b")))
