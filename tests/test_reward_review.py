@@ -503,3 +503,16 @@ def test_score_cli_reads_a_file_with_a_utf8_bom(tmp_path: Path, monkeypatch: pyt
     src.write_text(json.dumps(conv("a", "b")) + "\n", encoding="utf-8-sig")  # as Windows editors save
     assert main(["score", "fake", "-i", str(src), "-o", str(out), "-q"]) == 0
     assert json.loads(out.read_text())["score"] == pytest.approx(make_fake_rm().score(conv("a", "b")))
+
+
+def test_score_cli_keeps_unicode_line_separators_inside_a_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import model_zoo.cli.cmd_reward as cmd
+
+    monkeypatch.setattr(cmd, "_load", lambda *a, **k: make_fake_rm())
+    odd = conv("line\u2028sep\x85nel\x1cfs", "ok")  # str.splitlines() would cut the record at each of these
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    src.write_text(json.dumps(odd, ensure_ascii=False) + "\r\n" + json.dumps(conv("b", "c")) + "\n", encoding="utf-8")
+    assert main(["score", "fake", "-i", str(src), "-o", str(out), "-q"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["index"] for r in rows] == [0, 1]
+    assert rows[0]["score"] == pytest.approx(make_fake_rm().score(odd))

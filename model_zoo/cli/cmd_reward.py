@@ -53,7 +53,9 @@ def read_conversations(path: Path) -> list[tuple[Any, dict[str, Any], str]]:
     """
     from ..errors import InvalidConversationError, UsageError
 
-    lines = _read_text(path).splitlines()
+    # JSONL records end at "\n" only: str.splitlines() would also cut at U+2028, U+0085 and other
+    # separators that json.dumps(ensure_ascii=False) leaves raw inside strings.
+    lines = [line.removesuffix("\r") for line in _read_text(path).split("\n")]
     out = []
     for n, line in enumerate(lines, 1):
         if not line.strip():
