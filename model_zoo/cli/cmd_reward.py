@@ -231,8 +231,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Score every conversation of a JSONL file; one {"index", "score", ...} line per input.
 
-        Other keys of an input object (such as "id") are copied to its line; "index" (the
-        position among the conversations) and "score" are always model-zoo's own.
+        Each line: a list of {"role", "content"} messages, or an object with the
+        list under "messages" (its other keys, such as "id", are copied to the
+        output line; "index" and "score" there are always model-zoo's own).
 
         Examples:
           model-zoo score internlm2-1_8b-reward --input conversations.jsonl --output scores.jsonl
