@@ -516,3 +516,10 @@ def test_score_cli_keeps_unicode_line_separators_inside_a_record(tmp_path: Path,
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["index"] for r in rows] == [0, 1]
     assert rows[0]["score"] == pytest.approx(make_fake_rm().score(odd))
+
+
+def test_generate_of_no_prompts_is_an_empty_list(chat_runner) -> None:  # type: ignore[no-untyped-def]
+    assert chat_runner.generate([], max_new_tokens=2) == []
+    assert chat_runner.generate_ids([], max_new_tokens=2) == []
+    with pytest.raises(UsageError, match="prompt 1 has no tokens"):
+        chat_runner.generate(["hi", ""], add_special_tokens=False, max_new_tokens=2)

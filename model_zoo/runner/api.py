@@ -118,6 +118,8 @@ class Runner:
     def generate_ids(self, prompts: Sequence[Sequence[int]], **generation: Any) -> list[Completion]:
         """Batched generation from token ids (left-padded); stop tokens are not included."""
         self._require_lm()
+        if not prompts:  # nothing to do, like score_batch([])
+            return []
         return generate_ids(
             self.model, prompts, self.settings(**generation), pad_id=self.pad_token_id,
             device=self.device, vocab_size=self.spec.vocab_size, recompute_beyond=self._recompute_beyond(),

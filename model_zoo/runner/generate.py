@@ -111,8 +111,12 @@ def stream_ids(
     ``recompute_beyond``: once a sequence is longer than this, run every step on the whole
     prefix without the cache (InternLM v1's dynamic NTK semantics).
     """
-    if not prompts or any(len(p) == 0 for p in prompts):
-        raise UsageError("every prompt needs at least one token (an empty prompt without bos has none).")
+    if not prompts:
+        raise UsageError("no prompts to generate from; pass at least one.")
+    empty = next((i for i, p in enumerate(prompts) if len(p) == 0), None)
+    if empty is not None:
+        raise UsageError(f"prompt {empty} has no tokens: every prompt needs at least one "
+                         "(an empty prompt without bos has none).")
     ids, mask = left_pad(prompts, pad_id, device)
     batch = ids.shape[0]
     gen: torch.Generator | None = None
