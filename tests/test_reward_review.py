@@ -523,3 +523,16 @@ def test_generate_of_no_prompts_is_an_empty_list(chat_runner) -> None:  # type: 
     assert chat_runner.generate_ids([], max_new_tokens=2) == []
     with pytest.raises(UsageError, match="prompt 1 has no tokens"):
         chat_runner.generate(["hi", ""], add_special_tokens=False, max_new_tokens=2)
+
+
+def test_serve_reward_checks_the_port_before_loading_the_model(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve-reward", str(tmp_path / "no-such-model"), "--port", str(port)]) == 2
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert "Another program holds that port" in err and "no such checkpoint" not in err

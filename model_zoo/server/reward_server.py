@@ -153,6 +153,28 @@ class _Handler(BaseHTTPRequestHandler):
         return body
 
 
+def check_listenable(host: str, port: int) -> None:
+    """Fail now, with advice, when ``host:port`` cannot be bound: before a model spends minutes loading.
+
+    A free port can still be taken between this check and the real bind; that case is reported
+    by :class:`RewardServer` the same way.
+    """
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
+            probe.bind((host, port))
+    except (OSError, OverflowError) as exc:
+        raise _cannot_listen(host, port, exc) from None
+
+
+def _cannot_listen(host: str, port: int, exc: BaseException) -> UsageError:
+    reason = getattr(exc, "strerror", None) or str(exc)
+    return UsageError(f"cannot listen on {host}:{port}: {reason}. {_listen_advice(exc)}")
+
+
 def _listen_advice(exc: BaseException) -> str:
     """Which option to change after a failed bind: the port when it is the problem, else the host."""
     import errno
@@ -211,8 +233,7 @@ class RewardServer:
             self._httpd = _HTTPServer((host, port), self)
         except (OSError, OverflowError) as exc:
             self.scheduler.close()
-            reason = getattr(exc, "strerror", None) or str(exc)
-            raise UsageError(f"cannot listen on {host}:{port}: {reason}. {_listen_advice(exc)}") from None
+            raise _cannot_listen(host, port, exc) from None
         self._thread: threading.Thread | None = None
 
     @property
