@@ -52,3 +52,16 @@ def test_server_backed_by_the_pool(ray_rm: RewardModel, tiny_rm: RewardModel) ->
         rewards = client.post("/get_reward", json={"query": texts}).json()["rewards"]
     assert scored == pytest.approx(tiny_rm.score_batch(CONVS), abs=1e-5)
     assert rewards == pytest.approx(tiny_rm.score_text(texts), abs=1e-5)
+
+
+def test_a_replica_that_cannot_load_raises_the_model_zoo_error(ray_rm: RewardModel, tiny_reward_fp32: Path) -> None:
+    import torch
+
+    from model_zoo.errors import UsageError
+    from model_zoo.reward.ray import load_reward_ray
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is present here, so device='cuda' loads instead of failing")
+    with pytest.raises(UsageError, match="CUDA is not available") as info:  # not Ray's ActorDiedError
+        load_reward_ray(tiny_reward_fp32, replicas=1, device="cuda", num_cpus_per_replica=0, num_gpus_per_replica=0)
+    assert info.value.exit_code == 2

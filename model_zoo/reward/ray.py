@@ -48,17 +48,36 @@ class ReplicaWorker:
     """Body of one Ray actor: a single-process reward scorer on the actor's own device."""
 
     def __init__(self, path: str, device: str, dtype: str, max_tokens_per_batch: int | None) -> None:
+        from ..errors import ModelZooError
         from .api import load_reward
 
-        self.rm = load_reward(path, device=device, dtype=dtype, max_tokens_per_batch=max_tokens_per_batch)
+        self.error: tuple[str, str, dict[str, Any]] | None = None
+        try:
+            self.rm = load_reward(path, device=device, dtype=dtype, max_tokens_per_batch=max_tokens_per_batch)
+        except ModelZooError as exc:  # kept for ping(): Ray would bury it in an ActorDiedError traceback
+            self.error = (type(exc).__name__, exc.message, dict(exc.fields))
 
     def score_ids(
         self, batch: list[list[int]], batch_size: int | None, max_tokens_per_batch: int | None
     ) -> list[float]:
         return self.rm.scorer.score_ids(batch, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch)
 
-    def ping(self) -> str:
-        return str(getattr(self.rm.scorer, "device", "?"))
+    def ping(self) -> tuple[str, str, dict[str, Any]] | None:
+        """None when the replica loaded, else its load error as (class name, message, fields)."""
+        return self.error
+
+
+def _raise_replica_error(error: tuple[str, str, dict[str, Any]]) -> None:
+    """Re-raise a replica's load error in the driver as the same model-zoo error type (same exit code)."""
+    from .. import errors
+
+    name, message, fields = error
+    cls = getattr(errors, name, errors.ModelZooError)
+    if not (isinstance(cls, type) and issubclass(cls, errors.ModelZooError)):
+        cls = errors.ModelZooError
+    exc = cls.__new__(cls)
+    errors.ModelZooError.__init__(exc, message, **fields)
+    raise exc
 
 
 class RayScorer:
@@ -132,7 +151,11 @@ def load_reward_ray(
     init_local_ray()
     actor_cls = ray.remote(ReplicaWorker).options(num_cpus=num_cpus_per_replica, num_gpus=num_gpus_per_replica)
     actors = [actor_cls.remote(str(path), device, dtype, max_tokens_per_batch) for _ in range(replicas)]
-    ray.get([a.ping.remote() for a in actors])  # surface load errors here, not on the first score
+    failures = [e for e in ray.get([a.ping.remote() for a in actors]) if e is not None]  # not on the first score
+    if failures:
+        for actor in actors:
+            ray.kill(actor)
+        _raise_replica_error(failures[0])
     codec, info = load_reward_codec(path)
     return RewardModel(
         RayScorer(actors),
