@@ -185,7 +185,7 @@ def register(app: typer.Typer) -> None:
             raise UsageError(f"--port must be between 0 and 65535 (0 picks a free one), got {port}")
         if wait_ms < 0:
             raise UsageError(f"--wait-ms must be 0 or more, got {wait_ms:g}")
-        from ..server.reward_server import check_listenable, serve_reward
+        from ..server.reward_server import check_api_key, check_listenable, serve_reward
         from .output import err_console
 
         con = err_console()
@@ -194,6 +194,7 @@ def register(app: typer.Typer) -> None:
         if not is_loopback_host(host) and not api_key:
             con.print(f"[yellow]warning:[/] serving on {host} without an API key: anyone who can reach "
                       "this port can use the model. Set --api-key or MODEL_ZOO_API_KEY.", highlight=False)
+        check_api_key(api_key)
         check_listenable(host, port)  # a taken port fails now, not after the model has loaded
         rm = _load(name, device=device, dtype=dtype, replicas=replicas, max_length=max_length,
                    max_tokens_per_batch=max_tokens_per_batch)

@@ -153,6 +153,13 @@ class _Handler(BaseHTTPRequestHandler):
         return body
 
 
+def check_api_key(api_key: str | None) -> None:
+    """Refuse a key no client could send: HTTP headers carry ASCII, and a space would split the header."""
+    if api_key and not (api_key.isascii() and api_key.isprintable() and " " not in api_key):
+        raise UsageError("the API key must be printable ASCII without spaces (HTTP headers carry ASCII); "
+                         "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'")
+
+
 def check_listenable(host: str, port: int) -> None:
     """Fail now, with advice, when ``host:port`` cannot be bound: before a model spends minutes loading.
 
@@ -211,6 +218,7 @@ class RewardServer:
         truncate: bool = False,
         request_timeout: float = 600.0,
     ) -> None:
+        check_api_key(api_key)
         self.rm = rm
         self.limits = limits or ServerLimits()
         self.api_key = api_key or None
