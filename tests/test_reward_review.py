@@ -542,9 +542,9 @@ def test_reward_server_refuses_an_api_key_no_client_can_send() -> None:
     with pytest.raises(UsageError, match="ASCII"):
         RewardServer(make_fake_rm(), api_key="sëkret")
     with pytest.raises(UsageError, match="ASCII"):
-        RewardServer(make_fake_rm(), api_key="two words")
+        RewardServer(make_fake_rm(), api_key=" padded ")
 
 
 def test_serve_reward_checks_the_api_key_before_loading(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["serve-reward", str(tmp_path / "no-such-model"), "--api-key", "my key"]) == 2
+    assert main(["serve-reward", str(tmp_path / "no-such-model"), "--api-key", "schlüssel"]) == 2
     assert "printable ASCII" in capsys.readouterr().err

@@ -154,9 +154,10 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def check_api_key(api_key: str | None) -> None:
-    """Refuse a key no client could send: HTTP headers carry ASCII, and a space would split the header."""
-    if api_key and not (api_key.isascii() and api_key.isprintable() and " " not in api_key):
-        raise UsageError("the API key must be printable ASCII without spaces (HTTP headers carry ASCII); "
+    """Refuse a key no client could send: HTTP headers carry ASCII, and edge whitespace is trimmed."""
+    if api_key and not (api_key.isascii() and api_key.isprintable() and api_key == api_key.strip()):
+        raise UsageError("the API key must be printable ASCII without leading or trailing spaces (HTTP "
+                         "headers carry ASCII); "
                          "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'")
 
 
