@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from .units import human_size
+
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -146,6 +148,10 @@ class RepoNotFoundError(HubError):
 
 
 class RevisionNotFoundError(HubError):
+    """The hub has the repository but not that commit or tag: the user's input to fix (exit 2)."""
+
+    exit_code = EXIT_USAGE
+
     def __init__(self, hub: str, repo_id: str, revision: str) -> None:
         super().__init__(
             f"{hub}: revision {revision!r} of {repo_id!r} was not found. Check the commit or tag, "
@@ -333,7 +339,7 @@ class CheckpointError(IntegrityError):
 class DiskSpaceError(ModelZooError):
     def __init__(self, path: str, needed: int, free: int) -> None:
         super().__init__(
-            f"not enough disk space at {path}: need {needed / 1e9:.2f} GB, {free / 1e9:.2f} GB free. "
+            f"not enough disk space at {path}: need {human_size(needed)}, {human_size(free)} free. "
             "Free space, or pull elsewhere with --local-dir or MODEL_ZOO_HOME. Partial files are "
             "kept and the next pull resumes them.",
             path=path,

@@ -99,6 +99,8 @@ def test_error_classes_follow_the_documented_exit_codes() -> None:
     for cls in classes:
         if issubclass(cls, errors.IntegrityError):
             assert cls.exit_code == 3, cls
+        elif cls is errors.RevisionNotFoundError:  # the hub answered: the revision typed is wrong
+            assert cls.exit_code == 2, cls
         elif issubclass(cls, (errors.HubError, errors.RewardServerError)):
             assert cls.exit_code == 4, cls
         elif issubclass(cls, errors.UsageError):
@@ -130,6 +132,13 @@ def test_exit_2_usage(args: tuple[str, ...]) -> None:
     assert "Traceback" not in proc.stderr
     if args[0] == "info":
         assert "Did you mean" in proc.stderr
+
+
+def test_error_messages_print_brackets_as_they_are(tmp_path: Path) -> None:
+    """A path such as run[1]/ckpt is text, not rich markup: nothing in it may vanish."""
+    missing = tmp_path / "run[1]" / "[bold]ckpt"
+    proc = cli("verify", str(missing))
+    assert proc.returncode == 2 and str(missing) in proc.stderr, proc.stderr
 
 
 def test_exit_3_integrity(tmp_path: Path) -> None:

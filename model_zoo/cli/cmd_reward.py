@@ -204,7 +204,9 @@ def register(app: typer.Typer) -> None:
                 signal.signal(sig, lambda *_: stop.set())
 
         def ready(server: Any) -> None:
-            con.print(f"serving {rm.name} on {server.url} (OpenRLHF: --remote_rm_url {server.url}/get_reward); "
+            # A wildcard address is where the server listens, not where a client can reach it.
+            reach = server.url.replace("0.0.0.0", "THIS-HOST").replace("[::]", "THIS-HOST")
+            con.print(f"serving {rm.name} on {server.url} (OpenRLHF: --remote_rm_url {reach}/get_reward); "
                       "Ctrl-C to stop", highlight=False, markup=False, soft_wrap=True)
 
         limits = ServerLimits(max_request_bytes=max_request_bytes, max_items_per_request=max_items,

@@ -58,9 +58,12 @@ def build_app() -> typer.Typer:
 
 def report_error(exc: ModelZooError) -> None:
     """Print a model-zoo error for a person: one message, no traceback."""
+    from rich.markup import escape
+
     from .output import err_console
 
-    err_console().print(f"[bold red]error:[/] {exc.message}", markup=True, highlight=False, soft_wrap=True)
+    # The message is text, not markup: a path like run[1]/in.jsonl must print as it is.
+    err_console().print(f"[bold red]error:[/] {escape(exc.message)}", markup=True, highlight=False, soft_wrap=True)
 
 
 def _click_exceptions() -> tuple[type[BaseException], type[BaseException], type[BaseException]]:

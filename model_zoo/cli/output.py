@@ -7,6 +7,8 @@ import sys
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+from ..units import human_size  # noqa: F401 - re-exported: commands import it from here
+
 if TYPE_CHECKING:  # pragma: no cover
     from rich.console import Console
 
@@ -30,11 +32,3 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
-def human_size(n: float | None) -> str:
-    if n is None:
-        return "?"
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
