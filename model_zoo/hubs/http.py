@@ -66,9 +66,17 @@ def safe_url(url: str | httpx.URL) -> str:
     """The URL without query, fragment or user info: safe for logs and error messages."""
     parts = urlsplit(str(url))
     netloc = parts.hostname or ""
+    if ":" in netloc:  # an IPv6 literal keeps its brackets
+        netloc = f"[{netloc}]"
     if parts.port:
         netloc += f":{parts.port}"
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def url_secrets(url: str) -> list[str]:
+    """The user name and password a URL carries (``https://user:pw@mirror``), to redact."""
+    parts = urlsplit(url)
+    return [s for s in (parts.password, parts.username) if s]
 
 
 def redact(text: str, secrets: Iterable[str | None]) -> str:
@@ -137,13 +145,14 @@ def parse_retry_after(value: str | None) -> float | None:
 class HubContext:
     """What an adapter knows when it talks to its hub: names for errors, secrets to hide.
 
-    Holds the token only to redact it; ``repr`` never shows it.
+    Holds the token only to redact it; ``repr`` never shows it. ``endpoint`` is the display
+    form: without the user name and password a mirror URL may carry.
     """
 
     def __init__(self, hub: str, endpoint: str, token: str | None, token_env: str | None) -> None:
         self.hub = hub
-        self.endpoint = endpoint
-        self._token = token
+        self.endpoint = safe_url(endpoint)
+        self._secrets = [token, *url_secrets(endpoint)]
         self.token_env = token_env
 
     def __repr__(self) -> str:
@@ -152,7 +161,7 @@ class HubContext:
     def clean(self, text: str, limit: int = 200) -> str:
         """Server-provided text, shortened and with the token removed."""
         text = " ".join(str(text).split())
-        return redact(text, [self._token])[:limit]
+        return redact(text, self._secrets)[:limit]
 
     # ---- raising
 
@@ -282,7 +291,7 @@ class HubSession:
         return self._client
 
     def __repr__(self) -> str:
-        return f"HubSession(hub={self.ctx.hub!r}, endpoint={self.endpoint!r})"
+        return f"HubSession(hub={self.ctx.hub!r}, endpoint={self.ctx.endpoint!r})"
 
     def file_headers(self, url: str) -> dict[str, str]:
         """Headers to fetch ``url``: the credentials when it is on this hub, else none."""
@@ -389,7 +398,7 @@ class AdapterBase:
         return {"Authorization": f"Bearer {token}"}
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(source={self.source!r}, endpoint={self.session.endpoint!r})"
+        return f"{type(self).__name__}(source={self.source!r}, endpoint={self.session.ctx.endpoint!r})"
 
     def probe(self, timeout: float = 2.0) -> float:
         return self.session.probe(timeout)
@@ -406,6 +415,6 @@ class AdapterBase:
             repo_id=repo_id,
             revision=revision,
             commit=commit,
-            endpoint=self.session.endpoint,
+            endpoint=self.session.ctx.endpoint,  # recorded in the store: no credentials
             files=tuple(unique.values()),
         )

@@ -134,7 +134,7 @@ class HuggingFaceAdapter(AdapterBase):
         if worker.is_alive():
             raise HubUnreachableError(
                 self.session.ctx.hub,
-                self.session.endpoint,
+                self.session.ctx.endpoint,
                 reason=f"the file listing did not finish within {self.listing_deadline:g} s",
             )
         if "error" in outcome:
