@@ -135,6 +135,10 @@ def find_weights(root: Path) -> WeightFiles:
     """Locate the weights (safetensors preferred over .bin) and list every tensor."""
     root = Path(root)
     indexed = _index_files(root, _ST_INDEX)
+    if indexed is None and (root / "model.safetensors").is_file():
+        # transformers' rule: without an index, model.safetensors is the checkpoint; other
+        # *.safetensors beside it (adapters, exports of other tools) are not its weights.
+        indexed = ([root / "model.safetensors"], {})
     if indexed is None:
         singles = sorted(root.glob("*.safetensors"))
         if singles:
@@ -147,30 +151,42 @@ def find_weights(root: Path) -> WeightFiles:
                 if name in tensors:
                     raise CheckpointError(str(f), f"tensor {name!r} appears in two shards")
                 tensors[name] = info
-        for name, fname in weight_map.items():
-            if name not in tensors or tensors[name].file.name != fname:
-                raise CheckpointError(
-                    str(root / fname), f"index says it holds {name!r}, but its header does not"
-                )
+        _check_index(root, weight_map, tensors)
         return WeightFiles(root, "safetensors", tuple(files), tensors)
     bins = _index_files(root, _BIN_INDEX)
-    bin_files = bins[0] if bins else sorted(root.glob("pytorch_model*.bin"))
+    if bins is None and (root / "pytorch_model.bin").is_file():
+        bins = ([root / "pytorch_model.bin"], {})
+    bin_files, bin_map = bins if bins else (sorted(root.glob("pytorch_model*.bin")), {})
     if bin_files:
-        return WeightFiles(root, "bin", tuple(bin_files), _bin_tensor_infos(bin_files))
+        infos = _bin_tensor_infos(bin_files)
+        _check_index(root, bin_map, infos)
+        return WeightFiles(root, "bin", tuple(bin_files), infos)
     raise IncompatibleCheckpointError(
         str(root), "no weight files (*.safetensors or pytorch_model*.bin)",
         hint="Check the directory, or pull the model again.",
     )
 
 
+def _check_index(root: Path, weight_map: dict[str, str], tensors: dict[str, TensorInfo]) -> None:
+    for name, fname in weight_map.items():
+        if name not in tensors or tensors[name].file.name != fname:
+            raise CheckpointError(str(root / fname), f"index says it holds {name!r}, but the file does not")
+
+
 def _open_bin(file: Path) -> dict[str, torch.Tensor]:
+    import pickle
+
     import torch
 
     try:
         obj = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as exc:
+        raise _unsafe_bin(file, exc) from None
     except RuntimeError:  # legacy (non-zip) serialization cannot be mmapped
         try:
             obj = torch.load(file, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            raise _unsafe_bin(file, exc) from None
         except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
             raise CheckpointError(str(file), f"cannot be read as a PyTorch state dict ({exc})") from None
     except Exception as exc:  # noqa: BLE001
@@ -180,10 +196,29 @@ def _open_bin(file: Path) -> dict[str, torch.Tensor]:
     return obj
 
 
+def _unsafe_bin(file: Path, exc: Exception) -> IncompatibleCheckpointError:
+    """A .bin whose pickle holds more than tensors: refused, never unpickled in full.
+
+    torch's own message advises ``weights_only=False``, which would run the file's code; that
+    advice is not passed on.
+    """
+    found = re.search(r"unsupported GLOBAL (\S+)", str(exc))
+    what = f"it refers to {found.group(1)}" if found else "objects other than tensors"
+    return IncompatibleCheckpointError(
+        str(file),
+        f"the pickle holds more than tensors ({what}); model-zoo opens .bin weights only with "
+        "torch.load(weights_only=True) and never runs code from a checkpoint",
+        hint="Use the safetensors release of the model, or convert the file to safetensors with a "
+        "tool you trust, in an environment you trust.",
+    )
+
+
 def _bin_tensor_infos(files: list[Path]) -> dict[str, TensorInfo]:
     out: dict[str, TensorInfo] = {}
     for f in files:
         for name, t in _open_bin(f).items():
+            if name in out:
+                raise CheckpointError(str(f), f"tensor {name!r} appears in two shards")
             out[name] = TensorInfo(name, tuple(t.shape), str(t.dtype).removeprefix("torch."), f)
     return out
 

@@ -137,9 +137,12 @@ def rules_for(spec: ModelSpec) -> dict[str, Rule]:
     if spec.is_reward:
         rules.append(Rule("v_head.weight", (1, h), ("v_head.weight",)))
     elif not spec.tie_word_embeddings:
-        out = "output.weight" if spec.family == "internlm2" else "lm_head.weight"
-        rules.append(Rule(out, (vocab, h), ("lm_head.weight",)))
+        rules.append(Rule(_head_name(spec), (vocab, h), ("lm_head.weight",)))
     return {r.source: r for r in rules}
+
+
+def _head_name(spec: ModelSpec) -> str:
+    return "output.weight" if spec.family == "internlm2" else "lm_head.weight"
 
 
 def _listing(names: Iterable[str], limit: int = 8) -> str:
@@ -154,6 +157,11 @@ def plan(spec: ModelSpec, shapes: dict[str, Shape], *, where: str) -> dict[str, 
     Raises IncompatibleCheckpointError naming every missing, unexpected or mis-shaped tensor.
     """
     rules = rules_for(spec)
+    tied_head = _head_name(spec) if spec.tie_word_embeddings and not spec.is_reward else None
+    if tied_head is not None and tied_head in shapes:
+        # Tied checkpoints saved with torch.save (or by some exporters) still carry the head.
+        # It is read and must equal the embedding (load_native checks); never silently dropped.
+        rules[tied_head] = Rule(tied_head, (spec.vocab_size, spec.hidden_size), ("lm_head.weight",))
     present = {n for n in shapes if not ACCOUNTED_FOR.search(n)}
     missing = set(rules) - present
     unexpected = present - set(rules)

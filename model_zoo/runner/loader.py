@@ -67,6 +67,7 @@ def load_native(
             _assign(model, target, piece.to(device=dev, dtype=want))
         del pieces
     if spec.tie_word_embeddings and not spec.is_reward:
+        _check_tied_head(model, path)
         model.lm_head.weight = model.model.embed_tokens.weight
     rotary = model.model.rotary_emb
     rotary.inv_freq = rope_inv_freq(spec, 0, placement.device_for("model.rotary_emb"))
@@ -74,6 +75,19 @@ def load_native(
     if left:  # every parameter must come from the checkpoint; plan() should make this unreachable
         raise IncompatibleCheckpointError(str(path), f"no weights were found for {', '.join(left[:8])}")
     return model
+
+
+def _check_tied_head(model: nn.Module, path: Path) -> None:
+    """A tied checkpoint that also stores its head must store a copy of the embedding."""
+    head, emb = model.lm_head.weight, model.model.embed_tokens.weight
+    if head.is_meta:
+        return
+    if not torch.equal(head, emb.to(head.device)):
+        raise IncompatibleCheckpointError(
+            str(path), "config.json sets tie_word_embeddings, but the checkpoint's output head "
+            "differs from its token embedding",
+            hint="Set tie_word_embeddings to false in config.json if the head is meant to be separate.",
+        )
 
 
 def _read_safetensors(fd: int, info: TensorInfo, rule: Rule) -> list[torch.Tensor]:

@@ -1,0 +1,124 @@
+"""Odd-but-valid checkpoints the runner must load correctly, and unsafe ones it must refuse clearly.
+
+Found in a review: tied checkpoints that still store their head, stray safetensors beside a
+single ``model.safetensors``, ``.bin`` shards that repeat a tensor, and ``.bin`` pickles that
+reference code (torch's own message advised ``weights_only=False``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from model_zoo.errors import CheckpointError, IncompatibleCheckpointError
+from model_zoo.runner.api import load
+from model_zoo.runner.checkpoint import find_weights
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _set_config(path: Path, **fields: object) -> None:
+    cfg = json.loads((path / "config.json").read_text())
+    cfg.update(fields)
+    (path / "config.json").write_text(json.dumps(cfg))
+
+
+@pytest.mark.parametrize(("arch", "emb", "head"), [
+    ("internlm2", "model.tok_embeddings.weight", "output.weight"),
+    ("internlm3", "model.embed_tokens.weight", "lm_head.weight"),
+])
+def test_tied_checkpoint_that_stores_its_head_loads_and_a_different_head_is_refused(
+    tiny_checkpoint, tmp_path: Path, arch: str, emb: str, head: str
+) -> None:
+    path = _copy(tiny_checkpoint(arch, shards=1, dtype="float32"), tmp_path / "ck")
+    _set_config(path, tie_word_embeddings=True)
+    sd = load_file(path / "model.safetensors")
+    sd[head] = sd[emb].clone()  # as torch.save of a tied model writes it
+    save_file(sd, str(path / "model.safetensors"), metadata={"format": "pt"})
+    runner = load(path, device="cpu")
+    assert runner.model.lm_head.weight is runner.model.model.embed_tokens.weight
+    assert torch.equal(runner.model.lm_head.weight, sd[emb])
+
+    sd[head] = sd[emb] + 1.0
+    save_file(sd, str(path / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(IncompatibleCheckpointError, match="tie_word_embeddings"):
+        load(path, device="cpu")
+
+
+def test_single_model_safetensors_ignores_other_safetensors_beside_it(tiny_checkpoint, tmp_path: Path) -> None:
+    path = _copy(tiny_checkpoint("internlm2", shards=1, dtype="float32"), tmp_path / "ck")
+    save_file({"base_model.lora_A.weight": torch.ones(2, 2)}, str(path / "adapter_model.safetensors"))
+    weights = find_weights(path)
+    assert [f.name for f in weights.files] == ["model.safetensors"]
+    assert "base_model.lora_A.weight" not in weights.tensors
+    load(path, device="cpu")
+
+
+def _bin_checkpoint(tiny_checkpoint, tmp_path: Path) -> tuple[Path, dict[str, torch.Tensor]]:
+    path = _copy(tiny_checkpoint("internlm", shards=1, dtype="float32"), tmp_path / "ck")
+    sd = load_file(path / "model.safetensors")
+    (path / "model.safetensors").unlink()
+    return path, sd
+
+
+def test_bin_shards_repeating_a_tensor_are_refused(tiny_checkpoint, tmp_path: Path) -> None:
+    path, sd = _bin_checkpoint(tiny_checkpoint, tmp_path)
+    names = sorted(sd)
+    half = len(names) // 2
+    torch.save({k: sd[k] for k in names[: half + 1]}, path / "pytorch_model-00001-of-00002.bin")
+    torch.save({k: sd[k] for k in names[half:]}, path / "pytorch_model-00002-of-00002.bin")
+    with pytest.raises(CheckpointError, match="appears in two shards"):
+        load(path, device="cpu")
+
+
+def test_bin_index_must_agree_with_the_shards(tiny_checkpoint, tmp_path: Path) -> None:
+    path, sd = _bin_checkpoint(tiny_checkpoint, tmp_path)
+    names = sorted(sd)
+    torch.save({k: sd[k] for k in names[:3]}, path / "pytorch_model-00001-of-00002.bin")
+    torch.save({k: sd[k] for k in names[3:]}, path / "pytorch_model-00002-of-00002.bin")
+    wrong = {k: "pytorch_model-00001-of-00002.bin" for k in names}  # claims all are in shard 1
+    (path / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": wrong}))
+    with pytest.raises(CheckpointError, match="index says it holds"):
+        load(path, device="cpu")
+
+
+class _RunsCode:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_bin_with_pickled_code_is_refused_without_running_it_or_advising_unsafe_loading(
+    tiny_checkpoint, tmp_path: Path
+) -> None:
+    path, sd = _bin_checkpoint(tiny_checkpoint, tmp_path)
+    marker = tmp_path / "code-ran"
+    torch.save({"hook": _RunsCode(marker), **sd}, path / "pytorch_model.bin")
+    with pytest.raises(IncompatibleCheckpointError) as info:
+        load(path, device="cpu")
+    assert not marker.exists()
+    msg = str(info.value)
+    assert "pytorch_model.bin" in msg and "system" in msg and "safetensors" in msg
+    assert "weights_only` set to `False`" not in msg and "will likely succeed" not in msg
+
+
+def test_single_bin_checkpoint_matches_its_safetensors_twin(tiny_checkpoint, tmp_path: Path) -> None:
+    src = tiny_checkpoint("internlm", shards=1, dtype="float32")
+    path, sd = _bin_checkpoint(tiny_checkpoint, tmp_path)
+    torch.save(sd, path / "pytorch_model.bin")
+    ids = torch.tensor([[1, 5, 9, 200, 17]])
+    with torch.inference_mode():
+        a = load(path, device="cpu").model(ids).logits
+        b = load(src, device="cpu").model(ids).logits
+    assert torch.equal(a, b)
