@@ -21,6 +21,7 @@ A ``.part`` without a readable sidecar is never trusted: it is discarded.
 from __future__ import annotations
 
 import bisect
+import glob
 import json
 import os
 from dataclasses import dataclass, field
@@ -137,12 +138,24 @@ def save_sidecar(sidecar: Path, state: Sidecar, *, fsync: bool = False) -> None:
     payload = json.dumps(state.to_json(), separators=(",", ":")).encode()
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        os.write(fd, payload)
-        if fsync:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, sidecar)
+        try:
+            view = memoryview(payload)
+            while view:  # a nearly full disk may take only part of it: never install half a sidecar
+                view = view[os.write(fd, view):]
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, sidecar)
+    except BaseException:
+        remove_quietly(tmp)  # the older sidecar stays, naming fewer bytes, which stays true
+        raise
+
+
+def remove_stale_temps(sidecar: Path) -> None:
+    """Remove sidecar temporaries that a killed process left (call holding the file's lock)."""
+    for tmp in sidecar.parent.glob(f"{glob.escape(sidecar.name)}.*.tmp"):
+        remove_quietly(tmp)
 
 
 def remove_quietly(*paths: Path) -> None:

@@ -13,7 +13,7 @@ from ..errors import DiskSpaceError, HashMismatchError, UsageError
 from . import progress as ev
 from .engine import COMPUTED_ONLY, VERIFIED_PUBLISHED, FileResult
 from .hashing import OrderedHasher
-from .partial import IntervalSet, Sidecar, load_sidecar, remove_quietly, save_sidecar
+from .partial import IntervalSet, Sidecar, load_sidecar, remove_quietly, remove_stale_temps, save_sidecar
 from .paths import make_parents
 from .state import ACTIVE, DEFERRED, DONE, FAILED, FINISHING, FileState, RunState
 
@@ -86,10 +86,12 @@ class StagingMixin(RunState):
         job = f.job
         sc = load_sidecar(f.paths.sidecar)
         keep = sc is not None and sc.matches(job.path, job.size, job.sha256)
+        on_disk = 0
         if keep:
             try:
                 st = os.lstat(f.paths.data)
                 keep = stat.S_ISREG(st.st_mode) and (job.size is None or st.st_size == job.size)
+                on_disk = st.st_size
             except FileNotFoundError:
                 keep = False
         if keep and job.sha256 is None and sc is not None and sc.etag:
@@ -104,7 +106,9 @@ class StagingMixin(RunState):
             os.ftruncate(f.fd, job.size)  # sparse: ENOSPC shows up at pwrite, handled there
         written = IntervalSet()
         if keep and sc is not None:
-            limit = job.size if job.size is not None else 1 << 62
+            # a sidecar never vouches for bytes past the end of the file it describes (an
+            # unknown-size partial cut short by a crash or by hand): those are fetched again
+            limit = on_disk if job.size is None else min(job.size, on_disk)
             for start, end in sc.written:
                 written.add(min(start, limit), min(end, limit))
             f.partial_sources = dict.fromkeys(sc.sources)
@@ -170,6 +174,7 @@ class StagingMixin(RunState):
         self._checkpoint(f, force=True)
 
     def _complete(self, f: FileState, digest: str, size: int, *, already_present: bool) -> None:
+        remove_stale_temps(f.paths.sidecar)
         lock_file = f.paths.lock
         remove_quietly(lock_file, lock_file.with_name(lock_file.name + ".owner"))
         if f.lock is not None:

@@ -1,0 +1,88 @@
+"""Review of the engine under odd partials and failures: sidecars that claim more than the
+partial holds, sidecar saves cut short by a full disk or a kill, and servers that misbehave."""
+
+from __future__ import annotations
+
+import errno
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from fixtures_engine import ENGINE_REPO, assert_tree_matches, fast_options, jobs_for
+
+from model_zoo.download.engine import FileJob, fetch
+from model_zoo.download.partial import Sidecar, load_sidecar, save_sidecar
+from model_zoo.download.paths import partial_paths
+from model_zoo.testing.hub_server import LocalHub
+
+pytestmark = pytest.mark.timeout(60)
+
+SHARD2 = "model-00002-of-00002.safetensors"
+
+
+def _unsized(jobs: list[FileJob]) -> list[FileJob]:
+    """The jobs as a hub that lists neither size nor sha256 would make them."""
+    return [FileJob(j.path, None, None, tuple(replace(c, size=None, sha256=None) for c in j.candidates), j.sources)
+            for j in jobs]
+
+
+def test_unknown_size_partial_shorter_than_its_sidecar_is_resumed_not_fatal(engine_hub: LocalHub,
+                                                                            tmp_path: Path) -> None:
+    """The sidecar names 500 kB but the partial holds 1000 bytes: keep those, fetch the rest."""
+    out = tmp_path / "out"
+    data = engine_hub.store.snapshot(ENGINE_REPO).files[SHARD2].real_path.read_bytes()
+    jobs = _unsized(jobs_for(engine_hub, paths=[SHARD2]))
+    pp = partial_paths(out, SHARD2)
+    pp.data.parent.mkdir(parents=True)
+    pp.data.write_bytes(data[:1000])
+    save_sidecar(pp.sidecar, Sidecar(SHARD2, None, None, jobs[0].candidates[0].etag, [(0, 500_000)], ["hf"]))
+    report = fetch(jobs, out, options=fast_options())
+    assert (out / SHARD2).read_bytes() == data
+    assert report.files[0].bytes_resumed == 1000
+    assert engine_hub.stats.bytes_served(path=SHARD2) == len(data) - 1000
+
+
+def test_sidecar_save_cut_short_by_a_full_disk_keeps_the_older_sidecar(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    sidecar = tmp_path / "f.part.json"
+    old = Sidecar("f", 100, None, None, [(0, 10)], ["hf"])
+    save_sidecar(sidecar, old)
+    real_write = os.write
+    calls = {"n": 0}
+
+    def nearly_full(fd: int, data: bytes) -> int:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return real_write(fd, memoryview(data)[:7])  # what fits, as write(2) does
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", nearly_full)
+    with pytest.raises(OSError):
+        save_sidecar(sidecar, Sidecar("f", 100, None, None, [(0, 50)], ["hf"]))
+    monkeypatch.setattr(os, "write", real_write)
+    assert load_sidecar(sidecar) == old  # not half a JSON document that discards every byte
+    assert [p.name for p in tmp_path.iterdir()] == ["f.part.json"]  # no temporary left behind
+
+
+def test_short_writes_still_save_the_whole_sidecar(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sidecar = tmp_path / "f.part.json"
+    real_write = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, memoryview(data)[:5]))
+    state = Sidecar("f", 100, None, None, [(0, 50), (60, 70)], ["hf"])
+    save_sidecar(sidecar, state)
+    monkeypatch.setattr(os, "write", real_write)
+    assert load_sidecar(sidecar) == state
+
+
+def test_sidecar_temporary_of_a_killed_run_is_removed_when_the_file_completes(engine_hub: LocalHub,
+                                                                             tmp_path: Path) -> None:
+    """kill -9 during a sidecar save leaves ``<sidecar>.<pid>.tmp``; the next run cleans it up."""
+    out = tmp_path / "out"
+    pp = partial_paths(out, SHARD2)
+    pp.data.parent.mkdir(parents=True)
+    stale = pp.sidecar.with_name(pp.sidecar.name + ".999999.tmp")
+    stale.write_text('{"format": "model-zoo-par')
+    fetch(jobs_for(engine_hub), out, options=fast_options())
+    assert not stale.exists()
+    assert_tree_matches(engine_hub, out)  # nothing but the model's files is left
