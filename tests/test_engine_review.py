@@ -86,3 +86,20 @@ def test_sidecar_temporary_of_a_killed_run_is_removed_when_the_file_completes(en
     fetch(jobs_for(engine_hub), out, options=fast_options())
     assert not stale.exists()
     assert_tree_matches(engine_hub, out)  # nothing but the model's files is left
+
+
+def test_unknown_size_partial_holding_every_byte_completes_without_refetching(engine_hub: LocalHub,
+                                                                             tmp_path: Path) -> None:
+    """A run killed between the last byte and the rename: the next asks ``bytes=N-`` and gets
+    416 (``bytes */N``), which means complete, not a failure that every later run repeats."""
+    out = tmp_path / "out"
+    data = engine_hub.store.snapshot(ENGINE_REPO).files[SHARD2].real_path.read_bytes()
+    jobs = _unsized(jobs_for(engine_hub, paths=[SHARD2]))
+    pp = partial_paths(out, SHARD2)
+    pp.data.parent.mkdir(parents=True)
+    pp.data.write_bytes(data)
+    save_sidecar(pp.sidecar, Sidecar(SHARD2, None, None, jobs[0].candidates[0].etag, [(0, len(data))], ["hf"]))
+    report = fetch(jobs, out, options=fast_options())
+    assert (out / SHARD2).read_bytes() == data
+    assert report.files[0].bytes_resumed == len(data) and report.files[0].bytes_downloaded == 0
+    assert engine_hub.stats.bytes_served(path=SHARD2) == 0

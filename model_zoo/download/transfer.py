@@ -68,6 +68,13 @@ class TransferMixin(RunState):
                 f.splittable = False
                 self.no_range.add(cand.source)
             return seg.pos, f.size
+        if status == 416 and f.size is None and seg.end is None and seg.pos > 0:
+            # an unknown-size partial that already holds every byte (the run ended before its
+            # rename): "bytes */N" with N where the partial ends means the file is complete
+            total = _content_range(resp.header("content-range"))[2]
+            if total == seg.pos:
+                self._learn_size(seg, total)
+                return 0, total
         raise status_error(status, resp.header("retry-after"))
 
     def _learn_size(self, seg: Segment, total: int | None) -> None:
