@@ -36,6 +36,17 @@ class AddedToken:
     rstrip: bool = False
 
 
+def _default_template(value: Any) -> str | None:
+    """``chat_template`` is a string, or a list of ``{name, template}`` where "default" is used."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        for entry in value:
+            if isinstance(entry, dict) and entry.get("name") == "default" and isinstance(entry.get("template"), str):
+                return str(entry["template"])
+    return None
+
+
 def _token_text(value: Any) -> str | None:
     if isinstance(value, dict):
         return value.get("content")
@@ -54,8 +65,7 @@ class InternLMTokenizer:
         self.sp = spm.SentencePieceProcessor(model_file=str(model_file))
         self.add_bos_token = bool(self.config.get("add_bos_token", True))
         self.add_eos_token = bool(self.config.get("add_eos_token", False))
-        self.chat_template: str | None = self.config.get("chat_template") if isinstance(
-            self.config.get("chat_template"), str) else None
+        self.chat_template: str | None = _default_template(self.config.get("chat_template"))
         self.added: dict[str, AddedToken] = {}
         for key, value in (self.config.get("added_tokens_decoder") or {}).items():
             tok = AddedToken(
@@ -63,8 +73,11 @@ class InternLMTokenizer:
                 lstrip=bool(value.get("lstrip", False)), rstrip=bool(value.get("rstrip", False)),
             )
             self.added[tok.content] = tok
-        for field in ("bos_token", "eos_token", "unk_token", "pad_token"):
-            text = _token_text(self.config.get(field))
+        # Configs saved before ``added_tokens_decoder`` existed list special tokens only here; the
+        # reference keeps each whole when it is a piece of the SentencePiece model.
+        extra = self.config.get("additional_special_tokens")
+        extra_texts = [_token_text(v) for v in extra] if isinstance(extra, list) else []
+        for text in [_token_text(self.config.get(f)) for f in ("bos_token", "eos_token", "unk_token", "pad_token")] + extra_texts:
             if text and text not in self.added:
                 piece_id = self.sp.piece_to_id(text)
                 if self.sp.id_to_piece(piece_id) == text:
@@ -105,6 +118,13 @@ class InternLMTokenizer:
             return cls(model, config)
         except (RuntimeError, OSError) as exc:
             raise IncompatibleCheckpointError(str(model), f"is not a SentencePiece model ({exc})") from None
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise IncompatibleCheckpointError(
+                str(path / "tokenizer_config.json"),
+                f"added_tokens_decoder is malformed ({type(exc).__name__}: {exc}); each entry must be "
+                '"<id>": {"content": "<text>", ...}',
+                hint="Restore tokenizer_config.json from the model's repository (pull the model again).",
+            ) from None
 
     def _special_id(self, field: str, fallback: int | None) -> int | None:
         text = _token_text(self.config.get(field))
