@@ -174,3 +174,16 @@ def test_malformed_added_tokens_decoder_is_a_clear_error(tiny_checkpoint, tmp_pa
     path = _edit_tokenizer_config(tiny_checkpoint("internlm2", shards=1), tmp_path / "ck", damage)
     with pytest.raises(IncompatibleCheckpointError, match="tokenizer_config.json.*added_tokens_decoder"):
         InternLMTokenizer.from_pretrained(path)
+
+
+@pytest.mark.parametrize("shard", ["../outside.safetensors", "/etc/hostname", None])
+def test_index_naming_a_file_outside_the_checkpoint_or_no_file_is_refused(
+    tiny_checkpoint, tmp_path: Path, shard: str | None
+) -> None:
+    path = _copy(tiny_checkpoint("internlm2", shards=2), tmp_path / "ck")
+    save_file({"x": torch.ones(1)}, str(tmp_path / "outside.safetensors"))
+    index = json.loads((path / "model.safetensors.index.json").read_text())
+    index["weight_map"]["model.norm.weight"] = shard
+    (path / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(CheckpointError, match="weight_map"):
+        find_weights(path)

@@ -123,7 +123,14 @@ def _index_files(root: Path, index_name: str) -> tuple[list[Path], dict[str, str
         weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
     except (OSError, ValueError, KeyError, TypeError):
         raise CheckpointError(str(index), "index is not valid JSON with a weight_map") from None
+    if not isinstance(weight_map, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()
+    ):
+        raise CheckpointError(str(index), "weight_map must map tensor names to file names")
     names = sorted(set(weight_map.values()))
+    for n in names:  # a shard is a file of this checkpoint, never a path elsewhere
+        if Path(n).is_absolute() or ".." in Path(n).parts or not n.strip():
+            raise CheckpointError(str(index), f"weight_map names {n!r}, which is not a file in {root}")
     files = [root / n for n in names]
     for f in files:
         if not f.is_file():
