@@ -14,6 +14,7 @@ from fixtures_engine import ENGINE_REPO, assert_tree_matches, fast_options, jobs
 from model_zoo.download.engine import FileJob, fetch
 from model_zoo.download.partial import Sidecar, load_sidecar, save_sidecar
 from model_zoo.download.paths import partial_paths
+from model_zoo.errors import ModelZooError
 from model_zoo.testing.hub_server import LocalHub
 
 pytestmark = pytest.mark.timeout(60)
@@ -103,3 +104,66 @@ def test_unknown_size_partial_holding_every_byte_completes_without_refetching(en
     assert (out / SHARD2).read_bytes() == data
     assert report.files[0].bytes_resumed == len(data) and report.files[0].bytes_downloaded == 0
     assert engine_hub.stats.bytes_served(path=SHARD2) == 0
+
+
+class _LyingRangeServer:
+    """Serves one file; every 206 names a Content-Range (or total) other than the bytes sent."""
+
+    def __init__(self, data: bytes, lie: str) -> None:
+        import http.server
+        import threading
+
+        outer = self
+        self.requests = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                outer.requests += 1
+                rng = self.headers.get("Range", "")
+                start_s, _, end_s = rng.removeprefix("bytes=").partition("-")
+                start = int(start_s or 0)
+                end = min(int(end_s) if end_s else len(data) - 1, len(data) - 1)
+                body = data[start:end + 1]
+                self.send_response(206)
+                named = (start + 4096, end, len(data)) if lie == "start" else (start, end, len(data) + 1)
+                self.send_header("Content-Range", "bytes %d-%d/%d" % named)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/file"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("lie", ["start", "total"])
+def test_206_with_a_wrong_content_range_falls_back_and_keeps_nothing_it_sent(engine_hub: LocalHub, tmp_path: Path,
+                                                                             lie: str) -> None:
+    from fixtures_engine import BIG
+
+    out = tmp_path / "out"
+    data = engine_hub.store.snapshot(ENGINE_REPO).files[BIG].real_path.read_bytes()
+    good = jobs_for(engine_hub, paths=[BIG])[0]
+    liar = _LyingRangeServer(data, lie)
+    try:
+        bad = replace(good.candidates[0], url=liar.url)
+        job = FileJob(BIG, good.size, good.sha256, (bad, good.candidates[0]), ("liar", "hf"))
+        report = fetch([job], out, options=fast_options())
+        alone = FileJob(BIG, good.size, good.sha256, (bad,), ("liar",))
+        with pytest.raises(ModelZooError) as info:
+            fetch([alone], tmp_path / "alone", options=fast_options())
+    finally:
+        liar.close()
+    assert (out / BIG).read_bytes() == data
+    assert report.files[0].bytes_by_source.get("liar", 0) == 0
+    assert report.files[0].fallbacks[0].from_source == "liar"
+    assert liar.requests >= 1
+    assert "liar" in str(info.value) and not (tmp_path / "alone" / BIG).exists()
