@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import http.client
 import socket
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -60,3 +63,76 @@ def test_manifest_endpoint_recorded_without_the_mirror_password(
 
 def test_safe_url_keeps_ipv6_brackets() -> None:
     assert safe_url("http://[::1]:8080/api?x=1") == "http://[::1]:8080/api"
+
+
+# ---------------------------------------------------------------- the local CDN is another origin
+
+GATE = "hf_gate_token_for_review"
+
+
+def _gated_redirect_hub(make_hub) -> LocalHub:
+    hub = make_hub(lfs_redirect=True)
+    hub.gate(SAMPLE_REPO, GATE)
+    return hub
+
+
+def _get(hub: LocalHub, url: str, headers: dict[str, str] | None = None) -> tuple[int, dict, bytes]:
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    try:
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        conn.request("GET", target, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, dict(resp.headers), resp.read()
+    finally:
+        conn.close()
+
+
+def test_lfs_redirect_points_at_a_signed_url_on_another_origin(make_hub, hub_root: Path) -> None:
+    hub = _gated_redirect_hub(make_hub)
+    data = (hub_root / SAMPLE_REPO / "tokenizer.model").read_bytes()
+    resolve = f"{hub.url}/{SAMPLE_REPO}/resolve/main/tokenizer.model"
+    assert _get(hub, resolve)[0] == 401  # the hub itself still wants the token
+    status, headers, _ = _get(hub, resolve, {"Authorization": f"Bearer {GATE}"})
+    assert status == 302
+    location = headers["Location"]
+    assert urlsplit(location).port == hub.cdn_port != hub.port
+    # Like a presigned URL: no token needed, and a token sent along is refused (S3 answers 400).
+    status, _, body = _get(hub, location)
+    assert (status, body) == (200, data)
+    assert _get(hub, location, {"Authorization": f"Bearer {GATE}"})[0] == 400
+    unsigned = location.split("?", 1)[0]
+    assert _get(hub, unsigned)[0] == 403
+    # The hub's own port does not serve the CDN paths.
+    assert _get(hub, hub.url + urlsplit(location).path)[0] == 404
+
+
+def test_adapter_and_engine_pull_a_gated_repo_behind_cdn_redirects(
+    make_hub, hub_root: Path, tmp_path: Path
+) -> None:
+    from model_zoo.download.engine import FileJob, fetch
+
+    hub = _gated_redirect_hub(make_hub)
+    env = {**hub.env(), "HF_TOKEN": GATE}
+    manifest = adapter_for("hf", load_settings(env)).manifest(SAMPLE_REPO)
+    jobs = [
+        FileJob(f.path, f.size, f.sha256, (f,), ("hf",)) for f in manifest.files
+    ]
+    fetch(jobs, tmp_path / "out")
+    for f in manifest.files:
+        assert (tmp_path / "out" / f.path).read_bytes() == (hub_root / SAMPLE_REPO / f.path).read_bytes()
+    cdn = [r for r in hub.stats.requests if r.url.startswith("/_cdn/")]
+    assert cdn and all(r.authorization is None and r.status in (200, 206) for r in cdn)
+
+
+def test_huggingface_hub_downloads_a_gated_repo_behind_cdn_redirects(
+    make_hub, hub_root: Path, tmp_path: Path
+) -> None:
+    from huggingface_hub import snapshot_download
+
+    hub = _gated_redirect_hub(make_hub)
+    out = Path(snapshot_download(SAMPLE_REPO, endpoint=hub.url, token=GATE, cache_dir=tmp_path / "c"))
+    for rel in ("tokenizer.model", "model-00001-of-00002.safetensors", "config.json"):
+        assert (out / rel).read_bytes() == (hub_root / SAMPLE_REPO / rel).read_bytes()
+    cdn = [r for r in hub.stats.requests if r.url.startswith("/_cdn/")]
+    assert cdn and all(r.authorization is None for r in cdn)

@@ -27,7 +27,11 @@ Routes (``{repo}`` is ``namespace/name``; every GET route also answers HEAD):
                GET /api/v1/file/{repo}/{rev}/media/{path}       bytes
   OpenXLab     POST <any prefix>/repository/getFileDownloadUrl  data.data.filePaths{path: {url,..}}
                GET /openxlab/file/{repo}/{commit}/{path}        bytes
-  (lfs_redirect) GET /_cdn/{protocol}/{repo}/{commit}/{path}   bytes behind HF / ModelScope 302s
+  (lfs_redirect) GET /_cdn/{protocol}/{repo}/{commit}/{path}?sig=  bytes behind HF / ModelScope
+                 302s, served on a second port (``cdn_url``): another origin, as the real CDNs
+                 are, so credentials must not follow the redirect. Like a presigned object-store
+                 URL it needs no token (the signature authorises it) and answers 400 to a
+                 request that carries ``Authorization`` anyway.
 
 All byte routes support ``Range: bytes=N-M`` / ``N-`` / ``-S`` (206 + Content-Range, 416 when
 unsatisfiable) and stream from disk in chunks (``sendfile`` when no fault or rate limit applies).
@@ -36,7 +40,10 @@ unsatisfiable) and stream from disk in chunks (``sendfile`` when no fault or rat
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
+import secrets
 import logging
 import socket
 import struct
@@ -120,9 +127,10 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 128
     hub: LocalHub
 
-    def __init__(self, addr: tuple[str, int], hub: LocalHub) -> None:
+    def __init__(self, addr: tuple[str, int], hub: LocalHub, *, cdn: bool = False) -> None:
         self.address_family = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
         self.hub = hub
+        self.cdn = cdn  # serves only the signed /_cdn/ URLs
         self._conns: set[socket.socket] = set()
         self._conns_lock = threading.Lock()
         super().__init__(addr, _Handler)
@@ -245,7 +253,9 @@ class _Handler(BaseHTTPRequestHandler):
         segs = [unquote(s) for s in split.path.split("/")[1:]]
         q = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
         m = ctx.method
-        if len(segs) >= 4 and segs[0] == "api" and segs[1] == "models" and m in ("GET", "HEAD"):
+        if self.server.cdn:
+            self._route_cdn(ctx, segs, q)
+        elif len(segs) >= 4 and segs[0] == "api" and segs[1] == "models" and m in ("GET", "HEAD"):
             self._route_hf_api(ctx, segs[2] + "/" + segs[3], segs[4:], q)
         elif len(segs) >= 5 and segs[:3] == ["api", "v1", "models"] and m in ("GET", "HEAD"):
             self._route_modelscope(ctx, segs[3] + "/" + segs[4], segs[5:], q)
@@ -259,20 +269,27 @@ class _Handler(BaseHTTPRequestHandler):
         elif len(segs) >= 5 and segs[2] == "resolve" and m in ("GET", "HEAD"):
             ctx.protocol = proto.HF
             self._serve_file(ctx, segs[0] + "/" + segs[1], segs[3], "/".join(segs[4:]))
-        elif (
-            len(segs) >= 6
-            and segs[0] == "_cdn"
-            and segs[1] in proto.PROTOCOLS
-            and m in ("GET", "HEAD")
-        ):
-            ctx.protocol = segs[1]
-            self._serve_file(
-                ctx, segs[2] + "/" + segs[3], segs[4], "/".join(segs[5:]), via_cdn=True
-            )
         elif segs == [""] and m in ("GET", "HEAD"):
             self._send_json(ctx, {"local_hub": True, "repos": len(self.hub.store.repo_ids())})
         else:
             raise _Reply(404, None, f"no such route: {m} {split.path}")
+
+    def _route_cdn(self, ctx: _Ctx, segs: list[str], q: dict[str, str]) -> None:
+        """The object store behind the LFS redirects: signed URLs, no hub credentials."""
+        if len(segs) < 6 or segs[0] != "_cdn" or segs[1] not in proto.PROTOCOLS:
+            raise _Reply(404, None, f"no such route: {ctx.method} {urlsplit(self.path).path}")
+        if ctx.method not in ("GET", "HEAD"):
+            raise _Reply(405, None, "the local CDN is read-only")
+        ctx.protocol = segs[1]
+        if "Authorization" in self.headers:
+            # What S3 / OSS answer when a presigned URL also gets an Authorization header:
+            # the client carried the hub's credentials across origins.
+            raise _Reply(400, "InvalidArgument", "only one auth mechanism allowed: a signed "
+                         "URL must not carry an Authorization header")
+        repo, commit, path = segs[2] + "/" + segs[3], segs[4], "/".join(segs[5:])
+        if not hmac.compare_digest(q.get("sig", ""), self.hub.cdn_signature(segs[1], repo, commit, path)):
+            raise _Reply(403, "AccessDenied", "missing or wrong signature")
+        self._serve_file(ctx, repo, commit, path, via_cdn=True)
 
     def _route_hf_api(self, ctx: _Ctx, repo: str, rest: list[str], q: dict[str, str]) -> None:
         ctx.protocol, ctx.kind = proto.HF, "api"
@@ -325,13 +342,16 @@ class _Handler(BaseHTTPRequestHandler):
         if sent != required:
             raise _Reply(403, "GatedRepo", f"{repo} is gated: the token sent has no access")
 
-    def _snapshot(self, ctx: _Ctx, repo: str, revision: str | None) -> Snapshot:
+    def _snapshot(
+        self, ctx: _Ctx, repo: str, revision: str | None, *, signed: bool = False
+    ) -> Snapshot:
         ctx.repo, ctx.revision = repo, revision
         try:
             check_repo_id(repo)
         except UnsafePath:
             raise _Reply(404, "RepoNotFound", f"repository {repo!r} not found") from None
-        self._check_access(ctx, repo)
+        if not signed:  # a signed CDN URL is its own authorisation
+            self._check_access(ctx, repo)
         self._status_fault(ctx)
         try:
             return self.hub.store.snapshot(repo, revision)
@@ -475,7 +495,7 @@ class _Handler(BaseHTTPRequestHandler):
         ctx.kind, ctx.path = "file", path
         if ctx.protocol == proto.OPENXLAB and revision in ("main", "master"):
             revision = "main"
-        snap = self._snapshot(ctx, repo, revision)
+        snap = self._snapshot(ctx, repo, revision, signed=via_cdn)
         entry = snap.files.get(path)
         if entry is None:
             fake = self.hub.faults.malicious_entries(self._request_info(ctx)).get(path)
@@ -517,9 +537,12 @@ class _Handler(BaseHTTPRequestHandler):
     def _redirect_to_cdn(self, ctx: _Ctx, snap: Snapshot, entry: FileEntry) -> None:
         """What the real hubs do for LFS files: 302 to a storage URL, metadata on the redirect."""
         headers = self._file_headers(snap, entry)
+        assert ctx.protocol is not None
+        sig = self.hub.cdn_signature(ctx.protocol, snap.repo_id, snap.commit, entry.path)
         headers["Location"] = (
-            f"{self._base_url()}/_cdn/{ctx.protocol}/{snap.repo_id}/{snap.commit}/"
+            f"{self._cdn_base_url()}/_cdn/{ctx.protocol}/{snap.repo_id}/{snap.commit}/"
             + quote(entry.path)
+            + f"?sig={sig}"
         )
         self._start(ctx, 302, "text/plain; charset=utf-8", 0, headers)
 
@@ -653,6 +676,13 @@ class _Handler(BaseHTTPRequestHandler):
         host = self.headers.get("Host")
         return f"http://{host}" if host else self.hub.url
 
+    def _cdn_base_url(self) -> str:
+        """The CDN's origin as this client reaches the hub: same host name, the CDN's port."""
+        host = urlsplit("//" + (self.headers.get("Host") or "")).hostname
+        if not host:
+            return self.hub.cdn_url
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.hub.cdn_port}"
+
     def _start(
         self, ctx: _Ctx, status: int, ctype: str, length: int, headers: Mapping[str, str]
     ) -> None:
@@ -739,6 +769,9 @@ class LocalHub:
         self._tokens_lock = threading.Lock()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self._cdn_server: _Server | None = None
+        self._cdn_thread: threading.Thread | None = None
+        self._cdn_key = secrets.token_bytes(16)
         self.stopping = threading.Event()
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -746,27 +779,35 @@ class LocalHub:
         if self._server is not None:
             return self
         self.stopping.clear()
-        self._server = _Server((self.host, self._port), self)
+        self._server, self._thread = self._serve((self.host, self._port), "local-hub", cdn=False)
         self._port = self._server.server_address[1]
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.1},
-            name="local-hub",
-            daemon=True,
-        )
-        self._thread.start()
+        self._cdn_server, self._cdn_thread = self._serve((self.host, 0), "local-hub-cdn", cdn=True)
         return self
+
+    def _serve(
+        self, addr: tuple[str, int], name: str, *, cdn: bool
+    ) -> tuple[_Server, threading.Thread]:
+        server = _Server(addr, self, cdn=cdn)
+        thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.1}, name=name, daemon=True
+        )
+        thread.start()
+        return server, thread
 
     def stop(self) -> None:
         server, self._server = self._server, None
         if server is None:
             return
         self.stopping.set()
-        server.shutdown()
-        server.close_connections()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        cdn, self._cdn_server = self._cdn_server, None
+        for srv in (server, cdn):
+            if srv is not None:
+                srv.shutdown()
+                srv.close_connections()
+                srv.server_close()
+        for thread in (self._thread, self._cdn_thread):
+            if thread is not None:
+                thread.join(timeout=5)
 
     def serve_forever(self) -> None:
         """Serve until KeyboardInterrupt, blocking the caller (``model-zoo serve-mirror``)."""
@@ -799,6 +840,20 @@ class LocalHub:
         if self.host in ("0.0.0.0", "::"):
             host = "127.0.0.1"
         return f"http://{host}:{self._port}"
+
+    @property
+    def cdn_port(self) -> int:
+        """The port of the CDN that LFS redirects point at (0 before ``start``)."""
+        return self._cdn_server.server_address[1] if self._cdn_server is not None else 0
+
+    @property
+    def cdn_url(self) -> str:
+        return self.url.rsplit(":", 1)[0] + f":{self.cdn_port}"
+
+    def cdn_signature(self, protocol: str, repo_id: str, commit: str, path: str) -> str:
+        """The ``sig`` that authorises one CDN URL (a stand-in for a presigned URL's)."""
+        msg = "\0".join((protocol, repo_id, commit, path)).encode()
+        return hmac.new(self._cdn_key, msg, hashlib.sha256).hexdigest()[:32]
 
     def endpoint(self, source: str) -> str:
         """The endpoint URL for a source key (every hub is served at the root URL)."""
