@@ -187,3 +187,29 @@ def test_index_naming_a_file_outside_the_checkpoint_or_no_file_is_refused(
     (path / "model.safetensors.index.json").write_text(json.dumps(index))
     with pytest.raises(CheckpointError, match="weight_map"):
         find_weights(path)
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("num_attention_heads", 0), ("max_position_embeddings", 0), ("max_position_embeddings", -5),
+    ("hidden_size", 0), ("num_hidden_layers", -1), ("rope_theta", 0), ("head_dim", -16),
+])
+def test_config_with_impossible_sizes_is_refused_naming_the_field(tiny_checkpoint, field: str, value: int) -> None:
+    from model_zoo.runner.config import spec_from_dict
+
+    cfg = json.loads((tiny_checkpoint("internlm2") / "config.json").read_text())
+    cfg[field] = value
+    with pytest.raises(IncompatibleCheckpointError, match=field):
+        spec_from_dict(cfg)
+
+
+def test_max_position_embeddings_of_one_still_matches_dynamic_ntk(tiny_checkpoint, tmp_path: Path) -> None:
+    # The smallest valid limit: every position past the first is scaled.
+    from test_runner_forward import Reference
+
+    path = _copy(tiny_checkpoint("internlm2", dtype="float32"), tmp_path / "ck")
+    _set_config(path, max_position_embeddings=1)
+    ids = torch.randint(3, 500, (1, 40), generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        ours = load(path, device="cpu").model(ids).logits
+    want, _, _ = Reference(path).forward(ids)
+    assert (ours - want).abs().max().item() < 1e-4

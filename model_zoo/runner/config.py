@@ -190,8 +190,21 @@ def spec_from_dict(raw: dict[str, Any], *, where: str = "config.json") -> ModelS
         )
     except KeyError as exc:
         raise IncompatibleCheckpointError(where, f"config.json lacks the field {exc.args[0]!r}") from None
+    except ZeroDivisionError:
+        raise IncompatibleCheckpointError(where, "config.json has num_attention_heads 0") from None
     except (TypeError, ValueError) as exc:
         raise IncompatibleCheckpointError(where, f"config.json has an unusable value ({exc})") from None
+    sizes = {"hidden_size": hidden, "intermediate_size": spec.intermediate_size, "num_hidden_layers": spec.num_layers,
+             "num_attention_heads": heads, "num_key_value_heads": kv_heads, "head_dim": head_dim,
+             "vocab_size": spec.vocab_size, "max_position_embeddings": spec.max_position_embeddings}
+    bad = [f"{k} {v}" for k, v in sizes.items() if v <= 0]
+    if spec.rope_theta <= 0 or spec.rms_norm_eps < 0:
+        bad.append(f"rope_theta {spec.rope_theta} / rms_norm_eps {spec.rms_norm_eps}")
+    if bad:
+        raise IncompatibleCheckpointError(
+            where, f"config.json has impossible values ({', '.join(bad)}); sizes must be positive",
+            hint="Restore config.json from the model's repository (pull the model again).",
+        )
     if heads % kv_heads:
         raise IncompatibleCheckpointError(
             where, f"num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}"
