@@ -213,3 +213,19 @@ def test_max_position_embeddings_of_one_still_matches_dynamic_ntk(tiny_checkpoin
         ours = load(path, device="cpu").model(ids).logits
     want, _, _ = Reference(path).forward(ids)
     assert (ours - want).abs().max().item() < 1e-4
+
+
+@pytest.mark.parametrize("extra", [{"step": 5}, {"model": {"w": torch.ones(1)}}])
+def test_bin_with_non_tensor_entries_is_refused_naming_the_entry(tiny_checkpoint, tmp_path: Path, extra: dict) -> None:
+    path, sd = _bin_checkpoint(tiny_checkpoint, tmp_path)
+    torch.save({**sd, **extra}, path / "pytorch_model.bin")
+    name = next(iter(extra))
+    with pytest.raises(IncompatibleCheckpointError, match=f"entry '{name}'"):
+        load(path, device="cpu")
+
+
+def test_empty_bin_says_the_file_may_be_empty(tiny_checkpoint, tmp_path: Path) -> None:
+    path, _ = _bin_checkpoint(tiny_checkpoint, tmp_path)
+    (path / "pytorch_model.bin").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="empty or truncated"):
+        load(path, device="cpu")

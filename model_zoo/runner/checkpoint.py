@@ -195,12 +195,24 @@ def _open_bin(file: Path) -> dict[str, torch.Tensor]:
         except pickle.UnpicklingError as exc:
             raise _unsafe_bin(file, exc) from None
         except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
-            raise CheckpointError(str(file), f"cannot be read as a PyTorch state dict ({exc})") from None
+            raise CheckpointError(str(file), f"cannot be read as a PyTorch state dict ({_why(exc)})") from None
     except Exception as exc:  # noqa: BLE001
-        raise CheckpointError(str(file), f"cannot be read as a PyTorch state dict ({exc})") from None
+        raise CheckpointError(str(file), f"cannot be read as a PyTorch state dict ({_why(exc)})") from None
     if not isinstance(obj, dict):
         raise CheckpointError(str(file), "is not a state dict")
+    import torch
+
+    for name, value in obj.items():
+        if not isinstance(value, torch.Tensor):
+            raise IncompatibleCheckpointError(
+                str(file), f"is not a flat state dict of tensors: entry {name!r} is a {type(value).__name__}",
+                hint="Save the model's state_dict() itself (tensor names to tensors), or use its safetensors release.",
+            )
     return obj
+
+
+def _why(exc: Exception) -> str:
+    return str(exc).strip() or f"{type(exc).__name__}; the file may be empty or truncated"
 
 
 def _unsafe_bin(file: Path, exc: Exception) -> IncompatibleCheckpointError:
