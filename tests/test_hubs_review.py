@@ -136,3 +136,30 @@ def test_huggingface_hub_downloads_a_gated_repo_behind_cdn_redirects(
         assert (out / rel).read_bytes() == (hub_root / SAMPLE_REPO / rel).read_bytes()
     cdn = [r for r in hub.stats.requests if r.url.startswith("/_cdn/")]
     assert cdn and all(r.authorization is None for r in cdn)
+
+
+# ---------------------------------------------------------------- non-latin-1 names in errors
+
+
+@pytest.mark.parametrize("source", ["hf", "modelscope", "modelers"])
+def test_missing_revision_named_in_chinese_is_revision_not_found(
+    source: str, local_hub: LocalHub
+) -> None:
+    from model_zoo.errors import RevisionNotFoundError
+
+    adapter = adapter_for(source, load_settings(local_hub.env()))
+    with pytest.raises(RevisionNotFoundError):
+        adapter.manifest(SAMPLE_REPO, "发布版")
+
+
+def test_missing_file_named_in_chinese_answers_404_to_huggingface_hub(
+    local_hub: LocalHub, tmp_path: Path
+) -> None:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    with pytest.raises(EntryNotFoundError):
+        hf_hub_download(SAMPLE_REPO, "权重.bin", endpoint=local_hub.url, cache_dir=tmp_path / "c")
+    status, headers, body = _get(local_hub, f"{local_hub.url}/{SAMPLE_REPO}/resolve/main/%E6%9D%83.bin")
+    assert status == 404 and headers["X-Error-Code"] == "EntryNotFound"
+    assert "权" in body.decode()  # the JSON body keeps the name whole

@@ -161,7 +161,9 @@ def hf_model_info(snap: Snapshot, entries: list[Entry], *, blobs: bool) -> dict[
 
 
 def hf_error(status: int, code: str | None, message: str) -> tuple[dict[str, Any], dict[str, str]]:
-    headers = {"X-Error-Message": message}
+    # Header values are latin-1 on the wire: a path or revision in another script (a Chinese
+    # file name) is escaped there, and kept whole in the JSON body.
+    headers = {"X-Error-Message": message.encode("ascii", "backslashreplace").decode("ascii")}
     if code:
         headers["X-Error-Code"] = code
     return {"error": message}, headers
