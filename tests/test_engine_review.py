@@ -15,6 +15,7 @@ from model_zoo.download.engine import FileJob, fetch
 from model_zoo.download.partial import Sidecar, load_sidecar, save_sidecar
 from model_zoo.download.paths import partial_paths
 from model_zoo.errors import ModelZooError
+from model_zoo.testing.faults import Fault
 from model_zoo.testing.hub_server import LocalHub
 
 pytestmark = pytest.mark.timeout(60)
@@ -167,3 +168,27 @@ def test_206_with_a_wrong_content_range_falls_back_and_keeps_nothing_it_sent(eng
     assert report.files[0].fallbacks[0].from_source == "liar"
     assert liar.requests >= 1
     assert "liar" in str(info.value) and not (tmp_path / "alone" / BIG).exists()
+
+
+@pytest.mark.parametrize("ignores_range", [False, True])
+def test_unknown_size_partial_longer_than_the_file_now_served_is_fetched_again(engine_hub: LocalHub,
+                                                                              tmp_path: Path,
+                                                                              ignores_range: bool) -> None:
+    """The file shrank since the interrupted run (no size or sha256 listed): the server answers
+    416 ``bytes */N`` (or 200 with N bytes) with N below the partial's end. Start again instead
+    of failing every run."""
+    if ignores_range:
+        engine_hub.faults.add(Fault.ignore_range(times=None))
+    out = tmp_path / "out"
+    data = engine_hub.store.snapshot(ENGINE_REPO).files[SHARD2].real_path.read_bytes()
+    jobs = _unsized(jobs_for(engine_hub, paths=[SHARD2]))
+    pp = partial_paths(out, SHARD2)
+    pp.data.parent.mkdir(parents=True)
+    old = b"an older, longer version " * 80_000
+    pp.data.write_bytes(old)
+    save_sidecar(pp.sidecar, Sidecar(SHARD2, None, None, jobs[0].candidates[0].etag, [(0, len(old))], ["hf"]))
+    report = fetch(jobs, out, options=fast_options())
+    assert (out / SHARD2).read_bytes() == data
+    f = report.files[0]
+    assert f.size == len(data) and f.bytes_resumed == 0 and f.bytes_downloaded == len(data)
+    assert f.sha256 == engine_hub.store.snapshot(ENGINE_REPO).files[SHARD2].sha256

@@ -75,6 +75,8 @@ class TransferMixin(RunState):
             if total == seg.pos:
                 self._learn_size(seg, total)
                 return 0, total
+            if total is not None and total < seg.pos:
+                self._restart_unsized(seg)
         raise status_error(status, resp.header("retry-after"))
 
     def _learn_size(self, seg: Segment, total: int | None) -> None:
@@ -84,11 +86,30 @@ class TransferMixin(RunState):
         if f.size is not None and total != f.size:
             raise TransferError(f"serves {total} bytes, expected {f.size}", retriable=False, kind="size")
         if f.size is None:
+            if total < seg.pos:
+                self._restart_unsized(seg)
             with self.cv:
                 f.size = total
                 if seg.end is None:
                     seg.end = total
             os.ftruncate(f.fd, total)
+
+    def _restart_unsized(self, seg: Segment) -> None:
+        """An unknown-size partial holds more bytes than the file now served, so it was another
+        version of it: forget its bytes and fetch the file from the start (one stream, no peers)."""
+        f = seg.file
+        assert f.hasher is not None
+        f.hasher.catch_up()  # the hashing thread must be idle before its state is reset
+        f.hasher.reset()
+        os.ftruncate(f.fd, 0)
+        with self.cv:
+            f.discarded += seg.pos
+            f.downloaded = f.resumed = 0
+            f.by_source.clear()
+            f.partial_sources.clear()
+            seg.pos = 0
+        raise TransferError("the partial file holds more bytes than the file now served (it changed "
+                            "since): fetching it again from the start", retriable=True, kind="protocol")
 
     def _stream(self, seg: Segment, cand: Candidate, resp: Any, buf: memoryview, skip: int,
                 body_end: int | None) -> None:
