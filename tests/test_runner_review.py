@@ -229,3 +229,13 @@ def test_empty_bin_says_the_file_may_be_empty(tiny_checkpoint, tmp_path: Path) -
     (path / "pytorch_model.bin").write_bytes(b"")
     with pytest.raises(CheckpointError, match="empty or truncated"):
         load(path, device="cpu")
+
+
+@pytest.mark.parametrize("bad", [1024, -3])
+def test_prompt_ids_outside_the_vocabulary_are_a_usage_error(tiny_checkpoint, bad: int) -> None:
+    from model_zoo.errors import UsageError
+
+    runner = load(tiny_checkpoint("internlm2"), device="cpu")
+    assert runner.spec.vocab_size == 1024
+    with pytest.raises(UsageError, match=rf"prompt 1 holds token id {bad}"):
+        runner.generate_ids([[1, 5], [1, bad]], max_new_tokens=2)

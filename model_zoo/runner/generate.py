@@ -117,6 +117,11 @@ def stream_ids(
     if empty is not None:
         raise UsageError(f"prompt {empty} has no tokens: every prompt needs at least one "
                          "(an empty prompt without bos has none).")
+    for i, p in enumerate(prompts):
+        bad = next((t for t in p if not 0 <= int(t) < vocab_size), None)
+        if bad is not None:
+            raise UsageError(f"prompt {i} holds token id {bad}, outside the model's vocabulary "
+                             f"(0..{vocab_size - 1}); encode prompts with this model's tokenizer.")
     ids, mask = left_pad(prompts, pad_id, device)
     batch = ids.shape[0]
     gen: torch.Generator | None = None
