@@ -239,3 +239,19 @@ def test_prompt_ids_outside_the_vocabulary_are_a_usage_error(tiny_checkpoint, ba
     assert runner.spec.vocab_size == 1024
     with pytest.raises(UsageError, match=rf"prompt 1 holds token id {bad}"):
         runner.generate_ids([[1, 5], [1, bad]], max_new_tokens=2)
+
+
+def test_chat_template_missing_from_tokenizer_config(tiny_checkpoint, tmp_path: Path) -> None:
+    from model_zoo.errors import UsageError
+
+    src = tiny_checkpoint("internlm2", shards=1)
+    path = _edit_tokenizer_config(src, tmp_path / "ck", lambda c: c.pop("chat_template"))
+    runner, reference = load(path, device="cpu"), load(src, device="cpu")
+    msgs = [{"role": "user", "content": "hi"}]
+    # the runner falls back to the family's ChatML template: same ids as the shipped template
+    assert runner.chat_ids(msgs) == reference.chat_ids(msgs)
+    assert runner.profile.stop_token_ids == reference.profile.stop_token_ids
+    # the bare tokenizer has no template to use: an error, not an empty rendering
+    with pytest.raises(UsageError, match="no chat template"):
+        runner.tokenizer.apply_chat_template(msgs, add_generation_prompt=True)
+    assert runner.tokenizer.apply_chat_template(msgs, template=runner.profile.template).endswith("hi<|im_end|>\n")

@@ -240,8 +240,14 @@ class InternLMTokenizer:
         """Render ``messages`` with the checkpoint's chat template (or the family default)."""
         from .chat import render_chat
 
+        template = template or self.chat_template
+        if not template:  # rendering "" would silently drop the whole conversation
+            raise UsageError(
+                "this tokenizer has no chat template (tokenizer_config.json has no chat_template); pass "
+                "template=..., e.g. runner.profile.template, which holds the model family's default."
+            )
         text = render_chat(
-            template or self.chat_template or "", messages,
+            template, messages,
             add_generation_prompt=add_generation_prompt,
             bos_token=self.id_to_token(self.bos_token_id) if self.bos_token_id is not None else "",
             eos_token=self.id_to_token(self.eos_token_id) if self.eos_token_id is not None else "",
