@@ -147,6 +147,22 @@ class RepoNotFoundError(HubError):
         )
 
 
+class RepoNotFoundOrPrivateError(RepoNotFoundError):
+    """Asked without a token, the hub will not say whether the repository is missing or private."""
+
+    def __init__(self, hub: str, repo_id: str, *, token_env: str | None, url: str | None = None) -> None:
+        how = f"set {token_env} to a token with access" if token_env else "log in to the hub"
+        HubError.__init__(
+            self,
+            f"{hub}: repository {repo_id!r} was not found, or it is private and no token was sent. "
+            f"Check the id; if it is private, {how}; or try another source with --source.",
+            hub=hub,
+            repo_id=repo_id,
+            token_env=token_env,
+            url=url,
+        )
+
+
 class RevisionNotFoundError(HubError):
     """The hub has the repository but not that commit or tag: the user's input to fix (exit 2)."""
 

@@ -163,3 +163,59 @@ def test_missing_file_named_in_chinese_answers_404_to_huggingface_hub(
     status, headers, body = _get(local_hub, f"{local_hub.url}/{SAMPLE_REPO}/resolve/main/%E6%9D%83.bin")
     assert status == 404 and headers["X-Error-Code"] == "EntryNotFound"
     assert "权" in body.decode()  # the JSON body keeps the name whole
+
+
+# ---------------------------------------------------------------- HF gated vs private, as on the Hub
+
+
+def test_hf_gated_repo_lists_publicly_and_gates_the_bytes(local_hub: LocalHub, tmp_path: Path) -> None:
+    from huggingface_hub import HfApi, hf_hub_download
+    from huggingface_hub.errors import GatedRepoError as HfGated
+
+    local_hub.gate(SAMPLE_REPO, GATE)
+    api = HfApi(endpoint=local_hub.url, token=False)
+    assert api.model_info(SAMPLE_REPO).gated == "manual"
+    assert any(e.path == "config.json" for e in api.list_repo_tree(SAMPLE_REPO, recursive=True))
+    with pytest.raises(HfGated):
+        hf_hub_download(SAMPLE_REPO, "config.json", endpoint=local_hub.url, token=False,
+                        cache_dir=tmp_path / "c")
+    path = hf_hub_download(SAMPLE_REPO, "config.json", endpoint=local_hub.url, token=GATE,
+                           cache_dir=tmp_path / "c")
+    assert Path(path).read_bytes().startswith(b"{")
+
+
+def test_hf_adapter_names_the_token_variable_for_a_gated_repo_before_any_download(
+    local_hub: LocalHub,
+) -> None:
+    from model_zoo.errors import GatedRepoError
+
+    local_hub.gate(SAMPLE_REPO, GATE)
+    with pytest.raises(GatedRepoError) as info:
+        adapter_for("hf", load_settings(local_hub.env())).manifest(SAMPLE_REPO)
+    assert info.value.token_env == "HF_TOKEN" and "HF_TOKEN" in str(info.value)
+    assert not local_hub.stats.file_requests()  # refused from the listing, no byte requested
+    manifest = adapter_for("hf", load_settings({**local_hub.env(), "HF_TOKEN": GATE})).manifest(SAMPLE_REPO)
+    assert manifest.files
+
+
+def test_hf_private_repo_without_a_token_says_it_may_be_private(local_hub: LocalHub) -> None:
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import RepositoryNotFoundError as HfNotFound
+
+    from model_zoo.errors import GatedRepoError, RepoNotFoundError, RepoNotFoundOrPrivateError
+
+    local_hub.gate(SAMPLE_REPO, GATE, private=True)
+    with pytest.raises(HfNotFound):  # what huggingface.co answers: 401 RepoNotFound
+        HfApi(endpoint=local_hub.url, token=False).model_info(SAMPLE_REPO)
+    with pytest.raises(RepoNotFoundOrPrivateError) as info:
+        adapter_for("hf", load_settings(local_hub.env())).manifest(SAMPLE_REPO)
+    assert isinstance(info.value, RepoNotFoundError) and info.value.exit_code == 4
+    assert "HF_TOKEN" in str(info.value) and info.value.token_env == "HF_TOKEN"
+    with pytest.raises(GatedRepoError):  # a wrong token: "Invalid credentials"
+        adapter_for("hf", load_settings({**local_hub.env(), "HF_TOKEN": "wrong"})).manifest(SAMPLE_REPO)
+    good = adapter_for("hf", load_settings({**local_hub.env(), "HF_TOKEN": GATE})).manifest(SAMPLE_REPO)
+    assert good.files
+    # A missing repository asked with a token is plainly not found.
+    with pytest.raises(RepoNotFoundError) as missing:
+        adapter_for("hf", load_settings({**local_hub.env(), "HF_TOKEN": GATE})).manifest("ns/absent")
+    assert not isinstance(missing.value, RepoNotFoundOrPrivateError)

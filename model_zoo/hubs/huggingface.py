@@ -30,6 +30,7 @@ from ..errors import (
     HubUnreachableError,
     OfflineError,
     RepoNotFoundError,
+    RepoNotFoundOrPrivateError,
     RevisionNotFoundError,
     UsageError,
 )
@@ -68,6 +69,7 @@ class HuggingFaceAdapter(AdapterBase):
         api = self._api()
         with self._mapped_errors(repo_id, rev, explicit=revision is not None):
             info = api.model_info(repo_id, revision=rev, timeout=self.timeout)
+            self._check_gate(repo_id, info)
             commit = getattr(info, "sha", None)
             if not isinstance(commit, str) or not is_commit_id(commit):
                 raise self.session.ctx.protocol(f"model info of {repo_id} has no 40-hex sha")
@@ -113,6 +115,15 @@ class HuggingFaceAdapter(AdapterBase):
             supports_range=True,
             etag=sha256 or (blob_id if isinstance(blob_id, str) and blob_id else None),
         )
+
+    def _check_gate(self, repo_id: str, info: Any) -> None:
+        """A gated repository lists its files to anyone but serves them only with a token:
+        without one, say so now (naming the variable) rather than fail on every file."""
+        if self._token or not getattr(info, "gated", False):
+            return
+        ctx = self.session.ctx
+        # 401 is what the hub answers for these files without a token.
+        raise GatedRepoError(ctx.hub, repo_id, token_env=ctx.token_env, status=401)
 
     def _within_deadline(self, work: Callable[[], list[Any]]) -> list[Any]:
         """Run ``work`` in a daemon thread; give up (unreachable) after ``listing_deadline``.
@@ -164,7 +175,11 @@ class HuggingFaceAdapter(AdapterBase):
             ) from None
         except hf.RevisionNotFoundError:
             raise RevisionNotFoundError(ctx.hub, repo_id, rev) from None
-        except (hf.RepositoryNotFoundError, hf.DisabledRepoError):
+        except hf.RepositoryNotFoundError as exc:
+            if _status(exc) == 401 and not self._token:  # HF's answer for private repos too
+                raise RepoNotFoundOrPrivateError(ctx.hub, repo_id, token_env=ctx.token_env) from None
+            raise RepoNotFoundError(ctx.hub, repo_id) from None
+        except hf.DisabledRepoError:
             raise RepoNotFoundError(ctx.hub, repo_id) from None
         except hf.HFValidationError:
             raise UsageError(f"{repo_id!r} is not a valid {ctx.hub} repository id") from None

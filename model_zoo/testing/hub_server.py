@@ -332,9 +332,19 @@ class _Handler(BaseHTTPRequestHandler):
         required = self.hub.token_for(repo)
         if required is None:
             return
+        private = self.hub.is_private(repo)
+        if ctx.protocol == proto.HF and ctx.kind == "api" and not private:
+            return  # HF shows a gated repository's metadata and file list to anyone
         auth = self.headers.get("Authorization", "")
         sent = auth[7:].strip() if auth.lower().startswith("bearer ") else auth.strip()
         sent = sent or _cookie(self.headers.get("Cookie", ""), "m_session_id") or ""
+        if ctx.protocol == proto.HF and private:
+            # HF does not tell a private repository from a missing one without a valid token.
+            if not sent:
+                raise _Reply(401, "RepoNotFound", "Repository Not Found")
+            if sent != required:
+                raise _Reply(401, None, "Invalid credentials in Authorization header")
+            return
         if not sent:
             raise _Reply(
                 401, "GatedRepo", f"{repo} is gated: send a token (Authorization: Bearer ...)"
@@ -393,7 +403,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _hf_info(self, ctx: _Ctx, repo: str, revision: str | None, q: dict[str, str]) -> None:
         snap = self._snapshot(ctx, repo, revision)
         blobs = q.get("blobs", "").lower() in ("1", "true")
-        self._send_json(ctx, proto.hf_model_info(snap, self._listing(ctx, snap), blobs=blobs))
+        info = proto.hf_model_info(snap, self._listing(ctx, snap), blobs=blobs)
+        if self.hub.token_for(repo) is not None:
+            private = self.hub.is_private(repo)
+            info.update(private=private, gated=False if private else "manual")
+        self._send_json(ctx, info)
 
     def _hf_tree(self, ctx: _Ctx, repo: str, revision: str, folder: str, q: dict[str, str]) -> None:
         snap = self._snapshot(ctx, repo, revision)
@@ -738,7 +752,8 @@ class LocalHub:
     ``bandwidth``: global limit in bytes/s; ``bandwidth_per_protocol``: {"hf": B/s, ...}
     (change later with ``.bandwidth.set(total, per_protocol)``).
     ``page_size``: entries per HuggingFace tree page (HF uses 1000; tests use small values).
-    ``tokens``: {repo_id: token} makes those repositories gated (401 without, 403 wrong token).
+    ``tokens``: {repo_id: token} makes those repositories gated (401 without, 403 wrong token;
+    see ``gate`` for what HuggingFace shows without one).
     ``lfs_redirect``: answer HuggingFace and ModelScope downloads of LFS files with a 302 to
     ``/_cdn/...`` (as the real hubs redirect to their CDN / object storage); the redirect
     carries X-Repo-Commit, X-Linked-Etag and X-Linked-Size. Changeable at runtime.
@@ -767,6 +782,7 @@ class LocalHub:
         self.lfs_redirect = lfs_redirect
         self._tokens: dict[str, str] = dict(tokens or {})
         self._tokens_lock = threading.Lock()
+        self._private: set[str] = set()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._cdn_server: _Server | None = None
@@ -881,17 +897,30 @@ class LocalHub:
         """Freeze the default branch of ``repo_id`` as tag ``tag``; returns its commit id."""
         return self.store.tag(repo_id, tag)
 
-    def gate(self, repo_id: str, token: str | None) -> None:
-        """Require ``token`` for ``repo_id`` (None lifts the requirement)."""
+    def gate(self, repo_id: str, token: str | None, *, private: bool = False) -> None:
+        """Require ``token`` for ``repo_id`` (None lifts the requirement).
+
+        Over the HuggingFace protocol, as on huggingface.co: a gated repository lists its
+        files to anyone (model info says ``gated: "manual"``) and wants the token for the
+        bytes (401/403 ``GatedRepo``); a ``private`` one answers every request without the
+        token with 401 ``RepoNotFound`` and a wrong token with 401 "Invalid credentials". The
+        other protocols want the token for every request either way.
+        """
         with self._tokens_lock:
             if token is None:
                 self._tokens.pop(repo_id, None)
+                self._private.discard(repo_id)
             else:
                 self._tokens[repo_id] = token
+                (self._private.add if private else self._private.discard)(repo_id)
 
     def token_for(self, repo_id: str) -> str | None:
         with self._tokens_lock:
             return self._tokens.get(repo_id)
+
+    def is_private(self, repo_id: str) -> bool:
+        with self._tokens_lock:
+            return repo_id in self._private
 
     # -- URLs for tests ------------------------------------------------------------------------
     def file_url(self, protocol: str, repo_id: str, path: str, revision: str | None = None) -> str:
