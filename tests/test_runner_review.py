@@ -255,3 +255,27 @@ def test_chat_template_missing_from_tokenizer_config(tiny_checkpoint, tmp_path: 
     with pytest.raises(UsageError, match="no chat template"):
         runner.tokenizer.apply_chat_template(msgs, add_generation_prompt=True)
     assert runner.tokenizer.apply_chat_template(msgs, template=runner.profile.template).endswith("hi<|im_end|>\n")
+
+
+def test_tied_head_runs_on_the_embeddings_device_when_layers_are_split(tiny_checkpoint, tmp_path: Path) -> None:
+    # Two distinct device names stand in for two GPUs (the bytes stay on the CPU either way);
+    # what matters is that the head is placed, and its input sent, where the tied weight lives.
+    from model_zoo.runner.config import read_config
+    from model_zoo.runner.devices import dispatch, plan_placement
+    from model_zoo.runner.loader import load_native
+
+    path = _copy(tiny_checkpoint("internlm3", shards=1, dtype="float32"), tmp_path / "ck")
+    _set_config(path, tie_word_embeddings=True)
+    sd = load_file(path / "model.safetensors")
+    del sd["lm_head.weight"]
+    save_file(sd, str(path / "model.safetensors"), metadata={"format": "pt"})
+    spec = read_config(path)
+    devices = (torch.device("cpu"), torch.device("cpu", 0))
+    placement = plan_placement({"embed": 10, "layer": 10, "final": 10}, spec.num_layers, devices)
+    assert placement.device_for("lm_head.weight") == devices[1]  # the split puts the head last
+    model = load_native(path, spec, placement, torch.float32)
+    assert placement.device_for("lm_head.weight") == placement.device_for("model.embed_tokens.weight")
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    dispatch(model, placement)
+    with torch.inference_mode():
+        assert model(torch.tensor([[1, 5, 9]])).logits.shape == (1, 3, spec.vocab_size)

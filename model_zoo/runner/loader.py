@@ -56,6 +56,10 @@ def load_native(
     weights = weights or find_weights(path)
     rules = plan(spec, {n: i.shape for n, i in weights.tensors.items()}, where=str(path))
     model = build_meta_model(spec, attn=attn, dtype=dtype)
+    if spec.tie_word_embeddings and not spec.is_reward:
+        # the head *is* the embedding: it runs where the embedding lives (a layer split would
+        # otherwise send the last hidden states to a device the tied weight is not on)
+        placement.module_devices["lm_head"] = placement.device_for("model.embed_tokens")
     def lazy(info: TensorInfo, rule: Rule) -> bool:
         return (not rule.blocks and torch_dtype(info) == dtype
                 and all(placement.device_for(t).type == "cpu" for t in rule.targets))
