@@ -219,3 +219,37 @@ def test_hf_private_repo_without_a_token_says_it_may_be_private(local_hub: Local
     with pytest.raises(RepoNotFoundError) as missing:
         adapter_for("hf", load_settings({**local_hub.env(), "HF_TOKEN": GATE})).manifest("ns/absent")
     assert not isinstance(missing.value, RepoNotFoundOrPrivateError)
+
+
+# ---------------------------------------------------------------- server error text
+
+
+NGINX_502 = (
+    "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad "
+    "Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+)
+
+
+@pytest.mark.parametrize("source", ["modelscope", "modelers", "openxlab"])
+@pytest.mark.parametrize(
+    ("body", "ctype", "shown"),
+    [
+        (NGINX_502, "text/html", "502 Bad Gateway"),
+        ('{"Code": 502, "Message": "upstream busy", "RequestId": "abc", "Success": false}',
+         "application/json", "upstream busy"),
+    ],
+)
+def test_server_errors_quote_what_the_server_said_not_its_markup(
+    source: str, body: str, ctype: str, shown: str, mock_hub
+) -> None:
+    import httpx
+
+    from model_zoo.errors import HubServerError
+
+    hub = mock_hub(lambda r: httpx.Response(502, text=body, headers={"content-type": ctype}))
+    settings = load_settings(_env_for("http://hub.example"))
+    with pytest.raises(HubServerError) as info:
+        adapter_for(source, settings, client=hub.client).manifest("ns/repo")
+    message = str(info.value)
+    assert f"HTTP 502: {shown}." in message
+    assert "<" not in message and "RequestId" not in message and TOKEN not in message

@@ -20,7 +20,9 @@ are loaded lazily by ``factory.adapter_for``.
 from __future__ import annotations
 
 import email.utils
+import json
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, NoReturn
@@ -211,11 +213,34 @@ class HubContext:
         raise RevisionNotFoundError(self.hub, repo_id, revision)
 
     def _body_hint(self, response: httpx.Response) -> str:
+        """What the server said, briefly: a JSON error's message, an HTML page's title."""
         try:
             text = response.text
         except (httpx.HTTPError, UnicodeDecodeError):
             return ""
-        return self.clean(text, 160)
+        return self.clean(_error_text(text), 160)
+
+
+_MESSAGE_KEYS = ("error", "message", "Message", "msg", "detail")
+
+
+def _error_text(body: str) -> str:
+    """The human part of an error body: the hubs' JSON message fields, or an HTML title."""
+    stripped = body.strip()
+    if stripped.startswith("{"):
+        try:
+            data = json.loads(stripped)
+        except ValueError:
+            return stripped
+        if isinstance(data, dict):
+            for key in _MESSAGE_KEYS:
+                if isinstance(data.get(key), str) and data[key].strip():
+                    return data[key]
+        return stripped
+    if stripped[:1] == "<":
+        title = re.search(r"<title[^>]*>(.*?)</title>", stripped, re.IGNORECASE | re.DOTALL)
+        return title.group(1).strip() if title else "an HTML page"
+    return stripped
 
 
 def send(
