@@ -192,3 +192,20 @@ def test_unknown_size_partial_longer_than_the_file_now_served_is_fetched_again(e
     f = report.files[0]
     assert f.size == len(data) and f.bytes_resumed == 0 and f.bytes_downloaded == len(data)
     assert f.sha256 == engine_hub.store.snapshot(ENGINE_REPO).files[SHARD2].sha256
+
+
+def test_directory_at_a_final_name_is_refused_before_any_byte_is_fetched(engine_hub: LocalHub,
+                                                                         tmp_path: Path) -> None:
+    """Was found only at the rename: the whole file was fetched, then the fetch failed."""
+    from fixtures_engine import BIG
+
+    from model_zoo.errors import UsageError
+
+    out = tmp_path / "out"
+    (out / BIG).mkdir(parents=True)
+    (out / BIG / "notes.txt").write_text("the user's")
+    with pytest.raises(UsageError) as info:
+        fetch(jobs_for(engine_hub), out, options=fast_options())
+    assert "is a directory" in str(info.value) and "Move that directory away" in str(info.value)
+    assert engine_hub.stats.bytes_served() == 0
+    assert (out / BIG / "notes.txt").read_text() == "the user's"

@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import UnsafePathError
+from ..errors import UnsafePathError, UsageError
 
 PARTIAL_DIR = ".model-zoo-partial"
 PART_SUFFIX = ".part"
@@ -99,6 +99,10 @@ def check_on_disk(target_dir: Path, path: str) -> Path:
     real_parent = os.path.realpath(final.parent)
     if os.path.commonpath([real_root, real_parent]) != real_root:
         raise UnsafePathError(path, "resolves outside the target directory")
+    mode = _lexists_kind(final)
+    if mode is not None and stat.S_ISDIR(mode):  # found before fetching the file, not after
+        raise UsageError(f"{final} is a directory; cannot put the file {path} there. Move that "
+                         "directory away (or pull into another directory) and run again.")
     return final
 
 
