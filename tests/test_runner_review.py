@@ -279,3 +279,16 @@ def test_tied_head_runs_on_the_embeddings_device_when_layers_are_split(tiny_chec
     dispatch(model, placement)
     with torch.inference_mode():
         assert model(torch.tensor([[1, 5, 9]])).logits.shape == (1, 3, spec.vocab_size)
+
+
+def test_awq_checkpoint_is_named_as_pre_quantized_not_as_missing_tensors(tiny_checkpoint, tmp_path: Path) -> None:
+    path = _copy(tiny_checkpoint("internlm2", shards=1, dtype="float16"), tmp_path / "ck")
+    _set_config(path, quantization_config={"quant_method": "awq", "bits": 4, "group_size": 128})
+    sd = load_file(path / "model.safetensors")
+    w = sd.pop("model.layers.0.feed_forward.w1.weight")
+    sd["model.layers.0.feed_forward.w1.qweight"] = torch.zeros(w.shape[1], w.shape[0] // 8, dtype=torch.int32)
+    sd["model.layers.0.feed_forward.w1.scales"] = torch.ones(1, w.shape[0], dtype=torch.float16)
+    save_file(sd, str(path / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(IncompatibleCheckpointError, match="awq checkpoint") as info:
+        load(path, device="cpu")
+    assert "qweight" in str(info.value) and "backend='vllm'" in str(info.value)

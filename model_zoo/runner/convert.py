@@ -177,6 +177,16 @@ def plan(spec: ModelSpec, shapes: dict[str, Shape], *, where: str) -> dict[str, 
     ]
     if bad_shapes:
         problems.append("; ".join(bad_shapes[:8]))
+    quant = spec.raw.get("quantization_config")
+    if problems and isinstance(quant, dict):
+        method = quant.get("quant_method") or quant.get("quant_type") or "pre-quantized"
+        raise IncompatibleCheckpointError(
+            where,
+            f"this is a {method} checkpoint (quantization_config in config.json, tensors such as "
+            f"{_listing(unexpected or missing, 3)}), which the native loader does not read",
+            hint="Load the unquantized release and pass quantization='8bit' or '4bit', or serve this one "
+            "with an engine that reads it (backend='vllm').",
+        )
     if problems:
         raise IncompatibleCheckpointError(
             where,
