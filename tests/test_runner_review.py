@@ -292,3 +292,17 @@ def test_awq_checkpoint_is_named_as_pre_quantized_not_as_missing_tensors(tiny_ch
     with pytest.raises(IncompatibleCheckpointError, match="awq checkpoint") as info:
         load(path, device="cpu")
     assert "qweight" in str(info.value) and "backend='vllm'" in str(info.value)
+
+
+def test_shard_holding_tensors_its_index_does_not_list_is_named(tiny_checkpoint, tmp_path: Path) -> None:
+    path = _copy(tiny_checkpoint("internlm2", shards=2), tmp_path / "ck")
+    index = json.loads((path / "model.safetensors.index.json").read_text())
+    shard = sorted(set(index["weight_map"].values()))[1]
+    sd = load_file(path / shard)
+    sd["model.layers.0.attention.rotary_emb.inv_freq"] = torch.ones(8)  # accounted for: skipped
+    save_file(sd, str(path / shard), metadata={"format": "pt"})
+    load(path, device="cpu")
+    sd["vision_tower.proj.weight"] = torch.ones(2, 2)
+    save_file(sd, str(path / shard), metadata={"format": "pt"})
+    with pytest.raises(IncompatibleCheckpointError, match=rf"unexpected tensor\(s\) vision_tower.proj.weight \(in {shard}\)"):
+        load(path, device="cpu")

@@ -151,7 +151,8 @@ def _listing(names: Iterable[str], limit: int = 8) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def plan(spec: ModelSpec, shapes: dict[str, Shape], *, where: str) -> dict[str, Rule]:
+def plan(spec: ModelSpec, shapes: dict[str, Shape], *, where: str,
+         files: dict[str, str] | None = None) -> dict[str, Rule]:
     """Check a checkpoint's ``{name: shape}`` against the architecture; return the rules to apply.
 
     Raises IncompatibleCheckpointError naming every missing, unexpected or mis-shaped tensor.
@@ -169,7 +170,9 @@ def plan(spec: ModelSpec, shapes: dict[str, Shape], *, where: str) -> dict[str, 
     if missing:
         problems.append(f"missing tensor(s) {_listing(missing)}")
     if unexpected:
-        problems.append(f"unexpected tensor(s) {_listing(unexpected)}")
+        holders = sorted({files[n] for n in unexpected if n in files}) if files else []
+        where_from = f" (in {', '.join(holders[:4])})" if holders else ""
+        problems.append(f"unexpected tensor(s) {_listing(unexpected)}{where_from}")
     bad_shapes = [
         f"{n} has shape {list(shapes[n])}, expected {list(rules[n].shape)}"
         for n in sorted(present & set(rules))

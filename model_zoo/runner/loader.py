@@ -40,7 +40,12 @@ def _assign(model: nn.Module, name: str, tensor: torch.Tensor) -> None:
 
 def check_weights(spec: ModelSpec, weights: WeightFiles) -> None:
     """Raise IncompatibleCheckpointError unless the tensors match the architecture exactly."""
-    plan(spec, {n: i.shape for n, i in weights.tensors.items()}, where=str(weights.root))
+    _plan(spec, weights, str(weights.root))
+
+
+def _plan(spec: ModelSpec, weights: WeightFiles, where: str) -> dict[str, Rule]:
+    return plan(spec, {n: i.shape for n, i in weights.tensors.items()}, where=where,
+                files={n: i.file.name for n, i in weights.tensors.items()})
 
 
 def load_native(
@@ -54,7 +59,7 @@ def load_native(
 ) -> nn.Module:
     """Build the native module for ``spec`` and load ``path``'s weights onto ``placement``."""
     weights = weights or find_weights(path)
-    rules = plan(spec, {n: i.shape for n, i in weights.tensors.items()}, where=str(path))
+    rules = _plan(spec, weights, str(path))
     model = build_meta_model(spec, attn=attn, dtype=dtype)
     if spec.tie_word_embeddings and not spec.is_reward:
         # the head *is* the embedding: it runs where the embedding lives (a layer split would
