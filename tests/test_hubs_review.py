@@ -253,3 +253,18 @@ def test_server_errors_quote_what_the_server_said_not_its_markup(
     message = str(info.value)
     assert f"HTTP 502: {shown}." in message
     assert "<" not in message and "RequestId" not in message and TOKEN not in message
+
+
+def test_hf_adapter_checks_a_gated_repos_token_once_from_the_listing(local_hub: LocalHub) -> None:
+    from model_zoo.errors import GatedRepoError
+
+    local_hub.gate(SAMPLE_REPO, GATE)
+    wrong = load_settings({**local_hub.env(), "HF_TOKEN": "not-granted"})
+    with pytest.raises(GatedRepoError) as info:
+        adapter_for("hf", wrong).manifest(SAMPLE_REPO)
+    assert info.value.status == 403 and "HF_TOKEN" in str(info.value)
+    assert SAMPLE_REPO in str(info.value) and "not-granted" not in str(info.value)
+    assert [r.method for r in local_hub.stats.file_requests()] == ["HEAD"]
+    local_hub.stats.reset()
+    good = adapter_for("hf", load_settings({**local_hub.env(), "HF_TOKEN": GATE})).manifest(SAMPLE_REPO)
+    assert good.files and [r.status for r in local_hub.stats.file_requests()] == [200]

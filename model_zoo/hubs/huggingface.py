@@ -82,6 +82,8 @@ class HuggingFaceAdapter(AdapterBase):
             for entry in entries
             if hasattr(entry, "blob_id")  # skips RepoFolder entries
         ]
+        if getattr(info, "gated", False) and files:
+            self._check_access(repo_id, files[0])
         return self.build_manifest(repo_id, rev, commit, files)
 
     def file_url(self, repo_id: str, commit: str, path: str) -> str:
@@ -124,6 +126,12 @@ class HuggingFaceAdapter(AdapterBase):
         ctx = self.session.ctx
         # 401 is what the hub answers for these files without a token.
         raise GatedRepoError(ctx.hub, repo_id, token_env=ctx.token_env, status=401)
+
+    def _check_access(self, repo_id: str, first: RemoteFile) -> None:
+        """With a token, a gated repository still lists its files when the token's account
+        has not been granted access: one HEAD tells, so the user hears which variable to fix
+        once instead of an "access refused" per file from the download."""
+        self.session.request("HEAD", first.url, repo_id=repo_id, follow_redirects=False)
 
     def _within_deadline(self, work: Callable[[], list[Any]]) -> list[Any]:
         """Run ``work`` in a daemon thread; give up (unreachable) after ``listing_deadline``.
