@@ -120,11 +120,17 @@ def test_gated_repository_needs_its_token(local_hub: LocalHub) -> None:
     assert status({}) == (401, "GatedRepo")
     assert status({"Authorization": "Bearer wrong"}) == (403, "GatedRepo")
     assert status({"Authorization": "Bearer s3cret"})[0] == 200
-    assert status({"Cookie": "m_session_id=s3cret"})[0] == 200  # ModelScope's session cookie
+    # HF wants "Bearer TOKEN"; ModelScope's session cookie counts only on ModelScope's routes.
+    assert status({"Authorization": "s3cret"}) == (401, "GatedRepo")
+    assert status({"Cookie": "m_session_id=s3cret"}) == (401, "GatedRepo")
+    url = f"/api/v1/models/{SAMPLE_REPO}/repo?Revision=master&FilePath=config.json"
+    assert status({"Cookie": "m_session_id=s3cret"})[0] == 200
     assert [r.authorization for r in local_hub.stats.file_requests()] == [
         None,
         "Bearer wrong",
         "Bearer s3cret",
+        "s3cret",
+        "s3cret",
         "s3cret",
     ]
     local_hub.gate(SAMPLE_REPO, None)

@@ -335,9 +335,16 @@ class _Handler(BaseHTTPRequestHandler):
         private = self.hub.is_private(repo)
         if ctx.protocol == proto.HF and ctx.kind == "api" and not private:
             return  # HF shows a gated repository's metadata and file list to anyone
-        auth = self.headers.get("Authorization", "")
-        sent = auth[7:].strip() if auth.lower().startswith("bearer ") else auth.strip()
-        sent = sent or _cookie(self.headers.get("Cookie", ""), "m_session_id") or ""
+        auth = self.headers.get("Authorization", "").strip()
+        bearer = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+        # What each hub's own client sends: HF and Modelers "Bearer TOKEN", ModelScope that or
+        # its m_session_id cookie, OpenXLab the bare JWT. Anything else counts as no token.
+        if ctx.protocol == proto.OPENXLAB:
+            sent = bearer or auth
+        elif ctx.protocol == proto.MODELSCOPE:
+            sent = bearer or _cookie(self.headers.get("Cookie", ""), "m_session_id") or ""
+        else:
+            sent = bearer
         if ctx.protocol == proto.HF and private:
             # HF does not tell a private repository from a missing one without a valid token.
             if not sent:
