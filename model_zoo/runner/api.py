@@ -305,11 +305,13 @@ def load(
     torch_dtype = resolve_dtype(dtype, devices[0])
     weights = find_weights(path)
     if quantization is not None:
-        from .quantize import quantize_decoder, require_bitsandbytes
+        from .quantize import MODES, quantize_decoder, require_bitsandbytes
 
-        require_bitsandbytes(quantization)
-        if len(devices) > 1 or devices[0].type != "cuda":
+        if quantization not in MODES:
+            raise UsageError(f"quantization {quantization!r} is not one of {', '.join(MODES)} (or None).")
+        if len(devices) > 1 or devices[0].type != "cuda":  # before the install advice: no GPU, no point
             raise UsageError(f"quantization={quantization!r} needs exactly one CUDA device; got {', '.join(map(str, devices))}.")
+        require_bitsandbytes(quantization)
         cpu = Placement((torch.device("cpu"),), {"": torch.device("cpu")})
         model = _load_native(path, spec, cpu, torch_dtype, attn, weights)
         model = quantize_decoder(model, quantization, devices[0], torch_dtype)
