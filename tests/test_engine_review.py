@@ -209,3 +209,31 @@ def test_directory_at_a_final_name_is_refused_before_any_byte_is_fetched(engine_
     assert "is a directory" in str(info.value) and "Move that directory away" in str(info.value)
     assert engine_hub.stats.bytes_served() == 0
     assert (out / BIG / "notes.txt").read_text() == "the user's"
+
+
+def test_a_run_that_ends_between_the_last_byte_and_the_rename_leaves_a_complete_sidecar(
+        engine_hub: LocalHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sidecar was saved only while bytes were missing (and otherwise about once a second),
+    so a run that stopped while finishing left one naming up to a second's bytes too few, and
+    the next run fetched them again (all of a small file fetched within that second)."""
+    from fixtures_engine import BIG
+
+    from model_zoo.download.staging import StagingMixin
+    from model_zoo.errors import LocalWriteError
+
+    out = tmp_path / "out"
+    size = engine_hub.store.snapshot(ENGINE_REPO).files[BIG].size
+
+    def crash(self: StagingMixin, f: object) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(StagingMixin, "_finish", crash)
+    with pytest.raises(LocalWriteError):
+        fetch(jobs_for(engine_hub, paths=[BIG]), out, options=fast_options(checkpoint_interval=60.0))
+    monkeypatch.undo()
+    sc = load_sidecar(partial_paths(out, BIG).sidecar)
+    assert sc is not None and sc.written == [(0, size)]
+    engine_hub.stats.reset()
+    report = fetch(jobs_for(engine_hub, paths=[BIG]), out, options=fast_options())
+    assert report.files[0].bytes_resumed == size and engine_hub.stats.bytes_served() == 0
+    assert report.files[0].sha256 == report.files[0].expected_sha256

@@ -331,8 +331,9 @@ class Run(TransferMixin, StagingMixin):
                 except TransferError as exc:
                     self._failed_request(seg, cand, exc)
         finally:
-            if f.size is None or f.hasher is None or f.hasher.gaps(f.size):
-                self._checkpoint(f, force=True)  # bytes still missing: record what is here
+            # record what is here, also when every byte is: a run that ends before the rename (a
+            # kill, a crash, a failure while finishing) then resumes with nothing to fetch
+            self._checkpoint(f, force=True)
             with self.cv:
                 f.segs.remove(seg)
                 src = f.cands[seg.cand].source
