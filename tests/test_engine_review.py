@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from fixtures_engine import ENGINE_REPO, assert_tree_matches, fast_options, jobs_for
+from fixtures_engine import ENGINE_REPO, assert_tree_matches, fast_options, jobs_for, sha256_of
 
 from model_zoo.download.engine import FileJob, fetch
 from model_zoo.download.partial import Sidecar, load_sidecar, save_sidecar
@@ -237,3 +237,22 @@ def test_a_run_that_ends_between_the_last_byte_and_the_rename_leaves_a_complete_
     report = fetch(jobs_for(engine_hub, paths=[BIG]), out, options=fast_options())
     assert report.files[0].bytes_resumed == size and engine_hub.stats.bytes_served() == 0
     assert report.files[0].sha256 == report.files[0].expected_sha256
+
+
+def test_a_file_name_near_the_255_byte_limit_is_fetched(engine_hub: LocalHub, tmp_path: Path) -> None:
+    """Its partial's name plus ``.part.json`` passed 255 bytes: 'File name too long', a
+    LocalWriteError for a file the hub serves and the disk can hold."""
+    from fixtures_engine import BIG
+
+    names = ["\u00e9" * 120 + "-a.bin", "\u00e9" * 120 + "-b.bin", "x" * 255]  # 246, 246 and 255 bytes
+    served = [BIG, SHARD2, "config.json"]
+    jobs = []
+    for name, job in zip(names, jobs_for(engine_hub, paths=served)):
+        jobs.append(FileJob(name, job.size, job.sha256, (replace(job.candidates[0], path=name),), job.sources))
+    out = tmp_path / "out"
+    report = fetch(jobs, out, options=fast_options())
+    assert len(report.files) == 3
+    for job in jobs:
+        assert sha256_of(out / job.path) == job.sha256
+    assert partial_paths(out, names[0]).data != partial_paths(out, names[1]).data
+    assert not (out / ".model-zoo-partial").exists()

@@ -133,9 +133,27 @@ class PartialPaths:
     lock: Path
 
 
+# The longest suffix the engine and its lock add to a partial's name is ".lock.stale-" + 32 hex
+# digits (44 bytes); names are at most 255 bytes, so longer names are shortened (see below).
+_PARTIAL_NAME_MAX = 255 - 48
+
+
+def _partial_name(name: str) -> str:
+    """``name``, or for a name too long to take the engine's suffixes, a shortened one that
+    stays unique (a prefix plus part of the name's sha256)."""
+    raw = name.encode("utf-8", "surrogatepass")
+    if len(raw) <= _PARTIAL_NAME_MAX:
+        return name
+    import hashlib
+
+    digest = hashlib.sha256(raw).hexdigest()[:20]
+    prefix = raw[: _PARTIAL_NAME_MAX - 21].decode("utf-8", "ignore")  # never half a character
+    return f"{prefix}~{digest}"
+
+
 def partial_paths(target_dir: Path, path: str) -> PartialPaths:
     segments = check_relpath(path)
-    base = Path(target_dir) / PARTIAL_DIR / Path(*segments)
+    base = Path(target_dir) / PARTIAL_DIR / Path(*segments[:-1], _partial_name(segments[-1]))
     return PartialPaths(
         final=Path(target_dir) / Path(*segments),
         data=base.with_name(base.name + PART_SUFFIX),
