@@ -22,12 +22,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from .download.plan import ProbeResult
 from .errors import ConfigError, ModelZooError
 from .hubs.catalog import HUBS, OPENXLAB_ORIGIN
-from .netaddr import is_loopback_url
+from .netaddr import is_loopback_url, redact_url
 
 # Distributions whose versions the report shows, in this order (None when not installed).
 PACKAGES: tuple[str, ...] = (
@@ -111,17 +111,6 @@ class DoctorReport:
 
 
 # ---------------------------------------------------------------- small pure helpers
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any user name and password replaced by ``***`` (proxy URLs carry them)."""
-    raw = url.strip()
-    parts = urlsplit(raw if "://" in raw else "http://" + raw)
-    if parts.username is None and parts.password is None:
-        return raw
-    host = parts.netloc.rpartition("@")[2]
-    shown = urlunsplit((parts.scheme, "***@" + host, parts.path, parts.query, parts.fragment))
-    return shown if "://" in raw else shown.split("://", 1)[1]
 
 
 def env_proxies(env: Mapping[str, str]) -> dict[str, str]:
@@ -314,7 +303,7 @@ def probe_hubs(
         reports.append(HubReport(
             source=key,
             title=info.title,
-            endpoint=settings.endpoint(key),
+            endpoint=redact_url(settings.endpoint(key)),  # shown and written to --json: no password
             endpoint_from=_endpoint_from(key, settings, env),
             token_env=token_env,
             token_vars=info.token_envs,

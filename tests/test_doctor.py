@@ -427,3 +427,12 @@ def test_gpu_line_shows_compute_capability() -> None:
     line = _gpu_line(gpu)
     assert "0: Tesla V100 31.7 GiB (compute capability 7.0)" in line
     assert "1: NVIDIA A100 79.2 GiB (compute capability 8.0)" in line
+
+
+def test_an_endpoint_s_password_is_never_reported(hub_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    url = hub_env["HF_ENDPOINT"].replace("http://", "http://alice:s3cret@")
+    monkeypatch.setenv("HF_ENDPOINT", url)
+    report = diagnose(check_gpu=False)
+    (hf,) = [h for h in report.hubs if h.source == "hf"]
+    assert "s3cret" not in hf.endpoint and "alice" not in hf.endpoint and hf.endpoint.startswith("http://***@")
+    assert "s3cret" not in json.dumps(report.to_dict(), default=str)

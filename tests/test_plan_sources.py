@@ -164,3 +164,11 @@ def test_probe_sources_parallel_within_budget() -> None:
     assert not probes["modelers"].ok and "no answer" in (probes["modelers"].error or "")
     entry = Entry("m", {k: f"ns/{k}" for k in adapters})
     assert keys(plan_sources(entry, settings(), probes)) == ["modelscope", "hf"]
+
+
+def test_the_plan_line_never_shows_a_mirror_password() -> None:
+    from model_zoo.download.plan import PlannedSource
+
+    plan = [PlannedSource("hf", "https://alice:s3cret@mirror.example/hf", "internlm/x", "named with --source")]
+    text = describe_plan(plan)
+    assert "s3cret" not in text and "alice" not in text and "***@mirror.example/hf" in text

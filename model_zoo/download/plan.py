@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from ..errors import NoSourceError, UsageError
 from ..hubs.catalog import OPENXLAB_ORIGIN, SOURCE_KEYS
+from ..netaddr import redact_url
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..settings import Settings
@@ -176,7 +177,8 @@ def describe_plan(plan: Sequence[PlannedSource], probes: Mapping[str, ProbeResul
     if not plan:
         return "no source"
     first = plan[0]
-    text = f"source {first.source} ({first.endpoint}, {first.repo_id}): {first.reason}"
+    # a mirror's user:password never reaches the terminal
+    text = f"source {first.source} ({redact_url(first.endpoint)}, {first.repo_id}): {first.reason}"
     if len(plan) > 1:
         text += "; then " + ", ".join(p.source for p in plan[1:])
     skipped = [p for p in (probes or {}).values() if not p.ok]
