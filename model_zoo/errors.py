@@ -184,7 +184,7 @@ class GatedRepoError(HubError):
     def __init__(self, hub: str, repo_id: str, *, token_env: str | None, status: int | None = None) -> None:
         how = f" Set {token_env} to a token with access" if token_env else " Log in to the hub"
         super().__init__(
-            f"{hub}: access to {repo_id!r} was refused (HTTP {status}).{how}, and accept the "
+            f"{hub}: access to {repo_id!r} was refused{f' (HTTP {status})' if status else ''}.{how}, and accept the "
             "model's terms on the hub's web page if it asks.",
             hub=hub,
             repo_id=repo_id,

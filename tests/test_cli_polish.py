@@ -213,3 +213,10 @@ def test_install_completion_writes_the_shell_file(tmp_path: Path) -> None:
     installed = tmp_path / ".bash_completions" / "model-zoo.sh"
     assert "_model_zoo_completion" in installed.read_text()
     assert str(installed) in (tmp_path / ".bashrc").read_text()
+
+
+def test_a_refusal_without_an_http_status_does_not_print_none() -> None:
+    """ModelScope and OpenXLab refuse inside a 200 answer: there is no status to show."""
+    message = errors.GatedRepoError("ModelScope", "org/model", token_env="MODELSCOPE_API_TOKEN").message
+    assert "None" not in message and "MODELSCOPE_API_TOKEN" in message
+    assert "(HTTP 403)" in errors.GatedRepoError("hf", "org/model", token_env=None, status=403).message
