@@ -256,3 +256,29 @@ def test_a_file_name_near_the_255_byte_limit_is_fetched(engine_hub: LocalHub, tm
         assert sha256_of(out / job.path) == job.sha256
     assert partial_paths(out, names[0]).data != partial_paths(out, names[1]).data
     assert not (out / ".model-zoo-partial").exists()
+
+
+@pytest.mark.parametrize("where", ["target", "above", "partial-folder"])
+def test_a_file_where_a_folder_belongs_is_a_local_write_error(engine_hub: LocalHub, tmp_path: Path,
+                                                               where: str) -> None:
+    """Was a NotADirectoryError traceback (target is a file), or an UnsafePathError blaming a
+    'remote path' named '.model-zoo-partial/.model-zoo-partial' (a file at the partial folder)."""
+    from model_zoo.download.paths import PARTIAL_DIR
+    from model_zoo.errors import LocalWriteError
+
+    if where == "target":
+        (tmp_path / "out").write_text("a file")
+        out, in_the_way = tmp_path / "out", tmp_path / "out"
+    elif where == "above":
+        (tmp_path / "f").write_text("a file")
+        out, in_the_way = tmp_path / "f" / "out", tmp_path / "f"
+    else:
+        out = tmp_path / "out"
+        out.mkdir()
+        in_the_way = out / PARTIAL_DIR
+        in_the_way.write_text("a file")
+    with pytest.raises(LocalWriteError) as info:
+        fetch(jobs_for(engine_hub), out, options=fast_options())
+    assert str(in_the_way if where != "above" else out) in str(info.value)
+    assert in_the_way.read_text() == "a file"
+    assert engine_hub.stats.file_requests() == [] or where == "partial-folder"

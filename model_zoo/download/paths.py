@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import UnsafePathError, UsageError
+from ..errors import LocalWriteError, UnsafePathError, UsageError
 
 PARTIAL_DIR = ".model-zoo-partial"
 PART_SUFFIX = ".part"
@@ -111,6 +111,13 @@ def validate_paths(target_dir: Path, paths: Iterable[str]) -> dict[str, Path]:
 
     Also refuses listings that name one path twice or use a path both as a file and as a folder.
     """
+    try:
+        if not stat.S_ISDIR(os.stat(target_dir).st_mode):
+            raise LocalWriteError(str(target_dir), "it is a file, not a directory")
+    except FileNotFoundError:
+        pass  # created when the first file is written
+    except NotADirectoryError:
+        raise LocalWriteError(str(target_dir), "a folder above it is a file") from None
     finals: dict[str, Path] = {}
     for path in paths:
         if path in finals:
@@ -173,9 +180,12 @@ def make_parents(root: Path, file_path: Path) -> None:
             os.mkdir(current)
         except FileExistsError:
             mode = os.lstat(current).st_mode
+            if stat.S_ISLNK(mode):
+                raise UnsafePathError(current.relative_to(root).as_posix(),
+                                      f"{current} is a symlink; refusing to write through it") from None
             if not stat.S_ISDIR(mode):
-                what = "a symlink" if stat.S_ISLNK(mode) else "not a directory"
-                raise UnsafePathError(str(rel / seg), f"{current} is {what}; refusing to write through it") from None
+                raise LocalWriteError(str(current), "a file is in the way of the folder model-zoo needs "
+                                      "there; move it away") from None
 
 
 def is_partial_artifact(rel_path: str) -> bool:
