@@ -97,6 +97,16 @@ def lock_mode(path: Path, env: dict[str, str] | None = None) -> str:
     return "lockfile" if is_network_fs(path.parent) else "flock"
 
 
+def _open_lock_file(path: Path, flags: int) -> int:
+    """``os.open`` that re-creates the folder once when it vanished meanwhile: a pull that ends
+    removes the empty folders of its partial area, which another pull may be about to lock in."""
+    try:
+        return os.open(path, flags, 0o644)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, flags, 0o644)
+
+
 class ProcessLock:
     """An exclusive lock shared by every process (and thread) that uses the same path.
 
@@ -185,7 +195,7 @@ class ProcessLock:
     def _try_flock(self) -> bool:
         import fcntl
 
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = _open_lock_file(self.path, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -230,7 +240,7 @@ class ProcessLock:
         body = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "token": token,
                            "since": time.time()})
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = _open_lock_file(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
         except FileExistsError:
             self._break_if_stale()
             return False
