@@ -309,3 +309,20 @@ def test_lock_taken_in_a_folder_another_pull_just_removed(tmp_path: Path, monkey
         assert (folder / "x.lock").exists()
     finally:
         lock.release()
+
+
+def test_disk_full_never_reports_a_negative_need(engine_hub: LocalHub, tmp_path: Path) -> None:
+    """A file of unknown size counted minus its written bytes: 'need -1000 B' on a full disk."""
+    from model_zoo.download.hashing import OrderedHasher
+    from model_zoo.download.partial import IntervalSet
+    from model_zoo.download.scheduler import Run
+
+    jobs = _unsized(jobs_for(engine_hub, paths=[SHARD2]))
+    run = Run(jobs, tmp_path, fast_options(), transport=None)  # type: ignore[arg-type]
+    fd = os.open(tmp_path / "p", os.O_RDWR | os.O_CREAT)
+    try:
+        run.files[0].hasher = OrderedHasher(fd, IntervalSet([(0, 1000)]))
+        error = run._disk_full_error()
+    finally:
+        os.close(fd)
+    assert error.needed == 0 and "need 0" in str(error)

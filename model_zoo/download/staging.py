@@ -242,8 +242,8 @@ class StagingMixin(RunState):
             f.lock = None
 
     def _disk_full_error(self) -> DiskSpaceError:
-        needed = sum(
-            (f.size or 0) - (f.hasher.written_total() if f.hasher else 0)
+        needed = sum(  # a file of unknown size counts nothing, not minus what it holds
+            max(0, (f.size or 0) - (f.hasher.written_total() if f.hasher else 0))
             for f in self.files if f.state not in (DONE, FAILED)
         )
         try:
