@@ -96,6 +96,14 @@ def test_other_4xx_is_not_retried_and_moves_on(engine_hub: LocalHub, out: Path, 
     assert report.files[0].sources == ("modelers",)
 
 
+def test_a_refusal_on_the_only_source_names_the_token_variable(engine_hub: LocalHub, out: Path) -> None:
+    engine_hub.faults.add(Fault.status(403, times=None, path=MID, protocol="hf"))
+    with pytest.raises(DownloadFailedError) as info:
+        fetch(jobs_for(engine_hub, paths=[MID], protocols=("hf",)), out, options=fast_options())
+    assert "HF_TOKEN" in str(info.value) and "None" not in str(info.value)
+    _no_final(out, MID)
+
+
 def test_unreachable_mirror_falls_back(engine_hub: LocalHub, out: Path) -> None:
     import socket
 

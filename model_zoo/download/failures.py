@@ -25,7 +25,11 @@ def error_for(f: FileState, cand: Candidate, exc: TransferError) -> ModelZooErro
     if exc.status == 429:
         return RateLimitedError(src, retry_after=exc.retry_after, url=url)
     if exc.status in (401, 403):
-        return GatedRepoError(src, f.job.path, token_env=None, status=exc.status)
+        from ..hubs.catalog import HUBS
+
+        info = HUBS.get(src)  # name the variable that would carry a token for this hub
+        token_env = info.token_envs[0] if info is not None and info.token_envs else None
+        return GatedRepoError(src, f.job.path, token_env=token_env, status=exc.status)
     if exc.status is not None and exc.status >= 500:
         return HubServerError(src, exc.status, url=url, detail=f"for {f.job.path}")
     if exc.status is not None or exc.kind == "protocol":
