@@ -28,6 +28,7 @@ from .download.plan import ProbeResult
 from .errors import ConfigError, ModelZooError
 from .hubs.catalog import HUBS, OPENXLAB_ORIGIN
 from .netaddr import is_loopback_url, redact_url
+from .units import human_size
 
 # Distributions whose versions the report shows, in this order (None when not installed).
 PACKAGES: tuple[str, ...] = (
@@ -142,10 +143,6 @@ def proxy_for(url: str, env: Mapping[str, str]) -> str | None:
     if not chosen or urllib.request.proxy_bypass_environment(parts.hostname or "", proxies):
         return None
     return redact_url(chosen)
-
-
-def _human_bytes(n: int) -> str:
-    return f"{n / 1e9:.1f} GB"
 
 
 # ---------------------------------------------------------------- gathering
@@ -459,7 +456,7 @@ def _store_findings(store: StoreReport | None) -> list[Finding]:
         out.append(Finding("error", "store", f"the store {store.path} is not writable.",
                            "Set MODEL_ZOO_HOME to a writable directory, or pull with --local-dir."))
     if store.free_bytes is not None and store.free_bytes < LOW_SPACE_BYTES:
-        out.append(Finding("warning", "store", f"only {_human_bytes(store.free_bytes)} free at {store.path} "
+        out.append(Finding("warning", "store", f"only {human_size(store.free_bytes)} free at {store.path} "
                            "(a 7B model in bf16 needs about 15.5 GB).",
                            "Free space (`model-zoo cache du`, `model-zoo cache rm NAME`), or set MODEL_ZOO_HOME "
                            "to a larger disk."))
