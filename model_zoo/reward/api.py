@@ -156,6 +156,7 @@ def load_reward(
         device=runner.device,
         max_tokens_per_batch=max_tokens_per_batch,
         runner=runner,
+        last_hidden=runner.last_hidden_states if runner.unpadded else None,
     )
     return RewardModel(
         scorer,

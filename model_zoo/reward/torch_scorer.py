@@ -3,6 +3,11 @@
 Right padding with an attention mask leaves every real position's hidden state unchanged under
 causal attention, so a sequence scores the same alone or in any batch; the score is read at each
 sequence's own last real position (where the reward token is).
+
+When the runner offers ``last_hidden`` (a single-device SDPA model: ``runner.unpadded``), the
+pass skips padding altogether: projections and MLPs run on real tokens only and the last layer
+only at each final position, so small, mixed-length batches (a reward server's) cost about what
+their tokens cost.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: ``backbone(input_ids, attention_mask) -> final hidden states [batch, time, hidden]``
 Backbone = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]
+#: ``last_hidden(sequences) -> final hidden state at each sequence's last token [batch, hidden]``
+LastHidden = Callable[[list[Sequence[int]]], "torch.Tensor"]
 
 
 class TorchScorer:
@@ -31,9 +38,11 @@ class TorchScorer:
         device: torch.device | str,
         max_tokens_per_batch: int | None = None,
         runner: Any = None,
+        last_hidden: LastHidden | None = None,
     ) -> None:
         self.runner = runner  # the loaded model behind ``backbone``, for callers that need it
         self.backbone = backbone
+        self.last_hidden = last_hidden
         self.v_head = v_head.detach().reshape(-1)  # [hidden]
         self.pad_token_id = pad_token_id
         self.device = device
@@ -60,18 +69,18 @@ class TorchScorer:
         return scores
 
     def _forward(self, seqs: list[Sequence[int]]) -> list[float]:
-        import torch
-
-        longest = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), longest), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), longest), dtype=torch.long)
-        for row, seq in enumerate(seqs):
-            ids[row, : len(seq)] = torch.as_tensor(list(seq), dtype=torch.long)
-            mask[row, : len(seq)] = 1
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        hidden = self.backbone(ids, mask)
-        last = mask.sum(dim=1) - 1
-        at_reward = hidden[torch.arange(len(seqs), device=hidden.device), last]
+        at_reward = self.last_hidden(seqs) if self.last_hidden is not None else self._padded_last_hidden(seqs)
         self.forward_passes += 1
         out = at_reward @ self.v_head.to(device=at_reward.device, dtype=at_reward.dtype)
         return [float(x) for x in out.float().cpu()]
+
+    def _padded_last_hidden(self, seqs: list[Sequence[int]]) -> torch.Tensor:
+        import torch
+
+        from ..runner.unpadded import right_pad
+
+        ids, mask = right_pad(seqs, self.pad_token_id)
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        hidden = self.backbone(ids, mask)
+        last = mask.sum(dim=1) - 1
+        return hidden[torch.arange(len(seqs), device=hidden.device), last]

@@ -109,6 +109,30 @@ class Runner:
             mask = attention_mask.to(self.device) if attention_mask is not None else None
             return decoder(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
 
+    @property
+    def unpadded(self) -> bool:
+        """Whether :meth:`last_hidden_states` can skip padding (one device, SDPA attention)."""
+        from .unpadded import supports_unpadded
+
+        return supports_unpadded(self.model.model, self.placement.devices)
+
+    def last_hidden_states(self, seqs: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Final hidden state ``[len(seqs), hidden]`` at each sequence's last token.
+
+        Computed without padding when :attr:`unpadded`, else from a right-padded batch.
+        """
+        with torch.inference_mode():
+            if self.unpadded:
+                from .unpadded import last_hidden_states
+
+                return last_hidden_states(self.model.model, seqs, self.device)
+            from .unpadded import right_pad
+
+            ids, mask = right_pad(seqs, self.pad_token_id)
+            hidden = self.hidden_states(ids, mask)
+            last = mask.sum(dim=1).to(hidden.device) - 1
+            return hidden[torch.arange(len(seqs), device=hidden.device), last]
+
     # ---------------------------------------------------------------- generation
 
     def settings(self, *, thinking: bool = False, **generation: Any) -> GenerationSettings:
