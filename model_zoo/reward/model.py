@@ -199,12 +199,18 @@ def score_unique(ids: Sequence[Sequence[int]], score: Callable[[list[list[int]]]
     conversation could score 1e-7 apart, and ``compare(x, x)`` or a tie in ``rank`` would then
     be decided by noise instead of by input order.
     """
+    distinct, where = unique_sequences(ids)
+    if len(distinct) == len(where):
+        return score(distinct)
+    scores = score(distinct)
+    return [scores[i] for i in where]
+
+
+def unique_sequences(ids: Sequence[Sequence[int]]) -> tuple[list[list[int]], list[int]]:
+    """``(distinct, where)``: each distinct sequence once, and for every input its index in it."""
     slots: dict[tuple[int, ...], int] = {}
     where = [slots.setdefault(tuple(seq), len(slots)) for seq in ids]
-    if len(slots) == len(where):
-        return score([list(seq) for seq in ids])
-    scores = score([list(seq) for seq in slots])
-    return [scores[i] for i in where]
+    return [list(seq) for seq in slots], where
 
 
 def check_vocabulary(batch: Sequence[Sequence[int]], vocab_size: int) -> None:

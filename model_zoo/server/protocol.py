@@ -1,7 +1,8 @@
 """The reward server's wire protocol: limits, JSON errors, and one function per route.
 
-Kept apart from the HTTP plumbing so every route can be read (and tested) as
-``dict in -> dict out``. Every refusal is an :class:`HTTPError` with a JSON body that names the
+Kept apart from the HTTP plumbing so every route reads as ``dict in -> dict out``: a route
+either answers at once or returns :class:`NeedsScores` (the token ids to score, and how to turn
+their scores into the answer), so the event loop never blocks on the model. Every refusal is an :class:`HTTPError` with a JSON body that names the
 field or the limit; nothing a client sends can turn into a 500.
 
 Routes (all JSON):
@@ -24,7 +25,7 @@ from typing import Any
 
 from ..errors import InputTooLongError, InvalidConversationError
 from ..reward.conversation import check_conversation, check_conversations, check_texts
-from ..reward.model import RewardModel, order_from_scores, ranks_from_scores, score_unique
+from ..reward.model import RewardModel, order_from_scores, ranks_from_scores, unique_sequences
 
 JSON = dict[str, Any]
 
@@ -70,16 +71,36 @@ def over_limit(limit: str, value: int, maximum: int, what: str, *, status: int =
     )
 
 
-Scorer = Callable[[list[list[int]]], list[float]]
+class NeedsScores:
+    """A route's answer once ``ids`` are scored: ``finish(scores)`` gives the JSON body.
+
+    Copies of one sequence in a request are scored once and share that score (see
+    ``score_unique``); ``ids`` holds the distinct sequences, ``finish`` takes their scores.
+    """
+
+    def __init__(self, ids: list[list[int]], finish: Callable[[list[float]], JSON]) -> None:
+        self.ids, where = unique_sequences(ids)
+        self._where = where
+        self._finish = finish
+
+    def finish(self, scores: list[float]) -> JSON:
+        return self._finish([scores[i] for i in self._where])
+
+
+Answer = JSON | NeedsScores
+
+
+def answer_now(answer: Answer, score: Callable[[list[list[int]]], list[float]]) -> JSON:
+    """Resolve an answer synchronously (tests, and callers without an event loop)."""
+    return answer.finish(score(answer.ids)) if isinstance(answer, NeedsScores) else answer
 
 
 class Routes:
-    """The route functions, bound to one model, the server's limits and the batching scheduler."""
+    """The route functions, bound to one model and the server's limits."""
 
-    def __init__(self, rm: RewardModel, limits: ServerLimits, score: Scorer, *, truncate: bool = False) -> None:
+    def __init__(self, rm: RewardModel, limits: ServerLimits, *, truncate: bool = False) -> None:
         self.rm = rm
         self.limits = limits
-        self.score: Scorer = lambda ids: score_unique(ids, score)  # copies in one request score alike
         self.truncate = truncate
         per_item = limits.max_tokens_per_item
         self.max_tokens = rm.max_length if per_item is None else min(per_item, rm.max_length)
@@ -113,31 +134,34 @@ class Routes:
                 "max_tokens_per_item", exc.fields["tokens"], self.max_tokens, f"tokens in {where}", field=where
             ) from None
 
-    def _score_conversations(self, body: JSON, key: str) -> list[float]:
+    def _conversation_ids(self, body: JSON, key: str) -> list[list[int]]:
         convs = self._items(body, key, check_conversations)
-        return self.score(self._encode(self.rm.encode_conversations, convs, key))
+        return self._encode(self.rm.encode_conversations, convs, key)
 
     # ------------------------------------------------------------------ routes
 
-    def get_reward(self, body: JSON) -> JSON:
+    def get_reward(self, body: JSON) -> Answer:
         texts = self._items(body, "query", check_texts)
         for key in ("prompts", "labels"):
             if body.get(key) is not None and not isinstance(body[key], list):
                 raise bad_request(key, f"must be a list when given, got {type(body[key]).__name__}")
         ids = self._encode(self.rm.encode_texts, texts, "query", strip_pad=True)
-        scores = self.score(ids)
-        return {"rewards": scores, "scores": scores, "extra_logs": {"num_tokens": [len(x) for x in ids]}}
+        lengths = [len(x) for x in ids]
+        return NeedsScores(ids, lambda scores: {"rewards": scores, "scores": scores,
+                                                "extra_logs": {"num_tokens": lengths}})
 
-    def score_route(self, body: JSON) -> JSON:
+    def score_route(self, body: JSON) -> Answer:
         has_conv, has_text = "conversations" in body, "texts" in body
         if has_conv == has_text:
             raise bad_request("conversations", 'give exactly one of "conversations" or "texts"')
         if has_text:
             texts = self._items(body, "texts", check_texts)
-            return {"scores": self.score(self._encode(self.rm.encode_texts, texts, "texts"))}
-        return {"scores": self._score_conversations(body, "conversations")}
+            ids = self._encode(self.rm.encode_texts, texts, "texts")
+        else:
+            ids = self._conversation_ids(body, "conversations")
+        return NeedsScores(ids, lambda scores: {"scores": scores})
 
-    def compare(self, body: JSON) -> JSON:
+    def compare(self, body: JSON) -> Answer:
         convs = []
         for key in ("a", "b"):
             if key not in body:
@@ -149,13 +173,14 @@ class Routes:
         ids = []
         for key, conv in zip(("a", "b"), convs):
             ids += self._encode(self.rm.encode_conversations, [conv], key, single=True)
-        sa, sb = self.score(ids)
-        return {"a_better": sa > sb, "scores": [sa, sb]}
+        return NeedsScores(ids, lambda scores: {"a_better": scores[0] > scores[1], "scores": scores})
 
-    def rank(self, body: JSON) -> JSON:
-        scores = self._score_conversations(body, "conversations")
-        order = order_from_scores(scores)
-        return {"ranks": ranks_from_scores(scores), "order": order, "best": order[0], "scores": scores}
+    def rank(self, body: JSON) -> Answer:
+        def ranked(scores: list[float]) -> JSON:
+            order = order_from_scores(scores)
+            return {"ranks": ranks_from_scores(scores), "order": order, "best": order[0], "scores": scores}
+
+        return NeedsScores(self._conversation_ids(body, "conversations"), ranked)
 
     def models(self) -> JSON:
         return {
@@ -171,7 +196,7 @@ class Routes:
             ],
         }
 
-    def post_routes(self) -> dict[str, Callable[[JSON], JSON]]:
+    def post_routes(self) -> dict[str, Callable[[JSON], Answer]]:
         return {
             "/get_reward": self.get_reward,
             "/v1/score": self.score_route,
