@@ -1,6 +1,6 @@
 """HTTP servers model-zoo runs for users: the reward server.
 
-``reward_server.RewardServer`` (stdlib HTTP, one thread per connection) in front of
+``reward_server.RewardServer`` (an asyncio event loop; ``http11`` parses requests) in front of
 ``scheduler.BatchScheduler`` (one thread owns the model and merges concurrent requests);
 ``protocol`` holds the routes, limits and JSON errors. ``model-zoo serve-reward`` runs it.
 """

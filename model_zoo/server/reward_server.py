@@ -52,6 +52,8 @@ class _Connection(asyncio.Protocol):
         self._head_end = 0  # where the current request's body starts in the buffer
         self._length = 0  # its body's length
         self._awaiting_body = False  # head read, body not complete yet
+        self._eof = False  # the client has finished sending (half-close)
+        self._announced = False  # told the scheduler a request is arriving (see BatchScheduler.arriving)
 
     # ---------------------------------------------------------------- asyncio callbacks
 
@@ -71,6 +73,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._withdraw()
         self.app._connections.discard(self)
         if self._timer is not None:
             self._timer.cancel()
@@ -84,7 +87,10 @@ class _Connection(asyncio.Protocol):
             self._body()
 
     def eof_received(self) -> bool:
-        return self.busy  # keep the write side open until the answer in progress is sent
+        # Keep the write side open until the answer being prepared is sent; a request whose
+        # body will never arrive ends here (returning False closes the transport).
+        self._eof = True
+        return self.busy and not self._awaiting_body
 
     # ---------------------------------------------------------------- request cycle
 
@@ -119,6 +125,10 @@ class _Connection(asyncio.Protocol):
         assert request is not None
         self._awaiting_body = len(self.buffer) - start < self._length
         if self._awaiting_body:
+            if request.method == "POST" and not self._announced:
+                # A batch forming now waits for this body (up to max_wait_s) instead of leaving without it.
+                self._announced = True
+                self.app.scheduler.arriving(+1)
             if not self._continue_sent and "100-continue" in request.headers.get("expect", "").lower():
                 self._continue_sent = True
                 self._write(CONTINUE)
@@ -135,11 +145,20 @@ class _Connection(asyncio.Protocol):
             self._answer(exc.status, exc.body(), exc.headers)
         except Exception as exc:  # noqa: BLE001 - a bug must still answer JSON, and be logged
             self._internal_error(exc)
+        finally:
+            self._withdraw()
+
+    def _withdraw(self) -> None:
+        """Take back an announcement that no submission consumed (refused, or the client left)."""
+        if self._announced:
+            self._announced = False
+            self.app.scheduler.arriving(-1)
 
     def _submit(self, pending: NeedsScores) -> None:
         app = self.app
+        announced, self._announced = self._announced, False
         try:
-            future = app.scheduler.submit(pending.ids)
+            future = app.scheduler.submit(pending.ids, announced=announced)
         except QueueFullError as exc:
             err = over_limit("max_queue", exc.waiting + len(pending.ids), exc.limit, "items waiting to be scored",
                              status=429)
@@ -178,7 +197,7 @@ class _Connection(asyncio.Protocol):
         if self.closed:
             return
         request = self._request
-        close = close or self.app.draining or request is None or not request.keep_alive
+        close = close or self._eof or self.app.draining or request is None or not request.keep_alive
         data = json.dumps(body, ensure_ascii=False).encode()
         if request is not None:
             log.debug("%s - %s %s %d", self.peer, request.method, request.target, status)

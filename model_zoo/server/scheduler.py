@@ -1,6 +1,6 @@
 """Dynamic batching: one thread owns the model and merges concurrent requests into shared batches.
 
-Request threads only tokenize and wait. The scheduler thread takes the oldest request, waits a
+The server's event loop tokenizes requests and submits their ids. The scheduler thread takes the oldest request, waits a
 short window (or until the batch is full, or the requests of the previous batch are all back) for
 more, scores everything gathered in one call to the
 scorer (which buckets by length), and hands each request its own slice back. While the model is
