@@ -253,3 +253,31 @@ def test_a_client_leaving_mid_body_does_not_hold_batches() -> None:
         assert httpx.post(srv.url + "/v1/score", json={"texts": ["x"]}, timeout=10).status_code == 200
         assert time.monotonic() - start < 2  # not max_wait_s
         assert srv.scheduler._arriving == 0
+
+
+def test_a_large_request_is_prepared_off_the_loop_so_health_stays_responsive() -> None:
+    from fixtures_reward import FAKE_PAD_ID, FAKE_REWARD_ID, RecordingScorer
+
+    from model_zoo.reward.model import RewardModel
+
+    class SlowCodec(CharCodec):
+        def encode(self, text: str) -> list[int]:
+            if len(text) > 50_000:
+                time.sleep(1.5)  # a tokenizer working through a very large request
+            return super().encode(text)
+
+    rm = RewardModel(RecordingScorer(), SlowCodec(), reward_token_id=FAKE_REWARD_ID, max_length=10**6,
+                     pad_token_id=FAKE_PAD_ID, name="slow")
+    big = "b" * 100_000
+    assert len(json.dumps({"texts": [big]})) > reward_server.INLINE_BODY_BYTES
+    with RewardServer(rm, limits=ServerLimits(max_request_bytes=10**7)) as srv:
+        result: dict[str, httpx.Response] = {}
+        t = threading.Thread(target=lambda: result.setdefault(
+            "r", httpx.post(srv.url + "/v1/score", json={"texts": [big]}, timeout=30)))
+        t.start()
+        time.sleep(0.3)  # the big request is being tokenized
+        start = time.monotonic()
+        assert httpx.get(srv.url + "/health", timeout=5).status_code == 200
+        assert time.monotonic() - start < 0.5
+        t.join(30)
+    assert result["r"].status_code == 200 and result["r"].json() == {"scores": [score_of(big)]}

@@ -19,7 +19,7 @@ import json
 import logging
 import socket
 import threading
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from ..errors import UsageError
@@ -32,6 +32,7 @@ log = logging.getLogger("model_zoo.server")
 
 API_KEY_ENV = "MODEL_ZOO_API_KEY"
 LOOPBACK = "127.0.0.1"
+INLINE_BODY_BYTES = 64 * 1024  # larger request bodies are parsed and tokenized on a helper thread
 IDLE_TIMEOUT_S = 60.0  # a client may idle on a connection, or take this long between bytes of a request
 
 
@@ -135,16 +136,41 @@ class _Connection(asyncio.Protocol):
             return
         raw = bytes(self.buffer[start : start + self._length])
         del self.buffer[: start + self._length]
+        route = self._route
+        prepare = route if request.method == "GET" else (lambda: route(_json_object(raw)))
+        if len(raw) > INLINE_BODY_BYTES:
+            # Parsing and tokenizing a large request takes a while: do it off the loop, so that
+            # other connections (health probes included) are answered meanwhile.
+            loop = self.app._loop
+            pending = self.app._prepare_pool.submit(prepare)
+            pending.add_done_callback(lambda f: loop.call_soon_threadsafe(self._prepared, f))
+            return
         try:
-            answer = self._route() if request.method == "GET" else self._route(_json_object(raw))
+            answer = prepare()
+        except Exception as exc:  # noqa: BLE001 - sorted out in _settle
+            self._settle(None, exc)
+        else:
+            self._settle(answer, None)
+
+    def _prepared(self, future: Future[Any]) -> None:
+        exc = future.exception()
+        self._settle(None if exc is not None else future.result(), exc)
+
+    def _settle(self, answer: Any, exc: BaseException | None) -> None:
+        """Answer, or hand the token ids to the scheduler; every error becomes a JSON answer."""
+        try:
+            if self.closed:
+                return
+            if exc is not None:
+                raise exc
             if isinstance(answer, NeedsScores):
                 self._submit(answer)
                 return
             self._answer(200, answer)
-        except HTTPError as exc:
-            self._answer(exc.status, exc.body(), exc.headers)
-        except Exception as exc:  # noqa: BLE001 - a bug must still answer JSON, and be logged
-            self._internal_error(exc)
+        except HTTPError as err:
+            self._answer(err.status, err.body(), err.headers)
+        except Exception as err:  # noqa: BLE001 - a bug must still answer JSON, and be logged
+            self._internal_error(err)
         finally:
             self._withdraw()
 
@@ -332,6 +358,7 @@ class RewardServer:
         except (OSError, OverflowError) as exc:
             raise _cannot_listen(host, port, exc) from None
         self._address = sock.getsockname()
+        self._prepare_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="reward-prepare")
         self._loop = asyncio.new_event_loop()
         self._server = self._loop.run_until_complete(
             self._loop.create_server(lambda: _Connection(self), sock=sock, backlog=1024)
@@ -381,6 +408,7 @@ class RewardServer:
             self._server.close()
         if not self._loop.is_running():
             self._loop.close()
+        self._prepare_pool.shutdown(wait=False)
         self.scheduler.close(timeout)
 
     async def _drain(self, timeout: float) -> None:
