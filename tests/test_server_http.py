@@ -119,7 +119,12 @@ def test_connection_close_http10_and_keep_alive(server: RewardServer) -> None:
         (b"POST /v1/score HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", 400),
         (b"POST /v1/score HTTP/1.1\r\nContent-Length: -3\r\n\r\n", 400),
         (b"POST /v1/score HTTP/1.1\r\nContent-Length: 9999999\r\n\r\n", 413),
+        (b"POST /v1/score HTTP/1.1\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n", 413),  # past int()'s digits
+        (b"GET /health HTTP/1.1\r\nContent-Length: " + b"1" * 5000 + b"\r\n\r\n", 413),
         (b"POST /v1/score HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 411),
+        # any other coding frames the body too: its bytes must not be read as the next request
+        (b"POST /v1/score HTTP/1.1\r\nTransfer-Encoding: identity\r\n\r\nGET /nope HTTP/1.1\r\n\r\n", 411),
+        (b"GET /health HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1f\r\nGET /nope HTTP/1.1\r\n\r\n", 411),
     ],
 )
 def test_malformed_or_unframeable_requests_get_a_json_error_and_a_close(server: RewardServer, raw: bytes, status: int) -> None:
@@ -281,3 +286,144 @@ def test_a_large_request_is_prepared_off_the_loop_so_health_stays_responsive() -
         assert time.monotonic() - start < 0.5
         t.join(30)
     assert result["r"].status_code == 200 and result["r"].json() == {"scores": [score_of(big)]}
+
+
+def test_a_get_with_a_body_does_not_smuggle_its_body_in_as_a_request(server: RewardServer) -> None:
+    hidden = b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"
+    with connect(server) as s:
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(hidden) + hidden
+                  + b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
+        buf = bytearray()
+        assert read_response(s, buf)[0] == 200
+        status, _, body = read_response(s, buf)  # the next request is /v1/models, not the body's /nope
+        assert status == 200 and json.loads(body)["data"][0]["id"] == "fake-reward"
+
+
+def test_pipelined_requests_then_half_close_are_all_answered(server: RewardServer) -> None:
+    with connect(server) as s:
+        s.sendall(b"".join(post("/v1/score", {"texts": [f"h{i}"]}) for i in range(3)))
+        s.shutdown(socket.SHUT_WR)
+        buf = bytearray()
+        for i in range(3):
+            status, headers, body = read_response(s, buf)
+            assert status == 200 and json.loads(body) == {"scores": [score_of(f"h{i}")]}
+        assert headers.get("connection") == "close" and closed_by_server(s)
+
+
+def test_half_close_after_a_partial_pipelined_request_closes_without_waiting(server: RewardServer) -> None:
+    with connect(server) as s:
+        s.sendall(post("/v1/score", {"texts": ["a"]}) + post("/v1/score", {"texts": ["b"]})[:-4])
+        s.shutdown(socket.SHUT_WR)
+        assert read_response(s, bytearray())[0] == 200
+        assert closed_by_server(s, timeout=3)
+
+
+def test_http10_keep_alive_is_confirmed_and_the_connection_reused(server: RewardServer) -> None:
+    with connect(server) as s:
+        buf = bytearray()
+        for _ in range(2):
+            s.sendall(b"GET /health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            status, headers, _ = read_response(s, buf)
+            assert status == 200 and headers["connection"].lower() == "keep-alive"
+        s.sendall(b"GET /health HTTP/1.0\r\n\r\n")  # no keep-alive asked: closed after the answer
+        status, headers, _ = read_response(s, buf)
+        assert status == 200 and headers["connection"] == "close" and closed_by_server(s)
+
+
+def test_empty_lines_before_a_request_are_ignored(server: RewardServer) -> None:
+    with connect(server) as s:
+        s.sendall(post("/v1/score", {"texts": ["x"]}) + b"\r\n" + b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        buf = bytearray()
+        assert read_response(s, buf)[0] == 200
+        assert read_response(s, buf)[0] == 200
+
+
+def test_a_client_pipelining_faster_than_it_is_answered_is_held_back() -> None:
+    gate = threading.Event()
+    limits = ServerLimits(max_request_bytes=4000)
+    with RewardServer(make_fake_rm(gate=gate), limits=limits, wait_s=0) as srv, connect(srv) as s:
+        s.sendall(post("/v1/score", {"texts": ["first"]}))
+        time.sleep(0.1)
+        s.settimeout(1)
+        sent = 0
+        with pytest.raises(TimeoutError):  # the server stops reading: the send blocks
+            while sent < 200_000_000:
+                s.sendall(b"X" * 1_000_000)
+                sent += 1_000_000
+        (conn,) = srv._connections
+        assert len(conn.buffer) < 1_000_000, "pipelined bytes piled up in the server's memory"
+        gate.set()
+        assert read_response(s, bytearray())[0] == 200
+
+
+def test_requests_nobody_waits_for_are_not_scored() -> None:
+    """A request whose client left, or that timed out, is dropped from the queue, not run on the model."""
+    gate = threading.Event()
+    rm = make_fake_rm(gate=gate)
+    with RewardServer(rm, request_timeout=0.5, wait_s=0) as srv, connect(srv) as busy:
+        busy.sendall(post("/v1/score", {"texts": ["running"]}))
+        assert rm.scorer.started.wait(10)  # the model is busy with this one; the next ones queue
+        gone = connect(srv)
+        gone.sendall(post("/v1/score", {"texts": ["gone"]}))
+        late = connect(srv)
+        late.sendall(post("/v1/score", {"texts": ["late"]}))
+        time.sleep(0.2)
+        gone.close()
+        assert read_response(late, bytearray())[0] == 504
+        late.close()
+        gate.set()
+        assert httpx.post(srv.url + "/v1/score", json={"texts": ["after"]}, timeout=10).status_code == 200
+    codec = CharCodec()
+    seen = rm.scorer.seen
+    assert [x for x in seen if x[:-1] in (codec.encode("running"), codec.encode("after"))] == [
+        codec.encode("running") + seen[0][-1:], codec.encode("after") + seen[0][-1:]]
+    assert not [x for x in seen if x[:-1] in (codec.encode("gone"), codec.encode("late"))]
+
+
+def test_an_oversized_head_is_refused_even_when_it_arrives_in_one_piece(server: RewardServer) -> None:
+    with connect(server) as s:
+        s.sendall(b"GET /health HTTP/1.1\r\nX: " + b"y" * 70000 + b"\r\n\r\n")
+        assert read_response(s, bytearray())[0] == 431 and closed_by_server(s)
+
+
+def test_a_client_that_pipelines_but_never_reads_its_answers_is_held_back(server: RewardServer) -> None:
+    one = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+    with connect(server) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(1)
+        sent = 0
+        with pytest.raises(TimeoutError):  # the server stops reading once its answers back up
+            while sent < 100_000_000:
+                s.sendall(one * 10000)
+                sent += len(one) * 10000
+        (conn,) = server._connections
+        assert conn.transport.get_write_buffer_size() < 1_000_000
+        assert len(conn.buffer) < 1_000_000
+        s.settimeout(10)
+        buf = bytearray()
+        for _ in range(100):  # and answers again once the client reads
+            assert read_response(s, buf)[0] == 200
+
+
+
+def test_requests_pipelined_behind_one_in_flight_at_shutdown_are_answered_503() -> None:
+    gate = threading.Event()
+    rm = make_fake_rm(gate=gate)
+    srv = RewardServer(rm, wait_s=0).start()
+    with connect(srv) as s:
+        s.sendall(post("/v1/score", {"texts": ["in flight"]}) + b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+                  + b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert rm.scorer.started.wait(10)
+        stopper = threading.Thread(target=srv.shutdown)
+        stopper.start()
+        time.sleep(0.1)
+        gate.set()
+        buf = bytearray()
+        status, _, body = read_response(s, buf)
+        assert status == 200 and json.loads(body) == {"scores": [score_of("in flight")]}
+        for _ in range(2):  # told to go elsewhere, not left without an answer
+            status, headers, body = read_response(s, buf)
+            assert status == 503 and json.loads(body)["error"]["type"] == "shutting_down"
+        assert headers["connection"] == "close" and closed_by_server(s)
+        stopper.join(10)
+        assert not stopper.is_alive()

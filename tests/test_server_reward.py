@@ -247,3 +247,76 @@ def test_graceful_shutdown_finishes_in_flight_requests() -> None:
     assert result["r"].status_code == 200
     assert result["r"].json()["scores"] == [fake_score(CharCodec().encode("abc") + [7])]
     idle.close()
+
+
+def test_a_second_shutdown_returns_only_once_the_server_has_stopped() -> None:
+    gate = threading.Event()
+    rm = make_fake_rm(gate=gate)
+    server = RewardServer(rm, wait_s=0).start()
+    result: dict[str, Any] = {}
+    client = threading.Thread(target=lambda: result.update(
+        r=httpx.post(server.url + "/v1/score", json={"texts": ["abc"]}, timeout=30)))
+    client.start()
+    assert rm.scorer.started.wait(10)
+    first = threading.Thread(target=server.shutdown)
+    first.start()
+    threading.Timer(0.5, gate.set).start()
+    began = time.monotonic()
+    server.shutdown()  # e.g. a signal handler and a `finally` both stop the server
+    assert time.monotonic() - began > 0.3  # it waited for the first one's drain
+    first.join(2)
+    assert not first.is_alive()
+    client.join(10)
+    assert result["r"].status_code == 200
+    server.shutdown()  # and once stopped, another call is a no-op
+
+
+def test_scores_finishing_after_a_shutdown_gave_up_waiting_log_no_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    gate = threading.Event()
+    rm = make_fake_rm(gate=gate)
+    server = RewardServer(rm, wait_s=0).start()
+    with socket.create_connection((server.host, server.port), timeout=10) as s:
+        body = json.dumps({"texts": ["late"]}).encode()
+        s.sendall(b"POST /v1/score HTTP/1.1\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        assert rm.scorer.started.wait(10)
+        server.shutdown(timeout=0.2)  # the model is still busy: the drain gives up
+        with caplog.at_level("ERROR"):
+            gate.set()  # its scores now arrive at a closed event loop
+            server.scheduler._thread.join(10)
+        assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
+
+
+def test_start_twice_serves_once_and_start_after_shutdown_says_what_to_do() -> None:
+    from model_zoo.errors import UsageError
+
+    server = RewardServer(make_fake_rm())
+    assert server.start() is server.start()
+    assert httpx.get(server.url + "/health", timeout=10).status_code == 200
+    server.shutdown()
+    with pytest.raises(UsageError, match="create a new RewardServer"):
+        server.start()
+
+
+def test_serve_reward_stops_the_server_when_on_ready_fails() -> None:
+    from model_zoo.server.reward_server import serve_reward
+
+    seen: list[RewardServer] = []
+
+    def broken(server: RewardServer) -> None:
+        seen.append(server)
+        raise OSError("stdout is gone")
+
+    with pytest.raises(OSError, match="stdout is gone"):
+        serve_reward(make_fake_rm(), port=0, on_ready=broken)
+    (server,) = seen
+    with pytest.raises(httpx.TransportError):  # nothing listens any more
+        httpx.get(server.url + "/health", timeout=2)
+
+
+def test_a_host_of_another_machine_is_refused_before_loading_even_with_port_0() -> None:
+    from model_zoo.errors import UsageError
+    from model_zoo.server.reward_server import check_listenable
+
+    with pytest.raises(UsageError, match="--host"):
+        check_listenable("203.0.113.77", 0)  # TEST-NET-3: an address no machine here has (nothing is sent)
+    check_listenable("127.0.0.1", 0)

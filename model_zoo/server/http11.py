@@ -4,7 +4,7 @@ Why not ``http.server``: it parses headers with the ``email`` package and needs 
 connection; per request that cost more CPU than scoring a conversation with a small model, and
 the threads fought the model's thread for the GIL. The reward server's clients send
 ``Content-Length`` bodies (requests, httpx, aiohttp, curl), so a strict, small parser suffices:
-chunked bodies are refused with 411, as before.
+chunked bodies (any Transfer-Encoding) are refused with 411, as before.
 """
 
 from __future__ import annotations
@@ -40,17 +40,16 @@ class Request:
         return "close" not in tokens
 
     @property
-    def chunked(self) -> bool:
-        return "chunked" in self.headers.get("transfer-encoding", "").lower()
-
-    @property
     def has_body(self) -> bool:
-        return self.chunked or self.headers.get("content-length", "0").strip() not in ("", "0")
+        # Any Transfer-Encoding (chunked, gzip, identity...) means a body of unknown framing follows.
+        return "transfer-encoding" in self.headers or self.headers.get("content-length", "0").strip() not in ("", "0")
 
     def body_length(self, limit: int) -> int:
         """The announced body size; 411 / 400 / 413 when it is missing, malformed or too large."""
-        if self.chunked:
-            raise HTTPError(411, "length_required", "send a Content-Length header, not a chunked body",
+        coding = self.headers.get("transfer-encoding")
+        if coding is not None:
+            what = "a chunked body" if "chunked" in coding.lower() else f"Transfer-Encoding: {coding[:40]}"
+            raise HTTPError(411, "length_required", f"send a Content-Length header, not {what}",
                             field="Content-Length")
         raw = self.headers.get("content-length")
         if raw is None:
@@ -58,7 +57,11 @@ class Request:
         text = raw.strip()
         if not text.isdigit() or not text.isascii():
             raise bad_request("Content-Length", f"must be a non-negative integer, got {raw!r}")
-        length = int(text)
+        digits = text.lstrip("0") or "0"
+        if len(digits) > 18:  # (int() refuses over 4300 digits; no body is this large anyway)
+            raise HTTPError(413, "limit_exceeded", f"bytes in the request body: a {len(digits)}-digit Content-Length, "
+                            f"over the server's max_request_bytes of {limit}", limit="max_request_bytes", max=limit)
+        length = int(digits)
         if length > limit:
             raise over_limit("max_request_bytes", length, limit, "bytes in the request body")
         return length

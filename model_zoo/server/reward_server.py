@@ -8,7 +8,9 @@ with a small model, and 16 request threads contending with the model thread for 
 small batches slow. Measured on the tiny model (bench/reward.py): ~0.3 ms per request here.
 
 Shutdown is graceful: stop accepting, close idle keep-alive connections, answer every request
-already read (the scheduler keeps scoring until its queue is empty), then stop.
+already read (the scheduler keeps scoring until its queue is empty; requests pipelined
+behind them are answered 503), then stop. A client that sends faster than it reads its answers
+is held back by TCP flow control (reading pauses), so its bytes never pile up in memory.
 """
 
 from __future__ import annotations
@@ -55,6 +57,9 @@ class _Connection(asyncio.Protocol):
         self._awaiting_body = False  # head read, body not complete yet
         self._eof = False  # the client has finished sending (half-close)
         self._announced = False  # told the scheduler a request is arriving (see BatchScheduler.arriving)
+        self._scoring: Future[list[float]] | None = None  # the scheduler's future for the current request
+        self._paused = False  # reading paused (see _flow)
+        self._write_paused = False  # the client is not reading its answers: take no new request
 
     # ---------------------------------------------------------------- asyncio callbacks
 
@@ -75,6 +80,7 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._withdraw()
+        self._drop_scoring()
         self.app._connections.discard(self)
         if self._timer is not None:
             self._timer.cancel()
@@ -86,21 +92,52 @@ class _Connection(asyncio.Protocol):
             self._next()
         elif self._awaiting_body:
             self._body()
+        self._flow()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        self._flow()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._flow()
+        if self.buffer and not self.busy:
+            self.app._loop.call_soon(self._resume)
+
+    def _flow(self) -> None:
+        """Back-pressure: a client that pipelines faster than it is answered, or does not read its
+        answers, waits in its own socket buffers, not in this process's memory."""
+        if self.transport is None or self.closed:
+            return
+        cap = self.app.limits.max_request_bytes + MAX_HEAD_BYTES
+        hold = self._write_paused or (len(self.buffer) > cap and not self._awaiting_body)
+        if hold and not self._paused:
+            self._paused = True
+            self.transport.pause_reading()
+        elif not hold and self._paused:
+            self._paused = False
+            self.transport.resume_reading()
 
     def eof_received(self) -> bool:
         # Keep the write side open until the answer being prepared is sent; a request whose
         # body will never arrive ends here (returning False closes the transport).
         self._eof = True
-        return self.busy and not self._awaiting_body
+        if self.busy:
+            return not self._awaiting_body
+        return self.buffer.find(b"\r\n\r\n") >= 0  # a pipelined request still to start (see _resume)
 
     # ---------------------------------------------------------------- request cycle
 
     def _next(self) -> None:
         """Start on the next complete request head in the buffer, if any."""
+        while self.buffer.startswith(b"\r\n"):  # empty lines before a request line are ignored (RFC 9112 2.2)
+            del self.buffer[:2]
         end = self.buffer.find(b"\r\n\r\n")
-        if end < 0:
+        if end < 0 or end > MAX_HEAD_BYTES:  # (the same limit whether the head came in one read or many)
             if len(self.buffer) > MAX_HEAD_BYTES:
                 self._fail(HTTPError(431, "headers_too_large", f"the request head is over {MAX_HEAD_BYTES} bytes"))
+            elif self._eof:  # the client sent its last request and will send no more
+                self.close()
             return
         self.busy = True
         self._continue_sent = False
@@ -113,7 +150,9 @@ class _Connection(asyncio.Protocol):
         self._request = request
         try:
             self._route = self.app._route(request)
-            self._length = request.body_length(self.app.limits.max_request_bytes) if request.method == "POST" else 0
+            # A GET may carry a body too: it is read (and ignored), so its bytes are never taken for a request.
+            framed = request.method == "POST" or request.has_body
+            self._length = request.body_length(self.app.limits.max_request_bytes) if framed else 0
         except HTTPError as exc:  # routing, auth, draining, body size: answered without reading the body
             del self.buffer[: self._head_end]  # (with a body, the connection closes: the stream is unusable)
             self._answer(exc.status, exc.body(), exc.headers, close=request.has_body or exc.status == 413)
@@ -126,11 +165,16 @@ class _Connection(asyncio.Protocol):
         assert request is not None
         self._awaiting_body = len(self.buffer) - start < self._length
         if self._awaiting_body:
+            if self._eof:  # half-closed before the body was complete: it will never arrive
+                self.close()
+                return
+            self._flow()  # the rest of the body must be read
             if request.method == "POST" and not self._announced:
                 # A batch forming now waits for this body (up to max_wait_s) instead of leaving without it.
                 self._announced = True
                 self.app.scheduler.arriving(+1)
-            if not self._continue_sent and "100-continue" in request.headers.get("expect", "").lower():
+            expect = request.headers.get("expect", "").lower()
+            if not self._continue_sent and "100-continue" in expect and request.version == "HTTP/1.1":
                 self._continue_sent = True
                 self._write(CONTINUE)
             return
@@ -143,7 +187,7 @@ class _Connection(asyncio.Protocol):
             # other connections (health probes included) are answered meanwhile.
             loop = self.app._loop
             pending = self.app._prepare_pool.submit(prepare)
-            pending.add_done_callback(lambda f: loop.call_soon_threadsafe(self._prepared, f))
+            pending.add_done_callback(lambda f: _call_in_loop(loop, self._prepared, f))
             return
         try:
             answer = prepare()
@@ -193,11 +237,14 @@ class _Connection(asyncio.Protocol):
         except SchedulerClosedError:
             raise HTTPError(503, "shutting_down", "the server is shutting down; retry on another replica") from None
         loop = app._loop
+        self._scoring = future
         timer = loop.call_later(app.request_timeout, self._timed_out, future)
-        future.add_done_callback(lambda f: loop.call_soon_threadsafe(self._scored, f, pending, timer))
+        future.add_done_callback(lambda f: _call_in_loop(loop, self._scored, f, pending, timer))
 
     def _scored(self, future: Future[list[float]], pending: NeedsScores, timer: asyncio.TimerHandle) -> None:
         timer.cancel()
+        if self._scoring is future:
+            self._scoring = None
         if getattr(future, "_mz_timed_out", False) or self.closed:
             return
         try:
@@ -211,8 +258,16 @@ class _Connection(asyncio.Protocol):
 
     def _timed_out(self, future: Future[list[float]]) -> None:
         future._mz_timed_out = True  # type: ignore[attr-defined] # its scores arrive to nobody
+        self._drop_scoring()
         timeout = self.app.request_timeout
-        self._answer(504, HTTPError(504, "timeout", f"scoring took longer than {timeout:.0f} s").body())
+        message = f"scoring took longer than {timeout:g} s (the server is overloaded); retry later or send fewer items"
+        self._answer(504, HTTPError(504, "timeout", message).body())
+
+    def _drop_scoring(self) -> None:
+        """Nobody will read the current request's scores: if it is still queued, the model skips it."""
+        if self._scoring is not None:
+            self._scoring.cancel()  # a no-op once its batch is running
+            self._scoring = None
 
     def _internal_error(self, exc: BaseException) -> None:
         where = f"{self._request.method} {self._request.target}" if self._request is not None else "a request"
@@ -223,19 +278,36 @@ class _Connection(asyncio.Protocol):
         if self.closed:
             return
         request = self._request
-        close = close or self._eof or self.app.draining or request is None or not request.keep_alive
+        # After a half-close, requests already pipelined are still answered; the last one closes.
+        # While draining, requests already pipelined behind this one are answered 503, not dropped.
+        close = (close or (self._eof and not self.buffer.strip(b"\r\n"))
+                 or (self.app.draining and not self.has_next) or request is None or not request.keep_alive)
         data = json.dumps(body, ensure_ascii=False).encode()
         if request is not None:
             log.debug("%s - %s %s %d", self.peer, request.method, request.target, status)
+            if not close and request.version == "HTTP/1.0":  # a 1.0 client assumes close unless told
+                headers = {**(headers or {}), "Connection": "keep-alive"}
         self._write(response(status, data, headers=headers, close=close))
         self.busy = False
         if close:
             self.close()
-        elif self.buffer:  # a pipelined request: start it from the loop, not by recursion
+            return
+        self._flow()
+        if self.buffer and not self._write_paused:  # a pipelined request: start it from the loop, not by recursion
             self.app._loop.call_soon(self._resume)
 
+    @property
+    def has_next(self) -> bool:
+        """A pipelined request's head is waiting in the buffer."""
+        return not self.closed and self.buffer.find(b"\r\n\r\n") >= 0
+
+    @property
+    def pending(self) -> bool:
+        """A request is being answered, or is waiting to be."""
+        return not self.closed and (self.busy or self.has_next)
+
     def _resume(self) -> None:
-        if not self.busy and not self.closed:
+        if not self.busy and not self.closed and not self._write_paused:
             self._next()
 
     def _fail(self, exc: HTTPError) -> None:
@@ -265,6 +337,16 @@ class _Connection(asyncio.Protocol):
         self.close()  # idle keep-alive connection, or a client that stopped mid-request
 
 
+def _call_in_loop(loop: asyncio.AbstractEventLoop, callback: Any, *args: Any) -> None:
+    """Run ``callback`` on the loop from another thread; after a shutdown that gave up waiting
+    (the loop is closed), work finishing late has nobody left to answer."""
+    try:
+        loop.call_soon_threadsafe(callback, *args)
+    except RuntimeError:
+        if not loop.is_closed():
+            raise
+
+
 def _json_object(raw: bytes) -> JSON:
     try:
         body = json.loads(raw)
@@ -289,10 +371,8 @@ def check_listenable(host: str, port: int) -> None:
     A free port can still be taken between this check and the real bind; that case is reported
     by :class:`RewardServer` the same way.
     """
-    if port == 0:
-        return
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    try:
+    try:  # (with port 0 too: a wrong --host must fail before the model loads)
         with socket.socket(family, socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
             probe.bind((host, port))
@@ -352,6 +432,7 @@ class RewardServer:
         self._get = {"/health": self._health, "/v1/models": self.routes.models}
         self._connections: set[_Connection] = set()
         self._lock = threading.Lock()
+        self._stopped = threading.Event()  # set when the first shutdown() has finished
         self._thread: threading.Thread | None = None
         try:
             sock = _listen(host, port)
@@ -386,6 +467,10 @@ class RewardServer:
 
     def start(self) -> RewardServer:
         """Serve in a background thread and return at once."""
+        if self.draining:
+            raise UsageError("this reward server was shut down; create a new RewardServer to serve again")
+        if self._thread is not None:
+            return self  # already serving
         self._thread = threading.Thread(target=self._loop.run_forever, name="reward-http", daemon=True)
         self._thread.start()
         return self
@@ -393,9 +478,16 @@ class RewardServer:
     def shutdown(self, timeout: float = 30.0) -> None:
         """Stop accepting, answer every request already received, stop the scheduler."""
         with self._lock:
-            if self.draining:
-                return
-            self.draining = True
+            first, self.draining = not self.draining, True
+        if not first:  # a second caller returns once the server has stopped, as the first does
+            self._stopped.wait(timeout + 10)
+            return
+        try:
+            self._stop(timeout)
+        finally:
+            self._stopped.set()
+
+    def _stop(self, timeout: float) -> None:
         if self._thread is not None and self._thread.is_alive():
             drained = asyncio.run_coroutine_threadsafe(self._drain(timeout), self._loop)
             try:
@@ -414,10 +506,10 @@ class RewardServer:
     async def _drain(self, timeout: float) -> None:
         self._server.close()  # no new connections
         for conn in list(self._connections):
-            if not conn.busy:
+            if not conn.pending:
                 conn.close()
         deadline = self._loop.time() + timeout
-        while any(c.busy and not c.closed for c in self._connections) and self._loop.time() < deadline:
+        while any(c.pending for c in self._connections) and self._loop.time() < deadline:
             await asyncio.sleep(0.01)
         for conn in list(self._connections):
             conn.close()
@@ -503,9 +595,9 @@ def serve_reward(
     ``on_ready(server)`` is called once the socket is listening (to print the URL).
     """
     server = RewardServer(rm, host=host, port=port, api_key=api_key, **options).start()
-    if on_ready is not None:
-        on_ready(server)
     try:
+        if on_ready is not None:
+            on_ready(server)
         (stop or threading.Event()).wait()
     finally:
         server.shutdown()
