@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -82,3 +83,64 @@ def test_serve_reward_process_with_api_key_and_sigterm(tiny_reward_fp32: Path, t
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _serve(checkpoint: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "model_zoo.cli.main", "serve-reward", str(checkpoint), "--port", "0", *OPTS, *extra],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        found = re.search(r"on (http://127\.0\.0\.1:(\d+))", line)
+        if found:
+            return proc, found.group(2)
+        if not line:
+            break
+    proc.kill()
+    raise AssertionError("the server never said where it listens")
+
+
+def _stalled_request(port: str) -> socket.socket:
+    """A request whose body never finishes: the drain waits for it."""
+    s = socket.create_connection(("127.0.0.1", int(port)), timeout=10)
+    s.sendall(b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"texts\"")
+    time.sleep(0.3)
+    return s
+
+
+def test_serve_reward_drain_timeout_and_a_second_signal(tiny_reward_fp32: Path) -> None:
+    proc, port = _serve(tiny_reward_fp32, "--drain-timeout", "1")
+    try:
+        stalled = _stalled_request(port)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        assert proc.stderr is not None
+        assert "1 connection(s) still had requests unanswered" in proc.stderr.read()
+        stalled.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    proc, port = _serve(tiny_reward_fp32, "--drain-timeout", "120")
+    try:
+        stalled = _stalled_request(port)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        assert proc.poll() is None  # draining, waiting for the stalled request
+        start = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 130 and time.monotonic() - start < 10
+        assert proc.stderr is not None and "stopping at once" in proc.stderr.read()
+        stalled.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+@pytest.mark.parametrize("flag", ["--request-timeout", "--drain-timeout"])
+def test_serve_reward_refuses_a_timeout_that_is_not_positive(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from model_zoo.cli.main import main
+
+    assert main(["serve-reward", "internlm2-1_8b-reward", flag, "0"]) == 2
+    assert flag in capsys.readouterr().err

@@ -164,6 +164,11 @@ def register(app: typer.Typer) -> None:
         max_items: int = typer.Option(1024, "--max-items", help="Items per request."),
         max_tokens_per_item: Optional[int] = typer.Option(None, "--max-tokens-per-item"),
         max_queue: int = typer.Option(4096, "--max-queue", help="Items waiting before 429."),
+        request_timeout: float = typer.Option(600.0, "--request-timeout",
+                                              help="Seconds a request may wait for its scores before 504."),
+        drain_timeout: float = typer.Option(30.0, "--drain-timeout",
+                                            help="Seconds Ctrl-C/SIGTERM waits for requests in flight "
+                                                 "(a second Ctrl-C stops at once)."),
     ) -> None:
         """Serve a reward model over HTTP (OpenRLHF's /get_reward, and /v1/score, /v1/compare, /v1/rank).
 
@@ -171,6 +176,7 @@ def register(app: typer.Typer) -> None:
           model-zoo serve-reward internlm2-7b-reward --port 8000
           model-zoo serve-reward internlm2-7b-reward --host 0.0.0.0 --api-key "$KEY" --replicas 4
         """
+        import os
         import signal
         import threading
 
@@ -185,6 +191,9 @@ def register(app: typer.Typer) -> None:
             raise UsageError(f"--port must be between 0 and 65535 (0 picks a free one), got {port}")
         if wait_ms < 0:
             raise UsageError(f"--wait-ms must be 0 or more, got {wait_ms:g}")
+        for flag, value in (("--request-timeout", request_timeout), ("--drain-timeout", drain_timeout)):
+            if not value > 0:
+                raise UsageError(f"{flag} must be a number of seconds above 0, got {value:g}")
         from ..server.reward_server import check_api_key, check_listenable, serve_reward
         from .output import err_console
 
@@ -199,9 +208,18 @@ def register(app: typer.Typer) -> None:
         rm = _load(name, device=device, dtype=dtype, replicas=replicas, max_length=max_length,
                    max_tokens_per_batch=max_tokens_per_batch)
         stop = threading.Event()
+
+        def on_signal(*_: Any) -> None:
+            if stop.is_set():  # a second Ctrl-C/SIGTERM while draining: stop now
+                con.print("stopping at once: requests in flight are not answered", highlight=False)
+                os._exit(130)
+            stop.set()
+            con.print(f"stopping: answering the requests in flight (up to {drain_timeout:g} s; "
+                      "Ctrl-C again to stop at once)", highlight=False)
+
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, lambda *_: stop.set())
+                signal.signal(sig, on_signal)
 
         def ready(server: Any) -> None:
             # A wildcard address is where the server listens, not where a client can reach it.
@@ -212,12 +230,17 @@ def register(app: typer.Typer) -> None:
         limits = ServerLimits(max_request_bytes=max_request_bytes, max_items_per_request=max_items,
                               max_tokens_per_item=max_tokens_per_item, max_queue=max_queue)
         try:
-            serve_reward(rm, host=host, port=port, api_key=api_key, stop=stop, on_ready=ready, limits=limits,
-                         wait_s=wait_ms / 1000, max_batch_items=max_batch_items, truncate=truncate,
-                         max_tokens_per_batch=max_tokens_per_batch)
+            server = serve_reward(rm, host=host, port=port, api_key=api_key, stop=stop, on_ready=ready,
+                                  limits=limits, wait_s=wait_ms / 1000, max_batch_items=max_batch_items,
+                                  truncate=truncate, max_tokens_per_batch=max_tokens_per_batch,
+                                  request_timeout=request_timeout, drain_timeout=drain_timeout)
         finally:
             rm.close()
-        con.print("stopped: every request received was answered", highlight=False)
+        if server.unanswered:
+            con.print(f"[yellow]stopped after {drain_timeout:g} s:[/] {server.unanswered} connection(s) "
+                      "still had requests unanswered", highlight=False)
+        else:
+            con.print("stopped: every request received was answered", highlight=False)
 
     @app.command("score")
     def score_cmd(

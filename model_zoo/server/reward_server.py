@@ -433,6 +433,7 @@ class RewardServer:
         self._connections: set[_Connection] = set()
         self._lock = threading.Lock()
         self._stopped = threading.Event()  # set when the first shutdown() has finished
+        self.unanswered = 0  # requests still unanswered when shutdown() stopped waiting
         self._thread: threading.Thread | None = None
         try:
             sock = _listen(host, port)
@@ -476,7 +477,8 @@ class RewardServer:
         return self
 
     def shutdown(self, timeout: float = 30.0) -> None:
-        """Stop accepting, answer every request already received, stop the scheduler."""
+        """Stop accepting, answer every request already received (waiting up to ``timeout``
+        seconds for them), stop the scheduler. ``unanswered`` then says how many were cut off."""
         with self._lock:
             first, self.draining = not self.draining, True
         if not first:  # a second caller returns once the server has stopped, as the first does
@@ -491,9 +493,10 @@ class RewardServer:
         if self._thread is not None and self._thread.is_alive():
             drained = asyncio.run_coroutine_threadsafe(self._drain(timeout), self._loop)
             try:
-                drained.result(timeout + 5)
+                self.unanswered = drained.result(timeout + 5)
             except Exception:  # noqa: BLE001 - stopping anyway
                 log.exception("reward server: draining failed")
+                self.unanswered = sum(c.pending for c in list(self._connections))
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout)
         else:
@@ -503,7 +506,8 @@ class RewardServer:
         self._prepare_pool.shutdown(wait=False)
         self.scheduler.close(timeout)
 
-    async def _drain(self, timeout: float) -> None:
+    async def _drain(self, timeout: float) -> int:
+        """Close idle connections, wait for the others' answers; returns how many were cut off."""
         self._server.close()  # no new connections
         for conn in list(self._connections):
             if not conn.pending:
@@ -511,9 +515,11 @@ class RewardServer:
         deadline = self._loop.time() + timeout
         while any(c.pending for c in self._connections) and self._loop.time() < deadline:
             await asyncio.sleep(0.01)
+        unanswered = sum(c.pending for c in self._connections)
         for conn in list(self._connections):
             conn.close()
         await asyncio.sleep(0)  # let the transports flush and close
+        return unanswered
 
     def __enter__(self) -> RewardServer:
         return self.start()
@@ -588,6 +594,7 @@ def serve_reward(
     api_key: str | None = None,
     stop: threading.Event | None = None,
     on_ready: Any = None,
+    drain_timeout: float = 30.0,
     **options: Any,
 ) -> RewardServer:
     """Run a reward server until ``stop`` is set (the CLI sets it on SIGINT/SIGTERM), then drain.
@@ -600,5 +607,5 @@ def serve_reward(
             on_ready(server)
         (stop or threading.Event()).wait()
     finally:
-        server.shutdown()
+        server.shutdown(drain_timeout)
     return server
