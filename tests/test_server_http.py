@@ -427,3 +427,21 @@ def test_requests_pipelined_behind_one_in_flight_at_shutdown_are_answered_503() 
         assert headers["connection"] == "close" and closed_by_server(s)
         stopper.join(10)
         assert not stopper.is_alive()
+
+
+def test_a_non_finite_score_is_a_json_error_naming_the_items() -> None:
+    """JSON has no NaN: a model that overflows must not send unparseable answers (or NaN rewards)."""
+    rm = make_fake_rm()
+    real = rm.scorer.score_ids
+
+    def overflowing(batch, **kw):  # type: ignore[no-untyped-def]
+        return [float("nan") if ids[1:3] == CharCodec().encode("nn") else s
+                for ids, s in zip(batch, real(batch, **kw))]
+
+    rm.scorer.score_ids = overflowing  # type: ignore[method-assign]
+    with RewardServer(rm) as srv:
+        r = httpx.post(srv.url + "/v1/score", json={"texts": ["ok", "<nn|", "fine"]}, timeout=10)
+        assert r.status_code == 500
+        err = r.json()["error"]  # a strict parser reads it
+        assert err["type"] == "non_finite_score" and err["items"] == [1] and "dtype" in err["message"]
+        assert httpx.post(srv.url + "/v1/score", json={"texts": ["ok"]}, timeout=10).status_code == 200

@@ -19,6 +19,7 @@ Routes (all JSON):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -84,7 +85,14 @@ class NeedsScores:
         self._finish = finish
 
     def finish(self, scores: list[float]) -> JSON:
-        return self._finish([scores[i] for i in self._where])
+        per_item = [scores[i] for i in self._where]
+        bad = [i for i, x in enumerate(per_item) if not math.isfinite(x)]
+        if bad:  # JSON has no NaN/inf, and a NaN reward would poison a training run unnoticed
+            raise HTTPError(500, "non_finite_score",
+                            f"the model produced {per_item[bad[0]]} for item {bad[0]} ({len(bad)} of "
+                            f"{len(per_item)} items): an fp16 overflow is the usual cause; serve the model "
+                            "in bfloat16 or float32 (--dtype)", items=bad[:100])
+        return self._finish(per_item)
 
 
 Answer = JSON | NeedsScores
