@@ -98,11 +98,6 @@ class NeedsScores:
 Answer = JSON | NeedsScores
 
 
-def answer_now(answer: Answer, score: Callable[[list[list[int]]], list[float]]) -> JSON:
-    """Resolve an answer synchronously (tests, and callers without an event loop)."""
-    return answer.finish(score(answer.ids)) if isinstance(answer, NeedsScores) else answer
-
-
 class Routes:
     """The route functions, bound to one model and the server's limits."""
 
