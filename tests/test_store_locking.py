@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -65,16 +66,22 @@ def test_threads_with_separate_objects_exclude(tmp_path: Path, mode: str) -> Non
     assert worst == 1
 
 
-def test_flock_is_released_when_holder_is_killed(tmp_path: Path) -> None:
-    lock = tmp_path / "k.lock"
+def _hold(lock: Path, mode: str) -> subprocess.Popen[str]:
+    """A child process that takes ``lock`` and keeps it until killed."""
     holder = subprocess.Popen(
         [sys.executable, "-c",
          "import sys,time;from pathlib import Path;from model_zoo.store.locking import ProcessLock;"
-         "l=ProcessLock(Path(sys.argv[1]),mode='flock');l.acquire();print('held',flush=True);time.sleep(60)",
-         str(lock)],
+         "l=ProcessLock(Path(sys.argv[1]),mode=sys.argv[2]);l.acquire();print('held',flush=True);time.sleep(60)",
+         str(lock), mode],
         stdout=subprocess.PIPE, text=True,
     )
-    assert holder.stdout.readline().strip() == "held"
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_flock_is_released_when_holder_is_killed(tmp_path: Path) -> None:
+    lock = tmp_path / "k.lock"
+    holder = _hold(lock, "flock")
     with pytest.raises(LockTimeoutError):
         ProcessLock(lock, mode="flock", timeout=0.2).acquire()
     holder.kill()
@@ -138,3 +145,34 @@ def test_flock_on_an_unlinked_lock_file_does_not_count(tmp_path: Path, monkeypat
     with lock:
         assert len([c for c in calls if c & fcntl.LOCK_EX]) == 2  # the first lock did not count
         assert os.path.samestat(os.fstat(lock._fd), os.stat(path))
+
+
+def test_a_lockfile_whose_holder_died_on_this_machine_is_broken_at_once(tmp_path: Path) -> None:
+    lock = tmp_path / "d.lock"
+    holder = _hold(lock, "lockfile")
+    try:
+        with pytest.raises(LockTimeoutError):  # alive: its fresh heartbeat is respected
+            ProcessLock(lock, mode="lockfile", timeout=0.5, stale_after=60).acquire()
+    finally:
+        holder.kill()
+        holder.wait()
+    start = time.monotonic()
+    with ProcessLock(lock, mode="lockfile", timeout=10, stale_after=60):  # not after stale_after
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+    assert time.monotonic() - start < 5
+
+
+def test_a_dead_pid_from_another_machine_or_namespace_waits_for_the_heartbeat(tmp_path: Path) -> None:
+    from model_zoo.store.locking import _here
+
+    dead_pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    here = _here()
+    assert here, "this test needs Linux /proc"
+    for other in ({"host": "another-node"}, {"boot": "another-boot"}, {"pidns": 1}):
+        lock = tmp_path / f"x{len(other)}-{list(other)[0]}.lock"
+        record = {"host": socket.gethostname(), "pid": int(dead_pid), "token": "t", **here, **other}
+        lock.write_text(json.dumps(record))
+        with pytest.raises(LockTimeoutError):
+            ProcessLock(lock, mode="lockfile", timeout=0.3, stale_after=60).acquire()
+        assert json.loads(lock.read_text()) == record  # left alone

@@ -8,7 +8,10 @@ Two ways to lock, chosen per directory:
   ``-o localflock`` it silently locks only the local node.
 - ``lockfile``: an owner file created with ``O_CREAT|O_EXCL`` (atomic on NFSv3+, Lustre, GPFS),
   holding host and pid, whose mtime a background thread refreshes every few seconds. A lock
-  whose heartbeat is older than ``stale_after`` seconds belongs to a dead process and is broken.
+  whose heartbeat is older than ``stale_after`` seconds belongs to a dead process and is broken;
+  so is, at once, a lock whose holder ran on this very machine (same host, boot and pid
+  namespace) and no longer exists (a pull killed with kill -9 no longer costs the next one a
+  minute). A holder on another node is only ever judged by its heartbeat.
 
 The default (``auto``, or ``MODEL_ZOO_LOCK=auto``) uses ``flock`` on local filesystems and
 ``lockfile`` on network and cluster filesystems (NFS, Lustre, GPFS, CephFS, BeeGFS, SMB, FUSE),
@@ -238,7 +241,7 @@ class ProcessLock:
     def _try_lockfile(self) -> bool:
         token = uuid.uuid4().hex
         body = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "token": token,
-                           "since": time.time()})
+                           "since": time.time(), **_here()})
         try:
             fd = _open_lock_file(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
         except FileExistsError:
@@ -266,8 +269,10 @@ class ProcessLock:
             return None
 
     def _break_if_stale(self) -> None:
+        holder = _read_json(self.path)
         age = self._age(self.path)
-        if age is None or age < self.stale_after:
+        dead = holder is not None and _dead_here(holder)
+        if age is None or (age < self.stale_after and not dead):
             return
         # Move it aside under a unique name; only one breaker can win that rename.
         aside = self.path.with_name(f"{self.path.name}.stale-{uuid.uuid4().hex}")
@@ -275,8 +280,13 @@ class ProcessLock:
             os.rename(self.path, aside)
         except FileNotFoundError:
             return
-        fresh = self._age(aside)
-        if fresh is not None and fresh < self.stale_after:
+        if dead:  # the file moved must still be the dead holder's, not a new owner's
+            moved = _read_json(aside)
+            took_a_live_one = moved is None or moved.get("token") != holder.get("token")  # type: ignore[union-attr]
+        else:
+            fresh = self._age(aside)
+            took_a_live_one = fresh is not None and fresh < self.stale_after
+        if took_a_live_one:
             # We raced with a new owner and took its fresh lock: put it back if still free.
             try:
                 os.link(aside, self.path)
@@ -299,3 +309,45 @@ class ProcessLock:
         except (OSError, ValueError):
             pass
         self._token = ""
+
+
+def _read_json(path: Path) -> dict[str, object] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _here() -> dict[str, object]:
+    """What identifies this machine's process table: boot id and pid namespace (Linux)."""
+    out: dict[str, object] = {}
+    try:
+        out["boot"] = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        out["pidns"] = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return {}
+    return out
+
+
+def _dead_here(holder: dict[str, object]) -> bool:
+    """True only when the holder provably ran in this process table and is gone.
+
+    Host, boot id and pid namespace must all match ours (containers on one host share a boot id
+    but not a pid namespace; two machines may share a host name); anything unknown counts as alive.
+    """
+    here = _here()
+    if not here or holder.get("host") != socket.gethostname():
+        return False
+    if any(holder.get(k) != v for k, v in here.items()):
+        return False
+    pid = holder.get("pid")
+    if not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # EPERM: it exists, under another user
+        return False
+    return False
