@@ -295,3 +295,19 @@ def test_transient_faults_are_recovered_by_retry(pull_hub, tiny_hub_tree, fault:
     assert _tree(result.path) == _tree(tiny_hub_tree.repos[HF_REPO])
     assert verify(result.path).ok
     assert fault.hits >= 1  # the fault really hit a request
+
+
+@pytest.mark.parametrize("same_size", [False, True])
+def test_local_dir_pull_says_which_edited_files_it_replaced(pull_hub, tmp_path: Path, same_size: bool) -> None:
+    out = tmp_path / "ckpt"
+    pull(MODEL, source="hf", local_dir=out)
+    original = (out / "config.json").read_bytes()
+    edited = original.replace(b"{", b" ", 1) if same_size else b'{"edited": "by hand"}'
+    assert edited != original and (len(edited) == len(original)) == same_size
+    (out / "config.json").write_bytes(edited)
+    again = pull_model(MODEL, source="hf", local_dir=out)
+    assert (out / "config.json").read_bytes() == original
+    assert again.replaced == ["config.json"]
+    assert any("replaced 1 file(s)" in n and "config.json" in n for n in again.notes)
+    third = pull_model(MODEL, source="hf", local_dir=out)  # nothing differs now: nothing to say
+    assert third.replaced == [] and not any("replaced" in n for n in third.notes)

@@ -127,6 +127,7 @@ class FileResult:
     fallbacks: tuple[ev.Fallback, ...]
     range_ignored: bool  # a server answered a Range request with the whole body
     already_present: bool  # the final file existed and matched: nothing was fetched
+    replaced_existing: bool = False  # a file with other bytes was at the final path and was replaced
 
     @property
     def unverified_by_hub(self) -> bool:

@@ -108,6 +108,7 @@ class PullResult:
     resumed_bytes: int = 0
     reused_files: int = 0
     notes: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)  # files that were in the target with other bytes
 
     @property
     def total_size(self) -> int:
@@ -620,8 +621,13 @@ def _pull_locked(
         total = sum(fp.size or 0 for fp in todo)
         emit(PullEvent("start", f"downloading {len(todo)} file(s), {total / 1e6:.1f} MB, into {target}",
                        {"files": len(todo), "bytes": total, "path": str(target)}))
+        _clear_edited_small_files(todo, target, result)
         fetched = _fetch(todo, target, multi_source=multi_source, emit=emit, max_workers=max_workers, result=result)
         records.update(fetched)
+        if result.replaced:
+            shown = ", ".join(result.replaced[:5]) + (" …" if len(result.replaced) > 5 else "")
+            result.notes.append(f"replaced {len(result.replaced)} file(s) already in {target} whose bytes "
+                                f"differed from the hub's: {shown}")
         _check_git_blobs(todo, target)
         records.update(_cross_check(todo, target, fetched, emit, max_workers, result))
 
@@ -753,7 +759,25 @@ def _records(todo: Sequence[FilePlan], results: Sequence[Any], result: PullResul
         out[fp.path] = FileRecord(fp.path, fr.size, fr.sha256, fp.method, tuple(fr.sources) or fp.sources[:1])
         result.downloaded_bytes += fr.bytes_downloaded
         result.resumed_bytes += fr.bytes_resumed
+        if fr.replaced_existing:
+            result.replaced.append(fp.path)
     return out
+
+
+def _clear_edited_small_files(todo: Sequence[FilePlan], target: Path, result: PullResult) -> None:
+    """Small HuggingFace files carry only a git blob id, which the engine cannot check, so it
+    would keep a same-size file edited by hand as complete (and the check after the download
+    would then fail the pull). Check those ids first; a file that differs is removed, fetched
+    again, and reported as replaced."""
+    from .matching import git_blob_sha1
+
+    for fp in todo:
+        path = target / fp.path
+        if fp.git_blob is None or fp.sha256 is not None or path.is_symlink() or not path.is_file():
+            continue
+        if git_blob_sha1(path) != fp.git_blob:
+            path.unlink()
+            result.replaced.append(fp.path)
 
 
 def _check_git_blobs(todo: Sequence[FilePlan], target: Path) -> None:

@@ -73,10 +73,14 @@ class StagingMixin(RunState):
             st = os.lstat(final)
         except FileNotFoundError:
             return False
+        if stat.S_ISDIR(st.st_mode):
+            return False  # refused with advice when the file would be renamed there
         if not stat.S_ISREG(st.st_mode) or (f.size is not None and st.st_size != f.size):
+            f.replaces = True
             return False
         digest, size = sha256_file(final)
         if f.job.sha256 is not None and digest != f.job.sha256:
+            f.replaces = True
             return False
         remove_quietly(f.paths.data, f.paths.sidecar)
         self._complete(f, digest, size, already_present=True)
@@ -196,6 +200,7 @@ class StagingMixin(RunState):
             fallbacks=tuple(f.fallbacks),
             range_ignored=f.range_ignored,
             already_present=already_present,
+            replaced_existing=f.replaces and not already_present,
         )
         with self.cv:
             f.state = DONE

@@ -91,6 +91,7 @@ class FileState:
     retries: int = 0
     fallbacks: list[ev.Fallback] = field(default_factory=list)
     range_ignored: bool = False
+    replaces: bool = False  # another file (different bytes) was at the final path: it gets replaced
     error: ModelZooError | None = None
     result: FileResult | None = None
     ckpt_lock: threading.Lock = field(default_factory=threading.Lock)
