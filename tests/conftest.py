@@ -16,6 +16,7 @@ pytest_plugins = [
     "fixtures_pull",
     "fixtures_registry",
     "fixtures_engine",
+    "fixtures_clients",
 ]
 
 _real_connect = socket.socket.connect

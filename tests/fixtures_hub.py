@@ -6,6 +6,8 @@
     def test_y(hub_root, make_hub):        # build your own repos, then start a hub over them
         write_repo(hub_root, "ns/name", {"a.bin": 1000})
         hub = make_hub(page_size=2)
+    def test_z(make_hub, hub_tls):         # an https hub (hub_tls.ca is the CA to trust)
+        hub = make_hub(tls=hub_tls.context)
 
 ``SAMPLE_REPO`` holds ``SAMPLE_FILES``: nested folders, .gitattributes, small JSON files and two
 safetensors shards plus a tokenizer that .gitattributes sends to LFS. Nothing reaches the 10 MiB
@@ -14,13 +16,15 @@ LFS size threshold, to keep tests fast; ask ``write_repo`` for big files where a
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from model_zoo.testing.hub_server import LocalHub
+from model_zoo.testing.hub_server import LocalHub, tls_context
 from model_zoo.testing.repo_store import write_repo
 
 SAMPLE_REPO = "internlm/sample-chat"
@@ -80,3 +84,28 @@ def hub_env(local_hub: LocalHub, monkeypatch: pytest.MonkeyPatch) -> dict[str, s
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return env
+
+
+# Names the test certificate is valid for. ``hub.modelers.cn`` satisfies the official Modelers
+# client's host whitelist; tests make it resolve to 127.0.0.1 (never through DNS).
+TLS_NAMES = ("127.0.0.1", "localhost", "hub.modelers.cn")
+
+
+@dataclass(frozen=True)
+class HubTLS:
+    ca: Path  # PEM of the CA that signed the hub's certificate: what clients must trust
+    cert: Path  # PEM with the hub's certificate chain and private key
+    context: ssl.SSLContext  # server side, for LocalHub(tls=...)
+
+
+@pytest.fixture(scope="session")
+def hub_tls(tmp_path_factory: pytest.TempPathFactory) -> HubTLS:
+    """A throwaway CA and a certificate for ``TLS_NAMES``, made on the fly (trustme)."""
+    import trustme
+
+    where = tmp_path_factory.mktemp("tls")
+    ca = trustme.CA()
+    cert = ca.issue_cert(*TLS_NAMES)
+    ca.cert_pem.write_to_path(str(where / "ca.pem"))
+    cert.private_key_and_cert_chain_pem.write_to_path(str(where / "hub.pem"))
+    return HubTLS(where / "ca.pem", where / "hub.pem", tls_context(where / "hub.pem"))

@@ -13,7 +13,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from fixtures_hub import SAMPLE_REPO
+from fixtures_hub import SAMPLE_REPO, HubTLS
 
 from model_zoo.cli.cmd_mirror import exposure_warning, mirror_banner, mirror_store
 from model_zoo.cli.main import main
@@ -154,3 +154,59 @@ def test_loud_warning_off_loopback_and_banner(local_hub: LocalHub) -> None:
     banner = mirror_banner(local_hub, "somewhere")
     assert f"export OPENMIND_HUB_ENDPOINT={local_hub.url}" in banner
     assert f"export OPENXLAB_ENDPOINT={local_hub.url}" in banner
+
+
+# ---------------------------------------------------------------- --tls-cert / --tls-key
+
+
+def test_serve_mirror_over_tls_serves_https_that_model_zoo_pulls_from(
+    hub_root: Path, hub_tls: HubTLS, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "model_zoo.cli.main", "serve-mirror", str(hub_root), "--port", "0",
+         "--tls-cert", str(hub_tls.cert)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert first.startswith("Serving 1 repositories"), first + (proc.stderr.read() if proc.poll() else "")
+        url = first.split(" at ")[1].split()[0]
+        assert url.startswith("https://127.0.0.1:")
+        # plain http to the TLS port gets nothing useful: the mirror speaks https only
+        with pytest.raises((http.client.HTTPException, OSError)):
+            get(url.replace("https://", "http://"), "/")
+
+        monkeypatch.setenv("SSL_CERT_FILE", str(hub_tls.ca))
+        monkeypatch.setenv("OPENMIND_HUB_ENDPOINT", url)
+        from model_zoo.hubs.factory import adapter_for
+
+        manifest = adapter_for("modelers").manifest(SAMPLE_REPO)
+        assert manifest.endpoint == url and manifest.files
+        from model_zoo.download.engine import FileJob, fetch
+
+        remote = manifest.by_path()["model-00001-of-00002.safetensors"]
+        report = fetch([FileJob(remote.path, remote.size, remote.sha256, (remote,), ("modelers",))],
+                       tmp_path / "out")
+        assert report.ok
+        assert (tmp_path / "out" / remote.path).read_bytes() == (hub_root / SAMPLE_REPO / remote.path).read_bytes()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=20)
+    assert proc.returncode == 0
+
+
+@pytest.mark.parametrize("case", ["missing", "not-pem", "key-without-cert"])
+def test_serve_mirror_tls_files_that_cannot_work_are_usage_errors(
+    hub_root: Path, tmp_path: Path, case: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    args = {
+        "missing": ["--tls-cert", str(tmp_path / "absent.pem")],
+        "not-pem": ["--tls-cert", str(junk)],
+        "key-without-cert": ["--tls-key", str(junk)],
+    }[case]
+    assert main(["serve-mirror", str(hub_root), "--port", "0", *args]) == 2
+    err = capsys.readouterr().err
+    assert {"missing": "no such file", "not-pem": "PEM certificate", "key-without-cert": "needs --tls-cert"}[case] in err

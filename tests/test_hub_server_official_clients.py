@@ -1,7 +1,8 @@
 """The official clients download from the local hub byte-identical.
 
-This is what keeps the local hub honest: huggingface_hub and modelscope are the reference
-implementations of their protocols, so a drift in paths, JSON shapes or headers fails here.
+This is what keeps the local hub honest: huggingface_hub, modelscope, openmind_hub (Modelers) and
+openxlab are the reference implementations of their protocols, so a drift in paths, JSON shapes
+or headers fails here. The last two run in virtualenvs of their own (``fixtures_clients``).
 In-process tests pass ``endpoint=`` (huggingface_hub reads HF_ENDPOINT once, at import) and
 call modelscope 1.40's download code where it lives, ``modelscope_hub.compat`` (importing the
 ``modelscope`` package itself pulls in torch and costs seconds). One subprocess test runs
@@ -23,6 +24,9 @@ import pytest
 from model_zoo.testing.hub_server import LocalHub
 from model_zoo.testing.repo_store import write_repo
 
+from fixtures_clients import RunClient
+from fixtures_hub import HubTLS
+
 REPO = "internlm/faithful-chat"
 FILES: dict[str, bytes | str | int] = {
     ".gitattributes": "*.safetensors filter=lfs diff=lfs merge=lfs -text\n",
@@ -33,6 +37,8 @@ FILES: dict[str, bytes | str | int] = {
     "weights/big.bin": 10 * 1024 * 1024 + 1,  # LFS through the 10 MiB rule
     "a/b/c/deep.txt": "three folders down\n",
     "a/sibling.json": "[]\n",
+    "sub/dir/file": "nested, no extension\n",
+    "notes with space.md": "a file name with a space\n",
 }
 
 
@@ -174,3 +180,106 @@ def test_clients_configured_by_environment_only(
     assert_same_tree(faithful_root / REPO, tmp_path / "ms")
     protocols = {r.protocol for r in faithful_hub.stats.file_requests()}
     assert protocols == {"hf", "modelscope"}
+
+
+# ---------------------------------------------------------------- Modelers: openmind_hub 1.3.0
+
+MODELERS_HOST = "hub.modelers.cn"  # inside the client's whitelist; resolved to 127.0.0.1 by the harness
+
+
+def repo_files(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+def openmind(run_client: RunClient, hub: LocalHub, tls: HubTLS, out: Path, **args: object) -> dict:
+    return run_client(
+        "openmind",
+        {
+            "repo": REPO,
+            "local_dir": str(out / "local"),
+            "cache_dir": str(out / "cache"),
+            "resolve": {MODELERS_HOST: "127.0.0.1"},
+            **args,
+        },
+        env={
+            "OPENMIND_HUB_ENDPOINT": f"https://{MODELERS_HOST}:{hub.port}",
+            "REQUESTS_CA_BUNDLE": str(tls.ca),
+        },
+    )
+
+
+def test_openmind_hub_lists_and_downloads_over_tls(
+    faithful_root: Path, tmp_path: Path, run_client: RunClient, hub_tls: HubTLS
+) -> None:
+    """The client needs https (it refuses anything else at import), a whitelisted host, the
+    model-info route, ``created`` on the last commit and ``branch_last_commit`` per file; it
+    checks every file against its etag (sha256, or git blob sha1 for small files)."""
+    with LocalHub(faithful_root, tls=hub_tls.context) as hub:
+        result = openmind(run_client, hub, hub_tls, tmp_path)
+        assert result["ok"], result.get("trace") or result
+        assert result["listed"] == repo_files(faithful_root / REPO)
+        assert_same_tree(faithful_root / REPO, Path(result["path"]))
+        assert hub.stats.bytes_served(protocol="modelers", path="weights/big.bin") == FILES["weights/big.bin"]
+        routes = {r.url.split("?")[0] for r in hub.stats.requests}
+        assert f"/api/v1/model/{REPO}" in routes  # the client's repository check
+        assert result["blocked"] == []
+
+
+def test_openmind_hub_refuses_plain_http_which_is_why_the_hub_has_tls(
+    faithful_root: Path, tmp_path: Path, run_client: RunClient
+) -> None:
+    with LocalHub(faithful_root) as hub:
+        result = run_client(
+            "openmind",
+            {"repo": REPO, "local_dir": str(tmp_path / "l"), "cache_dir": str(tmp_path / "c")},
+            env={"OPENMIND_HUB_ENDPOINT": hub.url},
+        )
+    assert not result["ok"]
+    assert "Insecure scheme" in result["error"]
+
+
+def test_openmind_hub_gated_repository_takes_its_bearer_token(
+    faithful_root: Path, tmp_path: Path, run_client: RunClient, hub_tls: HubTLS
+) -> None:
+    with LocalHub(faithful_root, tls=hub_tls.context, tokens={REPO: "om-secret"}) as hub:
+        refused = openmind(run_client, hub, hub_tls, tmp_path / "no-token")
+        assert not refused["ok"]
+        allowed = openmind(run_client, hub, hub_tls, tmp_path / "token", token="om-secret")
+        assert allowed["ok"], allowed.get("trace") or allowed
+        assert_same_tree(faithful_root / REPO, Path(allowed["path"]))
+
+
+# ---------------------------------------------------------------- OpenXLab: openxlab 0.1.3
+
+
+def nested_dirs(root: Path) -> list[str]:
+    return sorted({p.parent.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()} - {"."})
+
+
+def test_openxlab_client_downloads_when_nested_folders_exist(
+    faithful_root: Path, tmp_path: Path, run_client: RunClient
+) -> None:
+    """openxlab has no endpoint setting (the harness points its constants at the hub) and never
+    creates sub-directories: with them made first, every file arrives byte-identical."""
+    out = tmp_path / "xlab"
+    with LocalHub(faithful_root) as hub:
+        result = run_client(
+            "openxlab",
+            {"repo": REPO, "endpoint": hub.url, "local_dir": str(out),
+             "precreate": nested_dirs(faithful_root / REPO)},
+        )
+        assert result["ok"], result.get("trace") or result
+        assert result["listed"] == repo_files(faithful_root / REPO)
+        assert result["model_names"] == []
+        assert_same_tree(faithful_root / REPO, out)
+        assert hub.stats.bytes_served(protocol="openxlab", path="weights/big.bin") == FILES["weights/big.bin"]
+
+
+def test_openxlab_client_stops_at_the_first_nested_file_without_its_folder(
+    faithful_root: Path, tmp_path: Path, run_client: RunClient
+) -> None:
+    """What docs/mirrors.md tells openxlab users: the client does not create folders."""
+    with LocalHub(faithful_root) as hub:
+        result = run_client("openxlab", {"repo": REPO, "endpoint": hub.url, "local_dir": str(tmp_path / "x")})
+    assert not result["ok"]
+    assert result["error"].startswith("FileNotFoundError")

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 import typer
 
 if TYPE_CHECKING:  # pragma: no cover
+    import ssl
+
     from ..testing.hub_server import LocalHub
     from ..testing.repo_store import RepoStore
 
@@ -39,13 +41,23 @@ def serve_mirror(
     bandwidth: float | None = typer.Option(
         None, "--bandwidth", help="Limit the total rate, in MB/s."
     ),
+    tls_cert: Path | None = typer.Option(
+        None, "--tls-cert", help="PEM certificate (chain) to serve https; the key may be in it too."
+    ),
+    tls_key: Path | None = typer.Option(
+        None, "--tls-key", help="PEM private key of --tls-cert, when it is a separate file."
+    ),
 ) -> None:
     """Serve checkpoints over the HuggingFace, ModelScope, Modelers and OpenXLab protocols.
+
+    With --tls-cert the mirror speaks https only (the official Modelers client refuses
+    anything else); clients trust its CA through SSL_CERT_FILE or REQUESTS_CA_BUNDLE.
 
     Examples:
       model-zoo serve-mirror
       model-zoo serve-mirror --host 0.0.0.0 --port 8765
       model-zoo serve-mirror ./hub --port 9000 --bandwidth 200
+      model-zoo serve-mirror --host 0.0.0.0 --tls-cert mirror.pem --tls-key mirror.key
     """
     from ..testing.hub_server import LocalHub
 
@@ -54,6 +66,7 @@ def serve_mirror(
 
         raise UsageError(f"--bandwidth must be a positive rate in MB/s, got {bandwidth:g}; "
                          "leave it out for no limit")
+    tls = mirror_tls(tls_cert, tls_key)
     store, described = mirror_store(root)
     if not store.repo_ids():
         from ..errors import UsageError
@@ -63,7 +76,7 @@ def serve_mirror(
             "Pull a model first (model-zoo pull NAME) or pass a directory laid out as "
             "ROOT/<namespace>/<name>/."
         )
-    hub = LocalHub(store, host=host, port=port, bandwidth=bandwidth * 1e6 if bandwidth else None)
+    hub = LocalHub(store, host=host, port=port, bandwidth=bandwidth * 1e6 if bandwidth else None, tls=tls)
     try:
         hub.start()
     except OSError as exc:
@@ -89,6 +102,29 @@ def _bind_advice(exc: OSError) -> str:
     if exc.errno == errno.EACCES:
         return "ports below 1024 need privileges: try a --port above 1024"
     return "check --host: it must be an address of this machine (127.0.0.1, 0.0.0.0 or a local IP)"
+
+
+def mirror_tls(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
+    """The server TLS context for --tls-cert/--tls-key, or None for plain http."""
+    from ..errors import UsageError
+
+    if cert is None:
+        if key is not None:
+            raise UsageError("--tls-key needs --tls-cert: give the certificate it belongs to")
+        return None
+    from ..testing.hub_server import tls_context
+
+    for option, path in (("--tls-cert", cert), ("--tls-key", key)):
+        if path is not None and not path.is_file():
+            raise UsageError(f"{option} {path}: no such file")
+    try:
+        return tls_context(cert, key)
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        detail = getattr(exc, "reason", None) or exc.strerror or str(exc)
+        raise UsageError(
+            f"cannot use {cert}{f' with {key}' if key else ''} for TLS ({detail}): give a PEM "
+            "certificate and the PEM private key that belongs to it (in the same file or with --tls-key)"
+        ) from None
 
 
 def default_store_home() -> Path:
@@ -121,8 +157,8 @@ def mirror_url(hub: LocalHub) -> str:
     if hub.host in ("0.0.0.0", "::"):
         import socket
 
-        return f"http://{socket.gethostname()}:{hub.port}"
-    return hub.url if hub.host != "localhost" else f"http://localhost:{hub.port}"
+        return f"{hub.scheme}://{socket.gethostname()}:{hub.port}"
+    return hub.url if hub.host != "localhost" else f"{hub.scheme}://localhost:{hub.port}"
 
 
 def mirror_banner(hub: LocalHub, described: str) -> list[str]:
@@ -147,5 +183,5 @@ def exposure_warning(host: str) -> list[str]:
         return []
     return [
         f"WARNING: serving on {host}: any machine that can reach it can download these files.",
-        "WARNING: no authentication, no TLS. Bind to 127.0.0.1 unless the network is trusted.",
+        "WARNING: no authentication. Bind to 127.0.0.1 unless the network is trusted.",
     ]

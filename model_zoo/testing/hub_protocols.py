@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from .faults import MALICIOUS_LISTING, WRONG_SHA256, Fault
@@ -111,6 +111,14 @@ def descendants(entries: list[Entry], folder: str) -> list[Entry]:
 
 def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+BEIJING = timezone(timedelta(hours=8))
+
+
+def beijing_iso(ts: float) -> str:
+    """An ISO time in China Standard Time, the form the hubs in China write (``...+08:00``)."""
+    return datetime.fromtimestamp(ts, tz=BEIJING).isoformat(timespec="seconds")
 
 
 # -- HuggingFace -------------------------------------------------------------------------------
@@ -243,7 +251,34 @@ def modelers_envelope(data: Any, *, code: int | str = 200, msg: str = "success")
 
 
 def modelers_last_commit(snap: Snapshot) -> dict[str, Any]:
-    return {"commit": {"commit_sha": snap.commit, "message": "", "date": iso(snap.last_modified)}}
+    # openmind_hub parses ``created`` with datetime.fromisoformat after stripping a trailing
+    # "Z" or "+08:00" (get_repo_last_commit): an answer without it fails the client.
+    return {
+        "commit": {
+            "commit_sha": snap.commit,
+            "message": "",
+            "created": beijing_iso(snap.last_modified),
+            "date": iso(snap.last_modified),
+        }
+    }
+
+
+def modelers_model_info(snap: Snapshot, *, private: bool) -> dict[str, Any]:
+    """``GET /api/v1/model/{repo}``: openmind_hub's ``model_info`` (checked before downloads)."""
+    ns, name = snap.repo_id.split("/")
+    when = beijing_iso(snap.last_modified)
+    return {
+        "id": snap.commit[:24],
+        "name": name,
+        "owner": ns,
+        "fullname": snap.repo_id,
+        "visibility": "private" if private else "public",
+        "create_at": when,
+        "updated_at": when,
+        "download_count": 0,
+        "like_count": 0,
+        "labels": {"task": "text-generation", "frameworks": ["PyTorch"], "others": []},
+    }
 
 
 # -- OpenXLab ----------------------------------------------------------------------------------

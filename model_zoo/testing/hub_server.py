@@ -22,10 +22,12 @@ Routes (``{repo}`` is ``namespace/name``; every GET route also answers HEAD):
                GET /api/v1/models/{repo}/revisions              Data.RevisionMap.{Branches,Tags}
                GET /api/v1/models/{repo}/repo/files             ?Revision=&Recursive=&Root=
                GET /api/v1/models/{repo}/repo                   ?Revision=&FilePath= -> bytes
-  Modelers     GET /api/v1/file/{repo}                          ?path=&ref= -> data.tree
-               GET /api/v1/file/{repo}/info                     ?path=&ref= -> data (one entry)
+  Modelers     GET /api/v1/model/{repo}                         ?ref= -> data (model info)
+               GET /api/v1/file/{repo}                          ?path=&ref= -> data.tree
+               GET /api/v1/file/{repo}/info                     ?path=&ref= -> data (one entry,
+                                                                with branch_last_commit)
                GET /api/v1/file/{repo}/{rev}/media/{path}       bytes
-  OpenXLab     POST <any prefix>/repository/getFileDownloadUrl  data.data.filePaths{path: {url,..}}
+  OpenXLab     POST <any prefix>/repository/getFileDownloadUrl  data.data.{modelNames,filePaths}
                GET /openxlab/file/{repo}/{commit}/{path}        bytes
   (lfs_redirect) GET /_cdn/{protocol}/{repo}/{commit}/{path}?sig=  bytes behind HF / ModelScope
                  302s, served on a second port (``cdn_url``): another origin, as the real CDNs
@@ -46,6 +48,7 @@ import json
 import secrets
 import logging
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -135,10 +138,25 @@ class _Server(ThreadingHTTPServer):
         self._conns_lock = threading.Lock()
         super().__init__(addr, _Handler)
 
+    def get_request(self) -> tuple[Any, Any]:
+        sock, addr = super().get_request()
+        tls = self.hub.tls
+        if tls is not None:  # the handshake runs on the connection's own thread, not here
+            sock = tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, addr
+
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         with self._conns_lock:
             self._conns.add(request)
         try:
+            if isinstance(request, ssl.SSLSocket):
+                try:
+                    request.settimeout(_Handler.timeout)
+                    request.do_handshake()
+                except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                    log.debug("local hub: TLS handshake with %s failed: %s", client_address, exc)
+                    self.shutdown_request(request)
+                    return
             super().process_request_thread(request, client_address)
         finally:
             with self._conns_lock:
@@ -261,6 +279,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._route_modelscope(ctx, segs[3] + "/" + segs[4], segs[5:], q)
         elif len(segs) >= 5 and segs[:3] == ["api", "v1", "file"] and m in ("GET", "HEAD"):
             self._route_modelers(ctx, segs[3] + "/" + segs[4], segs[5:], q)
+        elif len(segs) == 5 and segs[:3] == ["api", "v1", "model"] and m in ("GET", "HEAD"):
+            ctx.protocol, ctx.kind = proto.MODELERS, "api"
+            self._modelers_model(ctx, segs[3] + "/" + segs[4], q)
         elif split.path.endswith("/repository/getFileDownloadUrl") and m == "POST":
             self._openxlab_urls(ctx, body)
         elif len(segs) >= 6 and segs[:2] == ["openxlab", "file"] and m in ("GET", "HEAD"):
@@ -487,7 +508,14 @@ class _Handler(BaseHTTPRequestHandler):
             raise _Reply(404, "EntryNotFound", f"{path} does not exist")
         data = proto.modelers_entry(by_path[path])
         data["last_commit"] = proto.modelers_last_commit(snap)
+        # openmind_hub's get_om_file_metadata takes the commit of the ref from here (40 hex).
+        data["branch_last_commit"] = snap.commit
         self._send_json(ctx, proto.modelers_envelope(data))
+
+    def _modelers_model(self, ctx: _Ctx, repo: str, q: dict[str, str]) -> None:
+        snap = self._snapshot(ctx, repo, q.get("ref") or "main")
+        info = proto.modelers_model_info(snap, private=self.hub.token_for(repo) is not None)
+        self._send_json(ctx, proto.modelers_envelope(info))
 
     # -- OpenXLab ------------------------------------------------------------------------------
     def _openxlab_urls(self, ctx: _Ctx, body: bytes) -> None:
@@ -506,8 +534,11 @@ class _Handler(BaseHTTPRequestHandler):
                 continue
             url = f"{base}/openxlab/file/{repo}/{snap.commit}/{quote(e.path)}"
             files[e.path] = proto.openxlab_file(e, url)
-        # The official client reads data.msgCode and then data.data.filePaths: an envelope inside.
-        self._send_json(ctx, proto.openxlab_envelope(proto.openxlab_envelope({"filePaths": files})))
+        # The official client reads data.msgCode and then data.data.modelNames and .filePaths
+        # (a KeyError without either): an envelope inside an envelope. This hub has no
+        # "model" entries (a metafile's named weights), so every file is under filePaths.
+        inner = {"modelNames": {}, "filePaths": files}
+        self._send_json(ctx, proto.openxlab_envelope(proto.openxlab_envelope(inner)))
 
     # -- bytes ---------------------------------------------------------------------------------
     def _serve_file(
@@ -695,14 +726,14 @@ class _Handler(BaseHTTPRequestHandler):
     # -- writing -------------------------------------------------------------------------------
     def _base_url(self) -> str:
         host = self.headers.get("Host")
-        return f"http://{host}" if host else self.hub.url
+        return f"{self.hub.scheme}://{host}" if host else self.hub.url
 
     def _cdn_base_url(self) -> str:
         """The CDN's origin as this client reaches the hub: same host name, the CDN's port."""
         host = urlsplit("//" + (self.headers.get("Host") or "")).hostname
         if not host:
             return self.hub.cdn_url
-        return f"http://{f'[{host}]' if ':' in host else host}:{self.hub.cdn_port}"
+        return f"{self.hub.scheme}://{f'[{host}]' if ':' in host else host}:{self.hub.cdn_port}"
 
     def _start(
         self, ctx: _Ctx, status: int, ctype: str, length: int, headers: Mapping[str, str]
@@ -750,6 +781,17 @@ def _cookie(header: str, name: str) -> str | None:
     return None
 
 
+def tls_context(cert_file: Path | str, key_file: Path | str | None = None) -> ssl.SSLContext:
+    """A server-side TLS context from a PEM certificate (chain) and its private key.
+
+    ``key_file`` may be None when ``cert_file`` holds the key too. Raises OSError or
+    ssl.SSLError when the files are missing, unreadable or do not belong together.
+    """
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(str(cert_file), str(key_file) if key_file is not None else None)
+    return ctx
+
+
 # -- the public object ---------------------------------------------------------------------------
 class LocalHub:
     """A local multi-protocol hub over ``root``: one directory, several (first wins), or a
@@ -764,6 +806,8 @@ class LocalHub:
     ``lfs_redirect``: answer HuggingFace and ModelScope downloads of LFS files with a 302 to
     ``/_cdn/...`` (as the real hubs redirect to their CDN / object storage); the redirect
     carries X-Repo-Commit, X-Linked-Etag and X-Linked-Size. Changeable at runtime.
+    ``tls``: a server-side SSL context (``tls_context(cert, key)``): both ports then speak
+    https only, as the real hubs do (the official Modelers client refuses plain http).
     """
 
     def __init__(
@@ -778,8 +822,10 @@ class LocalHub:
         page_size: int = DEFAULT_PAGE_SIZE,
         tokens: Mapping[str, str] | None = None,
         lfs_redirect: bool = False,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.store = root if isinstance(root, RepoStore) else RepoStore(root)
+        self.tls = tls
         self.host = host
         self._port = port
         self.faults = FaultSet(list(faults or ()))
@@ -858,11 +904,15 @@ class LocalHub:
         return self._port
 
     @property
+    def scheme(self) -> str:
+        return "https" if self.tls is not None else "http"
+
+    @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         if self.host in ("0.0.0.0", "::"):
             host = "127.0.0.1"
-        return f"http://{host}:{self._port}"
+        return f"{self.scheme}://{host}:{self._port}"
 
     @property
     def cdn_port(self) -> int:
@@ -949,6 +999,7 @@ class LocalHub:
 
 
 __all__ = [
+    "tls_context",
     "Bandwidth",
     "Fault",
     "HubStats",
