@@ -19,14 +19,14 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from .download.plan import ProbeResult
 from .errors import ConfigError, ModelZooError
-from .hubs.catalog import HUBS, OPENXLAB_ORIGIN
+from .hubs.catalog import HUBS, OPENXLAB, OPENXLAB_ORIGIN
 from .netaddr import is_loopback_url, redact_url
 from .units import human_size
 
@@ -67,6 +67,8 @@ class HubReport:
     reachable: bool | None  # None: not probed (offline mode)
     latency_ms: float | None = None
     error: str | None = None
+    credentials: str | None = None  # other credentials in use (OpenXLab's key pair: where from)
+    credentials_problem: str | None = None  # why configured credentials cannot be used
 
 
 @dataclass(frozen=True)
@@ -288,8 +290,11 @@ def probe_hubs(
         if adapter_factory is None:
             from .hubs.factory import adapter_for
 
+            # probes need no credentials: a broken OpenXLab key file is reported once, below
+            probe_settings = replace(settings, openxlab_key=None)
+
             def adapter_factory(key: str) -> Any:
-                return adapter_for(key, settings)
+                return adapter_for(key, probe_settings)
 
         results = probe_all(keys, adapter_factory, budget)
     reports = []
@@ -297,6 +302,13 @@ def probe_hubs(
         info = HUBS[key]
         probe = results.get(key)
         token_env = next((v for v in info.token_envs if env.get(v)), None)
+        credentials = problem = None
+        if key == OPENXLAB and token_env is None:
+            pair = getattr(settings, "openxlab_key", None)
+            if isinstance(pair, ConfigError):
+                problem = pair.message
+            elif pair is not None:
+                credentials = f"access key pair from {pair.origin}"
         reports.append(HubReport(
             source=key,
             title=info.title,
@@ -309,6 +321,8 @@ def probe_hubs(
             reachable=None if probe is None else probe.ok,
             latency_ms=round(probe.latency * 1000, 1) if probe and probe.latency is not None else None,
             error=probe.error if probe else None,
+            credentials=credentials,
+            credentials_problem=problem,
         ))
     return reports
 
@@ -405,6 +419,9 @@ def _hub_findings(report: DoctorReport) -> list[Finding]:
                 advice = f"Rate-limited: set {hub.token_vars[0]} to a token. " + advice
             out.append(Finding(level, "hubs", f"{hub.title} ({hub.endpoint}) is unreachable{via}: {hub.error}",
                                advice.strip()))
+        if hub.credentials_problem:
+            out.append(Finding("warning", "hubs", f"{hub.title}: {hub.credentials_problem}",
+                               "Pulls from this hub fail until it is fixed."))
         if hub.token_env and hub.endpoint.startswith("http://") and not is_loopback_url(hub.endpoint):
             out.append(Finding("warning", "hubs",
                                f"{hub.title}: {hub.token_env} is set and the endpoint {hub.endpoint} is plain http, "

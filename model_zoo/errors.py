@@ -178,18 +178,66 @@ class RevisionNotFoundError(HubError):
         )
 
 
-class GatedRepoError(HubError):
-    """Unauthorised or gated: the user needs a token (``token_env`` says which variable)."""
+class RevisionMovedError(HubError):
+    """A branch kept moving to new commits while it was being pulled."""
 
-    def __init__(self, hub: str, repo_id: str, *, token_env: str | None, status: int | None = None) -> None:
-        how = f" Set {token_env} to a token with access" if token_env else " Log in to the hub"
+    def __init__(self, hub: str, repo_id: str, revision: str, moves: int) -> None:
         super().__init__(
-            f"{hub}: access to {repo_id!r} was refused{f' (HTTP {status})' if status else ''}.{how}, and accept the "
-            "model's terms on the hub's web page if it asks.",
+            f"{hub}: {repo_id!r} {revision} moved to a new commit {moves} times during the pull, so its "
+            "files could not be fetched from one commit. Retry later, or pin a commit with --revision.",
+            hub=hub,
+            repo_id=repo_id,
+            revision=revision,
+            moves=moves,
+        )
+
+
+class GatedRepoError(HubError):
+    """Unauthorised or gated: the user needs a token (``token_env`` says which variable).
+
+    ``advice`` replaces "Set TOKEN_ENV to a token with access" where a hub's credentials are
+    something else (OpenXLab's access key pair).
+    """
+
+    def __init__(self, hub: str, repo_id: str, *, token_env: str | None, status: int | None = None,
+                 advice: str | None = None) -> None:
+        how = advice or (f"Set {token_env} to a token with access" if token_env else "Log in to the hub")
+        super().__init__(
+            f"{hub}: access to {repo_id!r} was refused{f' (HTTP {status})' if status else ''}. {how}, and accept "
+            "the model's terms on the hub's web page if it asks.",
             hub=hub,
             repo_id=repo_id,
             token_env=token_env,
             status=status,
+        )
+
+
+class NotOnWhiteListError(HubError):
+    """The hub serves this repository only to a white list of accounts or networks (Modelers'
+    HTTP 418): a token is no help unless its account is on the list."""
+
+    def __init__(self, hub: str, repo_id: str, *, web_url: str | None = None) -> None:
+        where = f" on {web_url}" if web_url else " on the model's web page"
+        super().__init__(
+            f"{hub}: {repo_id!r} is served only to a white list, and this account or network is not "
+            f"on it (HTTP 418). Ask the publisher for access{where}, or use another source with --source.",
+            hub=hub,
+            repo_id=repo_id,
+            status=418,
+        )
+
+
+class CredentialsRejectedError(HubError):
+    """The hub refused the credentials themselves (an access key pair), before any repository."""
+
+    def __init__(self, hub: str, origin: str, detail: str) -> None:
+        super().__init__(
+            f"{hub}: the access key pair from {origin} was refused ({detail}). Check both keys (an "
+            "access key and its secret key, as `openxlab login` stores them), or set OPENXLAB_TOKEN "
+            "to a token instead.",
+            hub=hub,
+            origin=origin,
+            detail=detail,
         )
 
 

@@ -9,7 +9,9 @@ The settings file is TOML at ``$MODEL_ZOO_CONFIG`` or ``~/.config/model-zoo/conf
     hf = "https://hf-mirror.com"
 
 Tokens come only from the environment (see ``HubInfo.token_envs``), never from the file,
-and ``Settings`` never shows them in its repr.
+and ``Settings`` never shows them in its repr. OpenXLab's access key pair is read where its
+own client keeps it (``OPENXLAB_AK``/``OPENXLAB_SK`` or ``~/.openxlab/config.json``; see
+``hubs.openxlab_auth``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 
 from .errors import ConfigError
 from .hubs.catalog import HUBS, SOURCE_KEYS
+from .hubs.openxlab_auth import AccessKey, access_key_from
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -38,12 +41,21 @@ class Settings:
     offline: bool = False
     registry_path: Path | None = None
     config_path: Path | None = None
+    # OpenXLab's key pair, or the ConfigError its config file gave (raised only when it is
+    # needed, so a broken ~/.openxlab/config.json does not stop `model-zoo list`).
+    openxlab_key: AccessKey | ConfigError | None = field(default=None, repr=False)
 
     def endpoint(self, source: str) -> str:
         return self.endpoints[source]
 
     def token(self, source: str) -> str | None:
         return self.tokens.get(source)
+
+    def openxlab_access_key(self) -> AccessKey | None:
+        """The OpenXLab access key pair; raises ConfigError when its config file is broken."""
+        if isinstance(self.openxlab_key, ConfigError):
+            raise self.openxlab_key
+        return self.openxlab_key
 
 
 def default_config_path(env: Mapping[str, str]) -> Path:
@@ -151,6 +163,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                 tokens[key] = env[var]
                 break
 
+    openxlab_key: AccessKey | ConfigError | None
+    try:
+        openxlab_key = access_key_from(env)
+    except ConfigError as exc:
+        openxlab_key = exc
+
     offline = any(env.get(v, "").strip().lower() in _TRUE for v in ("MODEL_ZOO_OFFLINE", "HF_HUB_OFFLINE"))
     registry = env.get("MODEL_ZOO_REGISTRY") or data.get("registry")
     return Settings(
@@ -161,5 +179,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         offline=offline,
         registry_path=Path(registry).expanduser() if registry else None,
         config_path=config_path if config_path.is_file() else None,
+        openxlab_key=openxlab_key,
     )
 

@@ -436,3 +436,27 @@ def test_an_endpoint_s_password_is_never_reported(hub_env: dict[str, str], monke
     (hf,) = [h for h in report.hubs if h.source == "hf"]
     assert "s3cret" not in hf.endpoint and "alice" not in hf.endpoint and hf.endpoint.startswith("http://***@")
     assert "s3cret" not in json.dumps(report.to_dict(), default=str)
+
+
+def test_openxlab_key_pair_is_named_never_shown(hub_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENXLAB_AK", "ak-" + SECRET)
+    monkeypatch.setenv("OPENXLAB_SK", "sk-" + SECRET)
+    report = diagnose(check_gpu=False)
+    hub = by_source(report)["openxlab"]
+    assert hub.token_env is None and hub.credentials == "access key pair from OPENXLAB_AK/OPENXLAB_SK"
+    from model_zoo.cli.cmd_doctor import format_report
+
+    assert "access key pair from OPENXLAB_AK/OPENXLAB_SK" in format_report(report)
+    assert SECRET not in json.dumps(report.to_dict()) and SECRET not in format_report(report)
+
+
+def test_a_broken_openxlab_config_is_a_warning_and_the_hub_is_still_probed(
+    hub_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".openxlab").mkdir()
+    (tmp_path / ".openxlab" / "config.json").write_text("{broken")
+    report = diagnose(check_gpu=False)
+    hub = by_source(report)["openxlab"]
+    assert hub.reachable is True and hub.credentials_problem and "openxlab config" in hub.credentials_problem
+    assert any(f.level == "warning" and "config.json" in f.message for f in report.findings)

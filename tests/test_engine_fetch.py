@@ -275,3 +275,51 @@ def test_http_proxy_from_the_environment_is_used(engine_hub: LocalHub, tmp_path:
         proxy.server_close()
     assert sha256_of(out / BIG) == engine_hub.store.snapshot(ENGINE_REPO).files[BIG].sha256
     assert seen and all(p.startswith(engine_hub.url + "/") for p in seen)
+
+
+class _Hop:
+    """A fake response: a redirect to ``location``, or (None) the final answer."""
+
+    def __init__(self, location: str | None) -> None:
+        self.status = 302 if location else 200
+        self.url = ""
+        self._location = location
+
+    def header(self, name: str) -> str | None:
+        return self._location if name.lower() == "location" else None
+
+    def close(self, *, reusable: bool) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("location", "gets_token"),
+    [
+        ("https://cdn.modelers.cn/obj?sig=1", True),  # under a white-listed domain, https
+        ("https://modelers.cn/other", True),
+        ("https://obs.gitcode.com/x", True),
+        ("http://cdn.modelers.cn/obj", False),  # plain http: never
+        ("https://evilmodelers.cn/obj", False),  # the official client's endswith() would send it
+        ("https://modelers.cn.attacker.example/obj", False),
+        ("https://bucket.oss.example/obj", False),
+    ],
+)
+def test_redirects_carry_the_token_only_to_white_listed_https_hosts(location: str, gets_token: bool) -> None:
+    from model_zoo.download.http_fetch import follow_redirects
+    from model_zoo.hubs.modelers import CDN_DOMAINS
+
+    seen: list[tuple[str, dict[str, str]]] = []
+    hops = {"https://hub.modelers.cn/api/v1/file/o/r/main/media/w.bin": location}
+
+    def send_once(url: str, headers: dict[str, str]) -> _Hop:
+        seen.append((url, dict(headers)))
+        return _Hop(hops.get(url))
+
+    follow_redirects(send_once, next(iter(hops)), {"Authorization": "Bearer om"}, "bytes=0-9", CDN_DOMAINS)
+    (_, first), (second_url, second) = seen
+    assert first["Authorization"] == "Bearer om" and second_url == location
+    assert ("Authorization" in second) is gets_token
+    assert second["Range"] == "bytes=0-9"  # the range always follows
+    seen.clear()
+    follow_redirects(send_once, next(iter(hops)), {"Authorization": "Bearer om"}, None)  # no domains given
+    assert "Authorization" not in seen[1][1]

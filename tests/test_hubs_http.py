@@ -13,6 +13,7 @@ from model_zoo.errors import (
     HubProtocolError,
     HubServerError,
     HubUnreachableError,
+    NotOnWhiteListError,
     RateLimitedError,
     RepoNotFoundError,
 )
@@ -138,7 +139,7 @@ def _status(code: int, headers: dict[str, str] | None = None, text: str = "") ->
         (404, RepoNotFoundError),
         (401, GatedRepoError),
         (403, GatedRepoError),
-        (418, GatedRepoError),
+        (418, NotOnWhiteListError),
         (429, RateLimitedError),
         (500, HubServerError),
         (503, HubServerError),

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from model_zoo.errors import (
+    NotOnWhiteListError,
     GatedRepoError,
     HubProtocolError,
     HubServerError,
@@ -69,14 +70,17 @@ def test_walks_folders_and_reads_sha256_from_64_hex_etags(mock_hub) -> None:
     assert by_path["shards/a.safetensors"].sha256 == sha("a")
     assert by_path["shards/more/b.safetensors"].sha256 == sha("b")  # quoted etag
     assert by_path["config.json"].sha256 is None  # a git blob id, not a sha256
-    assert by_path["config.json"].etag == "1" * 40
+    assert by_path["config.json"].etag == by_path["config.json"].git_blob == "1" * 40
+    assert by_path["shards/a.safetensors"].git_blob is None
     assert by_path["shards/more/b.safetensors"].size == 200
+    # the branch is listed once for its head; the rest is listed and served at that commit
     assert by_path["shards/more/b.safetensors"].url == (
-        f"{EP}/api/v1/file/{REPO}/main/media/shards/more/b.safetensors"
+        f"{EP}/api/v1/file/{REPO}/{HEAD}/media/shards/more/b.safetensors"
     )
     assert manifest.commit == HEAD and manifest.revision == "main" and manifest.source == "modelers"
-    folders = [r.url.params["path"] for r in hub.requests]
-    assert sorted(folders) == ["", "shards", "shards/more"]
+    assert manifest.pinned
+    asked = [(r.url.params["ref"], r.url.params["path"]) for r in hub.requests]
+    assert asked[0] == ("main", "") and sorted(asked[1:]) == [(HEAD, ""), (HEAD, "shards"), (HEAD, "shards/more")]
 
 
 def test_bearer_token_only_to_modelers(mock_hub) -> None:
@@ -87,12 +91,20 @@ def test_bearer_token_only_to_modelers(mock_hub) -> None:
     assert TOKEN not in repr(manifest)
 
 
-def test_revision_goes_into_ref_and_urls(mock_hub) -> None:
+def test_revision_goes_into_ref_then_its_commit_into_urls(mock_hub) -> None:
     hub = mock_hub(protocol(TREE))
     manifest = adapter(hub).manifest(REPO, "v2")
-    assert {r.url.params["ref"] for r in hub.requests} == {"v2"}
-    assert "/v2/media/" in manifest.files[0].url
-    assert manifest.revision == "v2" and manifest.commit == HEAD
+    assert [r.url.params["ref"] for r in hub.requests][:2] == ["v2", HEAD]
+    assert f"/{HEAD}/media/" in manifest.files[0].url
+    assert manifest.revision == "v2" and manifest.commit == HEAD and manifest.pinned
+
+
+def test_a_hub_that_refuses_commit_refs_is_listed_and_served_by_branch(mock_hub) -> None:
+    hub = mock_hub(protocol(TREE, refs=("main", "v2")))
+    manifest = adapter(hub).manifest(REPO, "v2")
+    assert {r.url.params["ref"] for r in hub.requests} == {"v2", HEAD}
+    assert all("/v2/media/" in f.url for f in manifest.files)
+    assert manifest.commit == HEAD and not manifest.pinned  # the pull re-checks the head
 
 
 def test_unknown_revision_and_repository(mock_hub) -> None:
@@ -124,7 +136,7 @@ def test_a_folder_listed_twice_is_walked_once(mock_hub) -> None:
     ("response", "error"),
     [
         (httpx.Response(401, json={"code": "unauthorized", "msg": TOKEN}), GatedRepoError),
-        (httpx.Response(418, json={"code": "white_list", "msg": "not on white list"}), GatedRepoError),
+        (httpx.Response(418, json={"code": "white_list", "msg": "not on white list"}), NotOnWhiteListError),
         (httpx.Response(429, headers={"Retry-After": "3"}), RateLimitedError),
         (httpx.Response(502, text="bad gateway"), HubServerError),
         (httpx.Response(200, json={"code": 200, "data": None}), HubProtocolError),
@@ -160,3 +172,12 @@ def test_hostile_paths_and_types_pass_through_for_the_engine_to_judge(mock_hub) 
     assert by_path["../../x"].kind == "file"
     assert by_path["evil"].kind == "symlink"
     assert by_path["../../x"].url.endswith("/media/../../x")
+
+
+def test_418_says_white_list_not_token(mock_hub) -> None:
+    """openmind_hub maps 418 to AccessWhiteListError ("Does not on white list"): no token helps."""
+    hub = mock_hub(lambda request: httpx.Response(418, json={"code": "white_list", "msg": "x"}))
+    with pytest.raises(NotOnWhiteListError) as info:
+        adapter(hub).manifest(REPO)
+    assert "white list" in info.value.message and "OPENMIND_HUB_TOKEN" not in info.value.message
+    assert info.value.exit_code == 4 and info.value.fields["status"] == 418

@@ -234,3 +234,12 @@ def test_paths_are_kept_exactly_as_listed(mock_hub) -> None:
     assert set(by_path) == {"../escape.txt", "/abs.txt", "link"}
     assert by_path["link"].kind == "symlink"
     assert by_path["../escape.txt"].kind == "file"
+
+
+def test_default_endpoint_is_the_official_clients() -> None:
+    """modelscope (1.40, through modelscope_hub) talks to https://modelscope.cn by default."""
+    from modelscope_hub.constants import DEFAULT_ENDPOINT
+
+    from model_zoo.hubs.catalog import HUBS
+
+    assert HUBS["modelscope"].default_endpoint == DEFAULT_ENDPOINT.rstrip("/") == "https://modelscope.cn"

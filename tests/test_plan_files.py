@@ -129,14 +129,28 @@ def test_hf_git_blob_id_is_used_when_no_sha256_is_known(tmp_path) -> None:
     blob = git_blob_sha1(tmp_path / "f")
     assert blob == "ce013625030ba8dba906f756967f9e9ca394464a"  # `git hash-object` of "hello\n"
     hf = Manifest("hf", "r", "main", "1" * 40, "http://127.0.0.1:1",
-                  (RemoteFile("f", 6, None, "http://127.0.0.1:1/f", etag=f'"{blob}"'),))
+                  (RemoteFile("f", 6, None, "http://127.0.0.1:1/f", etag=f'"{blob}"', git_blob=blob),))
     fp = plan_file("f", hf, [])
-    assert (fp.method, fp.git_blob, fp.sha256) == ("git-blob-sha1", blob, None)
+    assert (fp.method, fp.git_blob, fp.sha256, fp.git_blob_from) == ("git-blob-sha1", blob, None, "hf")
     # a published sha256 elsewhere is stronger: it wins
     ms = _m("modelscope", {"f": (6, A)})
     fp = plan_file("f", hf, [ms])
     assert (fp.method, fp.git_blob) == ("cross-source-sha256", None)
-    # other hubs' etags are not git blob ids
+    # an etag that merely looks like one is not a git blob id: the adapter says which it is
     ox = Manifest("openxlab", "r", "main", None, "http://127.0.0.1:1",
                   (RemoteFile("f", 6, None, "http://127.0.0.1:1/f", etag=blob),))
     assert plan_file("f", ox, []).method == "size-only"
+
+
+def test_a_git_blob_id_counts_whichever_source_is_primary() -> None:
+    blob = "ce013625030ba8dba906f756967f9e9ca394464a"
+    modelers = Manifest("modelers", "r", "main", "1" * 40, "http://127.0.0.1:1",
+                        (RemoteFile("f", 6, None, "http://127.0.0.1:1/m/f", etag=blob, git_blob=blob),))
+    ox = Manifest("openxlab", "r", "latest", None, "http://127.0.0.1:1",
+                  (RemoteFile("f", 6, None, "http://127.0.0.1:1/x/f", etag="whatever"),))
+    assert plan_file("f", modelers, []).method == "git-blob-sha1"  # Modelers primary
+    fp = plan_file("f", ox, [modelers])  # OpenXLab primary: Modelers' id checks its bytes
+    assert (fp.method, fp.git_blob, fp.git_blob_from, fp.sources) == ("git-blob-sha1", blob, "modelers", ("openxlab",))
+    other_size = Manifest("modelers", "r", "main", "1" * 40, "http://127.0.0.1:1",
+                          (RemoteFile("f", 7, None, "http://127.0.0.1:1/m/f", git_blob=blob),))
+    assert plan_file("f", ox, [other_size]).git_blob is None  # another file: its id says nothing

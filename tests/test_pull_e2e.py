@@ -227,6 +227,27 @@ def test_hf_small_files_are_checked_by_git_blob_id(pull_hub) -> None:
     assert "size-only" not in how.values()
 
 
+def test_modelers_small_files_are_checked_by_their_git_blob_id(pull_hub) -> None:
+    result = pull_model("internlm3-8b-instruct", source="modelers")
+    how = {r.path: r.verified for r in result.manifest.files}
+    assert how["config.json"] == "git-blob-sha1" and how["README.md"] == "git-blob-sha1"
+    assert "size-only" not in how.values() and "published-sha256" in how.values()
+
+
+def test_damaged_small_modelers_file_is_caught_by_its_git_blob_id(pull_hub) -> None:
+    pull_hub.faults.add(Fault.flip_byte(offset=3, protocol="modelers", path="config.json", times=None))
+    with pytest.raises(IntegrityError, match="config.json: its git blob id .* but modelers lists"):
+        pull_model("internlm3-8b-instruct", source="modelers")
+
+
+def test_a_small_file_another_hub_disagrees_about_is_not_kept(pull_hub, monkeypatch) -> None:
+    # hf's git blob id checks what openxlab served; they differ: the message names both hubs
+    pull_hub.faults.add(Fault.flip_byte(offset=1, protocol="openxlab", path="config.json", times=None))
+    monkeypatch.setenv("MODEL_ZOO_SOURCES", "openxlab,hf")
+    with pytest.raises(IntegrityError, match="but hf lists .*openxlab served the bytes: the hubs disagree"):
+        pull_model(MODEL, probes=probes("openxlab", "hf"))
+
+
 def test_damaged_small_hf_file_is_caught_by_its_git_blob_id(pull_hub) -> None:
     rule = pull_hub.faults.add(Fault.flip_byte(offset=3, protocol="hf", path="config.json", times=None))
     with pytest.raises(IntegrityError, match="config.json: its git blob id"):
@@ -236,8 +257,23 @@ def test_damaged_small_hf_file_is_caught_by_its_git_blob_id(pull_hub) -> None:
     assert not (target / "config.json").exists() and not manifest_path(target).exists()
 
 
+def test_openxlab_small_files_are_checked_by_another_hubs_git_blob_id(pull_hub, monkeypatch) -> None:
+    # OpenXLab publishes no digest; hf lists sha256 for LFS files and git blob ids for the rest
+    monkeypatch.setenv("MODEL_ZOO_SOURCES", "openxlab,hf")
+    result = pull_model(MODEL, probes=probes("openxlab", "hf"))
+    by = result.manifest.by_path()
+    assert by["model-00001-of-00002.safetensors"].verified == "cross-source-sha256"
+    assert by["config.json"].verified == "git-blob-sha1" and by["config.json"].sources == ("openxlab",)
+    assert pull_hub.stats.bytes_served(protocol="hf", path="config.json") == 0  # no second copy needed
+    assert "size-only" not in {r.verified for r in result.manifest.files}
+
+
 def test_unhashed_files_are_cross_checked_against_a_second_source(pull_hub, monkeypatch) -> None:
-    # OpenXLab publishes no sha256 here; hf has sha256 for LFS files and none for small files
+    # OpenXLab publishes no sha256 here; hf has sha256 for LFS files, and (as a mirror that
+    # lists no git blob ids would) none for small files
+    import model_zoo.hubs.huggingface as hf_adapter
+
+    monkeypatch.setattr(hf_adapter, "git_blob_or_none", lambda value: None)
     monkeypatch.setenv("MODEL_ZOO_SOURCES", "openxlab,hf")
     result = pull_model(MODEL, probes=probes("openxlab", "hf"))
     assert result.source == "openxlab"
@@ -250,6 +286,9 @@ def test_unhashed_files_are_cross_checked_against_a_second_source(pull_hub, monk
 
 
 def test_second_source_serving_other_bytes_fails_the_pull(pull_hub, monkeypatch) -> None:
+    import model_zoo.hubs.huggingface as hf_adapter
+
+    monkeypatch.setattr(hf_adapter, "git_blob_or_none", lambda value: None)  # no git blob ids: compare bytes
     monkeypatch.setenv("MODEL_ZOO_SOURCES", "openxlab,hf")
     pull_hub.faults.add(Fault.flip_byte(offset=2, protocol="hf", path="generation_config.json", times=None))
     with pytest.raises(IntegrityError, match="generation_config.json: openxlab and hf serve different bytes"):

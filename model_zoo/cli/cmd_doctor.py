@@ -112,7 +112,12 @@ def _hub_lines(report: DoctorReport) -> list[str]:
             state = f"ok {hub.latency_ms:.0f} ms"
         else:
             state = f"UNREACHABLE ({hub.error})"
-        token = f"token {hub.token_env} set" if hub.token_env else f"no token ({hub.token_vars[0]})"
+        if hub.token_env:
+            token = f"token {hub.token_env} set"
+        elif hub.credentials:
+            token = hub.credentials
+        else:
+            token = f"no token ({hub.token_vars[0]})"
         via = f"; via proxy {hub.proxy}" if hub.proxy else ""
         used = "" if hub.in_sources else "; not in the source order"
         lines.append(f"  {hub.source:<11} {hub.endpoint} [{hub.endpoint_from}]")

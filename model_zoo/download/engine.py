@@ -31,6 +31,9 @@ How it works, briefly (details in the modules named):
 - Retries with exponential backoff and jitter on 408/429 (``Retry-After`` honoured up to a cap),
   5xx, resets, timeouts, stalls and short bodies; after ``retries`` failures, or at once on other
   4xx / a size or sha256 mismatch, the file falls back to its next candidate.
+- A presigned URL that stops working (401/403 on a candidate marked ``expires``) is renewed
+  through ``renew`` (the pull lists the repository again) and the range continues from the
+  bytes already written; the old URL is never retried.
 """
 
 from __future__ import annotations
@@ -54,6 +57,10 @@ if TYPE_CHECKING:  # pragma: no cover
 MiB = 1024 * 1024
 VERIFIED_PUBLISHED = "sha256-published"  # the sha256 a hub published matched the bytes
 COMPUTED_ONLY = "computed-only"  # no hub published a sha256: computed, size checked ("unverified-by-hub")
+
+# (source, path, the RemoteFile whose URL stopped working) -> a fresh RemoteFile for the same
+# file, or None when the source no longer lists it. Called on worker threads; may block.
+Renew = Callable[[str, str, RemoteFile], "RemoteFile | None"]
 
 
 @dataclass(frozen=True)
@@ -174,6 +181,7 @@ def fetch(
     options: EngineOptions = EngineOptions(),
     on_event: Callable[[ev.Event], None] | None = None,
     client: httpx.Client | None = None,
+    renew: Renew | None = None,
 ) -> FetchReport:
     """Fetch every job into ``target_dir``; return what was done, file by file.
 
@@ -183,7 +191,9 @@ def fetch(
     failed file's error is raised (``DownloadFailedError``, ``HashMismatchError``, ...), with the
     ``FetchReport`` attached as ``error.report``. ``on_event`` is called on this thread only.
     Pass ``client`` to route requests through an ``httpx.Client``; by default a pooled
-    ``http.client`` transport is used, which costs far less CPU per byte.
+    ``http.client`` transport is used, which costs far less CPU per byte. ``renew`` gives fresh
+    URLs for candidates whose presigned URL expired (see ``Renew``); without it such a
+    candidate fails like any refused one.
     """
     target_dir = Path(target_dir)
     t0 = time.monotonic()
@@ -200,7 +210,7 @@ def fetch(
         else StdlibTransport(options.timeouts(), max_idle_per_origin=max(4, options.max_workers))
     from .scheduler import Run
 
-    run = Run(jobs, target_dir, options, transport)
+    run = Run(jobs, target_dir, options, transport, renew)
     try:
         run.execute(on_event)
     finally:

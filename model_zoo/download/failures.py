@@ -10,6 +10,7 @@ from ..errors import (
     HubServerError,
     HubUnreachableError,
     ModelZooError,
+    NotOnWhiteListError,
     RateLimitedError,
     SizeMismatchError,
 )
@@ -24,12 +25,15 @@ def error_for(f: FileState, cand: Candidate, exc: TransferError) -> ModelZooErro
         return SizeMismatchError(f.job.path, f.size or -1, served_size(exc.reason), source=src)
     if exc.status == 429:
         return RateLimitedError(src, retry_after=exc.retry_after, url=url)
-    if exc.status in (401, 403):
+    if exc.status in (401, 403, 418):
         from ..hubs.catalog import HUBS
 
         info = HUBS.get(src)  # name the variable that would carry a token for this hub
+        if exc.status == 418:
+            return NotOnWhiteListError(src, f.job.path)
         token_env = info.token_envs[0] if info is not None and info.token_envs else None
-        return GatedRepoError(src, f.job.path, token_env=token_env, status=exc.status)
+        advice = info.credentials_advice if info is not None else None
+        return GatedRepoError(src, f.job.path, token_env=token_env, status=exc.status, advice=advice)
     if exc.status is not None and exc.status >= 500:
         return HubServerError(src, exc.status, url=url, detail=f"for {f.job.path}")
     if exc.status is not None or exc.kind == "protocol":

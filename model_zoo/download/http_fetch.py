@@ -13,7 +13,9 @@ Two transports with one interface (``Transport.get`` -> ``Response``):
   proxies, mounts, mock transports). Same behaviour, more CPU per byte.
 
 Redirects are followed here (at most 10) so that the headers of a ``RemoteFile`` (which may
-carry a token) are sent only to the origin of its URL, never to a CDN it redirects to.
+carry a token) are sent only to the origin of its URL, never to a CDN it redirects to, except
+https hosts under the domains the file names in ``credential_domains`` (Modelers' CDN, which
+its official client sends the token to).
 """
 
 from __future__ import annotations
@@ -94,7 +96,8 @@ class Response(Protocol):
 
 
 class Transport(Protocol):
-    def get(self, url: str, headers: Mapping[str, str], range_header: str | None) -> Response: ...
+    def get(self, url: str, headers: Mapping[str, str], range_header: str | None,
+            credential_domains: tuple[str, ...] = ()) -> Response: ...
 
     def abort_all(self) -> None:
         """Unblock every read in flight (used on Ctrl-C and fatal errors)."""
@@ -107,15 +110,25 @@ def _same_origin(a: SplitResult, b: SplitResult) -> bool:
     return (a.scheme, a.hostname, a.port) == (b.scheme, b.hostname, b.port)
 
 
+def in_domains(parts: SplitResult, domains: tuple[str, ...]) -> bool:
+    """An https URL whose host is one of ``domains`` or a subdomain of one (``cdn.modelers.cn``
+    is under ``modelers.cn``; ``evilmodelers.cn`` is not)."""
+    host = (parts.hostname or "").lower().rstrip(".")
+    return parts.scheme == "https" and any(host == d or host.endswith("." + d) for d in domains)
+
+
 def follow_redirects(
-    send_once: object, url: str, headers: Mapping[str, str], range_header: str | None
+    send_once: object, url: str, headers: Mapping[str, str], range_header: str | None,
+    credential_domains: tuple[str, ...] = (),
 ) -> Response:
-    """Send with ``send_once(url, headers)``; follow redirects, dropping headers across origins."""
+    """Send with ``send_once(url, headers)``; follow redirects, dropping headers across origins
+    except to https hosts under ``credential_domains``."""
     origin = urlsplit(url)
     current = url
     for _ in range(MAX_REDIRECTS + 1):
         here = urlsplit(current)
-        sent = dict(headers) if _same_origin(origin, here) else {}
+        keep = _same_origin(origin, here) or in_domains(here, credential_domains)
+        sent = dict(headers) if keep else {}
         if range_header:
             sent["Range"] = range_header
         resp: Response = send_once(current, sent)  # type: ignore[operator]
@@ -219,8 +232,9 @@ class StdlibTransport:
         self._ssl: ssl.SSLContext | None = None
         self._closed = False
 
-    def get(self, url: str, headers: Mapping[str, str], range_header: str | None) -> Response:
-        return follow_redirects(self._send_once, url, headers, range_header)
+    def get(self, url: str, headers: Mapping[str, str], range_header: str | None,
+            credential_domains: tuple[str, ...] = ()) -> Response:
+        return follow_redirects(self._send_once, url, headers, range_header, credential_domains)
 
     def _connection(self, parts: SplitResult) -> tuple[_Key, http.client.HTTPConnection, bool, str]:
         """A pooled or new connection for ``parts``; also the request target to send."""
@@ -395,8 +409,9 @@ class HttpxTransport:
         self._client = client
         self.timeouts = timeouts
 
-    def get(self, url: str, headers: Mapping[str, str], range_header: str | None) -> Response:
-        return follow_redirects(self._send_once, url, headers, range_header)
+    def get(self, url: str, headers: Mapping[str, str], range_header: str | None,
+            credential_domains: tuple[str, ...] = ()) -> Response:
+        return follow_redirects(self._send_once, url, headers, range_header, credential_domains)
 
     def _send_once(self, url: str, headers: Mapping[str, str]) -> Response:
         import httpx

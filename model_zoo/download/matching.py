@@ -10,10 +10,11 @@ Per file, the expected sha256 comes from (first that applies):
 2. the primary source's listing (``published-sha256``);
 3. another source's listing for the same path and size (``cross-source-sha256``).
 
-With no sha256 anywhere, HuggingFace's git blob id of a small file is checked
-(``git-blob-sha1``); else the bytes are cross-checked against a second source that lists the
-file with the same size (``cross-source-bytes``: the second copy must hash the same); else only
-the size is checked (``size-only``). Sources whose published hash differs from the expectation are
+With no sha256 anywhere, the git blob id that HuggingFace or Modelers publish for a small file
+is checked (``git-blob-sha1``: the primary's, else another source's for the same path and
+size); else the bytes are cross-checked against a second source that lists the file with the
+same size (``cross-source-bytes``: the second copy must hash the same); else only the size is
+checked (``size-only``). Sources whose published hash differs from the expectation are
 never used for that file; they are kept as ``disputed`` so the pull can say so, and can retry
 with them if the primary's listing turns out to be the wrong one.
 """
@@ -26,7 +27,6 @@ from pathlib import Path
 
 from ..errors import LockMismatchError
 from ..hubs.base import Manifest, RemoteFile
-from ..hubs.catalog import HF
 from ..store.manifest import CROSS_BYTES, CROSS_SHA, GIT_BLOB, LOCKED, PUBLISHED, SIZE_ONLY
 
 
@@ -47,7 +47,8 @@ class FilePlan:
     expected_from: str | None  # which source (or "lock") the expected digest came from
     candidates: tuple[Candidate, ...]  # sources that may serve these bytes, primary first
     cross_check: Candidate | None = None  # second copy to compare when no hash is known
-    git_blob: str | None = None  # HuggingFace's git blob id, checked when no sha256 is known
+    git_blob: str | None = None  # a git blob id (HuggingFace, Modelers), checked when no sha256 is known
+    git_blob_from: str | None = None  # the source that published it
     disputed: tuple[Candidate, ...] = ()  # sources whose listing claims a different sha256
 
     @property
@@ -101,8 +102,11 @@ def plan_file(
             disputed.append(Candidate(src, remote))
 
     cross = None
-    blob = git_blob_id(first) if primary.source == HF else None
-    if sha is None and blob is not None:
+    blob, blob_from = None, None
+    if sha is None:  # the primary's git blob id, else another source's for the same size
+        blob, blob_from = next(((r.git_blob, src) for src, r in listings
+                                if r.git_blob and (size is None or r.size in (None, size))), (None, None))
+    if blob is not None:
         method = GIT_BLOB
     elif sha is None:
         for src, remote in listings[1:]:
@@ -111,15 +115,7 @@ def plan_file(
                 method = CROSS_BYTES
                 break
     return FilePlan(path, size, sha, method, origin, tuple(candidates), cross_check=cross,
-                    disputed=tuple(disputed), git_blob=blob if sha is None else None)
-
-
-def git_blob_id(remote: RemoteFile) -> str | None:
-    """The 40-hex git blob id HuggingFace lists for a small (non-LFS) file, if there is one."""
-    etag = (remote.etag or "").strip().strip('"').lower()
-    if remote.sha256 is None and len(etag) == 40 and all(c in "0123456789abcdef" for c in etag):
-        return etag
-    return None
+                    disputed=tuple(disputed), git_blob=blob, git_blob_from=blob_from)
 
 
 def git_blob_sha1(path: Path) -> str:

@@ -26,6 +26,7 @@ from ..errors import (
     ModelZooError,
     NoSourceError,
     OfflineError,
+    RevisionMovedError,
     RevisionNotFoundError,
     UnsafePathError,
     UsageError,
@@ -63,6 +64,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..store.lockfile import LockedModel, LockFile
 
 ProgressFn = Callable[[Any], None]
+MAX_BRANCH_MOVES = 2  # a branch that moves more often than this during one pull is reported
 PROBE_BUDGET = 2.0
 
 
@@ -272,70 +274,81 @@ def pull_model(
     plan, probe_results = _plan(info, settings, source, sources, probes)
     plan_text = describe_plan(plan, probe_results)
     emit(PullEvent("plan", plan_text, {"plan": [vars(p) for p in plan]}))
-    try:
-        primary, others, plan, failures = _manifests(info, settings, plan, revision)
-    except RevisionNotFoundError as exc:
-        if locked is None:
-            raise
-        raise LockMismatchError(info.name, f"{exc.hub} no longer has revision {revision} of {locked.repo_id}") from None
-    if failures:
-        emit(PullEvent("note", "; ".join(failures)))
-    _check_listing(primary)
+    moves = 0
+    while True:  # again from the listing when a branch moved under an unpinned pull
+        try:
+            try:
+                primary, others, plan, failures = _manifests(info, settings, plan, revision)
+            except RevisionNotFoundError as exc:
+                if locked is None:
+                    raise
+                raise LockMismatchError(info.name, f"{exc.hub} no longer has revision {revision} of {locked.repo_id}") from None
+            if failures:
+                emit(PullEvent("note", "; ".join(failures)))
+            _check_listing(primary)
 
-    locked_files = {f.path: (f.size, f.sha256) for f in locked.files} if locked else None
-    if locked is not None:
-        check_against_lock(info.name, primary, locked_files or {}, locked_commit=locked.commit)
-        # --include / --exclude narrow what the lock records (the lock already chose the formats)
-        sel = select_files(locked_files or {}, include=include, exclude=exclude, all_files=True)
-        selected = list(sel.selected)
-        skipped = [(p, "not in the lock file") for p in sorted(primary.by_path()) if p not in (locked_files or {})]
-        skipped += sel.skipped
-    else:
-        sel = select_files(primary.by_path(), include=include, exclude=exclude, all_files=all_files)
-        selected, skipped = list(sel.selected), list(sel.skipped)
-    if not selected:
-        raise UsageError(
-            f"no file of {primary.repo_id} on {primary.source} matches the filters "
-            f"({len(skipped)} skipped); check --include / --exclude",
-            model=info.name,
-        )
-    file_plans = plan_files(selected, primary, others, locked=locked_files)
+            locked_files = {f.path: (f.size, f.sha256) for f in locked.files} if locked else None
+            if locked is not None:
+                check_against_lock(info.name, primary, locked_files or {}, locked_commit=locked.commit)
+                # --include / --exclude narrow what the lock records (the lock already chose the formats)
+                sel = select_files(locked_files or {}, include=include, exclude=exclude, all_files=True)
+                selected = list(sel.selected)
+                skipped = [(p, "not in the lock file") for p in sorted(primary.by_path()) if p not in (locked_files or {})]
+                skipped += sel.skipped
+            else:
+                sel = select_files(primary.by_path(), include=include, exclude=exclude, all_files=all_files)
+                selected, skipped = list(sel.selected), list(sel.skipped)
+            if not selected:
+                raise UsageError(
+                    f"no file of {primary.repo_id} on {primary.source} matches the filters "
+                    f"({len(skipped)} skipped); check --include / --exclude",
+                    model=info.name,
+                )
+            file_plans = plan_files(selected, primary, others, locked=locked_files)
 
-    target = target_override or snapshot_dir(settings.home, info.slug, primary.source, revision, primary.commit)
-    result = PullResult(
-        name=info.name, path=target, source=primary.source, repo_id=primary.repo_id, revision=revision,
-        commit=primary.commit, plan=plan, plan_text=plan_text, files=[], skipped=skipped,
-        notes=list(failures),
-    )
-    for fp in file_plans:
-        if fp.disputed:
-            result.notes.append(
-                f"{fp.path}: " + ", ".join(f"{c.source} lists sha256 {(c.remote.sha256 or '')[:12]}…"
-                                           for c in fp.disputed)
-                + f", {fp.expected_from or primary.source} lists {(fp.sha256 or '?')[:12]}…"
+            target = target_override or snapshot_dir(settings.home, info.slug, primary.source, revision, primary.commit)
+            result = PullResult(
+                name=info.name, path=target, source=primary.source, repo_id=primary.repo_id, revision=revision,
+                commit=primary.commit, plan=plan, plan_text=plan_text, files=[], skipped=skipped,
+                notes=list(failures),
             )
+            for fp in file_plans:
+                if fp.disputed:
+                    result.notes.append(
+                        f"{fp.path}: " + ", ".join(f"{c.source} lists sha256 {(c.remote.sha256 or '')[:12]}…"
+                                                   for c in fp.disputed)
+                        + f", {fp.expected_from or primary.source} lists {(fp.sha256 or '?')[:12]}…"
+                    )
 
-    if dry_run:
-        present = _find_present(target, file_plans)
-        result.files = [_planned(fp, fp.path in present, target) for fp in file_plans]
-        result.free_bytes = _free_space(target)
-        result.dry_run = True
-        return result
+            if dry_run:
+                present = _find_present(target, file_plans)
+                result.files = [_planned(fp, fp.path in present, target) for fp in file_plans]
+                result.free_bytes = _free_space(target)
+                result.dry_run = True
+                return result
 
-    lock_path = (meta_dir(target) / "lock") if target_override else model_lock_path(settings.home, info.slug)
-    from ..store.locking import ProcessLock
+            lock_path = (meta_dir(target) / "lock") if target_override else model_lock_path(settings.home, info.slug)
+            from ..store.locking import ProcessLock
 
-    def waiting(owner: str) -> None:
-        emit(PullEvent("waiting_model", f"another process{f' ({owner})' if owner else ''} is pulling "
-                       f"{info.name}; waiting for it to finish"))
+            def waiting(owner: str) -> None:
+                emit(PullEvent("waiting_model", f"another process{f' ({owner})' if owner else ''} is pulling "
+                               f"{info.name}; waiting for it to finish"))
 
-    model_lock = ProcessLock(lock_path, on_wait=waiting)
-    _prepare_target(target, model_lock)
-    try:
-        return _pull_locked(info, settings, target, primary, others, file_plans, skipped, result,
-                            sources is not None, emit, max_workers, revision)
-    finally:
-        model_lock.release()
+            model_lock = ProcessLock(lock_path, on_wait=waiting)
+            _prepare_target(target, model_lock)
+            try:
+                return _pull_locked(info, settings, target, primary, others, file_plans, skipped, result,
+                                    sources is not None, emit, max_workers, revision,
+                                    _renewer(settings, [primary, *others]), _head_check(settings, primary))
+            finally:
+                model_lock.release()
+        except _BranchMoved as moved:
+            moves += 1
+            if moves > MAX_BRANCH_MOVES:
+                raise RevisionMovedError(moved.hub, moved.repo_id, moved.revision, moves) from None
+            _drop_unfinished(moved.target, settings)
+            emit(PullEvent("note", f"{moved.source}: {moved.repo_id} {moved.revision} moved from "
+                           f"{moved.old[:12]} to {moved.new[:12]} during the pull; listing it again"))
 
 
 def _prepare_target(target: Path, model_lock: Any) -> None:
@@ -449,6 +462,62 @@ def _manifests(
                 except HubError as exc:
                     failures.append(f"{p.source}: {exc.message} (not used)")
     return primary, others, used, failures
+
+
+class _BranchMoved(Exception):
+    """The branch an unpinned listing named now points at another commit (internal: the pull
+    lists again)."""
+
+    def __init__(self, primary: Manifest, new: str, hub: str, target: Path) -> None:
+        super().__init__(f"{primary.repo_id} moved to {new}")
+        self.source, self.repo_id, self.revision = primary.source, primary.repo_id, primary.revision
+        self.old, self.new, self.hub, self.target = primary.commit or "", new, hub, target
+
+
+def _head_check(settings: Settings, primary: Manifest) -> Callable[[Path], None] | None:
+    """For a listing whose URLs name a branch (``pinned=False``): a check that raises
+    _BranchMoved when the branch no longer points at the commit the listing resolved."""
+    if primary.pinned or primary.commit is None:
+        return None
+    from ..hubs.catalog import hub_info
+    from ..hubs.factory import adapter_for
+
+    def check(target: Path) -> None:
+        adapter: Any = adapter_for(primary.source, settings)
+        head = adapter.head_commit(primary.repo_id, primary.revision)
+        if head is not None and head != primary.commit:
+            raise _BranchMoved(primary, head, hub_info(primary.source).title, target)
+
+    return check
+
+
+def _drop_unfinished(target: Path, settings: Settings) -> None:
+    """A store snapshot of a commit the branch left, that this pull started and never
+    finished (no manifest), is removed: nothing will complete it. Local dirs are kept."""
+    from ..store.layout import manifest_path
+
+    models = (settings.home / "models").resolve()
+    if models in target.resolve().parents and not manifest_path(target).exists():
+        shutil.rmtree(target, ignore_errors=True)
+
+
+def _renewer(settings: Settings, manifests: Sequence[Manifest]) -> Any:
+    """Fresh URLs for the sources whose listings hand out expiring ones (OpenXLab), or None."""
+    from ..hubs.factory import adapter_for
+    from .renew import ListingRenewer
+
+    def listing_of(m: Manifest) -> Callable[[], Manifest]:
+        adapters: list[HubAdapter] = []  # built on first use, then kept (with its credentials)
+
+        def listing() -> Manifest:
+            if not adapters:
+                adapters.append(adapter_for(m.source, settings))
+            return adapters[0].manifest(m.repo_id, m.revision)
+
+        return listing
+
+    expiring = {m.source: listing_of(m) for m in manifests if any(f.expires for f in m.files)}
+    return ListingRenewer(expiring) if expiring else None
 
 
 def _check_listing(manifest: Manifest) -> None:
@@ -601,6 +670,7 @@ def _pull_locked(
     info: ModelInfo, settings: Settings, target: Path, primary: Manifest, others: list[Manifest],
     file_plans: list[FilePlan], skipped: list[tuple[str, str]], result: PullResult,
     multi_source: bool, emit: ProgressFn, max_workers: int | None, revision: str | None,
+    renew: Any = None, head_check: Callable[[Path], None] | None = None,
 ) -> PullResult:
     present = _find_present(target, file_plans)
     in_store = settings.home.resolve() in target.resolve().parents
@@ -622,14 +692,22 @@ def _pull_locked(
         emit(PullEvent("start", f"downloading {len(todo)} file(s), {total / 1e6:.1f} MB, into {target}",
                        {"files": len(todo), "bytes": total, "path": str(target)}))
         _clear_edited_small_files(todo, target, result)
-        fetched = _fetch(todo, target, multi_source=multi_source, emit=emit, max_workers=max_workers, result=result)
-        records.update(fetched)
-        if result.replaced:
-            shown = ", ".join(result.replaced[:5]) + (" …" if len(result.replaced) > 5 else "")
-            result.notes.append(f"replaced {len(result.replaced)} file(s) already in {target} whose bytes "
-                                f"differed from the hub's: {shown}")
-        _check_git_blobs(todo, target)
-        records.update(_cross_check(todo, target, fetched, emit, max_workers, result))
+        try:
+            fetched = _fetch(todo, target, multi_source=multi_source, emit=emit, max_workers=max_workers,
+                             result=result, renew=renew)
+            records.update(fetched)
+            if result.replaced:
+                shown = ", ".join(result.replaced[:5]) + (" …" if len(result.replaced) > 5 else "")
+                result.notes.append(f"replaced {len(result.replaced)} file(s) already in {target} whose bytes "
+                                    f"differed from the hub's: {shown}")
+            _check_git_blobs(todo, target)
+            records.update(_cross_check(todo, target, fetched, emit, max_workers, result))
+        except ModelZooError:
+            if head_check is not None:
+                head_check(target)  # bytes that match nothing may be the next commit's
+            raise
+    if head_check is not None:
+        head_check(target)  # the files are one commit's only if the branch still points there
 
     sources = [SourceRecord(primary.source, primary.repo_id, primary.endpoint, primary.commit)]
     used = {s for r in records.values() for s in r.sources}
@@ -687,7 +765,7 @@ def _jobs(plans: Sequence[FilePlan]) -> list[Any]:
 
 def _fetch(
     todo: Sequence[FilePlan], target: Path, *, multi_source: bool, emit: ProgressFn,
-    max_workers: int | None, result: PullResult,
+    max_workers: int | None, result: PullResult, renew: Any = None,
 ) -> dict[str, FileRecord]:
     """Run the engine. A file that failed while another source's listing claims a different
     sha256 is tried once more on that claim: the failure proved the first listing wrong."""
@@ -699,7 +777,7 @@ def _fetch(
     by_path = {fp.path: fp for fp in todo}
     emit = _relabelled(emit, by_path)
     try:
-        report = fetch(_jobs(todo), target, options=options, on_event=emit)
+        report = fetch(_jobs(todo), target, options=options, on_event=emit, renew=renew)
         return _records(todo, report.files, result)
     except ModelZooError as exc:
         first = getattr(exc, "report", None)
@@ -715,7 +793,7 @@ def _fetch(
         )
     emit(PullEvent("note", f"retrying {len(retry)} file(s) on the sha256 another source publishes"))
     by_path.update((fp.path, fp) for fp in retry)
-    second = fetch(_jobs(retry), target, options=options, on_event=emit)
+    second = fetch(_jobs(retry), target, options=options, on_event=emit, renew=renew)
     records = _records([fp for fp in todo if fp.path not in failed], first.files, result)
     records.update(_records(retry, second.files, result))
     return records
@@ -765,7 +843,7 @@ def _records(todo: Sequence[FilePlan], results: Sequence[Any], result: PullResul
 
 
 def _clear_edited_small_files(todo: Sequence[FilePlan], target: Path, result: PullResult) -> None:
-    """Small HuggingFace files carry only a git blob id, which the engine cannot check, so it
+    """Small git files carry only a git blob id, which the engine cannot check, so it
     would keep a same-size file edited by hand as complete (and the check after the download
     would then fail the pull). Check those ids first; a file that differs is removed, fetched
     again, and reported as replaced."""
@@ -781,7 +859,9 @@ def _clear_edited_small_files(todo: Sequence[FilePlan], target: Path, result: Pu
 
 
 def _check_git_blobs(todo: Sequence[FilePlan], target: Path) -> None:
-    """Small HuggingFace files carry only a git blob id: check it; remove the file on mismatch."""
+    """Small git files (HuggingFace, Modelers) carry only a git blob id: check it; remove the file
+    on mismatch. When the id came from another source than the one that served the bytes, the
+    two hubs disagree about the file, and the message says so."""
     from .matching import git_blob_sha1
 
     for fp in todo:
@@ -791,8 +871,10 @@ def _check_git_blobs(todo: Sequence[FilePlan], target: Path) -> None:
         got = git_blob_sha1(path)
         if got != fp.git_blob:
             path.unlink(missing_ok=True)
+            lister = fp.git_blob_from or fp.sources[0]
+            disagree = "" if lister == fp.sources[0] else f" ({fp.sources[0]} served the bytes: the hubs disagree)"
             raise IntegrityError(
-                f"{fp.path}: its git blob id is {got}, but {fp.sources[0]} lists {fp.git_blob}; the file "
+                f"{fp.path}: its git blob id is {got}, but {lister} lists {fp.git_blob}{disagree}; the file "
                 "was removed. Retry, or pull from another source with --source.",
                 path=fp.path, expected=fp.git_blob, actual=got,
             )

@@ -15,10 +15,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import ModelZooError
+from ..errors import ModelZooError, SizeMismatchError
 from . import progress as ev
 from .engine import FetchReport
 from .failures import error_for, final_error
+from ..hubs.base import RemoteFile
 from .http_fetch import TransferError
 from .staging import StagingMixin
 from .state import (
@@ -46,6 +47,7 @@ _PROGRESS_EVERY = 0.1  # seconds between Progress events (workers only count byt
 _WORKER_EXITED = object()  # what a worker queues as it ends
 _CHEAP_RATE = 50e6  # below this total rate (bytes/s) the CPU cost of splitting is negligible
 _IDLE_ENOUGH = 0.25  # split faster streams only while this much of the machine's CPU is idle
+_MAX_RENEWALS = 2  # fresh URLs in a row without a byte delivered before the refusal counts
 
 
 class Run(TransferMixin, StagingMixin):
@@ -326,10 +328,11 @@ class Run(TransferMixin, StagingMixin):
                             return
                         self._move(seg, nxt)
                         cand = f.cands[nxt]
+                used = cand.remote
                 try:
                     self._request(seg, cand, buf)
                 except TransferError as exc:
-                    self._failed_request(seg, cand, exc)
+                    self._failed_request(seg, cand, exc, used)
         finally:
             # record what is here, also when every byte is: a run that ends before the rename (a
             # kill, a crash, a failure while finishing) then resumes with nothing to fetch
@@ -350,8 +353,11 @@ class Run(TransferMixin, StagingMixin):
         new = seg.file.cands[cand].source
         self.inflight[new] = self.inflight.get(new, 0) + 1
 
-    def _failed_request(self, seg: Segment, cand: Candidate, exc: TransferError) -> None:
+    def _failed_request(self, seg: Segment, cand: Candidate, exc: TransferError,
+                        used: RemoteFile | None = None) -> None:
         f = seg.file
+        if self._renewed(f, cand, exc, used or cand.remote):
+            return  # the segment goes on at once, from seg.pos, with the fresh URL
         with self.cv:
             if cand.dead is not None or f.state != ACTIVE:
                 return
@@ -366,6 +372,44 @@ class Run(TransferMixin, StagingMixin):
         self.events.put(ev.Retry(f.job.path, cand.source, attempt, exc.reason, round(delay, 3)))
         if self.cancel.wait(delay):
             raise Cancelled()
+
+    def _renewed(self, f: FileState, cand: Candidate, exc: TransferError, used: RemoteFile) -> bool:
+        """A presigned URL refused (expired): get a fresh one from ``renew``. True when the
+        candidate now has a URL worth trying (or was dropped here); False to handle ``exc``
+        as any other failure (not presigned, no renew, or renewing did not help twice).
+        ``used`` is the RemoteFile the failed request went to."""
+        if self.renew is None or exc.status not in (401, 403) or not used.expires:
+            return False
+        with self.cv:
+            if cand.dead is not None or f.state != ACTIVE:
+                return False
+            if cand.remote is not used:
+                return True  # another range of this file already renewed it: just go again
+            if cand.renewals >= _MAX_RENEWALS:
+                return False
+            cand.renewals += 1
+            stale = cand.remote
+        try:
+            fresh = self.renew(cand.source, f.job.path, stale)
+        except ModelZooError as error:  # the listing itself failed (hub down, access revoked)
+            with self.cv:
+                if cand.dead is None:
+                    self._kill_candidate(f, cand, error)
+            return True
+        if fresh is None:
+            return False
+        if f.size is not None and fresh.size is not None and fresh.size != f.size:
+            with self.cv:
+                if cand.dead is None:
+                    self._kill_candidate(f, cand, SizeMismatchError(f.job.path, f.size, fresh.size,
+                                                                    source=cand.source))
+            return True
+        with self.cv:
+            if cand.remote is stale:  # another worker may have renewed it meanwhile
+                cand.remote = fresh
+        self.events.put(ev.Retry(f.job.path, cand.source, cand.renewals,
+                                 f"{exc.reason}: the URL expired; listed again for a fresh one", 0.0))
+        return True
 
     def _backoff(self, attempt: int, exc: TransferError) -> float:
         if exc.retry_after is not None:

@@ -23,7 +23,7 @@ from .paths import PartialPaths, partial_paths
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..store.locking import ProcessLock
-    from .engine import EngineOptions, FileJob, FileResult
+    from .engine import EngineOptions, FileJob, FileResult, Renew
 
 # A file goes PENDING -> OPENING -> ACTIVE -> FINISHING -> DONE; DEFERRED while another process
 # holds its lock; FAILED when no candidate is left. FINISHING may fall back to ACTIVE (mismatch).
@@ -44,6 +44,7 @@ class Candidate:
     mismatches: int = 0
     dead: str | None = None  # why this file no longer uses this candidate
     error: ModelZooError | None = None
+    renewals: int = 0  # fresh URLs fetched since this candidate last delivered bytes
 
 
 @dataclass(eq=False)
@@ -105,10 +106,11 @@ class RunState:
     """What every part of a run sees; the behaviour lives in the mixins that build ``Run``."""
 
     def __init__(self, jobs: Sequence[FileJob], target_dir: Path, options: EngineOptions,
-                 transport: Transport) -> None:
+                 transport: Transport, renew: Renew | None = None) -> None:
         self.o = options
         self.target = target_dir
         self.transport = transport
+        self.renew = renew
         self.files = [
             FileState(i, j, partial_paths(target_dir, j.path),
                       [Candidate(r, s) for r, s in zip(j.candidates, j.sources)], j.size)

@@ -33,7 +33,8 @@ class TransferMixin(RunState):
     def _request(self, seg: Segment, cand: Candidate, buf: memoryview) -> None:
         f = seg.file
         rng = self._range_header(f, seg, cand)
-        resp = self.transport.get(cand.remote.url, cand.remote.headers, rng)
+        remote = cand.remote
+        resp = self.transport.get(remote.url, remote.headers, rng, remote.credential_domains)
         try:
             skip, body_end = self._check_response(seg, cand, resp, rng)
             self._stream(seg, cand, resp, buf, skip, body_end)
@@ -156,6 +157,7 @@ class TransferMixin(RunState):
                     f.partial_sources[cand.source] = None
                 if seg.pos - start_pos >= _PROGRESS_RESETS_FAILURES:
                     cand.failures = 0
+                cand.renewals = 0  # this URL works: a later refusal may renew it again
                 active = f.state == ACTIVE
                 end = seg.end if body_end is None or seg.end is None else min(seg.end, body_end)
             self._checkpoint(f)

@@ -19,6 +19,12 @@ class RemoteFile:
     ``headers`` may carry credentials: they are excluded from repr and never logged.
     ``kind`` is what the hub says the entry is: "file", or e.g. "symlink" when a listing marks
     it so; the engine writes only "file" entries.
+    ``git_blob`` is the git blob id (40 hex) the hub publishes for a file stored in git itself
+    (HuggingFace's ``oid``, Modelers' etag): checked when no sha256 is known.
+    ``expires``: ``url`` is presigned and stops working after a while (OpenXLab): a 401/403 on it
+    means "list again for a fresh URL", not "access refused".
+    ``credential_domains``: https hosts under these domains may receive ``headers`` too when
+    the hub redirects a download there (Modelers' CDN white list); any other origin never does.
     """
 
     path: str  # POSIX, relative to the repository root, exactly as the hub lists it
@@ -29,11 +35,19 @@ class RemoteFile:
     supports_range: bool = True
     etag: str | None = None
     kind: str = "file"
+    git_blob: str | None = None
+    expires: bool = False
+    credential_domains: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class Manifest:
-    """Everything one source says about one revision of a repository."""
+    """Everything one source says about one revision of a repository.
+
+    ``pinned`` is False when the file URLs name a branch that may move while they are fetched
+    (a hub that cannot serve by commit): the pull then checks ``commit`` is still the branch's
+    head before it trusts the files (``HubAdapter.head_commit``).
+    """
 
     source: str  # source key from hubs.catalog (hf, modelscope, ...)
     repo_id: str
@@ -41,6 +55,7 @@ class Manifest:
     commit: str | None  # resolved commit id where the hub has one
     endpoint: str
     files: tuple[RemoteFile, ...]
+    pinned: bool = True
 
     def by_path(self) -> dict[str, RemoteFile]:
         return {f.path: f for f in self.files}

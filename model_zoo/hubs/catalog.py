@@ -32,6 +32,8 @@ class HubInfo:
     token_envs: tuple[str, ...]  # variables read for credentials, first wins
     web_url: str  # format string with {repo_id}
     hf_format: bool  # True when the repositories hold HuggingFace-format checkpoints
+    # What to tell a user refused access, where it is not "set TOKEN_ENV to a token".
+    credentials_advice: str | None = None
 
 
 HUBS: dict[str, HubInfo] = {
@@ -49,7 +51,7 @@ HUBS: dict[str, HubInfo] = {
         key=MODELSCOPE,
         title="ModelScope",
         hub="modelscope",
-        default_endpoint="https://www.modelscope.cn",
+        default_endpoint="https://modelscope.cn",  # modelscope_hub.constants.DEFAULT_ENDPOINT
         endpoint_env="MODELSCOPE_ENDPOINT",
         token_envs=("MODELSCOPE_API_TOKEN",),
         web_url="https://modelscope.cn/models/{repo_id}",
@@ -74,6 +76,8 @@ HUBS: dict[str, HubInfo] = {
         token_envs=("OPENXLAB_TOKEN",),
         web_url="https://openxlab.org.cn/models/detail/{repo_id}",
         hf_format=True,
+        credentials_advice="Set OPENXLAB_AK and OPENXLAB_SK to an access key pair with access (or "
+        "run `openxlab login`), or OPENXLAB_TOKEN to a token",
     ),
     OPENXLAB_ORIGIN: HubInfo(
         key=OPENXLAB_ORIGIN,
@@ -84,6 +88,8 @@ HUBS: dict[str, HubInfo] = {
         token_envs=("OPENXLAB_TOKEN",),
         web_url="https://openxlab.org.cn/models/detail/{repo_id}",
         hf_format=False,
+        credentials_advice="Set OPENXLAB_AK and OPENXLAB_SK to an access key pair with access (or "
+        "run `openxlab login`), or OPENXLAB_TOKEN to a token",
     ),
 }
 

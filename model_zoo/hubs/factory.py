@@ -48,4 +48,7 @@ def adapter_for(
         settings = load_settings()
     module = importlib.import_module(f"{__package__}.{info.hub}")
     cls: Any = getattr(module, _ADAPTERS[info.hub])
-    return cls(settings.endpoint(source), settings.token(source), client=client, source=source)
+    extra: dict[str, Any] = {}
+    if info.hub == "openxlab" and settings.token(source) is None:
+        extra["access_key"] = settings.openxlab_access_key()  # raises a bad config file's error
+    return cls(settings.endpoint(source), settings.token(source), client=client, source=source, **extra)

@@ -33,6 +33,7 @@ import httpx
 from ..errors import (
     GatedRepoError,
     HubProtocolError,
+    NotOnWhiteListError,
     HubServerError,
     HubUnreachableError,
     RateLimitedError,
@@ -151,14 +152,24 @@ class HubContext:
     form: without the user name and password a mirror URL may carry.
     """
 
-    def __init__(self, hub: str, endpoint: str, token: str | None, token_env: str | None) -> None:
+    def __init__(self, hub: str, endpoint: str, token: str | None, token_env: str | None, *,
+                 advice: str | None = None, web_url: str | None = None) -> None:
         self.hub = hub
         self.endpoint = safe_url(endpoint)
         self._secrets = [token, *url_secrets(endpoint)]
         self.token_env = token_env
+        self.advice = advice  # what to do when refused, where it is not "set TOKEN_ENV"
+        self.web_url = web_url  # format string with {repo_id}
 
     def __repr__(self) -> str:
         return f"HubContext(hub={self.hub!r}, endpoint={self.endpoint!r})"
+
+    def add_secret(self, secret: str) -> None:
+        """Also hide ``secret`` (a token minted during the session) from messages."""
+        self._secrets.append(secret)
+
+    def gated(self, repo_id: str, status: int | None) -> GatedRepoError:
+        return GatedRepoError(self.hub, repo_id, token_env=self.token_env, status=status, advice=self.advice)
 
     def clean(self, text: str, limit: int = 200) -> str:
         """Server-provided text, shortened and with the token removed."""
@@ -197,8 +208,11 @@ class HubContext:
             if not_found is not None:
                 not_found(response)
             raise RepoNotFoundError(self.hub, repo_id, url=url)
-        if status in (401, 403, 418, 451):
-            raise GatedRepoError(self.hub, repo_id, token_env=self.token_env, status=status)
+        if status == 418:  # Modelers: "not on the white list", which no token changes
+            web = self.web_url.format(repo_id=repo_id) if self.web_url else None
+            raise NotOnWhiteListError(self.hub, repo_id, web_url=web)
+        if status in (401, 403, 451):
+            raise self.gated(repo_id, status)
         if status == 429:
             raise RateLimitedError(
                 self.hub, retry_after=parse_retry_after(response.headers.get("Retry-After")), url=url
@@ -300,12 +314,19 @@ class HubSession:
         credentials: Mapping[str, str],
         client: httpx.Client | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        advice: str | None = None,
+        web_url: str | None = None,
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
-        self.ctx = HubContext(hub, self.endpoint, token, token_env)
+        self.ctx = HubContext(hub, self.endpoint, token, token_env, advice=advice, web_url=web_url)
         self._client = client
         self._timeout = timeout
         self._credentials = dict(credentials)
+        self._auth: Callable[[], Mapping[str, str]] | None = None
+
+    def set_auth(self, auth: Callable[[], Mapping[str, str]]) -> None:
+        """Credentials computed per request (short-lived tokens), instead of fixed ones."""
+        self._auth = auth
 
     @property
     def client(self) -> httpx.Client:
@@ -320,6 +341,8 @@ class HubSession:
 
     def file_headers(self, url: str) -> dict[str, str]:
         """Headers to fetch ``url``: the credentials when it is on this hub, else none."""
+        if self._auth is not None:
+            return dict(self._auth()) if same_origin(url, self.endpoint) else {}
         return headers_for(url, self.endpoint, self._credentials)
 
     def request(
@@ -365,6 +388,14 @@ def sha256_or_none(value: object) -> str | None:
         return None
     value = value.strip().strip('"').lower()
     return value if len(value) == 64 and set(value) <= _HEX else None
+
+
+def git_blob_or_none(value: object) -> str | None:
+    """``value`` lower-cased when it is a 40-hex git object id (a blob's sha1), else None."""
+    if not isinstance(value, str):
+        return None
+    value = value.strip().strip('"').lower()
+    return value if len(value) == 40 and set(value) <= _HEX else None
 
 
 def is_commit_id(value: str | None) -> bool:
@@ -415,6 +446,8 @@ class AdapterBase:
             token_env=info.token_envs[0] if info.token_envs else None,
             credentials=self.credentials(token) if token else {},
             client=client,
+            advice=info.credentials_advice,
+            web_url=info.web_url,
         )
 
     @staticmethod
@@ -429,7 +462,8 @@ class AdapterBase:
         return self.session.probe(timeout)
 
     def build_manifest(
-        self, repo_id: str, revision: str, commit: str | None, files: Iterable[RemoteFile]
+        self, repo_id: str, revision: str, commit: str | None, files: Iterable[RemoteFile],
+        *, pinned: bool = True,
     ) -> Manifest:
         """A Manifest of ``files``, keeping the first entry for a path listed twice."""
         unique: dict[str, RemoteFile] = {}
@@ -442,4 +476,5 @@ class AdapterBase:
             commit=commit,
             endpoint=self.session.ctx.endpoint,  # recorded in the store: no credentials
             files=tuple(unique.values()),
+            pinned=pinned,
         )

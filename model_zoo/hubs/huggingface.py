@@ -36,7 +36,7 @@ from ..errors import (
 )
 from .base import Manifest, RemoteFile
 from .catalog import HF
-from .http import AdapterBase, is_commit_id, sha256_or_none, size_or_none
+from .http import AdapterBase, git_blob_or_none, is_commit_id, sha256_or_none, size_or_none
 
 DEFAULT_REVISION = "main"
 LIBRARY_NAME = "model-zoo"
@@ -116,6 +116,8 @@ class HuggingFaceAdapter(AdapterBase):
             headers=self.session.file_headers(url),
             supports_range=True,
             etag=sha256 or (blob_id if isinstance(blob_id, str) and blob_id else None),
+            # an LFS entry's blob id is its pointer's; only a plain git file's is its content's
+            git_blob=git_blob_or_none(blob_id) if lfs is None else None,
         )
 
     def _check_gate(self, repo_id: str, info: Any) -> None:

@@ -6,11 +6,20 @@ Protocol, as the official ``openmind_hub`` client speaks it:
   ``{"data": {"tree": [{"type": "file"|"dir", "path", "size", "etag", "is_lfs"}],
   "last_commit": {"commit": {"commit_sha": ...}}}}``. Folders are walked one request each;
   ``path`` in an entry is relative to the repository root.
-* An LFS file's ``etag`` is its sha256 (64 hex); a small git file's is not a sha256, so only
-  64-hex etags are taken as hashes.
-* Bytes: ``GET /api/v1/file/{repo}/{rev}/media/{path}``.
+* An LFS file's ``etag`` is its sha256 (64 hex); a small git file's is its git blob sha1 (40
+  hex), which the official client checks (``_verify_integrity``) and so do we (``git_blob``).
+* Bytes: ``GET /api/v1/file/{repo}/{rev}/media/{path}``. The official client puts a commit id
+  there when it is given one, so the hub serves by commit: model-zoo lists the branch once to
+  learn its head, then lists and downloads at that commit, so a branch that moves mid-pull
+  cannot mix two revisions. A hub that refuses commit refs is listed and served by branch, and
+  the manifest says so (``pinned=False``): the pull re-reads the head before trusting the files.
 * Auth: ``Authorization: Bearer TOKEN``. 404 bodies carry ``code: "ref_not_exist"`` for an
-  unknown revision; 401 means gated, 418 "not on the white list".
+  unknown revision; 401 means gated, 418 "not on the white list" (no token helps).
+* Downloads may be redirected to a CDN. The official client (``_download_request_wrapper``)
+  follows only https redirects to hosts under its white list (``DOWNLOAD_CDN_HOSTNAME_WHITE_LIST``)
+  and sends them the same headers, token included; it refuses any other target. model-zoo sends
+  the token to exactly those hosts (``RemoteFile.credential_domains``) and follows other
+  redirects without it (the bytes are checked against the listing either way).
 * The default branch is ``main``; ``last_commit`` of the root listing is the branch head.
 """
 
@@ -24,10 +33,14 @@ import httpx
 from ..errors import RepoNotFoundError
 from .base import Manifest, RemoteFile
 from .catalog import MODELERS
-from .http import AdapterBase, HubSession, is_commit_id, sha256_or_none, size_or_none
+from .http import AdapterBase, HubSession, git_blob_or_none, is_commit_id, sha256_or_none, size_or_none
 
 DEFAULT_REVISION = "main"
 REF_NOT_EXIST = "ref_not_exist"
+# openmind_hub 1.3.0 constants.DOWNLOAD_CDN_HOSTNAME_WHITE_LIST: the hosts its downloads may be
+# redirected to, and that then receive the token.
+CDN_DOMAINS: tuple[str, ...] = ("openmind.cn", "osinfra.cn", "modelers.cn", "gitcode.com", "gitcode.net",
+                                "mindspore.cn")
 # A repository with more folders than this is treated as a broken (or hostile) listing.
 MAX_DIRECTORIES = 10_000
 
@@ -44,6 +57,11 @@ class ModelersAdapter(AdapterBase):
         commit = _head_commit(root)
         if commit is None and is_commit_id(rev):
             commit = rev.lower()
+        ref, pinned = rev, is_commit_id(rev)
+        if commit is not None and not pinned:
+            at_commit = self._directory_at_commit(repo_id, commit)
+            if at_commit is not None:
+                root, ref, pinned = at_commit, commit, True
 
         files: list[RemoteFile] = []
         pending: list[dict[str, Any]] = [root]
@@ -61,10 +79,24 @@ class ModelersAdapter(AdapterBase):
                         raise self.session.ctx.protocol(
                             f"{repo_id} lists more than {MAX_DIRECTORIES} folders"
                         )
-                    pending.append(self._directory(repo_id, rev, path, explicit=explicit))
+                    pending.append(self._directory(repo_id, ref, path, explicit=explicit))
                 else:  # "file", or whatever else the hub calls it (the engine decides)
-                    files.append(self._remote_file(repo_id, rev, path, entry))
-        return self.build_manifest(repo_id, rev, commit, files)
+                    files.append(self._remote_file(repo_id, ref, path, entry))
+        return self.build_manifest(repo_id, rev, commit, files, pinned=pinned or commit is None)
+
+    def head_commit(self, repo_id: str, revision: str | None = None) -> str | None:
+        """The commit ``revision`` (default branch when None) points at now."""
+        return _head_commit(self._directory(repo_id, revision or DEFAULT_REVISION, "", explicit=False))
+
+    def _directory_at_commit(self, repo_id: str, commit: str) -> dict[str, Any] | None:
+        """The root listed at ``commit``, or None when the hub does not serve commit refs."""
+        quoted = quote(repo_id, safe="/")
+        data = self.session.json_if_ok(f"{self.session.endpoint}/api/v1/file/{quoted}",
+                                       params={"path": "", "ref": commit})
+        data = data.get("data") if isinstance(data, dict) else None
+        if not isinstance(data, dict) or not isinstance(data.get("tree"), list):
+            return None
+        return data if _head_commit(data) in (None, commit) else None
 
     def file_url(self, repo_id: str, revision: str, path: str) -> str:
         return (
@@ -77,15 +109,18 @@ class ModelersAdapter(AdapterBase):
     def _remote_file(self, repo_id: str, rev: str, path: str, entry: dict[str, Any]) -> RemoteFile:
         url = self.file_url(repo_id, rev, path)
         etag = entry.get("etag")
+        sha256 = sha256_or_none(etag)
         return RemoteFile(
             path=path,
             size=size_or_none(entry.get("size")),
-            sha256=sha256_or_none(etag),
+            sha256=sha256,
             url=url,
             headers=self.session.file_headers(url),
             supports_range=True,
             etag=etag if isinstance(etag, str) and etag else None,
             kind=str(entry.get("type") or "file"),
+            git_blob=None if sha256 else git_blob_or_none(etag),
+            credential_domains=CDN_DOMAINS,
         )
 
     def _directory(self, repo_id: str, rev: str, path: str, *, explicit: bool) -> dict[str, Any]:

@@ -163,7 +163,7 @@ class ModelScopeAdapter(AdapterBase):
             self._raise_not_found(repo_id, revision)
         if any(w in lowered for w in _DENIED_WORDS):
             ctx = self.session.ctx
-            raise GatedRepoError(ctx.hub, repo_id, token_env=ctx.token_env, status=None)
+            raise ctx.gated(repo_id, None)
         raise self.session.ctx.protocol(f"request failed (code {code}): {message}")
 
     def _raise_not_found(self, repo_id: str, revision: str | None) -> NoReturn:

@@ -8,15 +8,18 @@ Protocol, as the official ``openxlab`` client speaks it (its endpoint constant i
   "ignore": null}`` answers every file of the repository at once (no paging, no folders to
   walk): ``{"msgCode": "10000", "data": {"msgCode": "10000", "data": {"modelNames": {...},
   "filePaths": {NAME: {"url", "fileName", "hash"}}}}}``. ``fileName`` is the path inside the
-  repository; the bytes come from a plain GET of ``url`` (a presigned object-store URL on
-  another host, so it gets no credentials).
+  repository; the bytes come from a plain GET of ``url`` (a presigned object-store URL, so
+  it gets no credentials, wherever it points).
 * ``hash`` is NOT taken as sha256: the client that once checked it compared it with an MD5 of
   the file's first and last 64 bytes. It is kept as ``RemoteFile.etag``; the engine verifies
   these files against a lock file or a second source.
 * There are no revisions: the manifest's revision is ``latest`` and its commit None; asking
   for a specific revision raises RevisionNotFoundError.
-* Auth: the user's OpenXLab JWT in ``Authorization`` (no ``Bearer`` prefix), as the client
-  sends it.
+* Auth: an OpenXLab JWT in ``Authorization`` (no ``Bearer`` prefix), as the client sends it:
+  ``OPENXLAB_TOKEN`` when set, else one minted from the user's access key pair and renewed
+  before it expires (``openxlab_auth``).
+* The ``url`` of a file is presigned and expires (an object-store signature): ``RemoteFile``
+  says so (``expires``), and the engine lists again for fresh URLs when one stops working.
 
 ``openxlab`` lists HF-format repositories and ``openxlab-origin`` original-format ones; the
 protocol is the same, only the source key (and ``hf_format``) differ.
@@ -28,10 +31,11 @@ from typing import Any
 
 import httpx
 
-from ..errors import GatedRepoError, RepoNotFoundError
+from ..errors import CredentialsRejectedError, GatedRepoError, RepoNotFoundError
 from .base import Manifest, RemoteFile
 from .catalog import OPENXLAB
-from .http import AdapterBase, size_or_none
+from .http import AdapterBase, json_body, safe_url, send, size_or_none
+from .openxlab_auth import AccessKey, JwtSource
 
 LISTING_PATH = "/model-center/api/v1/cli/repository/getFileDownloadUrl"
 OK = "10000"
@@ -46,6 +50,22 @@ class OpenXLabAdapter(AdapterBase):
 
     default_source = OPENXLAB
 
+    def __init__(
+        self,
+        endpoint: str,
+        token: str | None = None,
+        *,
+        client: httpx.Client | None = None,
+        source: str | None = None,
+        access_key: AccessKey | None = None,
+    ) -> None:
+        super().__init__(endpoint, token, client=client, source=source)
+        self.jwt: JwtSource | None = None
+        if token is None and access_key is not None:  # OPENXLAB_TOKEN wins over the key pair
+            self.jwt = JwtSource(access_key, self.session.endpoint, self._sso_post,
+                                 hub=self.session.ctx.hub, on_token=self.session.ctx.add_secret)
+            self.session.set_auth(self.jwt.headers)
+
     @staticmethod
     def credentials(token: str) -> dict[str, str]:
         return {"Authorization": token}
@@ -53,6 +73,26 @@ class OpenXLabAdapter(AdapterBase):
     def manifest(self, repo_id: str, revision: str | None = None) -> Manifest:
         if revision is not None and revision != LATEST:
             self.session.ctx.revision_missing(repo_id, revision)
+        try:
+            return self._manifest(repo_id)
+        except GatedRepoError:
+            if self.jwt is None:
+                raise
+            self.jwt.invalidate()  # refused a JWT we thought valid (clock skew, revoked): once more
+            return self._manifest(repo_id)
+
+    def _sso_post(self, url: str, body: dict[str, Any]) -> Any:
+        """One call of the SSO exchange: no credentials (it is how they are made)."""
+        ctx = self.session.ctx
+        response = send(ctx, self.session.client, "POST", url, json=body,
+                        headers={"Accept": "application/json"})
+        if response.status_code in (401, 403):
+            origin = self.jwt.key.origin if self.jwt is not None else "the access key"
+            raise CredentialsRejectedError(ctx.hub, origin, f"HTTP {response.status_code} from {safe_url(url)}")
+        ctx.raise_for_status(response, repo_id="(sign-in)")
+        return json_body(ctx, response)
+
+    def _manifest(self, repo_id: str) -> Manifest:
         owner, _, name = repo_id.partition("/")
         url = self.session.endpoint + LISTING_PATH
         payload = {
@@ -105,7 +145,7 @@ class OpenXLabAdapter(AdapterBase):
             if any(w in lowered for w in _NOT_FOUND_WORDS):
                 raise RepoNotFoundError(ctx.hub, repo_id)
             if any(w in lowered for w in _DENIED_WORDS):
-                raise GatedRepoError(ctx.hub, repo_id, token_env=ctx.token_env, status=None)
+                raise ctx.gated(repo_id, None)
             raise ctx.protocol(f"msgCode {code}: {message}")
         return envelope["data"]
 
@@ -125,9 +165,10 @@ class OpenXLabAdapter(AdapterBase):
             size=size,
             sha256=None,
             url=url,
-            headers=self.session.file_headers(url),
+            headers={},  # presigned: the signature authorises it; the official client sends nothing
             supports_range=True,
             etag=digest if isinstance(digest, str) and digest else None,
             kind=str(entry.get("type") or "file"),
+            expires=True,
         )
 

@@ -294,6 +294,18 @@ def openxlab_envelope(data: Any, *, code: str = "10000", msg: str = "Success") -
     return {"msg": msg, "msgCode": code, "data": data}
 
 
+def storage_error(code: str, message: str) -> bytes:
+    """The XML error an object store (OSS, S3) answers a presigned URL with."""
+    from xml.sax.saxutils import escape
+
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<Error>\n'
+        f"  <Code>{escape(code)}</Code>\n  <Message>{escape(message)}</Message>\n"
+        f"  <RequestId>{hashlib.sha1(str(time.time_ns()).encode()).hexdigest()[:24].upper()}</RequestId>\n"
+        "</Error>\n"
+    ).encode()
+
+
 def error_body(
     protocol: str, status: int, code: str | None, message: str
 ) -> tuple[dict[str, Any], dict[str, str]]:

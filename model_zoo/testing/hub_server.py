@@ -28,9 +28,12 @@ Routes (``{repo}`` is ``namespace/name``; every GET route also answers HEAD):
                                                                 with branch_last_commit)
                GET /api/v1/file/{repo}/{rev}/media/{path}       bytes
   OpenXLab     POST <any prefix>/repository/getFileDownloadUrl  data.data.{modelNames,filePaths}
-               GET /openxlab/file/{repo}/{commit}/{path}        bytes
-  (lfs_redirect) GET /_cdn/{protocol}/{repo}/{commit}/{path}?sig=  bytes behind HF / ModelScope
-                 302s, served on a second port (``cdn_url``): another origin, as the real CDNs
+               POST <any prefix>/sso-be/api/v1/open/{auth,getJwt,refreshJwt}  AK/SK -> JWT
+               GET /openxlab/file/{repo}/{commit}/{path}        bytes; the listing's URLs are
+                                                                presigned (?Expires=&Signature=)
+  (lfs_redirect) GET /_cdn/{protocol}/{repo}/{commit}/{path}?Expires=&Signature=  bytes behind
+                 HF / ModelScope 302s and OpenXLab's listed URLs, served on a second port
+                 (``cdn_url``): another origin, as the real CDNs
                  are, so credentials must not follow the redirect. Like a presigned object-store
                  URL it needs no token (the signature authorises it) and answers 400 to a
                  request that carries ``Authorization`` anyway.
@@ -47,6 +50,7 @@ import hmac
 import json
 import secrets
 import logging
+import math
 import socket
 import ssl
 import struct
@@ -76,7 +80,9 @@ from .faults import (
     RequestInfo,
 )
 from .hub_stats import Bandwidth, HubStats, RateLimiter, RequestRecord
+from .openxlab_sso import JwtExpired, SsoRefused, SsoService
 from .repo_store import (
+    COMMIT_RE,
     FileEntry,
     RepoMissing,
     RepoStore,
@@ -97,14 +103,17 @@ RESET_GRACE_S = 0.05  # let the client read the bytes sent before a reset
 
 # -- request handling ----------------------------------------------------------------------------
 class _Reply(Exception):
-    """Raised inside a route to answer with an error status."""
+    """Raised inside a route to answer with an error status. ``storage``: answer as the object
+    store behind presigned URLs does (an XML ``<Error>``), not as the hub's API."""
 
     def __init__(
-        self, status: int, code: str | None, message: str, headers: Mapping[str, str] | None = None
+        self, status: int, code: str | None, message: str, headers: Mapping[str, str] | None = None,
+        *, storage: bool = False,
     ) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
         self.headers = dict(headers or {})
+        self.storage = storage
 
 
 class _Aborted(Exception):
@@ -284,9 +293,15 @@ class _Handler(BaseHTTPRequestHandler):
             self._modelers_model(ctx, segs[3] + "/" + segs[4], q)
         elif split.path.endswith("/repository/getFileDownloadUrl") and m == "POST":
             self._openxlab_urls(ctx, body)
+        elif "/sso-be/api/v1/open/" in split.path and m == "POST":
+            self._openxlab_sso(ctx, split.path.rsplit("/", 1)[-1], body)
         elif len(segs) >= 6 and segs[:2] == ["openxlab", "file"] and m in ("GET", "HEAD"):
             ctx.protocol = proto.OPENXLAB
-            self._serve_file(ctx, segs[2] + "/" + segs[3], segs[4], "/".join(segs[5:]))
+            repo, commit, path = segs[2] + "/" + segs[3], segs[4], "/".join(segs[5:])
+            signed = "Signature" in q  # what the listing hands out; a bare URL needs the token
+            if signed:
+                self._check_signature(ctx, proto.OPENXLAB, repo, commit, path, q)
+            self._serve_file(ctx, repo, commit, path, via_cdn=signed)
         elif len(segs) >= 5 and segs[2] == "resolve" and m in ("GET", "HEAD"):
             ctx.protocol = proto.HF
             self._serve_file(ctx, segs[0] + "/" + segs[1], segs[3], "/".join(segs[4:]))
@@ -308,9 +323,23 @@ class _Handler(BaseHTTPRequestHandler):
             raise _Reply(400, "InvalidArgument", "only one auth mechanism allowed: a signed "
                          "URL must not carry an Authorization header")
         repo, commit, path = segs[2] + "/" + segs[3], segs[4], "/".join(segs[5:])
-        if not hmac.compare_digest(q.get("sig", ""), self.hub.cdn_signature(segs[1], repo, commit, path)):
-            raise _Reply(403, "AccessDenied", "missing or wrong signature")
+        self._check_signature(ctx, segs[1], repo, commit, path, q)
         self._serve_file(ctx, repo, commit, path, via_cdn=True)
+
+    def _check_signature(
+        self, ctx: _Ctx, protocol: str, repo: str, commit: str, path: str, q: dict[str, str]
+    ) -> None:
+        """A presigned URL: the signature must match and ``Expires`` must not have passed,
+        else 403 with the object store's own words (what OSS and S3 answer)."""
+        ctx.kind, ctx.repo, ctx.path = "file", repo, path  # a refusal is logged as a file request
+        expires = q.get("Expires", "")
+        if not expires.isdigit() or not hmac.compare_digest(
+            q.get("Signature", ""), self.hub.url_signature(protocol, repo, commit, path, int(expires))
+        ):
+            raise _Reply(403, "SignatureDoesNotMatch", "The request signature we calculated does not "
+                         "match the signature you provided.", storage=True)
+        if int(expires) < time.time():
+            raise _Reply(403, "AccessDenied", "Request has expired.", storage=True)
 
     def _route_hf_api(self, ctx: _Ctx, repo: str, rest: list[str], q: dict[str, str]) -> None:
         ctx.protocol, ctx.kind = proto.HF, "api"
@@ -339,6 +368,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _route_modelers(self, ctx: _Ctx, repo: str, rest: list[str], q: dict[str, str]) -> None:
         ctx.protocol, ctx.kind = proto.MODELERS, "api"
+        ref = rest[0] if len(rest) >= 3 and rest[1] == "media" else q.get("ref", "")
+        if not self.hub.modelers_commit_refs and COMMIT_RE.match(ref):
+            raise _Reply(404, "RevisionNotFound", f"ref {ref} does not exist (this hub serves branches and tags only)")
         if not rest:
             self._modelers_tree(ctx, repo, q)
         elif rest == ["info"]:
@@ -362,6 +394,12 @@ class _Handler(BaseHTTPRequestHandler):
         # its m_session_id cookie, OpenXLab the bare JWT. Anything else counts as no token.
         if ctx.protocol == proto.OPENXLAB:
             sent = bearer or auth
+            if sent and sent != required:
+                try:  # a JWT minted by the SSO exchange for the access key this repo is gated with
+                    if self.hub.sso.owner(sent) == required:
+                        return
+                except JwtExpired:
+                    raise _Reply(401, "TokenExpired", "the token has expired: get a new one") from None
         elif ctx.protocol == proto.MODELSCOPE:
             sent = bearer or _cookie(self.headers.get("Cookie", ""), "m_session_id") or ""
         else:
@@ -527,18 +565,43 @@ class _Handler(BaseHTTPRequestHandler):
             raise _Reply(400, None, "body must be JSON with userName and repositoryName") from None
         snap = self._snapshot(ctx, repo, None)
         wanted = req.get("filePaths")
-        base = self._base_url()
         files = {}
         for e in self._listing(ctx, snap):
             if e.type == "directory" or (wanted and e.path not in wanted):
                 continue
-            url = f"{base}/openxlab/file/{repo}/{snap.commit}/{quote(e.path)}"
-            files[e.path] = proto.openxlab_file(e, url)
+            files[e.path] = proto.openxlab_file(e, self._openxlab_url(snap, e.path))
         # The official client reads data.msgCode and then data.data.modelNames and .filePaths
         # (a KeyError without either): an envelope inside an envelope. This hub has no
         # "model" entries (a metafile's named weights), so every file is under filePaths.
         inner = {"modelNames": {}, "filePaths": files}
         self._send_json(ctx, proto.openxlab_envelope(proto.openxlab_envelope(inner)))
+
+    def _openxlab_sso(self, ctx: _Ctx, call: str, body: bytes) -> None:
+        ctx.protocol, ctx.kind = proto.OPENXLAB, "sso"
+        calls = {"auth": self.hub.sso.auth, "getJwt": self.hub.sso.get_jwt,
+                 "refreshJwt": self.hub.sso.refresh_jwt}
+        if call not in calls:
+            raise _Reply(404, None, f"no such route: POST {urlsplit(self.path).path}")
+        self._status_fault(ctx)
+        try:
+            req = json.loads(body or b"{}")
+            if not isinstance(req, dict):
+                raise ValueError
+            data = calls[call](req)
+        except ValueError:
+            raise _Reply(400, None, "body must be a JSON object") from None
+        except SsoRefused as exc:  # HTTP 200, a failing msgCode inside: what the client checks
+            self._send_json(ctx, proto.openxlab_envelope(proto.openxlab_envelope(None, code=exc.code, msg=str(exc))))
+            return
+        self._send_json(ctx, proto.openxlab_envelope(proto.openxlab_envelope(data)))
+
+    def _openxlab_url(self, snap: Snapshot, path: str) -> str:
+        """A presigned URL, as OpenXLab lists (an OSS object URL that expires): on the CDN
+        origin when redirects are on, else on this one; either way it needs no token."""
+        signed = self.hub.signed_query(proto.OPENXLAB, snap.repo_id, snap.commit, path)
+        if self.hub.lfs_redirect:
+            return f"{self._cdn_base_url()}/_cdn/{proto.OPENXLAB}/{snap.repo_id}/{snap.commit}/{quote(path)}?{signed}"
+        return f"{self._base_url()}/openxlab/file/{snap.repo_id}/{snap.commit}/{quote(path)}?{signed}"
 
     # -- bytes ---------------------------------------------------------------------------------
     def _serve_file(
@@ -590,11 +653,10 @@ class _Handler(BaseHTTPRequestHandler):
         """What the real hubs do for LFS files: 302 to a storage URL, metadata on the redirect."""
         headers = self._file_headers(snap, entry)
         assert ctx.protocol is not None
-        sig = self.hub.cdn_signature(ctx.protocol, snap.repo_id, snap.commit, entry.path)
         headers["Location"] = (
             f"{self._cdn_base_url()}/_cdn/{ctx.protocol}/{snap.repo_id}/{snap.commit}/"
             + quote(entry.path)
-            + f"?sig={sig}"
+            + "?" + self.hub.signed_query(ctx.protocol, snap.repo_id, snap.commit, entry.path)
         )
         self._start(ctx, 302, "text/plain; charset=utf-8", 0, headers)
 
@@ -768,6 +830,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
 
     def _send_error(self, ctx: _Ctx, r: _Reply) -> None:
+        if r.storage:
+            data = proto.storage_error(r.code or "Error", r.message)
+            self._start(ctx, r.status, "application/xml", len(data), r.headers)
+            if ctx.method != "HEAD":
+                assert ctx.record is not None
+                ctx.record.bytes_sent += len(data)
+                self.wfile.write(data)
+            return
         body, headers = proto.error_body(ctx.protocol or proto.HF, r.status, r.code, r.message)
         headers.update(r.headers)
         self._send_json(ctx, body, headers, status=r.status)
@@ -808,6 +878,13 @@ class LocalHub:
     carries X-Repo-Commit, X-Linked-Etag and X-Linked-Size. Changeable at runtime.
     ``tls``: a server-side SSL context (``tls_context(cert, key)``): both ports then speak
     https only, as the real hubs do (the official Modelers client refuses plain http).
+    ``openxlab_keys``: {access key: secret key} the OpenXLab SSO exchange accepts (``.sso``,
+    ``openxlab_sso``); gating an OpenXLab repository with an access key (``gate(repo, ak)``)
+    lets the JWTs minted for that key in, until they expire (``.sso.jwt_ttl``).
+    ``url_ttl``: seconds a presigned URL (OpenXLab's file URLs, the CDN redirects) stays
+    valid; after that it answers 403 "Request has expired." as OSS does. Changeable at runtime.
+    ``modelers_commit_refs=False``: the Modelers routes refuse commit ids as refs (404
+    ``ref_not_exist``), like a hub that serves branches and tags only.
     """
 
     def __init__(
@@ -823,9 +900,17 @@ class LocalHub:
         tokens: Mapping[str, str] | None = None,
         lfs_redirect: bool = False,
         tls: ssl.SSLContext | None = None,
+        openxlab_keys: Mapping[str, str] | None = None,
+        url_ttl: float = 3600.0,
+        modelers_commit_refs: bool = True,
     ) -> None:
         self.store = root if isinstance(root, RepoStore) else RepoStore(root)
         self.tls = tls
+        self.url_ttl = url_ttl
+        self.modelers_commit_refs = modelers_commit_refs
+        self.sso = SsoService()
+        for ak, sk in (openxlab_keys or {}).items():
+            self.sso.add_key(ak, sk)
         self.host = host
         self._port = port
         self.faults = FaultSet(list(faults or ()))
@@ -923,10 +1008,15 @@ class LocalHub:
     def cdn_url(self) -> str:
         return self.url.rsplit(":", 1)[0] + f":{self.cdn_port}"
 
-    def cdn_signature(self, protocol: str, repo_id: str, commit: str, path: str) -> str:
-        """The ``sig`` that authorises one CDN URL (a stand-in for a presigned URL's)."""
-        msg = "\0".join((protocol, repo_id, commit, path)).encode()
+    def url_signature(self, protocol: str, repo_id: str, commit: str, path: str, expires: int) -> str:
+        """The ``Signature`` that authorises one presigned URL until ``expires`` (epoch s)."""
+        msg = "\0".join((protocol, repo_id, commit, path, str(expires))).encode()
         return hmac.new(self._cdn_key, msg, hashlib.sha256).hexdigest()[:32]
+
+    def signed_query(self, protocol: str, repo_id: str, commit: str, path: str) -> str:
+        """``Expires=...&Signature=...`` for a URL valid for ``url_ttl`` seconds from now."""
+        expires = math.ceil(time.time() + self.url_ttl)  # whole seconds, never less than url_ttl
+        return f"Expires={expires}&Signature={self.url_signature(protocol, repo_id, commit, path, expires)}"
 
     def endpoint(self, source: str) -> str:
         """The endpoint URL for a source key (every hub is served at the root URL)."""
