@@ -58,7 +58,7 @@ socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]
 _SCRUB = (
     "HF_ENDPOINT", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE",
     "MODELSCOPE_ENDPOINT", "MODELSCOPE_API_TOKEN", "OPENMIND_HUB_ENDPOINT", "OPENMIND_HUB_TOKEN",
-    "MODELERS_TOKEN", "OPENXLAB_ENDPOINT", "OPENXLAB_TOKEN", "MODEL_ZOO_SOURCES",
+    "MODELERS_TOKEN", "OPENXLAB_ENDPOINT", "OPENXLAB_TOKEN", "OPENXLAB_AK", "OPENXLAB_SK", "MODEL_ZOO_SOURCES",
     "MODEL_ZOO_OFFLINE", "MODEL_ZOO_REGISTRY", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",
     "http_proxy", "https_proxy", "all_proxy",
 )
@@ -69,6 +69,8 @@ def _isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     for var in _SCRUB:
         monkeypatch.delenv(var, raising=False)
     home = tmp_path_factory.mktemp("home")
+    # HOME too: hub clients keep credentials there (~/.openxlab/config.json is read by model-zoo)
+    monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("MODEL_ZOO_HOME", str(home / "store"))
     monkeypatch.setenv("MODEL_ZOO_CONFIG", str(home / "no-config.toml"))
     monkeypatch.setenv("HF_HOME", str(home / "hf"))
