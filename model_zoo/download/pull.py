@@ -277,78 +277,91 @@ def pull_model(
     moves = 0
     while True:  # again from the listing when a branch moved under an unpinned pull
         try:
-            try:
-                primary, others, plan, failures = _manifests(info, settings, plan, revision)
-            except RevisionNotFoundError as exc:
-                if locked is None:
-                    raise
-                raise LockMismatchError(info.name, f"{exc.hub} no longer has revision {revision} of {locked.repo_id}") from None
-            if failures:
-                emit(PullEvent("note", "; ".join(failures)))
-            _check_listing(primary)
-
-            locked_files = {f.path: (f.size, f.sha256) for f in locked.files} if locked else None
-            if locked is not None:
-                check_against_lock(info.name, primary, locked_files or {}, locked_commit=locked.commit)
-                # --include / --exclude narrow what the lock records (the lock already chose the formats)
-                sel = select_files(locked_files or {}, include=include, exclude=exclude, all_files=True)
-                selected = list(sel.selected)
-                skipped = [(p, "not in the lock file") for p in sorted(primary.by_path()) if p not in (locked_files or {})]
-                skipped += sel.skipped
-            else:
-                sel = select_files(primary.by_path(), include=include, exclude=exclude, all_files=all_files)
-                selected, skipped = list(sel.selected), list(sel.skipped)
-            if not selected:
-                raise UsageError(
-                    f"no file of {primary.repo_id} on {primary.source} matches the filters "
-                    f"({len(skipped)} skipped); check --include / --exclude",
-                    model=info.name,
-                )
-            file_plans = plan_files(selected, primary, others, locked=locked_files)
-
-            target = target_override or snapshot_dir(settings.home, info.slug, primary.source, revision, primary.commit)
-            result = PullResult(
-                name=info.name, path=target, source=primary.source, repo_id=primary.repo_id, revision=revision,
-                commit=primary.commit, plan=plan, plan_text=plan_text, files=[], skipped=skipped,
-                notes=list(failures),
-            )
-            for fp in file_plans:
-                if fp.disputed:
-                    result.notes.append(
-                        f"{fp.path}: " + ", ".join(f"{c.source} lists sha256 {(c.remote.sha256 or '')[:12]}…"
-                                                   for c in fp.disputed)
-                        + f", {fp.expected_from or primary.source} lists {(fp.sha256 or '?')[:12]}…"
-                    )
-
-            if dry_run:
-                present = _find_present(target, file_plans)
-                result.files = [_planned(fp, fp.path in present, target) for fp in file_plans]
-                result.free_bytes = _free_space(target)
-                result.dry_run = True
-                return result
-
-            lock_path = (meta_dir(target) / "lock") if target_override else model_lock_path(settings.home, info.slug)
-            from ..store.locking import ProcessLock
-
-            def waiting(owner: str) -> None:
-                emit(PullEvent("waiting_model", f"another process{f' ({owner})' if owner else ''} is pulling "
-                               f"{info.name}; waiting for it to finish"))
-
-            model_lock = ProcessLock(lock_path, on_wait=waiting)
-            _prepare_target(target, model_lock)
-            try:
-                return _pull_locked(info, settings, target, primary, others, file_plans, skipped, result,
-                                    sources is not None, emit, max_workers, revision,
-                                    _renewer(settings, [primary, *others]), _head_check(settings, primary))
-            finally:
-                model_lock.release()
+            return _pull_listed(info, settings, plan, plan_text, revision, locked, include, exclude, all_files,
+                                dry_run, target_override, sources is not None, emit, max_workers)
         except _BranchMoved as moved:
             moves += 1
             if moves > MAX_BRANCH_MOVES:
                 raise RevisionMovedError(moved.hub, moved.repo_id, moved.revision, moves) from None
-            _drop_unfinished(moved.target, settings)
             emit(PullEvent("note", f"{moved.source}: {moved.repo_id} {moved.revision} moved from "
                            f"{moved.old[:12]} to {moved.new[:12]} during the pull; listing it again"))
+
+
+def _pull_listed(
+    info: ModelInfo, settings: Settings, plan: list[PlannedSource], plan_text: str, revision: str | None,
+    locked: LockedModel | None, include: Sequence[str] | None, exclude: Sequence[str] | None,
+    all_files: bool, dry_run: bool, target_override: Path | None, multi_source: bool, emit: ProgressFn,
+    max_workers: int | None,
+) -> PullResult:
+    """Everything of a pull from listing the planned sources on: match, plan files, fetch, record."""
+    try:
+        primary, others, plan, failures = _manifests(info, settings, plan, revision)
+    except RevisionNotFoundError as exc:
+        if locked is None:
+            raise
+        raise LockMismatchError(info.name, f"{exc.hub} no longer has revision {revision} of {locked.repo_id}") from None
+    if failures:
+        emit(PullEvent("note", "; ".join(failures)))
+    _check_listing(primary)
+
+    locked_files = {f.path: (f.size, f.sha256) for f in locked.files} if locked else None
+    if locked is not None:
+        check_against_lock(info.name, primary, locked_files or {}, locked_commit=locked.commit)
+        # --include / --exclude narrow what the lock records (the lock already chose the formats)
+        sel = select_files(locked_files or {}, include=include, exclude=exclude, all_files=True)
+        selected = list(sel.selected)
+        skipped = [(p, "not in the lock file") for p in sorted(primary.by_path()) if p not in (locked_files or {})]
+        skipped += sel.skipped
+    else:
+        sel = select_files(primary.by_path(), include=include, exclude=exclude, all_files=all_files)
+        selected, skipped = list(sel.selected), list(sel.skipped)
+    if not selected:
+        raise UsageError(
+            f"no file of {primary.repo_id} on {primary.source} matches the filters "
+            f"({len(skipped)} skipped); check --include / --exclude",
+            model=info.name,
+        )
+    file_plans = plan_files(selected, primary, others, locked=locked_files)
+
+    target = target_override or snapshot_dir(settings.home, info.slug, primary.source, revision, primary.commit)
+    result = PullResult(
+        name=info.name, path=target, source=primary.source, repo_id=primary.repo_id, revision=revision,
+        commit=primary.commit, plan=plan, plan_text=plan_text, files=[], skipped=skipped,
+        notes=list(failures),
+    )
+    for fp in file_plans:
+        if fp.disputed:
+            result.notes.append(
+                f"{fp.path}: " + ", ".join(f"{c.source} lists sha256 {(c.remote.sha256 or '')[:12]}…"
+                                           for c in fp.disputed)
+                + f", {fp.expected_from or primary.source} lists {(fp.sha256 or '?')[:12]}…"
+            )
+
+    if dry_run:
+        present = _find_present(target, file_plans)
+        result.files = [_planned(fp, fp.path in present, target) for fp in file_plans]
+        result.free_bytes = _free_space(target)
+        result.dry_run = True
+        return result
+
+    lock_path = (meta_dir(target) / "lock") if target_override else model_lock_path(settings.home, info.slug)
+    from ..store.locking import ProcessLock
+
+    def waiting(owner: str) -> None:
+        emit(PullEvent("waiting_model", f"another process{f' ({owner})' if owner else ''} is pulling "
+                       f"{info.name}; waiting for it to finish"))
+
+    model_lock = ProcessLock(lock_path, on_wait=waiting)
+    _prepare_target(target, model_lock)
+    try:
+        return _pull_locked(info, settings, target, primary, others, file_plans, skipped, result,
+                            multi_source, emit, max_workers, revision,
+                            _renewer(settings, [primary, *others]), _head_check(settings, primary))
+    except _BranchMoved:
+        _drop_unfinished(target, settings)  # under the model lock: no other pull works in it
+        raise
+    finally:
+        model_lock.release()
 
 
 def _prepare_target(target: Path, model_lock: Any) -> None:
@@ -468,13 +481,13 @@ class _BranchMoved(Exception):
     """The branch an unpinned listing named now points at another commit (internal: the pull
     lists again)."""
 
-    def __init__(self, primary: Manifest, new: str, hub: str, target: Path) -> None:
+    def __init__(self, primary: Manifest, new: str, hub: str) -> None:
         super().__init__(f"{primary.repo_id} moved to {new}")
         self.source, self.repo_id, self.revision = primary.source, primary.repo_id, primary.revision
-        self.old, self.new, self.hub, self.target = primary.commit or "", new, hub, target
+        self.old, self.new, self.hub = primary.commit or "", new, hub
 
 
-def _head_check(settings: Settings, primary: Manifest) -> Callable[[Path], None] | None:
+def _head_check(settings: Settings, primary: Manifest) -> Callable[[], None] | None:
     """For a listing whose URLs name a branch (``pinned=False``): a check that raises
     _BranchMoved when the branch no longer points at the commit the listing resolved."""
     if primary.pinned or primary.commit is None:
@@ -482,11 +495,11 @@ def _head_check(settings: Settings, primary: Manifest) -> Callable[[Path], None]
     from ..hubs.catalog import hub_info
     from ..hubs.factory import adapter_for
 
-    def check(target: Path) -> None:
+    def check() -> None:
         adapter: Any = adapter_for(primary.source, settings)
         head = adapter.head_commit(primary.repo_id, primary.revision)
         if head is not None and head != primary.commit:
-            raise _BranchMoved(primary, head, hub_info(primary.source).title, target)
+            raise _BranchMoved(primary, head, hub_info(primary.source).title)
 
     return check
 
@@ -670,7 +683,7 @@ def _pull_locked(
     info: ModelInfo, settings: Settings, target: Path, primary: Manifest, others: list[Manifest],
     file_plans: list[FilePlan], skipped: list[tuple[str, str]], result: PullResult,
     multi_source: bool, emit: ProgressFn, max_workers: int | None, revision: str | None,
-    renew: Any = None, head_check: Callable[[Path], None] | None = None,
+    renew: Any = None, head_check: Callable[[], None] | None = None,
 ) -> PullResult:
     present = _find_present(target, file_plans)
     in_store = settings.home.resolve() in target.resolve().parents
@@ -704,10 +717,10 @@ def _pull_locked(
             records.update(_cross_check(todo, target, fetched, emit, max_workers, result))
         except ModelZooError:
             if head_check is not None:
-                head_check(target)  # bytes that match nothing may be the next commit's
+                head_check()  # bytes that match nothing may be the next commit's
             raise
     if head_check is not None:
-        head_check(target)  # the files are one commit's only if the branch still points there
+        head_check()  # the files are one commit's only if the branch still points there
 
     sources = [SourceRecord(primary.source, primary.repo_id, primary.endpoint, primary.commit)]
     used = {s for r in records.values() for s in r.sources}
