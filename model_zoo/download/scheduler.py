@@ -16,10 +16,10 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import ModelZooError, SizeMismatchError
+from ..hubs.base import RemoteFile
 from . import progress as ev
 from .engine import FetchReport
 from .failures import error_for, final_error
-from ..hubs.base import RemoteFile
 from .http_fetch import TransferError
 from .staging import StagingMixin
 from .state import (
@@ -353,10 +353,10 @@ class Run(TransferMixin, StagingMixin):
         new = seg.file.cands[cand].source
         self.inflight[new] = self.inflight.get(new, 0) + 1
 
-    def _failed_request(self, seg: Segment, cand: Candidate, exc: TransferError,
-                        used: RemoteFile | None = None) -> None:
+    def _failed_request(self, seg: Segment, cand: Candidate, exc: TransferError, used: RemoteFile) -> None:
+        """``used``: the RemoteFile the failed request went to (the candidate's may be newer)."""
         f = seg.file
-        if self._renewed(f, cand, exc, used or cand.remote):
+        if self._renewed(f, cand, exc, used):
             return  # the segment goes on at once, from seg.pos, with the fresh URL
         with self.cv:
             if cand.dead is not None or f.state != ACTIVE:
