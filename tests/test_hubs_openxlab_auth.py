@@ -42,7 +42,9 @@ KEY = AccessKey(AK, SK, "test")
 def keyed_adapter(hub: LocalHub, key: AccessKey = KEY):  # type: ignore[no-untyped-def]
     from model_zoo.hubs.openxlab import OpenXLabAdapter
 
-    return OpenXLabAdapter(hub.url, None, access_key=key)
+    adapter = OpenXLabAdapter(hub.url, None)
+    adapter.use_access_key(key)
+    return adapter
 
 
 # ---------------------------------------------------------------- where the key pair comes from

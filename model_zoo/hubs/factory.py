@@ -48,7 +48,9 @@ def adapter_for(
         settings = load_settings()
     module = importlib.import_module(f"{__package__}.{info.hub}")
     cls: Any = getattr(module, _ADAPTERS[info.hub])
-    extra: dict[str, Any] = {}
+    adapter = cls(settings.endpoint(source), settings.token(source), client=client, source=source)
     if info.hub == "openxlab" and settings.token(source) is None:
-        extra["access_key"] = settings.openxlab_access_key()  # raises a bad config file's error
-    return cls(settings.endpoint(source), settings.token(source), client=client, source=source, **extra)
+        key = settings.openxlab_access_key()  # raises a broken config file's error
+        if key is not None:
+            adapter.use_access_key(key)
+    return adapter

@@ -29,8 +29,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
-
 from ..errors import CredentialsRejectedError, GatedRepoError, RepoNotFoundError
 from .base import Manifest, RemoteFile
 from .catalog import OPENXLAB
@@ -49,22 +47,14 @@ class OpenXLabAdapter(AdapterBase):
     """Describes OpenXLab repositories as Manifests (``openxlab`` or ``openxlab-origin``)."""
 
     default_source = OPENXLAB
+    jwt: JwtSource | None = None  # set by use_access_key
 
-    def __init__(
-        self,
-        endpoint: str,
-        token: str | None = None,
-        *,
-        client: httpx.Client | None = None,
-        source: str | None = None,
-        access_key: AccessKey | None = None,
-    ) -> None:
-        super().__init__(endpoint, token, client=client, source=source)
-        self.jwt: JwtSource | None = None
-        if token is None and access_key is not None:  # OPENXLAB_TOKEN wins over the key pair
-            self.jwt = JwtSource(access_key, self.session.endpoint, self._sso_post,
-                                 hub=self.session.ctx.hub, on_token=self.session.ctx.add_secret)
-            self.session.set_auth(self.jwt.headers)
+    def use_access_key(self, key: AccessKey) -> None:
+        """Authenticate with JWTs minted from ``key`` (the factory does this when no
+        OPENXLAB_TOKEN is set, which would win)."""
+        self.jwt = JwtSource(key, self.session.endpoint, self._sso_post,
+                             hub=self.session.ctx.hub, on_token=self.session.ctx.add_secret)
+        self.session.set_auth(self.jwt.headers)
 
     @staticmethod
     def credentials(token: str) -> dict[str, str]:
