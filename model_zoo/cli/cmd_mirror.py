@@ -120,7 +120,7 @@ def mirror_tls(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
     try:
         return tls_context(cert, key)
     except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-        detail = getattr(exc, "reason", None) or exc.strerror or str(exc)
+        detail = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
         raise UsageError(
             f"cannot use {cert}{f' with {key}' if key else ''} for TLS ({detail}): give a PEM "
             "certificate and the PEM private key that belongs to it (in the same file or with --tls-key)"
