@@ -58,17 +58,21 @@ def test_json_lines_one_object_per_event() -> None:
     assert rows[1]["bytes"] == 3000 and rows[6]["sources"] == ["hf"]
 
 
-def test_rich_bars_track_totals_and_remove_finished_files() -> None:
+def test_rich_bars_track_totals_and_keep_finished_files_at_100_percent() -> None:
     from rich.console import Console
 
     r = RichBars(Console(file=io.StringIO(), force_terminal=True))
-    for e in EVENTS[:7]:
+    for e in EVENTS[:6]:
         r(e)
-    assert r.progress.tasks[0].completed == 2000 and "a.safetensors" not in r.tasks
-    for e in EVENTS[7:]:
+    row = r.progress._tasks[r.tasks["a.safetensors"]]
+    assert row.completed == 2000 and row.total == 2000  # 500 resumed + 1500 received, before its FileDone
+    for e in EVENTS[6:]:
         r(e)
     r.close()
-    assert r.progress.tasks[0].completed == 3000 and r.tasks == {}
+    total, *rows = r.progress.tasks
+    assert (total.completed, total.total) == (3000, 3000)
+    assert [(t.fields["path"], t.completed, t.total, t.visible) for t in rows] == [
+        ("a.safetensors", 2000, 2000, True), ("b.json", 1000, 1000, True)]
 
 
 def test_make_renderer_flags() -> None:

@@ -2,17 +2,66 @@
 
 Only typer is imported at module level. ``pull`` prints progress on stderr and the final path
 last on stdout, so ``DIR=$(model-zoo pull NAME)`` works; ``--json`` prints events as JSON lines
-on stdout instead, the last one ``{"event": "result", "path": ...}``.
+on stdout instead, the last one ``{"event": "result", "path": ...}``. Ctrl-C during ``pull``
+prints one line saying how many bytes are kept and where (a rerun resumes) and exits 130.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
 _JSON = typer.Option(False, "--json", help="Machine-readable JSON on stdout.")
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command stopped by Ctrl-C
+
+
+def _report_interrupt(tally: Any, json_out: bool) -> None:
+    """Ctrl-C: one line on stderr saying what is kept and where, so the user knows a rerun
+    resumes instead of starting over (and, with ``--json``, the same as an event on stdout)."""
+    import sys
+
+    if json_out:
+        print_json_line({"event": "interrupted", "path": tally.path, "kept_bytes": tally.completed,
+                         "total_bytes": tally.total, "files_done": tally.files_done,
+                         "files_total": tally.files_total})
+    sys.stderr.write(tally.interrupted_line() + "\n")
+    sys.stderr.flush()
+
+
+@contextmanager
+def _second_interrupt_stops_at_once() -> Iterator[None]:
+    """The first Ctrl-C stops the pull cleanly (workers end, partials are recorded); a second
+    one, while that winds down, exits at once: a user who presses it twice means it."""
+    import os
+    import signal
+    import sys
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield  # not ours to change (a host program, or Ctrl-C ignored as in a background job)
+        return
+    fired = False
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        nonlocal fired
+        if fired:
+            restore = "\x1b[?25h\n" if sys.stderr.isatty() else ""  # the bars hid the cursor
+            os.write(2, f"{restore}interrupted again: stopped at once; run the same command again "
+                        "to resume\n".encode())
+            os._exit(EXIT_INTERRUPTED)
+        fired = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _emit_path(path: Path) -> None:
@@ -120,12 +169,17 @@ def register(app: typer.Typer) -> None:
         renderer = make_renderer(json_events=json_out, quiet=quiet)
         results = []
         try:
-            for n in names:
-                results.append(pull_model(
-                    n, source=source, sources=sources, revision=revision, local_dir=local_dir,
-                    include=include or None, exclude=exclude or None, all_files=all_files, lock=lock,
-                    dry_run=dry_run, progress=renderer, max_workers=max_workers,
-                ))
+            with _second_interrupt_stops_at_once():
+                for n in names:
+                    results.append(pull_model(
+                        n, source=source, sources=sources, revision=revision, local_dir=local_dir,
+                        include=include or None, exclude=exclude or None, all_files=all_files, lock=lock,
+                        dry_run=dry_run, progress=renderer, max_workers=max_workers,
+                    ))
+        except KeyboardInterrupt:
+            renderer.close()  # the bars' last frame first, then the one line below it
+            _report_interrupt(renderer.tally, json_out)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
         finally:
             renderer.close()
         for result in results:
