@@ -7,6 +7,7 @@ The mirror is the local hub of ``model_zoo.testing.hub_server``: read-only, ever
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,6 +42,13 @@ def serve_mirror(
     bandwidth: float | None = typer.Option(
         None, "--bandwidth", help="Limit the total rate, in MB/s."
     ),
+    conn_bandwidth: float | None = typer.Option(
+        None, "--conn-bandwidth", help="Limit each connection's rate, in MB/s (as a CDN does)."
+    ),
+    latency: str | None = typer.Option(
+        None, "--latency", help="Wait this long before every response (one simulated round trip): 50ms, 0.05s or 0.05.",
+        show_default=False,
+    ),
     tls_cert: Path | None = typer.Option(
         None, "--tls-cert", help="PEM certificate (chain) to serve https; the key may be in it too."
     ),
@@ -57,31 +65,38 @@ def serve_mirror(
       model-zoo serve-mirror
       model-zoo serve-mirror --host 0.0.0.0 --port 8765
       model-zoo serve-mirror ./hub --port 9000 --bandwidth 200
+      model-zoo serve-mirror ./hub --bandwidth 400 --conn-bandwidth 20 --latency 50ms
       model-zoo serve-mirror --host 0.0.0.0 --tls-cert mirror.pem --tls-key mirror.key
     """
+    from ..errors import UsageError
     from ..testing.hub_server import LocalHub
 
-    if bandwidth is not None and not bandwidth > 0:
-        from ..errors import UsageError
-
-        raise UsageError(f"--bandwidth must be a positive rate in MB/s, got {bandwidth:g}; "
-                         "leave it out for no limit")
+    for option, rate in (("--bandwidth", bandwidth), ("--conn-bandwidth", conn_bandwidth)):
+        if rate is not None and not 0 < rate < math.inf:
+            raise UsageError(f"{option} must be a positive rate in MB/s, got {rate:g}; "
+                             "leave it out for no limit")
+    delay = 0.0
+    if latency is not None:
+        try:
+            delay = parse_latency(latency)
+        except ValueError:
+            raise UsageError(f"--latency {latency!r} is not a duration: type it as 50ms, 0.05s or 0.05 "
+                             "(seconds, 0 or more); leave it out for none") from None
     tls = mirror_tls(tls_cert, tls_key)
     store, described = mirror_store(root)
     if not store.repo_ids():
-        from ..errors import UsageError
-
         raise UsageError(
             f"nothing to serve: {described} holds no repositories. "
             "Pull a model first (model-zoo pull NAME) or pass a directory laid out as "
             "ROOT/<namespace>/<name>/."
         )
-    hub = LocalHub(store, host=host, port=port, bandwidth=bandwidth * 1e6 if bandwidth else None, tls=tls)
+    hub = LocalHub(
+        store, host=host, port=port, bandwidth=bandwidth * 1e6 if bandwidth else None,
+        conn_bandwidth=conn_bandwidth * 1e6 if conn_bandwidth else None, latency=delay, tls=tls,
+    )
     try:
         hub.start()
     except OSError as exc:
-        from ..errors import UsageError
-
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; {_bind_advice(exc)}") from None
     for line in exposure_warning(host):
         typer.secho(line, err=True, fg=typer.colors.RED, bold=True)
@@ -91,6 +106,33 @@ def serve_mirror(
         hub.serve_forever()
     except KeyboardInterrupt:
         typer.echo("mirror stopped.", err=True)
+
+
+def parse_latency(text: str) -> float:
+    """Seconds from ``50ms``, ``0.05s`` or ``0.05`` (case and spaces ignored), the forms people
+    write a round trip in; ValueError for anything else and for negative, NaN or infinite values."""
+    value = text.strip().lower()
+    scale = 1.0
+    if value.endswith("ms"):
+        value, scale = value[:-2], 1e-3
+    elif value.endswith("s"):
+        value = value[:-1]
+    seconds = float(value.strip()) * scale  # ValueError for "", "abc", ...
+    if not 0 <= seconds < math.inf:
+        raise ValueError(f"not a duration of 0 seconds or more: {text!r}")
+    return seconds
+
+
+def limits_line(hub: LocalHub) -> str | None:
+    """What a far-link mirror simulates, for the banner (None when it simulates nothing)."""
+    parts = []
+    if hub.bandwidth.total:
+        parts.append(f"total {hub.bandwidth.total / 1e6:g} MB/s")
+    if hub.bandwidth.conn:
+        parts.append(f"per connection {hub.bandwidth.conn / 1e6:g} MB/s")
+    if hub.latency:
+        parts.append(f"{hub.latency * 1000:g} ms before each response")
+    return "Limits: " + ", ".join(parts) if parts else None
 
 
 def _bind_advice(exc: OSError) -> str:
@@ -167,6 +209,9 @@ def mirror_banner(hub: LocalHub, described: str) -> list[str]:
     lines = [
         f"Serving {len(repos)} repositories from {described} at {url} (read-only; Ctrl-C to stop)"
     ]
+    limits = limits_line(hub)
+    if limits:
+        lines.append(limits)
     lines += [f"  {r}" for r in repos[:20]]
     if len(repos) > 20:
         lines.append(f"  ... and {len(repos) - 20} more")

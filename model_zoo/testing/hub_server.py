@@ -40,6 +40,10 @@ Routes (``{repo}`` is ``namespace/name``; every GET route also answers HEAD):
 
 All byte routes support ``Range: bytes=N-M`` / ``N-`` / ``-S`` (206 + Content-Range, 416 when
 unsatisfiable) and stream from disk in chunks (``sendfile`` when no fault or rate limit applies).
+
+A far link (a CDN on another continent) is ``LocalHub(conn_bandwidth=20e6, latency=0.05)``: every
+TCP connection's file bodies are paced to 20 MB/s on top of the total and per-protocol caps, and
+every response, on both ports, waits 50 ms (one round trip) before its status line.
 """
 
 from __future__ import annotations
@@ -194,6 +198,9 @@ class _Handler(BaseHTTPRequestHandler):
     # Small replies (listings, HEAD) must not wait for a delayed ACK: ~40 ms per request otherwise.
     disable_nagle_algorithm = True
     server: _Server
+    # This connection's own byte budget (``Bandwidth.conn``): one handler serves one TCP
+    # connection, so keep-alive requests on it share the budget and a new connection gets its own.
+    _conn_limiter: RateLimiter | None = None
 
     # -- plumbing ------------------------------------------------------------------------------
     def version_string(self) -> str:
@@ -224,6 +231,9 @@ class _Handler(BaseHTTPRequestHandler):
         ctx = _Ctx(method=method)
         self._ctx = ctx
         body = self._read_body()
+        if not self._round_trip():
+            self.close_connection = True  # the hub is stopping: no answer at all
+            return
         try:
             if forbid:
                 raise _Reply(405, None, "the local hub is read-only")
@@ -245,6 +255,12 @@ class _Handler(BaseHTTPRequestHandler):
                 self._log_request(ctx)
             elif ctx.record.faults != ctx.faults:
                 ctx.record.faults = ctx.faults
+
+    def _round_trip(self) -> bool:
+        """Wait ``hub.latency`` seconds before answering, as a far server's reply arrives one
+        round trip after the request; False when ``stop()`` cut the wait short."""
+        latency = self.hub.latency
+        return not (latency > 0 and self.hub.stopping.wait(latency))
 
     def _log_request(self, ctx: _Ctx) -> RequestRecord:
         auth = self.headers.get("Authorization")
@@ -717,7 +733,12 @@ class _Handler(BaseHTTPRequestHandler):
         self, ctx: _Ctx, entry: FileEntry, start: int, length: int, rules: list[Fault]
     ) -> None:
         assert ctx.protocol is not None and ctx.repo is not None
-        limiters = self.hub.bandwidth.limiters(ctx.protocol)
+        self._conn_limiter = self.hub.bandwidth.connection_limiter(self._conn_limiter)
+        # the connection's own pace first, then the shared budgets, so a slot reserved in a
+        # shared budget is one the bytes really go out in
+        limiters = [self._conn_limiter] if self._conn_limiter else []
+        limiters += self.hub.bandwidth.limiters(ctx.protocol)
+        stopping = self.hub.stopping
         with entry.real_path.open("rb") as fh:
             if not rules and not limiters:
                 self._sendfile(ctx, fh, start, length)
@@ -733,7 +754,8 @@ class _Handler(BaseHTTPRequestHandler):
             sent = 0
             while True:
                 while stalls and stalls[0].after <= sent:
-                    self.hub.stopping.wait(stalls.pop(0).seconds)  # stop() ends a stall early
+                    if stopping.wait(stalls.pop(0).seconds):  # stop() ends a stall early
+                        raise _Aborted("hub stopping")
                 if cut is not None and sent >= cut.after:
                     self._cut(cut)
                 if sent >= length:
@@ -755,7 +777,9 @@ class _Handler(BaseHTTPRequestHandler):
                         buf[i] ^= 0xFF
                     data = bytes(buf)
                 for lim in limiters:
-                    lim.consume(n)
+                    lim.consume(n, stopping)
+                if stopping.is_set():
+                    raise _Aborted("hub stopping")
                 self._write(ctx, data)
                 sent += n
 
@@ -868,8 +892,12 @@ class LocalHub:
     prepared ``RepoStore``.
 
     ``faults``: initial ``Fault`` rules (change later through ``.faults``).
-    ``bandwidth``: global limit in bytes/s; ``bandwidth_per_protocol``: {"hf": B/s, ...}
-    (change later with ``.bandwidth.set(total, per_protocol)``).
+    ``bandwidth``: global limit in bytes/s; ``bandwidth_per_protocol``: {"hf": B/s, ...};
+    ``conn_bandwidth``: bytes/s for each TCP connection, as a CDN caps each one (change later
+    with ``.bandwidth.set(total, per_protocol, conn)``, which replaces all three, or
+    ``.bandwidth.conn = B/s``). File bodies under any of these are paced, never ``sendfile``d.
+    ``latency``: seconds every response (API, file, HEAD, error, redirect; both ports) waits
+    before its status line, one simulated round trip. Changeable at runtime (``.latency``).
     ``page_size``: entries per HuggingFace tree page (HF uses 1000; tests use small values).
     ``tokens``: {repo_id: token} makes those repositories gated (401 without, 403 wrong token;
     see ``gate`` for what HuggingFace shows without one).
@@ -896,6 +924,8 @@ class LocalHub:
         faults: Sequence[Fault] | None = None,
         bandwidth: float | None = None,
         bandwidth_per_protocol: Mapping[str, float] | None = None,
+        conn_bandwidth: float | None = None,
+        latency: float = 0.0,
         page_size: int = DEFAULT_PAGE_SIZE,
         tokens: Mapping[str, str] | None = None,
         lfs_redirect: bool = False,
@@ -914,7 +944,9 @@ class LocalHub:
         self.host = host
         self._port = port
         self.faults = FaultSet(list(faults or ()))
-        self.bandwidth = Bandwidth(bandwidth, bandwidth_per_protocol)
+        self.bandwidth = Bandwidth(bandwidth, bandwidth_per_protocol, conn_bandwidth)
+        self._latency = 0.0
+        self.latency = latency
         self.stats = HubStats()
         self.page_size = page_size
         self.lfs_redirect = lfs_redirect
@@ -982,6 +1014,19 @@ class LocalHub:
     @property
     def running(self) -> bool:
         return self._server is not None
+
+    # -- far link ------------------------------------------------------------------------------
+    @property
+    def latency(self) -> float:
+        """Seconds each response waits before its status line (0: none)."""
+        return self._latency
+
+    @latency.setter
+    def latency(self, seconds: float) -> None:
+        seconds = float(seconds)
+        if not 0 <= seconds < math.inf:
+            raise ValueError(f"latency must be a finite number of seconds >= 0, not {seconds!r}")
+        self._latency = seconds
 
     # -- addresses -----------------------------------------------------------------------------
     @property
