@@ -14,12 +14,21 @@ separate process, and then, into a cold (new, empty) directory each time:
 - ceiling: the least CPU any verifying client must spend here (sha256, receive, page-cache
   copy, plus the server's sending), over the cores: the fastest pull this machine allows, and
   so the largest speed-up over the fastest official client that any verifying tool could show.
+- far link (``--far-link``, off by default): the hub as a CDN on another continent, a total cap
+  (``--link-total-mb``, 400), a cap on every TCP connection (``--link-conn-mb``, 20) and a round
+  trip before every response (``--link-latency-ms``, 50). model-zoo, ``hf download``,
+  ``modelscope.snapshot_download`` and ``aria2c -x16 -s16`` (then sha256 of every file, timed
+  apart: the others hash while downloading) each pull cold, interleaved A B C D, A B C D, ...
+- stall (``--stall``, off by default): the same far link, and one file's body stops for
+  ``--stall-seconds`` after ``--stall-after-mb`` in the first response long enough to reach that
+  point; each tool's total time shows how it notices and recovers.
 
 Prints one JSON document. The server's files stay in the page cache for every tool alike;
 each target is deleted after its run. CPU seconds (user+system of the child) are reported too:
 they stay meaningful when other work shares the machine and makes wall times noisy.
 
     .venv/bin/python bench/pull.py [--size-gb 1] [--shards 4] [--repeat 3] [--rate-mb 100]
+    .venv/bin/python bench/pull.py --skip pull,verify,multi --far-link --stall --repeat 2
 """
 
 from __future__ import annotations
@@ -44,11 +53,28 @@ MS_REPO = "Shanghai_AI_Laboratory/internlm2_5-1_8b-chat"
 
 SERVER = r"""
 import json, sys
+from model_zoo.testing.faults import Fault
 from model_zoo.testing.hub_server import LocalHub
-rates = json.loads(sys.argv[2]) or None
-hub = LocalHub(sys.argv[1], bandwidth_per_protocol=rates).start()
+cfg = json.loads(sys.argv[2])
+hub = LocalHub(sys.argv[1], bandwidth=cfg.get("total"), bandwidth_per_protocol=cfg.get("per_protocol") or None,
+               conn_bandwidth=cfg.get("conn"), latency=cfg.get("latency") or 0.0).start()
 print(hub.url, flush=True)
-sys.stdin.read()
+while line := sys.stdin.readline():  # one JSON command a line, one JSON answer; EOF stops the hub
+    cmd = json.loads(line)
+    if "faults" in cmd:  # [[factory, {keyword arguments}], ...] replaces the rules
+        hub.faults.clear()
+        for kind, kw in cmd["faults"]:
+            hub.faults.add(getattr(Fault, kind)(**kw))
+    if cmd.get("reset"):
+        hub.stats.reset()
+    reqs = hub.stats.requests
+    print(json.dumps({
+        "bytes_served": hub.stats.bytes_served(),
+        "file_requests": sum(r.kind == "file" for r in reqs),
+        "faults": [{"kind": r.kind, "path": r.path, "hits": r.hits} for r in hub.faults.rules],
+        "faulted": [{"method": r.method, "url": r.url, "range": r.range, "faults": list(r.faults),
+                     "bytes_sent": r.bytes_sent} for r in reqs if r.faults],
+    }), flush=True)
 hub.stop()
 """
 
@@ -86,6 +112,37 @@ from huggingface_hub import snapshot_download
 t = time.perf_counter()
 snapshot_download(sys.argv[1], local_dir=sys.argv[3])
 print(json.dumps({"seconds": time.perf_counter() - t}))
+"""
+
+CHILD_ARIA2 = r"""
+import hashlib, json, os, subprocess, sys, time, urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import quote
+repo, sums, target = sys.argv[1], json.loads(open(sys.argv[2]).read()), sys.argv[3]
+endpoint = os.environ["HF_ENDPOINT"]
+t = time.perf_counter()
+with urllib.request.urlopen(f"{endpoint}/api/models/{repo}/tree/main?recursive=true", timeout=60) as resp:
+    paths = [e["path"] for e in json.load(resp) if e["type"] == "file"]
+urls = "".join(f"{endpoint}/{repo}/resolve/main/{quote(p)}\n  out={p}\n" for p in paths)
+# -x16 -s16 as asked; falloc as aria2's manual advises on ext4/xfs (its default writes zeros first)
+subprocess.run(["aria2c", "-x16", "-s16", "--no-conf", "--file-allocation=falloc", "--console-log-level=warn",
+                "--summary-interval=0", "--download-result=hide", "--auto-file-renaming=false",
+                "--allow-overwrite=true", "-d", target, "-i", "-"], input=urls, text=True, check=True)
+downloaded = time.perf_counter()
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(os.path.join(target, path), "rb", buffering=0) as fh:
+        while chunk := fh.read(8 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # hashlib releases the GIL: one file per core
+    bad = [p for p, got in zip(paths, pool.map(sha256, paths)) if got != sums.get(p)]
+end = time.perf_counter()
+print(json.dumps({"seconds": end - t, "download_seconds": downloaded - t, "verify_seconds": end - downloaded,
+                  "verified": not bad}))
+sys.exit(1 if bad else 0)
 """
 
 CHILD_MS = r"""
@@ -146,14 +203,26 @@ def _sha256(path: Path) -> str:
 
 
 class Hub:
-    """The local hub in its own process (so its CPU use never shares our GIL)."""
+    """The local hub in its own process (so its CPU use never shares our GIL).
 
-    def __init__(self, root: Path, rates: dict[str, float] | None = None) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-c", SERVER, str(root), json.dumps(rates or {})],
+    ``config``: {"total": B/s, "per_protocol": {protocol: B/s}, "conn": B/s, "latency": s}.
+    """
+
+    def __init__(self, root: Path, config: dict[str, Any] | None = None) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", SERVER, str(root), json.dumps(config or {})],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         self.url = self.proc.stdout.readline().strip()
         self._warm()
+
+    def command(self, **cmd: Any) -> dict[str, Any]:
+        """Send one command to the server process (``faults=[[factory, kwargs], ...]``,
+        ``reset=True``); returns its counters: bytes served, fault hits, faulted requests."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+        answer: dict[str, Any] = json.loads(self.proc.stdout.readline())
+        return answer
 
     def _warm(self) -> None:
         """List both repositories once: the hub hashes every file on its first listing, a cost
@@ -207,9 +276,14 @@ def run_timed(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
         return out
     last = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
     try:
-        out["seconds"] = round(json.loads(last)["seconds"], 3)
+        reported = json.loads(last)
+        out["seconds"] = round(reported["seconds"], 3)
     except (ValueError, KeyError, TypeError):
         out["seconds"] = round(wall, 3)  # a CLI: the whole process is the measurement
+        return out
+    for key, value in reported.items():  # a child's own split of its time (aria2c: download, verify)
+        if key != "seconds" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[key] = round(value, 3)
     return out
 
 
@@ -440,7 +514,7 @@ def bench_verify(hub: Hub, work: Path, expected: dict[str, str], total: int) -> 
 
 
 def bench_multi_source(root: Path, work: Path, expected: dict[str, str], total: int, rate: float) -> dict[str, Any]:
-    hub = Hub(root, {"hf": rate, "modelscope": rate})
+    hub = Hub(root, {"per_protocol": {"hf": rate, "modelscope": rate}})
     out: dict[str, Any] = {"rate_per_source_mb_per_s": rate / 1e6}
     try:
         runs = (
@@ -470,6 +544,145 @@ def bench_multi_source(root: Path, work: Path, expected: dict[str, str], total: 
     return out
 
 
+# ----------------------------------------------------------------------------- far link
+
+
+def link_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The far link the hub simulates, as the server process takes it."""
+    return {"total": args.link_total_mb * 1e6, "conn": args.link_conn_mb * 1e6,
+            "latency": args.link_latency_ms / 1000}
+
+
+def far_tools(work: Path, expected: dict[str, str]) -> tuple[dict[str, tuple[list[str], str]], dict[str, str]]:
+    """name -> (command without the target directory, what it measures), and the tools left out
+    with why: model-zoo, hf download, modelscope and aria2c, in the order they take turns."""
+    py = sys.executable
+    tools: dict[str, tuple[list[str], str]] = {
+        "model-zoo": ([py, "-c", CHILD_MODEL_ZOO, NAME, json.dumps({"source": "hf"})],
+                      "model_zoo.pull(source='hf'), timed around the call"),
+    }
+    missing: dict[str, str] = {}
+    hf_cli = Path(sys.executable).with_name("hf")
+    if hf_cli.exists():
+        tools["hf download (CLI)"] = ([str(hf_cli), "download", HF_REPO, "--local-dir"], "whole process timed")
+    else:
+        missing["hf download (CLI)"] = f"skipped: no {hf_cli}"
+    tools["modelscope.snapshot_download"] = ([py, "-c", CHILD_MS, MS_REPO, "{}"],
+                                             "modelscope (MODELSCOPE_ENDPOINT), timed around the call")
+    if shutil.which("aria2c"):
+        sums = work / "sha256.json"
+        sums.write_text(json.dumps(expected))
+        tools["aria2c -x16 -s16"] = ([py, "-c", CHILD_ARIA2, HF_REPO, str(sums)],
+                                     "HF listing + aria2c on every resolve URL + sha256 of every file "
+                                     "(hashlib, one file per core); seconds = download + verify")
+    else:
+        missing["aria2c -x16 -s16"] = "skipped: no aria2c binary on PATH (Debian: apt-get install -y aria2)"
+    return tools, missing
+
+
+def cold_run(hub: Hub, work: Path, cmd: list[str], expected: dict[str, str]) -> dict[str, Any]:
+    """One tool, into a new empty directory with a fresh cache home; the server's counters
+    for this run only; the result checked byte for byte, untimed."""
+    target = work / "target"
+    shutil.rmtree(target, ignore_errors=True)
+    home = Path(tempfile.mkdtemp(dir=work, prefix="home-"))
+    hub.command(reset=True)
+    server_cpu = hub.cpu_seconds()
+    res = run_timed(cmd + [str(target)], hub.env(home))
+    res["server_cpu_seconds"] = round(hub.cpu_seconds() - server_cpu, 3)
+    counters = hub.command()
+    res["bytes_served"] = counters["bytes_served"]
+    res["file_requests"] = counters["file_requests"]
+    res["ok"] = "error" not in res and check_tree(target, expected)
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.rmtree(home, ignore_errors=True)
+    res["_counters"] = counters
+    return res
+
+
+def _median(runs: list[dict[str, Any]], key: str) -> float | None:
+    values = [r[key] for r in runs if r.get(key) is not None]
+    return round(statistics.median(values), 3) if values else None
+
+
+def bench_far_link(hub: Hub, work: Path, expected: dict[str, str], total: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Every tool cold over the simulated far link, interleaved, ``--repeat`` rounds."""
+    tools, missing = far_tools(work, expected)
+    link = link_config(args)
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in tools}
+    for _ in range(args.repeat):
+        for name, (cmd, _via) in tools.items():  # A B C D, A B C D, ...
+            res = cold_run(hub, work, cmd, expected)
+            res.pop("_counters")
+            runs[name].append(res)
+    out: dict[str, Any] = {
+        "link": {"total_mb_per_s": args.link_total_mb, "per_connection_mb_per_s": args.link_conn_mb,
+                 "latency_ms": args.link_latency_ms},
+        "floor_seconds": round(total / link["total"], 3),  # every byte at the link's total rate
+        "order": list(tools),
+    }
+    for name, rs in runs.items():
+        good = [r for r in rs if r["ok"]]
+        secs = _median(good, "seconds")
+        entry: dict[str, Any] = {
+            "via": tools[name][1],
+            "ok": bool(good) and len(good) == len(rs),
+            "seconds": secs,
+            "mb_per_s": round(total / secs / 1e6, 1) if secs else None,
+            "pct_of_link": round(100 * total / secs / link["total"], 1) if secs else None,
+            "process_seconds": _median(good, "process_seconds"),
+            "cpu_seconds": _median(rs, "cpu_seconds"),
+            "server_cpu_seconds": _median(rs, "server_cpu_seconds"),
+            "bytes_served_over_checkpoint": round((_median(rs, "bytes_served") or 0) / total, 3),
+        }
+        if name.startswith("aria2c"):
+            entry["download_seconds"] = _median(good, "download_seconds")
+            entry["verify_seconds"] = _median(good, "verify_seconds")
+        entry["runs"] = rs
+        out[name] = entry
+    out.update(missing)
+    return out
+
+
+def bench_stall(hub: Hub, work: Path, expected: dict[str, str], total: int, args: argparse.Namespace,
+                far: dict[str, Any] | None) -> dict[str, Any]:
+    """Every tool once more over the far link while one file's body stalls part-way."""
+    tools, missing = far_tools(work, expected)
+    shards = sorted(n for n in expected if n.endswith(".safetensors"))
+    path = args.stall_file or shards[min(1, len(shards) - 1)]
+    size = (work / "hub" / HF_REPO / path).stat().st_size
+    after = int(args.stall_after_mb * 1e6) if args.stall_after_mb is not None else min(size // 2, 8_000_000)
+    rule = ["stall", {"seconds": args.stall_seconds, "after": after, "path": path}]
+    out: dict[str, Any] = {
+        "file": path, "file_bytes": size, "stall_after_bytes": after, "stall_seconds": args.stall_seconds,
+        "rule": "the first GET of the file whose body is longer than stall_after_bytes sends that many "
+                "bytes, then nothing for stall_seconds (unless the client gives up first)",
+    }
+    for name, (cmd, via) in tools.items():
+        runs = []
+        for _ in range(args.stall_repeat):
+            hub.command(faults=[rule])
+            res = cold_run(hub, work, cmd, expected)
+            counters = res.pop("_counters")
+            res["stall_hit"] = bool(counters["faults"] and counters["faults"][0]["hits"])
+            res["stalled_request"] = next(({k: f[k] for k in ("method", "range", "bytes_sent")}
+                                           for f in counters["faulted"]), None)
+            runs.append(res)
+        good = [r for r in runs if r["ok"]]
+        secs = _median(good, "seconds")
+        entry: dict[str, Any] = {"via": via, "ok": bool(good) and len(good) == len(runs), "seconds": secs,
+                                 "stall_hit": all(r["stall_hit"] for r in runs)}
+        base = (far or {}).get(name, {}).get("seconds")
+        if secs and base:
+            entry["far_link_seconds"] = base
+            entry["stall_cost_seconds"] = round(secs - base, 3)  # what the stall added to a far-link pull
+        entry["runs"] = runs
+        out[name] = entry
+    hub.command(faults=[])
+    out.update(missing)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size-gb", type=float, default=1.0, help="checkpoint size (GB, 1e9 bytes)")
@@ -478,7 +691,22 @@ def main() -> None:
     ap.add_argument("--rate-mb", type=float, default=100.0, help="per-protocol limit for the multi-source test (MB/s)")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--skip", default="", help="comma list of sections to skip: pull,verify,multi")
+    ap.add_argument("--far-link", action="store_true", help="also pull through a simulated far CDN link")
+    ap.add_argument("--stall", action="store_true", help="also pull over the far link while one file stalls")
+    ap.add_argument("--link-total-mb", type=float, default=400.0, help="far link: total rate (MB/s)")
+    ap.add_argument("--link-conn-mb", type=float, default=20.0, help="far link: rate of each connection (MB/s)")
+    ap.add_argument("--link-latency-ms", type=float, default=50.0, help="far link: wait before every response (ms)")
+    ap.add_argument("--stall-seconds", type=float, default=120.0, help="stall: how long the body stops")
+    ap.add_argument("--stall-after-mb", type=float, default=None,
+                    help="stall: body MB sent before it stops (default: half the file, at most 8)")
+    ap.add_argument("--stall-file", default=None, help="stall: which file (default: the second shard)")
+    ap.add_argument("--stall-repeat", type=int, default=1, help="stall: runs per tool")
     args = ap.parse_args()
+    for flag in ("link_total_mb", "link_conn_mb"):
+        if not getattr(args, flag) > 0:
+            ap.error(f"--{flag.replace('_', '-')} must be > 0")
+    if args.link_latency_ms < 0 or args.stall_seconds < 0:
+        ap.error("--link-latency-ms and --stall-seconds must be >= 0")
     skip = set(filter(None, args.skip.split(",")))
 
     work = Path(tempfile.mkdtemp(prefix="mz-bench-pull-", dir=args.workdir))
@@ -516,6 +744,15 @@ def main() -> None:
             hub.close()
         if "multi" not in skip:
             result["multi_source"] = bench_multi_source(work / "hub", work, expected, total, args.rate_mb * 1e6)
+        if args.far_link or args.stall:
+            far_hub = Hub(work / "hub", link_config(args))
+            try:
+                if args.far_link:
+                    result["far_link"] = bench_far_link(far_hub, work, expected, total, args)
+                if args.stall:
+                    result["stall"] = bench_stall(far_hub, work, expected, total, args, result.get("far_link"))
+            finally:
+                far_hub.close()
         result["load_avg_end"] = os.getloadavg()
         print(json.dumps(result, indent=2))
     finally:
