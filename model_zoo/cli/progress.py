@@ -60,9 +60,11 @@ class _Rate:
             self._samples.popleft()  # keep one sample at or before the window as its baseline
 
     def per_second(self, now: float) -> float:
-        t0, n0 = self._samples[0]
-        since = max(t0, now - self.window)
-        elapsed = now - since
+        cutoff = now - self.window
+        while len(self._samples) > 1 and self._samples[1][0] <= cutoff:
+            self._samples.popleft()
+        t0, n0 = self._samples[0]  # the last arrival at or before the window (or the start)
+        elapsed = now - max(t0, cutoff)
         return (self.received - n0) / elapsed if elapsed > 0 else 0.0
 
 
@@ -371,6 +373,8 @@ def _rich_columns(tally: PullTally) -> list[Any]:
                 return Text("failed", style="red")
             if (f is not None and f.done) or (f is None and task.total and task.completed >= task.total):
                 return Text("done", style="green")
+            if f is not None and f.size is not None and f.completed >= f.size:
+                return Text("verifying", style="progress.remaining")  # every byte is in: hashing, renaming
             return Text(f"ETA {_clock(tally.eta(key(task)))}", style="progress.remaining")
 
     return [TextColumn("{task.description}", justify="left"), BarColumn(), Bytes(), Percent(), Speed(), Eta()]
@@ -408,20 +412,21 @@ class RichBars:
             return self.max_rows
         return max(4, self.console.size.height - 4)
 
-    def _row(self, path: str) -> Any:
-        task = self.tasks.get(path)
-        if task is None:
+    def _row(self, f: FileTally) -> Any:
+        task = self.tasks.get(f.path)
+        if task is None:  # created with its numbers: the drawing thread never sees a blank row
             from rich.markup import escape
 
-            task = self.progress.add_task(escape(_short(path)), total=None, path=path)
-            self.tasks[path] = task
+            task = self.progress.add_task(escape(_short(f.path)), total=f.size, completed=f.completed,
+                                          path=f.path)
+            self.tasks[f.path] = task
         return task
 
     def _sync(self, f: FileTally | None) -> None:
         """Draw ``f``'s row and the total from the tally (the only place bars are moved)."""
         p = self.progress
         if f is not None:
-            task = self._row(f.path)
+            task = self._row(f)
             if f.failed:
                 self._hidden.add(f.path)
                 p.update(task, visible=False)
