@@ -7,6 +7,7 @@ run real pulls against the local hub (slowed down with its bandwidth limit).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -242,10 +243,8 @@ def _wait_for_partial(target_or_home: Path, at_least: int, timeout: float = 30) 
     while time.monotonic() < deadline and kept < at_least:
         time.sleep(0.1)
         for sidecar in target_or_home.rglob(".model-zoo-partial/*.part.json"):
-            try:
+            with contextlib.suppress(OSError, ValueError):  # being rewritten right now
                 kept = max(kept, sum(e - s for s, e in json.loads(sidecar.read_text())["written"]))
-            except (OSError, ValueError):
-                pass
     assert kept >= at_least, "the pull never checkpointed a partial"
     return kept
 
@@ -332,7 +331,7 @@ def test_ctrl_c_before_the_download_started(monkeypatch: pytest.MonkeyPatch,
     _pull_then_ctrl_c(monkeypatch, PullEvent("plan", "source hf"))
     assert main(["pull", MODEL]) == 130
     err = capsys.readouterr().err
-    assert err.splitlines()[-1] == "interrupted before any file was downloaded; run the same command again to start"
+    assert err.splitlines()[-1] == "interrupted before the download began; run the same command again to pull"
 
 
 def test_a_second_ctrl_c_while_stopping_exits_at_once(monkeypatch: pytest.MonkeyPatch,

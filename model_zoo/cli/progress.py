@@ -195,10 +195,6 @@ class PullTally:
         with self._lock:
             return sum(1 for f in self.files.values() if f.done)
 
-    def in_flight(self) -> list[FileTally]:
-        with self._lock:
-            return [f for f in self.files.values() if not f.done and not f.failed]
-
     def speed(self, path: str | None = None) -> float:
         """Bytes per second received in this run: the whole pull, or one file (its average
         over its own transfer once it is finished)."""
@@ -239,7 +235,7 @@ class PullTally:
     def interrupted_line(self) -> str:
         """What Ctrl-C leaves behind, in one line."""
         if not self.began:
-            return "interrupted before any file was downloaded; run the same command again to start"
+            return "interrupted before the download began; run the same command again to pull"
         where = f" in {self.path}" if self.path else ""
         return (f"interrupted: {human_size(self.completed)} of {human_size(self.total)} kept{where}; "
                 "run the same command again to resume")
