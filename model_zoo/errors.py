@@ -315,6 +315,26 @@ class DownloadFailedError(HubError):
         )
 
 
+class FetchFailedError(ModelZooError):
+    """Some files of a fetch could not be delivered; the others were completed first.
+
+    ``failures`` pairs each failed path with its own error (a DownloadFailedError, a
+    HashMismatchError, ...); ``first`` is the first of those, whose exit code and message this
+    error carries. ``report`` is the engine's ``FetchReport`` of everything the fetch did.
+    """
+
+    def __init__(self, failures: Sequence[tuple[str, ModelZooError]], report: Any) -> None:
+        first = failures[0][1]
+        more = f" ({len(failures) - 1} more file(s) failed too)" if len(failures) > 1 else ""
+        super().__init__(first.message + more, paths=[p for p, _ in failures])
+        self.failures = list(failures)
+        self.first = first
+        self.report = report
+        self.exit_code = first.exit_code  # type: ignore[misc]  # integrity (3), network (4), ...
+
+    exit_code: ClassVar[int] = EXIT_NETWORK  # replaced per instance by the first failure's
+
+
 class OfflineError(ModelZooError):
     """Offline mode is on and what was asked for is not in the store."""
 

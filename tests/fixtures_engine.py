@@ -36,7 +36,7 @@ BIG = "model-00001-of-00002.safetensors"
 
 def fast_options(**changes: Any) -> EngineOptions:
     base = EngineOptions(
-        max_workers=4,
+        connections=4,
         chunk_size=16 * 1024,
         range_split_threshold=256 * 1024,
         part_size=64 * 1024,

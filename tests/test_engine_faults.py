@@ -7,13 +7,21 @@ import time
 from pathlib import Path
 
 import pytest
-from fixtures_engine import BIG, ENGINE_FILES, ENGINE_REPO, assert_tree_matches, fast_options, jobs_for, sha256_of
+from fixtures_engine import (
+    BIG,
+    ENGINE_FILES,
+    ENGINE_REPO,
+    assert_tree_matches,
+    fast_options,
+    jobs_for,
+    sha256_of,
+)
 
 from model_zoo.download import progress as ev
 from model_zoo.download.engine import FileJob, fetch
 from model_zoo.download.partial import Sidecar, load_sidecar, save_sidecar
 from model_zoo.download.paths import partial_paths
-from model_zoo.errors import DownloadFailedError, HashMismatchError, HubError
+from model_zoo.errors import DownloadFailedError, FetchFailedError, HashMismatchError, HubError
 from model_zoo.hubs.base import RemoteFile
 from model_zoo.testing.faults import Fault
 from model_zoo.testing.hub_server import LocalHub
@@ -75,13 +83,14 @@ def test_persistent_5xx_falls_back_to_next_candidate(engine_hub: LocalHub, out: 
 
 def test_persistent_5xx_on_only_source_fails_cleanly(engine_hub: LocalHub, out: Path) -> None:
     engine_hub.faults.add(Fault.status(503, times=None, path=MID))
-    with pytest.raises(DownloadFailedError) as info:
+    with pytest.raises(FetchFailedError) as info:
         fetch(jobs_for(engine_hub), out, options=fast_options(retries=2))
-    err = info.value
+    err = info.value.first
+    assert isinstance(err, DownloadFailedError) and info.value.exit_code == err.exit_code == 4
     assert err.path == MID and "HTTP 503" in str(err) and isinstance(err, HubError)
     _no_final(out, MID)
     assert len(engine_hub.stats.file_requests(path=MID)) == 3  # first try + 2 retries
-    report = err.report  # type: ignore[attr-defined]
+    report = info.value.report
     assert [p for p, _ in report.failed] == [MID]
     # the other files were completed regardless
     assert {f.path for f in report.files} == set(ENGINE_FILES) - {MID}
@@ -98,8 +107,9 @@ def test_other_4xx_is_not_retried_and_moves_on(engine_hub: LocalHub, out: Path, 
 
 def test_a_refusal_on_the_only_source_names_the_token_variable(engine_hub: LocalHub, out: Path) -> None:
     engine_hub.faults.add(Fault.status(403, times=None, path=MID, protocol="hf"))
-    with pytest.raises(DownloadFailedError) as info:
+    with pytest.raises(FetchFailedError) as info:
         fetch(jobs_for(engine_hub, paths=[MID], protocols=("hf",)), out, options=fast_options())
+    assert isinstance(info.value.first, DownloadFailedError)
     assert "HF_TOKEN" in str(info.value) and "None" not in str(info.value)
     _no_final(out, MID)
 
@@ -171,9 +181,10 @@ def test_corrupting_mirror_is_dropped_for_the_next(engine_hub: LocalHub, out: Pa
 
 def test_always_corrupt_fails_with_hash_mismatch_and_keeps_nothing(engine_hub: LocalHub, out: Path) -> None:
     engine_hub.faults.add(Fault.flip_byte(offset=ENGINE_FILES[BIG] - 1, times=None, path=BIG))  # type: ignore[operator]
-    with pytest.raises(HashMismatchError) as info:
+    with pytest.raises(FetchFailedError) as info:
         fetch(jobs_for(engine_hub, paths=[BIG]), out, options=fast_options())
-    assert info.value.path == BIG
+    first = info.value.first
+    assert isinstance(first, HashMismatchError) and first.path == BIG and info.value.exit_code == 3
     _no_final(out, BIG)
     pp = partial_paths(out, BIG)
     sc = load_sidecar(pp.sidecar)
@@ -182,10 +193,11 @@ def test_always_corrupt_fails_with_hash_mismatch_and_keeps_nothing(engine_hub: L
 
 def test_wrong_advertised_sha256_fails_and_keeps_nothing(engine_hub: LocalHub, out: Path) -> None:
     jobs = jobs_for(engine_hub, paths=[MID], protocols=("hf", "modelscope"), sha_override={MID: "ab" * 32})
-    with pytest.raises(HashMismatchError) as info:
+    with pytest.raises(FetchFailedError) as info:
         fetch(jobs, out, options=fast_options())
-    assert info.value.expected == "ab" * 32
-    assert info.value.actual == engine_hub.store.snapshot(ENGINE_REPO).files[MID].sha256
+    first = info.value.first
+    assert isinstance(first, HashMismatchError) and first.expected == "ab" * 32
+    assert first.actual == engine_hub.store.snapshot(ENGINE_REPO).files[MID].sha256
     _no_final(out, MID)
 
 

@@ -8,12 +8,27 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fixtures_engine import BIG, ENGINE_FILES, ENGINE_REPO, assert_tree_matches, fast_options, jobs_for, sha256_of
+from fixtures_engine import (
+    BIG,
+    ENGINE_FILES,
+    ENGINE_REPO,
+    assert_tree_matches,
+    fast_options,
+    jobs_for,
+    sha256_of,
+)
 
 from model_zoo.download import progress as ev
-from model_zoo.download.engine import COMPUTED_ONLY, VERIFIED_PUBLISHED, EngineOptions, FileJob, fetch
+from model_zoo.download.engine import (
+    COMPUTED_ONLY,
+    VERIFIED_PUBLISHED,
+    EngineOptions,
+    FileJob,
+    fetch,
+)
 from model_zoo.download.partial import Sidecar, save_sidecar
 from model_zoo.download.paths import PARTIAL_DIR, partial_paths
+from model_zoo.errors import FetchFailedError
 from model_zoo.hubs.base import RemoteFile
 from model_zoo.testing.hub_server import LocalHub
 
@@ -47,7 +62,7 @@ def test_fetch_every_file_verified(engine_hub: LocalHub, tmp_path: Path) -> None
 def test_big_file_is_fetched_as_parallel_ranges_without_overlap(engine_hub: LocalHub, tmp_path: Path) -> None:
     engine_hub.bandwidth.set(total=3_000_000)  # slow enough that splitting pays off
     out = tmp_path / "out"
-    fetch(jobs_for(engine_hub, paths=[BIG]), out, options=fast_options(max_workers=4))
+    fetch(jobs_for(engine_hub, paths=[BIG]), out, options=fast_options(connections=4))
     assert sha256_of(out / BIG) == engine_hub.store.snapshot(ENGINE_REPO).files[BIG].sha256
     reqs = engine_hub.stats.file_requests(path=BIG)
     assert all(r.status == 206 for r in reqs)
@@ -156,10 +171,11 @@ def test_wrong_size_in_listing_fails_without_final_file(engine_hub: LocalHub, tm
     out = tmp_path / "out"
     job = jobs_for(engine_hub, paths=["config.json"], publish_sha=False)[0]
     bad = FileJob(job.path, 10, None, job.candidates, job.sources)
-    with pytest.raises(SizeMismatchError) as info:
+    with pytest.raises(FetchFailedError) as info:
         fetch([bad], out, options=fast_options())
     assert not (out / "config.json").exists()
-    assert info.value.report.failed[0][0] == "config.json"  # type: ignore[attr-defined]
+    assert isinstance(info.value.first, SizeMismatchError)
+    assert info.value.report.failed[0][0] == "config.json" and info.value.failures[0][0] == "config.json"
 
 
 def test_httpx_client_transport(engine_hub: LocalHub, tmp_path: Path) -> None:
@@ -207,7 +223,7 @@ def test_redirect_drops_credentials_across_origins(engine_hub: LocalHub, tmp_pat
 
 def test_default_options_are_sane() -> None:
     o = EngineOptions()
-    assert o.max_workers >= 4 and o.chunk_size >= 256 * 1024 and o.retries >= 3
+    assert o.connections >= 16 and o.chunk_size >= 256 * 1024 and o.retries >= 3
     assert o.stall_timeout == 30.0 and not o.multi_source
 
 
@@ -229,7 +245,7 @@ def test_many_small_files_share_connections(hub_root: Path, make_hub, tmp_path: 
     write_repo(hub_root, "ns/many", files)
     hub = make_hub()
     out = tmp_path / "out"
-    fetch(jobs_for(hub, "ns/many"), out, options=fast_options(max_workers=4))
+    fetch(jobs_for(hub, "ns/many"), out, options=fast_options(connections=4))
     for name, data in files.items():
         assert hashlib.sha256((out / name).read_bytes()).digest() == hashlib.sha256(data).digest()
 

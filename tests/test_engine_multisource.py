@@ -19,7 +19,7 @@ def test_ranges_of_one_file_come_from_both_sources(engine_hub: LocalHub, tmp_pat
     engine_hub.bandwidth.set(per_protocol={"hf": 2_000_000, "modelscope": 2_000_000})
     out = tmp_path / "out"
     report = fetch(jobs_for(engine_hub, paths=[BIG], protocols=TWO), out,
-                   options=fast_options(multi_source=True, max_workers=4))
+                   options=fast_options(multi_source=True, connections=4))
     f = report.files[0]
     assert f.sha256 == f.expected_sha256
     assert set(f.bytes_by_source) == set(TWO) and all(n > 0 for n in f.bytes_by_source.values())
@@ -33,7 +33,7 @@ def test_whole_files_are_spread_across_sources(engine_hub: LocalHub, tmp_path: P
     out = tmp_path / "out"
     engine_hub.bandwidth.set(per_protocol={"hf": 3_000_000, "modelscope": 3_000_000})
     report = fetch(jobs_for(engine_hub, protocols=TWO), out,
-                   options=fast_options(multi_source=True, range_split_threshold=1 << 40, max_workers=2))
+                   options=fast_options(multi_source=True, range_split_threshold=1 << 40, connections=2))
     assert_tree_matches(engine_hub, out)
     used = {src for f in report.files for src in f.sources}
     assert used == set(TWO)
@@ -49,7 +49,7 @@ def test_a_slow_source_does_not_hold_the_end(engine_hub: LocalHub, tmp_path: Pat
     engine_hub.bandwidth.set(per_protocol={"hf": 100_000})  # alone it would need about 30 s
     t0 = time.monotonic()
     report = fetch(jobs_for(engine_hub, paths=[BIG], protocols=TWO), tmp_path / "out",
-                   options=fast_options(multi_source=True, max_workers=4))
+                   options=fast_options(multi_source=True, connections=4))
     elapsed = time.monotonic() - t0
     f = report.files[0]
     assert f.sha256 == f.expected_sha256
@@ -60,7 +60,7 @@ def test_a_slow_source_does_not_hold_the_end(engine_hub: LocalHub, tmp_path: Pat
 def test_lying_source_in_a_mixed_file_is_found_and_dropped(engine_hub: LocalHub, tmp_path: Path) -> None:
     engine_hub.faults.add(Fault.flip_byte(offset=10, times=None, path=BIG, protocol="hf"))
     report = fetch(jobs_for(engine_hub, paths=[BIG], protocols=TWO), tmp_path / "out",
-                   options=fast_options(multi_source=True, max_workers=4))
+                   options=fast_options(multi_source=True, connections=4))
     f = report.files[0]
     assert f.sha256 == f.expected_sha256
     assert f.sources == ("modelscope",)

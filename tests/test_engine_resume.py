@@ -13,12 +13,19 @@ import time
 from pathlib import Path
 
 import pytest
-from fixtures_engine import BIG, ENGINE_FILES, ENGINE_REPO, assert_tree_matches, fast_options, jobs_for
+from fixtures_engine import (
+    BIG,
+    ENGINE_FILES,
+    ENGINE_REPO,
+    assert_tree_matches,
+    fast_options,
+    jobs_for,
+)
 
 from model_zoo.download.engine import FileJob, fetch
 from model_zoo.download.partial import load_sidecar
 from model_zoo.download.paths import partial_paths
-from model_zoo.errors import DiskSpaceError
+from model_zoo.errors import DiskSpaceError, FetchFailedError
 from model_zoo.testing.hub_server import LocalHub
 
 CHILD = r"""
@@ -59,7 +66,7 @@ def test_kill_9_then_resume_fetches_only_the_missing_bytes(engine_hub: LocalHub,
     size = ENGINE_FILES[BIG]
     assert isinstance(size, int)
     engine_hub.bandwidth.set(total=1_500_000)  # slow enough to kill it half-way
-    child = _spawn(jobs_for(engine_hub, paths=[BIG]), out, max_workers=workers)
+    child = _spawn(jobs_for(engine_hub, paths=[BIG]), out, connections=workers)
     deadline = time.monotonic() + 30
     while _written(out, BIG) < size // 3:
         assert child.poll() is None, child.stderr.read() if child.stderr else ""
@@ -74,7 +81,7 @@ def test_kill_9_then_resume_fetches_only_the_missing_bytes(engine_hub: LocalHub,
 
     engine_hub.bandwidth.set(total=None)
     engine_hub.stats.reset()
-    report = fetch(jobs_for(engine_hub, paths=[BIG]), out, options=fast_options(max_workers=workers))
+    report = fetch(jobs_for(engine_hub, paths=[BIG]), out, options=fast_options(connections=workers))
     f = report.files[0]
     assert f.sha256 == engine_hub.store.snapshot(ENGINE_REPO).files[BIG].sha256 == f.expected_sha256
     assert f.bytes_resumed >= on_disk
@@ -172,9 +179,10 @@ def test_lock_timeout_fails_that_file_only(engine_hub: LocalHub, tmp_path: Path)
     pp = partial_paths(out, "config.json")
     pp.lock.parent.mkdir(parents=True)
     with ProcessLock(pp.lock):
-        with pytest.raises(LockTimeoutError) as info:
+        with pytest.raises(FetchFailedError) as info:
             fetch(jobs_for(engine_hub, paths=["config.json", "empty.txt"]), out, options=fast_options(lock_timeout=0.3))
-    assert [f.path for f in info.value.report.files] == ["empty.txt"]  # type: ignore[attr-defined]
+    assert isinstance(info.value.first, LockTimeoutError)
+    assert [f.path for f in info.value.report.files] == ["empty.txt"]
 
 
 def test_interrupt_keeps_the_partial_and_the_next_run_resumes(engine_hub: LocalHub, tmp_path: Path) -> None:

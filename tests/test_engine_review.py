@@ -218,16 +218,16 @@ def test_a_run_that_ends_between_the_last_byte_and_the_rename_leaves_a_complete_
     the next run fetched them again (all of a small file fetched within that second)."""
     from fixtures_engine import BIG
 
-    from model_zoo.download.staging import StagingMixin
+    from model_zoo.download.staging import Staging
     from model_zoo.errors import LocalWriteError
 
     out = tmp_path / "out"
     size = engine_hub.store.snapshot(ENGINE_REPO).files[BIG].size
 
-    def crash(self: StagingMixin, f: object) -> None:
+    def crash(self: Staging, f: object) -> None:
         raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr(StagingMixin, "_finish", crash)
+    monkeypatch.setattr(Staging, "finish", crash)
     with pytest.raises(LocalWriteError):
         fetch(jobs_for(engine_hub, paths=[BIG]), out, options=fast_options(checkpoint_interval=60.0))
     monkeypatch.undo()
@@ -315,14 +315,14 @@ def test_disk_full_never_reports_a_negative_need(engine_hub: LocalHub, tmp_path:
     """A file of unknown size counted minus its written bytes: 'need -1000 B' on a full disk."""
     from model_zoo.download.hashing import OrderedHasher
     from model_zoo.download.partial import IntervalSet
-    from model_zoo.download.scheduler import Run
+    from model_zoo.download.scheduler import Scheduler
 
     jobs = _unsized(jobs_for(engine_hub, paths=[SHARD2]))
-    run = Run(jobs, tmp_path, fast_options(), transport=None)  # type: ignore[arg-type]
+    run = Scheduler(jobs, tmp_path, fast_options(), transport=None)  # type: ignore[arg-type]
     fd = os.open(tmp_path / "p", os.O_RDWR | os.O_CREAT)
     try:
         run.files[0].hasher = OrderedHasher(fd, IntervalSet([(0, 1000)]))
-        error = run._disk_full_error()
+        error = run.staging.disk_full_error()
     finally:
         os.close(fd)
     assert error.needed == 0 and "need 0" in str(error)

@@ -297,24 +297,26 @@ def test_lock_with_several_models_into_one_local_dir_is_refused(pull_hub, tmp_pa
 
 
 def test_mismatch_on_every_source_says_what_to_do(engine_hub, tmp_path: Path) -> None:
-    from model_zoo.errors import HashMismatchError
+    from model_zoo.errors import FetchFailedError, HashMismatchError
 
     jobs = jobs_for(engine_hub, protocols=("hf", "modelscope"), paths=["config.json"],
                     sha_override={"config.json": "0" * 64})
-    with pytest.raises(HashMismatchError) as info:
+    with pytest.raises(FetchFailedError) as info:
         fetch(jobs, tmp_path / "out", options=fast_options(retries=0))
+    assert isinstance(info.value.first, HashMismatchError) and info.value.exit_code == 3
     assert "--source" in info.value.message and "retry later" in info.value.message
     assert not (tmp_path / "out" / "config.json").exists()
 
 
 def test_download_failed_names_each_source_once(engine_hub, tmp_path: Path) -> None:
-    from model_zoo.errors import DownloadFailedError
+    from model_zoo.errors import DownloadFailedError, FetchFailedError
     from model_zoo.testing.faults import Fault
 
     engine_hub.faults.add(Fault.status(503, times=None, path="config.json"))
-    with pytest.raises(DownloadFailedError) as info:
+    with pytest.raises(FetchFailedError) as info:
         fetch(jobs_for(engine_hub, paths=["config.json"]), tmp_path / "out",
               options=fast_options(retries=0))
+    assert isinstance(info.value.first, DownloadFailedError)
     message = info.value.message
     assert "hf: hf:" not in message and ".." not in message, message
     assert message.count("hf:") == 1 and "HTTP 503" in message

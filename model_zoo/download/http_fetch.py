@@ -26,7 +26,7 @@ import socket
 import ssl
 import threading
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import SplitResult, unquote, urljoin, urlsplit
@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import httpx
 
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
+CHUNKED_READ = 64 * 1024  # a chunked body is read this much at a time when asked for "some"
 MAX_REDIRECTS = 10
 USER_AGENT = "model-zoo"
 
@@ -87,7 +88,17 @@ class Response(Protocol):
     def header(self, name: str) -> str | None: ...
 
     def readinto(self, buf: memoryview) -> int:
-        """Body bytes into ``buf``; 0 at the end of the body. Raises TransferError."""
+        """Body bytes into ``buf``, filling it unless the body ends; 0 at the end. Raises
+        TransferError."""
+        ...
+
+    def read_some(self, buf: memoryview) -> int:
+        """Whatever body bytes are there, at least one (waiting for them), at most ``len(buf)``;
+        0 at the end of the body. Raises TransferError."""
+        ...
+
+    def abort(self) -> None:
+        """From another thread: make a read blocked on this response fail now."""
         ...
 
     def close(self, *, reusable: bool) -> None:
@@ -203,8 +214,31 @@ class _StdlibResponse:
         return self._resp.getheader(name)
 
     def readinto(self, buf: memoryview) -> int:
+        return self._read(self._resp.readinto, buf)
+
+    def read_some(self, buf: memoryview) -> int:
+        return self._read(self._readinto1, buf)
+
+    def _readinto1(self, buf: memoryview) -> int:
+        """``HTTPResponse.readinto`` with at most one read of the socket: what ``read1`` does,
+        without its copy (same bookkeeping of the remaining length)."""
+        r = self._resp
+        if r.chunked or r.fp is None:
+            return r.readinto(buf[: min(len(buf), CHUNKED_READ)])
+        if r.length is not None and len(buf) > r.length:
+            buf = buf[: r.length]
+        n = r.fp.readinto1(buf)
+        if not n and buf:
+            r._close_conn()  # type: ignore[attr-defined]  # the body ended early: as readinto does
+        elif r.length is not None:
+            r.length -= n
+            if not r.length:
+                r._close_conn()  # type: ignore[attr-defined]
+        return n
+
+    def _read(self, read: Callable[[memoryview], int], buf: memoryview) -> int:
         try:
-            return self._resp.readinto(buf)
+            return read(buf)
         except (TimeoutError, socket.timeout):
             raise TransferError(
                 f"stalled: no bytes for {self._transport.timeouts.stall:g} s", retriable=True, kind="stall"
@@ -215,6 +249,14 @@ class _StdlibResponse:
             # AttributeError/ValueError: the connection was closed under us by abort_all()
             raise TransferError(f"connection failed while reading: {exc or type(exc).__name__}",
                                 retriable=True) from None
+
+    def abort(self) -> None:
+        sock = self._conn.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def close(self, *, reusable: bool) -> None:
         self._transport._release(self._key, self._conn, self._resp, reusable)
@@ -397,6 +439,11 @@ class _HttpxResponse:
         buf[:n] = self._left[:n]
         self._left = self._left[n:]
         return n
+
+    read_some = readinto  # iter_raw already hands over what has arrived
+
+    def abort(self) -> None:
+        """httpx offers no way to interrupt a blocked read; it ends at the stall timeout."""
 
     def close(self, *, reusable: bool) -> None:
         self._resp.close()

@@ -2,7 +2,13 @@
 
 ``fetch`` calls ``on_event`` only from the thread that called ``fetch`` (workers queue their
 events), so a renderer needs no locking. ``Progress`` events are coalesced to about ten per
-second per file. Every event has ``kind`` and ``to_dict()`` for machine-readable output.
+second per file, and report bytes within a read interval of their arrival (50 ms by default).
+Every event has ``kind`` and ``to_dict()`` for machine-readable output.
+
+Per file: ``FileStart`` (with the bytes kept from an earlier run, which are not this run's
+speed), then ``Progress`` for bytes received now, then ``FileDone`` or ``FileFailed``. A file
+found complete on disk sends only a ``FileDone`` (``already_present``), with no ``FileStart``;
+its size still counts toward a pull's total.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import (
+    FetchFailedError,
     HubError,
     IntegrityError,
     LockMismatchError,
@@ -786,18 +787,18 @@ def _fetch(
 
     options = EngineOptions(multi_source=multi_source)
     if max_workers:
-        options = replace(options, max_workers=max_workers)
+        options = replace(options, connections=max_workers, initial_connections=min(max_workers, 4))
     by_path = {fp.path: fp for fp in todo}
     emit = _relabelled(emit, by_path)
     try:
         report = fetch(_jobs(todo), target, options=options, on_event=emit, renew=renew)
         return _records(todo, report.files, result)
-    except ModelZooError as exc:
-        first = getattr(exc, "report", None)
-        failed = [p for p, _e in first.failed] if first is not None else [getattr(exc, "path", "")]
+    except FetchFailedError as exc:
+        first = exc.report
+        failed = [p for p, _e in first.failed]
         alts = [_alternative(by_path[p]) if p in by_path else None for p in failed]
-        if first is None or not failed or any(a is None for a in alts):
-            raise
+        if any(a is None for a in alts):
+            raise exc.first from None  # the file's own error: its exit code, its advice
     retry = [a for a in alts if a is not None]
     for old, alt in zip((by_path[p] for p in failed), retry):
         result.notes.append(
@@ -806,7 +807,10 @@ def _fetch(
         )
     emit(PullEvent("note", f"retrying {len(retry)} file(s) on the sha256 another source publishes"))
     by_path.update((fp.path, fp) for fp in retry)
-    second = fetch(_jobs(retry), target, options=options, on_event=emit, renew=renew)
+    try:
+        second = fetch(_jobs(retry), target, options=options, on_event=emit, renew=renew)
+    except FetchFailedError as exc:
+        raise exc.first from None
     records = _records([fp for fp in todo if fp.path not in failed], first.files, result)
     records.update(_records(retry, second.files, result))
     return records
@@ -914,12 +918,11 @@ def _cross_check(
                    + ", ".join(sorted({fp.cross_check.source for fp in checks}))))  # type: ignore[union-attr]
     try:
         fetch(jobs, scratch, options=EngineOptions(retries=1), on_event=None)
-    except ModelZooError as exc:
-        report = getattr(exc, "report", None)
-        failed = {p for p, _e in report.failed} if report is not None else {getattr(exc, "path", None)}
+    except FetchFailedError as exc:
+        failed = {p for p, _e in exc.report.failed}
         bad = [fp for fp in checks if fp.path in failed]
         if not bad:
-            raise
+            raise exc.first from None
         for fp in bad:
             (target / fp.path).unlink(missing_ok=True)  # neither copy can be trusted
         first = bad[0]

@@ -1,15 +1,19 @@
-"""The scheduler: worker threads, what each takes next, work stealing, retries and fallbacks.
+"""The scheduler: worker threads, what each takes next, retries, fallbacks, hedges, and the
+connection limit.
 
-A worker takes, in this order: a file whose bytes are all on disk (finalise it), an unclaimed
-byte range of a file in progress, a file nobody has started, or the tail of the range that
-will take longest (work stealing). Events go to a queue the calling thread drains.
+A worker takes, in this order: a file whose bytes are all on disk (finalise it), a hedge for a
+range that went silent, an unclaimed byte range of a file in progress, a file nobody has
+started, or the tail of the range that will take longest (work stealing). New requests start
+only while fewer than the controller's limit are in flight (``policy.ConnectionController``,
+ticked by the calling thread between progress flushes). Decisions come from ``policy``; bytes
+move in ``transfer``; files live and die in ``staging``. Events go to a queue the calling
+thread drains.
 """
 
 from __future__ import annotations
 
 import errno
 import queue
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -17,46 +21,59 @@ from typing import Any
 
 from ..errors import ModelZooError, SizeMismatchError
 from ..hubs.base import RemoteFile
+from . import policy
 from . import progress as ev
-from .engine import FetchReport
-from .failures import error_for, final_error
-from .http_fetch import TransferError
-from .staging import StagingMixin
-from .state import (
-    ACTIVE,
-    DEFERRED,
-    DONE,
-    FAILED,
-    FINISHING,
-    OPENING,
-    PENDING,
-    Cancelled,
-    Candidate,
-    FileState,
-    Segment,
-)
 from .cpu import CpuIdle
-from .transfer import TransferMixin
+from .failures import error_for, final_error
+from .http_fetch import TransferError, Transport
+from .staging import Staging
+from .state import Cancelled, Candidate, FileState, FileStatus, Race, RunState, Segment
+from .transfer import Transfer
+from .types import EngineOptions, FetchReport, FileJob, LinkStats, Renew
 
-MiB = 1024 * 1024
-_ALIGN = 64 * 1024
-_MATURE = 2 * MiB  # a range that has received this much (or run this long) has a meaningful rate
-_MATURE_AGE = 0.5
-_RECHECK = 0.1  # how often idle workers look for a range worth stealing
+_RECHECK = 0.1  # how often idle workers look for ranges worth stealing or hedging
 _PROGRESS_EVERY = 0.1  # seconds between Progress events (workers only count bytes)
 _WORKER_EXITED = object()  # what a worker queues as it ends
 _CHEAP_RATE = 50e6  # below this total rate (bytes/s) the CPU cost of splitting is negligible
 _IDLE_ENOUGH = 0.25  # split faster streams only while this much of the machine's CPU is idle
 _MAX_RENEWALS = 2  # fresh URLs in a row without a byte delivered before the refusal counts
+_THROTTLE_STATUSES = (429, 503)
+_SLOWER = 3.0  # time to first byte this many times its least (and > _SLOWER_FLOOR s): back off
+_SLOWER_FLOOR = 0.2
+
+Task = tuple[str, Any]  # ("finish", FileState) | ("open", FileState) | ("seg", Segment)
 
 
-class Run(TransferMixin, StagingMixin):
+class Scheduler:
     """One call of ``fetch``: ``execute`` runs the workers and relays their events."""
 
     cpu = CpuIdle()
 
+    def __init__(self, jobs: list[FileJob], target_dir: Any, options: EngineOptions,
+                 transport: Transport, renew: Renew | None = None) -> None:
+        self.run = RunState(jobs, target_dir, options, transport, renew)
+        self.staging = Staging(self.run, self._kill_candidate)
+        self.transfer = Transfer(self.run, self.staging)
+        self.control = policy.ConnectionController(
+            cap=options.connections, limit=options.initial_connections, adaptive=options.adaptive)
+        self._waiting = False  # work waited for a connection since the last tick
+        self._throttled_seen = 0
+        self._rates: list[float] = []  # bytes/s of each range that ran long enough to tell
+        self._t0 = time.monotonic()
+
+    @property
+    def files(self) -> list[FileState]:
+        return self.run.files
+
+    @property
+    def fatal(self) -> BaseException | None:
+        return self.run.fatal
+
+    # ---------------------------------------------------------------- the calling thread
+
     def execute(self, on_event: Callable[[ev.Event], None] | None) -> None:
-        n = max(1, min(self.o.max_workers, 64))
+        run = self.run
+        n = max(1, min(run.o.connections, 64))
         workers = [threading.Thread(target=self._worker, name=f"model-zoo-fetch-{i}", daemon=True)
                    for i in range(n)]
         for w in workers:
@@ -67,7 +84,7 @@ class Run(TransferMixin, StagingMixin):
         try:
             while running:
                 try:
-                    item = self.events.get(timeout=_PROGRESS_EVERY)
+                    item = run.events.get(timeout=_PROGRESS_EVERY)
                 except queue.Empty:
                     item = None
                 if item is _WORKER_EXITED:
@@ -75,6 +92,7 @@ class Run(TransferMixin, StagingMixin):
                     continue
                 if item is not None or time.monotonic() - last_flush >= _PROGRESS_EVERY:
                     self._flush(on_event)  # progress first, so it precedes a file's FileDone
+                    self._tick()
                     last_flush = time.monotonic()
                 if isinstance(item, ev.FileStart):
                     self._announced.add(item.path)
@@ -84,21 +102,26 @@ class Run(TransferMixin, StagingMixin):
             for w in workers:
                 w.join()
         except BaseException:
-            self.cancel.set()
-            self.transport.abort_all()
+            run.cancel.set()
+            run.transport.abort_all()
             for w in workers:  # reads end at once (aborted) or at the stall timeout (httpx)
                 w.join()
+            try:  # the bytes of the last moments are on disk: say so (Ctrl-C reports what was kept)
+                self._flush(on_event)
+            except Exception:  # noqa: BLE001 - never hide why the fetch stopped
+                pass
             raise
         finally:
-            self.cancel.set()
+            run.cancel.set()
             if not any(w.is_alive() for w in workers):  # never close an fd a worker may still use
-                for f in self.files:
-                    if f.state not in (DONE, FAILED) or f.fd >= 0 or f.lock is not None:
-                        self._close_file(f)
+                for f in run.files:
+                    if f.status not in (FileStatus.DONE, FileStatus.FAILED) or f.fd >= 0 or f.lock is not None:
+                        self.staging.close(f)
 
     def _flush(self, on_event: Callable[[ev.Event], None] | None) -> None:
-        with self.cv:  # only files already announced, so Progress never precedes FileStart
-            ready = [f for f in self.files if f.unreported and f.job.path in self._announced]
+        run = self.run
+        with run.cv:  # only files already announced, so Progress never precedes FileStart
+            ready = [f for f in run.files if f.unreported and f.job.path in self._announced]
             counts = [(f.job.path, f.unreported) for f in ready]
             for f in ready:
                 f.unreported = 0
@@ -106,14 +129,31 @@ class Run(TransferMixin, StagingMixin):
             for path, n in counts:
                 on_event(ev.Progress(path, n))
 
+    def _tick(self) -> None:
+        """Feed the connection controller; wake workers when the limit grew."""
+        run = self.run
+        with run.cv:
+            delivered = sum(f.downloaded for f in run.files)
+            throttled, self._throttled_seen = run.throttled - self._throttled_seen, run.throttled
+            waiting, self._waiting = self._waiting, False
+            slower = any(run.recent_ttfb.get(src, 0.0) > max(_SLOWER * least, _SLOWER_FLOOR)
+                         for src, least in run.ttfb.items())
+            before = self.control.limit
+            after = self.control.tick(time.monotonic(), delivered, waiting=waiting,
+                                      throttled=throttled, slower=slower)
+            if after > before:
+                run.cv.notify_all()
+
+    # ---------------------------------------------------------------- workers
+
     def _worker(self) -> None:
         try:
             self._work()
         finally:
-            self.events.put(_WORKER_EXITED)
+            self.run.events.put(_WORKER_EXITED)
 
     def _work(self) -> None:
-        buf = memoryview(bytearray(self.o.chunk_size))
+        buf = memoryview(bytearray(self.run.o.chunk_size))
         while True:
             task = self._take()
             if task is None:
@@ -121,16 +161,16 @@ class Run(TransferMixin, StagingMixin):
             kind, obj = task
             try:
                 if kind == "open":
-                    self._open(obj)
+                    self.staging.open(obj)
                 elif kind == "seg":
                     self._run_seg(obj, buf)
                 else:
-                    self._finish(obj)
+                    self.staging.finish(obj)
             except Cancelled:
                 return
             except OSError as exc:
                 if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                    self._set_fatal(self._disk_full_error())
+                    self._set_fatal(self.staging.disk_full_error())
                 else:
                     self._set_fatal(exc)
                 return
@@ -139,73 +179,77 @@ class Run(TransferMixin, StagingMixin):
                 return
 
     def _set_fatal(self, exc: BaseException) -> None:
-        with self.cv:
-            if self.fatal is None:
-                self.fatal = exc
-            self.cancel.set()
-            self.cv.notify_all()
-        self.transport.abort_all()
+        run = self.run
+        with run.cv:
+            if run.fatal is None:
+                run.fatal = exc
+            run.cancel.set()
+            run.cv.notify_all()
+        run.transport.abort_all()
 
-    def _take(self) -> tuple[str, Any] | None:
-        with self.cv:
+    def _take(self) -> Task | None:
+        run = self.run
+        with run.cv:
             while True:
-                if self.cancel.is_set():
+                if run.cancel.is_set():
                     return None
                 task = self._pick()
                 if task is not None:
                     return task
-                if all(f.state in (DONE, FAILED) for f in self.files):
-                    self.cv.notify_all()
+                if all(f.status in (FileStatus.DONE, FileStatus.FAILED) for f in run.files):
+                    run.cv.notify_all()
                     return None
-                deferred = [f.defer_until for f in self.files if f.state == DEFERRED]
+                deferred = [f.defer_until for f in run.files if f.status is FileStatus.DEFERRED]
                 wait = max(0.01, min(deferred) - time.monotonic()) if deferred else 1.0
-                if any(f.state == ACTIVE and f.splittable for f in self.files):
-                    wait = min(wait, _RECHECK)  # ranges in flight may become worth stealing
-                self.cv.wait(timeout=wait)
+                if any(f.status is FileStatus.ACTIVE and f.segs for f in run.files):
+                    wait = min(wait, _RECHECK)  # ranges in flight may become worth stealing or hedging
+                run.cv.wait(timeout=wait)
 
-    def _pick(self) -> tuple[str, Any] | None:
+    def _pick(self) -> Task | None:
+        """The next task, under ``cv``; None when nothing may start now."""
+        run = self.run
         now = time.monotonic()
-        for f in self.files:  # 1. finalise a file whose bytes are all here
-            if f.state == ACTIVE and not f.segs and f.size is not None and f.hasher is not None \
+        for f in run.files:  # 1. finalise a file whose bytes are all here
+            if f.status is FileStatus.ACTIVE and not f.segs and f.size is not None and f.hasher is not None \
                     and not f.hasher.gaps(f.size):
-                f.state = FINISHING
+                f.status = FileStatus.FINISHING
                 return ("finish", f)
-        for f in self.files:  # 2. an unclaimed range of a file in progress
-            if f.state == ACTIVE:
+        hedge = self._hedge(now)  # 2. a second request for a range that went silent
+        if hedge is not None:
+            return ("seg", hedge)
+        room = run.busy() + self._opening() < self.control.limit
+        for f in run.files:  # 3. an unclaimed range of a file in progress
+            if f.status is FileStatus.ACTIVE:
+                if not room and f.splittable is not False:
+                    if f.splittable is True and policy.claimed_gap(f) is not None:
+                        self._waiting = True
+                    continue
                 seg = self._new_segment(f)
                 if seg is not None:
                     return ("seg", seg)
-        for f in self.files:  # 3. a file nobody has started
-            if f.state == PENDING or (f.state == DEFERRED and f.defer_until <= now):
-                f.state = OPENING
+        for f in run.files:  # 4. a file nobody has started
+            if f.status is FileStatus.PENDING or (f.status is FileStatus.DEFERRED and f.defer_until <= now):
+                if not room:
+                    self._waiting = True
+                    break
+                f.status = FileStatus.OPENING
                 return ("open", f)
-        seg = self._steal(now)  # 4. half of the largest range still to come
-        if seg is not None:
-            return ("seg", seg)
+        split = policy.plan_steal(run.files, now, run.o, policy.source_rates(run.files, now),
+                                  self._more_streams_help(now))
+        if split is not None:  # 5. half of the largest range still to come
+            if not room:
+                self._waiting = True
+                return None
+            return self._steal(split)
         return None
 
-    def _claimed_gap(self, f: FileState) -> tuple[int, int | None] | None:
-        assert f.hasher is not None
-        if f.size is None:
-            return None if f.segs else (f.hasher.written.contiguous_end(0), None)
-        for start, end in f.hasher.gaps(f.size):
-            for s in sorted(f.segs, key=lambda s: s.pos):
-                s_end = f.size if s.end is None else s.end
-                if s_end <= start or s.pos >= end:
-                    continue
-                if s.pos <= start:
-                    start = max(start, s_end)
-                else:
-                    end = s.pos
-                    break
-            if start < end:
-                return start, end
-        return None
+    def _opening(self) -> int:
+        return sum(1 for f in self.run.files if f.status is FileStatus.OPENING)
 
     def _new_segment(self, f: FileState) -> Segment | None:
         if f.segs and f.splittable is not True:
             return None  # wait for the first response to show whether ranges work
-        gap = self._claimed_gap(f)
+        gap = policy.claimed_gap(f)
         if gap is None:
             return None
         cand = self._choose(f, gap[0])
@@ -213,82 +257,63 @@ class Run(TransferMixin, StagingMixin):
             return None
         return self._add_seg(f, gap[0], gap[1], cand)
 
+    def _choose(self, f: FileState, start: int, avoid: int | None = None) -> int | None:
+        run = self.run
+        rates = policy.source_rates(run.files, time.monotonic()) if run.o.multi_source else {}
+        return policy.choose_candidate(f, start, multi_source=run.o.multi_source, rates=rates,
+                                       inflight=run.inflight, no_range=run.no_range, avoid=avoid)
+
     def _add_seg(self, f: FileState, start: int, end: int | None, cand: int) -> Segment:
+        run = self.run
         seg = Segment(f, start, end, cand)
         f.segs.append(seg)
         src = f.cands[cand].source
-        self.inflight[src] = self.inflight.get(src, 0) + 1
+        run.inflight[src] = run.inflight.get(src, 0) + 1
+        run.peak_inflight = max(run.peak_inflight, run.busy())
         return seg
 
-    def _choose(self, f: FileState, start: int) -> int | None:
-        usable = f.usable()
-        if not usable:
-            return None
-        if start > 0:
-            usable = [i for i in usable if f.cands[i].source not in self.no_range] or usable
-        mix = self.o.multi_source and f.mixed_ok and f.job.sha256 is not None
-        if mix or (self.o.multi_source and not f.segs and not f.partial_sources):
-            # least busy source, among those not far slower per connection than the fastest
-            rates = self._source_rates(time.monotonic())
-            best = max((rates.get(f.cands[i].source, 0.0) for i in usable), default=0.0)
-            fast = [i for i in usable if rates.get(f.cands[i].source, best) >= best / 4] or usable
-            return min(fast, key=lambda i: (self.inflight.get(f.cands[i].source, 0), i))
-        # one source per file: the one already fetching it, else the one that wrote its partial
-        current = [s.cand for s in f.segs]
-        current += [i for i, c in enumerate(f.cands) if c.source in f.partial_sources]
-        return next((i for i in current if i in usable), usable[0])
-
-    def _steal(self, now: float) -> Segment | None:
-        """Split off the tail of the range that will take longest.
-
-        Splits happen beyond the request in flight (nothing is fetched twice); only in the
-        endgame, when a range's owner still needs more than ``endgame_eta`` seconds, is its
-        request cut short, costing the bytes already on the wire.
-        """
-        best: tuple[bool, float, Segment, int] | None = None
-        part = self.o.part_size
-        rates = self._source_rates(now)
-        more_streams_help = self._more_streams_help(now)
-        for f in self.files:
-            if f.state != ACTIVE or f.splittable is not True:
-                continue
-            for s in f.segs:
-                if s.end is None:
-                    continue
-                lo = s.pos + self.o.chunk_size  # the owner may be reading up to one chunk right now
-                free_from = max(lo, s.req_end or lo)
-                mature = s.got >= _MATURE or now - s.started >= _MATURE_AGE
-                rate = s.rate(now) if mature else rates.get(f.cands[s.cand].source, 0.0)
-                eta = (s.end - s.pos) / max(rate, 1.0)
-                if not mature or eta < self.o.split_min_eta:
-                    continue  # a fast stream costs less CPU than two halves hashed in turn
-                if s.end - free_from >= 2 * part and more_streams_help:
-                    split = max(free_from, lo + (s.end - lo) // 2)
-                    clean = True
-                elif s.end - lo >= 2 * part and rate > 0 and eta > self.o.endgame_eta:
-                    split = lo + (s.end - lo) // 2
-                    clean = False
-                else:
-                    continue
-                split -= split % _ALIGN
-                if clean:
-                    split = max(split, free_from)  # never inside the request in flight
-                if split < lo or s.end - split < part:
-                    continue
-                key = (clean, eta)
-                if best is None or key > best[:2]:
-                    best = (clean, eta, s, split)
-        if best is None:
-            return None
-        _clean, _eta, victim, split = best
+    def _steal(self, split: policy.Split) -> Task | None:
+        victim = split.victim
         f = victim.file
         assert victim.end is not None
-        cand = self._choose(f, split)
+        cand = self._choose(f, split.at)
         if cand is None:
             return None
-        new = self._add_seg(f, split, victim.end, cand)
-        victim.end = split
-        return new
+        new = self._add_seg(f, split.at, victim.end, cand)
+        victim.end = split.at
+        return ("seg", new)
+
+    def _hedge(self, now: float) -> Segment | None:
+        """A duplicate request for the remaining bytes of the range that has been silent
+        longest (the same source, or another when several serve the file)."""
+        run = self.run
+        if run.busy() >= run.o.connections:
+            return None
+        for stalled in policy.stalled_ranges(run.files, now, run.o, run.ttfb):
+            f = stalled.file
+            race = stalled.race
+            silent = now - max(m.last_byte for m in ([stalled] if race is None else race.members))
+            start = stalled.pos if race is None else race.claimed
+            cand = self._choose(f, start, avoid=stalled.cand)
+            if cand is None:
+                continue
+            if race is None:
+                race = stalled.race = Race(claimed=stalled.pos, end=stalled.end, members=[stalled])
+            else:  # every racer went silent: they give way to a fresh request
+                for m in race.members:
+                    if not m.cancelled:
+                        m.cancelled = True
+                        if m.response is not None:
+                            m.response.abort()
+            twin = self._add_seg(f, start, race.end, cand)
+            twin.race = race
+            race.members.append(twin)
+            race.hedges += 1
+            f.hedges += 1
+            run.events.put(ev.Retry(f.job.path, f.cands[cand].source, 0,
+                                    f"no bytes for {silent:.1f} s: a second request races the first", 0.0))
+            return twin
+        return None
 
     def _more_streams_help(self, now: float) -> bool:
         """Whether another stream can add throughput rather than only CPU work.
@@ -298,29 +323,20 @@ class Run(TransferMixin, StagingMixin):
         the CPUs are: so split while the machine has idle CPU, or while the total rate is low
         enough that its CPU cost does not matter.
         """
-        total = sum(s.rate(now) for f in self.files for s in f.segs
-                    if s.got >= _MATURE or now - s.started >= _MATURE_AGE)
+        total = sum(s.rate(now) for f in self.run.files for s in f.segs if policy.mature(s, now))
         return total < _CHEAP_RATE or self.cpu.idle_fraction(now) >= _IDLE_ENOUGH
 
-    def _source_rates(self, now: float) -> dict[str, float]:
-        """Bytes per second per connection of each source, from its segments in flight."""
-        got: dict[str, int] = {}
-        age: dict[str, float] = {}
-        for f in self.files:
-            for s in f.segs:
-                if s.got >= _MATURE or now - s.started >= _MATURE_AGE:
-                    src = f.cands[s.cand].source
-                    got[src] = got.get(src, 0) + s.got
-                    age[src] = age.get(src, 0.0) + max(now - s.started, 1e-3)
-        return {src: got[src] / age[src] for src in got}
-
     def _run_seg(self, seg: Segment, buf: memoryview) -> None:
+        run = self.run
         f = seg.file
         try:
-            while not self.cancel.is_set():
-                with self.cv:
-                    if f.state != ACTIVE or (seg.end is not None and seg.pos >= seg.end):
+            while not run.cancel.is_set():
+                with run.cv:
+                    if f.status is not FileStatus.ACTIVE or seg.cancelled or \
+                            (seg.end is not None and seg.pos >= seg.end):
                         return
+                    if seg.race is not None and seg.race.end is not None and seg.race.claimed >= seg.race.end:
+                        return  # its twin delivered every byte
                     cand = f.cands[seg.cand]
                     if cand.dead is not None:
                         nxt = self._choose(f, seg.pos)
@@ -330,58 +346,75 @@ class Run(TransferMixin, StagingMixin):
                         cand = f.cands[nxt]
                 used = cand.remote
                 try:
-                    self._request(seg, cand, buf)
+                    self.transfer.request(seg, cand, buf)
                 except TransferError as exc:
+                    with run.cv:
+                        lost = seg.cancelled
+                    if lost:
+                        return  # its twin won the race: the abort is not a failure
                     self._failed_request(seg, cand, exc, used)
         finally:
             # record what is here, also when every byte is: a run that ends before the rename (a
             # kill, a crash, a failure while finishing) then resumes with nothing to fetch
-            self._checkpoint(f, force=True)
-            with self.cv:
+            self.staging.checkpoint(f, force=True)
+            with run.cv:
                 f.segs.remove(seg)
                 src = f.cands[seg.cand].source
-                self.inflight[src] -= 1
+                run.inflight[src] -= 1
+                if policy.mature(seg, time.monotonic()) and seg.got >= policy.MATURE_BYTES:
+                    self._rates.append(seg.rate(time.monotonic()))
+                race = seg.race
+                if race is not None:
+                    race.members.remove(seg)
+                    seg.race = None
+                    if len(race.members) == 1:  # the one left goes on alone
+                        race.members[0].race = None
                 last = not f.segs
-                self.cv.notify_all()
-            if last and f.state == FAILED:
-                self._close_file(f)
+                run.cv.notify_all()
+            if last and f.status is FileStatus.FAILED:
+                self.staging.close(f)
 
     def _move(self, seg: Segment, cand: int) -> None:
+        run = self.run
         old = seg.file.cands[seg.cand].source
-        self.inflight[old] -= 1
+        run.inflight[old] -= 1
         seg.cand = cand
         new = seg.file.cands[cand].source
-        self.inflight[new] = self.inflight.get(new, 0) + 1
+        run.inflight[new] = run.inflight.get(new, 0) + 1
 
     def _failed_request(self, seg: Segment, cand: Candidate, exc: TransferError, used: RemoteFile) -> None:
         """``used``: the RemoteFile the failed request went to (the candidate's may be newer)."""
+        run = self.run
         f = seg.file
+        if exc.status in _THROTTLE_STATUSES:
+            with run.cv:
+                run.throttled += 1
         if self._renewed(f, cand, exc, used):
             return  # the segment goes on at once, from seg.pos, with the fresh URL
-        with self.cv:
-            if cand.dead is not None or f.state != ACTIVE:
+        with run.cv:
+            if cand.dead is not None or f.status is not FileStatus.ACTIVE:
                 return
             cand.failures += 1
             f.retries += 1
-            give_up = not exc.retriable or cand.failures > self.o.retries
+            give_up = not exc.retriable or cand.failures > run.o.retries
             if give_up:
                 self._kill_candidate(f, cand, error_for(f, cand, exc))
                 return
             attempt = cand.failures
-        delay = self._backoff(attempt, exc)
-        self.events.put(ev.Retry(f.job.path, cand.source, attempt, exc.reason, round(delay, 3)))
-        if self.cancel.wait(delay):
+        delay = policy.backoff(run.o, attempt, exc.retry_after)
+        run.events.put(ev.Retry(f.job.path, cand.source, attempt, exc.reason, round(delay, 3)))
+        if run.cancel.wait(delay):
             raise Cancelled()
 
     def _renewed(self, f: FileState, cand: Candidate, exc: TransferError, used: RemoteFile) -> bool:
         """A presigned URL refused (expired): get a fresh one from ``renew``. True when the
         candidate now has a URL worth trying (or was dropped here); False to handle ``exc``
-        as any other failure (not presigned, no renew, or renewing did not help twice).
-        ``used`` is the RemoteFile the failed request went to."""
-        if self.renew is None or exc.status not in (401, 403) or not used.expires:
+        as any other failure (not presigned, no renew, or renewing did not help twice)."""
+        run = self.run
+        if run.renew is None or exc.status not in (401, 403) or not used.expires:
             return False
-        with self.cv:
-            if cand.dead is not None or f.state != ACTIVE:
+        with run.cv:
+            if cand.dead is not None or f.status is not FileStatus.ACTIVE:
                 return False
             if cand.remote is not used:
                 return True  # another range of this file already renewed it: just go again
@@ -390,49 +423,60 @@ class Run(TransferMixin, StagingMixin):
             cand.renewals += 1
             stale = cand.remote
         try:
-            fresh = self.renew(cand.source, f.job.path, stale)
+            fresh = run.renew(cand.source, f.job.path, stale)
         except ModelZooError as error:  # the listing itself failed (hub down, access revoked)
-            with self.cv:
+            with run.cv:
                 if cand.dead is None:
                     self._kill_candidate(f, cand, error)
             return True
         if fresh is None:
             return False
         if f.size is not None and fresh.size is not None and fresh.size != f.size:
-            with self.cv:
+            with run.cv:
                 if cand.dead is None:
                     self._kill_candidate(f, cand, SizeMismatchError(f.job.path, f.size, fresh.size,
                                                                     source=cand.source))
             return True
-        with self.cv:
+        with run.cv:
             if cand.remote is stale:  # another worker may have renewed it meanwhile
                 cand.remote = fresh
-        self.events.put(ev.Retry(f.job.path, cand.source, cand.renewals,
-                                 f"{exc.reason}: the URL expired; listed again for a fresh one", 0.0))
+        run.events.put(ev.Retry(f.job.path, cand.source, cand.renewals,
+                                f"{exc.reason}: the URL expired; listed again for a fresh one", 0.0))
         return True
-
-    def _backoff(self, attempt: int, exc: TransferError) -> float:
-        if exc.retry_after is not None:
-            return min(exc.retry_after, self.o.retry_after_max)
-        base = min(self.o.backoff_max, self.o.backoff_base * (2 ** (attempt - 1)))
-        return base * random.uniform(0.5, 1.5)
 
     def _kill_candidate(self, f: FileState, cand: Candidate, error: ModelZooError) -> None:
         """Called under ``cv``: this file stops using ``cand``; fail the file if nothing is left."""
+        run = self.run
         cand.dead = str(error)
         cand.error = error
         left = f.usable()
         to = f.cands[left[0]].source if left else None
         fb = ev.Fallback(f.job.path, cand.source, to, str(error))
         f.fallbacks.append(fb)
-        self.events.put(fb)
+        run.events.put(fb)
         if not left:
             f.error = final_error(f)
-            f.state = FAILED
-            self.events.put(ev.FileFailed(f.job.path, str(f.error)))
-        self.cv.notify_all()
+            f.status = FileStatus.FAILED
+            run.events.put(ev.FileFailed(f.job.path, str(f.error)))
+        run.cv.notify_all()
+
+    # ---------------------------------------------------------------- results
 
     def report(self, elapsed: float) -> FetchReport:
-        done = tuple(f.result for f in self.files if f.result is not None)
-        failed = tuple((f.job.path, f.error) for f in self.files if f.error is not None)
-        return FetchReport(self.target, done, failed, elapsed)
+        run = self.run
+        done = tuple(f.result for f in run.files if f.result is not None)
+        failed = tuple((f.job.path, f.error) for f in run.files if f.error is not None)
+        return FetchReport(run.target, done, failed, elapsed, self.link_stats(elapsed))
+
+    def link_stats(self, elapsed: float) -> LinkStats:
+        run = self.run
+        fetched = sum(f.downloaded for f in run.files)
+        rates = sorted(self._rates)
+        return LinkStats(
+            peak_connections=run.peak_inflight,
+            final_limit=self.control.limit,
+            rate_per_connection=rates[len(rates) // 2] if rates else None,
+            total_rate=fetched / elapsed if fetched and elapsed > 0 else None,
+            round_trip=min(run.ttfb.values()) if run.ttfb else None,
+            throttled=run.throttled,
+        )

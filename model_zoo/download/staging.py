@@ -8,21 +8,32 @@ import os
 import shutil
 import stat
 import time
+from collections.abc import Callable
 
-from ..errors import DiskSpaceError, HashMismatchError, UsageError
+from ..errors import DiskSpaceError, HashMismatchError, ModelZooError, UsageError
 from . import progress as ev
-from .engine import COMPUTED_ONLY, VERIFIED_PUBLISHED, FileResult
 from .hashing import OrderedHasher
 from .partial import IntervalSet, Sidecar, load_sidecar, remove_quietly, remove_stale_temps, save_sidecar
 from .paths import make_parents
-from .state import ACTIVE, DEFERRED, DONE, FAILED, FINISHING, FileState, RunState
+from .state import Candidate, FileState, FileStatus, RunState
+from .types import COMPUTED_ONLY, VERIFIED_PUBLISHED, FileResult
+
+# (file, candidate, why) -> drop the candidate for this file; called holding the run's lock
+KillCandidate = Callable[[FileState, Candidate, ModelZooError], None]
 
 
-class StagingMixin(RunState):
-    def _open(self, f: FileState) -> None:
+class Staging:
+    """The on-disk side of a run; ``kill`` is how a sha256 mismatch drops a source."""
+
+    def __init__(self, run: RunState, kill: KillCandidate) -> None:
+        self.run = run
+        self.kill = kill
+
+    def open(self, f: FileState) -> None:
+        """Lock ``f``, then find it complete or set up its partial and mark it ACTIVE."""
         from ..store.locking import LockTimeoutError, ProcessLock
 
-        make_parents(self.target, f.paths.lock)
+        make_parents(self.run.target, f.paths.lock)
         lock = ProcessLock(f.paths.lock, timeout=0)
         try:
             lock.acquire()
@@ -35,34 +46,35 @@ class StagingMixin(RunState):
                 return
             self._prepare_partial(f)
         except BaseException:
-            self._close_file(f)
+            self.close(f)
             raise
         first = f.usable()[0]  # queued before any worker can report bytes of this file
-        self.events.put(ev.FileStart(f.job.path, f.size, f.resumed, f.cands[first].source))
-        with self.cv:
-            f.state = ACTIVE
-            self.cv.notify_all()
+        self.run.events.put(ev.FileStart(f.job.path, f.size, f.resumed, f.cands[first].source))
+        with self.run.cv:
+            f.status = FileStatus.ACTIVE
+            self.run.cv.notify_all()
 
     def _defer(self, f: FileState, holder: str) -> None:
         from ..store.locking import LockTimeoutError
 
+        run = self.run
         now = time.monotonic()
-        with self.cv:
+        with run.cv:
             if f.waiting_since is None:
                 f.waiting_since = now
             waited = now - f.waiting_since
-            if self.o.lock_timeout is not None and waited >= self.o.lock_timeout:
+            if run.o.lock_timeout is not None and waited >= run.o.lock_timeout:
                 f.error = LockTimeoutError(str(f.paths.lock), waited, holder)
-                f.state = FAILED
+                f.status = FileStatus.FAILED
             else:
-                f.state = DEFERRED
+                f.status = FileStatus.DEFERRED
                 f.defer_until = now + min(1.0, 0.1 + waited / 10)
-            self.cv.notify_all()
-        if f.state == FAILED:
-            self.events.put(ev.FileFailed(f.job.path, str(f.error)))
+            run.cv.notify_all()
+        if f.status is FileStatus.FAILED:
+            run.events.put(ev.FileFailed(f.job.path, str(f.error)))
         elif not f.told_waiting:
             f.told_waiting = True
-            self.events.put(ev.Waiting(f.job.path, holder))
+            run.events.put(ev.Waiting(f.job.path, holder))
 
     def _already_complete(self, f: FileState) -> bool:
         """The final file is there and matches (another process, or an earlier run, made it)."""
@@ -103,7 +115,7 @@ class StagingMixin(RunState):
             keep = not etags or sc.etag in etags
         if not keep:
             remove_quietly(f.paths.data, f.paths.sidecar)
-        make_parents(self.target, f.paths.final)
+        make_parents(self.run.target, f.paths.final)
         flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
         f.fd = os.open(f.paths.data, flags, 0o644)
         if job.size is not None and os.fstat(f.fd).st_size != job.size:
@@ -116,14 +128,15 @@ class StagingMixin(RunState):
             for start, end in sc.written:
                 written.add(min(start, limit), min(end, limit))
             f.partial_sources = dict.fromkeys(sc.sources)
-        big = job.size is None or job.size >= self.o.range_split_threshold
+        big = job.size is None or job.size >= self.run.o.range_split_threshold
         f.hasher = OrderedHasher(f.fd, written, background=big)
         f.resumed = written.total()
         f.had_disk_bytes = f.resumed > 0
         if not big:
             f.hasher.catch_up()  # reads the resumed prefix once (a hashing thread does it meanwhile)
 
-    def _finish(self, f: FileState) -> None:
+    def finish(self, f: FileState) -> None:
+        """Every byte is on disk: check size and sha256, then rename into place (or discard)."""
         assert f.hasher is not None and f.size is not None
         f.hasher.catch_up()
         digest = f.hasher.hexdigest()
@@ -134,12 +147,12 @@ class StagingMixin(RunState):
         if f.job.sha256 is not None and digest != f.job.sha256:
             self._mismatch(f, digest)
             return
-        if self.o.fsync:
+        if self.run.o.fsync:
             os.fsync(f.fd)
         f.hasher.close()
         os.close(f.fd)
         f.fd = -1
-        make_parents(self.target, f.paths.final)
+        make_parents(self.run.target, f.paths.final)
         if os.path.isdir(f.paths.final) and not os.path.islink(f.paths.final):
             raise UsageError(f"{f.paths.final} is a directory; cannot put the file {f.job.path} there")
         os.replace(f.paths.data, f.paths.final)
@@ -149,18 +162,19 @@ class StagingMixin(RunState):
     def _mismatch(self, f: FileState, digest: str) -> None:
         """sha256 mismatch: discard every byte, then decide who to blame."""
         assert f.hasher is not None and f.size is not None and f.job.sha256 is not None
+        run = self.run
         srcs = list(f.partial_sources)
         error = HashMismatchError(f.job.path, f.job.sha256, digest, source=",".join(srcs) or None)
         f.hasher.reset()
         os.ftruncate(f.fd, 0)
         os.ftruncate(f.fd, f.size)
-        with self.cv:
+        with run.cv:
             f.discarded += f.size
             f.downloaded = 0
             f.resumed = 0
             f.by_source.clear()
             f.partial_sources.clear()
-            f.state = ACTIVE
+            f.status = FileStatus.ACTIVE
             f.splittable = None
             if f.had_disk_bytes:
                 f.had_disk_bytes = False  # the bytes from disk may be the bad ones: one clean retry
@@ -172,12 +186,13 @@ class StagingMixin(RunState):
                         c.mismatches += 1
                         # the last source left gets one more full try (corruption can be transient)
                         if c.mismatches >= 2 or len(f.usable()) > 1:
-                            self._kill_candidate(f, c, error)
+                            self.kill(f, c, error)
                         break
-            self.cv.notify_all()
-        self._checkpoint(f, force=True)
+            run.cv.notify_all()
+        self.checkpoint(f, force=True)
 
     def _complete(self, f: FileState, digest: str, size: int, *, already_present: bool) -> None:
+        run = self.run
         remove_stale_temps(f.paths.sidecar)
         lock_file = f.paths.lock
         remove_quietly(lock_file, lock_file.with_name(lock_file.name + ".owner"))
@@ -201,40 +216,43 @@ class StagingMixin(RunState):
             range_ignored=f.range_ignored,
             already_present=already_present,
             replaced_existing=f.replaces and not already_present,
+            hedges=f.hedges,
         )
-        with self.cv:
-            f.state = DONE
-            self.cv.notify_all()
-        self.events.put(ev.FileDone(f.job.path, size, digest, f.result.verification, f.result.sources,
-                                    f.downloaded, f.resumed, already_present))
+        with run.cv:
+            f.status = FileStatus.DONE
+            run.cv.notify_all()
+        run.events.put(ev.FileDone(f.job.path, size, digest, f.result.verification, f.result.sources,
+                                   f.downloaded, f.resumed, already_present))
 
-    def _checkpoint(self, f: FileState, *, force: bool = False) -> None:
+    def checkpoint(self, f: FileState, *, force: bool = False) -> None:
         """Save the sidecar (about once per ``checkpoint_interval``; always when ``force``)."""
-        if f.hasher is None or f.fd < 0 or f.state in (FINISHING, DONE):
+        o = self.run.o
+        if f.hasher is None or f.fd < 0 or f.status in (FileStatus.FINISHING, FileStatus.DONE):
             return
         now = time.monotonic()
-        if not force and now - f.last_ckpt < self.o.checkpoint_interval:
+        if not force and now - f.last_ckpt < o.checkpoint_interval:
             return
         if not f.ckpt_lock.acquire(blocking=force):
             return
         try:
             f.last_ckpt = now
-            if self.o.fsync:
+            if o.fsync:
                 os.fsync(f.fd)
             etag = next((c.remote.etag for c in f.cands if c.remote.etag), None)
             state = Sidecar(f.job.path, f.job.size, f.job.sha256, etag, f.hasher.ranges(),
                             list(f.partial_sources))
             try:
-                save_sidecar(f.paths.sidecar, state, fsync=self.o.fsync)
+                save_sidecar(f.paths.sidecar, state, fsync=o.fsync)
             except OSError as exc:
                 if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
                     raise  # out of space: the older sidecar names fewer bytes, which stays true
         finally:
             f.ckpt_lock.release()
 
-    def _close_file(self, f: FileState) -> None:
+    def close(self, f: FileState) -> None:
+        """Save what is there, stop hashing, close the partial and release the lock."""
         try:
-            self._checkpoint(f, force=True)
+            self.checkpoint(f, force=True)
         except OSError:
             pass
         if f.hasher is not None:
@@ -246,13 +264,13 @@ class StagingMixin(RunState):
             f.lock.release()
             f.lock = None
 
-    def _disk_full_error(self) -> DiskSpaceError:
+    def disk_full_error(self) -> DiskSpaceError:
         needed = sum(  # a file of unknown size counts nothing, not minus what it holds
             max(0, (f.size or 0) - (f.hasher.written_total() if f.hasher else 0))
-            for f in self.files if f.state not in (DONE, FAILED)
+            for f in self.run.files if f.status not in (FileStatus.DONE, FileStatus.FAILED)
         )
         try:
-            free = shutil.disk_usage(self.target).free
+            free = shutil.disk_usage(self.run.target).free
         except OSError:
             free = 0
-        return DiskSpaceError(str(self.target), needed, free)
+        return DiskSpaceError(str(self.run.target), needed, free)

@@ -1,11 +1,14 @@
-"""The state of one fetch, shared by the scheduler, the transfers and the staging code.
+"""The state of one fetch: files, their candidates and the byte ranges in flight.
 
-Everything here is guarded by ``RunState.cv`` (one condition variable for the whole run): the
-critical sections are short bookkeeping, never I/O. ``OrderedHasher`` has its own lock.
+Plain data. Everything here is guarded by ``RunState.cv`` (one condition variable for the whole
+run): the critical sections are short bookkeeping, never I/O. ``OrderedHasher`` has its own lock.
+The layers above (``policy`` decides, ``staging`` and ``transfer`` act, ``scheduler`` runs the
+threads) all work on these objects; nothing here imports them.
 """
 
 from __future__ import annotations
 
+import enum
 import queue
 import threading
 import time
@@ -18,16 +21,26 @@ from ..errors import ModelZooError
 from ..hubs.base import RemoteFile
 from . import progress as ev
 from .hashing import OrderedHasher
-from .http_fetch import Transport
+from .http_fetch import Response, Transport
 from .paths import PartialPaths, partial_paths
+from .types import EngineOptions, FileJob, FileResult, Renew
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..store.locking import ProcessLock
-    from .engine import EngineOptions, FileJob, FileResult, Renew
 
-# A file goes PENDING -> OPENING -> ACTIVE -> FINISHING -> DONE; DEFERRED while another process
-# holds its lock; FAILED when no candidate is left. FINISHING may fall back to ACTIVE (mismatch).
-PENDING, OPENING, DEFERRED, ACTIVE, FINISHING, DONE, FAILED = range(7)
+
+class FileStatus(enum.Enum):
+    """PENDING -> OPENING -> ACTIVE -> FINISHING -> DONE; DEFERRED while another process holds
+    the file's lock; FAILED when no candidate is left. FINISHING may go back to ACTIVE (a
+    sha256 mismatch discards the bytes)."""
+
+    PENDING = "pending"
+    OPENING = "opening"
+    DEFERRED = "deferred"
+    ACTIVE = "active"
+    FINISHING = "finishing"
+    DONE = "done"
+    FAILED = "failed"
 
 
 class Cancelled(Exception):
@@ -48,6 +61,18 @@ class Candidate:
 
 
 @dataclass(eq=False)
+class Race:
+    """Two requests for the same bytes: a range that stalled and its hedge. ``claimed`` is the
+    first byte neither has written; each writes only bytes at or past it, so nothing is written
+    twice, and the one that falls behind is cancelled."""
+
+    claimed: int
+    end: int | None
+    members: list[Segment] = field(default_factory=list)
+    hedges: int = 0  # duplicate requests sent for this range so far
+
+
+@dataclass(eq=False)
 class Segment:
     """A byte range of one file that one worker is fetching from one candidate."""
 
@@ -58,9 +83,19 @@ class Segment:
     req_end: int | None = None  # end of the range the request in flight asked for
     started: float = field(default_factory=time.monotonic)
     got: int = 0
+    last_byte: float = field(default_factory=time.monotonic)  # when bytes last arrived (or the start)
+    gap: float = 0.0  # the longest recent silence between arrivals (decays), seconds
+    race: Race | None = None  # set while this range is hedged
+    cancelled: bool = False  # lost its race, or was taken over: end quietly
+    response: Response | None = None  # the response being read, to abort a lost race
 
     def rate(self, now: float) -> float:
         return self.got / max(now - self.started, 1e-3)
+
+    def heard(self, now: float) -> None:
+        """Bytes arrived: remember the silence they ended (under ``cv``)."""
+        self.gap = max(self.gap * 0.9, now - self.last_byte)
+        self.last_byte = now
 
 
 @dataclass(eq=False)
@@ -72,7 +107,7 @@ class FileState:
     paths: PartialPaths
     cands: list[Candidate]
     size: int | None
-    state: int = PENDING
+    status: FileStatus = FileStatus.PENDING
     lock: ProcessLock | None = None
     fd: int = -1
     hasher: OrderedHasher | None = None
@@ -90,6 +125,7 @@ class FileState:
     discarded: int = 0
     by_source: dict[str, int] = field(default_factory=dict)
     retries: int = 0
+    hedges: int = 0
     fallbacks: list[ev.Fallback] = field(default_factory=list)
     range_ignored: bool = False
     replaces: bool = False  # another file (different bytes) was at the final path: it gets replaced
@@ -103,7 +139,7 @@ class FileState:
 
 
 class RunState:
-    """What every part of a run sees; the behaviour lives in the mixins that build ``Run``."""
+    """What every layer of one fetch sees: options, target, transport, files, the lock."""
 
     def __init__(self, jobs: Sequence[FileJob], target_dir: Path, options: EngineOptions,
                  transport: Transport, renew: Renew | None = None) -> None:
@@ -119,15 +155,15 @@ class RunState:
         self.cv = threading.Condition(threading.Lock())  # never re-entered: a plain lock is cheaper
         self.cancel = threading.Event()
         self.fatal: BaseException | None = None
-        self.inflight: dict[str, int] = {}
+        self.inflight: dict[str, int] = {}  # requests in flight per source
         self.no_range: set[str] = set()  # sources seen answering Range with 200
         self.events: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        # what the link showed so far (the controller and the plan line read these)
+        self.ttfb: dict[str, float] = {}  # least seconds to response headers, per source
+        self.recent_ttfb: dict[str, float] = {}  # smoothed seconds to response headers, per source
+        self.throttled = 0  # 429/503 answers
+        self.peak_inflight = 0
 
-    def _kill_candidate(self, f: FileState, cand: Candidate, error: ModelZooError) -> None:
-        raise NotImplementedError  # scheduler.Run
-
-    def _choose(self, f: FileState, start: int) -> int | None:
-        raise NotImplementedError  # scheduler.Run
-
-    def _checkpoint(self, f: FileState, *, force: bool = False) -> None:
-        raise NotImplementedError  # staging.StagingMixin
+    def busy(self) -> int:
+        """Requests in flight (under ``cv``)."""
+        return sum(self.inflight.values())
