@@ -73,9 +73,10 @@ def test_throttling_halves_and_a_rising_first_byte_time_takes_a_quarter() -> Non
     c = policy.ConnectionController(cap=32, limit=16)
     c.tick(0.0, 0, waiting=True)
     assert c.tick(0.5, 0, waiting=True, throttled=1) == 8
-    assert c.tick(1.0, 0, waiting=True, slower=True) == 6
-    for _ in range(10):
-        c.tick(2.0, 0, waiting=True, throttled=3)
+    assert c.tick(0.6, 0, waiting=True, throttled=1) == 8  # one cut per window: these were in flight
+    assert c.tick(1.5, 0, waiting=True, slower=True) == 6
+    for t in range(10):
+        c.tick(3.0 + t, 0, waiting=True, throttled=3)
     assert c.limit == 1  # never below one connection
 
 
@@ -89,10 +90,12 @@ def test_fixed_connections_when_not_adaptive() -> None:
 # ---------------------------------------------------------------- request sizes
 
 
-def test_requests_span_many_round_trips_on_far_fast_links() -> None:
+def test_requests_last_about_a_second_and_span_many_round_trips() -> None:
     o = EngineOptions()
-    assert policy.request_size(o, None, None) == o.request_size
-    assert policy.request_size(o, 20e6, 0.05) == o.request_size  # 16 x 1 MB < the floor
+    assert policy.request_size(o, None, None) == o.request_size  # rate not known yet
+    assert policy.request_size(o, 20e6, 0.05) == 20_000_000  # a capped far connection: a second's worth
+    assert policy.request_size(o, 1e6, 0.05) == o.min_request_size  # a slow one: never tiny requests
+    assert policy.request_size(o, 600e6, 0.0003) == o.request_size  # a fast local link, as before
     assert policy.request_size(o, 200e6, 0.1) == int(16 * 200e6 * 0.1)  # 320 MB: the RTT is 1/16 of it
     assert policy.request_size(o, 2e9, 0.3) == o.max_request_size
 
@@ -198,3 +201,15 @@ def test_range_for(tmp_path: Path, pos: int, end: int, size: int, want: str | No
     f = _file(tmp_path, size=size)
     header, _req_end = policy.range_for(f, Segment(f, pos, end, 0), True, o, o.request_size)
     assert header == want
+
+
+def test_first_bytes_count_as_slower_only_when_several_recent_ones_are() -> None:
+    least = {"hf": 0.05}
+    one_cold = [(9.5, "hf", 0.75)]  # one slow answer (the server hashing a file it had not seen)
+    assert not policy.first_bytes_slower(one_cold, least, 10.0)
+    old = [(1.0, "hf", 0.9), (1.1, "hf", 0.9), (1.2, "hf", 0.9)]  # slow, but long ago
+    assert not policy.first_bytes_slower(old, least, 10.0)
+    queueing = [(9.0, "hf", 0.4), (9.2, "hf", 0.5), (9.4, "hf", 0.45), (9.6, "hf", 0.05)]
+    assert policy.first_bytes_slower(queueing, least, 10.0)
+    far = [(9.0, "hf", 0.3), (9.2, "hf", 0.31), (9.4, "hf", 0.3)]  # a far hub: slow from the start
+    assert not policy.first_bytes_slower(far, {"hf": 0.29}, 10.0)

@@ -64,6 +64,38 @@ def test_second_pull_moves_no_bytes(pull_hub) -> None:
     assert again.downloaded_bytes == 0 and all(f.present for f in again.files)
 
 
+@pytest.mark.parametrize("source", ["hf", "modelers", "modelscope"])
+def test_a_pull_of_what_is_already_there_asks_the_hub_one_small_question(pull_hub, source: str) -> None:
+    name = "internlm3-8b-instruct" if source == "modelers" else MODEL
+    first = pull_model(name, source=source)
+    pull_hub.stats.reset()
+    again = pull_model(name, source=source)
+    assert again.path == first.path and again.commit == first.commit
+    assert again.plan == [] and again.plan_text.startswith("up to date:") and first.commit[:12] in again.plan_text
+    (asked,) = pull_hub.stats.requests  # the revision's commit, nothing listed, no file touched
+    assert asked.protocol == source and asked.kind == "api"
+    assert again.downloaded_bytes == 0 and all(f.present for f in again.files)
+
+
+def test_a_branch_that_moved_since_is_pulled_again(own_hub) -> None:
+    from model_zoo.testing.repo_store import write_repo
+
+    hub, root = own_hub()
+    first = pull_model(MODEL, source="hf")
+    write_repo(root, HF_REPO, {"config.json": '{"moved": true}\n'})
+    again = pull_model(MODEL, source="hf")
+    assert again.commit != first.commit and again.plan  # listed and fetched, not answered from the store
+    assert (again.path / "config.json").read_text() == '{"moved": true}\n'
+
+
+def test_a_hub_without_revisions_lists_as_usual(pull_hub) -> None:
+    pull_model(MODEL, source="openxlab")
+    pull_hub.stats.reset()
+    again = pull_model(MODEL, source="openxlab")
+    assert again.plan and again.downloaded_bytes == 0  # OpenXLab cannot say its commit: a listing
+    assert any(r.url.endswith("getFileDownloadUrl") for r in pull_hub.stats.requests)
+
+
 def test_auto_cross_checks_unhashed_hf_files_with_modelscope(pull_hub) -> None:
     result = pull_model(MODEL, probes=probes("hf", "modelscope", "openxlab"))
     assert result.source == "hf" and "hf" in result.plan_text
@@ -298,11 +330,11 @@ def test_second_source_serving_other_bytes_fails_the_pull(pull_hub, monkeypatch)
 
 
 def test_out_of_space_is_refused_before_any_byte(pull_hub, monkeypatch: pytest.MonkeyPatch) -> None:
-    import model_zoo.download.pull as pull_mod
+    import model_zoo.download.local as local_mod
 
     from model_zoo.errors import DiskSpaceError
 
-    monkeypatch.setattr(pull_mod, "_free_space", lambda _target: 1000)
+    monkeypatch.setattr(local_mod, "free_space", lambda _target: 1000)
     dry = pull_model(MODEL, source="hf", dry_run=True)
     assert dry.fits is False
     with pytest.raises(DiskSpaceError) as info:

@@ -139,7 +139,9 @@ def register(app: typer.Typer) -> None:
         dry_run: bool = typer.Option(False, "--dry-run", help="Show files, sizes and free space; download nothing."),
         json_out: bool = _JSON,
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
-        max_workers: Optional[int] = typer.Option(None, "--max-workers", min=1, help="Parallel downloads."),
+        connections: Optional[int] = typer.Option(
+            None, "--connections", "--max-workers", min=1,
+            help="Most requests at once (default: as many as the link rewards, up to 32)."),
     ) -> None:
         """Download a checkpoint, verify every byte, and print its directory (last line of stdout).
 
@@ -174,7 +176,7 @@ def register(app: typer.Typer) -> None:
                     results.append(pull_model(
                         n, source=source, sources=sources, revision=revision, local_dir=local_dir,
                         include=include or None, exclude=exclude or None, all_files=all_files, lock=lock,
-                        dry_run=dry_run, progress=renderer, max_workers=max_workers,
+                        dry_run=dry_run, progress=renderer, connections=connections,
                     ))
         except KeyboardInterrupt:
             renderer.close()  # the bars' last frame first, then the one line below it

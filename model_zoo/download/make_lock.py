@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING
 from ..errors import UsageError
 from ..store.lockfile import LockedFile, LockedModel, LockFile, make_lock
 from .filelist import select_files
+from .listing import check_listing, list_sources, plan_request
 from .matching import plan_files
 from .plan import AUTO
-from .pull import ProgressFn, PullEvent, _check_listing, _manifests, _plan, requested_revision
+from .request import requested_revision
+from .results import ProgressFn, PullEvent
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..settings import Settings
@@ -56,11 +58,11 @@ def lock_models(
     for name in names:
         info = get(name)
         rev = requested_revision(info, revision)
-        plan, probes = _plan(info, settings, source, sources, None)
-        primary, others, _used, notes = _manifests(info, settings, plan, rev)
+        plan, probes = plan_request(info, settings, source, sources, None)
+        primary, others, _used, notes = list_sources(info, settings, plan, rev)
         for note in notes:
             emit(PullEvent("note", note))
-        _check_listing(primary)
+        check_listing(primary)
         sel = select_files(primary.by_path(), include=include, exclude=exclude, all_files=all_files)
         plans = plan_files(list(sel.selected), primary, others)
         hashes = {fp.path: (fp.size, fp.sha256) for fp in plans if fp.sha256}

@@ -97,16 +97,31 @@ class Split:
     clean: bool  # beyond the victim's request in flight (False: that request is cut short)
 
 
+CAPPED_SPLIT_ETA = 0.5  # on a link that caps each connection: split ranges with this long to go...
+CAPPED_ENDGAME_ETA = 0.75  # ... cutting the request in flight when this long is left...
+CAPPED_PART_SECONDS = 0.25  # ... into parts of at least this long at the connection's rate...
+CAPPED_PART_MIN = 2 * MiB  # ... and at least this many bytes
+FAR = 0.02  # seconds to the first byte from which a source counts as far: its ranges split at once
+
+
 def plan_steal(files: Iterable[FileState], now: float, o: EngineOptions, rates: Mapping[str, float],
-               more_streams_help: bool) -> Split | None:
+               more_streams_help: bool, *, capped: bool = False,
+               ttfb: Mapping[str, float] | None = None) -> Split | None:
     """The tail of the range that will take longest, if splitting it is worth a connection.
 
     Splits happen beyond the request in flight (nothing is fetched twice); only in the endgame,
     when a range's owner still needs more than ``endgame_eta`` seconds, is its request cut short,
-    costing the bytes already on the wire. Ranges in a hedge race are left alone.
+    costing the bytes already on the wire. Ranges in a hedge race are left alone. ``capped``: the
+    link holds each connection far below what the machine takes, so every connection adds its
+    rate: ranges split much finer (half a second's worth), since a split costs one request and
+    buys a connection's rate, and the connection limit decides how many there are. A range from
+    a far source (``ttfb`` of ``FAR`` or more) may split before its own rate is known: one
+    connection over a long round trip rarely fills a link, and waiting to find out costs the
+    first half second of the transfer.
     """
     best: tuple[bool, float, Segment, int] | None = None
-    part = o.part_size
+    min_eta = CAPPED_SPLIT_ETA if capped else o.split_min_eta
+    endgame = min(CAPPED_ENDGAME_ETA, o.endgame_eta) if capped else o.endgame_eta
     for f in files:
         if f.status is not FileStatus.ACTIVE or f.splittable is not True:
             continue
@@ -116,13 +131,18 @@ def plan_steal(files: Iterable[FileState], now: float, o: EngineOptions, rates: 
             lo = s.pos + o.chunk_size  # the owner may be reading up to one chunk right now
             free_from = max(lo, s.req_end or lo)
             grown = mature(s, now)
-            rate = s.rate(now) if grown else rates.get(f.cands[s.cand].source, 0.0)
+            source = f.cands[s.cand].source
+            rate = s.rate(now) if grown else rates.get(source, 0.0)
             eta = (s.end - s.pos) / max(rate, 1.0)
-            if not grown or eta < o.split_min_eta:
+            far = (ttfb or {}).get(source, 0.0) >= FAR
+            if (not grown and not far) or eta < min_eta:
                 continue  # a fast stream costs less CPU than two halves hashed in turn
+            part = o.part_size
+            if capped:
+                part = max(min(o.part_size, CAPPED_PART_MIN), min(o.part_size, int(rate * CAPPED_PART_SECONDS)))
             if s.end - free_from >= 2 * part and more_streams_help:
                 split, clean = max(free_from, lo + (s.end - lo) // 2), True
-            elif s.end - lo >= 2 * part and rate > 0 and eta > o.endgame_eta:
+            elif s.end - lo >= 2 * part and rate > 0 and eta > endgame:
                 split, clean = lo + (s.end - lo) // 2, False
             else:
                 continue
@@ -140,11 +160,17 @@ def plan_steal(files: Iterable[FileState], now: float, o: EngineOptions, rates: 
 
 
 def request_size(o: EngineOptions, rate: float | None, rtt: float | None) -> int:
-    """Bytes one ranged request asks for: enough that its round trip is a small part of it
-    (``rtt_requests`` round trips' worth at the connection's rate), never below
-    ``request_size`` nor above ``max_request_size``."""
-    want = o.request_size
-    if rate and rtt:
+    """Bytes one ranged request asks for, from the connection's rate and the round trip.
+
+    About ``request_seconds`` of transfer (so a capped connection's range can be split finely),
+    between ``min_request_size`` and ``request_size`` (what a fast local link gets, and any
+    connection whose rate is not known yet); but always ``rtt_requests`` round trips' worth, so
+    a far, fast link is not dominated by its round trips; never above ``max_request_size``.
+    """
+    if not rate:
+        return o.request_size
+    want = min(o.request_size, max(o.min_request_size, int(rate * o.request_seconds)))
+    if rtt:
         want = max(want, int(o.rtt_requests * rate * rtt))
     return min(want, max(o.max_request_size, o.request_size))
 
@@ -208,6 +234,30 @@ def stalled_ranges(files: Iterable[FileState], now: float, o: EngineOptions,
 # ---------------------------------------------------------------- how many connections
 
 
+SLOWER = 3.0  # the recent time to first byte this many times its least (and SLOWER_FLOOR s more)...
+SLOWER_FLOOR = 0.2
+SLOWER_WINDOW = 2.0  # ... over the requests of the last this many seconds, at least SLOWER_SAMPLES
+SLOWER_SAMPLES = 3
+
+
+def first_bytes_slower(samples: Iterable[tuple[float, str, float]], least: Mapping[str, float],
+                       now: float) -> bool:
+    """Whether some source now answers far slower than it can: the median time to first byte of
+    its requests in the last ``SLOWER_WINDOW`` seconds well above the least it ever took. A
+    server queueing requests says so this way before it says 503. One slow answer is not enough
+    (a cold cache on the server), nor are the answers from before the window."""
+    recent: dict[str, list[float]] = {}
+    for at, source, seconds in samples:
+        if now - at <= SLOWER_WINDOW:
+            recent.setdefault(source, []).append(seconds)
+    for source, times in recent.items():
+        if len(times) >= SLOWER_SAMPLES:
+            median = sorted(times)[len(times) // 2]
+            if median > SLOWER * least.get(source, median) and median > least.get(source, 0.0) + SLOWER_FLOOR:
+                return True
+    return False
+
+
 @dataclass
 class ConnectionController:
     """How many requests may be in flight: grows while the total rate still grows, backs off
@@ -218,13 +268,14 @@ class ConnectionController:
     run and the rate rose by ``gain`` over the best seen, the limit doubles (up to ``cap``);
     when it did not, the limit stays for ``hold`` seconds and is then probed (+25%).
     ``throttled`` (429/503 since the last tick) halves it; ``slower`` (time to first byte rising
-    well above its least) takes a quarter off. Pure: time is passed in.
+    well above its least) takes a quarter off; either at most once per ``window``, since the
+    requests that showed it were sent before the last cut. Pure: time is passed in.
     """
 
     cap: int
     limit: int
     adaptive: bool = True
-    window: float = 1.0
+    window: float = 0.5  # the scheduler stretches it to several round trips on far links
     gain: float = 0.10
     hold: float = 8.0
     best_rate: float = 0.0
@@ -235,6 +286,7 @@ class ConnectionController:
     _last_tick: float = 0.0
     _settled_until: float = 0.0
     _probing: bool = True  # the last change was growth whose effect is not judged yet
+    _cut_at: float = float("-inf")
 
     def __post_init__(self) -> None:
         self.limit = self.cap if not self.adaptive else max(1, min(self.limit, self.cap))
@@ -252,10 +304,10 @@ class ConnectionController:
         if waiting:
             self._saturated += now - self._last_tick
         self._last_tick = now
-        if throttled or (slower and self.limit > 1):
+        if (throttled or (slower and self.limit > 1)) and now - self._cut_at >= self.window:
             cut = self.limit // 2 if throttled else max(1, self.limit // 4)
             self._set(max(1, self.limit - cut))
-            self._settled_until, self._probing = now + self.hold, False
+            self._settled_until, self._probing, self._cut_at = now + self.hold, False, now
             self._restart(now, delivered)
             return self.limit
         span = now - self._window_start

@@ -36,10 +36,9 @@ _PROGRESS_EVERY = 0.1  # seconds between Progress events (workers only count byt
 _WORKER_EXITED = object()  # what a worker queues as it ends
 _CHEAP_RATE = 50e6  # below this total rate (bytes/s) the CPU cost of splitting is negligible
 _IDLE_ENOUGH = 0.25  # split faster streams only while this much of the machine's CPU is idle
+_CAPPED_RATE = 40e6  # connections slower than this (bytes/s each) are held back by the link, not the CPU
 _MAX_RENEWALS = 2  # fresh URLs in a row without a byte delivered before the refusal counts
 _THROTTLE_STATUSES = (429, 503)
-_SLOWER = 3.0  # time to first byte this many times its least (and > _SLOWER_FLOOR s): back off
-_SLOWER_FLOOR = 0.2
 
 Task = tuple[str, Any]  # ("finish", FileState) | ("open", FileState) | ("seg", Segment)
 
@@ -136,9 +135,10 @@ class Scheduler:
             delivered = sum(f.downloaded for f in run.files)
             throttled, self._throttled_seen = run.throttled - self._throttled_seen, run.throttled
             waiting, self._waiting = self._waiting, False
-            slower = any(run.recent_ttfb.get(src, 0.0) > max(_SLOWER * least, _SLOWER_FLOOR)
-                         for src, least in run.ttfb.items())
+            slower = policy.first_bytes_slower(run.ttfb_samples, run.ttfb, time.monotonic())
             before = self.control.limit
+            if run.ttfb:  # judge the rate over several round trips, never less than a quarter second
+                self.control.window = max(0.25, 5 * min(run.ttfb.values()))
             after = self.control.tick(time.monotonic(), delivered, waiting=waiting,
                                       throttled=throttled, slower=slower)
             if after > before:
@@ -234,8 +234,9 @@ class Scheduler:
                     break
                 f.status = FileStatus.OPENING
                 return ("open", f)
-        split = policy.plan_steal(run.files, now, run.o, policy.source_rates(run.files, now),
-                                  self._more_streams_help(now))
+        help_, capped = self._more_streams_help(now)
+        split = policy.plan_steal(run.files, now, run.o, policy.source_rates(run.files, now), help_, capped=capped,
+                                  ttfb=run.ttfb)
         if split is not None:  # 5. half of the largest range still to come
             if not room:
                 self._waiting = True
@@ -315,16 +316,22 @@ class Scheduler:
             return twin
         return None
 
-    def _more_streams_help(self, now: float) -> bool:
+    def _more_streams_help(self, now: float) -> tuple[bool, bool]:
         """Whether another stream can add throughput rather than only CPU work.
 
         Splitting a file costs CPU (its later part is read back to be hashed in order, and the
         tail is hashed after the download). That pays when the network is the limit, not when
-        the CPUs are: so split while the machine has idle CPU, or while the total rate is low
-        enough that its CPU cost does not matter.
+        the CPUs are: so split while the total rate is low enough that its CPU cost does not
+        matter, while each connection is held far below what the machine takes (a CDN capping
+        connections: another one adds its rate, and the connection limit decides how many), or
+        while the machine has idle CPU. Also says whether the link caps connections.
         """
-        total = sum(s.rate(now) for f in self.run.files for s in f.segs if policy.mature(s, now))
-        return total < _CHEAP_RATE or self.cpu.idle_fraction(now) >= _IDLE_ENOUGH
+        rates = [s.rate(now) for f in self.run.files for s in f.segs if policy.mature(s, now)]
+        total = sum(rates)
+        capped = bool(rates) and total / len(rates) < _CAPPED_RATE
+        if total < _CHEAP_RATE or capped:
+            return True, capped
+        return self.cpu.idle_fraction(now) >= _IDLE_ENOUGH, capped
 
     def _run_seg(self, seg: Segment, buf: memoryview) -> None:
         run = self.run

@@ -13,7 +13,14 @@ from collections.abc import Callable
 from ..errors import DiskSpaceError, HashMismatchError, ModelZooError, UsageError
 from . import progress as ev
 from .hashing import OrderedHasher
-from .partial import IntervalSet, Sidecar, load_sidecar, remove_quietly, remove_stale_temps, save_sidecar
+from .partial import (
+    IntervalSet,
+    Sidecar,
+    load_sidecar,
+    remove_quietly,
+    remove_stale_temps,
+    save_sidecar,
+)
 from .paths import make_parents
 from .state import Candidate, FileState, FileStatus, RunState
 from .types import COMPUTED_ONLY, VERIFIED_PUBLISHED, FileResult

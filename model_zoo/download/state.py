@@ -8,6 +8,7 @@ threads) all work on these objects; nothing here imports them.
 
 from __future__ import annotations
 
+import collections
 import enum
 import queue
 import threading
@@ -160,7 +161,7 @@ class RunState:
         self.events: queue.SimpleQueue[Any] = queue.SimpleQueue()
         # what the link showed so far (the controller and the plan line read these)
         self.ttfb: dict[str, float] = {}  # least seconds to response headers, per source
-        self.recent_ttfb: dict[str, float] = {}  # smoothed seconds to response headers, per source
+        self.ttfb_samples: collections.deque[tuple[float, str, float]] = collections.deque(maxlen=256)
         self.throttled = 0  # 429/503 answers
         self.peak_inflight = 0
 

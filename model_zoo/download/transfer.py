@@ -19,7 +19,6 @@ from .staging import Staging
 from .state import Cancelled, Candidate, FileStatus, Race, RunState, Segment
 
 _PROGRESS_RESETS_FAILURES = 4 * 1024 * 1024  # one request this productive forgives earlier failures
-_TTFB_SMOOTHING = 0.3  # weight of the newest time-to-first-byte in the smoothed one
 
 
 class Transfer:
@@ -65,8 +64,7 @@ class Transfer:
         run = self.run
         with run.cv:
             run.ttfb[source] = min(seconds, run.ttfb.get(source, seconds))
-            old = run.recent_ttfb.get(source, seconds)
-            run.recent_ttfb[source] = old + _TTFB_SMOOTHING * (seconds - old)
+            run.ttfb_samples.append((time.monotonic(), source, seconds))
 
     def _check_response(self, seg: Segment, cand: Candidate, resp: Any, rng: str | None) -> tuple[int, int | None]:
         """Validate status and lengths: (leading body bytes to skip, file offset the body ends at)."""

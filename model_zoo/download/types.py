@@ -60,14 +60,16 @@ class EngineOptions:
     """
 
     connections: int = 32  # most requests in flight at once, over all files and sources
-    initial_connections: int = 4
+    initial_connections: int = 16
     adaptive: bool = True
     chunk_size: int = 1 * MiB  # most bytes per read/pwrite/hash step: per-call overhead stays negligible
     range_split_threshold: int = 64 * MiB  # files this big may be fetched as several ranges at once
     part_size: int = 16 * MiB  # smallest range a worker splits off another's (work stealing)
-    request_size: int = 64 * MiB  # least bytes a ranged request asks for (more on far, fast links)
+    request_size: int = 64 * MiB  # bytes a ranged request asks for while the rate is unknown, or fast
+    min_request_size: int = 8 * MiB  # ... never fewer (a slow connection)
+    request_seconds: float = 1.0  # ... about this long at the connection's rate, so ranges split finely
+    rtt_requests: float = 16.0  # ... yet at least this many round trips' worth (far, fast links)
     max_request_size: int = 1024 * MiB  # most bytes one ranged request asks for
-    rtt_requests: float = 16.0  # a request asks for at least this many round trips' worth of bytes
     split_min_eta: float = 2.0  # split a range only when its owner still needs this long (seconds)
     endgame_eta: float = 4.0  # cut a request in flight only when its owner needs longer than this
     retries: int = 5  # failed requests per file and source before falling back to the next source

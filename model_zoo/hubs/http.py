@@ -33,9 +33,9 @@ import httpx
 from ..errors import (
     GatedRepoError,
     HubProtocolError,
-    NotOnWhiteListError,
     HubServerError,
     HubUnreachableError,
+    NotOnWhiteListError,
     RateLimitedError,
     RepoNotFoundError,
     RevisionNotFoundError,
@@ -398,9 +398,6 @@ def git_blob_or_none(value: object) -> str | None:
     return value if len(value) == 40 and set(value) <= _HEX else None
 
 
-def is_commit_id(value: str | None) -> bool:
-    """A full 40-hex git commit id."""
-    return bool(value) and len(value) == 40 and set(value.lower()) <= _HEX  # type: ignore[union-attr]
 
 
 def size_or_none(value: object) -> int | None:

@@ -36,7 +36,8 @@ from ..errors import (
 )
 from .base import Manifest, RemoteFile
 from .catalog import HF
-from .http import AdapterBase, git_blob_or_none, is_commit_id, sha256_or_none, size_or_none
+from .heads import is_commit_id
+from .http import AdapterBase, git_blob_or_none, sha256_or_none, size_or_none
 
 DEFAULT_REVISION = "main"
 LIBRARY_NAME = "model-zoo"

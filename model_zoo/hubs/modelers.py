@@ -33,7 +33,8 @@ import httpx
 from ..errors import RepoNotFoundError
 from .base import Manifest, RemoteFile
 from .catalog import MODELERS
-from .http import AdapterBase, HubSession, git_blob_or_none, is_commit_id, sha256_or_none, size_or_none
+from .heads import is_commit_id
+from .http import AdapterBase, HubSession, git_blob_or_none, sha256_or_none, size_or_none
 
 DEFAULT_REVISION = "main"
 REF_NOT_EXIST = "ref_not_exist"

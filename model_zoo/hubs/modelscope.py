@@ -21,10 +21,11 @@ from urllib.parse import quote, quote_plus
 
 import httpx
 
-from ..errors import GatedRepoError, HubError, RepoNotFoundError
+from ..errors import HubError, RepoNotFoundError
 from .base import Manifest, RemoteFile
 from .catalog import MODELSCOPE
-from .http import AdapterBase, is_commit_id, sha256_or_none, size_or_none
+from .heads import is_commit_id
+from .http import AdapterBase, sha256_or_none, size_or_none
 
 DEFAULT_REVISION = "master"
 # The server's cap on one repo/files answer (modelscope_hub.constants.REPO_FILES_TRUNCATION_LIMIT).
