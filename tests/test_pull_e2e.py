@@ -382,3 +382,14 @@ def test_local_dir_pull_says_which_edited_files_it_replaced(pull_hub, tmp_path: 
     assert any("replaced 1 file(s)" in n and "config.json" in n for n in again.notes)
     third = pull_model(MODEL, source="hf", local_dir=out)  # nothing differs now: nothing to say
     assert third.replaced == [] and not any("replaced" in n for n in third.notes)
+
+
+def test_a_pull_says_what_it_found_out_about_the_link(own_hub) -> None:
+    hub, _root = own_hub(latency=0.03, conn_bandwidth=5e6)
+    events: list = []
+    result = pull_model(MODEL, source="hf", progress=events.append)
+    said = [e for e in events if getattr(e, "kind", None) == "link"]
+    assert len(said) == 1 and said[0].message.startswith("link: ")
+    assert "ms to the first byte" in said[0].message and "/s each" in said[0].message
+    assert result.link is not None and result.link.round_trip is not None and result.link.round_trip >= 0.03
+    assert result.to_dict()["link"]["peak_connections"] == result.link.peak_connections >= 1

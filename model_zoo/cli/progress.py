@@ -318,7 +318,7 @@ class PlainLines:
             self._say(f"{event.path}: waiting for another process ({event.holder})")
         elif kind == "file_failed":
             self._say(f"{event.path}: failed ({event.error})")
-        elif kind in ("plan", "note", "waiting_model", "reuse", "verify"):
+        elif kind in ("plan", "note", "waiting_model", "reuse", "verify", "link"):
             self._say(getattr(event, "message", ""))
         elif kind == "done" and self.tally.began:
             self._say(self.tally.line())
@@ -474,7 +474,7 @@ class RichBars:
             to = event.to_source or "no source left"
             p.console.print(f"[yellow]{event.path}: {event.from_source} failed ({event.reason}); trying {to}[/]",
                             highlight=False)
-        elif kind in ("plan", "note", "waiting_model", "reuse", "verify", "waiting"):
+        elif kind in ("plan", "note", "waiting_model", "reuse", "verify", "waiting", "link"):
             msg = getattr(event, "message", None) or f"{event.path}: waiting for another process ({event.holder})"
             p.console.print(msg, highlight=False, markup=False)
 

@@ -4,7 +4,7 @@ hub's sha256 when the download proved the first listing wrong, and say how each 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,9 +17,10 @@ from ..store.manifest import (
     PUBLISHED,
     FileRecord,
 )
+from ..units import human_size
 from .matching import FilePlan
 from .results import ProgressFn, PullEvent, PullResult
-from .types import Renew
+from .types import LinkStats, Renew
 
 if TYPE_CHECKING:  # pragma: no cover
     pass
@@ -45,11 +46,13 @@ def fetch_files(
 
     options = EngineOptions(multi_source=multi_source)
     if connections:
-        options = replace(options, connections=connections, initial_connections=min(connections, 4))
+        options = replace(options, connections=connections,
+                          initial_connections=min(connections, options.initial_connections))
     by_path = {fp.path: fp for fp in todo}
     emit = relabelled(emit, by_path)
     try:
         report = fetch(jobs_for_plans(todo), target, options=options, on_event=emit, renew=renew)
+        _tell_link(report.link, result, emit)
         return records_of(todo, report.files, result)
     except FetchFailedError as exc:
         first = exc.report
@@ -72,6 +75,27 @@ def fetch_files(
     records = records_of([fp for fp in todo if fp.path not in failed], first.files, result)
     records.update(records_of(retry, second.files, result))
     return records
+
+def describe_link(link: LinkStats) -> str:
+    """What the fetch found out about the link, in one line."""
+    parts = [f"{link.peak_connections} connection{'s' if link.peak_connections != 1 else ''} at most"]
+    if link.rate_per_connection:
+        parts.append(f"{human_size(int(link.rate_per_connection))}/s each")
+    if link.total_rate:
+        parts.append(f"{human_size(int(link.total_rate))}/s in all")
+    if link.round_trip is not None:
+        parts.append(f"{link.round_trip * 1000:.0f} ms to the first byte")
+    if link.throttled:
+        parts.append(f"the hub pushed back {link.throttled} time(s) (429/503)")
+    return "link: " + ", ".join(parts)
+
+
+def _tell_link(link: LinkStats | None, result: PullResult, emit: ProgressFn) -> None:
+    if link is None or not link.total_rate:
+        return
+    result.link = link
+    emit(PullEvent("link", describe_link(link), {"link": asdict(link)}))
+
 
 def relabelled(emit: ProgressFn, plans: Mapping[str, FilePlan]) -> ProgressFn:
     """Report each finished file in the manifest's words (``published-sha256``, ``lock``, ...),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +15,7 @@ from .plan import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .types import LinkStats
     pass
 
 ProgressFn = Callable[[Any], None]
@@ -61,6 +62,7 @@ class PullResult:
     reused_files: int = 0
     notes: list[str] = field(default_factory=list)
     replaced: list[str] = field(default_factory=list)  # files that were in the target with other bytes
+    link: LinkStats | None = None  # what the download found out about the link
 
     @property
     def total_size(self) -> int:
@@ -106,4 +108,5 @@ class PullResult:
             "verified": self.verified_counts(),
             "verification": {r.path: r.verified for r in (self.manifest.files if self.manifest else ())},
             "notes": self.notes,
+            "link": asdict(self.link) if self.link is not None else None,
         }

@@ -38,6 +38,7 @@ _CHEAP_RATE = 50e6  # below this total rate (bytes/s) the CPU cost of splitting 
 _IDLE_ENOUGH = 0.25  # split faster streams only while this much of the machine's CPU is idle
 _CAPPED_RATE = 40e6  # connections slower than this (bytes/s each) are held back by the link, not the CPU
 _MAX_RENEWALS = 2  # fresh URLs in a row without a byte delivered before the refusal counts
+_RATE_SAMPLE_BYTES = 64 * 1024  # a range this big says what one connection gets
 _THROTTLE_STATUSES = (429, 503)
 
 Task = tuple[str, Any]  # ("finish", FileState) | ("open", FileState) | ("seg", Segment)
@@ -368,7 +369,7 @@ class Scheduler:
                 f.segs.remove(seg)
                 src = f.cands[seg.cand].source
                 run.inflight[src] -= 1
-                if policy.mature(seg, time.monotonic()) and seg.got >= policy.MATURE_BYTES:
+                if seg.got >= _RATE_SAMPLE_BYTES and not seg.cancelled:
                     self._rates.append(seg.rate(time.monotonic()))
                 race = seg.race
                 if race is not None:
