@@ -58,6 +58,7 @@ import math
 import socket
 import ssl
 import struct
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -187,6 +188,10 @@ class _Server(ThreadingHTTPServer):
     def handle_error(
         self, request: Any, client_address: Any
     ) -> None:  # pragma: no cover - logged only
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            # a client that went away (a cancelled range, Ctrl-C): routine for a hub, not an error
+            log.debug("local hub: %s went away", client_address)
+            return
         log.exception("local hub: error while handling %s", client_address)
 
 
