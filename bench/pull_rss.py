@@ -26,14 +26,28 @@ NAME = "internlm2_5-1_8b-chat"
 HF_REPO = "internlm/internlm2_5-1_8b-chat"
 
 CHILD = r"""
-import json, resource, sys, time
-import model_zoo
+import json, resource, sys, threading, time
+from model_zoo.download.pull import pull_model
+peak = {"RssAnon": 0, "RssFile": 0}
+def sample():  # anonymous memory (what the pull allocates) and mapped file pages, apart
+    while True:
+        try:
+            with open("/proc/self/status") as fh:
+                for line in fh:
+                    key = line.split(":")[0]
+                    if key in peak:
+                        peak[key] = max(peak[key], int(line.split()[1]))
+        except OSError:
+            return
+        time.sleep(0.05)
+threading.Thread(target=sample, daemon=True).start()
 t = time.perf_counter()
-result = model_zoo.pull_model(sys.argv[1], source="hf", local_dir=sys.argv[2])
+result = pull_model(sys.argv[1], source="hf", local_dir=sys.argv[2])
 wall = time.perf_counter() - t
 size = sum(f.size or 0 for f in result.files)
 print(json.dumps({"wall_s": round(wall, 2), "bytes": size, "mb_per_s": round(size / wall / 1e6, 1),
                   "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                  "peak_anon_mb": round(peak["RssAnon"] / 1024, 1), "peak_file_mapped_mb": round(peak["RssFile"] / 1024, 1),
                   "downloaded": result.downloaded_bytes}))
 """
 
@@ -83,7 +97,7 @@ def main() -> None:
         runs = [one_size(Path(tmp), size, args.shards) for size in sizes]
     rss = [r["peak_rss_mb"] for r in runs]
     print(json.dumps({
-        "command": f'model_zoo.pull_model("{NAME}", source="hf", local_dir=...) in a fresh process',
+        "command": f'model_zoo.download.pull.pull_model("{NAME}", source="hf", local_dir=...), a fresh process',
         "shards": args.shards,
         "runs": runs,
         "peak_rss_spread_mb": round(max(rss) - min(rss), 1) if rss else None,

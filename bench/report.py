@@ -319,6 +319,26 @@ def render(results: dict[str, dict[str, Any]], machine: dict[str, Any], *, img_d
     return "\n".join(lines).rstrip() + "\n"
 
 
+HAND_WRITTEN = "Written by hand"  # a section of the page saying so is kept across report runs
+
+
+def hand_written_sections(page: str) -> list[str]:
+    """The ``## `` sections of an existing page whose text says they are written by hand
+    (scenarios the report does not run), to carry over into the rewritten page."""
+    sections: list[str] = []
+    current: list[str] | None = None
+    for line in page.splitlines():
+        if line.startswith("## "):
+            if current is not None and any(HAND_WRITTEN in ln for ln in current):
+                sections.append("\n".join(current).rstrip())
+            current = [line]
+        elif current is not None:
+            current.append(line)
+    if current is not None and any(HAND_WRITTEN in ln for ln in current):
+        sections.append("\n".join(current).rstrip())
+    return sections
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes for every bench")
@@ -352,6 +372,11 @@ def main(argv: list[str] | None = None) -> int:
         print("no bench results (no bench scripts ran and no saved JSON was found)", file=sys.stderr)
         return 1
     text = render(results, machine, img_dir=args.img_dir, page=args.output)
+    if args.output.is_file():  # keep the sections written by hand (scenarios run on their own)
+        rendered = {ln for ln in text.splitlines() if ln.startswith("## ")}
+        kept = [s for s in hand_written_sections(args.output.read_text()) if s.splitlines()[0] not in rendered]
+        if kept:
+            text = text.rstrip() + "\n\n" + "\n\n".join(kept) + "\n"
     args.output.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.output.with_name(args.output.name + ".tmp")
     tmp.write_text(text)

@@ -96,3 +96,15 @@ def test_no_results_is_an_error(tmp_path: Path) -> None:
     proc = run_report("--from-json", str(empty), "--output", str(tmp_path / "x.md"))
     assert proc.returncode == 1 and "no bench results" in proc.stderr
     assert not (tmp_path / "x.md").exists()
+
+
+def test_sections_written_by_hand_survive_a_report_run(tmp_path: Path) -> None:
+    out, img = tmp_path / "docs" / "benchmarks.md", tmp_path / "docs" / "img"
+    out.parent.mkdir(parents=True)
+    out.write_text("# Benchmarks\n\n## pull\n\nold numbers\n\n## pull over a far link\n\nWritten by hand: kept.\n"
+                   "| model-zoo | 3.1 |\n\n## verify\n\nold verify\n")
+    run_report("--from-json", str(saved_dir(tmp_path)), "--output", str(out), "--img-dir", str(img))
+    text = out.read_text()
+    assert "## pull over a far link\n\nWritten by hand: kept.\n| model-zoo | 3.1 |" in text
+    assert "old numbers" not in text and "old verify" not in text  # generated sections are rewritten
+    assert text.count("## pull over a far link") == 1

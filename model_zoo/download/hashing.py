@@ -22,10 +22,14 @@ import hashlib
 import os
 import threading
 
-from ..store.hashing import WINDOW, update_mapped
+from ..store.hashing import update_mapped
 from .partial import IntervalSet
 
 READ_BACK = 4 * 1024 * 1024
+# Bytes mapped at once to hash what workers wrote out of order. Mapped pages count in the
+# process's resident set while mapped, and every large file in flight hashes at once, so this
+# bounds the pull's memory (files x window), whatever the checkpoint's size.
+WINDOW = 16 * 1024 * 1024
 
 
 class OrderedHasher:
