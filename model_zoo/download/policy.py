@@ -21,10 +21,12 @@ MiB = 1024 * 1024
 ALIGN = 64 * 1024  # splits fall on this boundary
 MATURE_BYTES = 2 * MiB  # a range that has received this much (or run this long) has a meaningful rate
 MATURE_AGE = 0.5
+MATURE_MIN_AGE = 0.1  # ... but never sooner: the first milliseconds are the round trip, not the rate
 
 
 def mature(seg: Segment, now: float) -> bool:
-    return seg.got >= MATURE_BYTES or now - seg.started >= MATURE_AGE
+    age = now - seg.started
+    return (seg.got >= MATURE_BYTES and age >= MATURE_MIN_AGE) or age >= MATURE_AGE
 
 
 # ---------------------------------------------------------------- which bytes, from whom

@@ -50,11 +50,14 @@ __all__ = ["PlannedFile", "PullEvent", "PullOptions", "PullResult", "ProgressFn"
 def pull(name: str, **options: Unpack[PullOptions]) -> Path:
     """Download ``name`` (``name@revision`` works) verified into the store; return its directory.
 
-    ``source``: ``auto`` (probe and pick), or a source key; ``sources``: several at once, whose
-    agreeing files are fetched from all of them. ``local_dir``: put the files there instead of
-    the store. ``lock``: a lock file; pulls exactly what it records. ``progress``: called with
-    every engine event and every ``PullEvent``. ``connections``: most requests at once
-    (default: as many as the link rewards, up to 32). Raises model_zoo.errors types.
+    Keywords (``PullOptions``): ``source``: ``auto`` (probe and pick), or a source key;
+    ``sources``: several at once, whose agreeing files are fetched from all of them;
+    ``revision``: a branch, tag or commit; ``local_dir``: put the files there instead of the
+    store; ``include`` / ``exclude``: globs of files; ``all_files``: also formats a safetensors
+    checkpoint makes redundant; ``lock``: a lock file, pulled exactly; ``dry_run``: plan only;
+    ``progress``: called with every engine event and every ``PullEvent``; ``offline``: the
+    store only; ``settings``; ``connections``: most requests at once (default: as many as the
+    link rewards, up to 32). Raises model_zoo.errors types.
     """
     return pull_model(name, **options).path
 

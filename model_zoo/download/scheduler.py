@@ -31,8 +31,9 @@ from .state import Cancelled, Candidate, FileState, FileStatus, Race, RunState, 
 from .transfer import Transfer
 from .types import EngineOptions, FetchReport, FileJob, LinkStats, Renew
 
-_RECHECK = 0.1  # how often idle workers look for ranges worth stealing or hedging
-_PROGRESS_EVERY = 0.1  # seconds between Progress events (workers only count bytes)
+_PROGRESS_EVERY = 0.1  # seconds between Progress events and controller ticks (workers only count bytes)
+_SPARE_WORKERS = 2  # threads beyond the connection limit: to finish files, and for hedges
+_MAX_WORKERS = 66
 _WORKER_EXITED = object()  # what a worker queues as it ends
 _CHEAP_RATE = 50e6  # below this total rate (bytes/s) the CPU cost of splitting is negligible
 _IDLE_ENOUGH = 0.25  # split faster streams only while this much of the machine's CPU is idle
@@ -73,13 +74,21 @@ class Scheduler:
 
     def execute(self, on_event: Callable[[ev.Event], None] | None) -> None:
         run = self.run
-        n = max(1, min(run.o.connections, 64))
-        workers = [threading.Thread(target=self._worker, name=f"model-zoo-fetch-{i}", daemon=True)
-                   for i in range(n)]
-        for w in workers:
-            w.start()
+        workers: list[threading.Thread] = []
+
+        def spawn(upto: int) -> int:
+            """Threads for the connection limit (and a couple to finish files and hedge): as
+            many as may work at once, no idle crowd contending for the run's lock."""
+            n = 0
+            while len(workers) < min(upto + _SPARE_WORKERS, _MAX_WORKERS):
+                w = threading.Thread(target=self._worker, name=f"model-zoo-fetch-{len(workers)}", daemon=True)
+                workers.append(w)
+                w.start()
+                n += 1
+            return n
+
+        running = spawn(self.control.limit)
         last_flush = time.monotonic()
-        running = len(workers)
         self._announced: set[str] = set()
         try:
             while running:
@@ -92,7 +101,7 @@ class Scheduler:
                     continue
                 if item is not None or time.monotonic() - last_flush >= _PROGRESS_EVERY:
                     self._flush(on_event)  # progress first, so it precedes a file's FileDone
-                    self._tick()
+                    running += spawn(self._tick())
                     last_flush = time.monotonic()
                 if isinstance(item, ev.FileStart):
                     self._announced.add(item.path)
@@ -129,8 +138,9 @@ class Scheduler:
             for path, n in counts:
                 on_event(ev.Progress(path, n))
 
-    def _tick(self) -> None:
-        """Feed the connection controller; wake workers when the limit grew."""
+    def _tick(self) -> int:
+        """Feed the connection controller; wake a worker to look for ranges worth stealing or
+        hedging (they do not poll). Returns the connection limit."""
         run = self.run
         with run.cv:
             delivered = sum(f.downloaded for f in run.files)
@@ -144,6 +154,9 @@ class Scheduler:
                                       throttled=throttled, slower=slower)
             if after > before:
                 run.cv.notify_all()
+            elif any(f.status is FileStatus.ACTIVE and f.segs for f in run.files):
+                run.cv.notify()
+        return after
 
     # ---------------------------------------------------------------- workers
 
@@ -202,9 +215,7 @@ class Scheduler:
                     return None
                 deferred = [f.defer_until for f in run.files if f.status is FileStatus.DEFERRED]
                 wait = max(0.01, min(deferred) - time.monotonic()) if deferred else 1.0
-                if any(f.status is FileStatus.ACTIVE and f.segs for f in run.files):
-                    wait = min(wait, _RECHECK)  # ranges in flight may become worth stealing or hedging
-                run.cv.wait(timeout=wait)
+                run.cv.wait(timeout=wait)  # the calling thread wakes one of us every tick
 
     def _pick(self) -> Task | None:
         """The next task, under ``cv``; None when nothing may start now."""

@@ -176,7 +176,10 @@ class Transfer:
             want = len(buf) if end is None else min(len(buf), end - seg.pos)
             if want <= 0:
                 return
-            n = self._fill(resp, buf[:want])
+            # a stream that fills a chunk within the read interval anyway reads whole chunks (in C,
+            # far less CPU per byte); a slower one gathers what arrives for at most that long
+            fast = seg.got >= len(buf) and seg.rate(time.monotonic()) * run.o.read_interval >= len(buf)
+            n = resp.readinto(buf[:want]) if fast else self._fill(resp, buf[:want])
             if n == 0:
                 if end is None:  # unknown size: the body ended, so the file did
                     with run.cv:
