@@ -202,3 +202,14 @@ def test_kill_9_mid_pull_then_resume_fetches_only_the_rest(own_hub) -> None:
     assert final["resumed_bytes"] >= kept - 1  # what the sidecar recorded was kept...
     assert second <= total - final["resumed_bytes"] + 1  # ...and not fetched again
     assert run("verify", final["path"]).returncode == 0
+
+
+def test_connections_option_reaches_the_engine_and_bad_values_are_refused(pull_hub, tmp_path: Path) -> None:
+    done = run("pull", MODEL, "--source", "hf", "--connections", "2", "--json", "--local-dir", str(tmp_path / "a"))
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["link"]["peak_connections"] <= 2  # never more requests at once than asked
+    old_name = run("pull", MODEL, "--source", "hf", "--max-workers", "3", "-q", "--local-dir", str(tmp_path / "b"))
+    assert old_name.returncode == 0, old_name.stderr  # the old spelling still works
+    bad = run("pull", MODEL, "--connections", "0")
+    assert bad.returncode == 2 and "connections" in bad.stderr.lower()
