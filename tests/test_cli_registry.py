@@ -14,6 +14,9 @@ from fixtures_registry import MINI_REGISTRY
 from model_zoo.registry.api import list_models
 
 _SCRIPT = Path(sys.executable).with_name("model-zoo")
+# Reward models besides InternLM2-Reward: every POLAR size fits 24 GB in bf16, as does the critic.
+_POLAR = ("POLAR-1.8B-Base", "POLAR-1.8B", "POLAR-7B-Base", "POLAR-7B")
+_CRITIC = "InternLM2.5-StepProver-Critic"
 CLI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "model_zoo.cli.main"]
 HEAVY = ("torch", "transformers", "httpx", "safetensors", "sentencepiece")
 
@@ -32,7 +35,7 @@ def test_list_table_shows_every_model() -> None:
     proc = run("list")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert lines[0] == "34 models"
+    assert lines[0] == "41 models"
     header = next(line for line in lines if line.startswith("name"))
     assert header.split() == ["name", "kind", "size", "context", "released", "bf16", "GiB", "sources"]
     for m in list_models():
@@ -41,7 +44,7 @@ def test_list_table_shows_every_model() -> None:
 
 def test_list_json_has_everything_for_scripts() -> None:
     data = run_json("list")
-    assert isinstance(data, list) and len(data) == 34
+    assert isinstance(data, list) and len(data) == 41
     chat = next(d for d in data if d["name"] == "InternLM2.5-7B-Chat")
     assert chat["sources"]["modelscope"] == "Shanghai_AI_Laboratory/internlm2_5-7b-chat"
     assert chat["web_urls"]["hf"] == "https://huggingface.co/internlm/internlm2_5-7b-chat"
@@ -55,8 +58,8 @@ def test_list_json_has_everything_for_scripts() -> None:
     [
         (("--family", "internlm2.5", "--kind", "chat"), {"InternLM2.5-1.8B-Chat", "InternLM2.5-7B-Chat", "InternLM2.5-20B-Chat"}),
         (("--source", "modelers"), {"InternLM3-8B-Instruct"}),
-        (("--kind", "reward", "--fits", "24GB"), {"InternLM2-1.8B-Reward", "InternLM2-7B-Reward"}),
-        (("--kind", "reward", "--fits", "24GB", "--dtype", "int8"), {"InternLM2-1.8B-Reward", "InternLM2-7B-Reward", "InternLM2-20B-Reward"}),
+        (("--kind", "reward", "--fits", "24GB"), {"InternLM2-1.8B-Reward", "InternLM2-7B-Reward", *_POLAR, _CRITIC}),
+        (("--kind", "reward", "--fits", "24GB", "--dtype", "int8"), {"InternLM2-1.8B-Reward", "InternLM2-7B-Reward", "InternLM2-20B-Reward", *_POLAR, _CRITIC}),
     ],
 )
 def test_list_filters(args: tuple[str, ...], names: set[str]) -> None:
@@ -105,7 +108,7 @@ def test_info_text_shows_sources_with_urls_and_memory() -> None:
 def test_info_json_carries_revision_and_reward() -> None:
     data = run_json("info", "internlm2-7b-reward@main")
     assert data["name"] == "InternLM2-7B-Reward" and data["revision"] == "main"
-    assert data["reward"] == {"reward_token_id": 92527, "rewardbench": 86.6}
+    assert data["reward"] == {"reward_token_id": 92527, "rewardbench": 86.6, "scoring": "conversation"}
     assert data["architecture"] == "InternLM2ForRewardModel"
 
 
@@ -118,7 +121,7 @@ def test_info_context_changes_the_estimate() -> None:
 def test_search() -> None:
     proc = run("search", "reward")
     assert proc.returncode == 0
-    assert proc.stdout.startswith("3 matches for 'reward'")
+    assert proc.stdout.startswith("8 matches for 'reward'")
     assert [d["name"] for d in run_json("search", "math", "plus")] == [
         "InternLM2-Math-Plus-1.8B", "InternLM2-Math-Plus-7B", "InternLM2-Math-Plus-20B",
         "InternLM2-Math-Plus-Mixtral8x22B",
@@ -156,7 +159,7 @@ def test_user_registry_via_environment(write_registry: Callable[..., Path], monk
     monkeypatch.setenv("MODEL_ZOO_REGISTRY", str(user))
     data = run_json("info", "my-lab/private-ft")
     assert data["name"] == "Private-FT" and data["chat_format"] == "chatml"
-    assert len(run_json("list")) == 35
+    assert len(run_json("list")) == 42
 
 
 @pytest.mark.parametrize("args", [("list",), ("list", "--json"), ("info", "internlm2_5-7b-chat"), ("search", "chat")])

@@ -178,7 +178,7 @@ def test_overlay_extends_and_overrides(write_registry: Writer, monkeypatch: pyte
     user = write_registry(OVERLAY, "user.yaml")
     monkeypatch.setenv("MODEL_ZOO_REGISTRY", str(user))
     reg = load_registry()
-    assert len(reg) == 35
+    assert len(reg) == 42
     ft = reg.get("MyLab/internlm2_5-7b-ft")
     assert ft.name == "My-InternLM2.5-7B-FT" and ft.origin == str(user)
     assert ft.chat_format == "chatml" and ft.generation_defaults.stop_token_ids == (2, 92542)  # family defaults

@@ -32,6 +32,10 @@ NAMESPACE = {
     "openxlab-origin": "OpenLMLab",
 }
 INTERNLM_ARCHS = {"InternLM2ForCausalLM", "InternLM2ForRewardModel", "InternLM3ForCausalLM", "InternLMForCausalLM"}
+# The InternLM-Math README and the StepProver model cards link HuggingFace only.
+HF_ONLY_FAMILIES = {"internlm2-step-prover", "internlm2.5-step-prover"}
+# Apache-2.0 for code and weights: InternLM3 (model card, InternLM README) and POLAR (POLAR README).
+APACHE_FAMILIES = {"internlm3", "polar"}
 
 
 def test_builtin_registry_has_no_problems() -> None:
@@ -39,15 +43,16 @@ def test_builtin_registry_has_no_problems() -> None:
 
 
 def test_every_family_and_expected_count() -> None:
-    assert len(ENTRIES) == 34
+    assert len(ENTRIES) == 41
     assert set(REGISTRY.families) == {
         "internlm", "internlm2", "internlm2.5", "internlm2-math", "internlm2-math-plus",
-        "internlm2-reward", "internlm3",
+        "internlm2-reward", "internlm3", "polar", "internlm2-step-prover", "internlm2.5-step-prover",
     }
     counts = {fam: sum(m.family == fam for m in ENTRIES) for fam in REGISTRY.families}
     assert counts == {
         "internlm3": 1, "internlm2.5": 7, "internlm2-reward": 3, "internlm2": 11,
         "internlm2-math-plus": 4, "internlm2-math": 4, "internlm": 4,
+        "polar": 4, "internlm2-step-prover": 1, "internlm2.5-step-prover": 2,
     }
 
 
@@ -71,10 +76,9 @@ def test_entry_schema(m: ModelInfo) -> None:
     assert m.slug == m.name.lower()
     assert m.family in REGISTRY.families
     assert m.generation == REGISTRY.families[m.family].generation
-    assert date(2023, 7, 1) <= m.released <= date(2025, 2, 1)
+    assert date(2023, 7, 1) <= m.released <= date(2025, 8, 1)
     assert m.updated is None or m.updated > m.released
-    # InternLM3's model card and the InternLM README: code and weights are Apache-2.0.
-    assert m.license == ("apache-2.0" if m.family == "internlm3" else "internlm-model-license")
+    assert m.license == ("apache-2.0" if m.family in APACHE_FAMILIES else "internlm-model-license")
     assert m.license_note and "Apache-2.0" in m.license_note
     assert m.sources and set(m.sources) <= set(SOURCE_KEYS)
     assert list(m.sources) == [k for k in SOURCE_KEYS if k in m.sources]  # canonical order
@@ -105,26 +109,40 @@ def test_source_ids_have_their_hubs_shape(m: ModelInfo) -> None:
 
 @pytest.mark.parametrize("m", ENTRIES, ids=IDS)
 def test_sources_only_where_they_exist(m: ModelInfo) -> None:
+    if m.family in HF_ONLY_FAMILIES:
+        assert set(m.sources) == {"hf"}
+        return
     assert {"hf", "modelscope"} <= set(m.sources)
     assert ("modelers" in m.sources) == (m.name == "InternLM3-8B-Instruct")
     if m.family == "internlm3":
         assert "openxlab" not in m.sources and "openxlab-origin" not in m.sources
     if m.family in ("internlm2-reward", "internlm2-math", "internlm2-math-plus"):
         assert "openxlab-origin" not in m.sources
+    if m.family == "polar":  # the POLAR README links HuggingFace and ModelScope
+        assert set(m.sources) == {"hf", "modelscope"}
+        assert m.sources["modelscope"] == "Shanghai_AI_Laboratory/" + m.sources["hf"].split("/")[1]
     if m.family == "internlm2-math-plus":
         assert "openxlab" not in m.sources
 
 
 @pytest.mark.parametrize("m", ENTRIES, ids=IDS)
 def test_reward_fields(m: ModelInfo) -> None:
-    if m.kind == "reward":
-        assert m.reward is not None and m.reward_token_id == 92527
+    if m.kind != "reward":
+        assert m.reward is None and m.reward_token_id is None and m.scoring_style is None
+        return
+    assert m.reward is not None and m.reward_token_id == 92527
+    assert m.architecture == "InternLM2ForRewardModel" and m.dims is not None
+    if m.family == "polar":  # scores {prompt, reference, output}; no chat template, no RewardBench
+        assert m.scoring_style == "reference-based"
+        assert m.chat_format is None and m.reward.rewardbench is None
+        assert m.weight_format == "bin" and m.context_length == 16384
+    elif m.family == "internlm2-reward":
+        assert m.scoring_style == "conversation" and m.chat_format == "chatml"
         assert m.reward.rewardbench is not None
-        assert m.architecture == "InternLM2ForRewardModel"
-        assert m.chat_format == "chatml"
-        assert m.dims is not None and m.dims.rope_scaling is None
-    else:
-        assert m.reward is None and m.reward_token_id is None
+        assert m.dims.rope_scaling is None
+    else:  # the StepProver critic: a conversation reward model (its card scores chats with get_score)
+        assert m.name == "InternLM2.5-StepProver-Critic"
+        assert m.scoring_style == "conversation" and m.chat_format == "chatml"
 
 
 @pytest.mark.parametrize("m", ENTRIES, ids=IDS)
@@ -154,7 +172,7 @@ def test_dims_params_and_context(m: ModelInfo) -> None:
     assert m.params_from == "dims"
     size_b = float(m.size.rstrip("B"))
     assert 0.9 * size_b <= m.params_b <= 1.15 * size_b, (m.size, m.params_b)
-    expected_context = 1 << 20 if m.kind == "chat-1m" else d.max_positions
+    expected_context = 1 << 20 if m.kind == "chat-1m" else 16384 if m.family == "polar" else d.max_positions
     assert m.context_length == expected_context
 
 
@@ -162,10 +180,12 @@ def test_architectures_by_family() -> None:
     for m in ENTRIES:
         expected = {
             "internlm3": "InternLM3ForCausalLM", "internlm": "InternLMForCausalLM",
-            "internlm2-reward": "InternLM2ForRewardModel",
+            "internlm2-reward": "InternLM2ForRewardModel", "polar": "InternLM2ForRewardModel",
         }.get(m.family, "InternLM2ForCausalLM")
         if m.name == "InternLM2-Math-Plus-Mixtral8x22B":
             expected = "MixtralForCausalLM"
+        if m.name == "InternLM2.5-StepProver-Critic":
+            expected = "InternLM2ForRewardModel"
         assert m.architecture == expected, m.name
 
 

@@ -106,7 +106,8 @@ def test_select_orders_newest_generation_then_largest() -> None:
         ({"kind": "chat", "max_memory_gb": 48}, "InternLM2.5-20B-Chat"),
         ({"kind": "chat", "max_memory_gb": 24, "dtype": "int4"}, "InternLM2.5-20B-Chat"),
         ({"kind": "chat", "max_memory_gb": 6}, "InternLM2.5-1.8B-Chat"),
-        ({"kind": "reward", "max_memory_gb": 24}, "InternLM2-7B-Reward"),
+        ({"kind": "reward", "max_memory_gb": 24}, "POLAR-7B"),  # newest generation first (2.5)
+        ({"family": "internlm2-reward", "max_memory_gb": 24}, "InternLM2-7B-Reward"),
         ({"family": "internlm2", "kind": "chat-sft"}, "InternLM2-Chat-20B-SFT"),
         ({"family": "internlm", "size": "7B", "kind": "chat"}, "InternLM-Chat-7B"),
         ({"kind": ["chat", "instruct"], "max_memory_gb": 24}, "InternLM3-8B-Instruct"),
@@ -128,7 +129,7 @@ def test_filters() -> None:
     }
     assert [m.name for m in list_models(source="modelers")] == ["InternLM3-8B-Instruct"]
     assert list_models(source=" ModelScope ") == list_models(source="modelscope")  # folded like --source
-    assert all(m.size == "1.8B" for m in list_models(size="1_8b")) and len(list_models(size="1.8b")) == 7
+    assert all(m.size == "1.8B" for m in list_models(size="1_8b")) and len(list_models(size="1.8b")) == 10
     assert {m.name for m in list_models(context_min=200_000)} == {"InternLM2.5-7B-Chat-1M", "InternLM2.5-20B"}
     assert all(m.generation == 2.5 for m in list_models(generation=2.5))
     assert [m.name for m in list_models()] == [m.name for m in list_models(kind=None)]  # registry order
@@ -152,7 +153,10 @@ def test_unknown_filter_values_are_errors_that_list_choices(kwargs: dict, word: 
 
 
 def test_search() -> None:
-    assert {m.name for m in search("reward")} == {"InternLM2-1.8B-Reward", "InternLM2-7B-Reward", "InternLM2-20B-Reward"}
+    assert {m.name for m in search("reward")} == {
+        "InternLM2-1.8B-Reward", "InternLM2-7B-Reward", "InternLM2-20B-Reward",
+        "POLAR-1.8B-Base", "POLAR-1.8B", "POLAR-7B-Base", "POLAR-7B", "InternLM2.5-StepProver-Critic",
+    }
     assert [m.name for m in search("mixtral")] == ["InternLM2-Math-Plus-Mixtral8x22B"]
     hits = [m.name for m in search("7b chat")]
     assert "InternLM2.5-7B-Chat" in hits and "InternLM-Chat-7B" in hits

@@ -54,4 +54,4 @@ def test_wheel_contains_registry_and_installed_copy_loads_it(tmp_path: Path) -> 
     seen = json.loads(result.stdout)
     assert Path(seen["package"]).is_relative_to(site)
     assert seen["registry"] == str(site / "model_zoo" / "registry.yaml")
-    assert seen["count"] == 34 and seen["hf"] == "internlm/internlm2_5-7b-chat"
+    assert seen["count"] == 41 and seen["hf"] == "internlm/internlm2_5-7b-chat"

@@ -17,6 +17,12 @@ if TYPE_CHECKING:  # pragma: no cover
 _JSON = typer.Option(False, "--json", help="Print JSON instead of a table.")
 _CONTEXT = typer.Option(4096, "--context", min=0, help="Tokens of context the memory estimate allows for.")
 
+# What each reward scoring style takes, as `info` says it.
+_SCORES = {
+    "conversation": "conversations (scoring: conversation)",
+    "reference-based": "prompt + reference + output (scoring: reference-based)",
+}
+
 
 def _memory_by_dtype(m: ModelInfo, context: int) -> dict[str, Any]:
     from ..registry.memory import SHOWN_DTYPES
@@ -100,7 +106,7 @@ def _info_text(m: ModelInfo, context: int) -> None:
         rows.append(("generation", ", ".join(parts)))
     if m.reward:
         score = f", RewardBench {m.reward.rewardbench}" if m.reward.rewardbench is not None else ""
-        rows.append(("reward", f"reward_token_id {m.reward.reward_token_id}{score}"))
+        rows.append(("reward", f"scores {_SCORES[m.reward.scoring]}; reward_token_id {m.reward.reward_token_id}{score}"))
     if m.dims:
         d = m.dims
         rope = "none"

@@ -21,6 +21,9 @@ KINDS: tuple[str, ...] = ("base", "chat", "chat-sft", "instruct", "chat-1m", "re
 CHAT_KINDS: frozenset[str] = frozenset({"chat", "chat-sft", "instruct", "chat-1m", "math"})
 CHAT_FORMATS: tuple[str, ...] = ("chatml", "internlm-v1")
 WEIGHT_FORMATS: tuple[str, ...] = ("safetensors", "bin", "bin+safetensors")
+# What a reward model scores: a chat conversation (InternLM2-Reward), or a candidate output
+# against a reference answer for the same prompt (POLAR). The loader picks its API from this.
+SCORING_STYLES: tuple[str, ...] = ("conversation", "reference-based")
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,7 @@ class GenerationDefaults:
 class RewardInfo:
     reward_token_id: int  # appended to a conversation before scoring (config.json reward_token_id)
     rewardbench: float | None = None
+    scoring: str = "conversation"  # one of SCORING_STYLES
 
 
 @dataclass(frozen=True)
@@ -139,6 +143,11 @@ class ModelInfo:
     @property
     def reward_token_id(self) -> int | None:
         return self.reward.reward_token_id if self.reward else None
+
+    @property
+    def scoring_style(self) -> str | None:
+        """``conversation`` or ``reference-based`` for a reward model, else None."""
+        return self.reward.scoring if self.reward else None
 
     def repo_id(self, source: str = "hf") -> str | None:
         return self.sources.get(source)

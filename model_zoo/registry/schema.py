@@ -32,7 +32,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import RegistryProblem
-from .info import CHAT_FORMATS, KINDS, WEIGHT_FORMATS
+from .info import CHAT_FORMATS, KINDS, SCORING_STYLES, WEIGHT_FORMATS
 
 SCHEMA_VERSION = 1
 TOP_LEVEL_KEYS = ("schema_version", "defaults", "families", "shapes", "models")
@@ -83,7 +83,11 @@ class GenerationDefaultsSpec(_Strict):
 
 
 class RewardSpec(_Strict):
+    """How a reward model scores. ``scoring`` decides what its inputs are (see ``info.SCORING_STYLES``);
+    it defaults to ``conversation``, InternLM2-Reward's style, so older overlays stay valid."""
+
     reward_token_id: int = Field(ge=0)
+    scoring: Literal[SCORING_STYLES] = "conversation"  # type: ignore[valid-type]
     rewardbench: float | None = Field(default=None, ge=0, le=100)
 
 
