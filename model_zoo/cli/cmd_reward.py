@@ -169,8 +169,13 @@ def register(app: typer.Typer) -> None:
         drain_timeout: float = typer.Option(30.0, "--drain-timeout",
                                             help="Seconds Ctrl-C/SIGTERM waits for requests in flight "
                                                  "(a second Ctrl-C stops at once)."),
+        pooling_format: str = typer.Option("vllm", "--pooling-format",
+                                           help="Whose answer POST /pooling gives: vllm or lmdeploy (their "
+                                                "clients send the same request; /vllm/pooling and "
+                                                "/lmdeploy/pooling always give each)."),
     ) -> None:
-        """Serve a reward model over HTTP (OpenRLHF's /get_reward, and /v1/score, /v1/compare, /v1/rank).
+        """Serve a reward model over HTTP: OpenRLHF's /get_reward, vLLM's and LMDeploy's /pooling,
+        SGLang's /classify, and /v1/score, /v1/compare, /v1/rank.
 
         Examples:
           model-zoo serve-reward internlm2-7b-reward --port 8000
@@ -191,6 +196,10 @@ def register(app: typer.Typer) -> None:
             raise UsageError(f"--port must be between 0 and 65535 (0 picks a free one), got {port}")
         if wait_ms < 0:
             raise UsageError(f"--wait-ms must be 0 or more, got {wait_ms:g}")
+        from ..server.runtimes import POOLING_FORMATS
+
+        if pooling_format not in POOLING_FORMATS:
+            raise UsageError(f"--pooling-format must be one of {', '.join(POOLING_FORMATS)}, got {pooling_format!r}")
         for flag, value in (("--request-timeout", request_timeout), ("--drain-timeout", drain_timeout)):
             if not value > 0:
                 raise UsageError(f"{flag} must be a number of seconds above 0, got {value:g}")
@@ -224,7 +233,8 @@ def register(app: typer.Typer) -> None:
         def ready(server: Any) -> None:
             # A wildcard address is where the server listens, not where a client can reach it.
             reach = server.url.replace("0.0.0.0", "THIS-HOST").replace("[::]", "THIS-HOST")
-            con.print(f"serving {rm.name} on {server.url} (OpenRLHF: --remote_rm_url {reach}/get_reward); "
+            con.print(f"serving {rm.name} on {server.url} (OpenRLHF: --reward.remote_url {reach}/get_reward; "
+                      f"vLLM/LMDeploy/SGLang clients: {reach}, /pooling is {pooling_format}'s); "
                       "Ctrl-C to stop", highlight=False, markup=False, soft_wrap=True)
 
         limits = ServerLimits(max_request_bytes=max_request_bytes, max_items_per_request=max_items,
@@ -233,7 +243,8 @@ def register(app: typer.Typer) -> None:
             server = serve_reward(rm, host=host, port=port, api_key=api_key, stop=stop, on_ready=ready,
                                   limits=limits, wait_s=wait_ms / 1000, max_batch_items=max_batch_items,
                                   truncate=truncate, max_tokens_per_batch=max_tokens_per_batch,
-                                  request_timeout=request_timeout, drain_timeout=drain_timeout)
+                                  request_timeout=request_timeout, drain_timeout=drain_timeout,
+                                  pooling_format=pooling_format)
         finally:
             rm.close()
         if server.unanswered:

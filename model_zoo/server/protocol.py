@@ -7,7 +7,7 @@ field or the limit; nothing a client sends can turn into a 500.
 
 Routes (all JSON):
 
-- ``POST /get_reward`` (OpenRLHF ``--remote_rm_url``): ``{"query": [str], "prompts": [str]?,
+- ``POST /get_reward`` (OpenRLHF ``--reward.remote_url``, formerly ``--remote_rm_url``): ``{"query": [str], "prompts": [str]?,
   "labels": [...]?}`` -> ``{"rewards": [float], "scores": [float], "extra_logs": {"num_tokens": [int]}}``.
   A query is already-templated prompt+response text; pad tokens at either end are dropped.
 - ``POST /v1/score``: ``{"conversations": [[message]]}`` or ``{"texts": [str]}`` -> ``{"scores": [float]}``.
@@ -15,6 +15,7 @@ Routes (all JSON):
 - ``POST /v1/rank``: ``{"conversations": [[message]]}`` -> ``{"ranks", "order", "best", "scores"}``
   where ``ranks[i]`` is conversation i's rank (0 = best) and ``order`` lists indices best-first.
 - ``GET /health``, ``GET /v1/models``.
+- vLLM's and LMDeploy's ``POST /pooling`` and SGLang's ``POST /classify``: see ``runtimes.py``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from ..reward.conversation import check_conversation, check_conversations, check
 from ..reward.model import RewardModel, order_from_scores, ranks_from_scores, unique_sequences
 
 JSON = dict[str, Any]
+Body = JSON | list[JSON]  # an answer's JSON body: an object, or a list (SGLang's /classify)
 
 
 @dataclass(frozen=True)
@@ -60,11 +62,14 @@ def bad_request(field: str, message: str) -> HTTPError:
     return HTTPError(400, "invalid_request", f"{field}: {message}", field=field)
 
 
-def over_limit(limit: str, value: int, maximum: int, what: str, *, status: int = 413, **extra: Any) -> HTTPError:
+def over_limit(
+    limit: str, value: int, maximum: int, what: str, *, status: int = 413, advice: str = "", **extra: Any
+) -> HTTPError:
+    """A 413 (or ``status``) naming the limit; ``advice`` says what the client can do about it."""
     return HTTPError(
         status,
         "limit_exceeded",
-        f"{what}: {value}, over the server's {limit} of {maximum}",
+        f"{what}: {value}, over the server's {limit} of {maximum}" + (f"; {advice}" if advice else ""),
         limit=limit,
         value=value,
         max=maximum,
@@ -79,12 +84,12 @@ class NeedsScores:
     ``score_unique``); ``ids`` holds the distinct sequences, ``finish`` takes their scores.
     """
 
-    def __init__(self, ids: list[list[int]], finish: Callable[[list[float]], JSON]) -> None:
+    def __init__(self, ids: list[list[int]], finish: Callable[[list[float]], Body]) -> None:
         self.ids, where = unique_sequences(ids)
         self._where = where
         self._finish = finish
 
-    def finish(self, scores: list[float]) -> JSON:
+    def finish(self, scores: list[float]) -> Body:
         per_item = [scores[i] for i in self._where]
         bad = [i for i, x in enumerate(per_item) if not math.isfinite(x)]
         if bad:  # JSON has no NaN/inf, and a NaN reward would poison a training run unnoticed
@@ -96,6 +101,8 @@ class NeedsScores:
 
 
 Answer = JSON | NeedsScores
+
+ITEMS_ADVICE = "split the list over several requests"
 
 
 class Routes:
@@ -116,7 +123,8 @@ class Routes:
         value = body[key]
         if isinstance(value, list) and len(value) > self.limits.max_items_per_request:
             raise over_limit(
-                "max_items_per_request", len(value), self.limits.max_items_per_request, f"items in {key}"
+                "max_items_per_request", len(value), self.limits.max_items_per_request, f"items in {key}",
+                advice=ITEMS_ADVICE,
             )
         try:
             items = check(value, key)
@@ -127,14 +135,31 @@ class Routes:
         return items
 
     def _encode(
-        self, encode: Callable[..., list[list[int]]], items: Any, field: str, *, single: bool = False, **kw: Any
+        self,
+        encode: Callable[..., list[list[int]]],
+        items: Any,
+        field: str,
+        *,
+        single: bool = False,
+        max_length: int | None = None,
+        truncate: bool | None = None,
+        advice: str = "",
+        **kw: Any,
     ) -> list[list[int]]:
+        """``encode(items, ...)`` under the per-item token limit; over it, a 413 naming the item.
+
+        ``max_length`` / ``truncate`` narrow the server's own settings for one request (vLLM's
+        ``truncate_prompt_tokens``); ``advice`` adds the route's own way out of the limit.
+        """
+        limit = self.max_tokens if max_length is None else min(max_length, self.max_tokens)
+        cut = self.truncate if truncate is None else truncate
         try:
-            return encode(items, truncate=self.truncate, max_length=self.max_tokens, **kw)
+            return encode(items, truncate=cut, max_length=limit, **kw)
         except InputTooLongError as exc:
             where = field if single else f"{field}[{exc.fields['index']}]"
+            advice = f"shorten it{advice}, or serve with --truncate to keep the last {limit} tokens (reward token last)"
             raise over_limit(
-                "max_tokens_per_item", exc.fields["tokens"], self.max_tokens, f"tokens in {where}", field=where
+                "max_tokens_per_item", exc.fields["tokens"], limit, f"tokens in {where}", field=where, advice=advice
             ) from None
 
     def _conversation_ids(self, body: JSON, key: str) -> list[list[int]]:

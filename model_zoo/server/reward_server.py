@@ -27,7 +27,17 @@ from typing import Any
 from ..errors import UsageError
 from ..reward.model import RewardModel
 from .http11 import CONTINUE, MAX_HEAD_BYTES, Request, parse_head, response
-from .protocol import JSON, HTTPError, NeedsScores, Routes, ServerLimits, bad_request, over_limit
+from .protocol import (
+    JSON,
+    Body,
+    HTTPError,
+    NeedsScores,
+    Routes,
+    ServerLimits,
+    bad_request,
+    over_limit,
+)
+from .runtimes import RuntimeRoutes
 from .scheduler import BatchScheduler, QueueFullError, SchedulerClosedError
 
 log = logging.getLogger("model_zoo.server")
@@ -274,7 +284,7 @@ class _Connection(asyncio.Protocol):
         log.error("reward server: internal error on %s", where, exc_info=exc)
         self._answer(500, {"error": {"type": "internal", "message": f"{type(exc).__name__}: {exc}"}})
 
-    def _answer(self, status: int, body: JSON, headers: dict[str, str] | None = None, *, close: bool = False) -> None:
+    def _answer(self, status: int, body: Body, headers: dict[str, str] | None = None, *, close: bool = False) -> None:
         if self.closed:
             return
         request = self._request
@@ -403,6 +413,8 @@ class RewardServer:
     """Serves one RewardModel (local, or a Ray pool) over HTTP with dynamic batching.
 
     Use as a context manager, or ``start()`` / ``shutdown()``; ``port=0`` picks a free port.
+    ``pooling_format`` says whose answer ``POST /pooling`` gives, vLLM's or LMDeploy's (their
+    clients send the same request); ``/vllm/pooling`` and ``/lmdeploy/pooling`` always give each.
     """
 
     def __init__(
@@ -420,6 +432,7 @@ class RewardServer:
         max_tokens_per_batch: int | None = None,
         truncate: bool = False,
         request_timeout: float = 600.0,
+        pooling_format: str = "vllm",
     ) -> None:
         check_api_key(api_key)
         self.rm = rm
@@ -428,7 +441,9 @@ class RewardServer:
         self.request_timeout = request_timeout
         self.draining = False
         self.routes = Routes(rm, self.limits, truncate=truncate)
-        self._post = self.routes.post_routes()
+        # vLLM's and LMDeploy's /pooling and SGLang's /classify (runtimes.py), on the same batching
+        self.runtime_routes = RuntimeRoutes(self.routes, pooling_format=pooling_format)
+        self._post = {**self.routes.post_routes(), **self.runtime_routes.post_routes()}
         self._get = {"/health": self._health, "/v1/models": self.routes.models}
         self._connections: set[_Connection] = set()
         self._lock = threading.Lock()
