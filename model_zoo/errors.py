@@ -499,6 +499,31 @@ class ModelNotPulledError(ModelZooError):
         )
 
 
+class TokenizerExportError(IncompatibleCheckpointError):
+    """A checkpoint tokenizer that model-zoo cannot describe as a ``tokenizer.json`` for an engine."""
+
+    def __init__(self, detail: str, *, path: str = "tokenizer.model") -> None:
+        super().__init__(path, detail, hint="Serve it with model-zoo's own runner (backend='transformers') instead.")
+
+
+class ExportTargetError(UsageError):
+    """An export directory that cannot be used as asked (not empty, or inside the checkpoint)."""
+
+    def __init__(self, path: str, detail: str) -> None:
+        super().__init__(f"{path}: {detail}. Choose an empty or new directory, or pass --force to replace an "
+                         "earlier export.", path=path, detail=detail)
+
+
+class EngineStartError(ModelZooError):
+    """A serving engine (vLLM, LMDeploy) that exited or never answered while starting."""
+
+    def __init__(self, engine: str, detail: str, *, log_tail: str = "", command: Sequence[str] = ()) -> None:
+        msg = f"{engine} did not start: {detail}."
+        if log_tail:
+            msg += f" Its last output:\n{log_tail}"
+        super().__init__(msg, engine=engine, detail=detail, log_tail=log_tail, command=list(command))
+
+
 __all__ = [name for name in dir() if name.endswith("Error") or name.startswith("EXIT_")] + [
     "RegistryProblem",
 ]
