@@ -17,6 +17,7 @@ pytest_plugins = [
     "fixtures_registry",
     "fixtures_engine",
     "fixtures_clients",
+    "fixtures_frameworks",
 ]
 
 _real_connect = socket.socket.connect
