@@ -297,21 +297,30 @@ def load(
     attn: str | None = None,
     max_memory: Mapping[Any, int | str] | None = None,
     backend: str = "transformers",
+    gguf: str | None = None,
 ) -> Runner:
-    """Load an InternLM checkpoint (registry name, pulled if missing, or a directory).
+    """Load an InternLM checkpoint (registry name, pulled if missing, a directory, or a GGUF file).
 
     ``device``: "auto" (every CUDA GPU, layers split across several; else the CPU with a
     warning), "cpu", "cuda:N". ``dtype``: "auto" (bf16 on GPUs that support it, else fp16;
     fp32 on CPU) or a dtype name. ``quantization``: None, "8bit" or "4bit" (bitsandbytes).
     ``attn``: transformers attention implementation ("sdpa" default, "eager",
     "flash_attention_2"). ``max_memory``: per-device budgets such as ``{0: "20GiB", 1: "20GiB"}``.
-    ``backend``: "transformers" (native), "vllm" or "lmdeploy" (installed separately).
+    ``backend``: "transformers" (native), "vllm" or "lmdeploy" (installed separately), or
+    "llama.cpp" for GGUF files (llama-cpp-python, installed separately). ``gguf``: a quantization
+    level ("q4_k_m") to load the model's GGUF variant; a ``.gguf`` path needs none.
     """
     from .checkpoint import find_weights
+    from .gguf.resolve import looks_like_gguf
     from .resolve import resolve_checkpoint
 
     if attn is not None and attn not in ATTENTION_IMPLEMENTATIONS:
         raise UsageError(f"attn {attn!r} is not one of {', '.join(ATTENTION_IMPLEMENTATIONS)} (or None: sdpa).")
+    if backend == "llama.cpp" or looks_like_gguf(name_or_path, gguf):
+        from .gguf.load import load_gguf_request
+
+        return load_gguf_request(name_or_path, gguf=gguf, device=device, dtype=dtype, attn=attn,  # type: ignore[return-value]
+                                 max_memory=max_memory, backend=backend, quantization=quantization)
     resolved = resolve_checkpoint(name_or_path)
     path, info = resolved.path, resolved.info
     spec = read_config(path)

@@ -56,13 +56,17 @@ def _token_text(value: Any) -> str | None:
 class InternLMTokenizer:
     """SentencePiece tokenizer with InternLM's special-token handling (see module docstring)."""
 
-    def __init__(self, model_file: Path | str, config: dict[str, Any] | None = None) -> None:
+    def __init__(self, model_file: Path | str | bytes, config: dict[str, Any] | None = None) -> None:
+        """``model_file``: a ``tokenizer.model`` path, or a serialized model (rebuilt from GGUF)."""
         try:
             import sentencepiece as spm
         except ImportError as exc:  # pragma: no cover - depends on the installation
             raise MissingDependencyError("sentencepiece", extra="runner", feature="tokenizing") from exc
         self.config = dict(config or {})
-        self.sp = spm.SentencePieceProcessor(model_file=str(model_file))
+        if isinstance(model_file, bytes):
+            self.sp = spm.SentencePieceProcessor(model_proto=model_file)
+        else:
+            self.sp = spm.SentencePieceProcessor(model_file=str(model_file))
         self.add_bos_token = bool(self.config.get("add_bos_token", True))
         self.add_eos_token = bool(self.config.get("add_eos_token", False))
         self.chat_template: str | None = _default_template(self.config.get("chat_template"))
