@@ -476,6 +476,42 @@ class InvalidConversationError(UsageError):
         super().__init__(f"{field}: {detail}. {self.HINT if hint is None else hint}".rstrip(), field=field, detail=detail)
 
 
+class InvalidReferenceInputError(InvalidConversationError):
+    """A reference-based (POLAR) input that is not ``{"prompt", "reference", "output"}``, each a
+    string or a list of messages. A subclass so that code handling malformed conversations (the
+    reward server's 400 answers) handles these the same way."""
+
+    HINT: ClassVar[str] = (
+        'A reference-based input is {"prompt": ..., "reference": ..., "output": ...}, each a string '
+        'or a list of {"role": ..., "content": ...} messages.'
+    )
+
+
+class ScoringStyleError(UsageError):
+    """A reward model given the other scoring style's inputs: conversations for a reference-based
+    model (POLAR), or a reference answer for a conversation model (InternLM2-Reward).
+
+    ``style`` is the model's scoring style, ``given`` the style of what it was given.
+    """
+
+    def __init__(self, model: str, style: str, given: str) -> None:
+        if style == "reference-based":
+            msg = (
+                f"{model} is a reference-based reward model (POLAR): it scores an output against a "
+                "reference answer to the same prompt, not a conversation. Call score(prompt=..., "
+                'reference=..., output=...), score_batch([{"prompt": ..., "reference": ..., "output": ...}]) '
+                "or rank(prompt, reference, outputs)."
+            )
+        else:
+            msg = (
+                f"{model} scores conversations and takes no reference answer. Give it lists of "
+                '{"role": ..., "content": ...} messages (score, score_batch, rank), or load a '
+                "reference-based reward model (POLAR) for prompt, reference and output; "
+                "`model-zoo info NAME` shows a reward model's scoring."
+            )
+        super().__init__(msg, model=model, style=style, given=given)
+
+
 class RewardServerError(ModelZooError):
     """A remote reward server that cannot be reached or refuses a request."""
 

@@ -8,6 +8,8 @@ Two kinds of reward model:
 * ``tiny_rm``: the tiny InternLM2-Reward checkpoint loaded natively (fp32, CPU), plus
   ``reference_scores``: an independent plain-torch InternLM2 forward straight from the packed
   safetensors weights, with its own v_head / reward-token / position logic.
+* ``tiny_polar_rm``: the tiny POLAR checkpoint (``tiny_polar_fp32``) loaded natively, a
+  ``PolarRewardModel``; ``reference_score`` scores its sequences too (same architecture).
 """
 
 from __future__ import annotations
@@ -99,6 +101,20 @@ def tiny_rm(tiny_reward_fp32: Path) -> RewardModel:
     from model_zoo.reward.api import load_reward
 
     return load_reward(tiny_reward_fp32, device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="session")
+def tiny_polar_fp32(tiny_checkpoint: Any) -> Path:
+    """A tiny POLAR checkpoint (reference-based reward model) stored in fp32."""
+    return tiny_checkpoint("polar", seed=5, shards=2, dtype="float32")
+
+
+@pytest.fixture(scope="session")
+def tiny_polar_rm(tiny_polar_fp32: Path) -> Any:
+    """The tiny POLAR checkpoint loaded natively: a PolarRewardModel (style read from its tokenizer)."""
+    from model_zoo.reward.api import load_reward
+
+    return load_reward(tiny_polar_fp32, device="cpu", dtype="float32")
 
 
 def _rms_norm(x: Any, w: Any, eps: float) -> Any:

@@ -19,7 +19,7 @@ dev_app = typer.Typer(
 @dev_app.command("make-tiny")
 def make_tiny_cmd(
     arch: str = typer.Argument(
-        ..., help="internlm2, internlm2-reward, internlm3 or internlm (v1)."),
+        ..., help="internlm2, internlm2-reward, polar, internlm3 or internlm (v1)."),
     out_dir: Path = typer.Argument(..., help="Directory to write (created; must be empty)."),
     seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives identical bytes."),
     shards: int = typer.Option(2, "--shards", help="Number of safetensors shards (1: no index)."),

@@ -1,8 +1,15 @@
-"""``load_reward(name_or_path) -> RewardModel``: InternLM2-Reward loaded natively, ready to score.
+"""``load_reward(name_or_path) -> RewardModel``: a reward model loaded natively, ready to score.
 
 Loading goes through the runner (no hub code, verified bytes, device and dtype rules); this
 module adds the reward pieces: the reward token from ``config.json``, the chat template and
 tokenizer as the reward recipe uses them, and the batched torch scorer.
+
+Two scoring styles share that scorer. ``conversation`` (InternLM2-Reward, the StepProver critic)
+gives a :class:`RewardModel`; ``reference-based`` (POLAR) gives a
+:class:`~model_zoo.reward.polar.PolarRewardModel`. The style comes from, in this order: the
+``style=`` argument; the registry entry (a registry name, or a directory pulled by model-zoo);
+the checkpoint itself: a tokenizer with POLAR's ``<|reward|>`` separator as a token of its own
+(other than the reward token) is reference-based (:func:`~model_zoo.reward.polar.detect_style`).
 """
 
 from __future__ import annotations
@@ -11,13 +18,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import IncompatibleCheckpointError
+from ..errors import IncompatibleCheckpointError, UsageError
 from .conversation import Conversation
 from .model import RewardModel, check_positive
+from .polar import SEPARATOR, PolarOptions, PolarRewardModel, detect_style
 from .torch_scorer import TorchScorer
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ..registry.info import ModelInfo
     from ..runner.tokenizer import InternLMTokenizer
+
+STYLES: tuple[str, ...] = ("conversation", "reference-based")
 
 REWARD_TOKEN = "[UNUSED_TOKEN_130]"  # InternLM2-Reward's reward token, when config.json omits the id
 
@@ -66,7 +77,7 @@ def _require_reward_name(name_or_path: str | Path) -> None:
         raise IncompatibleCheckpointError(
             info.name,
             f"{info.architecture} is not a reward model",
-            hint="Scoring needs an InternLM2-Reward model (model-zoo list --kind reward); use model_zoo.load() "
+            hint="Scoring needs a reward model (model-zoo list --kind reward); use model_zoo.load() "
             "or model-zoo run for chat models.",
         )
 
@@ -76,7 +87,7 @@ def _require_reward(spec: Any, path: Path) -> None:
         raise IncompatibleCheckpointError(
             str(path),
             f"{spec.architecture} is not a reward model",
-            hint="load_reward needs an InternLM2ForRewardModel checkpoint such as InternLM2-1.8B-Reward; "
+            hint="load_reward needs an InternLM2ForRewardModel checkpoint (model-zoo list --kind reward); "
             "use model_zoo.load() for chat models.",
         )
 
@@ -93,8 +104,34 @@ def _reward_info(spec: Any, tokenizer: InternLMTokenizer, path: Path, name: str 
     return RewardInfo(name or path.name, int(reward_id), pad, int(spec.max_position_embeddings), vocab)
 
 
+def scoring_style(
+    style: str | None, info: ModelInfo | None, tokenizer: InternLMTokenizer, reward_token_id: int, path: Path
+) -> str:
+    """The scoring style to load with: ``style`` if given, else the registry's, else the checkpoint's.
+
+    A reference-based model must have POLAR's ``<|reward|>`` separator as one token: without it
+    the scored text would split the separator into ordinary pieces and every score would be wrong.
+    """
+    if style is not None and style not in STYLES:
+        raise UsageError(f"style must be one of {', '.join(STYLES)}, got {style!r}", style=style)
+    chosen = style or (info.scoring_style if info is not None else None) or detect_style(tokenizer, reward_token_id)
+    if chosen == "reference-based":
+        sep = tokenizer.token_to_id(SEPARATOR)
+        if sep is None or sep == reward_token_id:
+            raise IncompatibleCheckpointError(
+                str(path),
+                f"its tokenizer has no {SEPARATOR} token of its own, which the reference-based (POLAR) format needs",
+                hint="Load a POLAR checkpoint, or pass style='conversation' for a conversation reward model.",
+            )
+    return chosen
+
+
 def load_reward_codec(name_or_path: str | Path) -> tuple[TemplateCodec, RewardInfo]:
-    """Tokenizer, chat template and reward settings only, without the weights (a Ray driver's share)."""
+    """Tokenizer, chat template and reward settings only, without the weights (a Ray driver's share).
+
+    Conversation-style models only: the Ray pool builds a conversation :class:`RewardModel`, so a
+    reference-based (POLAR) checkpoint is refused here rather than scored with the wrong recipe.
+    """
     from ..runner.api import make_profile
     from ..runner.config import read_config
     from ..runner.resolve import resolve_checkpoint as resolve
@@ -105,7 +142,14 @@ def load_reward_codec(name_or_path: str | Path) -> tuple[TemplateCodec, RewardIn
     tokenizer = _require_tokenizer(resolved.path, InternLMTokenizer)
     profile = make_profile(spec, tokenizer, resolved.path, resolved.info)
     name = resolved.info.name if resolved.info is not None else None
-    return TemplateCodec(tokenizer, profile.template), _reward_info(spec, tokenizer, resolved.path, name)
+    info = _reward_info(spec, tokenizer, resolved.path, name)
+    if scoring_style(None, resolved.info, tokenizer, info.reward_token_id, resolved.path) != "conversation":
+        raise IncompatibleCheckpointError(
+            str(resolved.path),
+            "is a reference-based (POLAR) reward model, which the Ray pool does not serve yet",
+            hint="Load it with model_zoo.load_reward() in one process.",
+        )
+    return TemplateCodec(tokenizer, profile.template), info
 
 
 _NO_TOKENIZER = "A reward model scores text: copy tokenizer.model and tokenizer_config.json next to the weights."
@@ -126,29 +170,51 @@ def load_reward(
     max_tokens_per_batch: int | None = None,
     truncate: bool = False,
     attn: str | None = None,
+    style: str | None = None,
+    reference_options: PolarOptions | None = None,
 ) -> RewardModel:
-    """Load an InternLM2-Reward checkpoint (registry name, pulled if missing, or a directory).
+    """Load a reward model (registry name, pulled if missing, or a directory).
 
     ``device`` / ``dtype`` follow ``model_zoo.load`` ("auto": CUDA in bf16 when present, else
-    CPU in fp32). ``max_length`` caps tokens per conversation (default: the model's
+    CPU in fp32). ``max_length`` caps tokens per scored sequence (default: the model's
     ``max_position_embeddings``); longer inputs raise ``InputTooLongError`` unless
     ``truncate=True``, which keeps the last ``max_length`` tokens. ``max_tokens_per_batch``
     bounds padded tokens per forward pass (default 16384).
+
+    ``style`` (``conversation`` or ``reference-based``) overrides the scoring style read from
+    the registry or the checkpoint (module doc). A reference-based model is a
+    :class:`~model_zoo.reward.polar.PolarRewardModel`; ``reference_options`` sets its truncation
+    rules (default: POLAR's client's, 16384 tokens in all, 4096 per reference and output, cut
+    from the left).
     """
     from ..runner.api import load
     from ..runner.config import read_config
     from ..runner.resolve import resolve_checkpoint as resolve
+    from ..runner.tokenizer import InternLMTokenizer
 
     check_positive(max_length=max_length, max_tokens_per_batch=max_tokens_per_batch)
+    if style is not None and style not in STYLES:
+        raise UsageError(f"style must be one of {', '.join(STYLES)}, got {style!r}", style=style)
     _require_reward_name(name_or_path)
     resolved = resolve(name_or_path)
-    _require_reward(read_config(resolved.path), resolved.path)  # refuse before reading any weights
+    spec = read_config(resolved.path)
+    _require_reward(spec, resolved.path)  # refuse before reading any weights
+    # The style is settled from the tokenizer before the weights load, so a wrong combination
+    # (options for POLAR on a conversation model, a POLAR entry without the separator) fails fast.
+    name = resolved.info.name if resolved.info is not None else None
+    early_tokenizer = _require_tokenizer(resolved.path, InternLMTokenizer)
+    early = _reward_info(spec, early_tokenizer, resolved.path, name)
+    chosen = scoring_style(style, resolved.info, early_tokenizer, early.reward_token_id, resolved.path)
+    if reference_options is not None and chosen != "reference-based":
+        raise UsageError(
+            f"reference_options apply to reference-based (POLAR) models; {early.name} scores conversations",
+            style=chosen,
+        )
     runner = load(resolved.path, device=device, dtype=dtype, attn=attn)
     if runner.tokenizer is None:
         raise IncompatibleCheckpointError(str(runner.path), "has no tokenizer.model", hint=_NO_TOKENIZER)
     tokenizer = runner.tokenizer
-    name = resolved.info.name if resolved.info is not None else runner.name
-    info = _reward_info(runner.spec, tokenizer, runner.path, name)
+    info = _reward_info(runner.spec, tokenizer, runner.path, name or runner.name)
     scorer = TorchScorer(
         runner.hidden_states,
         runner.v_head.weight,
@@ -158,13 +224,14 @@ def load_reward(
         runner=runner,
         last_hidden=runner.last_hidden_states if runner.unpadded else None,
     )
-    return RewardModel(
-        scorer,
-        TemplateCodec(tokenizer, runner.profile.template),
-        reward_token_id=info.reward_token_id,
-        max_length=info.max_length if max_length is None else max_length,
-        pad_token_id=info.pad_token_id,
-        name=info.name,
-        truncate=truncate,
-        vocab_size=info.vocab_size,
-    )
+    common: dict[str, Any] = {
+        "reward_token_id": info.reward_token_id,
+        "max_length": info.max_length if max_length is None else max_length,
+        "pad_token_id": info.pad_token_id,
+        "name": info.name,
+        "truncate": truncate,
+        "vocab_size": info.vocab_size,
+    }
+    if chosen == "reference-based":
+        return PolarRewardModel(scorer, tokenizer, options=reference_options, **common)
+    return RewardModel(scorer, TemplateCodec(tokenizer, runner.profile.template), **common)

@@ -15,17 +15,27 @@ goes unnoticed in two-way examples. Ties keep input order (the earlier conversat
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar
 
-from ..errors import UsageError
+from ..errors import ScoringStyleError, UsageError
 from .batching import prepare_ids
 from .conversation import Conversation, check_conversation, check_conversations, check_texts
 from .protocols import ChatCodec, Scorer
 
+#: Keys that mark a reference-based input ({"prompt", "reference", "output"}), not a conversation.
+_REFERENCE_KEYS = frozenset({"prompt", "reference", "output"})
+
 
 class RewardModel:
-    """Scores conversations for RLHF: one at a time, batched, compared, ranked or best-of-N."""
+    """Scores conversations for RLHF: one at a time, batched, compared, ranked or best-of-N.
+
+    ``scoring_style`` says what its inputs are: ``conversation`` here; ``reference-based`` for
+    :class:`~model_zoo.reward.polar.PolarRewardModel`. Each refuses the other's inputs with
+    :class:`~model_zoo.errors.ScoringStyleError`.
+    """
+
+    scoring_style: ClassVar[str] = "conversation"
 
     def __init__(
         self,
@@ -78,6 +88,7 @@ class RewardModel:
 
         ``max_length`` lowers the limit below the model's own (the server's per-item limit).
         """
+        self._refuse_reference_inputs(conversations)
         convs = check_conversations(conversations)
         raw = [self.codec.encode(self.codec.render(conv)) for conv in convs]
         return self._finish(raw, truncate, max_length)
@@ -119,8 +130,23 @@ class RewardModel:
 
     # ------------------------------------------------------------------ scoring
 
-    def score(self, conversation: Conversation, *, truncate: bool | None = None) -> float:
-        """The reward of one conversation."""
+    def score(
+        self,
+        conversation: Conversation | None = None,
+        *,
+        prompt: Any = None,
+        reference: Any = None,
+        output: Any = None,
+        truncate: bool | None = None,
+    ) -> float:
+        """The reward of one conversation.
+
+        ``prompt``/``reference``/``output`` belong to reference-based models; given here they
+        raise :class:`ScoringStyleError` rather than a bare TypeError.
+        """
+        if reference is not None or prompt is not None or output is not None:
+            raise self._reference_given()
+        self._refuse_reference_inputs([conversation])
         return self.score_batch([check_conversation(conversation)], truncate=truncate)[0]
 
     def score_batch(
@@ -163,6 +189,18 @@ class RewardModel:
         """Rewards of token-id sequences; the reward token is appended where it is not last."""
         return self._run(self.prepare_ids(batch, truncate=truncate), batch_size, max_tokens_per_batch)
 
+    def _reference_given(self) -> ScoringStyleError:
+        return ScoringStyleError(self.name, self.scoring_style, "reference-based")
+
+    def _refuse_reference_inputs(self, values: Any) -> None:
+        """Refuse ``{"prompt", "reference", "output"}`` inputs: they are the other scoring style."""
+        if (
+            isinstance(values, Sequence)
+            and not isinstance(values, (str, bytes))
+            and any(isinstance(v, Mapping) and _REFERENCE_KEYS & set(v) for v in values)
+        ):
+            raise self._reference_given()
+
     def _run(self, ids: list[list[int]], batch_size: int | None, max_tokens: int | None) -> list[float]:
         if not ids:
             return []
@@ -177,19 +215,30 @@ class RewardModel:
         sa, sb = self.score_batch([a, b], **kw)
         return sa > sb
 
-    def rank(self, conversations: Sequence[Conversation], **kw: Any) -> list[int]:
-        """Each conversation's rank, 0 = best. The inverse of :meth:`order` (see the module doc)."""
+    def rank(self, conversations: Sequence[Conversation], reference: Any = None, outputs: Any = None, **kw: Any) -> list[int]:
+        """Each conversation's rank, 0 = best. The inverse of :meth:`order` (see the module doc).
+
+        ``reference``/``outputs`` (reference-based models' ``rank(prompt, reference, outputs)``)
+        raise :class:`ScoringStyleError` here.
+        """
+        self._refuse_reference_args(reference, outputs)
         return ranks_from_scores(self.score_batch(conversations, **kw))
 
-    def order(self, conversations: Sequence[Conversation], **kw: Any) -> list[int]:
+    def order(self, conversations: Sequence[Conversation], reference: Any = None, outputs: Any = None, **kw: Any) -> list[int]:
         """Conversation indices best-first: what upstream's ``rank`` returns."""
+        self._refuse_reference_args(reference, outputs)
         return order_from_scores(self.score_batch(conversations, **kw))
 
-    def best_of(self, conversations: Sequence[Conversation], **kw: Any) -> int:
+    def best_of(self, conversations: Sequence[Conversation], reference: Any = None, outputs: Any = None, **kw: Any) -> int:
         """Index of the best-scoring conversation (the first one on a tie)."""
+        self._refuse_reference_args(reference, outputs)
         if not conversations:
             raise UsageError("best_of needs at least one conversation")
         return order_from_scores(self.score_batch(conversations, **kw))[0]
+
+    def _refuse_reference_args(self, reference: Any, outputs: Any) -> None:
+        if reference is not None or outputs is not None:
+            raise self._reference_given()
 
 
 def score_unique(ids: Sequence[Sequence[int]], score: Callable[[list[list[int]]], list[float]]) -> list[float]:

@@ -8,7 +8,9 @@ packed ``wqkv`` in its grouped layout) as sharded safetensors with an index,
 are scaled down (2 layers, hidden 64, GQA, ``max_position_embeddings`` 64) so that a test can run
 past the rope scaling threshold in milliseconds. The same seed gives byte-identical files.
 
-Architectures: ``internlm2`` (InternLM2, 2.5 and Math), ``internlm2-reward``, ``internlm3`` and
+Architectures: ``internlm2`` (InternLM2, 2.5 and Math), ``internlm2-reward``, ``polar`` (POLAR:
+the reward architecture with POLAR-7B's rope settings and a tokenizer whose ``<|reward|>``
+separator renames the reserved piece ``[UNUSED_TOKEN_0]``, as POLAR's does), ``internlm3`` and
 ``internlm`` (v1, attention biases).
 """
 
@@ -37,7 +39,10 @@ __all__ = [
     "unpack_wqkv",
 ]
 
-ARCHS: tuple[str, ...] = ("internlm2", "internlm2-reward", "internlm3", "internlm")
+ARCHS: tuple[str, ...] = ("internlm2", "internlm2-reward", "polar", "internlm3", "internlm")
+# Architectures with a value head (InternLM2ForRewardModel) instead of the output projection.
+REWARD_ARCHS: tuple[str, ...] = ("internlm2-reward", "polar")
+_INTERNLM2_ARCHS: tuple[str, ...] = ("internlm2", *REWARD_ARCHS)
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,8 @@ def default_dims(arch: str) -> TinyDims:
         return TinyDims(head_dim=32)  # explicit, and != hidden / heads, as a check for loaders
     if arch == "internlm":
         return TinyDims(num_key_value_heads=4)
+    if arch == "polar":  # room for prompt twice, reference and output without rope scaling
+        return TinyDims(max_position_embeddings=512)
     return TinyDims()
 
 
@@ -95,8 +102,8 @@ def tiny_config(arch: str, dims: TinyDims | None = None, *,
         "use_cache": True,
         "vocab_size": dims.vocab_size,
     }
-    if arch in ("internlm2", "internlm2-reward"):
-        reward = arch == "internlm2-reward"
+    if arch in _INTERNLM2_ARCHS:
+        reward = arch in REWARD_ARCHS
         model_class = "InternLM2ForRewardModel" if reward else "InternLM2ForCausalLM"
         auto_map = {"AutoConfig": "configuration_internlm2.InternLM2Config",
                     "AutoModel": f"modeling_internlm2.{model_class}"}
@@ -113,8 +120,8 @@ def tiny_config(arch: str, dims: TinyDims | None = None, *,
             "pad_token_id": 2,
             "pretraining_tp": 1,
             "rms_norm_eps": 1e-05,
-            "rope_scaling": None if reward else {"factor": 2.0, "type": "dynamic"},
-            "rope_theta": 1000000,
+            "rope_scaling": None if arch == "internlm2-reward" else {"factor": 2.0, "type": "dynamic"},
+            "rope_theta": 50000000 if arch == "polar" else 1000000,
             "transformers_version": "4.41.0",
         }
         if reward:
@@ -162,7 +169,7 @@ def generation_config(arch: str) -> dict[str, Any]:
     if arch == "internlm":
         return {"bos_token_id": 1, "eos_token_id": [2, ids["<eoa>"]], "pad_token_id": 0,
                 "transformers_version": version}
-    eos: int | list[int] = 2 if arch == "internlm2-reward" else [2, ids["<|im_end|>"]]
+    eos: int | list[int] = 2 if arch in REWARD_ARCHS else [2, ids["<|im_end|>"]]
     return {"bos_token_id": 1, "eos_token_id": eos, "pad_token_id": 2,
             "transformers_version": version}
 
@@ -174,7 +181,7 @@ def tensor_plans(arch: str, dims: TinyDims | None = None) -> list[TensorPlan]:
     d = dims.resolved_head_dim
     q_rows, kv_rows = dims.num_attention_heads * d, dims.num_key_value_heads * d
     plans: list[TensorPlan] = []
-    if arch in ("internlm2", "internlm2-reward"):
+    if arch in _INTERNLM2_ARCHS:
         plans.append(TensorPlan("model.tok_embeddings.weight", (vocab, h), "embedding"))
         for i in range(dims.num_hidden_layers):
             p = f"model.layers.{i}."
@@ -188,7 +195,7 @@ def tensor_plans(arch: str, dims: TinyDims | None = None) -> list[TensorPlan]:
                 TensorPlan(p + "ffn_norm.weight", (h,), "norm"),
             ]
         plans.append(TensorPlan("model.norm.weight", (h,), "norm"))
-        if arch == "internlm2-reward":
+        if arch in REWARD_ARCHS:
             plans.append(TensorPlan("v_head.weight", (1, h), "linear"))
         else:
             plans.append(TensorPlan("output.weight", (vocab, h), "linear"))

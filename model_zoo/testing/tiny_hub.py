@@ -47,7 +47,7 @@ def registry_repos(*names: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for name in names:
         info = get(name)
-        arch = _ARCH_OF_CLASS.get(info.architecture)
+        arch = "polar" if info.scoring_style == "reference-based" else _ARCH_OF_CLASS.get(info.architecture)
         if arch is None:
             raise UsageError(f"{name}: no tiny architecture for {info.architecture}", name=name)
         for source, repo_id in info.sources.items():

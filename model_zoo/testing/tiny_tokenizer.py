@@ -7,6 +7,10 @@ Each family's tokenizer is laid out like the published one:
   are NOT pieces of the model: ``tokenizer_config.json``'s ``added_tokens_decoder`` renames
   ``[UNUSED_TOKEN_141..146]`` to them, exactly as the real checkpoints do. The reward token
   ``[UNUSED_TOKEN_130]`` stays a piece of its own (``reward_token_id`` in config.json).
+* POLAR: InternLM2's layout plus the reserved piece ``[UNUSED_TOKEN_0]`` (id 92397 in the real
+  vocabulary, just before the other reserved pieces), which ``added_tokens_decoder`` renames to
+  the special token ``<|reward|>``, POLAR's separator; ``[UNUSED_TOKEN_130]`` stays the plain
+  reward piece it writes at the end of its text.
 * InternLM3 and InternLM v1: the special tokens are literal pieces at the end of the vocabulary,
   also listed in ``added_tokens_decoder``.
 
@@ -70,6 +74,14 @@ _INTERNLM2 = TokenizerSpec(
     chat_template=_CHATML,
     extra_config={"decode_with_prefix_space": False, "sp_model_kwargs": None},
 )
+_POLAR = TokenizerSpec(
+    tail_pieces=("[UNUSED_TOKEN_0]", *_INTERNLM2.tail_pieces),
+    added_tokens={"<|reward|>": "[UNUSED_TOKEN_0]", **_INTERNLM2.added_tokens},
+    tokenizer_class=_INTERNLM2.tokenizer_class,
+    auto_map=_INTERNLM2.auto_map,
+    chat_template=_CHATML,
+    extra_config=_INTERNLM2.extra_config,
+)
 _INTERNLM3_TOKENS = _CHAT_TOKENS + (
     "<restate>", "</restate>", "<planning>", "</planning>", "<review>", "</review>",
 )
@@ -95,6 +107,7 @@ _INTERNLM1 = TokenizerSpec(
 TOKENIZER_SPECS: dict[str, TokenizerSpec] = {
     "internlm2": _INTERNLM2,
     "internlm2-reward": _INTERNLM2,
+    "polar": _POLAR,
     "internlm3": _INTERNLM3,
     "internlm": _INTERNLM1,
 }
