@@ -7,8 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from fixtures_registry import MINI_REGISTRY
+
 from model_zoo.errors import UnknownModelError
 from model_zoo.registry.info import ModelInfo
 from model_zoo.registry.loader import check_registry_file, load_registry

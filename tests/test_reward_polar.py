@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from fixtures_reward import conv, reference_score
+
 from model_zoo.errors import (
     IncompatibleCheckpointError,
     InputTooLongError,
