@@ -192,6 +192,7 @@ class _Params:
 
 
 def run_openrlhf(args: dict[str, Any]) -> dict[str, Any]:
+    """Each target (an URL or a reward_func file) as OpenRLHF's ``--reward.remote_url``."""
     from importlib.metadata import version
 
     from openrlhf.utils.agent import SingleTurnAgentExecutor
@@ -211,31 +212,39 @@ def run_openrlhf(args: dict[str, Any]) -> dict[str, Any]:
             for p, r in zip(prompts, rows)
         }
     )
-    executor = SingleTurnAgentExecutor(args["remote_rm_url"])
-
-    async def run_all() -> list[dict[str, Any]]:
-        return await asyncio.gather(
-            *(
-                executor.execute(p, r.get("label"), _Params(), 512, tok, engine)
-                for p, r in zip(prompts, rows)
-            )
-        )
-
-    outputs = asyncio.run(run_all())
-    sent = [tok.decode(o["observation_tokens"], skip_special_tokens=False) for o in outputs]
 
     def number(x: Any) -> Any:
+        """One query's reward: a one-element list (HTTP answer) or tensor (reward_func)."""
         if x is None:
             return None
-        return float(x.item() if hasattr(x, "item") else x)
+        x = x.tolist() if hasattr(x, "tolist") else x
+        if isinstance(x, list):
+            assert len(x) == 1, f"expected one reward per query, got {x}"
+            x = x[0]
+        return float(x)
 
-    return {
-        "openrlhf": version("openrlhf"),
-        "rewards": [number(o["reward"]) for o in outputs],
-        "scores": [number(o["scores"]) for o in outputs],
-        "queries": sent,
-        "reward_types": sorted({type(o["reward"]).__name__ for o in outputs}),
-    }
+    result: dict[str, Any] = {"openrlhf": version("openrlhf")}
+    for name, target in args["targets"].items():
+        executor = SingleTurnAgentExecutor(target)
+
+        async def run_all(executor: Any = executor) -> list[dict[str, Any]]:
+            return await asyncio.gather(
+                *(
+                    executor.execute(p, r.get("label"), _Params(), 512, tok, engine)
+                    for p, r in zip(prompts, rows)
+                )
+            )
+
+        outputs = asyncio.run(run_all())
+        result[name] = {
+            "rewards": [number(o["reward"]) for o in outputs],
+            "scores": [number(o["scores"]) for o in outputs],
+            "queries": [
+                tok.decode(o["observation_tokens"], skip_special_tokens=False) for o in outputs
+            ],
+            "reward_types": sorted({type(o["reward"]).__name__ for o in outputs}),
+        }
+    return result
 
 
 def main() -> None:
