@@ -271,6 +271,10 @@ def api_reference() -> str:
             cls = _returned_class(obj)
             if cls is not None:
                 returned.setdefault(cls.__name__, cls)
+    for cls in list(returned.values()):  # what a function may return in its place (load_reward: POLAR's)
+        for sub in cls.__subclasses__():
+            if sub.__module__.startswith("model_zoo") and not sub.__name__.startswith("_"):
+                returned.setdefault(sub.__name__, sub)
     lines += ["## Objects these return", ""]
     for cls_name, cls in returned.items():
         lines += [f"### `{cls.__module__}.{cls_name}`", "", _doc(cls), ""]

@@ -345,6 +345,7 @@ class PolarRewardModel(RewardModel):
     def encode_conversations(
         self, conversations: Sequence[Conversation], **kw: Any
     ) -> list[list[int]]:
+        """Refused: a reference-based model takes no conversations (:class:`ScoringStyleError`)."""
         raise conversation_given(self.name)
 
     # ------------------------------------------------------------------ scoring
