@@ -56,7 +56,8 @@ def serve_mirror(
         None, "--tls-key", help="PEM private key of --tls-cert, when it is a separate file."
     ),
 ) -> None:
-    """Serve checkpoints over the HuggingFace, ModelScope, Modelers and OpenXLab protocols.
+    """Serve checkpoints over the HuggingFace, ModelScope, Modelers and OpenXLab protocols,
+    and their GGUF files over Ollama's registry protocol (ollama pull HOST:PORT/NS/NAME:LEVEL).
 
     With --tls-cert the mirror speaks https only (the official Modelers client refuses
     anything else); clients trust its CA through SSL_CERT_FILE or REQUESTS_CA_BUNDLE.
@@ -217,7 +218,32 @@ def mirror_banner(hub: LocalHub, described: str) -> list[str]:
         lines.append(f"  ... and {len(repos) - 20} more")
     lines.append("Point clients at it with:")
     lines += [f"export {var}={url}" for var in hub.env()]
+    examples = ollama_examples(hub)
+    if examples:
+        insecure = " --insecure" if hub.scheme == "http" else ""
+        lines.append("Ollama pulls its GGUF files (the tag is the quantization level):")
+        lines += [f"ollama pull{insecure} {url.split('://', 1)[1] if not insecure else url}/{repo}:{level}"
+                  for repo, level in examples]
     return lines
+
+
+def ollama_examples(hub: LocalHub, most: int = 3) -> list[tuple[str, str]]:
+    """(repository, level) of a few GGUF files the mirror serves, for the banner (file names
+    only: no hashing at start-up)."""
+    from ..ggufnames import levels
+
+    out: list[tuple[str, str]] = []
+    for repo in hub.store.repo_ids():
+        try:
+            names = [p.name for p in hub.store.repo_dir(repo).glob("*.gguf")]
+        except (LookupError, ValueError, OSError):
+            continue
+        found = levels(names)
+        if found:
+            out.append((repo, "q4_k_m" if "q4_k_m" in found else min(found)))
+        if len(out) >= most:
+            break
+    return out
 
 
 def exposure_warning(host: str) -> list[str]:

@@ -20,6 +20,7 @@ MODELSCOPE = "modelscope"
 MODELERS = "modelers"
 OPENXLAB = "openxlab"
 PROTOCOLS: tuple[str, ...] = (HF, MODELSCOPE, MODELERS, OPENXLAB)
+OLLAMA = "ollama"  # the Ollama (OCI) registry protocol, for GGUF files only; not a hub adapter
 
 
 @dataclass(frozen=True)
@@ -312,6 +313,8 @@ def error_body(
     """The error JSON and headers each hub sends."""
     if protocol == HF:
         return hf_error(status, code, message)
+    if protocol == OLLAMA:  # the OCI distribution spec's error shape
+        return {"errors": [{"code": code or "UNKNOWN", "message": message}]}, {}
     if protocol == MODELSCOPE:
         return ms_envelope(None, code=status, message=message, success=False), {}
     if protocol == MODELERS:

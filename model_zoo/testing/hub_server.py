@@ -31,6 +31,11 @@ Routes (``{repo}`` is ``namespace/name``; every GET route also answers HEAD):
                POST <any prefix>/sso-be/api/v1/open/{auth,getJwt,refreshJwt}  AK/SK -> JWT
                GET /openxlab/file/{repo}/{commit}/{path}        bytes; the listing's URLs are
                                                                 presigned (?Expires=&Signature=)
+  Ollama       GET /v2/{repo}/manifests/{tag}                   image manifest of one GGUF file
+                                                                (tag: its quantization level)
+               GET /v2/{repo}/blobs/sha256:{hex}                the GGUF file, or a generated
+                                                                config/template/params layer
+                                                                (``ollama_registry``)
   (lfs_redirect) GET /_cdn/{protocol}/{repo}/{commit}/{path}?Expires=&Signature=  bytes behind
                  HF / ModelScope 302s and OpenXLab's listed URLs, served on a second port
                  (``cdn_url``): another origin, as the real CDNs
@@ -303,6 +308,8 @@ class _Handler(BaseHTTPRequestHandler):
         m = ctx.method
         if self.server.cdn:
             self._route_cdn(ctx, segs, q)
+        elif segs and segs[0] == "v2" and m in ("GET", "HEAD"):
+            self._route_ollama(ctx, segs[1:])
         elif len(segs) >= 4 and segs[0] == "api" and segs[1] == "models" and m in ("GET", "HEAD"):
             self._route_hf_api(ctx, segs[2] + "/" + segs[3], segs[4:], q)
         elif len(segs) >= 5 and segs[:3] == ["api", "v1", "models"] and m in ("GET", "HEAD"):
@@ -624,9 +631,55 @@ class _Handler(BaseHTTPRequestHandler):
             return f"{self._cdn_base_url()}/_cdn/{proto.OPENXLAB}/{snap.repo_id}/{snap.commit}/{quote(path)}?{signed}"
         return f"{self._base_url()}/openxlab/file/{snap.repo_id}/{snap.commit}/{quote(path)}?{signed}"
 
+    # -- Ollama (OCI registry) -------------------------------------------------------------------
+    def _route_ollama(self, ctx: _Ctx, rest: list[str]) -> None:
+        """Ollama's registry protocol for the GGUF files held (``ollama_registry``)."""
+        from .ollama_registry import ManifestUnknown
+
+        ctx.protocol, ctx.kind = proto.OLLAMA, "api"
+        if rest in ([], [""]):  # the OCI "is this a registry" probe
+            self._send_json(ctx, {}, {"Docker-Distribution-API-Version": "registry/2.0"})
+            return
+        if len(rest) != 4 or rest[2] not in ("manifests", "blobs"):
+            raise _Reply(404, "NAME_UNKNOWN", f"no such route: {urlsplit(self.path).path}")
+        repo, ref = rest[0] + "/" + rest[1], rest[3]
+        snap = self._snapshot(ctx, repo, None)
+        registry = self.hub.ollama
+        if rest[2] == "manifests":
+            try:
+                manifest = registry.manifest(snap, ref)
+            except ManifestUnknown as exc:
+                raise _Reply(404, "MANIFEST_UNKNOWN", str(exc)) from None
+            body, media_type = manifest.body(self.headers.get("Accept"))
+            digest = "sha256:" + hashlib.sha256(body).hexdigest()
+            headers = {"Docker-Content-Digest": digest, "Docker-Distribution-API-Version": "registry/2.0"}
+            self._start(ctx, 200, media_type, len(body), headers)
+            if ctx.method != "HEAD":
+                self._write(ctx, body)
+            return
+        blob = registry.blob(snap, ref)
+        if blob is None:
+            raise _Reply(404, "BLOB_UNKNOWN", f"{repo} has no blob {ref}")
+        headers = {"Docker-Content-Digest": blob.digest, "Location": self._base_url() + urlsplit(self.path).path}
+        if blob.path is not None:
+            self._serve_file(ctx, repo, snap.commit, blob.path, extra_headers=headers)
+            return
+        assert blob.data is not None
+        ctx.kind = "file"
+        rng = self._parse_range(blob.size)
+        start, end = (0, blob.size - 1) if rng is None else rng
+        if rng is not None:
+            headers["Content-Range"] = f"bytes {start}-{end}/{blob.size}"
+        headers["Accept-Ranges"] = "bytes"
+        data = blob.data[start : end + 1]
+        self._start(ctx, 206 if rng else 200, "application/octet-stream", len(data), headers)
+        if ctx.method != "HEAD":
+            self._write(ctx, data)
+
     # -- bytes ---------------------------------------------------------------------------------
     def _serve_file(
-        self, ctx: _Ctx, repo: str, revision: str, path: str, via_cdn: bool = False
+        self, ctx: _Ctx, repo: str, revision: str, path: str, via_cdn: bool = False,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> None:
         ctx.kind, ctx.path = "file", path
         if ctx.protocol == proto.OPENXLAB and revision in ("main", "master"):
@@ -655,7 +708,7 @@ class _Handler(BaseHTTPRequestHandler):
         info = self._request_info(ctx)
         ignore_range = self.hub.faults.take(info, {IGNORE_RANGE})
         rng = None if ignore_range else self._parse_range(size)
-        headers = self._file_headers(snap, entry)
+        headers = {**self._file_headers(snap, entry), **(extra_headers or {})}
         if rng is None:
             start, length, status = 0, size, 200
         else:
@@ -916,6 +969,8 @@ class LocalHub:
     lets the JWTs minted for that key in, until they expire (``.sso.jwt_ttl``).
     ``url_ttl``: seconds a presigned URL (OpenXLab's file URLs, the CDN redirects) stays
     valid; after that it answers 403 "Request has expired." as OSS does. Changeable at runtime.
+    ``ollama_profiles``: ``(repo_id, GGUFHeader) -> OllamaProfile | None`` for the template,
+    system, params and licence layers of the Ollama manifests (None: from the GGUF header).
     ``modelers_commit_refs=False``: the Modelers routes refuse commit ids as refs (404
     ``ref_not_exist``), like a hub that serves branches and tags only.
     """
@@ -938,8 +993,11 @@ class LocalHub:
         openxlab_keys: Mapping[str, str] | None = None,
         url_ttl: float = 3600.0,
         modelers_commit_refs: bool = True,
+        ollama_profiles: Any = None,
     ) -> None:
         self.store = root if isinstance(root, RepoStore) else RepoStore(root)
+        self.ollama_profiles = ollama_profiles
+        self._ollama: Any = None
         self.tls = tls
         self.url_ttl = url_ttl
         self.modelers_commit_refs = modelers_commit_refs
@@ -964,6 +1022,15 @@ class LocalHub:
         self._cdn_thread: threading.Thread | None = None
         self._cdn_key = secrets.token_bytes(16)
         self.stopping = threading.Event()
+
+    @property
+    def ollama(self) -> Any:
+        """The Ollama registry view of the store (``ollama_registry.OllamaRegistry``), made on first use."""
+        if self._ollama is None:
+            from .ollama_registry import OllamaRegistry
+
+            self._ollama = OllamaRegistry(self.ollama_profiles)
+        return self._ollama
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> LocalHub:
