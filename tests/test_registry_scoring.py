@@ -223,3 +223,25 @@ def test_did_you_mean(typo: str, suggested: str) -> None:
         REGISTRY.get(typo)
     assert suggested in info.value.suggestions
     assert f"Did you mean: {', '.join(info.value.suggestions)}?" in str(info.value)
+
+
+def test_info_says_what_a_reward_model_scores() -> None:
+    import subprocess
+    import sys
+
+    cli = Path(sys.executable).with_name("model-zoo")
+    polar = subprocess.run(
+        [cli, "info", "polar-7b"], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert (
+        "scores prompt + reference + output (scoring: reference-based); reward_token_id 92527"
+        in polar.stdout
+    )
+    critic = subprocess.run(
+        [cli, "info", "internlm2_5-step-prover-critic"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert "scores conversations (scoring: conversation); reward_token_id 92527" in critic.stdout
