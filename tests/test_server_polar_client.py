@@ -82,10 +82,9 @@ def polar_client_python() -> Path:
     return python
 
 
-@pytest.fixture(scope="module")
-def client_tokenizer(tiny_reward_fp32: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """What the client loads as its model ``path``: the tiny checkpoint's SentencePiece model
-    under transformers' own Llama tokenizer class.
+def stand_in_tokenizer(checkpoint: Path, parent: Path) -> Path:
+    """What the client loads as its model ``path``: the checkpoint's SentencePiece model under
+    transformers' own Llama tokenizer class.
 
     Not the checkpoint directory itself: like the published InternLM2 checkpoints, its
     tokenizer_config.json names ``InternLM2Tokenizer`` through ``auto_map``, code only the hub
@@ -94,9 +93,9 @@ def client_tokenizer(tiny_reward_fp32: Path, tmp_path_factory: pytest.TempPathFa
     back from the harness and are checked against POLAR's recipe. The directory is named like a
     published model, since the client sends its last path part as SGLang's ``model``.
     """
-    path = tmp_path_factory.mktemp("polar-client") / "POLAR-1_8B"
+    path = parent / "POLAR-1_8B"
     path.mkdir()
-    shutil.copy(tiny_reward_fp32 / "tokenizer.model", path / "tokenizer.model")
+    shutil.copy(checkpoint / "tokenizer.model", path / "tokenizer.model")
     config = {
         "tokenizer_class": "LlamaTokenizer",
         "add_bos_token": True,
@@ -111,6 +110,11 @@ def client_tokenizer(tiny_reward_fp32: Path, tmp_path_factory: pytest.TempPathFa
 
 
 @pytest.fixture(scope="module")
+def client_tokenizer(tiny_reward_fp32: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return stand_in_tokenizer(tiny_reward_fp32, tmp_path_factory.mktemp("polar-client"))
+
+
+@pytest.fixture(scope="module")
 def servers(tiny_rm: RewardModel) -> Iterator[dict[str, RewardServer]]:
     """The tiny reward model behind two servers: /pooling in vLLM's shape, and in LMDeploy's."""
     with (
@@ -118,6 +122,24 @@ def servers(tiny_rm: RewardModel) -> Iterator[dict[str, RewardServer]]:
         RewardServer(tiny_rm, pooling_format="lmdeploy") as lmdeploy,
     ):
         yield {"vllm": vllm, "lmdeploy": lmdeploy}
+
+
+def client_runs(vllm_port: int, lmdeploy_port: int) -> dict[str, dict[str, str]]:
+    """Each of the client's server types against the servers (one per /pooling format)."""
+    return {
+        "vllm": {"server_type": "vllm", "server_address": f"127.0.0.1:{vllm_port}"},
+        "sglang": {"server_type": "sglang", "server_address": f"127.0.0.1:{vllm_port}"},
+        # LMDeploy's answer at its own path on the same server, or at /pooling on a server started
+        # with --pooling-format lmdeploy (the two runtimes' clients send the same request)
+        "lmdeploy (prefixed path)": {
+            "server_type": "lmdeploy",
+            "server_address": f"127.0.0.1:{vllm_port}/lmdeploy",
+        },
+        "lmdeploy (--pooling-format)": {
+            "server_type": "lmdeploy",
+            "server_address": f"127.0.0.1:{lmdeploy_port}",
+        },
+    }
 
 
 def run_polar_client(tokenizer: Path, runs: list[dict[str, str]], tmp_path: Path) -> dict[str, Any]:
@@ -158,18 +180,7 @@ def test_polar_client_works_unchanged_for_each_server_type(
 ) -> None:
     vllm, lmdeploy = servers["vllm"], servers["lmdeploy"]
     runs = {
-        "vllm": {"server_type": "vllm", "server_address": f"127.0.0.1:{vllm.port}"},
-        "sglang": {"server_type": "sglang", "server_address": f"127.0.0.1:{vllm.port}"},
-        # LMDeploy's answer at its own path on the same server, or at /pooling on a server started
-        # with --pooling-format lmdeploy (the two runtimes' clients send the same request)
-        "lmdeploy (prefixed path)": {
-            "server_type": "lmdeploy",
-            "server_address": f"127.0.0.1:{vllm.port}/lmdeploy",
-        },
-        "lmdeploy (--pooling-format)": {
-            "server_type": "lmdeploy",
-            "server_address": f"127.0.0.1:{lmdeploy.port}",
-        },
+        **client_runs(vllm.port, lmdeploy.port),
         # control: the vLLM reading of LMDeploy's answer fails, so the shapes above are what made it work
         "vllm at an LMDeploy-shaped /pooling": {
             "server_type": "vllm",
@@ -194,3 +205,23 @@ def test_polar_client_works_unchanged_for_each_server_type(
         assert run["scores"] == pytest.approx(expected, abs=1e-5), name
     control = got["vllm at an LMDeploy-shaped /pooling"]
     assert control["scores"] is None and "Error requesting reward" in control["printed"]
+
+
+@pytest.mark.slow
+def test_polar_client_against_a_polar_model_scores_what_score_batch_scores(
+    tiny_polar_rm: Any, tiny_polar_fp32: Path, tmp_path: Path
+) -> None:
+    """End to end on a POLAR checkpoint: the client's texts, through each server type, score what
+    model-zoo's own ``PolarRewardModel.score_batch`` scores for the same inputs."""
+    tokenizer = stand_in_tokenizer(tiny_polar_fp32, tmp_path)
+    with (
+        RewardServer(tiny_polar_rm) as vllm,
+        RewardServer(tiny_polar_rm, pooling_format="lmdeploy") as lmdeploy,
+    ):
+        runs = client_runs(vllm.port, lmdeploy.port)
+        result = run_polar_client(tokenizer, list(runs.values()), tmp_path)
+    expected = tiny_polar_rm.score_batch(DATA)
+    assert len(set(expected)) == len(expected)
+    for name, run in zip(runs, result["runs"]):
+        assert run["texts"] == tiny_polar_rm.render(DATA), name
+        assert run["scores"] == pytest.approx(expected, abs=1e-5), (name, run["printed"])

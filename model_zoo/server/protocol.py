@@ -14,6 +14,14 @@ Routes (all JSON):
 - ``POST /v1/compare``: ``{"a": [message], "b": [message]}`` -> ``{"a_better": bool, "scores": [a, b]}``.
 - ``POST /v1/rank``: ``{"conversations": [[message]]}`` -> ``{"ranks", "order", "best", "scores"}``
   where ``ranks[i]`` is conversation i's rank (0 = best) and ``order`` lists indices best-first.
+
+A reference-based model (POLAR, ``scoring_style == "reference-based"``) takes the other style's
+inputs, as its Python API does: ``/v1/score`` ``{"inputs": [{"prompt", "reference", "output"}]}``
+(also under ``"conversations"``), ``/v1/compare`` ``{"a": input, "b": input}``, ``/v1/rank``
+``{"prompt", "reference", "outputs": [...]}``, and ``/get_reward`` scores the response that
+follows ``prompts[i]`` in ``query[i]`` against the reference answer ``labels[i]`` (how OpenRLHF
+sends a dataset's label). Conversations given to it, or a reference given to a conversation
+model, are a 400 that says what to send.
 - ``GET /health``, ``GET /v1/models``.
 - vLLM's and LMDeploy's ``POST /pooling`` and SGLang's ``POST /classify``: see ``runtimes.py``.
 """
@@ -25,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import InputTooLongError, InvalidConversationError
+from ..errors import InputTooLongError, InvalidConversationError, UsageError
 from ..reward.conversation import check_conversation, check_conversations, check_texts
 from ..reward.model import RewardModel, order_from_scores, ranks_from_scores, unique_sequences
 
@@ -103,6 +111,7 @@ class NeedsScores:
 Answer = JSON | NeedsScores
 
 ITEMS_ADVICE = "split the list over several requests"
+REFERENCE_BASED = "reference-based"  # a reward model's scoring style: POLAR's (RewardModel.scoring_style)
 
 
 class Routes:
@@ -114,6 +123,12 @@ class Routes:
         self.truncate = truncate
         per_item = limits.max_tokens_per_item
         self.max_tokens = rm.max_length if per_item is None else min(per_item, rm.max_length)
+        self.style = str(getattr(rm, "scoring_style", "conversation"))
+
+    @property
+    def reference_based(self) -> bool:
+        """The model scores ``{prompt, reference, output}`` (POLAR), not conversations."""
+        return self.style == REFERENCE_BASED
 
     # ------------------------------------------------------------------ field checks
 
@@ -144,12 +159,15 @@ class Routes:
         max_length: int | None = None,
         truncate: bool | None = None,
         advice: str = "",
+        rename: Callable[[str], str] | None = None,
         **kw: Any,
     ) -> list[list[int]]:
         """``encode(items, ...)`` under the per-item token limit; over it, a 413 naming the item.
 
         ``max_length`` / ``truncate`` narrow the server's own settings for one request (vLLM's
         ``truncate_prompt_tokens``); ``advice`` adds the route's own way out of the limit.
+        A malformed item is a 400 naming its field (``rename`` maps the model's field names to the
+        request's); any other refusal of the model (a conversation for POLAR) a 400 saying why.
         """
         limit = self.max_tokens if max_length is None else min(max_length, self.max_tokens)
         cut = self.truncate if truncate is None else truncate
@@ -161,8 +179,18 @@ class Routes:
             raise over_limit(
                 "max_tokens_per_item", exc.fields["tokens"], limit, f"tokens in {where}", field=where, advice=advice
             ) from None
+        except InvalidConversationError as exc:
+            where = exc.fields["field"]
+            raise bad_request(rename(where) if rename is not None else where, exc.fields["detail"]) from None
+        except UsageError as exc:
+            raise HTTPError(400, "invalid_request", str(exc), field=field) from None
 
     def _conversation_ids(self, body: JSON, key: str) -> list[list[int]]:
+        if self.reference_based:
+            raise bad_request(key, f"{self.rm.name} is a reference-based reward model (POLAR): it scores an output "
+                              'against a reference answer, not a conversation; send {"inputs": [{"prompt", '
+                              '"reference", "output"}]} to /v1/score, {"prompt", "reference", "outputs"} to '
+                              "/v1/rank, or the text POLAR's client builds to /pooling")
         convs = self._items(body, key, check_conversations)
         return self._encode(self.rm.encode_conversations, convs, key)
 
@@ -173,23 +201,68 @@ class Routes:
         for key in ("prompts", "labels"):
             if body.get(key) is not None and not isinstance(body[key], list):
                 raise bad_request(key, f"must be a list when given, got {type(body[key]).__name__}")
-        ids = self._encode(self.rm.encode_texts, texts, "query", strip_pad=True)
+        if self.reference_based:
+            ids = self._openrlhf_reference_ids(body, texts)
+        else:
+            ids = self._encode(self.rm.encode_texts, texts, "query", strip_pad=True)
         lengths = [len(x) for x in ids]
         return NeedsScores(ids, lambda scores: {"rewards": scores, "scores": scores,
                                                 "extra_logs": {"num_tokens": lengths}})
 
     def score_route(self, body: JSON) -> Answer:
-        has_conv, has_text = "conversations" in body, "texts" in body
-        if has_conv == has_text:
-            raise bad_request("conversations", 'give exactly one of "conversations" or "texts"')
-        if has_text:
+        given = [key for key in ("conversations", "texts", "inputs") if key in body]
+        if len(given) != 1:
+            raise bad_request("conversations", 'give exactly one of "conversations", "texts" or "inputs"')
+        key = given[0]
+        if key == "texts":
             texts = self._items(body, "texts", check_texts)
             ids = self._encode(self.rm.encode_texts, texts, "texts")
+        elif key == "inputs" or (self.reference_based and _objects(body["conversations"])):
+            # reference-based inputs; under "conversations" too, as score_batch takes them
+            ids = self._reference_ids(self._items(body, key, _check_list), key)
         else:
             ids = self._conversation_ids(body, "conversations")
         return NeedsScores(ids, lambda scores: {"scores": scores})
 
+    # ------------------------------------------------------------------ reference-based (POLAR)
+
+    def _reference_ids(self, items: list[Any], key: str, rename: Callable[[str], str] | None = None) -> list[list[int]]:
+        """Token ids of ``{prompt, reference, output}`` items through the model's own recipe."""
+        if not self.reference_based:
+            raise bad_request(key, f"{self.rm.name} scores conversations and takes no reference answer; send "
+                              '"conversations" (lists of {"role", "content"} messages) or "texts"')
+        if key != "inputs" and rename is None:
+            rename = _renamed(key)
+        return self._encode(self.rm.encode_inputs, items, key, rename=rename)  # type: ignore[attr-defined]
+
+    def _openrlhf_reference_ids(self, body: JSON, texts: list[str]) -> list[list[int]]:
+        """OpenRLHF's request for a reference-based model: the response is what follows
+        ``prompts[i]`` in ``query[i]``, and the reference answer arrives as ``labels[i]``."""
+        prompts, labels = body.get("prompts"), body.get("labels")
+        for key, value in (("prompts", prompts), ("labels", labels)):
+            if value is None:
+                raise bad_request(key, f"is required: {self.rm.name} is a reference-based reward model, which scores "
+                                  "the response against a reference answer (OpenRLHF sends the prompt in prompts "
+                                  "and the reference in labels)")
+            if len(value) != len(texts):
+                raise bad_request(key, f"must hold one entry per query ({len(texts)}), got {len(value)}")
+        items = []
+        for i, (query, prompt, label) in enumerate(zip(texts, prompts, labels)):  # type: ignore[arg-type]
+            if not isinstance(prompt, str):
+                raise bad_request(f"prompts[{i}]", f"must be a string, got {type(prompt).__name__}")
+            at = query.find(prompt)
+            if at < 0:
+                raise bad_request(f"query[{i}]", f"does not contain prompts[{i}]: the response scored is what "
+                                  "follows the prompt in the query")
+            items.append({"prompt": prompt, "reference": label, "output": query[at + len(prompt):]})
+        rename = _renamed("query", {"prompt": ("prompts", True), "reference": ("labels", True), "output": ("query", True)})
+        return self._reference_ids(items, "query", rename)
+
     def compare(self, body: JSON) -> Answer:
+        if self.reference_based:  # a and b are {prompt, reference, output} inputs, as compare(a, b) takes them
+            pair = [body.get("a"), body.get("b")]
+            ids = self._reference_ids(pair, "a", lambda f: f.replace("inputs[0]", "a", 1).replace("inputs[1]", "b", 1))
+            return NeedsScores(ids, lambda scores: {"a_better": scores[0] > scores[1], "scores": scores})
         convs = []
         for key in ("a", "b"):
             if key not in body:
@@ -208,7 +281,21 @@ class Routes:
             order = order_from_scores(scores)
             return {"ranks": ranks_from_scores(scores), "order": order, "best": order[0], "scores": scores}
 
+        if self.reference_based and "conversations" not in body:
+            return NeedsScores(self._rank_outputs_ids(body), ranked)
         return NeedsScores(self._conversation_ids(body, "conversations"), ranked)
+
+    def _rank_outputs_ids(self, body: JSON) -> list[list[int]]:
+        """``{"prompt", "reference", "outputs": [...]}``: the outputs of one prompt, ranked."""
+        for key in ("prompt", "reference", "outputs"):
+            if key not in body:
+                raise bad_request(key, 'is required: give "prompt", "reference" and "outputs" (a list)')
+        outputs = self._items(body, "outputs", _check_list)
+        extra = {"wrapper": body["wrapper"]} if body.get("wrapper") is not None else {}
+        items = [{"prompt": body["prompt"], "reference": body["reference"], "output": o, **extra} for o in outputs]
+        rename = _renamed("outputs", {"prompt": ("prompt", False), "reference": ("reference", False),
+                                      "output": ("outputs", True), "wrapper": ("wrapper", False)})
+        return self._reference_ids(items, "outputs", rename)
 
     def models(self) -> JSON:
         return {
@@ -220,6 +307,7 @@ class Routes:
                     "owned_by": "model-zoo",
                     "max_tokens_per_item": self.max_tokens,
                     "reward_token_id": self.rm.reward_token_id,
+                    "scoring": self.style,
                 }
             ],
         }
@@ -231,3 +319,36 @@ class Routes:
             "/v1/compare": self.compare,
             "/v1/rank": self.rank,
         }
+
+
+def _check_list(value: Any, field: str) -> list[Any]:
+    """A JSON list (its items are checked by the model's recipe)."""
+    if not isinstance(value, list):
+        raise InvalidConversationError(field, f"expected a list, got {type(value).__name__}", hint="")
+    return value
+
+
+def _objects(value: Any) -> bool:
+    """A list of JSON objects: reference-based inputs, where a conversation would be a list of lists."""
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
+def _renamed(listed: str, parts: dict[str, tuple[str, bool]] | None = None) -> Callable[[str], str]:
+    """Map the recipe's field names (``inputs[2].reference``) to the request's (``labels[2]``).
+
+    The list ``inputs`` becomes ``listed``; ``parts[name] = (field, per_item)`` moves that part
+    of item i to ``field[i]`` (``per_item``) or to ``field`` (one value for every item).
+    """
+    import re
+
+    def rename(field: str) -> str:
+        m = re.fullmatch(r"inputs\[(\d+)\](?:\.(prompt|reference|output|wrapper))?(.*)", field)
+        if m is None:
+            return field
+        index, part, rest = m.groups()
+        if part is not None and parts and part in parts:
+            target, per_item = parts[part]
+            return f"{target}[{index}]{rest}" if per_item else f"{target}{rest}"
+        return f"{listed}[{index}]" + (f".{part}" if part else "") + rest
+
+    return rename

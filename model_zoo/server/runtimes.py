@@ -190,12 +190,21 @@ class RuntimeRoutes:
         self.rm = routes.rm
         self.pooling_format = pooling_format
         # The runtimes tokenize text with the tokenizer's default special tokens (InternLM2: bos
-        # first), unlike the InternLM2-Reward recipe, whose chat template writes the bos itself.
+        # first), unlike the InternLM2-Reward recipe, whose chat template writes the bos itself;
+        # vLLM's add_special_tokens=false leaves them out. A codec without a tokenizer (a test's)
+        # has no special tokens to add.
         tokenizer = getattr(self.rm.codec, "tokenizer", None)
-        self._with_specials: Callable[[str], list[int]] = (
-            (lambda text: list(tokenizer.encode(text, add_special_tokens=True)))
+        self._tokenize: dict[bool, Callable[[str], list[int]]] = (
+            {
+                special: (
+                    lambda text, special=special: list(
+                        tokenizer.encode(text, add_special_tokens=special)
+                    )
+                )
+                for special in (True, False)
+            }
             if tokenizer is not None
-            else self.rm.codec.encode  # a codec without a tokenizer has no special tokens to add
+            else {True: self.rm.codec.encode, False: self.rm.codec.encode}
         )
 
     def post_routes(self) -> dict[str, Callable[[JSON], Answer]]:
@@ -228,7 +237,7 @@ class RuntimeRoutes:
         advice: str = "",
     ) -> list[list[int]]:
         """Token ids as scored: tokenized (texts), reward token appended, within the length limit."""
-        tokenize = self._with_specials if special else self.rm.codec.encode
+        tokenize = self._tokenize[special]
 
         def encode(items: Sequence[Any], *, truncate: bool, max_length: int) -> list[list[int]]:
             raw = [tokenize(x) for x in items] if prompts.texts else items
