@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "model_zoo.cli.cmd_run",
     "model_zoo.cli.cmd_reward",
     "model_zoo.cli.cmd_doctor",
+    "model_zoo.cli.cmd_export",
 )
 
 
