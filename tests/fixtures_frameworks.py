@@ -11,6 +11,7 @@ sit over the project's torch, transformers and model-zoo, and the project stays 
 
 Fixtures:
     served_tiny_reward   ``model-zoo serve-reward`` on the tiny fp32 reward model (session)
+    served_tiny_polar    the same for the tiny fp32 POLAR model (session)
     run_framework        ``(framework, args, env=None) -> dict``: the harness's JSON answer
 """
 
@@ -209,4 +210,11 @@ def serve_reward(checkpoint: Path, *extra: str) -> Iterator[str]:
 def served_tiny_reward(tiny_reward_fp32: Path) -> Iterator[str]:
     """One ``serve-reward`` of the tiny fp32 reward model for the framework tests of a session."""
     with serve_reward(tiny_reward_fp32) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def served_tiny_polar(tiny_polar_fp32: Path) -> Iterator[str]:
+    """``serve-reward`` of the tiny fp32 POLAR (reference-based) model."""
+    with serve_reward(tiny_polar_fp32) as url:
         yield url

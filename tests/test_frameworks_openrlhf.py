@@ -47,6 +47,24 @@ def _query(row: dict[str, Any]) -> str:
     return f"{turns}<|im_start|>assistant\n{row['response']}<|im_end|>"
 
 
+def _run(
+    run_framework: Any, tmp_path: Path, checkpoint: Path, server: str, rows: list[dict[str, Any]]
+) -> Any:
+    """OpenRLHF's client with ``--reward.remote_url`` at the server, then at a reward_func file."""
+    policy = tmp_path / "policy"
+    byte_tokenizer().save_pretrained(policy)
+    reward_file = tmp_path / "reward_func.py"  # the file a user names in --reward.remote_url
+    reward_file.write_text(
+        "from model_zoo.reward.adapters import openrlhf_reward_func\n\n"
+        f"reward_func = openrlhf_reward_func({str(checkpoint)!r}, device='cpu', dtype='float32')\n"
+    )
+    targets = {"http": server + "/get_reward", "func": str(reward_file)}
+    out = run_framework("openrlhf", {"policy": str(policy), "rows": rows, "targets": targets})
+    assert out["ok"], out.get("traceback") or out
+    assert out["openrlhf"] == "0.11.2" and out["blocked"] == []
+    return out
+
+
 def test_openrlhf_reward_client_scores_with_model_zoo(
     run_framework: Any,
     tmp_path: Path,
@@ -54,23 +72,13 @@ def test_openrlhf_reward_client_scores_with_model_zoo(
     tiny_rm: RewardModel,
     served_tiny_reward: str,
 ) -> None:
-    policy = tmp_path / "policy"
-    byte_tokenizer().save_pretrained(policy)
-    reward_file = tmp_path / "reward_func.py"  # the file a user names in --reward.remote_url
-    reward_file.write_text(
-        "from model_zoo.reward.adapters import openrlhf_reward_func\n\n"
-        f"reward_func = openrlhf_reward_func({str(tiny_reward_fp32)!r}, device='cpu', dtype='float32')\n"
-    )
-    targets = {"http": served_tiny_reward + "/get_reward", "func": str(reward_file)}
-    out = run_framework("openrlhf", {"policy": str(policy), "rows": ROWS, "targets": targets})
-    assert out["ok"], out.get("traceback") or out
-    assert out["openrlhf"] == "0.11.2" and out["blocked"] == []
+    out = _run(run_framework, tmp_path, tiny_reward_fp32, served_tiny_reward, ROWS)
     queries = [_query(r) for r in ROWS]
     want = tiny_rm.score_text(queries, strip_pad=True)
     assert len({round(x, 5) for x in want}) == len(want), (
         "distinct scores, or the test proves little"
     )
-    for name in targets:
+    for name in ("http", "func"):
         got = out[name]
         assert got["queries"] == queries, name  # the text OpenRLHF built is the one scored
         assert None not in got["rewards"], (
@@ -80,3 +88,48 @@ def test_openrlhf_reward_client_scores_with_model_zoo(
         assert got["scores"] == pytest.approx(want, abs=1e-5), name
     # the file's function hands OpenRLHF torch tensors, as its own reward functions do
     assert out["func"]["reward_types"] == ["Tensor"]
+
+
+POLAR_ROWS: list[dict[str, Any]] = [  # the reference answer travels as the dataset's label
+    {
+        "prompt": [{"role": "user", "content": "Capital of China?"}],
+        "response": "Beijing.",
+        "label": "Beijing.",
+    },
+    {
+        "prompt": [{"role": "user", "content": "What is the capital of China?"}],
+        "response": "Shanghai.",
+        "label": "Beijing.",
+    },
+    {"prompt": [{"role": "user", "content": "2+3?"}], "response": "5", "label": "The answer is 5."},
+]
+
+
+def test_openrlhf_labels_are_polars_reference(
+    run_framework: Any,
+    tmp_path: Path,
+    tiny_polar_fp32: Path,
+    tiny_polar_rm: Any,
+    served_tiny_polar: str,
+) -> None:
+    out = _run(run_framework, tmp_path, tiny_polar_fp32, served_tiny_polar, POLAR_ROWS)
+    # what POLAR scores: the response that follows OpenRLHF's prompt in its query, against the label
+    tok = byte_tokenizer()
+    items = [
+        {
+            "prompt": tok.apply_chat_template(
+                r["prompt"], add_generation_prompt=True, tokenize=False
+            ),
+            "reference": r["label"],
+            "output": r["response"] + "<|im_end|>",
+        }
+        for r in POLAR_ROWS
+    ]
+    want = [float(x) for x in tiny_polar_rm.score_batch(items)]
+    assert len({round(x, 5) for x in want}) == len(want)
+    for name in ("http", "func"):
+        assert out[name]["queries"] == [i["prompt"] + i["output"] for i in items], name
+        assert None not in out[name]["rewards"], (
+            f"OpenRLHF got no reward from {name}:\n{out['stderr'][-3000:]}"
+        )
+        assert out[name]["rewards"] == pytest.approx(want, abs=1e-5), name

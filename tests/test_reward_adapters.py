@@ -5,13 +5,19 @@ from __future__ import annotations
 import socket
 import threading
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from fixtures_reward import CharCodec, conv, fake_score, make_fake_rm
 
 from model_zoo.errors import RewardServerError, UsageError
-from model_zoo.reward.adapters import RemoteRewardModel, openrlhf_reward_func, remote_rm_fn, trl_reward_func
+from model_zoo.reward.adapters import (
+    RemoteRewardModel,
+    openrlhf_reward_func,
+    remote_rm_fn,
+    trl_reward_func,
+)
 from model_zoo.reward.model import RewardModel
 from model_zoo.server.protocol import ServerLimits
 from model_zoo.server.reward_server import RewardServer
@@ -25,7 +31,9 @@ def test_trl_reward_func_conversational_and_plain() -> None:
     assert fn.__name__ == "rm_score"
     prompts = [[m for m in c if m["role"] == "user"] for c in CONVS]
     completions = [[m for m in c if m["role"] == "assistant"] for c in CONVS]
-    assert fn(prompts=prompts, completions=completions, completion_ids=[[1]] * 4) == rm.score_batch(CONVS)
+    assert fn(prompts=prompts, completions=completions, completion_ids=[[1]] * 4) == rm.score_batch(
+        CONVS
+    )
     plain = fn(["hello", "2+2?"], ["hi", "4"])
     assert plain == rm.score_batch(CONVS[:2])  # a string pair is one user turn, one assistant turn
     with pytest.raises(UsageError, match="pair up"):
@@ -42,7 +50,9 @@ def test_openrlhf_reward_func_returns_tensors_and_ignores_pads() -> None:
     assert set(out["extra_logs"]) == {"reward_model_score"}
 
 
-def test_adapters_load_a_path_lazily_on_first_call(tiny_reward_fp32: Path, tiny_rm: RewardModel) -> None:
+def test_adapters_load_a_path_lazily_on_first_call(
+    tiny_reward_fp32: Path, tiny_rm: RewardModel
+) -> None:
     fn = trl_reward_func(str(tiny_reward_fp32), device="cpu", dtype="float32")
     got = fn([[CONVS[0][0]], [CONVS[1][0]]], [[CONVS[0][1]], [CONVS[1][1]]])
     assert got == pytest.approx(tiny_rm.score_batch(CONVS[:2]), abs=1e-5)
@@ -52,8 +62,9 @@ def test_remote_clients_match_local_scoring() -> None:
     rm = make_fake_rm()
     with RewardServer(rm, api_key="tok") as server:
         queries = ["#<user>a|<assistant>b|", "<user>c|"]
-        assert remote_rm_fn(server.url + "/get_reward", queries, ["p", "p"], ["l", "l"], api_key="tok") == \
-            rm.score_text(queries, strip_pad=True)
+        assert remote_rm_fn(
+            server.url + "/get_reward", queries, ["p", "p"], ["l", "l"], api_key="tok"
+        ) == rm.score_text(queries, strip_pad=True)
         remote = RemoteRewardModel(server.url, api_key="tok")
         assert remote.score_batch(CONVS) == rm.score_batch(CONVS)
         assert remote.score(CONVS[2]) == rm.score(CONVS[2])
@@ -82,10 +93,14 @@ def test_client_retries_after_429() -> None:
     gate = threading.Event()
     rm = make_fake_rm(gate=gate)
     with RewardServer(rm, limits=ServerLimits(max_queue=1), wait_s=0) as server:
-        holder = threading.Thread(target=lambda: httpx.post(server.url + "/v1/score", json={"texts": ["a"]}, timeout=30))
+        holder = threading.Thread(
+            target=lambda: httpx.post(server.url + "/v1/score", json={"texts": ["a"]}, timeout=30)
+        )
         holder.start()
         assert rm.scorer.started.wait(10)
-        filler = threading.Thread(target=lambda: httpx.post(server.url + "/v1/score", json={"texts": ["b"]}, timeout=30))
+        filler = threading.Thread(
+            target=lambda: httpx.post(server.url + "/v1/score", json={"texts": ["b"]}, timeout=30)
+        )
         filler.start()
         while server.scheduler.waiting < 1:
             threading.Event().wait(0.01)
@@ -93,3 +108,36 @@ def test_client_retries_after_429() -> None:
         threading.Timer(0.3, gate.set).start()
         assert remote_rm_fn(server.url + "/get_reward", ["c"], retries=5) == rm.score_text(["c"])
         holder.join(10), filler.join(10)
+
+
+def test_adapters_score_polar_against_the_reference(tiny_polar_rm: Any) -> None:
+    """POLAR through every adapter: TRL's reference column, OpenRLHF's labels, the server's inputs."""
+    rm = tiny_polar_rm
+    items = [
+        {"prompt": "2+2?", "reference": "4", "output": "4"},
+        {"prompt": "2+2?", "reference": "4", "output": "5"},
+    ]
+    want = rm.score_batch(items)
+    fn = trl_reward_func(rm, name="polar")
+    assert fn(["2+2?", "2+2?"], ["4", "5"], reference=["4", "4"]) == want
+    with pytest.raises(UsageError, match="'answer' column"):
+        trl_reward_func(rm, reference_key="answer")(["2+2?"], ["4"], reference=["4"])
+    out = openrlhf_reward_func(rm)(["<p>2+2?4", "<p>2+2?5"], ["<p>2+2?", "<p>2+2?"], ["4", "4"])
+    assert out["rewards"].tolist() == pytest.approx(
+        rm.score_batch([{**i, "prompt": "<p>2+2?"} for i in items]), abs=1e-6
+    )
+    with pytest.raises(UsageError, match="labels"):
+        openrlhf_reward_func(rm)(["<p>2+2?4"], ["<p>2+2?"], None)
+    with RewardServer(rm) as server:
+        remote = RemoteRewardModel(server.url)
+        assert remote.scoring_style == "reference-based"
+        assert remote.score_batch(items) == pytest.approx(want, abs=1e-6)
+        assert remote.score(prompt="2+2?", reference="4", output="5") == pytest.approx(
+            want[1], abs=1e-6
+        )
+        assert trl_reward_func(remote)(["2+2?"], ["5"], reference=["4"]) == pytest.approx(
+            want[1:], abs=1e-6
+        )
+        remote.close()
+    with RewardServer(make_fake_rm()) as server:
+        assert RemoteRewardModel(server.url).scoring_style == "conversation"

@@ -26,10 +26,15 @@ keyword             environment                 meaning
 ``api_key``         ``MODEL_ZOO_API_KEY``       the server's ``--api-key``
 ``device``          ``MODEL_ZOO_REWARD_DEVICE`` in-process device (default: the runner's choice)
 ``dtype``           ``MODEL_ZOO_REWARD_DTYPE``  in-process dtype (default ``auto``)
-``style``                                       ``conversation`` or ``polar``; default: the model's
+``style``                                       ``conversation`` or ``reference-based`` (alias
+                                                ``polar``); default: the model's own
 ``prompt_key``                                  the ``extra_info`` key of the prompt (``prompt``)
 ``strip_thinking``                              score only what follows ``</think>`` (default:
                                                 on for POLAR, as its recipe does; off otherwise)
+``wrapper``                                     POLAR: ``sft`` (default) or ``pretrain``
+``cut_side``                                    POLAR, in-process: which end of an over-long
+                                                reference or output is cut (``left``, model-zoo's
+                                                default; POLAR's verl client cuts ``right``)
 ==================  ==========================  ==================================================
 
 Calls that arrive together from verl's reward threads are merged into one ``score_batch`` (one
@@ -47,8 +52,9 @@ from typing import Any, NamedTuple
 from model_zoo.errors import UsageError
 
 CONVERSATION = "conversation"
-POLAR = "polar"
-STYLES = (CONVERSATION, POLAR)
+REFERENCE = "reference-based"  # POLAR
+STYLES = (CONVERSATION, REFERENCE)
+_ALIASES = {"polar": REFERENCE, "reference_based": REFERENCE}
 
 _THINK = re.compile(r"<think>(.*?)</think>(.*)", re.DOTALL)
 
@@ -71,6 +77,8 @@ class VerlRewardConfig(NamedTuple):
     style: str | None = None
     prompt_key: str = "prompt"
     strip_thinking: bool | None = None
+    wrapper: str | None = None
+    cut_side: str | None = None
 
     @classmethod
     def from_kwargs(
@@ -86,9 +94,10 @@ class VerlRewardConfig(NamedTuple):
             return None if value is None else str(value)
 
         style = pick("style")
+        style = _ALIASES.get(style, style) if style is not None else None
         if style is not None and style not in STYLES:
             raise UsageError(
-                f"reward_kwargs.style must be one of {', '.join(STYLES)}, got {style!r}"
+                f"reward_kwargs.style must be one of {', '.join(STYLES)} (or polar), got {style!r}"
             )
         if kw.get("model") is not None and kw.get("server_url") is not None:
             raise UsageError(
@@ -126,6 +135,8 @@ class VerlRewardConfig(NamedTuple):
             style=style,
             prompt_key=pick("prompt_key") or "prompt",
             strip_thinking=None if strip is None else _as_bool(strip, "strip_thinking"),
+            wrapper=pick("wrapper"),
+            cut_side=pick("cut_side"),
         )
 
 
@@ -211,23 +222,30 @@ def _open_model(config: VerlRewardConfig) -> Any:
     if config.model is None:
         from model_zoo.reward.adapters import RemoteRewardModel
 
+        if config.cut_side is not None:
+            raise UsageError(
+                "reward_kwargs.cut_side applies to a model loaded in-process; a server cuts as it was "
+                "started"
+            )
         return RemoteRewardModel(str(config.server_url), api_key=config.api_key)
     from model_zoo.reward.api import load_reward
 
-    load_kw = {
-        k: v for k, v in (("device", config.device), ("dtype", config.dtype)) if v is not None
+    load_kw: dict[str, Any] = {
+        k: v
+        for k, v in (("device", config.device), ("dtype", config.dtype), ("style", config.style))
+        if v is not None
     }
+    if config.cut_side is not None:
+        from model_zoo.reward.polar import PolarOptions
+
+        load_kw["reference_options"] = PolarOptions(cut_side=config.cut_side)
     return load_reward(config.model, **load_kw)
 
 
 def model_style(model: Any) -> str:
-    """``polar`` for a reference-based reward model (POLAR), ``conversation`` otherwise."""
+    """The model's scoring style: ``reference-based`` (POLAR) or ``conversation``."""
     style = getattr(model, "scoring_style", None)
-    if isinstance(style, str) and style.replace("_", "-") == "reference-based":
-        return POLAR
-    if type(model).__name__.lower().startswith("polar"):
-        return POLAR
-    return CONVERSATION
+    return REFERENCE if style == REFERENCE else CONVERSATION
 
 
 def _scorer(config: VerlRewardConfig) -> _Scorer:
@@ -310,17 +328,20 @@ def _row_input(
         raise UsageError(
             f"row {row}: solution_str must be a string, got {type(solution_str).__name__}"
         )
-    strip = config.strip_thinking if config.strip_thinking is not None else style == POLAR
+    strip = config.strip_thinking if config.strip_thinking is not None else style == REFERENCE
     output = strip_thinking(solution_str) if strip else solution_str
     prompt = _prompt(extra_info, config.prompt_key, row)
-    if style == POLAR:
+    if style == REFERENCE:
         reference = _plain(ground_truth)
         if reference is None:
             raise UsageError(
                 f"row {row}: POLAR scores against a reference, and ground_truth is empty; put the "
                 "reference answer in reward_model.ground_truth"
             )
-        return {"prompt": prompt, "reference": reference, "output": output}
+        item = {"prompt": prompt, "reference": reference, "output": output}
+        if config.wrapper is not None:
+            item["wrapper"] = config.wrapper
+        return item
     return _as_messages(prompt, "user", f"row {row}: extra_info[{config.prompt_key!r}]") + [
         {"role": "assistant", "content": output}
     ]
