@@ -125,12 +125,14 @@ def register(app: typer.Typer) -> None:
 
     @app.command("pull")
     def pull_cmd(
-        name: Optional[str] = typer.Argument(None, help="Model name (any spelling, optional @revision)."),
+        name: Optional[str] = typer.Argument(None, help="Model name (any spelling, optional :LEVEL and @revision)."),
         source: str = typer.Option("auto", "--source", "-s",
                                    help="auto | hf | modelscope | modelers | openxlab | openxlab-origin"),
         sources: Optional[str] = typer.Option(None, "--sources",
                                               help="Several sources at once, e.g. hf,modelscope."),
         revision: Optional[str] = typer.Option(None, "--revision", "-r", help="Commit or tag to pin."),
+        gguf: Optional[str] = typer.Option(None, "--gguf",
+                                           help="One GGUF file of the model's GGUF release, by level: q4_k_m, q8_0, fp16."),
         local_dir: Optional[Path] = typer.Option(None, "--local-dir", help="Put the files here, not in the store."),
         include: list[str] = typer.Option([], "--include", help="Only files matching this glob (repeatable)."),
         exclude: list[str] = typer.Option([], "--exclude", help="Skip files matching this glob (repeatable)."),
@@ -150,6 +152,7 @@ def register(app: typer.Typer) -> None:
           DIR=$(model-zoo pull InternLM3-8B-Instruct -q)
           model-zoo pull internlm2_5-7b-chat --sources hf,modelscope
           model-zoo pull internlm2_5-7b-chat --dry-run
+          model-zoo pull internlm3-8b-instruct --gguf q4_k_m     # one GGUF file (= internlm3-8b-instruct-gguf:q4_k_m)
           model-zoo pull --lock model-zoo.lock
         """
         from ..download.pull import pull_model
@@ -176,7 +179,7 @@ def register(app: typer.Typer) -> None:
                     results.append(pull_model(
                         n, source=source, sources=sources, revision=revision, local_dir=local_dir,
                         include=include or None, exclude=exclude or None, all_files=all_files, lock=lock,
-                        dry_run=dry_run, progress=renderer, connections=connections,
+                        dry_run=dry_run, progress=renderer, connections=connections, gguf=gguf,
                     ))
         except KeyboardInterrupt:
             renderer.close()  # the bars' last frame first, then the one line below it

@@ -34,6 +34,9 @@ def _model_json(m: ModelInfo, context: int) -> dict[str, Any]:
     out = m.to_dict()
     out["web_urls"] = m.web_urls()
     out["memory"] = _memory_by_dtype(m, context)
+    from ..registry.variants import variant_rows
+
+    out["variant_memory"] = [row.to_dict() for row in variant_rows(m, context)]
     return out
 
 
@@ -130,8 +133,39 @@ def _info_text(m: ModelInfo, context: int) -> None:
             f"{est['total_gib']:.1f} GiB (weights {est['weights_gib']:.1f} + KV cache "
             f"{est['kv_cache_gib']:.2f} at {context} tokens + runtime {est['runtime_gib']:.1f})",
         ))
+    rows += _variant_lines(m, context)
     width = max(len(key) for key, _ in rows)
     typer.echo("\n".join(f"{key.ljust(width)}  {value}" for key, value in rows))
+
+
+def _variant_lines(m: ModelInfo, context: int) -> list[tuple[str, str]]:
+    """The quantized variants: each GGUF level with its file, size and memory; AWQ/GPTQ at int4."""
+    from ..registry.variants import variant_rows
+
+    lines: list[tuple[str, str]] = []
+    if m.variant_of:
+        v = m.variant
+        assert v is not None
+        note = "" if v.confirmed else f" [unconfirmed: {v.note or 'not seen in a public listing'}]"
+        lines.append(("variant of", f"{m.variant_of} ({v.format}{f', {v.bits}-bit' if v.bits else ''}){note}"))
+    shown: set[str] = set()
+    for row in variant_rows(m, context):
+        if row.variant not in shown and not m.variant_of:
+            shown.add(row.variant)
+            v = next(x for x in m.variants if x.name == row.variant)
+            tail = "" if v.confirmed else " [unconfirmed]"
+            bits = f", {v.bits}-bit" if v.bits else ""
+            lines.append((f"variant {row.format}", f"{row.variant} ({', '.join(v.sources.values())}{bits}){tail}"))
+        if row.level is None:
+            lines.append(("", f"  memory {row.memory_gib:.1f} GiB (weights {row.weights_gib:.1f} at int4 + KV cache and runtime)"))
+            continue
+        size = f"{row.size_gb:.2f} GB" if row.size_gb is not None else "size not seen"
+        lines.append(("", f"  {row.level:<7} {row.file}  {size}, memory {row.memory_gib:.1f} GiB "
+                          f"(weights {row.weights_gib:.1f} from {row.weights_from})"))
+    if any(r.level for r in variant_rows(m, context)):
+        name = m.variant_of or m.name
+        lines.append(("", f"  pull one level: model-zoo pull {name} --gguf LEVEL (or {m.gguf_variant().name.lower() if m.gguf_variant() else name}:LEVEL)"))
+    return lines
 
 
 def register(app: typer.Typer) -> None:

@@ -41,6 +41,7 @@ class PullOptions(TypedDict, total=False):
     include: Sequence[str] | None  # globs of files to take
     exclude: Sequence[str] | None  # globs of files to leave
     all_files: bool  # also the formats a safetensors checkpoint makes redundant
+    gguf: str | None  # a GGUF quantization level: exactly that file of the model's GGUF variant
     lock: str | Path | LockFile | None  # pull exactly what a lock file records
     dry_run: bool  # plan and report, fetch nothing
     progress: ProgressFn | None  # called with every engine event and every PullEvent
@@ -91,6 +92,7 @@ def resolve_request(name: str, options: PullOptions) -> PullRequest:
     source = options.get("source") or AUTO
     sources = options.get("sources")
     info = get(name)
+    info, include = gguf_selection(info, options.get("gguf"), options.get("include"))
     revision = requested_revision(info, options.get("revision"))
     explicit = source.strip().lower()
     if sources and explicit not in (AUTO, *(parse_source_list(sources) or ())[:1]):
@@ -123,13 +125,31 @@ def resolve_request(name: str, options: PullOptions) -> PullRequest:
         raise UsageError(f"connections must be at least 1, got {connections}")
     return PullRequest(
         info=info, settings=settings, revision=revision, source=source, sources=sources, explicit=explicit,
-        locked=locked, include=options.get("include"), exclude=options.get("exclude"),
+        locked=locked, include=include, exclude=options.get("exclude"),
         all_files=bool(options.get("all_files")),
         target_override=Path(local_dir).expanduser() if local_dir is not None else None,
         dry_run=bool(options.get("dry_run")), offline=settings.offline if offline is None else offline,
         emit=options.get("progress") or (lambda _e: None), connections=connections,
         probes=options.get("probes"), wanted=wanted_sources(sources, explicit, locked),
     )
+
+
+def gguf_selection(info: ModelInfo, level: str | None,
+                   include: Sequence[str] | None) -> tuple[ModelInfo, Sequence[str] | None]:
+    """For ``--gguf LEVEL`` or ``NAME:LEVEL``: the GGUF variant and exactly its one file."""
+    if level is not None:
+        from ..registry.loader import load_registry
+
+        if info.gguf_level is not None and info.gguf_level.lower() != level.lower():
+            raise UsageError(f"--gguf {level} contradicts the :{info.gguf_level} in the name; give the level once",
+                             level=level)
+        info = load_registry().with_gguf_level(info, level)
+    path = info.gguf_file()
+    if path is None:
+        return info, include
+    if include:
+        raise UsageError(f"a GGUF level names one file ({path}); leave out --include", include=list(include))
+    return info, [path]
 
 
 def requested_revision(info: ModelInfo, revision: str | None) -> str | None:

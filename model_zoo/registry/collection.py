@@ -40,7 +40,11 @@ class Registry:
         self.families: Mapping[str, FamilyInfo] = MappingProxyType(dict(families))
         self.files = files  # the registry files this was loaded from, built-in first
         self._by_name = {m.name: m for m in self.models}
-        self._index = NameIndex(_name_keys(m) for m in self.models)
+        # quantized variants answer to their own names and repo ids, not listed as entries
+        for m in self.models:
+            for v in m.variants:
+                self._by_name[v.name] = m.as_variant(v)
+        self._index = NameIndex(_name_keys(m) for m in self._by_name.values())
 
     def __len__(self) -> int:
         return len(self.models)
@@ -49,10 +53,30 @@ class Registry:
         return iter(self.models)
 
     def get(self, spec: str) -> ModelInfo:
-        """The entry ``spec`` names (any spelling, optional ``@revision``), revision attached."""
-        canonical, revision = self._index.resolve(spec)
+        """The entry ``spec`` names (any spelling, optional ``:level`` and ``@revision``).
+
+        A GGUF level resolves to the model's GGUF variant with the level attached (``name`` may
+        be the variant or its parent); UsageError when there is none or it lacks that level.
+        """
+        canonical, level, revision = self._index.resolve_spec(spec)
         info = self._by_name[canonical]
+        if level is not None:
+            info = self.with_gguf_level(info, level)
         return info.with_revision(revision) if revision else info
+
+    def with_gguf_level(self, info: ModelInfo, level: str) -> ModelInfo:
+        """``info``'s GGUF variant at ``level`` (the parent's variant when ``info`` is the parent)."""
+        from dataclasses import replace
+
+        variant = info.gguf_variant()
+        if variant is None:
+            raise UsageError(f"{info.name} has no GGUF release in the registry; `model-zoo info {info.name}` lists its variants.",
+                             name=info.name, level=level)
+        if variant.file_for(level) is None:
+            raise UsageError(f"{variant.name} has no {level} file; its levels: {', '.join(variant.levels)}.",
+                             name=variant.name, level=level, levels=list(variant.levels))
+        base = info if info.variant is variant else self._by_name[variant.name]
+        return replace(base, gguf_level=level.lower())
 
     def suggest(self, name: str, limit: int = 5) -> list[str]:
         return self._index.suggest(name, limit)

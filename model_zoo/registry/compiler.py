@@ -284,6 +284,7 @@ def _compile_entry(
         problems.extend(more)
     if dims is not None and spec.params_b is not None:
         problems.append(RegistryProblem(where, "params_b is computed from dims; remove one of them", entry=name, field="params_b"))
+    variants = _compile_variants(spec, where, name, problems)
     if problems or size_params is None:
         return None, problems
 
@@ -319,8 +320,35 @@ def _compile_entry(
         "reward": spec.reward.model_dump() if spec.reward else None,
         "description": spec.description,
         "origin": raw.origin,
+        "variants": variants,
     }
     return entry, []
+
+
+def _compile_variants(spec: EntrySpec, where: str, name: str, problems: list[RegistryProblem]) -> list[dict[str, Any]]:
+    """Each variant with its sources checked and, for GGUF, its level -> file map checked
+    against the file-name rule (``model_zoo.ggufnames``)."""
+    from ..ggufnames import is_level, level_of, same_level
+
+    out: list[dict[str, Any]] = []
+    for i, v in enumerate(spec.variants):
+        fld = f"variants[{i}]"
+        sources, found = _check_sources(v.sources, where, name)
+        problems += [RegistryProblem(p.location, p.message, entry=p.entry, field=f"{fld}.{p.field}") for p in found]
+        if v.format == "gguf" and not v.files:
+            problems.append(RegistryProblem(where, "a GGUF variant needs files: level -> file name", entry=name, field=f"{fld}.files"))
+        if v.format != "gguf" and (v.files or v.sizes_gb):
+            problems.append(RegistryProblem(where, f"only GGUF variants list files per level ({v.format} is one checkpoint)", entry=name, field=f"{fld}.files"))
+        for level, path in v.files.items():
+            stated = level_of(path)
+            if not is_level(level) or not path.endswith(".gguf") or stated is None or not same_level(stated, level):
+                problems.append(RegistryProblem(where, f"{level!r} -> {path!r}: the key must be a quantization level and the file a .gguf named with it", entry=name, field=f"{fld}.files"))
+        for level in v.sizes_gb:
+            if level not in v.files:
+                problems.append(RegistryProblem(where, f"sizes_gb names {level!r}, which files does not list", entry=name, field=f"{fld}.sizes_gb"))
+        out.append({"name": v.name, "format": v.format, "sources": sources, "bits": v.bits, "files": dict(v.files),
+                    "sizes_gb": dict(v.sizes_gb), "confirmed": v.confirmed, "note": v.note})
+    return out
 
 
 def _matches(pattern: str, text: str) -> bool:
@@ -335,6 +363,9 @@ def _cross_entry_problems(located: list[tuple[str, dict[str, Any]]]) -> list[Reg
         keys = [("name", m["name"]), ("slug", m["slug"])]
         keys += [("aliases", a) for a in m["aliases"]]
         keys += [(f"sources.{s}", r) for s, r in m["sources"].items()]
+        for i, v in enumerate(m.get("variants") or ()):
+            keys += [(f"variants[{i}].name", v["name"])]
+            keys += [(f"variants[{i}].sources.{s}", r) for s, r in v["sources"].items()]
         for fld, key in keys:
             first = owner.setdefault(key.lower(), (index, m["name"], fld))
             if first[0] != index:

@@ -24,6 +24,8 @@ WEIGHT_FORMATS: tuple[str, ...] = ("safetensors", "bin", "bin+safetensors")
 # What a reward model scores: a chat conversation (InternLM2-Reward), or a candidate output
 # against a reference answer for the same prompt (POLAR). The loader picks its API from this.
 SCORING_STYLES: tuple[str, ...] = ("conversation", "reference-based")
+# Quantized releases an entry can have (``variants``): llama.cpp's GGUF, and AWQ / GPTQ checkpoints.
+VARIANT_FORMATS: tuple[str, ...] = ("gguf", "awq", "gptq")
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,40 @@ class RewardInfo:
 
 
 @dataclass(frozen=True)
+class VariantInfo:
+    """A quantized release of a model (see ``schema.VariantSpec``); ``files``: GGUF level -> path."""
+
+    name: str
+    format: str  # one of VARIANT_FORMATS
+    sources: Mapping[str, str] = field(hash=False)
+    bits: int | None = None
+    files: Mapping[str, str] = field(default_factory=dict, hash=False)
+    sizes_gb: Mapping[str, float] = field(default_factory=dict, hash=False)
+    confirmed: bool = True
+    note: str | None = None
+
+    @property
+    def levels(self) -> tuple[str, ...]:
+        return tuple(self.files)
+
+    def file_for(self, level: str) -> str | None:
+        """The file of a GGUF level (``fp16`` and ``f16`` are the same level)."""
+        from ..ggufnames import same_level
+
+        return next((path for lvl, path in self.files.items() if same_level(lvl, level)), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {**out, "sources": dict(self.sources), "files": dict(self.files), "sizes_gb": dict(self.sizes_gb)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> VariantInfo:
+        return cls(**{**d, "sources": MappingProxyType(dict(d["sources"])),
+                      "files": MappingProxyType(dict(d.get("files") or {})),
+                      "sizes_gb": MappingProxyType(dict(d.get("sizes_gb") or {}))})
+
+
+@dataclass(frozen=True)
 class FamilyInfo:
     key: str
     title: str
@@ -128,13 +164,35 @@ class ModelInfo:
     description: str | None = None
     origin: str | None = field(default=None, compare=False)  # registry file it came from
     revision: str | None = None
+    variants: tuple[VariantInfo, ...] = ()  # quantized releases (GGUF, AWQ, GPTQ)
+    variant_of: str | None = None  # for a variant's own ModelInfo: the parent entry's name
+    variant: VariantInfo | None = None  # ... and the variant itself
+    gguf_level: str | None = None  # the GGUF quantization level asked for (``name:q4_k_m``)
 
     # ------------------------------------------------------------------ derived views
 
     @property
     def spec(self) -> str:
-        """``name`` or ``name@revision``: what to pass back to ``get``."""
-        return f"{self.name}@{self.revision}" if self.revision else self.name
+        """``name[:level][@revision]``: what to pass back to ``get``."""
+        text = f"{self.name}:{self.gguf_level}" if self.gguf_level else self.name
+        return f"{text}@{self.revision}" if self.revision else text
+
+    @property
+    def quant_format(self) -> str | None:
+        """``gguf``, ``awq`` or ``gptq`` for a variant, None for the original checkpoint."""
+        return self.variant.format if self.variant else None
+
+    def gguf_variant(self) -> VariantInfo | None:
+        """This entry's GGUF release (itself when it is one)."""
+        if self.variant is not None:
+            return self.variant if self.variant.format == "gguf" else None
+        return next((v for v in self.variants if v.format == "gguf"), None)
+
+    def gguf_file(self) -> str | None:
+        """The repository path of the GGUF file ``gguf_level`` names, for a GGUF variant."""
+        if self.variant is None or self.variant.format != "gguf" or not self.gguf_level:
+            return None
+        return self.variant.file_for(self.gguf_level)
 
     @property
     def is_chat(self) -> bool:
@@ -169,6 +227,15 @@ class ModelInfo:
     def with_revision(self, revision: str | None) -> ModelInfo:
         return dataclasses.replace(self, revision=revision)
 
+    def as_variant(self, variant: VariantInfo) -> ModelInfo:
+        """The ModelInfo of one of this entry's variants: its name and sources, the parent's
+        chat format, defaults, dims and licence."""
+        return dataclasses.replace(
+            self, name=variant.name, slug=variant.name.lower(), aliases=(), sources=variant.sources,
+            weight_format="gguf" if variant.format == "gguf" else "safetensors", variants=(),
+            variant_of=self.name, variant=variant, revision=None, gguf_level=None,
+        )
+
     # ------------------------------------------------------------------ (de)serialisation
 
     def to_dict(self) -> dict[str, Any]:
@@ -180,10 +247,12 @@ class ModelInfo:
                 value = value.isoformat()
             elif isinstance(value, Mapping):
                 value = dict(value)
+            elif isinstance(value, VariantInfo):
+                value = value.to_dict()
             elif dataclasses.is_dataclass(value):
                 value = dataclasses.asdict(value)
             elif isinstance(value, tuple):
-                value = list(value)
+                value = [v.to_dict() if isinstance(v, VariantInfo) else v for v in value]
             out[f.name] = value
         return out
 
@@ -202,4 +271,7 @@ class ModelInfo:
             data["generation_defaults"] = GenerationDefaults.from_dict(data["generation_defaults"])
         if data.get("reward"):
             data["reward"] = RewardInfo(**data["reward"])
+        data["variants"] = tuple(VariantInfo.from_dict(v) for v in data.get("variants") or ())
+        if data.get("variant"):
+            data["variant"] = VariantInfo.from_dict(data["variant"])
         return cls(**data)

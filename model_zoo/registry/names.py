@@ -2,9 +2,12 @@
 
 Grammar::
 
-    spec      := name [ "@" revision ]
+    spec      := name [ ":" level ] [ "@" revision ]
     name      := canonical name | slug | alias | source repo id ("namespace/name")
                  | the name part of a source repo id
+                 (a quantized variant's name and repo ids too: ``internlm3-8b-instruct-gguf``)
+    level     := a GGUF quantization level (``q4_k_m``, ``q8_0``, ``fp16``): the one file of
+                 the model's GGUF variant, as Ollama's ``hf.co/{repo}:{level}`` names it
     revision  := a branch, tag or commit, no spaces or "@"
 
 Matching is case-insensitive and tries three tiers, stopping at the first that matches:
@@ -55,6 +58,33 @@ def split_revision(spec: str) -> tuple[str, str | None]:
     return name, revision
 
 
+def split_level(name: str) -> tuple[str, str | None]:
+    """``"name:q4_k_m"`` -> ``("name", "q4_k_m")``; a name without ``:`` -> ``(name, None)``.
+
+    UsageError when what follows the last ``:`` is not a quantization level.
+    """
+    from ..ggufnames import is_level
+
+    text = name.strip()
+    if ":" not in text:
+        return text, None
+    base, _, level = text.rpartition(":")
+    if not base.strip() or not is_level(level):
+        raise UsageError(
+            f"cannot read model spec {name!r}: after ':' comes a GGUF quantization level such as "
+            "q4_k_m, q8_0 or fp16 (NAME:LEVEL[@REVISION])",
+            spec=name,
+        )
+    return base.strip(), level.strip().lower()
+
+
+def split_spec(spec: str) -> tuple[str, str | None, str | None]:
+    """``"name:level@rev"`` -> ``(name, level, revision)``, either part optional."""
+    name, revision = split_revision(spec)
+    name, level = split_level(name)
+    return name, level, revision
+
+
 @dataclass(frozen=True)
 class NameKeys:
     """Everything one entry answers to."""
@@ -82,7 +112,15 @@ class NameIndex:
 
     def resolve(self, spec: str) -> tuple[str, str | None]:
         """Canonical name and revision for ``spec``; raises Unknown/AmbiguousNameError."""
-        name, revision = split_revision(spec)
+        canonical, _level, revision = self.resolve_spec(spec)
+        return canonical, revision
+
+    def resolve_spec(self, spec: str) -> tuple[str, str | None, str | None]:
+        """Canonical name, GGUF level and revision for ``spec`` (see the grammar above)."""
+        name, level, revision = split_spec(spec)
+        return self._lookup(spec, name), level, revision
+
+    def _lookup(self, spec: str, name: str) -> str:
         if not name:
             raise UnknownModelError(spec, [])
         for table, key in ((self._exact, name.lower()), (self._folded, fold(name)), (self._bare, fold(name))):
@@ -91,7 +129,7 @@ class NameIndex:
                 continue
             if len(found) > 1:
                 raise AmbiguousNameError(name, self._ordered(found))
-            return next(iter(found)), revision
+            return next(iter(found))
         raise UnknownModelError(name, self.suggest(name))
 
     def suggest(self, name: str, limit: int = 5) -> list[str]:

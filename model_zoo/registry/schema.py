@@ -32,7 +32,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import RegistryProblem
-from .info import CHAT_FORMATS, KINDS, SCORING_STYLES, WEIGHT_FORMATS
+from .info import CHAT_FORMATS, KINDS, SCORING_STYLES, VARIANT_FORMATS, WEIGHT_FORMATS
 
 SCHEMA_VERSION = 1
 TOP_LEVEL_KEYS = ("schema_version", "defaults", "families", "shapes", "models")
@@ -91,6 +91,22 @@ class RewardSpec(_Strict):
     rewardbench: float | None = Field(default=None, ge=0, le=100)
 
 
+class VariantSpec(_Strict):
+    """A quantized release of an entry (same chat format and defaults): GGUF for llama.cpp and
+    Ollama, AWQ or GPTQ for vLLM/LMDeploy. ``files`` maps a GGUF quantization level to its file
+    in the repository; ``sizes_gb`` the file sizes seen on the hub; ``confirmed: false`` marks
+    levels, files or sources not seen in a public listing (``note`` says what was)."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    format: Literal[VARIANT_FORMATS]  # type: ignore[valid-type]
+    sources: dict[str, Any]
+    bits: int | None = Field(default=None, gt=0, le=16)
+    files: dict[str, str] = Field(default_factory=dict)
+    sizes_gb: dict[str, float] = Field(default_factory=dict)
+    confirmed: bool = True
+    note: str | None = None
+
+
 class DefaultableFields(_Strict):
     """Fields that ``defaults`` / ``families.*.defaults`` may set for many entries at once."""
 
@@ -119,6 +135,7 @@ class EntrySpec(DefaultableFields):
     license: str
     architecture: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     sources: dict[str, Any]
+    variants: list[VariantSpec] = Field(default_factory=list)
 
 
 class FamilySpec(_Strict):

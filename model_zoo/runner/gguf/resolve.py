@@ -50,7 +50,15 @@ def looks_like_gguf(name_or_path: str | Path, gguf: str | None = None) -> bool:
         return is_gguf_file(path)
     if path.is_dir():
         return not (path / "config.json").is_file() and bool(gguf_files(path))
-    return False
+    if looks_like_path(text):
+        return False
+    from ...errors import ModelZooError
+    from ...registry.api import get
+
+    try:  # NAME:LEVEL, or the name of a GGUF variant
+        return get(text).quant_format == "gguf"
+    except ModelZooError:
+        return False
 
 
 def resolve_gguf(
@@ -74,4 +82,58 @@ def resolve_gguf(
         raise UsageError(
             f"{path} holds several GGUF files ({', '.join(p.name for p in found)}): give the file."
         )
-    raise UsageError(f"{text}: no such GGUF file or directory.")
+    if looks_like_path(text):
+        raise UsageError(f"{text}: no such GGUF file or directory.")
+    return resolve_registry_gguf(text, gguf, pull_missing=pull_missing)
+
+
+def resolve_registry_gguf(
+    name: str, gguf: str | None = None, *, pull_missing: bool = True
+) -> GGUFRequest:
+    """A registry name's GGUF file: from the store, or pulled (that one file) when missing.
+
+    Without a level, the variant's ``q4_k_m`` when it lists one, else its first level.
+    """
+    from ...ggufnames import DEFAULT_LEVEL
+    from ...registry.api import get
+    from ...registry.loader import load_registry
+    from ..config import RopeScaling
+
+    info = get(name)
+    registry = load_registry()
+    if gguf is not None or info.gguf_level is None:
+        variant = info.gguf_variant()
+        if variant is None:
+            raise UsageError(
+                f"{info.name} has no GGUF release in the registry; `model-zoo info {info.name}` "
+                "lists its variants.",
+                name=info.name,
+            )
+        level = gguf or (DEFAULT_LEVEL if variant.file_for(DEFAULT_LEVEL) else variant.levels[0])
+        info = registry.with_gguf_level(info, level)
+    file = info.gguf_file()
+    assert file is not None
+    if pull_missing:
+        from ...download.pull import pull
+
+        directory = Path(pull(info.spec))
+    else:
+        from ...errors import ModelNotPulledError
+        from ...settings import load_settings
+        from ...store.cache import find_snapshot
+
+        snap = find_snapshot(load_settings().home, info.slug, info.revision)
+        if snap is None or not (snap.root / file).is_file():
+            raise ModelNotPulledError(info.spec)
+        directory = snap.root
+    dims = info.dims
+    scaling = None
+    if dims is not None and dims.rope_scaling is not None and dims.rope_scaling.factor:
+        scaling = RopeScaling(dims.rope_scaling.type, float(dims.rope_scaling.factor))  # type: ignore[arg-type]
+    return GGUFRequest(directory / file, info, scaling)
+
+
+def looks_like_path(text: str) -> bool:
+    from ..resolve import looks_like_path as _looks
+
+    return _looks(text) or text.endswith(".gguf")
