@@ -36,7 +36,13 @@ def test_export_links_weights_and_writes_configs_without_code(source: Path, tmp_
     config = json.loads((out / "config.json").read_text())
     original = json.loads((source / "config.json").read_text())
     assert "auto_map" not in config and config["model_type"] == "internlm2"
-    assert {k: v for k, v in original.items() if k != "auto_map"} == config
+    expected = {k: v for k, v in original.items() if k != "auto_map"}
+    assert original["rope_scaling"]["type"] == "dynamic"
+    assert config == {
+        **expected,
+        "rope_scaling": None,
+    }  # vLLM's dynamic NTK is NaN past max positions
+    assert any("max_position_embeddings (64 tokens)" in note for note in result.notes)
     tok_config = json.loads((out / "tokenizer_config.json").read_text())
     assert (
         tok_config["tokenizer_class"] == "PreTrainedTokenizerFast" and "auto_map" not in tok_config
@@ -209,5 +215,38 @@ def test_reward_models_are_served_for_pooling(tmp_path: Path) -> None:
     cmd = engine_command(
         "vllm", tmp_path, python="py", host="127.0.0.1", port=1, model="m", reward=True
     )
-    assert cmd[-2:] == ["--runner", "pooling"]
+    assert cmd[-4:] == ["--runner", "pooling", "--pooler-config", '{"use_activation": false}']
     assert not any("trust" in part for part in cmd)
+
+
+def test_gpu_check_reports_engines_as_skipped_off_gpu(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "gpu_check", Path(__file__).parents[1] / "bench" / "gpu_check.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = module.main(
+        [
+            "--tiny",
+            "--device",
+            "cpu",
+            "--new-tokens",
+            "4",
+            "--batch",
+            "2",
+            "--shards",
+            "2",
+            "--workdir",
+            str(tmp_path),
+        ]
+    )
+    assert result["engines"] == {
+        "vllm": {"skipped": "needs a CUDA GPU"},
+        "lmdeploy": {"skipped": "needs a CUDA GPU"},
+    }
+    assert list(tmp_path.iterdir()) == []

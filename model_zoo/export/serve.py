@@ -79,8 +79,10 @@ def engine_command(
             "--generation-config",
             "auto",
         ]
-        if reward:
-            cmd += ["--runner", "pooling"]
+        if (
+            reward
+        ):  # raw scores, as load_reward gives them: vLLM applies a sigmoid unless told not to
+            cmd += ["--runner", "pooling", "--pooler-config", '{"use_activation": false}']
     elif engine == "lmdeploy":
         cmd = [
             python,

