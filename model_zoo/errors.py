@@ -454,6 +454,21 @@ class IncompatibleCheckpointError(ModelZooError):
         super().__init__(msg, path=path, detail=detail)
 
 
+class OllamaCreateError(ModelZooError):
+    """``ollama create`` ran and failed; the Modelfile it was given stays for a rerun by hand."""
+
+    def __init__(self, command: Sequence[str], returncode: int, output: str, modelfile: str) -> None:
+        tail = output.strip()[-1500:]
+        super().__init__(
+            f"`{' '.join(command)}` failed (exit {returncode}){': ' + tail if tail else ''}. The Modelfile is "
+            f"{modelfile}; check that the Ollama server is running (`ollama serve`) and run the command again.",
+            command=list(command),
+            returncode=returncode,
+            output=tail,
+            modelfile=modelfile,
+        )
+
+
 class InputTooLongError(UsageError):
     """A reward-model input longer than the model's limit (and truncation was not asked for)."""
 

@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "model_zoo.cli.cmd_reward",
     "model_zoo.cli.cmd_doctor",
     "model_zoo.cli.cmd_export",
+    "model_zoo.cli.cmd_ollama",
 )
 
 
