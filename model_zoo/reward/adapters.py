@@ -125,7 +125,8 @@ def openrlhf_reference_inputs(
         if value is None or len(value) != len(queries):
             raise UsageError(
                 f"a reference-based reward model (POLAR) needs one of {field} per query: OpenRLHF "
-                "sends the prompt in prompts and the reference answer in labels (--label_key)"
+                "sends the prompt in prompts and the reference answer in labels (the dataset column named "
+                "by --data.label_key, --label_key in older releases)"
             )
     items = []
     for i, (query, prompt, label) in enumerate(zip(queries, prompts, labels)):  # type: ignore[arg-type]

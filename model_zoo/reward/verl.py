@@ -1,11 +1,12 @@
 """verl's ``custom_reward_function``, scoring with InternLM2-Reward or POLAR, locally or on a server.
 
 verl calls ``compute_score(data_source, solution_str, ground_truth, extra_info, **reward_kwargs)``
-once per response (its reward loop runs these calls concurrently in a thread pool), and the
-legacy ``batch`` reward manager calls ``compute_score_batch(data_sources, solution_strs,
-ground_truths, extra_infos, **reward_kwargs)``. Both return plain floats. Point verl at this
-module with ``custom_reward_function.path: pkg://model_zoo.reward.verl`` (verl >= 0.6) or at this
-file's path (any version: the imports below are absolute so a file load works too).
+once per response (its reward loop, the only path in verl 0.9, runs these calls concurrently in
+a thread pool), and the ``batch`` reward manager of earlier releases calls
+``compute_score_batch(data_sources, solution_strs, ground_truths, extra_infos, **reward_kwargs)``.
+Both return plain floats. Point verl at this module with ``path: pkg://model_zoo.reward.verl``
+(verl 0.7 and later) or at this file's path (any release: the imports below are absolute, so a
+file load works too). docs/rlhf.md has the config.
 
 What is scored, per row:
 
