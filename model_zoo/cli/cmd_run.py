@@ -49,11 +49,19 @@ def cli_warnings() -> Iterator[None]:
         yield
 
 
-def _load(name: str, device: str, dtype: str) -> Any:
+def _load(name: str, device: str, dtype: str, backend: str = "transformers") -> Any:
     from ..errors import UsageError
     from ..runner.config import read_config
+    from ..runner.gguf.resolve import looks_like_gguf
     from ..runner.resolve import registry_entry, resolve_checkpoint
     from .output import err_console
+
+    if backend == "llama.cpp" or looks_like_gguf(name):  # a GGUF file, or NAME:LEVEL
+        from ..runner.api import load
+
+        err_console().print(f"loading {name} (GGUF, {backend}) ...", highlight=False, markup=False)
+        with cli_warnings():
+            return load(name, device=device, dtype=dtype, backend=backend)
 
     not_generative = UsageError(f"{name} is a reward model: it scores conversations, it does not generate. "
                                 "Use `model-zoo score`, `model-zoo compare` or `model-zoo serve-reward`.")
@@ -67,7 +75,7 @@ def _load(name: str, device: str, dtype: str) -> Any:
     from ..runner.api import load
 
     with cli_warnings():
-        return load(resolved.path, device=device, dtype=dtype)
+        return load(resolved.path, device=device, dtype=dtype, backend=backend)
 
 
 def _print_reply(runner: Any, messages: Any, *, system: str | None, thinking: bool, stream: bool,
@@ -98,6 +106,8 @@ def register(app: typer.Typer) -> None:
     rep_opt = typer.Option(None, "--repetition-penalty")
     seed_opt = typer.Option(None, "--seed", help="Seed for reproducible sampling.")
     greedy_opt = typer.Option(False, "--greedy", help="Greedy decoding (no sampling).")
+    backend_opt = typer.Option("transformers", "--backend",
+                               help="transformers (native) | vllm | lmdeploy | llama.cpp (GGUF files, llama-cpp-python).")
 
     @app.command("run")
     def run_cmd(
@@ -115,6 +125,7 @@ def register(app: typer.Typer) -> None:
         repetition_penalty: float | None = rep_opt,
         seed: int | None = seed_opt,
         greedy: bool = greedy_opt,
+        backend: str = backend_opt,
     ) -> None:
         """Load a model and print one reply to PROMPT.
 
@@ -122,9 +133,11 @@ def register(app: typer.Typer) -> None:
           model-zoo run internlm2_5-7b-chat "Write a haiku about mirrors."
           model-zoo run InternLM3-8B-Instruct "How many primes are below 100?" --thinking --stream
           model-zoo run ./my-checkpoint "Hello" --device cpu --greedy -n 32
+          model-zoo run internlm2_5-7b-chat:q4_k_m "Hello"          # the GGUF file, native
+          model-zoo run ./internlm2_5-7b-chat-q4_k_m.gguf "Hello" --backend llama.cpp
         """
         gen = _generation(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed, greedy)
-        runner = _load(name, device, dtype)
+        runner = _load(name, device, dtype, backend)
         _print_reply(runner, prompt, system=system, thinking=thinking, stream=stream, generation=gen)
 
     @app.command("chat")
@@ -141,6 +154,7 @@ def register(app: typer.Typer) -> None:
         repetition_penalty: float | None = rep_opt,
         seed: int | None = seed_opt,
         greedy: bool = greedy_opt,
+        backend: str = backend_opt,
     ) -> None:
         """Chat with a model in the terminal (history, /reset, /system TEXT, Ctrl-D to quit).
 
@@ -151,7 +165,7 @@ def register(app: typer.Typer) -> None:
         from .output import err_console
 
         gen = _generation(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed, greedy)
-        runner = _load(name, device, dtype)
+        runner = _load(name, device, dtype, backend)
         con = err_console()
         con.print(_HELP_CHAT, highlight=False, markup=False)
         history: list[dict[str, str]] = []
