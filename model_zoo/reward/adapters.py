@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from ..errors import RewardServerError, UsageError
 from .conversation import Conversation
@@ -25,11 +25,15 @@ DEFAULT_TIMEOUT = 180.0  # what OpenRLHF's own client waits
 
 
 class BatchScorer(Protocol):
-    """What the adapters need: a RewardModel or a RemoteRewardModel."""
+    """What the adapters need: a RewardModel, a PolarRewardModel or a RemoteRewardModel.
 
-    def score_batch(self, conversations: Sequence[Conversation], **kw: Any) -> list[float]: ...
+    ``score_batch`` takes conversations, or ``{"prompt", "reference", "output"}`` inputs for a
+    reference-based (POLAR) model, whose ``scoring_style`` says so.
+    """
 
-    def score_text(self, texts: Sequence[str], **kw: Any) -> list[float]: ...
+    def score_batch(self, items: Sequence[Any], /, **kw: Any) -> list[float]: ...
+
+    def score_text(self, texts: Sequence[str], /, **kw: Any) -> list[float]: ...
 
 
 def _lazy(model: BatchScorer | str, load_kw: Mapping[str, Any]) -> Callable[[], BatchScorer]:
@@ -41,7 +45,8 @@ def _lazy(model: BatchScorer | str, load_kw: Mapping[str, Any]) -> Callable[[], 
             if isinstance(model, str):
                 from .api import load_reward
 
-                cache.append(load_reward(model, **load_kw))
+                # its keyword-only options (batch_size...) are the ones the adapters pass
+                cache.append(cast(BatchScorer, load_reward(model, **load_kw)))
             else:
                 cache.append(model)
         return cache[0]
