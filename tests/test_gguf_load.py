@@ -262,6 +262,9 @@ def test_cli_run_answers_from_a_gguf_file(tiny_gguf, capsys: pytest.CaptureFixtu
     hf_dir, path = tiny_gguf("internlm3", "f32")
     ref = load(hf_dir, device="cpu", dtype="float32")
     want = ref.chat("Hello", max_new_tokens=5, do_sample=False, system="")
-    assert main(["run", str(path), "Hello", "--device", "cpu", "--greedy", "-n", "5", "--system", ""]) == 0
+    assert (
+        main(["run", str(path), "Hello", "--device", "cpu", "--greedy", "-n", "5", "--system", ""])
+        == 0
+    )
     assert capsys.readouterr().out.rstrip("\n") == want
     assert main(["run", str(path), "Hello", "--device", "cpu", "--backend", "vllm"]) == 2

@@ -1,0 +1,104 @@
+"""The independent check of the GGUF reader: llama.cpp itself, on the same F32 file.
+
+Writer and reader of the tiny GGUF files are both model-zoo's, so this asks llama.cpp (through
+llama-cpp-python) for its logits, greedy tokens and tokenization and compares them with the
+native runner's. llama-cpp-python has only a source distribution on PyPI: installing it compiles
+llama.cpp, which took about an hour on this project's 2-core machine, more than CI's whole
+budget. So it is built into ``.venv-clients/`` (as the hub clients are, ``fixtures_clients``)
+only when ``MODEL_ZOO_LLAMA_CPP=1`` asks for it, and reused whenever that virtualenv is there.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from fixtures_clients import venv_root
+from fixtures_gguf import tiny_gguf  # noqa: F401  (fixture)
+
+from model_zoo.runner.api import load
+
+PIN = "llama-cpp-python==0.3.36"
+HARNESS = Path(__file__).resolve().parent / "llama_cpp_harness.py"
+
+
+def build_llama_cpp_python(venv: Path) -> Path:
+    """llama-cpp-python's interpreter, compiled into ``venv`` (under a file lock) when missing."""
+    python, ready = venv / "bin" / "python", venv / ".ready"
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    with open(venv.parent / ".llama-cpp.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if ready.is_file() and ready.read_text() == PIN and python.exists():
+            return python
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        done = subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", PIN],
+            capture_output=True,
+            text=True,
+            timeout=3 * 3600,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"pip install {PIN} failed:\n{done.stdout[-2000:]}{done.stderr[-4000:]}"
+            )
+        ready.write_text(PIN)
+    return python
+
+
+@pytest.fixture(scope="session")
+def llama_cpp_python() -> Path:
+    venv = venv_root() / PIN.replace("==", "-")
+    ready = venv / ".ready"
+    if (
+        not (ready.is_file() and ready.read_text() == PIN)
+        and os.environ.get("MODEL_ZOO_LLAMA_CPP") != "1"
+    ):
+        pytest.skip(
+            "llama-cpp-python compiles llama.cpp on install (about an hour on 2 cores); "
+            "MODEL_ZOO_LLAMA_CPP=1 builds it into .venv-clients/ once"
+        )
+    return build_llama_cpp_python(venv)
+
+
+@pytest.mark.parametrize("arch", ["internlm2", "internlm3"])
+def test_llama_cpp_agrees_with_the_native_reader(
+    llama_cpp_python: Path,
+    tiny_gguf,  # noqa: F811
+    arch: str,
+) -> None:
+    _, path = tiny_gguf(arch, "f32")
+    runner = load(path, device="cpu", dtype="float32")
+    texts = [
+        "Hello world, this is a test.",
+        "<|im_start|>user\n你好<|im_end|>\n<|im_start|>assistant\n",
+        "  spaces  and\ttabs\n",
+        "emoji 🤖 ✓",
+    ]
+    prompt = runner.tokenizer.encode("The quick brown fox jumps over")
+    args = {"model": str(path), "prompt_ids": prompt, "new_tokens": 8, "texts": texts}
+    done = subprocess.run(
+        [str(llama_cpp_python), str(HARNESS), json.dumps(args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("HARNESS-RESULT ")]
+    assert done.returncode == 0 and lines, done.stderr[-4000:]
+    theirs = json.loads(lines[-1][len("HARNESS-RESULT ") :])
+    with torch.no_grad():
+        ours = runner.model(torch.tensor([prompt])).logits[0].numpy()
+    np.testing.assert_allclose(np.array(theirs["logits"]), ours, atol=1e-3, rtol=0)
+    greedy = runner.generate_ids([prompt], max_new_tokens=8, do_sample=False, stop_token_ids=[])[
+        0
+    ].ids
+    assert theirs["greedy"] == greedy
+    assert theirs["tokens"] == [runner.tokenizer.encode(t) for t in texts]
