@@ -81,6 +81,9 @@ def levels(files: list[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for f in sorted(files):
         lvl = level_of(f)
-        if lvl is not None and not is_shard(f) and lvl not in out:
+        projector = (
+            f.rsplit("/", 1)[-1].lower().startswith("mmproj")
+        )  # a vision projector, not the model
+        if lvl is not None and not is_shard(f) and not projector and lvl not in out:
             out[lvl] = f
     return out
