@@ -8,8 +8,9 @@ ARGS_JSON``, and reads one ``HARNESS-RESULT {json}`` line from stdout. The netwo
 * ``verl``: builds a ``DataProto`` the way verl's rollout leaves it (left-padded prompts,
   right-padded responses, ``data_source``, ``reward_model.ground_truth``, ``extra_info``) and
   scores it with verl's reward managers, the custom function loaded by verl's own loader from
-  a config: the reward loop (``RewardLoopWorker``, verl's default since the reward loop
-  replaced the legacy managers), and the legacy ``naive`` and ``batch`` managers.
+  a config: the reward loop as verl 0.9's trainer runs it (``RewardLoopManager``, its workers
+  Ray actors on a local Ray), one ``RewardLoopWorker`` in-process, and the older ``naive`` and
+  ``batch`` managers.
 * ``openrlhf``: OpenRLHF's ``SingleTurnAgentExecutor`` turns a prompt and a generated
   response into the reward request it sends, to ``--reward.remote_url`` (an HTTP server) or to
   a ``reward_func`` file; the vLLM engine is replaced by one that returns fixed tokens.
@@ -122,6 +123,16 @@ def run_verl(args: dict[str, Any]) -> dict[str, Any]:
 
     tok = _policy_tokenizer(args["policy"])
     result: dict[str, Any] = {"verl": verl.__version__, "errors": {}}
+    try:
+        _verl_cases(args, tok, result)
+    finally:  # the reward workers' actors go with the local Ray, not a minute after this process
+        ray = sys.modules.get("ray")
+        if ray is not None and ray.is_initialized():
+            ray.shutdown()
+    return result
+
+
+def _verl_cases(args: dict[str, Any], tok: Any, result: dict[str, Any]) -> None:
     for case in args["cases"]:
         data = _verl_batch(tok, case.get("rows") or args["rows"])
         function = {
@@ -136,7 +147,6 @@ def run_verl(args: dict[str, Any]) -> dict[str, Any]:
             if not case.get("expect_error"):
                 raise
             result["errors"][case["id"]] = f"{type(exc).__name__}: {exc}"
-    return result
 
 
 def _verl_case(
@@ -146,6 +156,19 @@ def _verl_case(
     from verl.trainer.ppo.reward import get_custom_reward_fn
 
     manager = case["manager"]
+    if (
+        manager == "ray"
+    ):  # what verl 0.9's trainer calls: workers as Ray actors, the batch split among them
+        import ray
+        from verl.experimental.reward_loop import RewardLoopManager
+
+        from model_zoo.reward.ray import init_local_ray
+
+        if not ray.is_initialized():
+            init_local_ray(num_cpus=2)
+        config.reward.num_workers = case.get("num_workers", 2)
+        scored = RewardLoopManager(config).compute_rm_score(data)
+        return _last_scores(scored.batch["rm_scores"], data)
     if manager == "loop":  # verl's default: one RewardLoopWorker, rows scored concurrently
         from verl.experimental.reward_loop import RewardLoopWorker
 

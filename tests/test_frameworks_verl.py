@@ -2,10 +2,11 @@
 
 verl 0.9.1 (its reward code, see ``fixtures_frameworks``) loads the custom function from a
 config with its own loader (``pkg://`` module or file path, ``reward_kwargs``) and scores a
-rollout batch with the reward loop (``RewardLoopWorker``: rows concurrently, one thread each,
-verl's default) and with the legacy ``naive`` and ``batch`` managers. Every reward verl puts at
-a response's last token must equal the tiny InternLM2-Reward's score, computed here, of the
-prompt messages from ``extra_info`` followed by the response.
+rollout batch with the reward loop: as its trainer does (``RewardLoopManager.compute_rm_score``,
+two ``RewardLoopWorker`` actors on a local Ray), with one worker in-process (rows concurrently,
+one thread each), and with the older ``naive`` and ``batch`` managers. Every reward verl puts at
+a response's last token must equal the tiny reward model's score, computed here, of the prompt
+messages from ``extra_info`` followed by the response (POLAR: against the ground truth).
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ def test_verl_reward_managers_score_with_model_zoo(
     cases = [
         _case("loop_local", "loop", ROW, local),
         _case("loop_remote_file", "loop", ROW, remote, path=FILE),
+        _case("ray_remote", "ray", ROW, remote),
         _case("loop_strip", "loop", ROW, {**local, "strip_thinking": True}),
         _case("naive_local", "naive", ROW, local),
         _case("batch_local", "batch", BATCH, local),
