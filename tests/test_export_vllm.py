@@ -197,7 +197,7 @@ def test_cli_serve_dry_run_builds_engine_commands(
     )
     cmd = capsys.readouterr().out.strip()
     assert (
-        "vllm.entrypoints.cli.main serve" in cmd
+        "vllm.entrypoints.openai.api_server --model" in cmd
         and "--port 8123" in cmd
         and cmd.endswith("--max-model-len 64")
     )

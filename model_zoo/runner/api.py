@@ -11,7 +11,6 @@ For the reward model (``InternLM2ForRewardModel``) ``runner.model`` is an
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,13 +21,8 @@ from torch import nn
 
 from ..errors import UsageError
 from .chat import (
-    DEFAULT_SYSTEM_PROMPT,
-    END_OF_TURN,
-    FAMILY_DEFAULTS,
-    THINKING_MAX_NEW_TOKENS,
     ChatProfile,
     GenerationSettings,
-    default_template,
     messages_with_system,
 )
 from .config import ModelSpec, read_config
@@ -41,6 +35,7 @@ from .devices import (
     resolve_dtype,
 )
 from .generate import Completion, generate_ids, stream_ids
+from .profile import make_profile
 from .tokenizer import InternLMTokenizer, StreamDecoder
 
 Messages = str | Sequence[Mapping[str, Any]]
@@ -209,51 +204,6 @@ class Runner:
         if self.spec.family == "internlm" and scaling is not None and scaling.kind == "dynamic":
             return self.spec.max_position_embeddings
         return None
-
-
-# -------------------------------------------------------------------- profile
-
-
-def _generation_config(path: Path) -> dict[str, Any]:
-    f = path / "generation_config.json"
-    try:
-        data = json.loads(f.read_text(encoding="utf-8")) if f.is_file() else {}
-    except ValueError:
-        data = {}
-    return data if isinstance(data, dict) else {}
-
-
-def _as_ids(value: Any) -> list[int]:
-    if value is None:
-        return []
-    if isinstance(value, (list, tuple)):
-        return [int(v) for v in value]
-    return [int(value)]
-
-
-def make_profile(spec: ModelSpec, tokenizer: InternLMTokenizer | None, path: Path, info: Any = None) -> ChatProfile:
-    """Chat template, default system prompt, sampling defaults and stop tokens for a checkpoint."""
-    family = spec.family
-    gen = FAMILY_DEFAULTS[family]
-    thinking_max = THINKING_MAX_NEW_TOKENS
-    stops: list[int] = _as_ids(spec.eos_token_id) + _as_ids(_generation_config(path).get("eos_token_id"))
-    defaults = getattr(info, "generation_defaults", None)
-    if defaults is not None:
-        values = {k: getattr(defaults, k) for k in ("temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens")}
-        gen = gen.updated(**values)
-        thinking_max = defaults.max_new_tokens_thinking or thinking_max
-        stops += list(defaults.stop_token_ids)
-    if tokenizer is not None:
-        stops += _as_ids(tokenizer.eos_token_id)
-        end = tokenizer.token_to_id(END_OF_TURN[family])
-        if end is not None:
-            stops.append(end)
-    template = (tokenizer.chat_template if tokenizer is not None else None) or default_template(family)
-    # InternLM v1 was not trained with a system prompt; InternLM2/2.5/3 use the default one.
-    default_system = None if family == "internlm" else DEFAULT_SYSTEM_PROMPT
-    unique = tuple(dict.fromkeys(stops))
-    return ChatProfile(family=family, template=template, default_system=default_system,
-                       generation=gen, stop_token_ids=unique, thinking_max_new_tokens=thinking_max)
 
 
 # -------------------------------------------------------------------- load
