@@ -76,7 +76,7 @@ def test_pull_gguf_fetches_exactly_one_verified_file(gguf_hub) -> None:
 
 
 def test_name_colon_level_is_the_same_pull_and_any_hub_that_has_it_serves(gguf_hub) -> None:
-    hub, root = gguf_hub
+    _, root = gguf_hub
     shutil.rmtree(root / HF)  # only ModelScope has it now: auto falls back to it
     result = pull_model("internlm2_5-7b-chat-gguf:q4_0", probes=probes("hf", "modelscope"))
     assert result.source == "modelscope" and result.repo_id == MS
@@ -138,3 +138,28 @@ def test_cli_pull_gguf_and_info_lists_variants(
     assert rows[("InternLM3-8B-Instruct-AWQ", None)]["weights_from"] == "int4"
     code, out = _cli(capsys, "pull", "internlm2_5-7b-chat", "--gguf", "q9_k", "--dry-run")
     assert code == 2 and "no q9_k file" in out
+
+
+def test_a_pulled_level_is_served_to_ollama_from_the_store(gguf_hub, tmp_path: Path) -> None:
+    from ollama_pull import OllamaStylePull
+
+    from model_zoo.cli.cmd_mirror import mirror_store
+    from model_zoo.settings import load_settings
+
+    pulled = pull_model("internlm2_5-7b-chat", gguf="q8_0", source="hf")
+    store, _ = mirror_store(load_settings().home)
+    with LocalHub(store) as mirror:
+        result = OllamaStylePull(insecure=True).pull(f"{mirror.url}/{HF}:q8_0", tmp_path / "ollama")
+        model = result.manifest["layers"][0]
+        assert (
+            result.blobs[model["digest"]].read_bytes()
+            == (pulled.path / "internlm2_5-7b-chat-q8_0.gguf").read_bytes()
+        )
+        params = json.loads(
+            next(
+                result.blobs[la["digest"]].read_bytes()
+                for la in result.manifest["layers"]
+                if la["mediaType"].endswith(".params")
+            )
+        )
+        assert params["stop"] == ["<|im_start|>", "<|im_end|>"]
