@@ -110,7 +110,9 @@ def run_openxlab(args: dict) -> dict:
         "listed": sorted(entry["fileName"] for entry in (files or {}).values()),
         "model_names": sorted(models or {}),
         "downloaded": sorted(os.path.relpath(p, args["local_dir"]) for p in done or []),
-        "token_file": os.path.exists(os.path.join(os.path.expanduser("~"), ".openxlab", "token.json")),
+        "token_file": os.path.exists(
+            os.path.join(os.path.expanduser("~"), ".openxlab", "token.json")
+        ),
     }
 
 
@@ -124,7 +126,11 @@ def main() -> int:
     try:
         result = {"ok": True, **CLIENTS[client](args)}
     except BaseException as exc:  # noqa: BLE001 - reported to the test as data
-        result = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()}
+        result = {
+            "ok": False,
+            "error": f"{type(exc).__name__}: {exc}",
+            "trace": traceback.format_exc(),
+        }
     result["blocked"] = sorted(set(BLOCKED))
     sys.stdout.flush()
     print("HARNESS-RESULT " + json.dumps(result))

@@ -57,16 +57,35 @@ socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]
 
 # Variables that point model-zoo or hub clients somewhere real, or carry credentials.
 _SCRUB = (
-    "HF_ENDPOINT", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE",
-    "MODELSCOPE_ENDPOINT", "MODELSCOPE_API_TOKEN", "OPENMIND_HUB_ENDPOINT", "OPENMIND_HUB_TOKEN",
-    "MODELERS_TOKEN", "OPENXLAB_ENDPOINT", "OPENXLAB_TOKEN", "OPENXLAB_AK", "OPENXLAB_SK", "MODEL_ZOO_SOURCES",
-    "MODEL_ZOO_OFFLINE", "MODEL_ZOO_REGISTRY", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",
-    "http_proxy", "https_proxy", "all_proxy",
+    "HF_ENDPOINT",
+    "HF_TOKEN",
+    "HUGGING_FACE_HUB_TOKEN",
+    "HF_HUB_OFFLINE",
+    "MODELSCOPE_ENDPOINT",
+    "MODELSCOPE_API_TOKEN",
+    "OPENMIND_HUB_ENDPOINT",
+    "OPENMIND_HUB_TOKEN",
+    "MODELERS_TOKEN",
+    "OPENXLAB_ENDPOINT",
+    "OPENXLAB_TOKEN",
+    "OPENXLAB_AK",
+    "OPENXLAB_SK",
+    "MODEL_ZOO_SOURCES",
+    "MODEL_ZOO_OFFLINE",
+    "MODEL_ZOO_REGISTRY",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
 )
 
 
 @pytest.fixture(autouse=True)
-def _isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated_env(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for var in _SCRUB:
         monkeypatch.delenv(var, raising=False)
     home = tmp_path_factory.mktemp("home")

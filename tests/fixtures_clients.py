@@ -62,7 +62,9 @@ def client_python(client: str) -> Path:
             check=False,
         )
         if done.returncode != 0:
-            raise RuntimeError(f"pip install {pin} into {venv} failed:\n{done.stdout[-2000:]}{done.stderr[-4000:]}")
+            raise RuntimeError(
+                f"pip install {pin} into {venv} failed:\n{done.stdout[-2000:]}{done.stderr[-4000:]}"
+            )
         ready.write_text(pin)
     return python
 
@@ -88,11 +90,20 @@ def run_client(client_pythons: Callable[[str], Path], tmp_path: Path) -> RunClie
     harness itself fails (the client's own failures come back as ``ok: False``).
     """
 
-    def run(client: str, args: Mapping[str, Any], *, env: Mapping[str, str] | None = None,
-            timeout: float = 240) -> dict[str, Any]:
+    def run(
+        client: str,
+        args: Mapping[str, Any],
+        *,
+        env: Mapping[str, str] | None = None,
+        timeout: float = 240,
+    ) -> dict[str, Any]:
         home = tmp_path / f"{client}-home"
         home.mkdir(exist_ok=True)
-        base = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")}
+        base = {
+            k: v
+            for k, v in os.environ.items()
+            if k in ("PATH", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
+        }
         full_env = {
             **base,
             "HOME": str(home),
@@ -115,7 +126,7 @@ def run_client(client_pythons: Callable[[str], Path], tmp_path: Path) -> RunClie
         assert done.returncode == 0 and lines, (
             f"harness for {client} failed (exit {done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
         )
-        result: dict[str, Any] = json.loads(lines[-1][len("HARNESS-RESULT "):])
+        result: dict[str, Any] = json.loads(lines[-1][len("HARNESS-RESULT ") :])
         result["stderr"] = done.stderr
         return result
 

@@ -73,7 +73,9 @@ def jobs_for(
             continue
         sha = (sha_override or {}).get(path, entry.sha256) if publish_sha else None
         cands = tuple(
-            RemoteFile(path, entry.size, sha, (url_override or {}).get(path) or hub.file_url(p, repo, path))
+            RemoteFile(
+                path, entry.size, sha, (url_override or {}).get(path) or hub.file_url(p, repo, path)
+            )
             for p in protocols
         )
         jobs.append(FileJob(path, entry.size, sha, cands, protocols))

@@ -85,10 +85,14 @@ class FakeHf:
     overrides: dict[str, tuple[int, dict[str, str], bytes]] = field(default_factory=dict)
     # path prefix -> seconds to wait before answering (a silent server)
     stalls: dict[str, float] = field(default_factory=dict)
-    seen: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)  # header names lower-cased
+    seen: list[tuple[str, str, dict[str, str]]] = field(
+        default_factory=list
+    )  # header names lower-cased
     url: str = ""
 
-    def answer(self, method: str, target: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    def answer(
+        self, method: str, target: str, headers: dict[str, str]
+    ) -> tuple[int, dict[str, str], bytes]:
         self.seen.append((method, target, headers))
         parts = urlsplit(target)
         path = unquote(parts.path)
@@ -121,7 +125,9 @@ class FakeHf:
         siblings = [{"rfilename": f.path} for f in repo.files]
         return _json({"id": repo_id, "sha": repo.sha, "siblings": siblings, "private": False})
 
-    def _tree_page(self, repo: HfRepo, query: dict[str, list[str]], target: str) -> tuple[int, dict[str, str], bytes]:
+    def _tree_page(
+        self, repo: HfRepo, query: dict[str, list[str]], target: str
+    ) -> tuple[int, dict[str, str], bytes]:
         entries: list[dict[str, Any]] = []
         folders = sorted({f.path.rsplit("/", 1)[0] for f in repo.files if "/" in f.path})
         for folder in folders:
@@ -151,7 +157,9 @@ def fake_hf() -> Iterator[FakeHf]:
 
     class Handler(BaseHTTPRequestHandler):
         def _serve(self) -> None:
-            status, headers, body = hub.answer(self.command, self.path, {k.lower(): v for k, v in self.headers.items()})
+            status, headers, body = hub.answer(
+                self.command, self.path, {k.lower(): v for k, v in self.headers.items()}
+            )
             self.send_response(status)
             headers = {"Content-Type": "application/json", **headers}
             for key, value in headers.items():
@@ -170,7 +178,9 @@ def fake_hf() -> Iterator[FakeHf]:
     server.daemon_threads = True
     server.block_on_close = False  # a stalled handler must not hold up teardown
     hub.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     try:
         yield hub

@@ -46,8 +46,9 @@ def pull_hub(tiny_hub_tree: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Lo
 
 
 @pytest.fixture
-def own_hub(tiny_hub_tree: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-            ) -> Iterator[Callable[..., tuple[LocalHub, Path]]]:
+def own_hub(
+    tiny_hub_tree: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., tuple[LocalHub, Path]]]:
     hubs: list[LocalHub] = []
 
     def make(**kwargs: Any) -> tuple[LocalHub, Path]:

@@ -56,8 +56,13 @@ class RecordingScorer:
         self.started = threading.Event()  # set when a call begins (to catch work in flight)
         self._lock = threading.Lock()
 
-    def score_ids(self, batch: Sequence[Sequence[int]], *, batch_size: int | None = None,
-                  max_tokens_per_batch: int | None = None) -> list[float]:
+    def score_ids(
+        self,
+        batch: Sequence[Sequence[int]],
+        *,
+        batch_size: int | None = None,
+        max_tokens_per_batch: int | None = None,
+    ) -> list[float]:
         self.started.set()
         with self._lock:
             self.calls.append(len(batch))
@@ -69,10 +74,22 @@ class RecordingScorer:
         return [fake_score(ids) for ids in batch]
 
 
-def make_fake_rm(*, delay_s: float = 0.0, max_length: int = 200, truncate: bool = False,
-                 gate: threading.Event | None = None) -> RewardModel:
-    return RewardModel(RecordingScorer(delay_s, gate), CharCodec(), reward_token_id=FAKE_REWARD_ID,
-                       max_length=max_length, pad_token_id=FAKE_PAD_ID, name="fake-reward", truncate=truncate)
+def make_fake_rm(
+    *,
+    delay_s: float = 0.0,
+    max_length: int = 200,
+    truncate: bool = False,
+    gate: threading.Event | None = None,
+) -> RewardModel:
+    return RewardModel(
+        RecordingScorer(delay_s, gate),
+        CharCodec(),
+        reward_token_id=FAKE_REWARD_ID,
+        max_length=max_length,
+        pad_token_id=FAKE_PAD_ID,
+        name="fake-reward",
+        truncate=truncate,
+    )
 
 
 def conv(user: str, assistant: str | None = None) -> list[dict[str, str]]:
@@ -167,7 +184,11 @@ def reference_hidden(path: Path, ids: Sequence[int]) -> Any:
         x = x + att.transpose(0, 1).reshape(t, h) @ weights[p + "attention.wo.weight"].T
         m = _rms_norm(x, weights[p + "ffn_norm.weight"], eps)
         gate = torch.nn.functional.silu(m @ weights[p + "feed_forward.w1.weight"].T)
-        x = x + (gate * (m @ weights[p + "feed_forward.w3.weight"].T)) @ weights[p + "feed_forward.w2.weight"].T
+        x = (
+            x
+            + (gate * (m @ weights[p + "feed_forward.w3.weight"].T))
+            @ weights[p + "feed_forward.w2.weight"].T
+        )
     return _rms_norm(x, weights["model.norm.weight"], eps)
 
 

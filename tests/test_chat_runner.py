@@ -35,7 +35,9 @@ def jinja_render(path: Path, messages: list[dict], add_generation_prompt: bool) 
     cfg = json.loads((path / "tokenizer_config.json").read_text())
     env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True)
     return env.from_string(cfg["chat_template"]).render(
-        messages=messages, add_generation_prompt=add_generation_prompt, bos_token=cfg["bos_token"],
+        messages=messages,
+        add_generation_prompt=add_generation_prompt,
+        bos_token=cfg["bos_token"],
         eos_token=cfg["eos_token"],
     )
 
@@ -57,7 +59,9 @@ def runners(tiny_checkpoint):
 
 @pytest.mark.parametrize("arch", ["internlm2", "internlm3", "internlm"])
 @pytest.mark.parametrize("gen_prompt", [True, False])
-def test_template_matches_jinja_rendering_of_the_checkpoint_template(tiny_checkpoint, arch: str, gen_prompt: bool) -> None:
+def test_template_matches_jinja_rendering_of_the_checkpoint_template(
+    tiny_checkpoint, arch: str, gen_prompt: bool
+) -> None:
     path = tiny_checkpoint(arch)
     tok = InternLMTokenizer.from_pretrained(path)
     ours = tok.apply_chat_template(CONVO, add_generation_prompt=gen_prompt)
@@ -79,7 +83,9 @@ def test_chatml_and_v1_formats_literally() -> None:
     )
 
 
-def test_builtin_template_used_when_the_checkpoint_ships_none(tiny_internlm2: Path, tmp_path: Path) -> None:
+def test_builtin_template_used_when_the_checkpoint_ships_none(
+    tiny_internlm2: Path, tmp_path: Path
+) -> None:
     import shutil
 
     path = tmp_path / "ck"
@@ -90,7 +96,10 @@ def test_builtin_template_used_when_the_checkpoint_ships_none(tiny_internlm2: Pa
     (path / "tokenizer_config.json").write_text(json.dumps(cfg))
     tok = InternLMTokenizer.from_pretrained(path)
     profile = make_profile(read_config(path), tok, path)
-    assert tok.apply_chat_template(CONVO, add_generation_prompt=True, template=profile.template) == original
+    assert (
+        tok.apply_chat_template(CONVO, add_generation_prompt=True, template=profile.template)
+        == original
+    )
 
 
 def test_template_errors_are_usage_errors() -> None:
@@ -105,32 +114,54 @@ def test_template_errors_are_usage_errors() -> None:
 
 def test_system_prompts() -> None:
     user = [{"role": "user", "content": "q"}]
-    assert messages_with_system(user, system=None, thinking=False, default_system=DEFAULT_SYSTEM_PROMPT)[0] == {
-        "role": "system", "content": DEFAULT_SYSTEM_PROMPT}
-    assert messages_with_system(user, system=None, thinking=True, default_system=DEFAULT_SYSTEM_PROMPT)[0][
-        "content"] == THINKING_SYSTEM_PROMPT
-    assert messages_with_system(user, system="", thinking=False, default_system=DEFAULT_SYSTEM_PROMPT) == user
-    assert messages_with_system(user, system="Custom", thinking=False, default_system=None)[0]["content"] == "Custom"
+    assert messages_with_system(
+        user, system=None, thinking=False, default_system=DEFAULT_SYSTEM_PROMPT
+    )[0] == {"role": "system", "content": DEFAULT_SYSTEM_PROMPT}
+    assert (
+        messages_with_system(
+            user, system=None, thinking=True, default_system=DEFAULT_SYSTEM_PROMPT
+        )[0]["content"]
+        == THINKING_SYSTEM_PROMPT
+    )
+    assert (
+        messages_with_system(user, system="", thinking=False, default_system=DEFAULT_SYSTEM_PROMPT)
+        == user
+    )
+    assert (
+        messages_with_system(user, system="Custom", thinking=False, default_system=None)[0][
+            "content"
+        ]
+        == "Custom"
+    )
     own = [{"role": "system", "content": "mine"}, *user]
-    assert messages_with_system(own, system=None, thinking=True, default_system=DEFAULT_SYSTEM_PROMPT) == own
+    assert (
+        messages_with_system(own, system=None, thinking=True, default_system=DEFAULT_SYSTEM_PROMPT)
+        == own
+    )
     with pytest.raises(UsageError, match="role"):
         messages_with_system([{"content": "x"}], system=None, thinking=False, default_system=None)
 
 
 def test_prompt_texts_are_the_published_ones() -> None:
-    assert DEFAULT_SYSTEM_PROMPT.startswith("You are an AI assistant whose name is InternLM (书生·浦语).\n")
+    assert DEFAULT_SYSTEM_PROMPT.startswith(
+        "You are an AI assistant whose name is InternLM (书生·浦语).\n"
+    )
     assert "Shanghai AI Laboratory (上海人工智能实验室)" in DEFAULT_SYSTEM_PROMPT
     assert DEFAULT_SYSTEM_PROMPT.endswith("such as English and 中文.")
     assert THINKING_SYSTEM_PROMPT.startswith("You are an expert mathematician")
     assert "## Repeated Verification\n" in THINKING_SYSTEM_PROMPT
-    assert "using a '\\boxed{}' without any units, you have [[8192]] tokens" in THINKING_SYSTEM_PROMPT
+    assert (
+        "using a '\\boxed{}' without any units, you have [[8192]] tokens" in THINKING_SYSTEM_PROMPT
+    )
 
 
 def test_chat_prompt_includes_default_system_and_generation_prompt(runners) -> None:
     r = runners("internlm2")
     text = r.tokenizer.decode(r.chat_ids("hello"))
-    assert text == (f"<s><|im_start|>system\n{DEFAULT_SYSTEM_PROMPT}<|im_end|>\n"
-                    "<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n")
+    assert text == (
+        f"<s><|im_start|>system\n{DEFAULT_SYSTEM_PROMPT}<|im_end|>\n"
+        "<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n"
+    )
     v1 = runners("internlm")
     assert v1.tokenizer.decode(v1.chat_ids("hello")) == "<s><|User|>:hello<eoh>\n<|Bot|>:"
 
@@ -138,7 +169,13 @@ def test_chat_prompt_includes_default_system_and_generation_prompt(runners) -> N
 def test_generation_defaults_and_stop_tokens(runners) -> None:
     r3 = runners("internlm3")
     s = r3.settings()
-    assert (s.temperature, s.top_p, s.top_k, s.repetition_penalty, s.max_new_tokens) == (1.0, 0.8, 40, 1.005, 1024)
+    assert (s.temperature, s.top_p, s.top_k, s.repetition_penalty, s.max_new_tokens) == (
+        1.0,
+        0.8,
+        40,
+        1.005,
+        1024,
+    )
     assert r3.settings(thinking=True).max_new_tokens == 8192
     im_end = r3.tokenizer.token_to_id("<|im_end|>")
     assert set(s.stop_token_ids) == {2, im_end}
@@ -154,9 +191,17 @@ def test_generation_defaults_and_stop_tokens(runners) -> None:
 
 
 def test_registry_generation_defaults_win_over_family_defaults(tiny_internlm3: Path) -> None:
-    info = SimpleNamespace(generation_defaults=SimpleNamespace(
-        temperature=0.5, top_p=0.9, top_k=None, repetition_penalty=None, max_new_tokens=77,
-        max_new_tokens_thinking=4096, stop_token_ids=(5,)))
+    info = SimpleNamespace(
+        generation_defaults=SimpleNamespace(
+            temperature=0.5,
+            top_p=0.9,
+            top_k=None,
+            repetition_penalty=None,
+            max_new_tokens=77,
+            max_new_tokens_thinking=4096,
+            stop_token_ids=(5,),
+        )
+    )
     tok = InternLMTokenizer.from_pretrained(tiny_internlm3)
     profile = make_profile(read_config(tiny_internlm3), tok, tiny_internlm3, info)
     s = profile.settings()
@@ -183,13 +228,38 @@ def test_chat_reply_equals_manual_generation_and_stops_on_stop_tokens(runners) -
 
 def test_sampling_is_reproducible_with_a_seed(runners) -> None:
     r = runners("internlm3")
-    a = r.chat("tell me", max_new_tokens=16, seed=123, temperature=1.5, top_k=0, top_p=1.0, stop_token_ids=[])
-    b = r.chat("tell me", max_new_tokens=16, seed=123, temperature=1.5, top_k=0, top_p=1.0, stop_token_ids=[])
-    c = r.chat("tell me", max_new_tokens=16, seed=124, temperature=1.5, top_k=0, top_p=1.0, stop_token_ids=[])
+    a = r.chat(
+        "tell me",
+        max_new_tokens=16,
+        seed=123,
+        temperature=1.5,
+        top_k=0,
+        top_p=1.0,
+        stop_token_ids=[],
+    )
+    b = r.chat(
+        "tell me",
+        max_new_tokens=16,
+        seed=123,
+        temperature=1.5,
+        top_k=0,
+        top_p=1.0,
+        stop_token_ids=[],
+    )
+    c = r.chat(
+        "tell me",
+        max_new_tokens=16,
+        seed=124,
+        temperature=1.5,
+        top_k=0,
+        top_p=1.0,
+        stop_token_ids=[],
+    )
     assert a == b and a != c
     # temperature 0 is greedy whatever the seed
     assert r.chat("tell me", max_new_tokens=8, temperature=0, seed=1) == r.chat(
-        "tell me", max_new_tokens=8, do_sample=False, seed=2)
+        "tell me", max_new_tokens=8, do_sample=False, seed=2
+    )
 
 
 def test_streaming_yields_pieces_that_join_to_the_reply(runners) -> None:

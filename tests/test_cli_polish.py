@@ -25,9 +25,17 @@ COMMANDS = [(path, cmd) for path, cmd in docgen.iter_commands(docgen.cli_command
 IDS = [" ".join(path[1:]) for path, _ in COMMANDS]
 
 
-def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(EXE), *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})}, check=False)
+def cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(EXE), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
 
 
 # ---------------------------------------------------------------- help and examples
@@ -35,15 +43,32 @@ def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> 
 
 def test_the_walk_finds_every_command() -> None:
     names = {" ".join(p[1:]) for p, _ in COMMANDS}
-    for expected in ("list", "info", "search", "pull", "verify", "lock", "doctor", "run", "chat",
-                     "serve-mirror", "serve-reward", "score", "compare", "cache list", "cache rm",
-                     "registry check", "dev make-tiny"):
+    for expected in (
+        "list",
+        "info",
+        "search",
+        "pull",
+        "verify",
+        "lock",
+        "doctor",
+        "run",
+        "chat",
+        "serve-mirror",
+        "serve-reward",
+        "score",
+        "compare",
+        "cache list",
+        "cache rm",
+        "registry check",
+        "dev make-tiny",
+    ):
         assert expected in names
 
 
 @pytest.mark.parametrize(("path", "cmd"), COMMANDS, ids=IDS)
-def test_help_has_examples_that_parse(path: tuple[str, ...], cmd: Any, tmp_path: Path,
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_help_has_examples_that_parse(
+    path: tuple[str, ...], cmd: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     summary, _, examples = docgen.split_help(cmd.help)
     assert summary, f"{' '.join(path)} has no help text"
     assert examples, f"`{' '.join(path)} --help` has no Examples section"
@@ -59,11 +84,15 @@ def test_help_has_examples_that_parse(path: tuple[str, ...], cmd: Any, tmp_path:
             parsed.append(parse_cli(argv))
         except Exception as exc:  # a click usage error: the example is wrong
             pytest.fail(f"example {line!r} does not parse: {type(exc).__name__}: {exc}")
-    assert any(p[: len(path)] == path for p in parsed), f"no example runs {' '.join(path)}: {examples}"
+    assert any(p[: len(path)] == path for p in parsed), (
+        f"no example runs {' '.join(path)}: {examples}"
+    )
 
 
 @pytest.mark.parametrize(("path", "cmd"), COMMANDS, ids=IDS)
-def test_help_renders_with_examples(path: tuple[str, ...], cmd: Any, capsys: pytest.CaptureFixture[str]) -> None:
+def test_help_renders_with_examples(
+    path: tuple[str, ...], cmd: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main([*path[1:], "--help"]) == 0
     out = capsys.readouterr().out
     assert "Example" in out and "Usage" in out
@@ -75,7 +104,12 @@ def test_example_argv_understands_shell() -> None:
     assert docgen.example_argv("DIR=$(model-zoo pull X -q)") == ["pull", "X", "-q"]
     assert docgen.example_argv("model-zoo lock A B > model-zoo.lock") == ["lock", "A", "B"]
     assert docgen.example_argv("HF_ENDPOINT=http://h:1 model-zoo doctor | less") == ["doctor"]
-    assert docgen.example_argv('model-zoo run m "two words" --stream') == ["run", "m", "two words", "--stream"]
+    assert docgen.example_argv('model-zoo run m "two words" --stream') == [
+        "run",
+        "m",
+        "two words",
+        "--stream",
+    ]
     assert docgen.example_argv("pip install x") is None
 
 
@@ -90,11 +124,25 @@ def test_a_wrong_example_is_caught() -> None:
 def test_error_classes_follow_the_documented_exit_codes() -> None:
     doc = (ROOT / "docs" / "cli.md").read_text()
     table = dict(re.findall(r"^\| (\d) \| ([a-z ]+?) \|", doc, re.MULTILINE))
-    assert table == {"0": "success", "1": "failure", "2": "usage error or unknown name",
-                     "3": "integrity failure", "4": "network"}
-    assert (errors.EXIT_OK, errors.EXIT_FAILURE, errors.EXIT_USAGE, errors.EXIT_INTEGRITY,
-            errors.EXIT_NETWORK) == (0, 1, 2, 3, 4)
-    classes = [c for c in vars(errors).values() if inspect.isclass(c) and issubclass(c, errors.ModelZooError)]
+    assert table == {
+        "0": "success",
+        "1": "failure",
+        "2": "usage error or unknown name",
+        "3": "integrity failure",
+        "4": "network",
+    }
+    assert (
+        errors.EXIT_OK,
+        errors.EXIT_FAILURE,
+        errors.EXIT_USAGE,
+        errors.EXIT_INTEGRITY,
+        errors.EXIT_NETWORK,
+    ) == (0, 1, 2, 3, 4)
+    classes = [
+        c
+        for c in vars(errors).values()
+        if inspect.isclass(c) and issubclass(c, errors.ModelZooError)
+    ]
     assert len(classes) > 15
     for cls in classes:
         if issubclass(cls, errors.IntegrityError):
@@ -122,8 +170,12 @@ def test_exit_0_ok() -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [("info", "internlm9-7b-chat"), ("list", "--no-such-option"), ("pull", "internlm2_5-7b-chat", "--source", "nowhere"),
-     ("frobnicate",)],
+    [
+        ("info", "internlm9-7b-chat"),
+        ("list", "--no-such-option"),
+        ("pull", "internlm2_5-7b-chat", "--source", "nowhere"),
+        ("frobnicate",),
+    ],
     ids=["unknown-model", "unknown-option", "unknown-source", "unknown-command"],
 )
 def test_exit_2_usage(args: tuple[str, ...]) -> None:
@@ -175,7 +227,11 @@ def test_version() -> None:
 
     proc = cli("--version")
     assert proc.returncode == 0
-    assert proc.stdout.strip() == f"model-zoo {model_zoo.__version__}" == f"model-zoo {version('model-zoo')}"
+    assert (
+        proc.stdout.strip()
+        == f"model-zoo {model_zoo.__version__}"
+        == f"model-zoo {version('model-zoo')}"
+    )
 
 
 def test_show_completion_script() -> None:
@@ -186,7 +242,11 @@ def test_show_completion_script() -> None:
 
 def test_completion_protocol_completes_commands_and_options() -> None:
     def complete(words: str, cword: int) -> list[str]:
-        env = {"_MODEL_ZOO_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(cword)}
+        env = {
+            "_MODEL_ZOO_COMPLETE": "complete_bash",
+            "COMP_WORDS": words,
+            "COMP_CWORD": str(cword),
+        }
         proc = cli(env=env)
         assert proc.returncode == 0, proc.stderr
         return proc.stdout.split()
@@ -200,10 +260,14 @@ def test_completion_protocol_completes_commands_and_options() -> None:
 def test_completion_works_in_a_real_bash(tmp_path: Path) -> None:
     script = cli("--show-completion", "bash").stdout
     (tmp_path / "c.sh").write_text(script)
-    shell = (f'source {tmp_path / "c.sh"}; COMP_WORDS=(model-zoo doc); COMP_CWORD=1; '
-             '_model_zoo_completion model-zoo; echo "${COMPREPLY[@]}"')
+    shell = (
+        f"source {tmp_path / 'c.sh'}; COMP_WORDS=(model-zoo doc); COMP_CWORD=1; "
+        '_model_zoo_completion model-zoo; echo "${COMPREPLY[@]}"'
+    )
     env = {**os.environ, "PATH": f"{EXE.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    proc = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, env=env, timeout=60, check=False)
+    proc = subprocess.run(
+        ["bash", "-c", shell], capture_output=True, text=True, env=env, timeout=60, check=False
+    )
     assert proc.stdout.split() == ["doctor"], proc.stderr
 
 
@@ -217,6 +281,10 @@ def test_install_completion_writes_the_shell_file(tmp_path: Path) -> None:
 
 def test_a_refusal_without_an_http_status_does_not_print_none() -> None:
     """ModelScope and OpenXLab refuse inside a 200 answer: there is no status to show."""
-    message = errors.GatedRepoError("ModelScope", "org/model", token_env="MODELSCOPE_API_TOKEN").message
+    message = errors.GatedRepoError(
+        "ModelScope", "org/model", token_env="MODELSCOPE_API_TOKEN"
+    ).message
     assert "None" not in message and "MODELSCOPE_API_TOKEN" in message
-    assert "(HTTP 403)" in errors.GatedRepoError("hf", "org/model", token_env=None, status=403).message
+    assert (
+        "(HTTP 403)" in errors.GatedRepoError("hf", "org/model", token_env=None, status=403).message
+    )

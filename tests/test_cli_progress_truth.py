@@ -43,7 +43,9 @@ class FakeClock:
 def _console(width: int = 160) -> Any:
     from rich.console import Console
 
-    return Console(file=io.StringIO(), width=width, height=40, color_system=None, force_terminal=False)
+    return Console(
+        file=io.StringIO(), width=width, height=40, color_system=None, force_terminal=False
+    )
 
 
 def _row(frame: str, name: str) -> str:
@@ -76,7 +78,11 @@ def test_a_file_row_moves_with_each_progress_event_before_the_file_ends() -> Non
     # a 2 GB file 100 MB in: its row says so (not "0.0/2.0 GB"), and it moved at every event
     assert "100.0 MB/2.0 GB" in seen[-1] and "5.0%" in seen[-1]
     assert [re.search(r"(\S+ \S+)/2\.0 GB", r).group(1) for r in seen] == [  # type: ignore[union-attr]
-        "25.0 MB", "50.0 MB", "75.0 MB", "100.0 MB"]
+        "25.0 MB",
+        "50.0 MB",
+        "75.0 MB",
+        "100.0 MB",
+    ]
     assert "0 B/100.0 MB" in _row(bars.frame(), "config.json")  # no bytes yet: honestly at 0
     assert "100.0 MB/2.1 GB" in _row(bars.frame(), "total")
     bars.close()
@@ -211,8 +217,12 @@ def test_last_frame_after_a_real_resume_is_100_percent(own_hub, tmp_path: Path) 
     hub, root = own_hub(bandwidth=2 * MB)
     (root / HF_REPO / "extra.dat").write_bytes(os.urandom(6 * 1024 * 1024))
     target = tmp_path / "ckpt"
-    proc = subprocess.Popen([SCRIPT, "pull", MODEL, "--source", "hf", "-q", "--local-dir", str(target)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ))
+    proc = subprocess.Popen(
+        [SCRIPT, "pull", MODEL, "--source", "hf", "-q", "--local-dir", str(target)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=dict(os.environ),
+    )
     kept = _wait_for_partial(target, 1_000_000)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
@@ -224,11 +234,15 @@ def test_last_frame_after_a_real_resume_is_100_percent(own_hub, tmp_path: Path) 
     result = pull_model(MODEL, source="hf", local_dir=target, progress=bars)
     bars.close()
     final = con.file.getvalue()
-    frame = final[final.index("total "):]
+    frame = final[final.index("total ") :]
     rows = [line for line in frame.splitlines() if line.strip()]
     assert rows and all("100.0%" in line for line in rows), frame
     assert len(rows) == 1 + len(bars.tasks)
-    assert bars.tally.completed == bars.tally.total == sum(f.size or 0 for f in result.files if not f.present)
+    assert (
+        bars.tally.completed
+        == bars.tally.total
+        == sum(f.size or 0 for f in result.files if not f.present)
+    )
     assert bars.tally.received == result.downloaded_bytes  # speed saw these bytes only
     assert result.resumed_bytes >= kept - 1
 
@@ -249,15 +263,22 @@ def _wait_for_partial(target_or_home: Path, at_least: int, timeout: float = 30) 
     return kept
 
 
-INTERRUPTED = re.compile(r"^interrupted: (\S+ \S+) of (\S+ \S+) kept in (.+); "
-                         r"run the same command again to resume$")
+INTERRUPTED = re.compile(
+    r"^interrupted: (\S+ \S+) of (\S+ \S+) kept in (.+); "
+    r"run the same command again to resume$"
+)
 
 
 def test_ctrl_c_mid_pull_says_what_it_kept_exits_130_and_a_rerun_resumes(own_hub) -> None:
     hub, root = own_hub(bandwidth=2 * MB)
     (root / HF_REPO / "extra.dat").write_bytes(os.urandom(6 * 1024 * 1024))
-    proc = subprocess.Popen([SCRIPT, "pull", MODEL, "--source", "hf"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    proc = subprocess.Popen(
+        [SCRIPT, "pull", MODEL, "--source", "hf"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+    )
     home = Path(os.environ["MODEL_ZOO_HOME"])
     seen = _wait_for_partial(home, 1_000_000)
     # the engine reports bytes every 0.1 s and drops the last report when interrupted (see the
@@ -278,15 +299,22 @@ def test_ctrl_c_mid_pull_says_what_it_kept_exits_130_and_a_rerun_resumes(own_hub
 
     before = hub.stats.bytes_served()
     hub.bandwidth.set(None, None)
-    rerun = subprocess.run([SCRIPT, "pull", MODEL, "--source", "hf", "--json"], capture_output=True, text=True,
-                           timeout=120, env=dict(os.environ))
+    rerun = subprocess.run(
+        [SCRIPT, "pull", MODEL, "--source", "hf", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ),
+    )
     assert rerun.returncode == 0, rerun.stderr
     final = json.loads(rerun.stdout.splitlines()[-1])
     assert Path(final["path"]) == where
     assert final["total_size"] == pytest.approx(total, abs=0.05 * MB)
     fetched_again = hub.stats.bytes_served() - before
     on_disk_before = final["total_size"] - final["downloaded_bytes"]
-    assert fetched_again <= final["total_size"] - kept + 0.05 * MB  # what the line called kept was kept
+    assert (
+        fetched_again <= final["total_size"] - kept + 0.05 * MB
+    )  # what the line called kept was kept
     # the line told the truth within the bytes of the last event interval (at most one 1 MiB read)
     assert on_disk_before - 1.1 * 1024 * 1024 - 0.05 * MB <= kept <= on_disk_before + 0.05 * MB
 
@@ -303,39 +331,61 @@ def _pull_then_ctrl_c(monkeypatch: pytest.MonkeyPatch, *events: Any) -> None:
     monkeypatch.setattr(pull_mod, "pull_model", fake_pull)
 
 
-def test_ctrl_c_line_with_json_and_quiet(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_ctrl_c_line_with_json_and_quiet(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     import signal as sig
 
     from model_zoo.cli.main import main
 
-    _pull_then_ctrl_c(monkeypatch, PullEvent("start", "go", {"files": 2, "bytes": 3 * MB, "path": "/data/ckpt"}),
-                      ev.FileStart("a", 2 * MB, 500_000, "hf"), ev.Progress("a", 700_000),
-                      ev.FileDone("b", MB, "0" * 64, "sha256-published", ("hf",), 0, 0, True))
+    _pull_then_ctrl_c(
+        monkeypatch,
+        PullEvent("start", "go", {"files": 2, "bytes": 3 * MB, "path": "/data/ckpt"}),
+        ev.FileStart("a", 2 * MB, 500_000, "hf"),
+        ev.Progress("a", 700_000),
+        ev.FileDone("b", MB, "0" * 64, "sha256-published", ("hf",), 0, 0, True),
+    )
     assert main(["pull", MODEL, "--json"]) == 130
     out, err = capsys.readouterr()
-    assert err == "interrupted: 2.2 MB of 3.0 MB kept in /data/ckpt; run the same command again to resume\n"
+    assert (
+        err
+        == "interrupted: 2.2 MB of 3.0 MB kept in /data/ckpt; run the same command again to resume\n"
+    )
     last = json.loads(out.splitlines()[-1])
-    assert last == {"event": "interrupted", "path": "/data/ckpt", "kept_bytes": 2_200_000,
-                    "total_bytes": 3_000_000, "files_done": 1, "files_total": 2}
+    assert last == {
+        "event": "interrupted",
+        "path": "/data/ckpt",
+        "kept_bytes": 2_200_000,
+        "total_bytes": 3_000_000,
+        "files_done": 1,
+        "files_total": 2,
+    }
     assert sig.getsignal(sig.SIGINT) is sig.default_int_handler  # the pull's handler is gone
 
     assert main(["pull", MODEL, "-q"]) == 130
     out, err = capsys.readouterr()
-    assert out == "" and err.count("\n") == 1 and err.startswith("interrupted: 2.2 MB of 3.0 MB kept")
+    assert (
+        out == "" and err.count("\n") == 1 and err.startswith("interrupted: 2.2 MB of 3.0 MB kept")
+    )
 
 
-def test_ctrl_c_before_the_download_started(monkeypatch: pytest.MonkeyPatch,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_ctrl_c_before_the_download_started(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from model_zoo.cli.main import main
 
     _pull_then_ctrl_c(monkeypatch, PullEvent("plan", "source hf"))
     assert main(["pull", MODEL]) == 130
     err = capsys.readouterr().err
-    assert err.splitlines()[-1] == "interrupted before the download began; run the same command again to pull"
+    assert (
+        err.splitlines()[-1]
+        == "interrupted before the download began; run the same command again to pull"
+    )
 
 
-def test_a_second_ctrl_c_while_stopping_exits_at_once(monkeypatch: pytest.MonkeyPatch,
-                                                     capfd: pytest.CaptureFixture[str]) -> None:
+def test_a_second_ctrl_c_while_stopping_exits_at_once(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
     from model_zoo.cli.cmd_pull import _second_interrupt_stops_at_once
 
     class Exited(BaseException):

@@ -15,9 +15,17 @@ from fixtures_pull import HF_REPO, MODEL, MS_REPO
 SCRIPT = str(Path(sys.executable).parent / "model-zoo")
 
 
-def run(*args: str, input: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([SCRIPT, *args], capture_output=True, text=True, input=input, timeout=timeout,
-                          env=dict(os.environ))
+def run(
+    *args: str, input: str | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [SCRIPT, *args],
+        capture_output=True,
+        text=True,
+        input=input,
+        timeout=timeout,
+        env=dict(os.environ),
+    )
 
 
 def _sha(p: Path) -> str:
@@ -25,9 +33,13 @@ def _sha(p: Path) -> str:
 
 
 def test_dollar_pull_prints_only_the_path_on_stdout(pull_hub) -> None:
-    script = (f'DIR=$("{SCRIPT}" pull {MODEL} --source hf) || exit 9; '
-              'test -f "$DIR/config.json" && test -f "$DIR/model.safetensors.index.json" && echo "ok:$DIR"')
-    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120, env=dict(os.environ))
+    script = (
+        f'DIR=$("{SCRIPT}" pull {MODEL} --source hf) || exit 9; '
+        'test -f "$DIR/config.json" && test -f "$DIR/model.safetensors.index.json" && echo "ok:$DIR"'
+    )
+    proc = subprocess.run(
+        ["bash", "-c", script], capture_output=True, text=True, timeout=120, env=dict(os.environ)
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("ok:") and proc.stdout.count("\n") == 1
     path = Path(proc.stdout.strip()[3:])
@@ -85,8 +97,9 @@ def test_verify_cli_catches_a_flipped_byte(pull_hub) -> None:
     assert missing.returncode == 1 and "pull it first" in missing.stderr.lower()
 
 
-def test_lock_then_pull_with_lock_is_byte_identical_and_rejects_changes(own_hub, tmp_path: Path,
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_lock_then_pull_with_lock_is_byte_identical_and_rejects_changes(
+    own_hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     hub, root = own_hub()
     lock = run("lock", MODEL, "--source", "hf", "-q")
     assert lock.returncode == 0, lock.stderr
@@ -154,8 +167,16 @@ def test_cache_commands(pull_hub, tmp_path: Path) -> None:
 def test_two_concurrent_pulls_end_with_one_copy(own_hub) -> None:
     # slow the hub so the two runs overlap for real
     hub, _root = own_hub(bandwidth=600_000)
-    procs = [subprocess.Popen([SCRIPT, "pull", MODEL, "--source", "hf", "-q"], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env=dict(os.environ)) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [SCRIPT, "pull", MODEL, "--source", "hf", "-q"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=dict(os.environ),
+        )
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     paths = {o[0].strip() for o in outs}
@@ -175,8 +196,12 @@ def test_kill_9_mid_pull_then_resume_fetches_only_the_rest(own_hub) -> None:
     hub, root = own_hub(bandwidth=2_000_000)
     # a file large enough to arrive in many reads (the engine reads 1 MiB at a time)
     (root / HF_REPO / "extra.dat").write_bytes(os.urandom(6 * 1024 * 1024))
-    proc = subprocess.Popen([SCRIPT, "pull", MODEL, "--source", "hf", "-q"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=dict(os.environ))
+    proc = subprocess.Popen(
+        [SCRIPT, "pull", MODEL, "--source", "hf", "-q"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=dict(os.environ),
+    )
     home = Path(os.environ["MODEL_ZOO_HOME"])
     deadline = time.monotonic() + 30
     kept = 0
@@ -204,12 +229,34 @@ def test_kill_9_mid_pull_then_resume_fetches_only_the_rest(own_hub) -> None:
     assert run("verify", final["path"]).returncode == 0
 
 
-def test_connections_option_reaches_the_engine_and_bad_values_are_refused(pull_hub, tmp_path: Path) -> None:
-    done = run("pull", MODEL, "--source", "hf", "--connections", "2", "--json", "--local-dir", str(tmp_path / "a"))
+def test_connections_option_reaches_the_engine_and_bad_values_are_refused(
+    pull_hub, tmp_path: Path
+) -> None:
+    done = run(
+        "pull",
+        MODEL,
+        "--source",
+        "hf",
+        "--connections",
+        "2",
+        "--json",
+        "--local-dir",
+        str(tmp_path / "a"),
+    )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["link"]["peak_connections"] <= 2  # never more requests at once than asked
-    old_name = run("pull", MODEL, "--source", "hf", "--max-workers", "3", "-q", "--local-dir", str(tmp_path / "b"))
+    old_name = run(
+        "pull",
+        MODEL,
+        "--source",
+        "hf",
+        "--max-workers",
+        "3",
+        "-q",
+        "--local-dir",
+        str(tmp_path / "b"),
+    )
     assert old_name.returncode == 0, old_name.stderr  # the old spelling still works
     bad = run("pull", MODEL, "--connections", "0")
     assert bad.returncode == 2 and "connections" in bad.stderr.lower()

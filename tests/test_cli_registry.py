@@ -37,7 +37,16 @@ def test_list_table_shows_every_model() -> None:
     lines = proc.stdout.splitlines()
     assert lines[0] == "41 models"
     header = next(line for line in lines if line.startswith("name"))
-    assert header.split() == ["name", "kind", "size", "context", "released", "bf16", "GiB", "sources"]
+    assert header.split() == [
+        "name",
+        "kind",
+        "size",
+        "context",
+        "released",
+        "bf16",
+        "GiB",
+        "sources",
+    ]
     for m in list_models():
         assert any(line.startswith(m.name + " ") for line in lines), m.name
 
@@ -56,10 +65,25 @@ def test_list_json_has_everything_for_scripts() -> None:
 @pytest.mark.parametrize(
     ("args", "names"),
     [
-        (("--family", "internlm2.5", "--kind", "chat"), {"InternLM2.5-1.8B-Chat", "InternLM2.5-7B-Chat", "InternLM2.5-20B-Chat"}),
+        (
+            ("--family", "internlm2.5", "--kind", "chat"),
+            {"InternLM2.5-1.8B-Chat", "InternLM2.5-7B-Chat", "InternLM2.5-20B-Chat"},
+        ),
         (("--source", "modelers"), {"InternLM3-8B-Instruct"}),
-        (("--kind", "reward", "--fits", "24GB"), {"InternLM2-1.8B-Reward", "InternLM2-7B-Reward", *_POLAR, _CRITIC}),
-        (("--kind", "reward", "--fits", "24GB", "--dtype", "int8"), {"InternLM2-1.8B-Reward", "InternLM2-7B-Reward", "InternLM2-20B-Reward", *_POLAR, _CRITIC}),
+        (
+            ("--kind", "reward", "--fits", "24GB"),
+            {"InternLM2-1.8B-Reward", "InternLM2-7B-Reward", *_POLAR, _CRITIC},
+        ),
+        (
+            ("--kind", "reward", "--fits", "24GB", "--dtype", "int8"),
+            {
+                "InternLM2-1.8B-Reward",
+                "InternLM2-7B-Reward",
+                "InternLM2-20B-Reward",
+                *_POLAR,
+                _CRITIC,
+            },
+        ),
     ],
 )
 def test_list_filters(args: tuple[str, ...], names: set[str]) -> None:
@@ -78,7 +102,10 @@ def test_list_fits_matches_the_api() -> None:
         (("list", "--kind", "chatty"), "unknown kind"),
         (("list", "--fits", "lots"), "cannot read memory size"),
         (("list", "--source", "github"), "unknown source"),
-        (("info", "internlm2.5-8b-chat"), "Did you mean: InternLM2.5-1.8B-Chat, InternLM2.5-7B-Chat"),
+        (
+            ("info", "internlm2.5-8b-chat"),
+            "Did you mean: InternLM2.5-1.8B-Chat, InternLM2.5-7B-Chat",
+        ),
         (("info", "name@"), "NAME@REVISION"),
     ],
 )
@@ -108,14 +135,20 @@ def test_info_text_shows_sources_with_urls_and_memory() -> None:
 def test_info_json_carries_revision_and_reward() -> None:
     data = run_json("info", "internlm2-7b-reward@main")
     assert data["name"] == "InternLM2-7B-Reward" and data["revision"] == "main"
-    assert data["reward"] == {"reward_token_id": 92527, "rewardbench": 86.6, "scoring": "conversation"}
+    assert data["reward"] == {
+        "reward_token_id": 92527,
+        "rewardbench": 86.6,
+        "scoring": "conversation",
+    }
     assert data["architecture"] == "InternLM2ForRewardModel"
 
 
 def test_info_context_changes_the_estimate() -> None:
     short = run_json("info", "internlm2_5-7b-chat")["memory"]["bf16"]
     long = run_json("info", "internlm2_5-7b-chat", "--context", "32768")["memory"]["bf16"]
-    assert long["kv_cache_gib"] == pytest.approx(4.0) and short["kv_cache_gib"] == pytest.approx(0.5)
+    assert long["kv_cache_gib"] == pytest.approx(4.0) and short["kv_cache_gib"] == pytest.approx(
+        0.5
+    )
 
 
 def test_search() -> None:
@@ -123,7 +156,9 @@ def test_search() -> None:
     assert proc.returncode == 0
     assert proc.stdout.startswith("8 matches for 'reward'")
     assert [d["name"] for d in run_json("search", "math", "plus")] == [
-        "InternLM2-Math-Plus-1.8B", "InternLM2-Math-Plus-7B", "InternLM2-Math-Plus-20B",
+        "InternLM2-Math-Plus-1.8B",
+        "InternLM2-Math-Plus-7B",
+        "InternLM2-Math-Plus-20B",
         "InternLM2-Math-Plus-Mixtral8x22B",
     ]
 
@@ -141,17 +176,25 @@ def test_registry_check_lists_every_problem(write_registry: Callable[..., Path])
     )
     proc = run("registry", "check", str(bad), "--standalone")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    for fragment in ("entry 'Bad-1', field 'colour'", "entry 'Bad-1', field 'sources.hf'",
-                     "entry 'Bad-2', field 'reward.reward_token_id'", "3 problem(s)"):
+    for fragment in (
+        "entry 'Bad-1', field 'colour'",
+        "entry 'Bad-1', field 'sources.hf'",
+        "entry 'Bad-2', field 'reward.reward_token_id'",
+        "3 problem(s)",
+    ):
         assert fragment in proc.stderr
     data = json.loads(run("registry", "check", str(bad), "--standalone", "--json").stdout)
     assert data["ok"] is False and len(data["problems"]) == 3
     assert {(p["entry"], p["field"]) for p in data["problems"]} == {
-        ("Bad-1", "colour"), ("Bad-1", "sources.hf"), ("Bad-2", "reward.reward_token_id"),
+        ("Bad-1", "colour"),
+        ("Bad-1", "sources.hf"),
+        ("Bad-2", "reward.reward_token_id"),
     }
 
 
-def test_user_registry_via_environment(write_registry: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_user_registry_via_environment(
+    write_registry: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     user = write_registry(
         "models:\n  - {name: Private-FT, family: internlm2.5, size: 7B, kind: chat, released: 2024-11-01,\n"
         "     dims: internlm2.5-7b, sources: {modelscope: my-lab/private-ft}}\n"
@@ -162,7 +205,9 @@ def test_user_registry_via_environment(write_registry: Callable[..., Path], monk
     assert len(run_json("list")) == 42
 
 
-@pytest.mark.parametrize("args", [("list",), ("list", "--json"), ("info", "internlm2_5-7b-chat"), ("search", "chat")])
+@pytest.mark.parametrize(
+    "args", [("list",), ("list", "--json"), ("info", "internlm2_5-7b-chat"), ("search", "chat")]
+)
 def test_commands_do_not_import_heavy_modules(args: tuple[str, ...]) -> None:
     code = (
         "import sys, json\n"

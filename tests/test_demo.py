@@ -15,7 +15,9 @@ def test_demo_json_through_console_script(tmp_path: Path) -> None:
     exe = Path(sys.executable).with_name("model-zoo")
     out = subprocess.run(
         [str(exe), "demo", "--json", "--workdir", str(tmp_path / "work")],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
@@ -38,7 +40,9 @@ def test_demo_workdir_that_is_a_file_is_a_usage_error(tmp_path: Path) -> None:
     exe = Path(sys.executable).with_name("model-zoo")
     target = tmp_path / "a-file"
     target.write_text("keep me", encoding="utf-8")
-    out = subprocess.run([str(exe), "demo", "--workdir", str(target)], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [str(exe), "demo", "--workdir", str(target)], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 2, out.stderr
     assert "Traceback" not in out.stderr
     assert f"cannot use {target} as the demo's work directory" in out.stderr

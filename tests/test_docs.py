@@ -14,8 +14,18 @@ from fixtures_docs import ROOT, docgen, parse_cli
 import model_zoo
 
 DOCS = ROOT / "docs"
-PAGES = ("index", "quickstart", "choosing-a-model", "mirrors", "integrity", "running", "rlhf", "cli", "api",
-         "benchmarks")
+PAGES = (
+    "index",
+    "quickstart",
+    "choosing-a-model",
+    "mirrors",
+    "integrity",
+    "running",
+    "rlhf",
+    "cli",
+    "api",
+    "benchmarks",
+)
 
 
 def page_text(site: Path, name: str) -> str:
@@ -28,8 +38,14 @@ def page_text(site: Path, name: str) -> str:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("site")
-    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return out
 
@@ -46,7 +62,10 @@ def test_images_referenced_exist(site: Path) -> None:
         for src in re.findall(r'<img[^>]+src="([^"]+)"', page.read_text()):
             if not src.startswith(("http:", "https:", "data:")):
                 target = (page.parent / src).resolve()
-                assert target.is_file() and target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", (page, src)
+                assert target.is_file() and target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", (
+                    page,
+                    src,
+                )
 
 
 def table_rows(site: Path, name: str) -> list[list[str]]:
@@ -73,7 +92,9 @@ def test_registry_table_matches_the_registry(site: Path) -> None:
         assert {k: v for k, v in hubs.items() if v != "–"} == dict(m.sources), m.name
 
 
-def test_registry_table_is_the_builtin_registry_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_registry_table_is_the_builtin_registry_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("MODEL_ZOO_REGISTRY", str(tmp_path / "does-not-exist.yaml"))
     table = docgen.registry_table()  # a user's overlay neither breaks nor changes the docs
     builtin = model_zoo.list_models(registry=docgen.builtin_registry())
@@ -85,7 +106,11 @@ def test_cli_reference_covers_every_command_and_option(site: Path) -> None:
     for path, cmd in docgen.iter_commands(docgen.cli_command()):
         assert " ".join(path) in text
         for param in cmd.params:
-            if param.param_type_name == "option" and param.name != "help" and not getattr(param, "hidden", False):
+            if (
+                param.param_type_name == "option"
+                and param.name != "help"
+                and not getattr(param, "hidden", False)
+            ):
                 assert param.opts[0] in text, (path, param.opts)
 
 
@@ -105,7 +130,10 @@ def test_signature_text_unquotes_annotations() -> None:
         """Annotations are strings here (``from __future__ import annotations``), as in model_zoo."""
         return []
 
-    assert docgen.signature_text("f", f) == "f(a: int, *, b: str | None = None, **kw: object) -> list[int]"
+    assert (
+        docgen.signature_text("f", f)
+        == "f(a: int, *, b: str | None = None, **kw: object) -> list[int]"
+    )
 
 
 def test_unknown_marker_is_an_error() -> None:
@@ -139,12 +167,23 @@ DOC_COMMANDS = doc_commands()
 
 def test_docs_show_commands() -> None:
     pages = {p for p, _ in DOC_COMMANDS}
-    assert {"README.md", "quickstart.md", "mirrors.md", "integrity.md", "running.md", "rlhf.md"} <= pages
+    assert {
+        "README.md",
+        "quickstart.md",
+        "mirrors.md",
+        "integrity.md",
+        "running.md",
+        "rlhf.md",
+    } <= pages
     assert len(DOC_COMMANDS) > 40
 
 
-@pytest.mark.parametrize(("page", "line"), DOC_COMMANDS, ids=[f"{p}:{l[:60]}" for p, l in DOC_COMMANDS])
-def test_every_documented_command_parses(page: str, line: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("page", "line"), DOC_COMMANDS, ids=[f"{p}:{l[:60]}" for p, l in DOC_COMMANDS]
+)
+def test_every_documented_command_parses(
+    page: str, line: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     argv = docgen.example_argv(line)
     assert argv is not None, line
     if argv and argv[0] == "--install-completion":
@@ -165,9 +204,11 @@ def test_every_documented_command_parses(page: str, line: str, tmp_path: Path, m
 
 def test_documented_environment_variables_exist_in_the_code() -> None:
     doc = (DOCS / "cli.md").read_text()
-    table = doc[doc.index("## Environment variables"):doc.index("## Commands")]
+    table = doc[doc.index("## Environment variables") : doc.index("## Commands")]
     names = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", table))
     assert len(names) > 15
     source = "\n".join(p.read_text() for p in (ROOT / "model_zoo").rglob("*.py"))
-    missing = sorted(n for n in names if n not in source and n not in {"HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY"})
+    missing = sorted(
+        n for n in names if n not in source and n not in {"HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY"}
+    )
     assert not missing, f"documented but never read by the code: {missing}"

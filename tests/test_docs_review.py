@@ -14,10 +14,23 @@ from model_zoo.settings import default_config_path, load_settings
 
 # Pages and README checked here. docs/rlhf.md, docs/decisions.md and docs/benchmarks.md belong to
 # other areas; their install lines are reported to the lead instead.
-OWN_PAGES = ["README.md", *(f"docs/{p}" for p in (
-    "index.md", "quickstart.md", "choosing-a-model.md", "mirrors.md", "integrity.md", "running.md",
-    "cli.md", "api.md", "architecture.md",
-))]
+OWN_PAGES = [
+    "README.md",
+    *(
+        f"docs/{p}"
+        for p in (
+            "index.md",
+            "quickstart.md",
+            "choosing-a-model.md",
+            "mirrors.md",
+            "integrity.md",
+            "running.md",
+            "cli.md",
+            "api.md",
+            "architecture.md",
+        )
+    ),
+]
 
 
 def _table_rows(text: str, header_start: str) -> list[list[str]]:
@@ -25,7 +38,7 @@ def _table_rows(text: str, header_start: str) -> list[list[str]]:
     lines = text.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith(header_start))
     rows = []
-    for line in lines[start + 2:]:
+    for line in lines[start + 2 :]:
         if not line.startswith("|"):
             break
         rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
@@ -76,11 +89,19 @@ def test_cli_exit_code_table_matches_the_error_types() -> None:
 def test_documented_settings_file_location_is_where_settings_look(tmp_path: Path) -> None:
     text = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
     row = next(r for r in _table_rows(text, "| Variable") if _codes(r[0]) == ["MODEL_ZOO_CONFIG"])
-    assert "~/.config/model-zoo/config.toml" in row[1] and "$XDG_CONFIG_HOME/model-zoo/config.toml" in row[1]
+    assert (
+        "~/.config/model-zoo/config.toml" in row[1]
+        and "$XDG_CONFIG_HOME/model-zoo/config.toml" in row[1]
+    )
     home = tmp_path / "home"
-    assert default_config_path({"HOME": str(home)}) == home / ".config" / "model-zoo" / "config.toml"
+    assert (
+        default_config_path({"HOME": str(home)}) == home / ".config" / "model-zoo" / "config.toml"
+    )
     xdg = tmp_path / "xdg"
-    assert default_config_path({"HOME": str(home), "XDG_CONFIG_HOME": str(xdg)}) == xdg / "model-zoo" / "config.toml"
+    assert (
+        default_config_path({"HOME": str(home), "XDG_CONFIG_HOME": str(xdg)})
+        == xdg / "model-zoo" / "config.toml"
+    )
 
 
 def test_documented_store_default_is_the_settings_default(tmp_path: Path) -> None:
@@ -91,7 +112,9 @@ def test_documented_store_default_is_the_settings_default(tmp_path: Path) -> Non
 
 
 def test_documented_default_source_order_is_the_settings_default(tmp_path: Path) -> None:
-    assert "default `hf, modelscope, modelers,\n  openxlab`" in (ROOT / "docs" / "mirrors.md").read_text(encoding="utf-8")
+    assert "default `hf, modelscope, modelers,\n  openxlab`" in (
+        ROOT / "docs" / "mirrors.md"
+    ).read_text(encoding="utf-8")
     env = {"HOME": str(tmp_path), "MODEL_ZOO_CONFIG": str(tmp_path / "none.toml")}
     assert load_settings(env).sources == ("hf", "modelscope", "modelers", "openxlab")
 
@@ -104,7 +127,9 @@ def test_serve_mirror_examples_for_a_cluster_bind_beyond_loopback() -> None:
     for page in OWN_PAGES:
         for line in (ROOT / page).read_text(encoding="utf-8").splitlines():
             command, _, comment = line.partition("#")
-            if "model-zoo serve-mirror" in command and ("cluster" in comment or "this machine's store" in comment):
+            if "model-zoo serve-mirror" in command and (
+                "cluster" in comment or "this machine's store" in comment
+            ):
                 found += 1
                 host = re.search(r"--host\s+(\S+)", command)
                 assert host and not is_loopback_host(host.group(1)), f"{page}: {line}"
@@ -123,9 +148,18 @@ def test_overlay_merge_rule_is_as_documented(tmp_path: Path) -> None:
         "    sources: {hf: me/my-copy}\n    generation_defaults: {temperature: 0.1}\n",
         encoding="utf-8",
     )
-    env = {"HOME": str(tmp_path), "MODEL_ZOO_CONFIG": str(tmp_path / "none.toml"), "MODEL_ZOO_REGISTRY": str(overlay)}
-    m = load_registry(builtin_registry_path(), settings=load_settings(env), use_cache=False).get("my-name")
+    env = {
+        "HOME": str(tmp_path),
+        "MODEL_ZOO_CONFIG": str(tmp_path / "none.toml"),
+        "MODEL_ZOO_REGISTRY": str(overlay),
+    }
+    m = load_registry(builtin_registry_path(), settings=load_settings(env), use_cache=False).get(
+        "my-name"
+    )
     assert m.aliases == ("my-name",)
-    assert m.sources["hf"] == "me/my-copy" and m.sources["modelscope"] == "Shanghai_AI_Laboratory/internlm2_5-7b-chat"
+    assert (
+        m.sources["hf"] == "me/my-copy"
+        and m.sources["modelscope"] == "Shanghai_AI_Laboratory/internlm2_5-7b-chat"
+    )
     assert m.generation_defaults is not None
     assert m.generation_defaults.temperature == 0.1 and m.generation_defaults.top_p == 0.8

@@ -60,8 +60,15 @@ def bare_report(**overrides: object) -> DoctorReport:
     """A report with every runtime package present and nothing else to say, for ``advise`` tests."""
     fields: dict[str, object] = {
         "versions": {"torch": "x", "transformers": "x", "safetensors": "x", "sentencepiece": "x"},
-        "python": {}, "gpu": {"skipped": True}, "hubs": [], "store": None, "proxies": {}, "offline": False,
-        "config_file": None, "sources": [], "registry": {},
+        "python": {},
+        "gpu": {"skipped": True},
+        "hubs": [],
+        "store": None,
+        "proxies": {},
+        "offline": False,
+        "config_file": None,
+        "sources": [],
+        "registry": {},
     }
     fields.update(overrides)
     return DoctorReport(**fields)  # type: ignore[arg-type]
@@ -86,7 +93,9 @@ def test_every_hub_reachable_on_the_local_hub(hub_env: dict[str, str], local_hub
 
 
 def test_unreachable_hubs_are_named_with_advice(monkeypatch: pytest.MonkeyPatch) -> None:
-    point_hubs(monkeypatch, {k: closed_port_url() for k in ("hf", "modelscope", "modelers", "openxlab")})
+    point_hubs(
+        monkeypatch, {k: closed_port_url() for k in ("hf", "modelscope", "modelers", "openxlab")}
+    )
     report = diagnose(check_gpu=False)
     assert all(h.reachable is False and h.error for h in report.hubs)
     errors = [f for f in report.findings if f.level == "error"]
@@ -101,8 +110,15 @@ def test_one_hub_down_is_a_warning_not_an_error(
     local_hub: LocalHub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     down = closed_port_url()
-    point_hubs(monkeypatch, {"hf": local_hub.url, "modelscope": down, "modelers": local_hub.url,
-                             "openxlab": local_hub.url})
+    point_hubs(
+        monkeypatch,
+        {
+            "hf": local_hub.url,
+            "modelscope": down,
+            "modelers": local_hub.url,
+            "openxlab": local_hub.url,
+        },
+    )
     report = diagnose(check_gpu=False)
     hubs = by_source(report)
     assert hubs["hf"].reachable and not hubs["modelscope"].reachable
@@ -111,7 +127,9 @@ def test_one_hub_down_is_a_warning_not_an_error(
     assert report.ok
 
 
-def test_hub_outside_the_source_order_is_only_a_note(local_hub: LocalHub, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hub_outside_the_source_order_is_only_a_note(
+    local_hub: LocalHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
     point_hubs(monkeypatch, {"hf": local_hub.url, "modelscope": closed_port_url()})
     monkeypatch.setenv("MODEL_ZOO_SOURCES", "hf")
     report = diagnose(check_gpu=False)
@@ -123,7 +141,9 @@ def test_hub_outside_the_source_order_is_only_a_note(local_hub: LocalHub, monkey
 
 
 def test_probes_stay_within_the_budget(silent_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    point_hubs(monkeypatch, {k: silent_server for k in ("hf", "modelscope", "modelers", "openxlab")})
+    point_hubs(
+        monkeypatch, {k: silent_server for k in ("hf", "modelscope", "modelers", "openxlab")}
+    )
     start = time.monotonic()
     report = diagnose(budget=0.5, check_gpu=False)
     elapsed = time.monotonic() - start
@@ -157,7 +177,9 @@ def rate_limited_server() -> Iterator[str]:
     server.server_close()
 
 
-def test_rate_limited_hub_advises_a_token(rate_limited_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rate_limited_hub_advises_a_token(
+    rate_limited_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     point_hubs(monkeypatch, {"hf": rate_limited_server})
     monkeypatch.setenv("MODEL_ZOO_SOURCES", "hf")
     report = diagnose(check_gpu=False)
@@ -165,7 +187,9 @@ def test_rate_limited_hub_advises_a_token(rate_limited_server: str, monkeypatch:
     assert "429" in hf.message and "HF_TOKEN" in hf.advice
 
 
-def test_offline_mode_sends_nothing(hub_env: dict[str, str], local_hub: LocalHub, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_offline_mode_sends_nothing(
+    hub_env: dict[str, str], local_hub: LocalHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("MODEL_ZOO_OFFLINE", "1")
     report = diagnose(check_gpu=False)
     assert report.offline is True
@@ -178,7 +202,9 @@ def test_offline_mode_sends_nothing(hub_env: dict[str, str], local_hub: LocalHub
 # ---------------------------------------------------------------- tokens and proxies
 
 
-def test_tokens_are_named_never_shown(hub_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+def test_tokens_are_named_never_shown(
+    hub_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
     monkeypatch.setenv("HF_TOKEN", SECRET)
     monkeypatch.setenv("MODELERS_TOKEN", SECRET + "-modelers")
     report = diagnose(check_gpu=False)
@@ -207,9 +233,14 @@ def test_redact_url(url: str, shown: str) -> None:
 
 
 def test_proxy_settings_redacted_and_bypass() -> None:
-    env = {"HTTPS_PROXY": "http://u:pw@proxy.corp:3128", "no_proxy": "127.0.0.1,localhost,.internal"}
-    assert proxy_settings(env) == {"HTTPS_PROXY": "http://***@proxy.corp:3128",
-                                   "NO_PROXY": "127.0.0.1,localhost,.internal"}
+    env = {
+        "HTTPS_PROXY": "http://u:pw@proxy.corp:3128",
+        "no_proxy": "127.0.0.1,localhost,.internal",
+    }
+    assert proxy_settings(env) == {
+        "HTTPS_PROXY": "http://***@proxy.corp:3128",
+        "NO_PROXY": "127.0.0.1,localhost,.internal",
+    }
     assert proxy_for("https://huggingface.co", env) == "http://***@proxy.corp:3128"
     assert proxy_for("https://hub.internal", env) is None
     assert proxy_for("http://127.0.0.1:8765", env) is None
@@ -217,7 +248,9 @@ def test_proxy_settings_redacted_and_bypass() -> None:
     assert proxy_for("http://huggingface.co", {**env, "ALL_PROXY": "http://p:1"}) == "http://p:1"
 
 
-def test_proxy_that_swallows_loopback_is_diagnosed(local_hub: LocalHub, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_proxy_that_swallows_loopback_is_diagnosed(
+    local_hub: LocalHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A proxy without NO_PROXY for loopback: probes really go to the (dead) proxy and fail."""
     proxy = closed_port_url().replace("http://", "http://alice:pa55word@")
     monkeypatch.delenv("NO_PROXY", raising=False)
@@ -238,18 +271,44 @@ def test_token_over_plain_http_warns(monkeypatch: pytest.MonkeyPatch) -> None:
     report = bare_report(sources=["hf"])
     from model_zoo.doctor import HubReport
 
-    report.hubs = [HubReport("hf", "HuggingFace", "http://mirror.corp", "HF_ENDPOINT", "HF_TOKEN",
-                             ("HF_TOKEN",), True, None, True, 3.0)]
+    report.hubs = [
+        HubReport(
+            "hf",
+            "HuggingFace",
+            "http://mirror.corp",
+            "HF_ENDPOINT",
+            "HF_TOKEN",
+            ("HF_TOKEN",),
+            True,
+            None,
+            True,
+            3.0,
+        )
+    ]
     assert [f.level for f in advise(report)] == ["warning"]
-    report.hubs = [HubReport("hf", "HuggingFace", "https://mirror.corp", "HF_ENDPOINT", "HF_TOKEN",
-                             ("HF_TOKEN",), True, None, True, 3.0)]
+    report.hubs = [
+        HubReport(
+            "hf",
+            "HuggingFace",
+            "https://mirror.corp",
+            "HF_ENDPOINT",
+            "HF_TOKEN",
+            ("HF_TOKEN",),
+            True,
+            None,
+            True,
+            3.0,
+        )
+    ]
     assert advise(report) == []
 
 
 # ---------------------------------------------------------------- store, settings, registry
 
 
-def test_store_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hub_env: dict[str, str]) -> None:
+def test_store_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hub_env: dict[str, str]
+) -> None:
     home = tmp_path / "not-yet" / "store"
     monkeypatch.setenv("MODEL_ZOO_HOME", str(home))
     report = diagnose(check_gpu=False)
@@ -274,18 +333,30 @@ def test_store_counts_models_and_snapshots_apart(
     shutil.copytree(path, path.parent / ("0" * 40))  # the same model pulled at a second revision
     report = store_report(home, {"MODEL_ZOO_HOME": str(home)})
     assert (report.models, report.snapshots) == (1, 2)
-    versions = dict.fromkeys(("model-zoo", "torch", "transformers", "safetensors", "huggingface_hub"), "1")
-    text = format_report(bare_report(store=report, versions=versions, python={"version": "3", "platform": "x"}))
+    versions = dict.fromkeys(
+        ("model-zoo", "torch", "transformers", "safetensors", "huggingface_hub"), "1"
+    )
+    text = format_report(
+        bare_report(store=report, versions=versions, python={"version": "3", "platform": "x"})
+    )
     assert "1 model(s) in 2 snapshot(s)" in text
 
 
 @pytest.mark.parametrize(
     ("store", "expected"),
     [
-        (StoreReport("/s", True, True, 5 * 10**9, 10**12, "ext4", "flock", 1, 0), [("warning", "only 5.0 GB free")]),
-        (StoreReport("/s", True, False, 10**12, 10**12, "ext4", "flock", 0, 0), [("error", "not writable")]),
-        (StoreReport("/s", True, True, 10**12, 10**12, "nfs4", "lockfile", 0, 2),
-         [("note", "network filesystem (nfs4)"), ("note", "2 interrupted pull(s)")]),
+        (
+            StoreReport("/s", True, True, 5 * 10**9, 10**12, "ext4", "flock", 1, 0),
+            [("warning", "only 5.0 GB free")],
+        ),
+        (
+            StoreReport("/s", True, False, 10**12, 10**12, "ext4", "flock", 0, 0),
+            [("error", "not writable")],
+        ),
+        (
+            StoreReport("/s", True, True, 10**12, 10**12, "nfs4", "lockfile", 0, 2),
+            [("note", "network filesystem (nfs4)"), ("note", "2 interrupted pull(s)")],
+        ),
         (StoreReport("/s", True, True, 10**12, 10**12, "ext4", "flock", 3, 0), []),
     ],
 )
@@ -298,13 +369,17 @@ def test_store_advice(store: StoreReport, expected: list[tuple[str, str]]) -> No
 
 
 def test_missing_runtime_packages_advise_the_runner_extra() -> None:
-    report = bare_report(versions={"torch": None, "transformers": None, "safetensors": "1", "sentencepiece": "1"},
-                         gpu={"torch": False, "devices": []})
+    report = bare_report(
+        versions={"torch": None, "transformers": None, "safetensors": "1", "sentencepiece": "1"},
+        gpu={"torch": False, "devices": []},
+    )
     (finding,) = advise(report)
     assert "torch, transformers" in finding.message and "model-zoo[runner]" in finding.advice
 
 
-def test_bad_setting_is_reported_and_doctor_goes_on(hub_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_setting_is_reported_and_doctor_goes_on(
+    hub_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("MODEL_ZOO_SOURCES", "hf,nowhere")
     report = diagnose(check_gpu=False)
     bad = [f for f in report.findings if f.area == "settings"]
@@ -313,7 +388,9 @@ def test_bad_setting_is_reported_and_doctor_goes_on(hub_env: dict[str, str], mon
     assert report.sources == ["hf", "modelscope", "modelers", "openxlab"]
 
 
-def test_bad_settings_file_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hub_env: dict[str, str]) -> None:
+def test_bad_settings_file_is_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hub_env: dict[str, str]
+) -> None:
     cfg = tmp_path / "config.toml"
     cfg.write_text('colour = "blue"\n')
     monkeypatch.setenv("MODEL_ZOO_CONFIG", str(cfg))
@@ -335,23 +412,33 @@ def test_settings_file_value_of_the_wrong_type_is_reported(
     assert all(h.reachable for h in report.hubs)  # the rest still ran, without the file
 
 
-def test_missing_registry_overlay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hub_env: dict[str, str]) -> None:
+def test_missing_registry_overlay(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hub_env: dict[str, str]
+) -> None:
     monkeypatch.setenv("MODEL_ZOO_REGISTRY", str(tmp_path / "mine.yaml"))
     report = diagnose(check_gpu=False)
     (finding,) = [f for f in report.findings if f.area == "registry"]
     assert finding.level == "error" and "model-zoo registry check" in finding.advice
-    assert report.registry["overlay"] == str(tmp_path / "mine.yaml") and report.registry["models"] is None
+    assert (
+        report.registry["overlay"] == str(tmp_path / "mine.yaml")
+        and report.registry["models"] is None
+    )
 
 
-def test_registry_overlay_counts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hub_env: dict[str, str]) -> None:
+def test_registry_overlay_counts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hub_env: dict[str, str]
+) -> None:
     base = diagnose(check_gpu=False).registry["models"]
     assert isinstance(base, int) and base > 30
     assert base == len(__import__("model_zoo").list_models())
 
 
 def test_every_finding_has_advice() -> None:
-    report = bare_report(versions={"torch": None}, gpu={"torch": False, "devices": []},
-                         store=StoreReport("/s", True, False, 10**9, 10**12, "ext4", "flock", 0, 0))
+    report = bare_report(
+        versions={"torch": None},
+        gpu={"torch": False, "devices": []},
+        store=StoreReport("/s", True, False, 10**9, 10**12, "ext4", "flock", 0, 0),
+    )
     found = advise(report)
     assert {f.level for f in found} == {"warning", "error"}
     assert all(isinstance(f, Finding) and f.advice for f in found)
@@ -360,17 +447,23 @@ def test_every_finding_has_advice() -> None:
 # ---------------------------------------------------------------- the command
 
 
-def run_cli(*args: str, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env_extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     import os
 
     env = {**os.environ, **(env_extra or {})}
     exe = Path(sys.executable).with_name("model-zoo")
-    return subprocess.run([str(exe), *args], capture_output=True, text=True, env=env, timeout=120, check=False)
+    return subprocess.run(
+        [str(exe), *args], capture_output=True, text=True, env=env, timeout=120, check=False
+    )
 
 
 def test_cli_json_with_gpu_check(hub_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_TOKEN", SECRET)
-    proc = run_cli("doctor", "--json", "--timeout", "10")  # the content is tested here, not the budget: no flake on a loaded machine
+    proc = run_cli(
+        "doctor", "--json", "--timeout", "10"
+    )  # the content is tested here, not the budget: no flake on a loaded machine
     assert proc.returncode == 0, proc.stderr
     assert SECRET not in proc.stdout
     data = json.loads(proc.stdout)
@@ -381,8 +474,15 @@ def test_cli_json_with_gpu_check(hub_env: dict[str, str], monkeypatch: pytest.Mo
     assert data["versions"]["model-zoo"] == __import__("model_zoo").__version__
     assert data["gpu"]["torch"] is True
     assert data["gpu"]["cuda_available"] == torch.cuda.is_available()
-    assert len(data["gpu"]["devices"]) == (torch.cuda.device_count() if torch.cuda.is_available() else 0)
-    assert [h["source"] for h in data["hubs"] if h["reachable"]] == ["hf", "modelscope", "modelers", "openxlab"]
+    assert len(data["gpu"]["devices"]) == (
+        torch.cuda.device_count() if torch.cuda.is_available() else 0
+    )
+    assert [h["source"] for h in data["hubs"] if h["reachable"]] == [
+        "hf",
+        "modelscope",
+        "modelers",
+        "openxlab",
+    ]
     assert {h["source"]: h["token_env"] for h in data["hubs"]}["hf"] == "HF_TOKEN"
 
 
@@ -392,7 +492,17 @@ def test_cli_text_and_exit_code_when_nothing_is_reachable() -> None:
     proc = run_cli("doctor", "--timeout", "1", env_extra=env)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     out = proc.stdout
-    for section in ("model-zoo", "packages", "GPU", "hubs", "store", "proxies", "offline", "registry", "findings"):
+    for section in (
+        "model-zoo",
+        "packages",
+        "GPU",
+        "hubs",
+        "store",
+        "proxies",
+        "offline",
+        "registry",
+        "findings",
+    ):
         assert section in out
     assert "UNREACHABLE" in out and "no configured hub is reachable" in out and "-> " in out
 
@@ -401,7 +511,11 @@ def test_broken_torch_is_an_error_with_advice(monkeypatch: pytest.MonkeyPatch) -
     """torch is asked in a child interpreter, so a torch that cannot import is reported, not fatal."""
     from model_zoo import doctor
 
-    monkeypatch.setattr(doctor, "_GPU_SCRIPT", "raise ImportError('libcudart.so.12: cannot open shared object file')")
+    monkeypatch.setattr(
+        doctor,
+        "_GPU_SCRIPT",
+        "raise ImportError('libcudart.so.12: cannot open shared object file')",
+    )
     gpu = doctor.gpu_info(True)
     assert gpu["torch"] is False and "libcudart.so.12" in gpu["error"]
     (finding,) = advise(bare_report(gpu=gpu))
@@ -410,40 +524,76 @@ def test_broken_torch_is_an_error_with_advice(monkeypatch: pytest.MonkeyPatch) -
 
 def test_gpus_without_native_bf16_get_a_dtype_hint() -> None:
     old = {"index": 0, "name": "Tesla T4", "memory_gib": 14.6, "capability": "7.5", "bf16": False}
-    (finding,) = advise(bare_report(gpu={"torch": True, "cuda": "12.4", "cuda_available": True, "devices": [old]}))
+    (finding,) = advise(
+        bare_report(gpu={"torch": True, "cuda": "12.4", "cuda_available": True, "devices": [old]})
+    )
     assert "float16" in finding.advice
     new = {**old, "name": "NVIDIA H100", "capability": "9.0", "bf16": True}
-    assert advise(bare_report(gpu={"torch": True, "cuda": "12.4", "cuda_available": True, "devices": [new]})) == []
+    assert (
+        advise(
+            bare_report(
+                gpu={"torch": True, "cuda": "12.4", "cuda_available": True, "devices": [new]}
+            )
+        )
+        == []
+    )
 
 
 def test_gpu_line_shows_compute_capability() -> None:
     # docs/running.md: doctor lists each GPU with its compute capability (bf16 needs 8.0+).
     from model_zoo.cli.cmd_doctor import _gpu_line
 
-    gpu = {"torch": True, "cuda": "12.4", "cuda_available": True, "devices": [
-        {"index": 0, "name": "Tesla V100", "memory_gib": 31.7, "capability": "7.0", "bf16": False},
-        {"index": 1, "name": "NVIDIA A100", "memory_gib": 79.2, "capability": "8.0", "bf16": True},
-    ]}
+    gpu = {
+        "torch": True,
+        "cuda": "12.4",
+        "cuda_available": True,
+        "devices": [
+            {
+                "index": 0,
+                "name": "Tesla V100",
+                "memory_gib": 31.7,
+                "capability": "7.0",
+                "bf16": False,
+            },
+            {
+                "index": 1,
+                "name": "NVIDIA A100",
+                "memory_gib": 79.2,
+                "capability": "8.0",
+                "bf16": True,
+            },
+        ],
+    }
     line = _gpu_line(gpu)
     assert "0: Tesla V100 31.7 GiB (compute capability 7.0)" in line
     assert "1: NVIDIA A100 79.2 GiB (compute capability 8.0)" in line
 
 
-def test_an_endpoint_s_password_is_never_reported(hub_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_endpoint_s_password_is_never_reported(
+    hub_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     url = hub_env["HF_ENDPOINT"].replace("http://", "http://alice:s3cret@")
     monkeypatch.setenv("HF_ENDPOINT", url)
     report = diagnose(check_gpu=False)
     (hf,) = [h for h in report.hubs if h.source == "hf"]
-    assert "s3cret" not in hf.endpoint and "alice" not in hf.endpoint and hf.endpoint.startswith("http://***@")
+    assert (
+        "s3cret" not in hf.endpoint
+        and "alice" not in hf.endpoint
+        and hf.endpoint.startswith("http://***@")
+    )
     assert "s3cret" not in json.dumps(report.to_dict(), default=str)
 
 
-def test_openxlab_key_pair_is_named_never_shown(hub_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_openxlab_key_pair_is_named_never_shown(
+    hub_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("OPENXLAB_AK", "ak-" + SECRET)
     monkeypatch.setenv("OPENXLAB_SK", "sk-" + SECRET)
     report = diagnose(check_gpu=False)
     hub = by_source(report)["openxlab"]
-    assert hub.token_env is None and hub.credentials == "access key pair from OPENXLAB_AK/OPENXLAB_SK"
+    assert (
+        hub.token_env is None and hub.credentials == "access key pair from OPENXLAB_AK/OPENXLAB_SK"
+    )
     from model_zoo.cli.cmd_doctor import format_report
 
     assert "access key pair from OPENXLAB_AK/OPENXLAB_SK" in format_report(report)
@@ -458,5 +608,9 @@ def test_a_broken_openxlab_config_is_a_warning_and_the_hub_is_still_probed(
     (tmp_path / ".openxlab" / "config.json").write_text("{broken")
     report = diagnose(check_gpu=False)
     hub = by_source(report)["openxlab"]
-    assert hub.reachable is True and hub.credentials_problem and "openxlab config" in hub.credentials_problem
+    assert (
+        hub.reachable is True
+        and hub.credentials_problem
+        and "openxlab config" in hub.credentials_problem
+    )
     assert any(f.level == "warning" and "config.json" in f.message for f in report.findings)

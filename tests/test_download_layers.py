@@ -10,9 +10,27 @@ import pytest
 DOWNLOAD = Path(__file__).resolve().parent.parent / "model_zoo" / "download"
 
 # bottom to top; a module may import only modules of lower layers (or outside the engine)
-ENGINE_LAYERS = [["types"], ["state"], ["policy", "failures"], ["staging"], ["transfer"], ["scheduler"], ["engine"]]
+ENGINE_LAYERS = [
+    ["types"],
+    ["state"],
+    ["policy", "failures"],
+    ["staging"],
+    ["transfer"],
+    ["scheduler"],
+    ["engine"],
+]
 # the pull's steps may use the engine; the engine never uses them, and pull.py sits on top
-PULL_STEPS = ["request", "results", "listing", "local", "fetching", "after", "record", "renew", "make_lock"]
+PULL_STEPS = [
+    "request",
+    "results",
+    "listing",
+    "local",
+    "fetching",
+    "after",
+    "record",
+    "renew",
+    "make_lock",
+]
 
 
 def _imports(module: str) -> set[str]:
@@ -25,7 +43,11 @@ def _imports(module: str) -> set[str]:
                 found.add(node.module.split(".")[0])
             else:
                 found.update(alias.name for alias in node.names)
-        if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("model_zoo.download."):
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.level == 0
+            and (node.module or "").startswith("model_zoo.download.")
+        ):
             found.add((node.module or "").split(".")[2])
     return found
 
@@ -41,8 +63,12 @@ def test_engine_layers_import_downward_only(module: str) -> None:
     for other in _imports(module):
         theirs = _layer(other)
         if theirs is not None:
-            assert theirs < mine or other == module, f"{module} imports {other}, a layer above or beside it"
-        assert other not in PULL_STEPS + ["pull"], f"the engine module {module} imports the pull step {other}"
+            assert theirs < mine or other == module, (
+                f"{module} imports {other}, a layer above or beside it"
+            )
+        assert other not in PULL_STEPS + ["pull"], (
+            f"the engine module {module} imports the pull step {other}"
+        )
 
 
 @pytest.mark.parametrize("module", PULL_STEPS + ["pull"])

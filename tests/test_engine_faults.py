@@ -44,9 +44,13 @@ def _no_final(out: Path, path: str) -> None:
 
 @pytest.mark.parametrize("code", [429, 500, 503, 408])
 def test_retriable_status_is_retried(engine_hub: LocalHub, out: Path, code: int) -> None:
-    engine_hub.faults.add(Fault.status(code, times=2, path=MID, retry_after=0 if code == 429 else None))
+    engine_hub.faults.add(
+        Fault.status(code, times=2, path=MID, retry_after=0 if code == 429 else None)
+    )
     events: list[ev.Event] = []
-    report = fetch(jobs_for(engine_hub, paths=[MID]), out, options=fast_options(), on_event=events.append)
+    report = fetch(
+        jobs_for(engine_hub, paths=[MID]), out, options=fast_options(), on_event=events.append
+    )
     _expect_ok(engine_hub, out, MID)
     assert report.files[0].retries == 2
     retries = [e for e in events if isinstance(e, ev.Retry)]
@@ -57,21 +61,33 @@ def test_retry_after_is_honoured_up_to_the_cap(engine_hub: LocalHub, out: Path) 
     engine_hub.faults.add(Fault.status(429, times=1, path="config.json", retry_after=0.4))
     events: list[ev.Event] = []
     t0 = time.monotonic()
-    fetch(jobs_for(engine_hub, paths=["config.json"]), out, options=fast_options(retry_after_max=10.0),
-          on_event=events.append)
+    fetch(
+        jobs_for(engine_hub, paths=["config.json"]),
+        out,
+        options=fast_options(retry_after_max=10.0),
+        on_event=events.append,
+    )
     assert time.monotonic() - t0 >= 0.4
     assert [e.delay for e in events if isinstance(e, ev.Retry)] == [0.4]
     engine_hub.faults.add(Fault.status(429, times=1, path="config.json", retry_after=3600))
     t0 = time.monotonic()
-    fetch(jobs_for(engine_hub, paths=["config.json"]), out / "b", options=fast_options(retry_after_max=0.1))
+    fetch(
+        jobs_for(engine_hub, paths=["config.json"]),
+        out / "b",
+        options=fast_options(retry_after_max=0.1),
+    )
     assert time.monotonic() - t0 < 5
 
 
 def test_persistent_5xx_falls_back_to_next_candidate(engine_hub: LocalHub, out: Path) -> None:
     engine_hub.faults.add(Fault.status(500, times=None, protocol="hf"))
     events: list[ev.Event] = []
-    report = fetch(jobs_for(engine_hub, protocols=("hf", "modelscope")), out, options=fast_options(),
-                   on_event=events.append)
+    report = fetch(
+        jobs_for(engine_hub, protocols=("hf", "modelscope")),
+        out,
+        options=fast_options(),
+        on_event=events.append,
+    )
     assert_tree_matches(engine_hub, out)
     for f in report.files:
         if f.size:
@@ -99,13 +115,17 @@ def test_persistent_5xx_on_only_source_fails_cleanly(engine_hub: LocalHub, out: 
 @pytest.mark.parametrize("code", [403, 404, 410])
 def test_other_4xx_is_not_retried_and_moves_on(engine_hub: LocalHub, out: Path, code: int) -> None:
     engine_hub.faults.add(Fault.status(code, times=None, path=MID, protocol="hf"))
-    report = fetch(jobs_for(engine_hub, paths=[MID], protocols=("hf", "modelers")), out, options=fast_options())
+    report = fetch(
+        jobs_for(engine_hub, paths=[MID], protocols=("hf", "modelers")), out, options=fast_options()
+    )
     _expect_ok(engine_hub, out, MID)
     assert len(engine_hub.stats.file_requests(path=MID, protocol="hf")) == 1
     assert report.files[0].sources == ("modelers",)
 
 
-def test_a_refusal_on_the_only_source_names_the_token_variable(engine_hub: LocalHub, out: Path) -> None:
+def test_a_refusal_on_the_only_source_names_the_token_variable(
+    engine_hub: LocalHub, out: Path
+) -> None:
     engine_hub.faults.add(Fault.status(403, times=None, path=MID, protocol="hf"))
     with pytest.raises(FetchFailedError) as info:
         fetch(jobs_for(engine_hub, paths=[MID], protocols=("hf",)), out, options=fast_options())
@@ -124,15 +144,20 @@ def test_unreachable_mirror_falls_back(engine_hub: LocalHub, out: Path) -> None:
     job = jobs_for(engine_hub, paths=["config.json"])[0]
     dead = RemoteFile(job.path, job.size, job.sha256, f"http://127.0.0.1:{dead_port}/x")
     good = job.candidates[0]
-    report = fetch([FileJob(job.path, job.size, job.sha256, (dead, good), ("modelscope", "hf"))], out,
-                   options=fast_options(retries=1))
+    report = fetch(
+        [FileJob(job.path, job.size, job.sha256, (dead, good), ("modelscope", "hf"))],
+        out,
+        options=fast_options(retries=1),
+    )
     _expect_ok(engine_hub, out, "config.json")
     assert report.files[0].sources == ("hf",)
     assert "cannot reach" in report.files[0].fallbacks[0].reason
 
 
 @pytest.mark.parametrize("path", [MID, BIG])
-def test_reset_mid_body_resumes_from_where_it_stopped(engine_hub: LocalHub, out: Path, path: str) -> None:
+def test_reset_mid_body_resumes_from_where_it_stopped(
+    engine_hub: LocalHub, out: Path, path: str
+) -> None:
     engine_hub.faults.add(Fault.reset(after=200_000, times=2, path=path))
     report = fetch(jobs_for(engine_hub, paths=[path]), out, options=fast_options())
     _expect_ok(engine_hub, out, path)
@@ -144,7 +169,9 @@ def test_reset_mid_body_resumes_from_where_it_stopped(engine_hub: LocalHub, out:
 def test_short_body_is_detected_and_completed(engine_hub: LocalHub, out: Path) -> None:
     engine_hub.faults.add(Fault.short_body(after=1000, times=1, path=MID))
     events: list[ev.Event] = []
-    report = fetch(jobs_for(engine_hub, paths=[MID]), out, options=fast_options(), on_event=events.append)
+    report = fetch(
+        jobs_for(engine_hub, paths=[MID]), out, options=fast_options(), on_event=events.append
+    )
     _expect_ok(engine_hub, out, MID)
     assert report.files[0].retries == 1
     assert "ended early" in next(e for e in events if isinstance(e, ev.Retry)).reason
@@ -154,7 +181,12 @@ def test_stall_times_out_and_retries(engine_hub: LocalHub, out: Path) -> None:
     engine_hub.faults.add(Fault.stall(5.0, after=50_000, times=1, path=MID))
     events: list[ev.Event] = []
     t0 = time.monotonic()
-    fetch(jobs_for(engine_hub, paths=[MID]), out, options=fast_options(stall_timeout=0.5), on_event=events.append)
+    fetch(
+        jobs_for(engine_hub, paths=[MID]),
+        out,
+        options=fast_options(stall_timeout=0.5),
+        on_event=events.append,
+    )
     assert time.monotonic() - t0 < 4.0
     _expect_ok(engine_hub, out, MID)
     assert any("stalled" in e.reason for e in events if isinstance(e, ev.Retry))
@@ -171,15 +203,20 @@ def test_flipped_byte_once_is_discarded_and_fetched_again(engine_hub: LocalHub, 
 
 def test_corrupting_mirror_is_dropped_for_the_next(engine_hub: LocalHub, out: Path) -> None:
     engine_hub.faults.add(Fault.flip_byte(offset=10, times=None, path=MID, protocol="hf"))
-    report = fetch(jobs_for(engine_hub, paths=[MID], protocols=("hf", "modelscope")), out,
-                   options=fast_options())
+    report = fetch(
+        jobs_for(engine_hub, paths=[MID], protocols=("hf", "modelscope")),
+        out,
+        options=fast_options(),
+    )
     _expect_ok(engine_hub, out, MID)
     f = report.files[0]
     assert f.sources == ("modelscope",)
     assert "sha256 mismatch" in f.fallbacks[0].reason
 
 
-def test_always_corrupt_fails_with_hash_mismatch_and_keeps_nothing(engine_hub: LocalHub, out: Path) -> None:
+def test_always_corrupt_fails_with_hash_mismatch_and_keeps_nothing(
+    engine_hub: LocalHub, out: Path
+) -> None:
     engine_hub.faults.add(Fault.flip_byte(offset=ENGINE_FILES[BIG] - 1, times=None, path=BIG))  # type: ignore[operator]
     with pytest.raises(FetchFailedError) as info:
         fetch(jobs_for(engine_hub, paths=[BIG]), out, options=fast_options())
@@ -192,7 +229,9 @@ def test_always_corrupt_fails_with_hash_mismatch_and_keeps_nothing(engine_hub: L
 
 
 def test_wrong_advertised_sha256_fails_and_keeps_nothing(engine_hub: LocalHub, out: Path) -> None:
-    jobs = jobs_for(engine_hub, paths=[MID], protocols=("hf", "modelscope"), sha_override={MID: "ab" * 32})
+    jobs = jobs_for(
+        engine_hub, paths=[MID], protocols=("hf", "modelscope"), sha_override={MID: "ab" * 32}
+    )
     with pytest.raises(FetchFailedError) as info:
         fetch(jobs, out, options=fast_options())
     first = info.value.first

@@ -59,7 +59,9 @@ def test_fetch_every_file_verified(engine_hub: LocalHub, tmp_path: Path) -> None
         assert kinds[0] == "FileStart" and kinds[-1] == "FileDone" and kinds.count("FileDone") == 1
 
 
-def test_big_file_is_fetched_as_parallel_ranges_without_overlap(engine_hub: LocalHub, tmp_path: Path) -> None:
+def test_big_file_is_fetched_as_parallel_ranges_without_overlap(
+    engine_hub: LocalHub, tmp_path: Path
+) -> None:
     engine_hub.bandwidth.set(total=3_000_000)  # slow enough that splitting pays off
     out = tmp_path / "out"
     fetch(jobs_for(engine_hub, paths=[BIG]), out, options=fast_options(connections=4))
@@ -67,24 +69,38 @@ def test_big_file_is_fetched_as_parallel_ranges_without_overlap(engine_hub: Loca
     reqs = engine_hub.stats.file_requests(path=BIG)
     assert all(r.status == 206 for r in reqs)
     starts = [int(r.range.split("=")[1].split("-")[0]) for r in reqs if r.range]
-    assert starts != sorted(starts), "ranges far into the file were requested while earlier ones ran"
+    assert starts != sorted(starts), (
+        "ranges far into the file were requested while earlier ones ran"
+    )
     assert engine_hub.stats.bytes_served(path=BIG) == ENGINE_FILES[BIG]  # ranges never overlap
 
 
 def test_fast_stream_is_not_split(engine_hub: LocalHub, tmp_path: Path) -> None:
     """When a stream would finish within ``split_min_eta``, splitting it only costs CPU."""
-    fetch(jobs_for(engine_hub, paths=[BIG]), tmp_path / "out", options=fast_options(split_min_eta=30.0))
-    starts = [int(r.range.split("=")[1].split("-")[0]) for r in engine_hub.stats.file_requests(path=BIG)]
+    fetch(
+        jobs_for(engine_hub, paths=[BIG]),
+        tmp_path / "out",
+        options=fast_options(split_min_eta=30.0),
+    )
+    starts = [
+        int(r.range.split("=")[1].split("-")[0]) for r in engine_hub.stats.file_requests(path=BIG)
+    ]
     assert starts == sorted(starts) and starts[0] == 0
 
 
 def test_single_stream_when_below_split_threshold(engine_hub: LocalHub, tmp_path: Path) -> None:
-    fetch(jobs_for(engine_hub, paths=[BIG]), tmp_path / "out", options=fast_options(range_split_threshold=1 << 30))
+    fetch(
+        jobs_for(engine_hub, paths=[BIG]),
+        tmp_path / "out",
+        options=fast_options(range_split_threshold=1 << 30),
+    )
     reqs = engine_hub.stats.file_requests(path=BIG)
     assert [(r.status, r.range) for r in reqs] == [(200, None)]
 
 
-def test_existing_complete_file_is_rehashed_not_fetched(engine_hub: LocalHub, tmp_path: Path) -> None:
+def test_existing_complete_file_is_rehashed_not_fetched(
+    engine_hub: LocalHub, tmp_path: Path
+) -> None:
     out = tmp_path / "out"
     fetch(jobs_for(engine_hub), out, options=fast_options())
     engine_hub.stats.reset()
@@ -98,12 +114,16 @@ def test_existing_wrong_file_is_replaced(engine_hub: LocalHub, tmp_path: Path) -
     (out / "sub/deeper").mkdir(parents=True)
     target = out / "sub/deeper/tokenizer.model"
     target.write_bytes(b"x" * ENGINE_FILES["sub/deeper/tokenizer.model"])  # right size, wrong bytes
-    report = fetch(jobs_for(engine_hub, paths=["sub/deeper/tokenizer.model"]), out, options=fast_options())
+    report = fetch(
+        jobs_for(engine_hub, paths=["sub/deeper/tokenizer.model"]), out, options=fast_options()
+    )
     assert not report.files[0].already_present
     assert sha256_of(target) == report.files[0].expected_sha256
 
 
-def test_existing_symlink_at_final_name_is_replaced_not_followed(engine_hub: LocalHub, tmp_path: Path) -> None:
+def test_existing_symlink_at_final_name_is_replaced_not_followed(
+    engine_hub: LocalHub, tmp_path: Path
+) -> None:
     out = tmp_path / "out"
     out.mkdir()
     victim = tmp_path / "victim.txt"
@@ -128,9 +148,16 @@ def test_resume_from_partial_left_by_earlier_run(engine_hub: LocalHub, tmp_path:
         fh.write(data[:1_000_000])
         fh.seek(2_000_000)
         fh.write(data[2_000_000:2_500_000])
-    save_sidecar(pp.sidecar, Sidecar(BIG, len(data), entry.sha256, None, [(0, 1_000_000), (2_000_000, 2_500_000)], ["hf"]))
+    save_sidecar(
+        pp.sidecar,
+        Sidecar(
+            BIG, len(data), entry.sha256, None, [(0, 1_000_000), (2_000_000, 2_500_000)], ["hf"]
+        ),
+    )
     events: list[ev.Event] = []
-    report = fetch(jobs_for(engine_hub, paths=[BIG]), out, options=fast_options(), on_event=events.append)
+    report = fetch(
+        jobs_for(engine_hub, paths=[BIG]), out, options=fast_options(), on_event=events.append
+    )
     assert (out / BIG).read_bytes() == data
     f = report.files[0]
     assert f.bytes_resumed == 1_500_000
@@ -141,13 +168,17 @@ def test_resume_from_partial_left_by_earlier_run(engine_hub: LocalHub, tmp_path:
     assert not pp.data.exists() and not pp.sidecar.exists()
 
 
-def test_partial_without_sidecar_or_for_another_file_is_discarded(engine_hub: LocalHub, tmp_path: Path) -> None:
+def test_partial_without_sidecar_or_for_another_file_is_discarded(
+    engine_hub: LocalHub, tmp_path: Path
+) -> None:
     out = tmp_path / "out"
     entry = engine_hub.store.snapshot(ENGINE_REPO).files[BIG]
     pp = partial_paths(out, BIG)
     pp.data.parent.mkdir(parents=True)
     pp.data.write_bytes(b"\0" * entry.size)
-    save_sidecar(pp.sidecar, Sidecar(BIG, entry.size, "0" * 64, None, [(0, entry.size)], ["hf"]))  # other sha
+    save_sidecar(
+        pp.sidecar, Sidecar(BIG, entry.size, "0" * 64, None, [(0, entry.size)], ["hf"])
+    )  # other sha
     report = fetch(jobs_for(engine_hub, paths=[BIG]), out, options=fast_options())
     assert report.files[0].bytes_resumed == 0
     assert sha256_of(out / BIG) == entry.sha256
@@ -155,8 +186,16 @@ def test_partial_without_sidecar_or_for_another_file_is_discarded(engine_hub: Lo
 
 def test_unknown_sha256_and_size_is_computed_only(engine_hub: LocalHub, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    jobs = [FileJob(j.path, None, None, tuple(RemoteFile(c.path, None, None, c.url) for c in j.candidates), j.sources)
-            for j in jobs_for(engine_hub, publish_sha=False)]
+    jobs = [
+        FileJob(
+            j.path,
+            None,
+            None,
+            tuple(RemoteFile(c.path, None, None, c.url) for c in j.candidates),
+            j.sources,
+        )
+        for j in jobs_for(engine_hub, publish_sha=False)
+    ]
     report = fetch(jobs, out, options=fast_options())
     assert_tree_matches(engine_hub, out)
     snap = engine_hub.store.snapshot(ENGINE_REPO)
@@ -165,7 +204,9 @@ def test_unknown_sha256_and_size_is_computed_only(engine_hub: LocalHub, tmp_path
         assert f.sha256 == snap.files[f.path].sha256 and f.size == snap.files[f.path].size
 
 
-def test_wrong_size_in_listing_fails_without_final_file(engine_hub: LocalHub, tmp_path: Path) -> None:
+def test_wrong_size_in_listing_fails_without_final_file(
+    engine_hub: LocalHub, tmp_path: Path
+) -> None:
     from model_zoo.errors import SizeMismatchError
 
     out = tmp_path / "out"
@@ -175,7 +216,10 @@ def test_wrong_size_in_listing_fails_without_final_file(engine_hub: LocalHub, tm
         fetch([bad], out, options=fast_options())
     assert not (out / "config.json").exists()
     assert isinstance(info.value.first, SizeMismatchError)
-    assert info.value.report.failed[0][0] == "config.json" and info.value.failures[0][0] == "config.json"
+    assert (
+        info.value.report.failed[0][0] == "config.json"
+        and info.value.failures[0][0] == "config.json"
+    )
 
 
 def test_httpx_client_transport(engine_hub: LocalHub, tmp_path: Path) -> None:
@@ -186,7 +230,9 @@ def test_httpx_client_transport(engine_hub: LocalHub, tmp_path: Path) -> None:
     assert report.bytes_downloaded == sum(f.size for f in report.files)
 
 
-def test_redirect_drops_credentials_across_origins(engine_hub: LocalHub, tmp_path: Path, make_hub) -> None:
+def test_redirect_drops_credentials_across_origins(
+    engine_hub: LocalHub, tmp_path: Path, make_hub
+) -> None:
     """A RemoteFile's headers go to its own origin only, never to where it redirects."""
     import http.server
     import threading
@@ -211,8 +257,14 @@ def test_redirect_drops_credentials_across_origins(engine_hub: LocalHub, tmp_pat
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/file"
         job = jobs_for(engine_hub, paths=["config.json"])[0]
-        remote = RemoteFile("config.json", job.size, job.sha256, url, headers={"Authorization": "Bearer secret"})
-        fetch([FileJob(job.path, job.size, job.sha256, (remote,), ("hf",))], tmp_path / "out", options=fast_options())
+        remote = RemoteFile(
+            "config.json", job.size, job.sha256, url, headers={"Authorization": "Bearer secret"}
+        )
+        fetch(
+            [FileJob(job.path, job.size, job.sha256, (remote,), ("hf",))],
+            tmp_path / "out",
+            options=fast_options(),
+        )
     finally:
         server.shutdown()
         server.server_close()
@@ -250,8 +302,9 @@ def test_many_small_files_share_connections(hub_root: Path, make_hub, tmp_path: 
         assert hashlib.sha256((out / name).read_bytes()).digest() == hashlib.sha256(data).digest()
 
 
-def test_http_proxy_from_the_environment_is_used(engine_hub: LocalHub, tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_http_proxy_from_the_environment_is_used(
+    engine_hub: LocalHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """HTTP_PROXY is honoured by the default transport (absolute-form requests to the proxy)."""
     import http.server
     import threading
@@ -264,7 +317,9 @@ def test_http_proxy_from_the_environment_is_used(engine_hub: LocalHub, tmp_path:
 
         def do_GET(self) -> None:  # noqa: N802
             seen.append(self.path)
-            headers = {k: v for k, v in self.headers.items() if k.lower() in ("range", "user-agent")}
+            headers = {
+                k: v for k, v in self.headers.items() if k.lower() in ("range", "user-agent")
+            }
             opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
             with opener.open(urllib.request.Request(self.path, headers=headers)) as upstream:
                 body = upstream.read()
@@ -320,7 +375,9 @@ class _Hop:
         ("https://bucket.oss.example/obj", False),
     ],
 )
-def test_redirects_carry_the_token_only_to_white_listed_https_hosts(location: str, gets_token: bool) -> None:
+def test_redirects_carry_the_token_only_to_white_listed_https_hosts(
+    location: str, gets_token: bool
+) -> None:
     from model_zoo.download.http_fetch import follow_redirects
     from model_zoo.hubs.modelers import CDN_DOMAINS
 
@@ -331,11 +388,15 @@ def test_redirects_carry_the_token_only_to_white_listed_https_hosts(location: st
         seen.append((url, dict(headers)))
         return _Hop(hops.get(url))
 
-    follow_redirects(send_once, next(iter(hops)), {"Authorization": "Bearer om"}, "bytes=0-9", CDN_DOMAINS)
+    follow_redirects(
+        send_once, next(iter(hops)), {"Authorization": "Bearer om"}, "bytes=0-9", CDN_DOMAINS
+    )
     (_, first), (second_url, second) = seen
     assert first["Authorization"] == "Bearer om" and second_url == location
     assert ("Authorization" in second) is gets_token
     assert second["Range"] == "bytes=0-9"  # the range always follows
     seen.clear()
-    follow_redirects(send_once, next(iter(hops)), {"Authorization": "Bearer om"}, None)  # no domains given
+    follow_redirects(
+        send_once, next(iter(hops)), {"Authorization": "Bearer om"}, None
+    )  # no domains given
     assert "Authorization" not in seen[1][1]

@@ -39,7 +39,9 @@ def test_interval_set_matches_a_byte_map() -> None:
 
 
 @pytest.mark.parametrize("background", [False, True], ids=["inline", "hashing-thread"])
-def test_ordered_hasher_with_out_of_order_writes_from_threads(tmp_path: Path, background: bool) -> None:
+def test_ordered_hasher_with_out_of_order_writes_from_threads(
+    tmp_path: Path, background: bool
+) -> None:
     data = os.urandom(3 * 1024 * 1024 + 5)
     path = tmp_path / "f.part"
     fd = os.open(path, os.O_RDWR | os.O_CREAT)
@@ -71,7 +73,9 @@ def test_hashing_thread_reports_a_read_error_to_the_waiter(tmp_path: Path) -> No
     path = tmp_path / "short.part"
     path.write_bytes(b"x" * 100)
     fd = os.open(path, os.O_RDWR)
-    hasher = OrderedHasher(fd, IntervalSet([(0, 1000)]), background=True)  # claims more than is there
+    hasher = OrderedHasher(
+        fd, IntervalSet([(0, 1000)]), background=True
+    )  # claims more than is there
     with pytest.raises(OSError, match="shorter"):
         hasher.catch_up()
     hasher.close()
@@ -103,8 +107,13 @@ def test_sidecar_round_trip_and_garbage(tmp_path: Path) -> None:
     assert back == state
     assert back.matches("a/b.bin", 10, "ab" * 32) and not back.matches("a/b.bin", 11, "ab" * 32)
     assert [p.name for p in tmp_path.iterdir()] == ["x.part.json"]  # no temporary left behind
-    for junk in ("", "{", '{"format": "other", "version": 1}', '{"format": "model-zoo-partial", "version": 1}',
-                 '{"format": "model-zoo-partial", "version": 1, "path": "a", "written": [[5, 2]]}'):
+    for junk in (
+        "",
+        "{",
+        '{"format": "other", "version": 1}',
+        '{"format": "model-zoo-partial", "version": 1}',
+        '{"format": "model-zoo-partial", "version": 1, "path": "a", "written": [[5, 2]]}',
+    ):
         sc.write_text(junk)
         assert load_sidecar(sc) is None
     assert load_sidecar(tmp_path / "missing.json") is None

@@ -50,7 +50,9 @@ def test_unsafe_paths_are_refused_with_the_reason(path: str) -> None:
     assert info.value.path == path
 
 
-@pytest.mark.parametrize("path", ["config.json", "a/b/c.safetensors", ".gitattributes", "a..b", "..a/b", "名字.txt"])
+@pytest.mark.parametrize(
+    "path", ["config.json", "a/b/c.safetensors", ".gitattributes", "a..b", "..a/b", "名字.txt"]
+)
 def test_ordinary_paths_pass(path: str) -> None:
     assert "/".join(check_relpath(path)) == path
 
@@ -79,7 +81,10 @@ def test_partial_paths_live_in_the_hidden_folder(tmp_path: Path) -> None:
     pp = partial_paths(tmp_path, "sub/model.safetensors")
     assert pp.final == tmp_path / "sub/model.safetensors"
     assert pp.data == tmp_path / PARTIAL_DIR / "sub/model.safetensors.part"
-    assert pp.sidecar.name == "model.safetensors.part.json" and pp.lock.name == "model.safetensors.lock"
+    assert (
+        pp.sidecar.name == "model.safetensors.part.json"
+        and pp.lock.name == "model.safetensors.lock"
+    )
     assert is_partial_artifact(f"{PARTIAL_DIR}/sub/model.safetensors.part")
     assert not is_partial_artifact("sub/model.safetensors")
 
@@ -88,9 +93,12 @@ def _snapshot_dir(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*")}
 
 
-@pytest.mark.parametrize("bad", ["../../escaped.txt", "/tmp/abs.txt", "C:/drive.txt", "a/../../b", "x\\..\\y"])
-def test_one_unsafe_path_aborts_the_whole_fetch_before_any_write(engine_hub: LocalHub, tmp_path: Path,
-                                                                 bad: str) -> None:
+@pytest.mark.parametrize(
+    "bad", ["../../escaped.txt", "/tmp/abs.txt", "C:/drive.txt", "a/../../b", "x\\..\\y"]
+)
+def test_one_unsafe_path_aborts_the_whole_fetch_before_any_write(
+    engine_hub: LocalHub, tmp_path: Path, bad: str
+) -> None:
     out = tmp_path / "deep" / "out"
     good = jobs_for(engine_hub)
     url = good[0].candidates[0].url
@@ -102,7 +110,9 @@ def test_one_unsafe_path_aborts_the_whole_fetch_before_any_write(engine_hub: Loc
     assert engine_hub.stats.file_requests() == []
 
 
-def test_symlink_planted_in_target_is_never_written_through(engine_hub: LocalHub, tmp_path: Path) -> None:
+def test_symlink_planted_in_target_is_never_written_through(
+    engine_hub: LocalHub, tmp_path: Path
+) -> None:
     out = tmp_path / "out"
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -134,8 +144,9 @@ def test_symlink_entries_are_refused_before_any_write(engine_hub: LocalHub, tmp_
     assert not out.exists()
 
 
-def test_malicious_listing_through_the_hf_adapter_writes_nothing_outside(engine_hub: LocalHub,
-                                                                         tmp_path: Path) -> None:
+def test_malicious_listing_through_the_hf_adapter_writes_nothing_outside(
+    engine_hub: LocalHub, tmp_path: Path
+) -> None:
     """The local hub's malicious listing (``..``, absolute, drive letters, symlinks) read through
     the HuggingFace adapter: whatever the adapter passes on, nothing lands outside the target."""
     from fixtures_engine import ENGINE_REPO
@@ -146,7 +157,9 @@ def test_malicious_listing_through_the_hf_adapter_writes_nothing_outside(engine_
 
     engine_hub.faults.add(Fault.malicious_listing())
     out = tmp_path / "a" / "b" / "out"
-    settings = load_settings({"HF_ENDPOINT": engine_hub.url, "MODEL_ZOO_CONFIG": str(tmp_path / "none.toml")})
+    settings = load_settings(
+        {"HF_ENDPOINT": engine_hub.url, "MODEL_ZOO_CONFIG": str(tmp_path / "none.toml")}
+    )
     try:
         manifest = adapter_for("hf", settings).manifest(ENGINE_REPO)
         jobs = [FileJob(f.path, f.size, f.sha256, (f,), ("hf",)) for f in manifest.files]
@@ -160,5 +173,11 @@ def test_malicious_listing_through_the_hf_adapter_writes_nothing_outside(engine_
     except UnsafePathError:
         assert not out.exists()  # refused while listing: nothing was written either
     names = {p.name for p in tmp_path.rglob("*")}
-    assert not names & {"escaped.txt", "escaped-nested.txt", "drive.txt", "drive-slash.txt", "outside"}
+    assert not names & {
+        "escaped.txt",
+        "escaped-nested.txt",
+        "drive.txt",
+        "drive-slash.txt",
+        "outside",
+    }
     assert not os.path.exists("/etc/model-zoo-absolute.txt")

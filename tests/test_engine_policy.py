@@ -22,8 +22,9 @@ MiB = 1024 * 1024
 # ---------------------------------------------------------------- the connection limit
 
 
-def run_controller(c: policy.ConnectionController, rates: list[float], *, waiting: bool = True,
-                   start: float = 0.0) -> list[int]:
+def run_controller(
+    c: policy.ConnectionController, rates: list[float], *, waiting: bool = True, start: float = 0.0
+) -> list[int]:
     """Tick once per second, with ``rates[i]`` bytes/s delivered during second i; the limits seen."""
     delivered, now, limits = 0, start, []
     c.tick(now, delivered, waiting=waiting)
@@ -34,7 +35,9 @@ def run_controller(c: policy.ConnectionController, rates: list[float], *, waitin
     return limits
 
 
-def simulate(c: policy.ConnectionController, link: Callable[[int], float], seconds: int) -> list[int]:
+def simulate(
+    c: policy.ConnectionController, link: Callable[[int], float], seconds: int
+) -> list[int]:
     """The limits over ``seconds`` one-second windows, each delivering ``link(limit)`` bytes/s."""
     delivered, limits = 0.0, [c.limit]
     c.tick(0.0, 0, waiting=True)
@@ -73,7 +76,9 @@ def test_throttling_halves_and_a_rising_first_byte_time_takes_a_quarter() -> Non
     c = policy.ConnectionController(cap=32, limit=16)
     c.tick(0.0, 0, waiting=True)
     assert c.tick(0.5, 0, waiting=True, throttled=1) == 8
-    assert c.tick(0.6, 0, waiting=True, throttled=1) == 8  # one cut per window: these were in flight
+    assert (
+        c.tick(0.6, 0, waiting=True, throttled=1) == 8
+    )  # one cut per window: these were in flight
     assert c.tick(1.5, 0, waiting=True, slower=True) == 6
     for t in range(10):
         c.tick(3.0 + t, 0, waiting=True, throttled=3)
@@ -93,10 +98,16 @@ def test_fixed_connections_when_not_adaptive() -> None:
 def test_requests_last_about_a_second_and_span_many_round_trips() -> None:
     o = EngineOptions()
     assert policy.request_size(o, None, None) == o.request_size  # rate not known yet
-    assert policy.request_size(o, 20e6, 0.05) == 20_000_000  # a capped far connection: a second's worth
-    assert policy.request_size(o, 1e6, 0.05) == o.min_request_size  # a slow one: never tiny requests
+    assert (
+        policy.request_size(o, 20e6, 0.05) == 20_000_000
+    )  # a capped far connection: a second's worth
+    assert (
+        policy.request_size(o, 1e6, 0.05) == o.min_request_size
+    )  # a slow one: never tiny requests
     assert policy.request_size(o, 600e6, 0.0003) == o.request_size  # a fast local link, as before
-    assert policy.request_size(o, 200e6, 0.1) == int(16 * 200e6 * 0.1)  # 320 MB: the RTT is 1/16 of it
+    assert policy.request_size(o, 200e6, 0.1) == int(
+        16 * 200e6 * 0.1
+    )  # 320 MB: the RTT is 1/16 of it
     assert policy.request_size(o, 2e9, 0.3) == o.max_request_size
 
 
@@ -106,7 +117,13 @@ def test_requests_last_about_a_second_and_span_many_round_trips() -> None:
 def _file(tmp_path: Path, size: int = 100 * MiB, sources: tuple[str, ...] = ("hf",)) -> FileState:
     remotes = tuple(RemoteFile("w.bin", size, "a" * 64, f"http://127.0.0.1:1/{s}") for s in sources)
     job = FileJob("w.bin", size, "a" * 64, remotes, sources)
-    f = FileState(0, job, partial_paths(tmp_path, "w.bin"), [Candidate(r, s) for r, s in zip(remotes, sources)], size)
+    f = FileState(
+        0,
+        job,
+        partial_paths(tmp_path, "w.bin"),
+        [Candidate(r, s) for r, s in zip(remotes, sources)],
+        size,
+    )
     f.status = FileStatus.ACTIVE
     f.splittable = True
     return f
@@ -157,10 +174,17 @@ def test_stalled_ranges_longest_silence_first_and_skips_finished(tmp_path: Path)
 
 def test_a_hedge_prefers_another_source_when_the_file_allows_mixing(tmp_path: Path) -> None:
     f = _file(tmp_path, sources=("hf", "modelscope"))
-    pick = policy.choose_candidate(f, 0, multi_source=True, rates={}, inflight={}, no_range=set(), avoid=0)
+    pick = policy.choose_candidate(
+        f, 0, multi_source=True, rates={}, inflight={}, no_range=set(), avoid=0
+    )
     assert pick == 1
     alone = _file(tmp_path, sources=("hf",))
-    assert policy.choose_candidate(alone, 0, multi_source=True, rates={}, inflight={}, no_range=set(), avoid=0) == 0
+    assert (
+        policy.choose_candidate(
+            alone, 0, multi_source=True, rates={}, inflight={}, no_range=set(), avoid=0
+        )
+        == 0
+    )
 
 
 # ---------------------------------------------------------------- ranges and steals
@@ -191,11 +215,14 @@ def test_a_steal_splits_the_slowest_range_beyond_its_request(tmp_path: Path) -> 
     assert policy.plan_steal([f], 4.0, o, {}, more_streams_help=True) is None
 
 
-@pytest.mark.parametrize(("pos", "end", "size", "want"), [
-    (0, 100, 100, None),  # a small file in one piece: no Range at all
-    (10, 100, 100, "bytes=10-99"),
-    (0, 200 * MiB, 200 * MiB, f"bytes=0-{64 * MiB - 1}"),  # a big file: one request's worth
-])
+@pytest.mark.parametrize(
+    ("pos", "end", "size", "want"),
+    [
+        (0, 100, 100, None),  # a small file in one piece: no Range at all
+        (10, 100, 100, "bytes=10-99"),
+        (0, 200 * MiB, 200 * MiB, f"bytes=0-{64 * MiB - 1}"),  # a big file: one request's worth
+    ],
+)
 def test_range_for(tmp_path: Path, pos: int, end: int, size: int, want: str | None) -> None:
     o = EngineOptions()
     f = _file(tmp_path, size=size)

@@ -46,13 +46,19 @@ def test_an_expired_url_answers_403_in_the_object_stores_words(hub: LocalHub) ->
     conn.request("GET", f"{parts.path}?{parts.query}")
     resp = conn.getresponse()
     body = resp.read().decode()
-    assert resp.status == 403 and "<Code>AccessDenied</Code>" in body and "Request has expired." in body
+    assert (
+        resp.status == 403
+        and "<Code>AccessDenied</Code>" in body
+        and "Request has expired." in body
+    )
     conn.request("GET", f"{parts.path}?{parts.query.replace('Signature=', 'Signature=0')}")
     resp = conn.getresponse()
     assert resp.status == 403 and "SignatureDoesNotMatch" in resp.read().decode()
 
 
-def fetch_big(hub: LocalHub, out: Path, renew: ListingRenewer | None) -> tuple[object, list[ev.Event]]:
+def fetch_big(
+    hub: LocalHub, out: Path, renew: ListingRenewer | None
+) -> tuple[object, list[ev.Event]]:
     adapter = OpenXLabAdapter(hub.url)
     remote = adapter.manifest(REPO).by_path()[BIG]
     sha = hashlib.sha256((hub.store.repo_dir(REPO) / BIG).read_bytes()).hexdigest()
@@ -61,7 +67,9 @@ def fetch_big(hub: LocalHub, out: Path, renew: ListingRenewer | None) -> tuple[o
     return fetch([job], out, on_event=events.append, renew=renew), events
 
 
-def test_a_url_that_expires_mid_file_is_renewed_and_the_file_continues(hub: LocalHub, tmp_path: Path) -> None:
+def test_a_url_that_expires_mid_file_is_renewed_and_the_file_continues(
+    hub: LocalHub, tmp_path: Path
+) -> None:
     # The first response breaks after 2.5 MB, which take 2.5 s at 1 MB/s: by the retry the
     # 1 s URL has expired, so the retry gets 403 and must come back with a fresh URL.
     hub.url_ttl = 1
@@ -91,7 +99,9 @@ def test_without_a_renewer_an_expired_url_fails_as_refused(hub: LocalHub, tmp_pa
     assert isinstance(info.value.first, DownloadFailedError)
 
 
-def test_a_url_that_keeps_being_refused_is_given_up_after_two_renewals(hub: LocalHub, tmp_path: Path) -> None:
+def test_a_url_that_keeps_being_refused_is_given_up_after_two_renewals(
+    hub: LocalHub, tmp_path: Path
+) -> None:
     hub.url_ttl = -5  # every fresh URL is born expired: renewing cannot help
     renewer = ListingRenewer({"openxlab": lambda: OpenXLabAdapter(hub.url).manifest(REPO)})
     with pytest.raises(FetchFailedError, match="refused \\(HTTP 403\\)"):
@@ -106,7 +116,9 @@ def test_the_renewer_lists_once_for_a_wave_of_expiries() -> None:
 
     def listing() -> Manifest:
         calls.append(1)
-        files = tuple(RemoteFile(p, 1, None, f"https://oss/{p}?v={len(calls)}", expires=True) for p in "ab")
+        files = tuple(
+            RemoteFile(p, 1, None, f"https://oss/{p}?v={len(calls)}", expires=True) for p in "ab"
+        )
         return Manifest("openxlab", "o/r", "latest", None, "https://x", files)
 
     renew = ListingRenewer({"openxlab": listing})
@@ -127,7 +139,9 @@ def test_pull_from_openxlab_outlives_its_urls(own_hub, tmp_path: Path) -> None: 
     shard = "model-00001-of-00002.safetensors"
     hub.faults.add(Fault.reset(after=150_000, path=shard, protocol="openxlab"))
     result = pull_model(MODEL, source="openxlab", local_dir=tmp_path / "out")
-    assert (tmp_path / "out" / shard).read_bytes() == (root / "OpenLMLab/internlm2_5-1_8b-chat" / shard).read_bytes()
+    assert (tmp_path / "out" / shard).read_bytes() == (
+        root / "OpenLMLab/internlm2_5-1_8b-chat" / shard
+    ).read_bytes()
     listings = [r for r in hub.stats.requests if r.url.endswith("getFileDownloadUrl")]
     assert len(listings) == 2  # the plan's listing, and one renewal
     manifest = json.loads((tmp_path / "out" / ".model-zoo" / "manifest.json").read_text())

@@ -47,12 +47,28 @@ def _spawn(jobs: list[FileJob], target: Path, **options: object) -> subprocess.P
     spec = {
         "target": str(target),
         "options": options,
-        "jobs": [{"path": j.path, "size": j.size, "sha256": j.sha256, "urls": [c.url for c in j.candidates],
-                  "sources": list(j.sources)} for j in jobs],
+        "jobs": [
+            {
+                "path": j.path,
+                "size": j.size,
+                "sha256": j.sha256,
+                "urls": [c.url for c in j.candidates],
+                "sources": list(j.sources),
+            }
+            for j in jobs
+        ],
     }
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(spec)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(Path(__file__).parent) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD, json.dumps(spec)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 def _written(target: Path, path: str) -> int:
@@ -61,7 +77,9 @@ def _written(target: Path, path: str) -> int:
 
 
 @pytest.mark.parametrize("workers", [1, 4])
-def test_kill_9_then_resume_fetches_only_the_missing_bytes(engine_hub: LocalHub, tmp_path: Path, workers: int) -> None:
+def test_kill_9_then_resume_fetches_only_the_missing_bytes(
+    engine_hub: LocalHub, tmp_path: Path, workers: int
+) -> None:
     out = tmp_path / "out"
     size = ENGINE_FILES[BIG]
     assert isinstance(size, int)
@@ -81,14 +99,19 @@ def test_kill_9_then_resume_fetches_only_the_missing_bytes(engine_hub: LocalHub,
 
     engine_hub.bandwidth.set(total=None)
     engine_hub.stats.reset()
-    report = fetch(jobs_for(engine_hub, paths=[BIG]), out, options=fast_options(connections=workers))
+    report = fetch(
+        jobs_for(engine_hub, paths=[BIG]), out, options=fast_options(connections=workers)
+    )
     f = report.files[0]
     assert f.sha256 == engine_hub.store.snapshot(ENGINE_REPO).files[BIG].sha256 == f.expected_sha256
     assert f.bytes_resumed >= on_disk
     assert f.bytes_resumed + f.bytes_downloaded == size
     # counted at the server: the bytes already on disk were not sent again (requests made since
     # the reset only: the killed child's last response may still be winding down)
-    assert sum(r.bytes_sent for r in engine_hub.stats.file_requests(path=BIG)) == size - f.bytes_resumed
+    assert (
+        sum(r.bytes_sent for r in engine_hub.stats.file_requests(path=BIG))
+        == size - f.bytes_resumed
+    )
     assert not partial_paths(out, BIG).data.exists()
 
 
@@ -105,7 +128,8 @@ def test_two_processes_fetch_the_same_files(engine_hub: LocalHub, tmp_path: Path
         results.append(json.loads(stdout))
     assert_tree_matches(engine_hub, out)
     total = sum(v for v in ENGINE_FILES.values() if isinstance(v, int)) + sum(
-        len(v) for v in ENGINE_FILES.values() if isinstance(v, str))
+        len(v) for v in ENGINE_FILES.values() if isinstance(v, str)
+    )
     # each file was fetched once: whoever waited found it complete (or continued the partial)
     assert engine_hub.stats.bytes_served() == total
     for path in ENGINE_FILES:
@@ -113,8 +137,9 @@ def test_two_processes_fetch_the_same_files(engine_hub: LocalHub, tmp_path: Path
         assert sum(downloaded) + sum(r[path][1] for r in results) == (out / path).stat().st_size
 
 
-def test_disk_full_mid_way_keeps_partials_and_resumes(engine_hub: LocalHub, tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_disk_full_mid_way_keeps_partials_and_resumes(
+    engine_hub: LocalHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "out"
     real_pwrite = os.pwrite
     budget = {"left": 1_500_000}
@@ -142,7 +167,9 @@ def test_disk_full_mid_way_keeps_partials_and_resumes(engine_hub: LocalHub, tmp_
     assert report.files[0].sha256 == report.files[0].expected_sha256
 
 
-def test_lock_held_elsewhere_makes_fetch_wait_then_find_file_done(engine_hub: LocalHub, tmp_path: Path) -> None:
+def test_lock_held_elsewhere_makes_fetch_wait_then_find_file_done(
+    engine_hub: LocalHub, tmp_path: Path
+) -> None:
     """A file locked by another process is skipped until the lock frees, then found complete."""
     import threading
 
@@ -180,12 +207,18 @@ def test_lock_timeout_fails_that_file_only(engine_hub: LocalHub, tmp_path: Path)
     pp.lock.parent.mkdir(parents=True)
     with ProcessLock(pp.lock):
         with pytest.raises(FetchFailedError) as info:
-            fetch(jobs_for(engine_hub, paths=["config.json", "empty.txt"]), out, options=fast_options(lock_timeout=0.3))
+            fetch(
+                jobs_for(engine_hub, paths=["config.json", "empty.txt"]),
+                out,
+                options=fast_options(lock_timeout=0.3),
+            )
     assert isinstance(info.value.first, LockTimeoutError)
     assert [f.path for f in info.value.report.files] == ["empty.txt"]
 
 
-def test_interrupt_keeps_the_partial_and_the_next_run_resumes(engine_hub: LocalHub, tmp_path: Path) -> None:
+def test_interrupt_keeps_the_partial_and_the_next_run_resumes(
+    engine_hub: LocalHub, tmp_path: Path
+) -> None:
     """Ctrl-C (KeyboardInterrupt on the calling thread) stops the workers, saves the sidecar and
     re-raises; nothing appears under the final name; the next run continues."""
     from model_zoo.download import progress as ev
@@ -201,7 +234,12 @@ def test_interrupt_keeps_the_partial_and_the_next_run_resumes(engine_hub: LocalH
                 raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        fetch(jobs_for(engine_hub, paths=[BIG]), out, options=fast_options(), on_event=interrupt_after_a_while)
+        fetch(
+            jobs_for(engine_hub, paths=[BIG]),
+            out,
+            options=fast_options(),
+            on_event=interrupt_after_a_while,
+        )
     assert not (out / BIG).exists()
     kept = _written(out, BIG)
     assert kept >= 600_000

@@ -25,12 +25,21 @@ SHARD2 = "model-00002-of-00002.safetensors"
 
 def _unsized(jobs: list[FileJob]) -> list[FileJob]:
     """The jobs as a hub that lists neither size nor sha256 would make them."""
-    return [FileJob(j.path, None, None, tuple(replace(c, size=None, sha256=None) for c in j.candidates), j.sources)
-            for j in jobs]
+    return [
+        FileJob(
+            j.path,
+            None,
+            None,
+            tuple(replace(c, size=None, sha256=None) for c in j.candidates),
+            j.sources,
+        )
+        for j in jobs
+    ]
 
 
-def test_unknown_size_partial_shorter_than_its_sidecar_is_resumed_not_fatal(engine_hub: LocalHub,
-                                                                            tmp_path: Path) -> None:
+def test_unknown_size_partial_shorter_than_its_sidecar_is_resumed_not_fatal(
+    engine_hub: LocalHub, tmp_path: Path
+) -> None:
     """The sidecar names 500 kB but the partial holds 1000 bytes: keep those, fetch the rest."""
     out = tmp_path / "out"
     data = engine_hub.store.snapshot(ENGINE_REPO).files[SHARD2].real_path.read_bytes()
@@ -38,15 +47,18 @@ def test_unknown_size_partial_shorter_than_its_sidecar_is_resumed_not_fatal(engi
     pp = partial_paths(out, SHARD2)
     pp.data.parent.mkdir(parents=True)
     pp.data.write_bytes(data[:1000])
-    save_sidecar(pp.sidecar, Sidecar(SHARD2, None, None, jobs[0].candidates[0].etag, [(0, 500_000)], ["hf"]))
+    save_sidecar(
+        pp.sidecar, Sidecar(SHARD2, None, None, jobs[0].candidates[0].etag, [(0, 500_000)], ["hf"])
+    )
     report = fetch(jobs, out, options=fast_options())
     assert (out / SHARD2).read_bytes() == data
     assert report.files[0].bytes_resumed == 1000
     assert engine_hub.stats.bytes_served(path=SHARD2) == len(data) - 1000
 
 
-def test_sidecar_save_cut_short_by_a_full_disk_keeps_the_older_sidecar(tmp_path: Path,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sidecar_save_cut_short_by_a_full_disk_keeps_the_older_sidecar(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sidecar = tmp_path / "f.part.json"
     old = Sidecar("f", 100, None, None, [(0, 10)], ["hf"])
     save_sidecar(sidecar, old)
@@ -67,7 +79,9 @@ def test_sidecar_save_cut_short_by_a_full_disk_keeps_the_older_sidecar(tmp_path:
     assert [p.name for p in tmp_path.iterdir()] == ["f.part.json"]  # no temporary left behind
 
 
-def test_short_writes_still_save_the_whole_sidecar(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_short_writes_still_save_the_whole_sidecar(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sidecar = tmp_path / "f.part.json"
     real_write = os.write
     monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, memoryview(data)[:5]))
@@ -77,8 +91,9 @@ def test_short_writes_still_save_the_whole_sidecar(tmp_path: Path, monkeypatch: 
     assert load_sidecar(sidecar) == state
 
 
-def test_sidecar_temporary_of_a_killed_run_is_removed_when_the_file_completes(engine_hub: LocalHub,
-                                                                             tmp_path: Path) -> None:
+def test_sidecar_temporary_of_a_killed_run_is_removed_when_the_file_completes(
+    engine_hub: LocalHub, tmp_path: Path
+) -> None:
     """kill -9 during a sidecar save leaves ``<sidecar>.<pid>.tmp``; the next run cleans it up."""
     out = tmp_path / "out"
     pp = partial_paths(out, SHARD2)
@@ -90,8 +105,9 @@ def test_sidecar_temporary_of_a_killed_run_is_removed_when_the_file_completes(en
     assert_tree_matches(engine_hub, out)  # nothing but the model's files is left
 
 
-def test_unknown_size_partial_holding_every_byte_completes_without_refetching(engine_hub: LocalHub,
-                                                                             tmp_path: Path) -> None:
+def test_unknown_size_partial_holding_every_byte_completes_without_refetching(
+    engine_hub: LocalHub, tmp_path: Path
+) -> None:
     """A run killed between the last byte and the rename: the next asks ``bytes=N-`` and gets
     416 (``bytes */N``), which means complete, not a failure that every later run repeats."""
     out = tmp_path / "out"
@@ -100,7 +116,10 @@ def test_unknown_size_partial_holding_every_byte_completes_without_refetching(en
     pp = partial_paths(out, SHARD2)
     pp.data.parent.mkdir(parents=True)
     pp.data.write_bytes(data)
-    save_sidecar(pp.sidecar, Sidecar(SHARD2, None, None, jobs[0].candidates[0].etag, [(0, len(data))], ["hf"]))
+    save_sidecar(
+        pp.sidecar,
+        Sidecar(SHARD2, None, None, jobs[0].candidates[0].etag, [(0, len(data))], ["hf"]),
+    )
     report = fetch(jobs, out, options=fast_options())
     assert (out / SHARD2).read_bytes() == data
     assert report.files[0].bytes_resumed == len(data) and report.files[0].bytes_downloaded == 0
@@ -127,9 +146,13 @@ class _LyingRangeServer:
                 start_s, _, end_s = rng.removeprefix("bytes=").partition("-")
                 start = int(start_s or 0)
                 end = min(int(end_s) if end_s else len(data) - 1, len(data) - 1)
-                body = data[start:end + 1]
+                body = data[start : end + 1]
                 self.send_response(206)
-                named = (start + 4096, end, len(data)) if lie == "start" else (start, end, len(data) + 1)
+                named = (
+                    (start + 4096, end, len(data))
+                    if lie == "start"
+                    else (start, end, len(data) + 1)
+                )
                 self.send_header("Content-Range", "bytes %d-%d/%d" % named)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -146,8 +169,9 @@ class _LyingRangeServer:
 
 
 @pytest.mark.parametrize("lie", ["start", "total"])
-def test_206_with_a_wrong_content_range_falls_back_and_keeps_nothing_it_sent(engine_hub: LocalHub, tmp_path: Path,
-                                                                             lie: str) -> None:
+def test_206_with_a_wrong_content_range_falls_back_and_keeps_nothing_it_sent(
+    engine_hub: LocalHub, tmp_path: Path, lie: str
+) -> None:
     from fixtures_engine import BIG
 
     out = tmp_path / "out"
@@ -171,9 +195,9 @@ def test_206_with_a_wrong_content_range_falls_back_and_keeps_nothing_it_sent(eng
 
 
 @pytest.mark.parametrize("ignores_range", [False, True])
-def test_unknown_size_partial_longer_than_the_file_now_served_is_fetched_again(engine_hub: LocalHub,
-                                                                              tmp_path: Path,
-                                                                              ignores_range: bool) -> None:
+def test_unknown_size_partial_longer_than_the_file_now_served_is_fetched_again(
+    engine_hub: LocalHub, tmp_path: Path, ignores_range: bool
+) -> None:
     """The file shrank since the interrupted run (no size or sha256 listed): the server answers
     416 ``bytes */N`` (or 200 with N bytes) with N below the partial's end. Start again instead
     of failing every run."""
@@ -186,7 +210,9 @@ def test_unknown_size_partial_longer_than_the_file_now_served_is_fetched_again(e
     pp.data.parent.mkdir(parents=True)
     old = b"an older, longer version " * 80_000
     pp.data.write_bytes(old)
-    save_sidecar(pp.sidecar, Sidecar(SHARD2, None, None, jobs[0].candidates[0].etag, [(0, len(old))], ["hf"]))
+    save_sidecar(
+        pp.sidecar, Sidecar(SHARD2, None, None, jobs[0].candidates[0].etag, [(0, len(old))], ["hf"])
+    )
     report = fetch(jobs, out, options=fast_options())
     assert (out / SHARD2).read_bytes() == data
     f = report.files[0]
@@ -194,8 +220,9 @@ def test_unknown_size_partial_longer_than_the_file_now_served_is_fetched_again(e
     assert f.sha256 == engine_hub.store.snapshot(ENGINE_REPO).files[SHARD2].sha256
 
 
-def test_directory_at_a_final_name_is_refused_before_any_byte_is_fetched(engine_hub: LocalHub,
-                                                                         tmp_path: Path) -> None:
+def test_directory_at_a_final_name_is_refused_before_any_byte_is_fetched(
+    engine_hub: LocalHub, tmp_path: Path
+) -> None:
     """Was found only at the rename: the whole file was fetched, then the fetch failed."""
     from fixtures_engine import BIG
 
@@ -212,7 +239,8 @@ def test_directory_at_a_final_name_is_refused_before_any_byte_is_fetched(engine_
 
 
 def test_a_run_that_ends_between_the_last_byte_and_the_rename_leaves_a_complete_sidecar(
-        engine_hub: LocalHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine_hub: LocalHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The sidecar was saved only while bytes were missing (and otherwise about once a second),
     so a run that stopped while finishing left one naming up to a second's bytes too few, and
     the next run fetched them again (all of a small file fetched within that second)."""
@@ -229,7 +257,9 @@ def test_a_run_that_ends_between_the_last_byte_and_the_rename_leaves_a_complete_
 
     monkeypatch.setattr(Staging, "finish", crash)
     with pytest.raises(LocalWriteError):
-        fetch(jobs_for(engine_hub, paths=[BIG]), out, options=fast_options(checkpoint_interval=60.0))
+        fetch(
+            jobs_for(engine_hub, paths=[BIG]), out, options=fast_options(checkpoint_interval=60.0)
+        )
     monkeypatch.undo()
     sc = load_sidecar(partial_paths(out, BIG).sidecar)
     assert sc is not None and sc.written == [(0, size)]
@@ -239,16 +269,26 @@ def test_a_run_that_ends_between_the_last_byte_and_the_rename_leaves_a_complete_
     assert report.files[0].sha256 == report.files[0].expected_sha256
 
 
-def test_a_file_name_near_the_255_byte_limit_is_fetched(engine_hub: LocalHub, tmp_path: Path) -> None:
+def test_a_file_name_near_the_255_byte_limit_is_fetched(
+    engine_hub: LocalHub, tmp_path: Path
+) -> None:
     """Its partial's name plus ``.part.json`` passed 255 bytes: 'File name too long', a
     LocalWriteError for a file the hub serves and the disk can hold."""
     from fixtures_engine import BIG
 
-    names = ["\u00e9" * 120 + "-a.bin", "\u00e9" * 120 + "-b.bin", "x" * 255]  # 246, 246 and 255 bytes
+    names = [
+        "\u00e9" * 120 + "-a.bin",
+        "\u00e9" * 120 + "-b.bin",
+        "x" * 255,
+    ]  # 246, 246 and 255 bytes
     served = [BIG, SHARD2, "config.json"]
     jobs = []
     for name, job in zip(names, jobs_for(engine_hub, paths=served)):
-        jobs.append(FileJob(name, job.size, job.sha256, (replace(job.candidates[0], path=name),), job.sources))
+        jobs.append(
+            FileJob(
+                name, job.size, job.sha256, (replace(job.candidates[0], path=name),), job.sources
+            )
+        )
     out = tmp_path / "out"
     report = fetch(jobs, out, options=fast_options())
     assert len(report.files) == 3
@@ -259,8 +299,9 @@ def test_a_file_name_near_the_255_byte_limit_is_fetched(engine_hub: LocalHub, tm
 
 
 @pytest.mark.parametrize("where", ["target", "above", "partial-folder"])
-def test_a_file_where_a_folder_belongs_is_a_local_write_error(engine_hub: LocalHub, tmp_path: Path,
-                                                               where: str) -> None:
+def test_a_file_where_a_folder_belongs_is_a_local_write_error(
+    engine_hub: LocalHub, tmp_path: Path, where: str
+) -> None:
     """Was a NotADirectoryError traceback (target is a file), or an UnsafePathError blaming a
     'remote path' named '.model-zoo-partial/.model-zoo-partial' (a file at the partial folder)."""
     from model_zoo.download.paths import PARTIAL_DIR
@@ -285,8 +326,9 @@ def test_a_file_where_a_folder_belongs_is_a_local_write_error(engine_hub: LocalH
 
 
 @pytest.mark.parametrize("mode", ["flock", "lockfile"])
-def test_lock_taken_in_a_folder_another_pull_just_removed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                          mode: str) -> None:
+def test_lock_taken_in_a_folder_another_pull_just_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
     """A pull that ends removes the empty folders of its partial area; one that is about to lock
     a file there (folder created, lock file not yet) failed with FileNotFoundError."""
     import shutil

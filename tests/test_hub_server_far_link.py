@@ -93,10 +93,14 @@ def test_two_connections_each_get_the_rate(far_root: Path, make_hub: HubFactory)
 def test_the_total_cap_still_applies_when_lower(far_root: Path, make_hub: HubFactory) -> None:
     hub = make_hub(conn_bandwidth=2 * MB, bandwidth=2 * MB)
     secs = timed(lambda: in_parallel(lambda: fetch(hub, MID_URL), lambda: fetch(hub, MID_URL)))
-    assert 1.6 <= secs <= 3.5, secs  # 4 MB through the 2 MB/s total: 1 s with per-connection caps alone
+    assert 1.6 <= secs <= 3.5, (
+        secs
+    )  # 4 MB through the 2 MB/s total: 1 s with per-connection caps alone
 
 
-def test_keep_alive_requests_share_their_connection_budget(far_root: Path, make_hub: HubFactory) -> None:
+def test_keep_alive_requests_share_their_connection_budget(
+    far_root: Path, make_hub: HubFactory
+) -> None:
     hub = make_hub(conn_bandwidth=2 * MB)
     conn = connect(hub)
     try:
@@ -114,7 +118,10 @@ def test_per_connection_rate_changes_at_runtime(far_root: Path, make_hub: HubFac
     hub = make_hub()
     assert hub.bandwidth.conn is None
     hub.bandwidth.conn = 1 * MB
-    assert timed(lambda: fetch(hub, f"/{SAMPLE_REPO}/resolve/main/model-00001-of-00002.safetensors")) >= 0.2
+    assert (
+        timed(lambda: fetch(hub, f"/{SAMPLE_REPO}/resolve/main/model-00001-of-00002.safetensors"))
+        >= 0.2
+    )
     assert timed(lambda: fetch(hub, MID_URL)) >= 1.6  # 2 MB at 1 MB/s
     hub.bandwidth.set(None)  # set() replaces every limit, the per-connection one included
     assert hub.bandwidth.conn is None
@@ -141,7 +148,9 @@ def test_a_range_request_is_paced_too(far_root: Path, make_hub: HubFactory) -> N
 
 
 # -- latency -------------------------------------------------------------------------------------
-def answer_after(conn: http.client.HTTPConnection, method: str, path: str, **headers: str) -> tuple[int, float]:
+def answer_after(
+    conn: http.client.HTTPConnection, method: str, path: str, **headers: str
+) -> tuple[int, float]:
     """Status and seconds from sending the request to having the status line and headers."""
     t0 = time.monotonic()
     conn.request(method, path, headers=headers)
@@ -151,7 +160,9 @@ def answer_after(conn: http.client.HTTPConnection, method: str, path: str, **hea
     return resp.status, secs
 
 
-def test_every_response_waits_one_round_trip_keep_alive_included(far_root: Path, make_hub: HubFactory) -> None:
+def test_every_response_waits_one_round_trip_keep_alive_included(
+    far_root: Path, make_hub: HubFactory
+) -> None:
     hub = make_hub(latency=0.3)
     conn = connect(hub)
     try:
@@ -187,7 +198,9 @@ def test_latency_and_rate_add_up(far_root: Path, make_hub: HubFactory) -> None:
     assert 1.35 <= secs <= 3.0, secs  # 0.5 s round trip + 2 MB at 2 MB/s
 
 
-def test_redirects_to_the_cdn_pay_a_round_trip_on_each_port(far_root: Path, make_hub: HubFactory) -> None:
+def test_redirects_to_the_cdn_pay_a_round_trip_on_each_port(
+    far_root: Path, make_hub: HubFactory
+) -> None:
     hub = make_hub(latency=0.3, lfs_redirect=True)
     conn = connect(hub)
     try:
@@ -287,9 +300,17 @@ def test_stop_ends_a_paced_body_mid_way(far_root: Path) -> None:
 
 
 # -- serve-mirror --------------------------------------------------------------------------------
-@pytest.mark.parametrize(("text", "seconds"), [
-    ("50ms", 0.05), ("0.05s", 0.05), ("0.05", 0.05), ("0", 0.0), ("1.5 s", 1.5), ("250MS", 0.25),
-])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("50ms", 0.05),
+        ("0.05s", 0.05),
+        ("0.05", 0.05),
+        ("0", 0.0),
+        ("1.5 s", 1.5),
+        ("250MS", 0.25),
+    ],
+)
 def test_latency_accepts_ms_s_and_plain_seconds(text: str, seconds: float) -> None:
     assert parse_latency(text) == pytest.approx(seconds)
 
@@ -328,8 +349,18 @@ def test_serve_mirror_options_configure_the_hub(
         self.stop()
 
     monkeypatch.setattr(LocalHub, "serve_forever", fake_serve_forever)
-    argv = ["serve-mirror", str(far_root), "--port", "0", "--bandwidth", "400",
-            "--conn-bandwidth", "20", "--latency", "50ms"]
+    argv = [
+        "serve-mirror",
+        str(far_root),
+        "--port",
+        "0",
+        "--bandwidth",
+        "400",
+        "--conn-bandwidth",
+        "20",
+        "--latency",
+        "50ms",
+    ]
     assert main(argv) == 0
     assert served == [(pytest.approx(0.05), 20e6, 400e6)]
     assert "per connection 20 MB/s" in capsys.readouterr().out
@@ -337,9 +368,22 @@ def test_serve_mirror_options_configure_the_hub(
 
 def test_serve_mirror_process_answers_after_the_latency(far_root: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "model_zoo.cli.main", "serve-mirror", str(far_root), "--port", "0",
-         "--latency", "0.4s", "--conn-bandwidth", "2"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "model_zoo.cli.main",
+            "serve-mirror",
+            str(far_root),
+            "--port",
+            "0",
+            "--latency",
+            "0.4s",
+            "--conn-bandwidth",
+            "2",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout is not None and proc.stderr is not None

@@ -163,14 +163,27 @@ def test_serve_mirror_over_tls_serves_https_that_model_zoo_pulls_from(
     hub_root: Path, hub_tls: HubTLS, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "model_zoo.cli.main", "serve-mirror", str(hub_root), "--port", "0",
-         "--tls-cert", str(hub_tls.cert)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "model_zoo.cli.main",
+            "serve-mirror",
+            str(hub_root),
+            "--port",
+            "0",
+            "--tls-cert",
+            str(hub_tls.cert),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout is not None
         first = proc.stdout.readline()
-        assert first.startswith("Serving 1 repositories"), first + (proc.stderr.read() if proc.poll() else "")
+        assert first.startswith("Serving 1 repositories"), first + (
+            proc.stderr.read() if proc.poll() else ""
+        )
         url = first.split(" at ")[1].split()[0]
         assert url.startswith("https://127.0.0.1:")
         # plain http to the TLS port gets nothing useful: the mirror speaks https only
@@ -186,10 +199,14 @@ def test_serve_mirror_over_tls_serves_https_that_model_zoo_pulls_from(
         from model_zoo.download.engine import FileJob, fetch
 
         remote = manifest.by_path()["model-00001-of-00002.safetensors"]
-        report = fetch([FileJob(remote.path, remote.size, remote.sha256, (remote,), ("modelers",))],
-                       tmp_path / "out")
+        report = fetch(
+            [FileJob(remote.path, remote.size, remote.sha256, (remote,), ("modelers",))],
+            tmp_path / "out",
+        )
         assert report.ok
-        assert (tmp_path / "out" / remote.path).read_bytes() == (hub_root / SAMPLE_REPO / remote.path).read_bytes()
+        assert (tmp_path / "out" / remote.path).read_bytes() == (
+            hub_root / SAMPLE_REPO / remote.path
+        ).read_bytes()
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=20)
@@ -209,4 +226,8 @@ def test_serve_mirror_tls_files_that_cannot_work_are_usage_errors(
     }[case]
     assert main(["serve-mirror", str(hub_root), "--port", "0", *args]) == 2
     err = capsys.readouterr().err
-    assert {"missing": "no such file", "not-pem": "PEM certificate", "key-without-cert": "needs --tls-cert"}[case] in err
+    assert {
+        "missing": "no such file",
+        "not-pem": "PEM certificate",
+        "key-without-cert": "needs --tls-cert",
+    }[case] in err

@@ -184,7 +184,9 @@ def test_clients_configured_by_environment_only(
 
 # ---------------------------------------------------------------- Modelers: openmind_hub 1.3.0
 
-MODELERS_HOST = "hub.modelers.cn"  # inside the client's whitelist; resolved to 127.0.0.1 by the harness
+MODELERS_HOST = (
+    "hub.modelers.cn"  # inside the client's whitelist; resolved to 127.0.0.1 by the harness
+)
 
 
 def repo_files(root: Path) -> list[str]:
@@ -219,7 +221,10 @@ def test_openmind_hub_lists_and_downloads_over_tls(
         assert result["ok"], result.get("trace") or result
         assert result["listed"] == repo_files(faithful_root / REPO)
         assert_same_tree(faithful_root / REPO, Path(result["path"]))
-        assert hub.stats.bytes_served(protocol="modelers", path="weights/big.bin") == FILES["weights/big.bin"]
+        assert (
+            hub.stats.bytes_served(protocol="modelers", path="weights/big.bin")
+            == FILES["weights/big.bin"]
+        )
         routes = {r.url.split("?")[0] for r in hub.stats.requests}
         assert f"/api/v1/model/{REPO}" in routes  # the client's repository check
         assert result["blocked"] == []
@@ -253,7 +258,9 @@ def test_openmind_hub_gated_repository_takes_its_bearer_token(
 
 
 def nested_dirs(root: Path) -> list[str]:
-    return sorted({p.parent.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()} - {"."})
+    return sorted(
+        {p.parent.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()} - {"."}
+    )
 
 
 def test_openxlab_client_downloads_when_nested_folders_exist(
@@ -265,14 +272,21 @@ def test_openxlab_client_downloads_when_nested_folders_exist(
     with LocalHub(faithful_root) as hub:
         result = run_client(
             "openxlab",
-            {"repo": REPO, "endpoint": hub.url, "local_dir": str(out),
-             "precreate": nested_dirs(faithful_root / REPO)},
+            {
+                "repo": REPO,
+                "endpoint": hub.url,
+                "local_dir": str(out),
+                "precreate": nested_dirs(faithful_root / REPO),
+            },
         )
         assert result["ok"], result.get("trace") or result
         assert result["listed"] == repo_files(faithful_root / REPO)
         assert result["model_names"] == []
         assert_same_tree(faithful_root / REPO, out)
-        assert hub.stats.bytes_served(protocol="openxlab", path="weights/big.bin") == FILES["weights/big.bin"]
+        assert (
+            hub.stats.bytes_served(protocol="openxlab", path="weights/big.bin")
+            == FILES["weights/big.bin"]
+        )
 
 
 def test_openxlab_client_stops_at_the_first_nested_file_without_its_folder(
@@ -280,6 +294,8 @@ def test_openxlab_client_stops_at_the_first_nested_file_without_its_folder(
 ) -> None:
     """What docs/mirrors.md tells openxlab users: the client does not create folders."""
     with LocalHub(faithful_root) as hub:
-        result = run_client("openxlab", {"repo": REPO, "endpoint": hub.url, "local_dir": str(tmp_path / "x")})
+        result = run_client(
+            "openxlab", {"repo": REPO, "endpoint": hub.url, "local_dir": str(tmp_path / "x")}
+        )
     assert not result["ok"]
     assert result["error"].startswith("FileNotFoundError")

@@ -322,7 +322,9 @@ def test_lfs_redirect_mode_moves_lfs_bytes_behind_a_302(
         # Another origin (its own port), as the real CDNs are, with a signed URL.
         assert target.port == hub.cdn_port != hub.port and target.path.startswith("/_cdn/")
         cdn_path = f"{target.path}?{target.query}"
-        status, headers, body = request(hub, cdn_path, headers={"Range": "bytes=5-9"}, port=hub.cdn_port)
+        status, headers, body = request(
+            hub, cdn_path, headers={"Range": "bytes=5-9"}, port=hub.cdn_port
+        )
         assert status == 206 and body == data[5:10]
     assert (
         request(hub, f"/{SAMPLE_REPO}/resolve/main/config.json")[0] == 200

@@ -39,12 +39,16 @@ ENV = {
         ("openxlab-origin", OpenXLabAdapter, "http://127.0.0.1:8004"),
     ],
 )
-def test_each_source_gets_its_adapter_endpoint_and_only_its_own_token(source, cls, endpoint) -> None:
+def test_each_source_gets_its_adapter_endpoint_and_only_its_own_token(
+    source, cls, endpoint
+) -> None:
     adapter = adapter_for(source, load_settings(ENV))
     assert isinstance(adapter, cls)
     assert adapter.source == source
     assert adapter.session.endpoint == endpoint
-    own = {"hf": "hf-token", "modelscope": "ms-token", "modelers": "om-token"}.get(source, "xlab-token")
+    own = {"hf": "hf-token", "modelscope": "ms-token", "modelers": "om-token"}.get(
+        source, "xlab-token"
+    )
     headers = adapter.session.file_headers(endpoint + "/x")
     assert any(own in value for value in headers.values())
     others = {"hf-token", "ms-token", "om-token", "xlab-token"} - {own}
@@ -54,7 +58,10 @@ def test_each_source_gets_its_adapter_endpoint_and_only_its_own_token(source, cl
 
 def test_every_catalog_source_has_an_adapter() -> None:
     for source in SOURCE_KEYS:
-        assert adapter_for(source, load_settings({"MODEL_ZOO_CONFIG": "/nonexistent"})).source == source
+        assert (
+            adapter_for(source, load_settings({"MODEL_ZOO_CONFIG": "/nonexistent"})).source
+            == source
+        )
 
 
 def test_endpoints_from_the_settings_file(tmp_path) -> None:
@@ -67,7 +74,10 @@ def test_endpoints_from_the_settings_file(tmp_path) -> None:
 def test_default_endpoints_and_openxlab_origin_format() -> None:
     settings = load_settings({"MODEL_ZOO_CONFIG": "/nonexistent"})
     assert adapter_for("hf", settings).session.endpoint == "https://huggingface.co"
-    assert adapter_for("openxlab", settings).session.endpoint == "https://openapi.openxlab.org.cn/api/v1"
+    assert (
+        adapter_for("openxlab", settings).session.endpoint
+        == "https://openapi.openxlab.org.cn/api/v1"
+    )
     assert adapter_for("openxlab-origin", settings).hf_format is False
 
 

@@ -214,8 +214,12 @@ def test_probe_measures_latency_and_maps_failures() -> None:
     def make(status: int) -> HubSession:
         client = build_client(transport=httpx.MockTransport(lambda r: httpx.Response(status)))
         return HubSession(
-            hub="HF", endpoint="https://hub.example", token=None, token_env=None,
-            credentials={}, client=client,
+            hub="HF",
+            endpoint="https://hub.example",
+            token=None,
+            token_env=None,
+            credentials={},
+            client=client,
         )
 
     assert make(200).probe() >= 0.0

@@ -78,7 +78,9 @@ def test_token_is_sent_to_the_endpoint_and_kept_out_of_reprs(hub: FakeHf) -> Non
     assert TOKEN not in repr(adapter) and TOKEN not in repr(manifest)
 
 
-def test_no_token_means_no_authorization_even_with_a_saved_hf_login(hub: FakeHf, tmp_path, monkeypatch) -> None:
+def test_no_token_means_no_authorization_even_with_a_saved_hf_login(
+    hub: FakeHf, tmp_path, monkeypatch
+) -> None:
     # A token saved by `hf auth login` must not be sent to whatever endpoint is configured.
     monkeypatch.setenv("HF_TOKEN_PATH", str(tmp_path / "token"))
     (tmp_path / "token").write_text("hf_saved_login_token")
@@ -130,7 +132,11 @@ def test_http_errors_map_and_never_show_the_token(hub: FakeHf, status, headers, 
 
 
 def test_malformed_answers_are_protocol_errors(hub: FakeHf) -> None:
-    hub.overrides[f"/api/models/{REPO}/revision/"] = (200, {}, b'{"id": "x", "sha": "not-a-commit"}')
+    hub.overrides[f"/api/models/{REPO}/revision/"] = (
+        200,
+        {},
+        b'{"id": "x", "sha": "not-a-commit"}',
+    )
     with pytest.raises(HubProtocolError, match="40-hex"):
         HuggingFaceAdapter(hub.url).manifest(REPO)
     hub.overrides[f"/api/models/{REPO}/revision/"] = (200, {}, b"<html>")

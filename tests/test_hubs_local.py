@@ -37,7 +37,9 @@ def is_lfs(path: str) -> bool:
 
 
 @pytest.mark.parametrize("source", SOURCE_KEYS)
-def test_every_protocol_lists_sizes_and_hashes(source, local_hub: LocalHub, hub_env, hub_root) -> None:
+def test_every_protocol_lists_sizes_and_hashes(
+    source, local_hub: LocalHub, hub_env, hub_root
+) -> None:
     expected = on_disk(hub_root, SAMPLE_REPO)
     assert set(expected) == set(SAMPLE_FILES)
     manifest = adapter_for(source, load_settings()).manifest(SAMPLE_REPO)
@@ -65,7 +67,9 @@ def test_every_protocol_lists_sizes_and_hashes(source, local_hub: LocalHub, hub_
 
 
 @pytest.mark.parametrize("source", ["hf", "modelscope", "modelers", "openxlab"])
-def test_manifest_urls_serve_the_listed_bytes(source, local_hub: LocalHub, hub_env, hub_root) -> None:
+def test_manifest_urls_serve_the_listed_bytes(
+    source, local_hub: LocalHub, hub_env, hub_root
+) -> None:
     expected = on_disk(hub_root, SAMPLE_REPO)
     manifest = adapter_for(source, load_settings()).manifest(SAMPLE_REPO)
     with build_client() as client:
@@ -108,7 +112,9 @@ def test_unknown_revision(source, local_hub: LocalHub, hub_env) -> None:
         ("openxlab", "OPENXLAB_TOKEN"),
     ],
 )
-def test_gated_repository_needs_the_hubs_own_token(source, token_env, local_hub: LocalHub, hub_env, monkeypatch) -> None:
+def test_gated_repository_needs_the_hubs_own_token(
+    source, token_env, local_hub: LocalHub, hub_env, monkeypatch
+) -> None:
     local_hub.gate(SAMPLE_REPO, "let-me-in")
     with pytest.raises(GatedRepoError) as info:
         adapter_for(source, load_settings()).manifest(SAMPLE_REPO)

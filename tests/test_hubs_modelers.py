@@ -36,7 +36,13 @@ TREE = [
     {"type": "dir", "path": "shards", "size": 0, "etag": "", "is_lfs": False},
     {"type": "file", "path": "shards/a.safetensors", "size": 100, "etag": sha("a"), "is_lfs": True},
     {"type": "dir", "path": "shards/more", "size": 0, "etag": "", "is_lfs": False},
-    {"type": "file", "path": "shards/more/b.safetensors", "size": 200, "etag": f'"{sha("b")}"', "is_lfs": True},
+    {
+        "type": "file",
+        "path": "shards/more/b.safetensors",
+        "size": 200,
+        "etag": f'"{sha("b")}"',
+        "is_lfs": True,
+    },
 ]
 
 
@@ -46,12 +52,18 @@ def protocol(tree: list[dict[str, Any]], *, refs: tuple[str, ...] = ("main", "v2
         if path == f"/api/v1/model/{REPO}":
             return httpx.Response(200, json={"code": 200, "msg": "ok", "data": {"id": 1}})
         if path != f"/api/v1/file/{REPO}":
-            return httpx.Response(404, json={"code": "not_found", "msg": "repo not found", "data": None})
+            return httpx.Response(
+                404, json={"code": "not_found", "msg": "repo not found", "data": None}
+            )
         ref = request.url.params.get("ref")
         if ref not in refs:
-            return httpx.Response(404, json={"code": "ref_not_exist", "msg": "no such ref", "data": None})
+            return httpx.Response(
+                404, json={"code": "ref_not_exist", "msg": "no such ref", "data": None}
+            )
         folder = request.url.params.get("path", "")
-        listed = [e for e in tree if (e["path"].rsplit("/", 1)[0] if "/" in e["path"] else "") == folder]
+        listed = [
+            e for e in tree if (e["path"].rsplit("/", 1)[0] if "/" in e["path"] else "") == folder
+        ]
         data = {"tree": listed, "last_commit": {"commit": {"commit_sha": HEAD, "message": "x"}}}
         return httpx.Response(200, json={"code": 200, "msg": "ok", "data": data})
 
@@ -80,7 +92,11 @@ def test_walks_folders_and_reads_sha256_from_64_hex_etags(mock_hub) -> None:
     assert manifest.commit == HEAD and manifest.revision == "main" and manifest.source == "modelers"
     assert manifest.pinned
     asked = [(r.url.params["ref"], r.url.params["path"]) for r in hub.requests]
-    assert asked[0] == ("main", "") and sorted(asked[1:]) == [(HEAD, ""), (HEAD, "shards"), (HEAD, "shards/more")]
+    assert asked[0] == ("main", "") and sorted(asked[1:]) == [
+        (HEAD, ""),
+        (HEAD, "shards"),
+        (HEAD, "shards/more"),
+    ]
 
 
 def test_bearer_token_only_to_modelers(mock_hub) -> None:
@@ -116,7 +132,9 @@ def test_unknown_revision_and_repository(mock_hub) -> None:
         adapter(hub).manifest("nobody/none")
 
 
-def test_a_plain_404_for_an_explicit_revision_of_an_existing_repo_names_the_revision(mock_hub) -> None:
+def test_a_plain_404_for_an_explicit_revision_of_an_existing_repo_names_the_revision(
+    mock_hub,
+) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path == f"/api/v1/model/{REPO}":
             return httpx.Response(200, json={"code": 200, "data": {}})
@@ -136,7 +154,10 @@ def test_a_folder_listed_twice_is_walked_once(mock_hub) -> None:
     ("response", "error"),
     [
         (httpx.Response(401, json={"code": "unauthorized", "msg": TOKEN}), GatedRepoError),
-        (httpx.Response(418, json={"code": "white_list", "msg": "not on white list"}), NotOnWhiteListError),
+        (
+            httpx.Response(418, json={"code": "white_list", "msg": "not on white list"}),
+            NotOnWhiteListError,
+        ),
         (httpx.Response(429, headers={"Retry-After": "3"}), RateLimitedError),
         (httpx.Response(502, text="bad gateway"), HubServerError),
         (httpx.Response(200, json={"code": 200, "data": None}), HubProtocolError),

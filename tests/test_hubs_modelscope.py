@@ -32,16 +32,26 @@ def sha(text: str) -> str:
 FILES = [
     {"Path": "config.json", "Type": "blob", "Size": 10, "Sha256": sha("config")},
     {"Path": "weights", "Type": "tree", "Size": 0, "Sha256": ""},
-    {"Path": "weights/model-00001-of-00002.safetensors", "Type": "blob", "Size": 2000,
-     "Sha256": sha("w1").upper()},
+    {
+        "Path": "weights/model-00001-of-00002.safetensors",
+        "Type": "blob",
+        "Size": 2000,
+        "Sha256": sha("w1").upper(),
+    },
     {"Path": "weights/deep", "Type": "tree", "Size": 0, "Sha256": ""},
-    {"Path": "weights/deep/model-00002-of-00002.safetensors", "Type": "blob", "Size": 3000,
-     "Sha256": sha("w2")},
+    {
+        "Path": "weights/deep/model-00002-of-00002.safetensors",
+        "Type": "blob",
+        "Size": 3000,
+        "Sha256": sha("w2"),
+    },
     {"Path": "README.md", "Type": "blob", "Size": 5, "Sha256": ""},
 ]
 
 
-def envelope(data: Any, *, code: int = 200, success: bool = True, message: str = "ok") -> dict[str, Any]:
+def envelope(
+    data: Any, *, code: int = 200, success: bool = True, message: str = "ok"
+) -> dict[str, Any]:
     return {"Code": code, "Data": data, "Message": message, "Success": success}
 
 
@@ -50,7 +60,12 @@ def children(files: list[dict[str, Any]], root: str | None) -> list[dict[str, An
     return [f for f in files if (f["Path"].rsplit("/", 1)[0] if "/" in f["Path"] else "") == parent]
 
 
-def protocol(files: list[dict[str, Any]], *, revisions: tuple[str, ...] = ("master", "v1.0"), cap: int = 10_000):
+def protocol(
+    files: list[dict[str, Any]],
+    *,
+    revisions: tuple[str, ...] = ("master", "v1.0"),
+    cap: int = 10_000,
+):
     """A handler speaking the listing protocol, truncating answers at ``cap`` like the server."""
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -61,11 +76,17 @@ def protocol(files: list[dict[str, Any]], *, revisions: tuple[str, ...] = ("mast
         if url.path == f"/api/v1/models/{REPO}/revisions":
             branches = [{"Revision": "master", "CommitId": "E" * 40}]
             tags = [{"Revision": "v1.0"}]  # no commit published
-            return httpx.Response(200, json=envelope({"RevisionMap": {"Branches": branches, "Tags": tags}}))
+            return httpx.Response(
+                200, json=envelope({"RevisionMap": {"Branches": branches, "Tags": tags}})
+            )
         if url.path != f"/api/v1/models/{REPO}/repo/files":
-            return httpx.Response(404, json=envelope(None, code=404, success=False, message="model not exist"))
+            return httpx.Response(
+                404, json=envelope(None, code=404, success=False, message="model not exist")
+            )
         if query.get("Revision") not in revisions:
-            return httpx.Response(404, json=envelope(None, code=404, success=False, message="revision not found"))
+            return httpx.Response(
+                404, json=envelope(None, code=404, success=False, message="revision not found")
+            )
         if query.get("Recursive") == "True":
             root = query.get("Root")
             listed = [f for f in files if not root or f["Path"].startswith(root + "/")]
@@ -128,26 +149,37 @@ def test_token_goes_as_cookie_and_bearer_only_to_modelscope(mock_hub) -> None:
 def test_without_a_token_nothing_is_sent(mock_hub) -> None:
     hub = mock_hub(protocol(FILES))
     manifest = adapter(hub, token=None).manifest(REPO)
-    assert "authorization" not in hub.requests[0].headers and "cookie" not in hub.requests[0].headers
+    assert (
+        "authorization" not in hub.requests[0].headers and "cookie" not in hub.requests[0].headers
+    )
     assert all(f.headers == {} for f in manifest.files)
 
 
 def test_a_listing_at_the_server_cap_is_walked_directory_by_directory(mock_hub) -> None:
-    files = [{"Path": f"f{i}.bin", "Type": "blob", "Size": i, "Sha256": sha(str(i))} for i in range(3)]
+    files = [
+        {"Path": f"f{i}.bin", "Type": "blob", "Size": i, "Sha256": sha(str(i))} for i in range(3)
+    ]
     files += [{"Path": "sub", "Type": "tree", "Size": 0, "Sha256": ""}]
-    files += [{"Path": f"sub/g{i}.bin", "Type": "blob", "Size": i, "Sha256": sha("g" + str(i))} for i in range(3)]
+    files += [
+        {"Path": f"sub/g{i}.bin", "Type": "blob", "Size": i, "Sha256": sha("g" + str(i))}
+        for i in range(3)
+    ]
     hub = mock_hub(protocol(files, cap=5))
     ms = adapter(hub)
     ms.listing_cap = 5
     manifest = ms.manifest(REPO)
     assert len(manifest.files) == 6
     assert manifest.by_path()["sub/g2.bin"].sha256 == sha("g2")
-    roots = [r.url.params.get("Root") for r in hub.requests if r.url.params.get("Recursive") == "False"]
+    roots = [
+        r.url.params.get("Root") for r in hub.requests if r.url.params.get("Recursive") == "False"
+    ]
     assert roots == [None, "sub"]
 
 
 def test_a_directory_beyond_the_cap_is_an_error_not_a_silent_gap(mock_hub) -> None:
-    files = [{"Path": f"f{i}.bin", "Type": "blob", "Size": 1, "Sha256": sha(str(i))} for i in range(6)]
+    files = [
+        {"Path": f"f{i}.bin", "Type": "blob", "Size": 1, "Sha256": sha(str(i))} for i in range(6)
+    ]
     hub = mock_hub(protocol(files, cap=5))
     ms = adapter(hub)
     ms.listing_cap = 5
@@ -182,10 +214,14 @@ def test_unknown_repository(mock_hub) -> None:
 
 def test_business_failures_inside_http_200(mock_hub) -> None:
     def answer(message: str):
-        return lambda r: httpx.Response(200, json=envelope(None, code=10010101004, success=False, message=message))
+        return lambda r: httpx.Response(
+            200, json=envelope(None, code=10010101004, success=False, message=message)
+        )
 
     with pytest.raises(GatedRepoError) as gated:
-        adapter(mock_hub(answer("get model info failed, err: unauthorized permission"))).manifest(REPO)
+        adapter(mock_hub(answer("get model info failed, err: unauthorized permission"))).manifest(
+            REPO
+        )
     assert gated.value.token_env == "MODELSCOPE_API_TOKEN"
     with pytest.raises(RepoNotFoundError):
         adapter(mock_hub(answer("model not exist"))).manifest(REPO)
@@ -201,11 +237,16 @@ def test_business_failures_inside_http_200(mock_hub) -> None:
         (httpx.Response(429, headers={"Retry-After": "30"}), RateLimitedError),
         (httpx.Response(500, text=f"boom {TOKEN}"), HubServerError),
         (httpx.Response(200, text="<html>not json</html>"), HubProtocolError),
-        (httpx.Response(200, json={"Code": 200, "Success": True, "Data": {"Other": 1}}), HubProtocolError),
+        (
+            httpx.Response(200, json={"Code": 200, "Success": True, "Data": {"Other": 1}}),
+            HubProtocolError,
+        ),
         (httpx.Response(200, json=envelope({"Files": ["not-an-object"]})), HubProtocolError),
     ],
 )
-def test_error_mapping_keeps_the_token_out(mock_hub, response: httpx.Response, error: type[Exception]) -> None:
+def test_error_mapping_keeps_the_token_out(
+    mock_hub, response: httpx.Response, error: type[Exception]
+) -> None:
     hub = mock_hub(lambda r: response)
     with pytest.raises(error) as info:
         adapter(hub).manifest(REPO)
@@ -242,4 +283,8 @@ def test_default_endpoint_is_the_official_clients() -> None:
 
     from model_zoo.hubs.catalog import HUBS
 
-    assert HUBS["modelscope"].default_endpoint == DEFAULT_ENDPOINT.rstrip("/") == "https://modelscope.cn"
+    assert (
+        HUBS["modelscope"].default_endpoint
+        == DEFAULT_ENDPOINT.rstrip("/")
+        == "https://modelscope.cn"
+    )

@@ -25,13 +25,27 @@ OSS = "https://bucket.oss.example"
 
 
 def envelope(inner: Any, *, code: str = "10000", msg: str = "Success") -> dict[str, Any]:
-    return {"msgCode": "10000", "msg": "ok", "traceId": "t", "data": {"msgCode": code, "msg": msg, "data": inner}}
+    return {
+        "msgCode": "10000",
+        "msg": "ok",
+        "traceId": "t",
+        "data": {"msgCode": code, "msg": msg, "data": inner},
+    }
 
 
 FILES = {
-    "config.json": {"url": f"{OSS}/r/config.json?Signature=s1", "fileName": "config.json", "hash": "ab" * 16, "size": 20},
-    "sub/model.safetensors": {"url": f"{OSS}/r/model.safetensors?Signature=s2", "fileName": "sub/model.safetensors",
-                              "hash": "cd" * 32, "weightRawSize": "4096"},
+    "config.json": {
+        "url": f"{OSS}/r/config.json?Signature=s1",
+        "fileName": "config.json",
+        "hash": "ab" * 16,
+        "size": 20,
+    },
+    "sub/model.safetensors": {
+        "url": f"{OSS}/r/model.safetensors?Signature=s2",
+        "fileName": "sub/model.safetensors",
+        "hash": "cd" * 32,
+        "weightRawSize": "4096",
+    },
 }
 
 
@@ -65,7 +79,9 @@ def test_one_post_lists_every_file(mock_hub) -> None:
     assert sorted(by_path) == ["config.json", "sub/model.safetensors"]
     assert by_path["config.json"].size == 20 and by_path["sub/model.safetensors"].size == 4096
     assert by_path["config.json"].url == FILES["config.json"]["url"]
-    assert manifest.revision == "latest" and manifest.commit is None and manifest.source == "openxlab"
+    assert (
+        manifest.revision == "latest" and manifest.commit is None and manifest.source == "openxlab"
+    )
 
 
 def test_hash_is_kept_as_etag_never_as_sha256(mock_hub) -> None:
@@ -84,14 +100,22 @@ def test_token_reaches_the_api_but_never_the_object_store(mock_hub) -> None:
 
 def test_file_urls_are_presigned_so_they_get_no_token_even_on_the_api_host(mock_hub) -> None:
     # openxlab 0.1.3 _download_to_local: requests.get(url) with no headers at all
-    local = {"a.bin": {"url": "https://openapi.xlab.example/files/a.bin", "fileName": "a.bin", "hash": "x"}}
+    local = {
+        "a.bin": {
+            "url": "https://openapi.xlab.example/files/a.bin",
+            "fileName": "a.bin",
+            "hash": "x",
+        }
+    }
     manifest = adapter(mock_hub(protocol(envelope({"filePaths": local})))).manifest(REPO)
     assert manifest.files[0].headers == {}
     assert manifest.files[0].expires  # the engine may list again for a fresh URL
 
 
 def test_origin_format_source_uses_the_same_protocol(mock_hub) -> None:
-    models = {"internlm2-chat-7b": {"url": f"{OSS}/w.pth", "fileName": "weights/w.pth", "hash": "h"}}
+    models = {
+        "internlm2-chat-7b": {"url": f"{OSS}/w.pth", "fileName": "weights/w.pth", "hash": "h"}
+    }
     hub = mock_hub(protocol(envelope({"modelNames": models, "filePaths": FILES})))
     xlab = adapter(hub, source="openxlab-origin")
     manifest = xlab.manifest(REPO)
@@ -113,7 +137,10 @@ def test_revisions_do_not_exist_on_openxlab(mock_hub) -> None:
         (envelope(None, code="10001", msg="repository does not exist"), RepoNotFoundError),
         (envelope(None, code="10002", msg="no permission for private repo"), GatedRepoError),
         (envelope(None, code="19999", msg=f"strange {TOKEN}"), HubProtocolError),
-        ({"msgCode": "10011", "msg": "login required, token expired", "data": None}, GatedRepoError),
+        (
+            {"msgCode": "10011", "msg": "login required, token expired", "data": None},
+            GatedRepoError,
+        ),
         ({"unexpected": True}, HubProtocolError),
         (envelope({"filePaths": ["a"]}), HubProtocolError),
         (envelope({"filePaths": {"a": {"fileName": "a", "url": "ftp://x"}}}), HubProtocolError),
@@ -130,7 +157,12 @@ def test_envelope_failures(mock_hub, answer: dict[str, Any], error: type[Excepti
 
 @pytest.mark.parametrize(
     ("status", "error"),
-    [(401, GatedRepoError), (404, RepoNotFoundError), (429, RateLimitedError), (503, HubServerError)],
+    [
+        (401, GatedRepoError),
+        (404, RepoNotFoundError),
+        (429, RateLimitedError),
+        (503, HubServerError),
+    ],
 )
 def test_http_failures(mock_hub, status: int, error: type[Exception]) -> None:
     with pytest.raises(error):
@@ -138,5 +170,7 @@ def test_http_failures(mock_hub, status: int, error: type[Exception]) -> None:
 
 
 def test_empty_repository_lists_nothing(mock_hub) -> None:
-    manifest = adapter(mock_hub(protocol(envelope({"modelNames": None, "filePaths": None})))).manifest(REPO)
+    manifest = adapter(
+        mock_hub(protocol(envelope({"modelNames": None, "filePaths": None})))
+    ).manifest(REPO)
     assert manifest.files == ()

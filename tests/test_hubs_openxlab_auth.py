@@ -24,7 +24,10 @@ from model_zoo.testing.repo_store import write_repo
 
 AK, SK = "ak-model-zoo-test", "sk-very-secret-value"
 REPO = "OpenLMLab/gated-chat"
-FILES: dict[str, bytes | str | int] = {"config.json": '{"model_type": "internlm2"}\n', "w/model.bin": 70_001}
+FILES: dict[str, bytes | str | int] = {
+    "config.json": '{"model_type": "internlm2"}\n',
+    "w/model.bin": 70_001,
+}
 
 
 @pytest.fixture
@@ -58,11 +61,15 @@ def test_key_pair_from_the_variables(tmp_path: Path) -> None:
 
 def test_key_pair_from_the_clients_config_file_and_the_variables_win(tmp_path: Path) -> None:
     (tmp_path / ".openxlab").mkdir()
-    (tmp_path / ".openxlab" / "config.json").write_text(json.dumps({"ak": "file-ak", "sk": "file-sk"}))
+    (tmp_path / ".openxlab" / "config.json").write_text(
+        json.dumps({"ak": "file-ak", "sk": "file-sk"})
+    )
     from_file = access_key_from({"HOME": str(tmp_path)})
     assert from_file is not None and (from_file.ak, from_file.sk) == ("file-ak", "file-sk")
     assert from_file.origin == str(tmp_path / ".openxlab" / "config.json")
-    both = access_key_from({"HOME": str(tmp_path), "OPENXLAB_AK": "env-ak", "OPENXLAB_SK": "env-sk"})
+    both = access_key_from(
+        {"HOME": str(tmp_path), "OPENXLAB_AK": "env-ak", "OPENXLAB_SK": "env-sk"}
+    )
     assert both is not None and both.ak == "env-ak"
     assert access_key_from({"HOME": str(tmp_path / "nobody")}) is None
 
@@ -91,7 +98,9 @@ def test_a_broken_key_pair_is_a_config_error_that_says_what_to_fix(
 def test_a_broken_config_file_waits_until_openxlab_is_used(tmp_path: Path) -> None:
     (tmp_path / ".openxlab").mkdir()
     (tmp_path / ".openxlab" / "config.json").write_text("{")
-    settings = load_settings({"HOME": str(tmp_path), "MODEL_ZOO_CONFIG": str(tmp_path / "none.toml")})
+    settings = load_settings(
+        {"HOME": str(tmp_path), "MODEL_ZOO_CONFIG": str(tmp_path / "none.toml")}
+    )
     adapter_for("hf", settings)  # other hubs do not care
     with pytest.raises(ConfigError):
         adapter_for("openxlab", settings)
@@ -125,13 +134,19 @@ def test_a_gated_repository_lists_with_a_minted_jwt(gated_hub: LocalHub) -> None
     assert {f.path for f in manifest.files} == set(FILES)
     assert gated_hub.sso.minted == 1
     adapter.manifest(REPO)
-    assert gated_hub.sso.minted == 1 and gated_hub.sso.refreshed == 0  # the JWT is reused while valid
+    assert (
+        gated_hub.sso.minted == 1 and gated_hub.sso.refreshed == 0
+    )  # the JWT is reused while valid
     listings = [r for r in gated_hub.stats.requests if r.url.endswith("getFileDownloadUrl")]
     assert listings and all(r.authorization and r.authorization.count(".") == 2 for r in listings)
-    assert all(SK not in (r.authorization or "") and AK not in (r.authorization or "") for r in listings)
+    assert all(
+        SK not in (r.authorization or "") and AK not in (r.authorization or "") for r in listings
+    )
 
 
-def test_a_jwt_near_its_expiry_is_refreshed_and_an_expired_refresh_token_mints_again(gated_hub: LocalHub) -> None:
+def test_a_jwt_near_its_expiry_is_refreshed_and_an_expired_refresh_token_mints_again(
+    gated_hub: LocalHub,
+) -> None:
     adapter = keyed_adapter(gated_hub)
     gated_hub.sso.jwt_ttl = 20  # inside the client's 30 s margin: every use renews it
     adapter.manifest(REPO)
@@ -156,7 +171,9 @@ def test_a_wrong_secret_key_is_refused_by_name_without_the_secret(gated_hub: Loc
     adapter = keyed_adapter(gated_hub, AccessKey(AK, "wrong-secret", "OPENXLAB_AK/OPENXLAB_SK"))
     with pytest.raises(CredentialsRejectedError) as info:
         adapter.manifest(REPO)
-    assert "OPENXLAB_AK/OPENXLAB_SK" in info.value.message and "wrong-secret" not in info.value.message
+    assert (
+        "OPENXLAB_AK/OPENXLAB_SK" in info.value.message and "wrong-secret" not in info.value.message
+    )
     assert info.value.exit_code == 4
 
 
@@ -173,11 +190,15 @@ def test_without_credentials_the_advice_names_the_key_pair(gated_hub: LocalHub) 
     assert "OPENXLAB_AK and OPENXLAB_SK" in info.value.message
 
 
-def test_openxlab_token_overrides_the_key_pair(gated_hub: LocalHub, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_openxlab_token_overrides_the_key_pair(
+    gated_hub: LocalHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("OPENXLAB_ENDPOINT", gated_hub.url)
     monkeypatch.setenv("OPENXLAB_AK", AK)
     monkeypatch.setenv("OPENXLAB_SK", SK)
-    monkeypatch.setenv("OPENXLAB_TOKEN", AK)  # the hub takes the gate value itself as a static token
+    monkeypatch.setenv(
+        "OPENXLAB_TOKEN", AK
+    )  # the hub takes the gate value itself as a static token
     adapter_for("openxlab").manifest(REPO)
     assert gated_hub.sso.minted == 0
 
@@ -191,8 +212,14 @@ def test_the_source_renews_by_clock_without_calling_the_hub_in_between() -> None
     def post(url: str, body: dict) -> dict:
         name = url.rsplit("/", 1)[1]
         calls.append(name)
-        data = {"auth": service.auth, "getJwt": service.get_jwt, "refreshJwt": service.refresh_jwt}[name](body)
-        return {"msgCode": "10000", "msg": "ok", "data": {"msgCode": "10000", "msg": "ok", "data": data}}
+        data = {"auth": service.auth, "getJwt": service.get_jwt, "refreshJwt": service.refresh_jwt}[
+            name
+        ](body)
+        return {
+            "msgCode": "10000",
+            "msg": "ok",
+            "data": {"msgCode": "10000", "msg": "ok", "data": data},
+        }
 
     source = JwtSource(AccessKey(AK, SK, "t"), "https://x/api/v1", post, clock=lambda: now[0])
     first = source.jwt()
@@ -209,7 +236,9 @@ def test_the_source_renews_by_clock_without_calling_the_hub_in_between() -> None
 
 
 def test_pull_from_openxlab_with_the_key_pair(
-    own_hub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path  # type: ignore[no-untyped-def]
+    own_hub,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     import model_zoo
 
@@ -242,6 +271,8 @@ def test_the_official_client_mints_through_the_local_hub_and_downloads(
 def test_the_official_client_without_keys_is_refused(
     gated_hub: LocalHub, tmp_path: Path, run_client: RunClient
 ) -> None:
-    result = run_client("openxlab", {"repo": REPO, "endpoint": gated_hub.url, "local_dir": str(tmp_path / "x")})
+    result = run_client(
+        "openxlab", {"repo": REPO, "endpoint": gated_hub.url, "local_dir": str(tmp_path / "x")}
+    )
     assert not result["ok"]
     assert not os.path.exists(tmp_path / "x" / "config.json")

@@ -115,12 +115,12 @@ def test_adapter_and_engine_pull_a_gated_repo_behind_cdn_redirects(
     hub = _gated_redirect_hub(make_hub)
     env = {**hub.env(), "HF_TOKEN": GATE}
     manifest = adapter_for("hf", load_settings(env)).manifest(SAMPLE_REPO)
-    jobs = [
-        FileJob(f.path, f.size, f.sha256, (f,), ("hf",)) for f in manifest.files
-    ]
+    jobs = [FileJob(f.path, f.size, f.sha256, (f,), ("hf",)) for f in manifest.files]
     fetch(jobs, tmp_path / "out")
     for f in manifest.files:
-        assert (tmp_path / "out" / f.path).read_bytes() == (hub_root / SAMPLE_REPO / f.path).read_bytes()
+        assert (tmp_path / "out" / f.path).read_bytes() == (
+            hub_root / SAMPLE_REPO / f.path
+        ).read_bytes()
     cdn = [r for r in hub.stats.requests if r.url.startswith("/_cdn/")]
     assert cdn and all(r.authorization is None and r.status in (200, 206) for r in cdn)
 
@@ -131,7 +131,9 @@ def test_huggingface_hub_downloads_a_gated_repo_behind_cdn_redirects(
     from huggingface_hub import snapshot_download
 
     hub = _gated_redirect_hub(make_hub)
-    out = Path(snapshot_download(SAMPLE_REPO, endpoint=hub.url, token=GATE, cache_dir=tmp_path / "c"))
+    out = Path(
+        snapshot_download(SAMPLE_REPO, endpoint=hub.url, token=GATE, cache_dir=tmp_path / "c")
+    )
     for rel in ("tokenizer.model", "model-00001-of-00002.safetensors", "config.json"):
         assert (out / rel).read_bytes() == (hub_root / SAMPLE_REPO / rel).read_bytes()
     cdn = [r for r in hub.stats.requests if r.url.startswith("/_cdn/")]
@@ -160,7 +162,9 @@ def test_missing_file_named_in_chinese_answers_404_to_huggingface_hub(
 
     with pytest.raises(EntryNotFoundError):
         hf_hub_download(SAMPLE_REPO, "权重.bin", endpoint=local_hub.url, cache_dir=tmp_path / "c")
-    status, headers, body = _get(local_hub, f"{local_hub.url}/{SAMPLE_REPO}/resolve/main/%E6%9D%83.bin")
+    status, headers, body = _get(
+        local_hub, f"{local_hub.url}/{SAMPLE_REPO}/resolve/main/%E6%9D%83.bin"
+    )
     assert status == 404 and headers["X-Error-Code"] == "EntryNotFound"
     assert "权" in body.decode()  # the JSON body keeps the name whole
 
@@ -168,7 +172,9 @@ def test_missing_file_named_in_chinese_answers_404_to_huggingface_hub(
 # ---------------------------------------------------------------- HF gated vs private, as on the Hub
 
 
-def test_hf_gated_repo_lists_publicly_and_gates_the_bytes(local_hub: LocalHub, tmp_path: Path) -> None:
+def test_hf_gated_repo_lists_publicly_and_gates_the_bytes(
+    local_hub: LocalHub, tmp_path: Path
+) -> None:
     from huggingface_hub import HfApi, hf_hub_download
     from huggingface_hub.errors import GatedRepoError as HfGated
 
@@ -177,10 +183,16 @@ def test_hf_gated_repo_lists_publicly_and_gates_the_bytes(local_hub: LocalHub, t
     assert api.model_info(SAMPLE_REPO).gated == "manual"
     assert any(e.path == "config.json" for e in api.list_repo_tree(SAMPLE_REPO, recursive=True))
     with pytest.raises(HfGated):
-        hf_hub_download(SAMPLE_REPO, "config.json", endpoint=local_hub.url, token=False,
-                        cache_dir=tmp_path / "c")
-    path = hf_hub_download(SAMPLE_REPO, "config.json", endpoint=local_hub.url, token=GATE,
-                           cache_dir=tmp_path / "c")
+        hf_hub_download(
+            SAMPLE_REPO,
+            "config.json",
+            endpoint=local_hub.url,
+            token=False,
+            cache_dir=tmp_path / "c",
+        )
+    path = hf_hub_download(
+        SAMPLE_REPO, "config.json", endpoint=local_hub.url, token=GATE, cache_dir=tmp_path / "c"
+    )
     assert Path(path).read_bytes().startswith(b"{")
 
 
@@ -194,7 +206,9 @@ def test_hf_adapter_names_the_token_variable_for_a_gated_repo_before_any_downloa
         adapter_for("hf", load_settings(local_hub.env())).manifest(SAMPLE_REPO)
     assert info.value.token_env == "HF_TOKEN" and "HF_TOKEN" in str(info.value)
     assert not local_hub.stats.file_requests()  # refused from the listing, no byte requested
-    manifest = adapter_for("hf", load_settings({**local_hub.env(), "HF_TOKEN": GATE})).manifest(SAMPLE_REPO)
+    manifest = adapter_for("hf", load_settings({**local_hub.env(), "HF_TOKEN": GATE})).manifest(
+        SAMPLE_REPO
+    )
     assert manifest.files
 
 
@@ -212,12 +226,18 @@ def test_hf_private_repo_without_a_token_says_it_may_be_private(local_hub: Local
     assert isinstance(info.value, RepoNotFoundError) and info.value.exit_code == 4
     assert "HF_TOKEN" in str(info.value) and info.value.token_env == "HF_TOKEN"
     with pytest.raises(GatedRepoError):  # a wrong token: "Invalid credentials"
-        adapter_for("hf", load_settings({**local_hub.env(), "HF_TOKEN": "wrong"})).manifest(SAMPLE_REPO)
-    good = adapter_for("hf", load_settings({**local_hub.env(), "HF_TOKEN": GATE})).manifest(SAMPLE_REPO)
+        adapter_for("hf", load_settings({**local_hub.env(), "HF_TOKEN": "wrong"})).manifest(
+            SAMPLE_REPO
+        )
+    good = adapter_for("hf", load_settings({**local_hub.env(), "HF_TOKEN": GATE})).manifest(
+        SAMPLE_REPO
+    )
     assert good.files
     # A missing repository asked with a token is plainly not found.
     with pytest.raises(RepoNotFoundError) as missing:
-        adapter_for("hf", load_settings({**local_hub.env(), "HF_TOKEN": GATE})).manifest("ns/absent")
+        adapter_for("hf", load_settings({**local_hub.env(), "HF_TOKEN": GATE})).manifest(
+            "ns/absent"
+        )
     assert not isinstance(missing.value, RepoNotFoundOrPrivateError)
 
 
@@ -235,8 +255,11 @@ NGINX_502 = (
     ("body", "ctype", "shown"),
     [
         (NGINX_502, "text/html", "502 Bad Gateway"),
-        ('{"Code": 502, "Message": "upstream busy", "RequestId": "abc", "Success": false}',
-         "application/json", "upstream busy"),
+        (
+            '{"Code": 502, "Message": "upstream busy", "RequestId": "abc", "Success": false}',
+            "application/json",
+            "upstream busy",
+        ),
     ],
 )
 def test_server_errors_quote_what_the_server_said_not_its_markup(
@@ -266,5 +289,7 @@ def test_hf_adapter_checks_a_gated_repos_token_once_from_the_listing(local_hub: 
     assert SAMPLE_REPO in str(info.value) and "not-granted" not in str(info.value)
     assert [r.method for r in local_hub.stats.file_requests()] == ["HEAD"]
     local_hub.stats.reset()
-    good = adapter_for("hf", load_settings({**local_hub.env(), "HF_TOKEN": GATE})).manifest(SAMPLE_REPO)
+    good = adapter_for("hf", load_settings({**local_hub.env(), "HF_TOKEN": GATE})).manifest(
+        SAMPLE_REPO
+    )
     assert good.files and [r.status for r in local_hub.stats.file_requests()] == [200]

@@ -43,24 +43,38 @@ from model_zoo.hubs.catalog import HUBS
 
 pytestmark = pytest.mark.slow
 
-COPY_IGNORE = shutil.ignore_patterns(".git", ".venv", "venv", "site", "__pycache__", "*.pyc", ".pytest_cache",
-                                     "*.egg-info", "build", "dist", ".mypy_cache", ".ruff_cache")
+COPY_IGNORE = shutil.ignore_patterns(
+    ".git",
+    ".venv",
+    "venv",
+    "site",
+    "__pycache__",
+    "*.pyc",
+    ".pytest_cache",
+    "*.egg-info",
+    "build",
+    "dist",
+    ".mypy_cache",
+    ".ruff_cache",
+)
 
 
 def readme_first_command() -> list[str]:
     """The README's first command (the "Run it" block), as its ``&&``-separated steps."""
     text = (ROOT / "README.md").read_text()
-    section = text[text.index("## Run it"):]
+    section = text[text.index("## Run it") :]
     block = re.search(r"```(?:bash|sh|console)?\n(.*?)```", section, flags=re.DOTALL)
     assert block, "README.md: no code block under '## Run it'"
-    command = " ".join(line.rstrip("\\").strip() for line in block.group(1).splitlines() if line.strip())
+    command = " ".join(
+        line.rstrip("\\").strip() for line in block.group(1).splitlines() if line.strip()
+    )
     return [step.strip() for step in command.split("&&")]
 
 
 def quickstart_python(heading: str) -> str:
     """The first python block under ``heading`` in docs/quickstart.md."""
     text = (ROOT / "docs" / "quickstart.md").read_text()
-    section = text[text.index(heading):]
+    section = text[text.index(heading) :]
     block = re.search(r"```python\n(.*?)```", section, flags=re.DOTALL)
     assert block, f"docs/quickstart.md: no python block under {heading!r}"
     return block.group(1)
@@ -75,14 +89,31 @@ class Newcomer:
     env: dict[str, str] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
 
-    def run(self, args: list[str], *, timeout: float = 600, check: bool = True,
-            extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        self,
+        args: list[str],
+        *,
+        timeout: float = 600,
+        check: bool = True,
+        extra_env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         started = time.monotonic()
-        proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=self.work,
-                              env={**self.env, **(extra_env or {})}, check=False)
-        self.log.append(f"$ {shlex.join(args)}  -> {proc.returncode} in {time.monotonic() - started:.1f} s")
+        proc = subprocess.run(
+            args,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=self.work,
+            env={**self.env, **(extra_env or {})},
+            check=False,
+        )
+        self.log.append(
+            f"$ {shlex.join(args)}  -> {proc.returncode} in {time.monotonic() - started:.1f} s"
+        )
         if check:
-            assert proc.returncode == 0, f"{shlex.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+            assert proc.returncode == 0, (
+                f"{shlex.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+            )
         return proc
 
     @property
@@ -95,8 +126,11 @@ class Newcomer:
         self.venv = self.work / name
         base = getattr(sys, "_base_executable", sys.executable)
         self.run([base, "-m", "venv", "--system-site-packages", str(self.venv)])
-        site = Path(self.run([self.python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"])
-                    .stdout.strip())
+        site = Path(
+            self.run(
+                [self.python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]
+            ).stdout.strip()
+        )
         (site / "_newcomer_shared.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
 
     def activate(self) -> None:
@@ -106,18 +140,35 @@ class Newcomer:
 
     def check_pinned(self, requirement: str) -> None:
         """``pip install PKG==V`` without downloading: the package the new env sees satisfies it."""
-        code = ("import sys\nfrom importlib.metadata import version\nfrom packaging.requirements import Requirement\n"
-                f"r = Requirement({requirement!r})\nv = version(r.name)\n"
-                "sys.exit(0 if r.specifier.contains(v, prereleases=True) else f'{r.name} {v} does not satisfy {r}')\n")
+        code = (
+            "import sys\nfrom importlib.metadata import version\nfrom packaging.requirements import Requirement\n"
+            f"r = Requirement({requirement!r})\nv = version(r.name)\n"
+            "sys.exit(0 if r.specifier.contains(v, prereleases=True) else f'{r.name} {v} does not satisfy {r}')\n"
+        )
         self.run([self.python, "-c", code])
 
     def install_project(self, extras: str) -> None:
         src = self.work / "checkout"
         shutil.copytree(ROOT, src, ignore=COPY_IGNORE)
         # the build backend and its editable helper, when present here, let pip build with no index
-        offline = self.run([self.python, "-c", "import hatchling, editables"], check=False).returncode == 0
+        offline = (
+            self.run([self.python, "-c", "import hatchling, editables"], check=False).returncode
+            == 0
+        )
         flags = ["--no-build-isolation", "--no-index"] if offline else []
-        self.run([self.python, "-m", "pip", "install", "-q", "--no-deps", *flags, "-e", f"{src}[{extras}]" if extras else str(src)])
+        self.run(
+            [
+                self.python,
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--no-deps",
+                *flags,
+                "-e",
+                f"{src}[{extras}]" if extras else str(src),
+            ]
+        )
         code = (
             "import sys, tomllib\nfrom importlib.metadata import version, PackageNotFoundError\n"
             "from packaging.requirements import Requirement\n"
@@ -130,7 +181,9 @@ class Newcomer:
             "sys.exit('; '.join(bad) if bad else 0)\n"
         )
         self.run([self.python, "-c", code])
-        where = self.run([self.python, "-c", "import model_zoo; print(model_zoo.__file__)"]).stdout.strip()
+        where = self.run(
+            [self.python, "-c", "import model_zoo; print(model_zoo.__file__)"]
+        ).stdout.strip()
         assert where.startswith(str(src)), f"model_zoo imported from {where}, not the fresh install"
 
     def replay(self, step: str) -> subprocess.CompletedProcess[str] | None:
@@ -145,7 +198,9 @@ class Newcomer:
         elif step.startswith("model-zoo"):
             return self.run(shlex.split(step))
         else:
-            pytest.fail(f"README step {step!r} is not one tests/test_newcomer.py knows how to replay; teach it")
+            pytest.fail(
+                f"README step {step!r} is not one tests/test_newcomer.py knows how to replay; teach it"
+            )
         return None
 
 
@@ -153,11 +208,24 @@ class Newcomer:
 def newcomer(tmp_path: Path) -> Iterator[Newcomer]:
     home = tmp_path / "home"
     home.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "MODEL_ZOO"))}
-    env.update({"HOME": str(home), "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1",
-                "NO_PROXY": "127.0.0.1,localhost"})
-    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
-                                  if not p.startswith(str(Path(sys.executable).parent)))
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PYTHON", "VIRTUAL_ENV", "MODEL_ZOO"))
+    }
+    env.update(
+        {
+            "HOME": str(home),
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "NO_PROXY": "127.0.0.1,localhost",
+        }
+    )
+    env["PATH"] = os.pathsep.join(
+        p
+        for p in env.get("PATH", "").split(os.pathsep)
+        if not p.startswith(str(Path(sys.executable).parent))
+    )
     # No real hub, ever: until a step points them at the local mirror, endpoints go nowhere.
     for info in HUBS.values():
         env[info.endpoint_env] = "http://127.0.0.1:9"
@@ -167,8 +235,14 @@ def newcomer(tmp_path: Path) -> Iterator[Newcomer]:
 
 
 def start_mirror(person: Newcomer, root: Path) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(["model-zoo", "serve-mirror", str(root), "--port", "0"], cwd=person.work,
-                            env=person.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        ["model-zoo", "serve-mirror", str(root), "--port", "0"],
+        cwd=person.work,
+        env=person.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     assert proc.stdout is not None
     while time.monotonic() < deadline:
@@ -183,15 +257,26 @@ def start_mirror(person: Newcomer, root: Path) -> tuple[subprocess.Popen[str], s
 
 def test_readme_first_command_then_the_quickstart(newcomer: Newcomer) -> None:
     steps = readme_first_command()
-    assert steps[-1] == "model-zoo demo", f"the README's first command should end with `model-zoo demo`: {steps}"
+    assert steps[-1] == "model-zoo demo", (
+        f"the README's first command should end with `model-zoo demo`: {steps}"
+    )
     demo = None
     for step in steps:
         demo = newcomer.replay(step) or demo
     assert demo is not None
     out = demo.stdout
-    for said in ("Pulled", "Verified", "Loaded", "Chatted", "Scored", "no code from the hub was run"):
+    for said in (
+        "Pulled",
+        "Verified",
+        "Loaded",
+        "Chatted",
+        "Scored",
+        "no code from the hub was run",
+    ):
         assert said in out, f"`model-zoo demo` did not report {said!r}:\n{out}"
-    assert not list((Path(newcomer.env["HOME"]) / ".cache").glob("model-zoo/models/*")), "demo wrote to the store"
+    assert not list((Path(newcomer.env["HOME"]) / ".cache").glob("model-zoo/models/*")), (
+        "demo wrote to the store"
+    )
 
     # documented commands (quickstart: "Find and pull a model")
     assert newcomer.run(["model-zoo", "--version"]).stdout.startswith("model-zoo ")
@@ -203,12 +288,27 @@ def test_readme_first_command_then_the_quickstart(newcomer: Newcomer) -> None:
     assert unknown.returncode == 2 and "InternLM2.5-7B-Chat" in unknown.stderr
 
     # the quickstart's offline session: a local mirror of tiny checkpoints under the real ids
-    newcomer.run(["model-zoo", "dev", "make-hub-tree", "hub", "-m", "internlm2_5-7b-chat", "-m", "internlm2-1_8b-reward"])
+    newcomer.run(
+        [
+            "model-zoo",
+            "dev",
+            "make-hub-tree",
+            "hub",
+            "-m",
+            "internlm2_5-7b-chat",
+            "-m",
+            "internlm2-1_8b-reward",
+        ]
+    )
     mirror, url = start_mirror(newcomer, newcomer.work / "hub")
     try:
         for info_ in HUBS.values():
             newcomer.env[info_.endpoint_env] = url
-        pulled = newcomer.run(["model-zoo", "pull", "internlm2_5-7b-chat"]).stdout.strip().splitlines()[-1]
+        pulled = (
+            newcomer.run(["model-zoo", "pull", "internlm2_5-7b-chat"])
+            .stdout.strip()
+            .splitlines()[-1]
+        )
         assert (Path(pulled) / "config.json").is_file()
         assert Path(pulled).is_relative_to(Path(newcomer.env["HOME"]) / ".cache" / "model-zoo")
         again = newcomer.run(["model-zoo", "pull", "internlm2_5-7b-chat", "-q"]).stdout
@@ -226,7 +326,11 @@ def test_readme_first_command_then_the_quickstart(newcomer: Newcomer) -> None:
             "\nassert sorted(rm.rank([good, bad])) == [0, 1]"
             "\nprint('scored')\n"
         )
-        assert newcomer.run([newcomer.python, "-c", score], timeout=900).stdout.strip().endswith("scored")
+        assert (
+            newcomer.run([newcomer.python, "-c", score], timeout=900)
+            .stdout.strip()
+            .endswith("scored")
+        )
     finally:
         mirror.terminate()
         mirror.wait(timeout=30)

@@ -10,18 +10,37 @@ from model_zoo.errors import LockMismatchError
 from model_zoo.hubs.base import Manifest, RemoteFile
 
 A, B, C = "a" * 64, "b" * 64, "c" * 64
-REPO = ["config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
-        "model.safetensors.index.json", "pytorch_model-00001-of-00002.bin", "pytorch_model.bin.index.json",
-        "tokenizer.model", "sub/extra.pth", "tf_model.h5", "README.md"]
+REPO = [
+    "config.json",
+    "model-00001-of-00002.safetensors",
+    "model-00002-of-00002.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model-00001-of-00002.bin",
+    "pytorch_model.bin.index.json",
+    "tokenizer.model",
+    "sub/extra.pth",
+    "tf_model.h5",
+    "README.md",
+]
 
 
 def test_default_skips_redundant_formats_when_safetensors_exist() -> None:
     sel = select_files(REPO)
-    assert set(sel.selected) == {"config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
-                                 "model.safetensors.index.json", "tokenizer.model", "README.md"}
+    assert set(sel.selected) == {
+        "config.json",
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+        "model.safetensors.index.json",
+        "tokenizer.model",
+        "README.md",
+    }
     skipped = dict(sel.skipped)
-    assert set(skipped) == {"pytorch_model-00001-of-00002.bin", "pytorch_model.bin.index.json", "sub/extra.pth",
-                            "tf_model.h5"}
+    assert set(skipped) == {
+        "pytorch_model-00001-of-00002.bin",
+        "pytorch_model.bin.index.json",
+        "sub/extra.pth",
+        "tf_model.h5",
+    }
     assert all("redundant" in r for r in skipped.values())
 
 
@@ -35,14 +54,28 @@ def test_bin_only_repositories_keep_their_bins() -> None:
     [
         ({"all_files": True}, set(REPO)),
         ({"include": ["*.json"]}, {"config.json", "model.safetensors.index.json"}),
-        ({"include": ["*.bin"]}, {"pytorch_model-00001-of-00002.bin"}),  # explicit: the user wants bins
-        ({"include": ["*.bin*"]}, {"pytorch_model-00001-of-00002.bin", "pytorch_model.bin.index.json"}),
+        (
+            {"include": ["*.bin"]},
+            {"pytorch_model-00001-of-00002.bin"},
+        ),  # explicit: the user wants bins
+        (
+            {"include": ["*.bin*"]},
+            {"pytorch_model-00001-of-00002.bin", "pytorch_model.bin.index.json"},
+        ),
         ({"include": ["sub/*"]}, set()),  # the .pth is redundant and the glob is not about .pth
         ({"include": ["*.pth"]}, {"sub/extra.pth"}),  # a name-only glob matches in folders too
-        ({"exclude": ["*.safetensors", "README*"]},
-         {"config.json", "model.safetensors.index.json", "tokenizer.model"}),
+        (
+            {"exclude": ["*.safetensors", "README*"]},
+            {"config.json", "model.safetensors.index.json", "tokenizer.model"},
+        ),
         ({"include": ["*.json"], "exclude": ["model.*"]}, {"config.json"}),
-        ({"all_files": True, "exclude": ["*.bin", "*.h5", "*.pth", "*.safetensors", "*.json", "*.model"]}, {"README.md"}),
+        (
+            {
+                "all_files": True,
+                "exclude": ["*.bin", "*.h5", "*.pth", "*.safetensors", "*.json", "*.model"],
+            },
+            {"README.md"},
+        ),
     ],
 )
 def test_globs(kwargs: dict, expected: set[str]) -> None:
@@ -51,10 +84,19 @@ def test_globs(kwargs: dict, expected: set[str]) -> None:
     assert set(sel.selected) | {p for p, _ in sel.skipped} == set(REPO)
 
 
-def _m(source: str, files: dict[str, tuple[int | None, str | None]], commit: str | None = "1" * 40) -> Manifest:
+def _m(
+    source: str, files: dict[str, tuple[int | None, str | None]], commit: str | None = "1" * 40
+) -> Manifest:
     return Manifest(
-        source=source, repo_id=f"{source}/repo", revision="main", commit=commit, endpoint="http://127.0.0.1:1",
-        files=tuple(RemoteFile(p, size, sha, f"http://127.0.0.1:1/{source}/{p}") for p, (size, sha) in files.items()),
+        source=source,
+        repo_id=f"{source}/repo",
+        revision="main",
+        commit=commit,
+        endpoint="http://127.0.0.1:1",
+        files=tuple(
+            RemoteFile(p, size, sha, f"http://127.0.0.1:1/{source}/{p}")
+            for p, (size, sha) in files.items()
+        ),
     )
 
 
@@ -65,7 +107,11 @@ def test_published_hash_and_agreeing_candidates() -> None:
     fp = plan_file("w.safetensors", hf, [ms, ox])
     assert (fp.sha256, fp.method, fp.expected_from) == (A, "published-sha256", "hf")
     # a source without a hash but the right size may serve it: the bytes are checked against A
-    assert fp.sources == ("hf", "modelscope", "openxlab") and not fp.disputed and fp.cross_check is None
+    assert (
+        fp.sources == ("hf", "modelscope", "openxlab")
+        and not fp.disputed
+        and fp.cross_check is None
+    )
 
 
 def test_disagreeing_source_is_disputed_not_a_candidate() -> None:
@@ -93,7 +139,9 @@ def test_no_hash_anywhere_cross_checks_bytes_with_a_second_source() -> None:
     ox = _m("openxlab", {"config.json": (5, None)})
     fp = plan_file("config.json", hf, [ox])
     assert fp.method == "cross-source-bytes" and fp.sha256 is None
-    assert fp.sources == ("hf",) and fp.cross_check is not None and fp.cross_check.source == "openxlab"
+    assert (
+        fp.sources == ("hf",) and fp.cross_check is not None and fp.cross_check.source == "openxlab"
+    )
     alone = plan_file("config.json", hf, [])
     assert alone.method == "size-only" and alone.cross_check is None
 
@@ -128,29 +176,69 @@ def test_hf_git_blob_id_is_used_when_no_sha256_is_known(tmp_path) -> None:
     (tmp_path / "f").write_bytes(b"hello\n")
     blob = git_blob_sha1(tmp_path / "f")
     assert blob == "ce013625030ba8dba906f756967f9e9ca394464a"  # `git hash-object` of "hello\n"
-    hf = Manifest("hf", "r", "main", "1" * 40, "http://127.0.0.1:1",
-                  (RemoteFile("f", 6, None, "http://127.0.0.1:1/f", etag=f'"{blob}"', git_blob=blob),))
+    hf = Manifest(
+        "hf",
+        "r",
+        "main",
+        "1" * 40,
+        "http://127.0.0.1:1",
+        (RemoteFile("f", 6, None, "http://127.0.0.1:1/f", etag=f'"{blob}"', git_blob=blob),),
+    )
     fp = plan_file("f", hf, [])
-    assert (fp.method, fp.git_blob, fp.sha256, fp.git_blob_from) == ("git-blob-sha1", blob, None, "hf")
+    assert (fp.method, fp.git_blob, fp.sha256, fp.git_blob_from) == (
+        "git-blob-sha1",
+        blob,
+        None,
+        "hf",
+    )
     # a published sha256 elsewhere is stronger: it wins
     ms = _m("modelscope", {"f": (6, A)})
     fp = plan_file("f", hf, [ms])
     assert (fp.method, fp.git_blob) == ("cross-source-sha256", None)
     # an etag that merely looks like one is not a git blob id: the adapter says which it is
-    ox = Manifest("openxlab", "r", "main", None, "http://127.0.0.1:1",
-                  (RemoteFile("f", 6, None, "http://127.0.0.1:1/f", etag=blob),))
+    ox = Manifest(
+        "openxlab",
+        "r",
+        "main",
+        None,
+        "http://127.0.0.1:1",
+        (RemoteFile("f", 6, None, "http://127.0.0.1:1/f", etag=blob),),
+    )
     assert plan_file("f", ox, []).method == "size-only"
 
 
 def test_a_git_blob_id_counts_whichever_source_is_primary() -> None:
     blob = "ce013625030ba8dba906f756967f9e9ca394464a"
-    modelers = Manifest("modelers", "r", "main", "1" * 40, "http://127.0.0.1:1",
-                        (RemoteFile("f", 6, None, "http://127.0.0.1:1/m/f", etag=blob, git_blob=blob),))
-    ox = Manifest("openxlab", "r", "latest", None, "http://127.0.0.1:1",
-                  (RemoteFile("f", 6, None, "http://127.0.0.1:1/x/f", etag="whatever"),))
+    modelers = Manifest(
+        "modelers",
+        "r",
+        "main",
+        "1" * 40,
+        "http://127.0.0.1:1",
+        (RemoteFile("f", 6, None, "http://127.0.0.1:1/m/f", etag=blob, git_blob=blob),),
+    )
+    ox = Manifest(
+        "openxlab",
+        "r",
+        "latest",
+        None,
+        "http://127.0.0.1:1",
+        (RemoteFile("f", 6, None, "http://127.0.0.1:1/x/f", etag="whatever"),),
+    )
     assert plan_file("f", modelers, []).method == "git-blob-sha1"  # Modelers primary
     fp = plan_file("f", ox, [modelers])  # OpenXLab primary: Modelers' id checks its bytes
-    assert (fp.method, fp.git_blob, fp.git_blob_from, fp.sources) == ("git-blob-sha1", blob, "modelers", ("openxlab",))
-    other_size = Manifest("modelers", "r", "main", "1" * 40, "http://127.0.0.1:1",
-                          (RemoteFile("f", 7, None, "http://127.0.0.1:1/m/f", git_blob=blob),))
+    assert (fp.method, fp.git_blob, fp.git_blob_from, fp.sources) == (
+        "git-blob-sha1",
+        blob,
+        "modelers",
+        ("openxlab",),
+    )
+    other_size = Manifest(
+        "modelers",
+        "r",
+        "main",
+        "1" * 40,
+        "http://127.0.0.1:1",
+        (RemoteFile("f", 7, None, "http://127.0.0.1:1/m/f", git_blob=blob),),
+    )
     assert plan_file("f", ox, [other_size]).git_blob is None  # another file: its id says nothing

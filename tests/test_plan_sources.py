@@ -66,15 +66,37 @@ def bad(key: str) -> ProbeResult:
         (("hf", "modelscope", "modelers", "openxlab"), None, ["hf", "modelscope", "openxlab"]),
         (("modelscope", "hf"), None, ["modelscope", "hf"]),
         # fastest reachable first, unreachable dropped
-        (("hf", "modelscope", "openxlab"), {"hf": ok("hf", 300), "modelscope": ok("modelscope", 40),
-                                            "openxlab": bad("openxlab")}, ["modelscope", "hf"]),
-        (("hf", "modelscope", "openxlab"), {"hf": bad("hf"), "modelscope": ok("modelscope", 140),
-                                            "openxlab": ok("openxlab", 10)}, ["openxlab", "modelscope"]),
+        (
+            ("hf", "modelscope", "openxlab"),
+            {"hf": ok("hf", 300), "modelscope": ok("modelscope", 40), "openxlab": bad("openxlab")},
+            ["modelscope", "hf"],
+        ),
+        (
+            ("hf", "modelscope", "openxlab"),
+            {"hf": bad("hf"), "modelscope": ok("modelscope", 140), "openxlab": ok("openxlab", 10)},
+            ["openxlab", "modelscope"],
+        ),
         # about as fast (within 50 ms, or half the fastest): the configured order decides
-        (("modelscope", "hf"), {"hf": ok("hf", 50), "modelscope": ok("modelscope", 50)}, ["modelscope", "hf"]),
-        (("hf", "modelscope"), {"hf": ok("hf", 45), "modelscope": ok("modelscope", 2)}, ["hf", "modelscope"]),
-        (("hf", "modelscope"), {"hf": ok("hf", 1400), "modelscope": ok("modelscope", 1000)}, ["hf", "modelscope"]),
-        (("hf", "modelscope"), {"hf": ok("hf", 1600), "modelscope": ok("modelscope", 1000)}, ["modelscope", "hf"]),
+        (
+            ("modelscope", "hf"),
+            {"hf": ok("hf", 50), "modelscope": ok("modelscope", 50)},
+            ["modelscope", "hf"],
+        ),
+        (
+            ("hf", "modelscope"),
+            {"hf": ok("hf", 45), "modelscope": ok("modelscope", 2)},
+            ["hf", "modelscope"],
+        ),
+        (
+            ("hf", "modelscope"),
+            {"hf": ok("hf", 1400), "modelscope": ok("modelscope", 1000)},
+            ["hf", "modelscope"],
+        ),
+        (
+            ("hf", "modelscope"),
+            {"hf": ok("hf", 1600), "modelscope": ok("modelscope", 1000)},
+            ["modelscope", "hf"],
+        ),
         # a candidate nobody probed keeps a place after the reachable ones
         (("hf", "modelscope"), {"modelscope": ok("modelscope", 80)}, ["modelscope", "hf"]),
         # openxlab-origin listed in settings is still not an auto candidate
@@ -86,8 +108,11 @@ def test_auto_ordering(order, probes, expected) -> None:
 
 
 def test_auto_plan_carries_endpoint_repo_and_reason() -> None:
-    plan = plan_sources(ALL, settings(), {"hf": ok("hf", 120), "modelscope": ok("modelscope", 30),
-                                          "openxlab": bad("openxlab")})
+    plan = plan_sources(
+        ALL,
+        settings(),
+        {"hf": ok("hf", 120), "modelscope": ok("modelscope", 30), "openxlab": bad("openxlab")},
+    )
     first = plan[0]
     assert first.source == "modelscope"
     assert first.repo_id == "Shanghai_AI_Laboratory/internlm2_5-7b-chat"
@@ -114,7 +139,9 @@ def test_no_candidate_in_settings() -> None:
 
 
 def test_explicit_source_and_sources() -> None:
-    assert keys(plan_sources(ALL, settings(), None, source="openxlab-origin")) == ["openxlab-origin"]
+    assert keys(plan_sources(ALL, settings(), None, source="openxlab-origin")) == [
+        "openxlab-origin"
+    ]
     assert keys(plan_sources(ALL, settings(), None, source="HF")) == ["hf"]
     # --sources wins over --source and keeps the order given
     plan = plan_sources(ALL, settings(), None, source="hf", sources=["modelscope", "hf"])
@@ -152,8 +179,12 @@ class FakeAdapter:
 
 
 def test_probe_sources_parallel_within_budget() -> None:
-    adapters = {"hf": FakeAdapter(0.3), "modelscope": FakeAdapter(0.1), "openxlab": FakeAdapter(0.05, fail=True),
-                "modelers": FakeAdapter(5.0)}
+    adapters = {
+        "hf": FakeAdapter(0.3),
+        "modelscope": FakeAdapter(0.1),
+        "openxlab": FakeAdapter(0.05, fail=True),
+        "modelers": FakeAdapter(5.0),
+    }
     start = time.monotonic()
     probes = probe_sources(adapters, adapters.__getitem__, budget=0.5)
     elapsed = time.monotonic() - start
@@ -169,6 +200,10 @@ def test_probe_sources_parallel_within_budget() -> None:
 def test_the_plan_line_never_shows_a_mirror_password() -> None:
     from model_zoo.download.plan import PlannedSource
 
-    plan = [PlannedSource("hf", "https://alice:s3cret@mirror.example/hf", "internlm/x", "named with --source")]
+    plan = [
+        PlannedSource(
+            "hf", "https://alice:s3cret@mirror.example/hf", "internlm/x", "named with --source"
+        )
+    ]
     text = describe_plan(plan)
     assert "s3cret" not in text and "alice" not in text and "***@mirror.example/hf" in text

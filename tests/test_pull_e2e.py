@@ -38,7 +38,9 @@ def _tree(root: Path) -> dict[str, str]:
         ("openxlab", MODEL, "OpenLMLab/internlm2_5-1_8b-chat"),
     ],
 )
-def test_pull_through_each_protocol(pull_hub, tiny_hub_tree, source: str, name: str, repo: str) -> None:
+def test_pull_through_each_protocol(
+    pull_hub, tiny_hub_tree, source: str, name: str, repo: str
+) -> None:
     result = pull_model(name, source=source)
     path = result.path
     assert path.is_dir() and result.source == source and result.repo_id == repo
@@ -65,13 +67,19 @@ def test_second_pull_moves_no_bytes(pull_hub) -> None:
 
 
 @pytest.mark.parametrize("source", ["hf", "modelers", "modelscope"])
-def test_a_pull_of_what_is_already_there_asks_the_hub_one_small_question(pull_hub, source: str) -> None:
+def test_a_pull_of_what_is_already_there_asks_the_hub_one_small_question(
+    pull_hub, source: str
+) -> None:
     name = "internlm3-8b-instruct" if source == "modelers" else MODEL
     first = pull_model(name, source=source)
     pull_hub.stats.reset()
     again = pull_model(name, source=source)
     assert again.path == first.path and again.commit == first.commit
-    assert again.plan == [] and again.plan_text.startswith("up to date:") and first.commit[:12] in again.plan_text
+    assert (
+        again.plan == []
+        and again.plan_text.startswith("up to date:")
+        and first.commit[:12] in again.plan_text
+    )
     (asked,) = pull_hub.stats.requests  # the revision's commit, nothing listed, no file touched
     assert asked.protocol == source and asked.kind == "api"
     assert again.downloaded_bytes == 0 and all(f.present for f in again.files)
@@ -84,7 +92,9 @@ def test_a_branch_that_moved_since_is_pulled_again(own_hub) -> None:
     first = pull_model(MODEL, source="hf")
     write_repo(root, HF_REPO, {"config.json": '{"moved": true}\n'})
     again = pull_model(MODEL, source="hf")
-    assert again.commit != first.commit and again.plan  # listed and fetched, not answered from the store
+    assert (
+        again.commit != first.commit and again.plan
+    )  # listed and fetched, not answered from the store
     assert (again.path / "config.json").read_text() == '{"moved": true}\n'
 
 
@@ -107,7 +117,9 @@ def test_auto_cross_checks_unhashed_hf_files_with_modelscope(pull_hub) -> None:
 
 
 def test_flipped_byte_on_one_mirror_falls_back_per_file(pull_hub, tiny_hub_tree) -> None:
-    rule = pull_hub.faults.add(Fault.flip_byte(offset=1000, protocol="hf", path="*.safetensors", times=None))
+    rule = pull_hub.faults.add(
+        Fault.flip_byte(offset=1000, protocol="hf", path="*.safetensors", times=None)
+    )
     result = pull_model(MODEL, probes=probes("hf", "modelscope"))
     assert rule.hits >= 2  # hf really served damaged bytes for both shards
     assert _tree(result.path) == _tree(tiny_hub_tree.repos[HF_REPO])
@@ -119,7 +131,9 @@ def test_flipped_byte_on_one_mirror_falls_back_per_file(pull_hub, tiny_hub_tree)
     assert verify(result.path).ok
 
 
-def test_wrong_sha256_in_primary_listing_is_recovered_from_the_other_source(pull_hub, tiny_hub_tree) -> None:
+def test_wrong_sha256_in_primary_listing_is_recovered_from_the_other_source(
+    pull_hub, tiny_hub_tree
+) -> None:
     pull_hub.faults.add(Fault.wrong_sha256(protocol="hf", path="model-00001-of-00002.safetensors"))
     result = pull_model(MODEL, probes=probes("hf", "modelscope"))
     assert _tree(result.path) == _tree(tiny_hub_tree.repos[HF_REPO])
@@ -129,7 +143,9 @@ def test_wrong_sha256_in_primary_listing_is_recovered_from_the_other_source(pull
 
 
 def test_wrong_sha256_in_secondary_listing_is_reported_and_not_used(pull_hub) -> None:
-    pull_hub.faults.add(Fault.wrong_sha256(protocol="modelscope", path="model-00002-of-00002.safetensors"))
+    pull_hub.faults.add(
+        Fault.wrong_sha256(protocol="modelscope", path="model-00002-of-00002.safetensors")
+    )
     result = pull_model(MODEL, probes=probes("hf", "modelscope"))
     assert any("modelscope lists sha256" in n for n in result.notes)
     assert verify(result.path).ok
@@ -199,7 +215,9 @@ def test_include_exclude_and_redundant_formats(own_hub) -> None:
     assert "pytorch_model.bin" in result.manifest.skipped
     assert not (result.path / "pytorch_model.bin").exists()
 
-    only_json = pull_model(MODEL, source="hf", include=["*.json"], local_dir=root.parent / "json-only")
+    only_json = pull_model(
+        MODEL, source="hf", include=["*.json"], local_dir=root.parent / "json-only"
+    )
     assert {f.path for f in only_json.files} == {p for p in names if p.endswith(".json")}
     assert not any(only_json.path.glob("*.safetensors"))
 
@@ -209,7 +227,9 @@ def test_include_exclude_and_redundant_formats(own_hub) -> None:
     assert everything.path == result.path  # same snapshot, completed in place
     # files an earlier pull verified stay listed; the .bin is now listed too
     listed = everything.manifest.by_path()
-    assert "README.md" in listed and "pytorch_model.bin" in listed and not everything.manifest.skipped
+    assert (
+        "README.md" in listed and "pytorch_model.bin" in listed and not everything.manifest.skipped
+    )
 
 
 def test_local_dir_layout(pull_hub, tmp_path: Path, tiny_hub_tree) -> None:
@@ -236,7 +256,9 @@ def test_store_reuses_identical_files_across_sources(pull_hub) -> None:
     served = pull_hub.stats.bytes_served()
     result = pull_model(MODEL, source="modelscope")
     assert result.reused_files >= 3  # shards and tokenizer came from the hf snapshot
-    shard_bytes = pull_hub.stats.bytes_served(protocol="modelscope", path="model-00001-of-00002.safetensors")
+    shard_bytes = pull_hub.stats.bytes_served(
+        protocol="modelscope", path="model-00001-of-00002.safetensors"
+    )
     assert shard_bytes == 0 and pull_hub.stats.bytes_served() - served < 50_000
     assert verify(result.path).ok
 
@@ -267,21 +289,29 @@ def test_modelers_small_files_are_checked_by_their_git_blob_id(pull_hub) -> None
 
 
 def test_damaged_small_modelers_file_is_caught_by_its_git_blob_id(pull_hub) -> None:
-    pull_hub.faults.add(Fault.flip_byte(offset=3, protocol="modelers", path="config.json", times=None))
+    pull_hub.faults.add(
+        Fault.flip_byte(offset=3, protocol="modelers", path="config.json", times=None)
+    )
     with pytest.raises(IntegrityError, match="config.json: its git blob id .* but modelers lists"):
         pull_model("internlm3-8b-instruct", source="modelers")
 
 
 def test_a_small_file_another_hub_disagrees_about_is_not_kept(pull_hub, monkeypatch) -> None:
     # hf's git blob id checks what openxlab served; they differ: the message names both hubs
-    pull_hub.faults.add(Fault.flip_byte(offset=1, protocol="openxlab", path="config.json", times=None))
+    pull_hub.faults.add(
+        Fault.flip_byte(offset=1, protocol="openxlab", path="config.json", times=None)
+    )
     monkeypatch.setenv("MODEL_ZOO_SOURCES", "openxlab,hf")
-    with pytest.raises(IntegrityError, match="but hf lists .*openxlab served the bytes: the hubs disagree"):
+    with pytest.raises(
+        IntegrityError, match="but hf lists .*openxlab served the bytes: the hubs disagree"
+    ):
         pull_model(MODEL, probes=probes("openxlab", "hf"))
 
 
 def test_damaged_small_hf_file_is_caught_by_its_git_blob_id(pull_hub) -> None:
-    rule = pull_hub.faults.add(Fault.flip_byte(offset=3, protocol="hf", path="config.json", times=None))
+    rule = pull_hub.faults.add(
+        Fault.flip_byte(offset=3, protocol="hf", path="config.json", times=None)
+    )
     with pytest.raises(IntegrityError, match="config.json: its git blob id"):
         pull_model(MODEL, source="hf")
     assert rule.hits >= 1
@@ -289,14 +319,20 @@ def test_damaged_small_hf_file_is_caught_by_its_git_blob_id(pull_hub) -> None:
     assert not (target / "config.json").exists() and not manifest_path(target).exists()
 
 
-def test_openxlab_small_files_are_checked_by_another_hubs_git_blob_id(pull_hub, monkeypatch) -> None:
+def test_openxlab_small_files_are_checked_by_another_hubs_git_blob_id(
+    pull_hub, monkeypatch
+) -> None:
     # OpenXLab publishes no digest; hf lists sha256 for LFS files and git blob ids for the rest
     monkeypatch.setenv("MODEL_ZOO_SOURCES", "openxlab,hf")
     result = pull_model(MODEL, probes=probes("openxlab", "hf"))
     by = result.manifest.by_path()
     assert by["model-00001-of-00002.safetensors"].verified == "cross-source-sha256"
-    assert by["config.json"].verified == "git-blob-sha1" and by["config.json"].sources == ("openxlab",)
-    assert pull_hub.stats.bytes_served(protocol="hf", path="config.json") == 0  # no second copy needed
+    assert by["config.json"].verified == "git-blob-sha1" and by["config.json"].sources == (
+        "openxlab",
+    )
+    assert (
+        pull_hub.stats.bytes_served(protocol="hf", path="config.json") == 0
+    )  # no second copy needed
     assert "size-only" not in {r.verified for r in result.manifest.files}
 
 
@@ -320,10 +356,16 @@ def test_unhashed_files_are_cross_checked_against_a_second_source(pull_hub, monk
 def test_second_source_serving_other_bytes_fails_the_pull(pull_hub, monkeypatch) -> None:
     import model_zoo.hubs.huggingface as hf_adapter
 
-    monkeypatch.setattr(hf_adapter, "git_blob_or_none", lambda value: None)  # no git blob ids: compare bytes
+    monkeypatch.setattr(
+        hf_adapter, "git_blob_or_none", lambda value: None
+    )  # no git blob ids: compare bytes
     monkeypatch.setenv("MODEL_ZOO_SOURCES", "openxlab,hf")
-    pull_hub.faults.add(Fault.flip_byte(offset=2, protocol="hf", path="generation_config.json", times=None))
-    with pytest.raises(IntegrityError, match="generation_config.json: openxlab and hf serve different bytes"):
+    pull_hub.faults.add(
+        Fault.flip_byte(offset=2, protocol="hf", path="generation_config.json", times=None)
+    )
+    with pytest.raises(
+        IntegrityError, match="generation_config.json: openxlab and hf serve different bytes"
+    ):
         pull_model(MODEL, probes=probes("openxlab", "hf"))
     target = next(Path(os.environ["MODEL_ZOO_HOME"]).glob("models/*/*"))
     assert not (target / "generation_config.json").exists() and not manifest_path(target).exists()
@@ -369,7 +411,9 @@ def test_transient_faults_are_recovered_by_retry(pull_hub, tiny_hub_tree, fault:
 
 
 @pytest.mark.parametrize("same_size", [False, True])
-def test_local_dir_pull_says_which_edited_files_it_replaced(pull_hub, tmp_path: Path, same_size: bool) -> None:
+def test_local_dir_pull_says_which_edited_files_it_replaced(
+    pull_hub, tmp_path: Path, same_size: bool
+) -> None:
     out = tmp_path / "ckpt"
     pull(MODEL, source="hf", local_dir=out)
     original = (out / "config.json").read_bytes()
@@ -391,5 +435,9 @@ def test_a_pull_says_what_it_found_out_about_the_link(own_hub) -> None:
     said = [e for e in events if getattr(e, "kind", None) == "link"]
     assert len(said) == 1 and said[0].message.startswith("link: ")
     assert "ms to the first byte" in said[0].message and "/s each" in said[0].message
-    assert result.link is not None and result.link.round_trip is not None and result.link.round_trip >= 0.03
+    assert (
+        result.link is not None
+        and result.link.round_trip is not None
+        and result.link.round_trip >= 0.03
+    )
     assert result.to_dict()["link"]["peak_connections"] == result.link.peak_connections >= 1

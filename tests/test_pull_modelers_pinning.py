@@ -81,7 +81,9 @@ def test_without_commit_refs_a_moved_branch_restarts_the_plan(own_hub: Any, tmp_
     result = pull_model(MODEL, source="modelers", local_dir=tmp_path / "out", progress=hook)
     new_commit = hub.commit(REPO)
     assert new_commit != old_commit and result.commit == new_commit
-    assert (tmp_path / "out" / "config.json").read_bytes() == (root / REPO / "config.json").read_bytes()
+    assert (tmp_path / "out" / "config.json").read_bytes() == (
+        root / REPO / "config.json"
+    ).read_bytes()
     assert any("moved from" in n and old_commit[:12] in n for n in notes)
     assert result.manifest is not None and result.manifest.commit == new_commit
 
@@ -95,15 +97,25 @@ def test_a_branch_that_keeps_moving_is_reported(own_hub: Any, tmp_path: Path) ->
     # the unfinished snapshots of the commits the branch left were removed as it moved on
     import os
 
-    assert [p for p in (Path(os.environ["MODEL_ZOO_HOME"]) / "models").glob("*/*") if p.is_dir()] == []
+    assert [
+        p for p in (Path(os.environ["MODEL_ZOO_HOME"]) / "models").glob("*/*") if p.is_dir()
+    ] == []
 
 
 def test_the_cdn_domains_are_the_official_clients_white_list(client_pythons: Any) -> None:
     """Which hosts may get the token on a download redirect: exactly openmind_hub's list."""
-    code = ("import json; from openmind_hub.plugins.openmind import constants as c; "
-            "print(json.dumps(c.DOWNLOAD_CDN_HOSTNAME_WHITE_LIST))")
-    done = subprocess.run([str(client_pythons("openmind")), "-c", code], capture_output=True, text=True,
-                          timeout=60, check=True, env={"HOME": "/tmp", "PATH": "/usr/bin:/bin"})
+    code = (
+        "import json; from openmind_hub.plugins.openmind import constants as c; "
+        "print(json.dumps(c.DOWNLOAD_CDN_HOSTNAME_WHITE_LIST))"
+    )
+    done = subprocess.run(
+        [str(client_pythons("openmind")), "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env={"HOME": "/tmp", "PATH": "/usr/bin:/bin"},
+    )
     import json
 
     assert tuple(json.loads(done.stdout)) == CDN_DOMAINS

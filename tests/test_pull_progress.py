@@ -65,14 +65,18 @@ def test_rich_bars_track_totals_and_keep_finished_files_at_100_percent() -> None
     for e in EVENTS[:6]:
         r(e)
     row = r.progress._tasks[r.tasks["a.safetensors"]]
-    assert row.completed == 2000 and row.total == 2000  # 500 resumed + 1500 received, before its FileDone
+    assert (
+        row.completed == 2000 and row.total == 2000
+    )  # 500 resumed + 1500 received, before its FileDone
     for e in EVENTS[6:]:
         r(e)
     r.close()
     total, *rows = r.progress.tasks
     assert (total.completed, total.total) == (3000, 3000)
     assert [(t.fields["path"], t.completed, t.total, t.visible) for t in rows] == [
-        ("a.safetensors", 2000, 2000, True), ("b.json", 1000, 1000, True)]
+        ("a.safetensors", 2000, 2000, True),
+        ("b.json", 1000, 1000, True),
+    ]
 
 
 def test_make_renderer_flags() -> None:

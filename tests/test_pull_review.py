@@ -24,13 +24,17 @@ SCRIPT = str(Path(sys.executable).parent / "model-zoo")
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([SCRIPT, *args], capture_output=True, text=True, timeout=120, env=dict(os.environ))
+    return subprocess.run(
+        [SCRIPT, *args], capture_output=True, text=True, timeout=120, env=dict(os.environ)
+    )
 
 
 # ------------------------------------------------------------- places that cannot be written
 
 
-def test_local_dir_that_is_a_file_is_a_clear_error_not_a_traceback(pull_hub, tmp_path: Path) -> None:
+def test_local_dir_that_is_a_file_is_a_clear_error_not_a_traceback(
+    pull_hub, tmp_path: Path
+) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("keep me")
     with pytest.raises(LocalWriteError, match="is a file, not a directory"):
@@ -49,8 +53,9 @@ def test_meta_dir_blocked_by_a_file_is_a_clear_error(pull_hub, tmp_path: Path) -
         pull_model(MODEL, source="hf", local_dir=target)
 
 
-def test_engine_local_io_error_becomes_a_clear_error(engine_hub, tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_engine_local_io_error_becomes_a_clear_error(
+    engine_hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def broken_disk(fd: int, data: object, offset: int) -> int:
         raise OSError(errno.EIO, "Input/output error")
 
@@ -109,7 +114,9 @@ def test_lock_pull_with_another_source_says_what_to_do(pull_hub, tmp_path: Path)
 # ------------------------------------------------------------- offline answers what was asked
 
 
-def test_offline_pull_honours_source_and_never_hands_out_origin_format(pull_hub, monkeypatch) -> None:
+def test_offline_pull_honours_source_and_never_hands_out_origin_format(
+    pull_hub, monkeypatch
+) -> None:
     hf = pull_model(MODEL, source="hf").path
     origin = pull_model(MODEL, source="openxlab-origin").path  # newest: InternEvo format
     assert (origin / "model_tp0_pp0.pt").is_file()
@@ -135,7 +142,10 @@ def test_offline_dry_run_reports_free_space(pull_hub, monkeypatch) -> None:
 
 def test_verify_wrong_path_is_a_usage_error_not_damage(tmp_path: Path) -> None:
     (tmp_path / "a-file").write_text("x")
-    for target, words in ((tmp_path / "typo", "does not exist"), (tmp_path / "a-file", "is a file")):
+    for target, words in (
+        (tmp_path / "typo", "does not exist"),
+        (tmp_path / "a-file", "is a file"),
+    ):
         with pytest.raises(UsageError, match=words):
             verify(str(target))
         proc = run("verify", str(target))
@@ -162,7 +172,11 @@ def test_verify_ignores_the_partial_work_folder(pull_hub) -> None:
     work.mkdir()
     (work / "extra.bin.part").write_bytes(b"\0" * 100)
     report = verify(path)
-    assert report.ok and report.unlisted == [] and all(not f.path.startswith(".model-zoo") for f in report.files)
+    assert (
+        report.ok
+        and report.unlisted == []
+        and all(not f.path.startswith(".model-zoo") for f in report.files)
+    )
 
 
 # ------------------------------------------------------------- hard-linked snapshots
@@ -209,8 +223,14 @@ def test_verify_against_a_lock_without_the_model_says_so(pull_hub, tmp_path: Pat
     from model_zoo.store.lockfile import LockedFile, LockedModel, make_lock
 
     path = pull_model(MODEL, source="hf").path
-    other = LockedModel("InternLM2-7B-Reward", "hf", "internlm/internlm2-7b-reward", None, "0" * 40,
-                        (LockedFile("config.json", 10, "0" * 64),))
+    other = LockedModel(
+        "InternLM2-7B-Reward",
+        "hf",
+        "internlm/internlm2-7b-reward",
+        None,
+        "0" * 40,
+        (LockedFile("config.json", 10, "0" * 64),),
+    )
     with pytest.raises(UsageError, match="no entry for InternLM2.5-1.8B-Chat"):
         verify(path, lock=make_lock([other]))
     # a directory without a manifest still takes a one-model lock as its reference
@@ -244,8 +264,13 @@ def test_lock_offline_says_why_in_plain_words(monkeypatch: pytest.MonkeyPatch) -
 def test_lock_pull_honours_include_and_exclude(pull_hub, tmp_path: Path) -> None:
     lock = tmp_path / "hf.lock"
     assert run("lock", MODEL, "--source", "hf", "-q", "-o", str(lock)).returncode == 0
-    result = pull_model(MODEL, lock=lock, include=["*.json"], exclude=["tokenizer_config.json"],
-                        local_dir=tmp_path / "json-only")
+    result = pull_model(
+        MODEL,
+        lock=lock,
+        include=["*.json"],
+        exclude=["tokenizer_config.json"],
+        local_dir=tmp_path / "json-only",
+    )
     got = sorted(r.path for r in result.manifest.files)
     assert got and all(p.endswith(".json") for p in got) and "tokenizer_config.json" not in got
     assert not list((tmp_path / "json-only").glob("*.safetensors"))
@@ -271,8 +296,9 @@ def test_verify_advice_for_a_flipped_byte_actually_repairs(pull_hub) -> None:
     assert verify(path).ok
 
 
-def test_offline_pull_into_a_dir_holding_another_model_is_refused(pull_hub, tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_offline_pull_into_a_dir_holding_another_model_is_refused(
+    pull_hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     target = tmp_path / "ckpt"
     pull_model("internlm2-1_8b-reward", source="hf", local_dir=target)
     monkeypatch.setenv("MODEL_ZOO_OFFLINE", "1")
@@ -289,7 +315,9 @@ def test_lock_with_several_models_into_one_local_dir_is_refused(pull_hub, tmp_pa
     proc = run("pull", "--lock", str(lock), "--local-dir", str(target))
     assert proc.returncode == 2 and "name the model" in proc.stderr
     assert not target.exists()
-    one = run("pull", "internlm2-1_8b-reward", "--lock", str(lock), "--local-dir", str(target), "-q")
+    one = run(
+        "pull", "internlm2-1_8b-reward", "--lock", str(lock), "--local-dir", str(target), "-q"
+    )
     assert one.returncode == 0 and Path(one.stdout.strip()) == target, one.stderr
 
 
@@ -299,8 +327,12 @@ def test_lock_with_several_models_into_one_local_dir_is_refused(pull_hub, tmp_pa
 def test_mismatch_on_every_source_says_what_to_do(engine_hub, tmp_path: Path) -> None:
     from model_zoo.errors import FetchFailedError, HashMismatchError
 
-    jobs = jobs_for(engine_hub, protocols=("hf", "modelscope"), paths=["config.json"],
-                    sha_override={"config.json": "0" * 64})
+    jobs = jobs_for(
+        engine_hub,
+        protocols=("hf", "modelscope"),
+        paths=["config.json"],
+        sha_override={"config.json": "0" * 64},
+    )
     with pytest.raises(FetchFailedError) as info:
         fetch(jobs, tmp_path / "out", options=fast_options(retries=0))
     assert isinstance(info.value.first, HashMismatchError) and info.value.exit_code == 3
@@ -314,15 +346,20 @@ def test_download_failed_names_each_source_once(engine_hub, tmp_path: Path) -> N
 
     engine_hub.faults.add(Fault.status(503, times=None, path="config.json"))
     with pytest.raises(FetchFailedError) as info:
-        fetch(jobs_for(engine_hub, paths=["config.json"]), tmp_path / "out",
-              options=fast_options(retries=0))
+        fetch(
+            jobs_for(engine_hub, paths=["config.json"]),
+            tmp_path / "out",
+            options=fast_options(retries=0),
+        )
     assert isinstance(info.value.first, DownloadFailedError)
     message = info.value.message
     assert "hf: hf:" not in message and ".." not in message, message
     assert message.count("hf:") == 1 and "HTTP 503" in message
 
 
-def test_cache_rm_cut_short_leaves_nothing_that_claims_to_be_complete(pull_hub, monkeypatch) -> None:
+def test_cache_rm_cut_short_leaves_nothing_that_claims_to_be_complete(
+    pull_hub, monkeypatch
+) -> None:
     import shutil
 
     path = pull_model(MODEL, source="hf").path
@@ -343,7 +380,10 @@ def test_verify_text_output_reports_unlisted_files(pull_hub) -> None:
     (path / "notes from a colleague.txt").write_text("x")
     proc = run("verify", str(path))
     assert proc.returncode == 0, proc.stderr
-    assert "notes from a colleague.txt" in proc.stderr.replace("\n", "") and "does not list" in proc.stderr
+    assert (
+        "notes from a colleague.txt" in proc.stderr.replace("\n", "")
+        and "does not list" in proc.stderr
+    )
 
 
 def test_verify_reports_a_damaged_config_json(pull_hub, tmp_path: Path) -> None:
@@ -380,8 +420,9 @@ def test_dry_run_counts_what_an_interrupted_pull_kept(own_hub, tmp_path: Path) -
     assert hub.stats.bytes_served() - served == plan.to_download == done.downloaded_bytes
 
 
-def test_resume_on_a_nearly_full_disk_is_not_refused(own_hub, tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resume_on_a_nearly_full_disk_is_not_refused(
+    own_hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import shutil
     from collections import namedtuple
 
@@ -412,5 +453,7 @@ def test_verify_size_mismatch_message_reads_right_and_pull_repairs(pull_hub) -> 
     with pytest.raises(SizeMismatchError) as info:
         verify(path).raise_for_problems()
     message = info.value.message
-    assert "more problem(s); see `model-zoo verify --json`). Pull again to repair." in message, message
+    assert "more problem(s); see `model-zoo verify --json`). Pull again to repair." in message, (
+        message
+    )
     assert pull_model(MODEL, source="hf").downloaded_bytes > 0 and verify(path).ok

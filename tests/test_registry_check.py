@@ -35,7 +35,9 @@ def _find(problems: list[RegistryProblem], entry: str | None, field: str | None)
     for p in problems:
         if p.entry == entry and p.field == field:
             return p
-    raise AssertionError(f"no problem for entry={entry!r} field={field!r} in:\n" + "\n".join(map(str, problems)))
+    raise AssertionError(
+        f"no problem for entry={entry!r} field={field!r} in:\n" + "\n".join(map(str, problems))
+    )
 
 
 def test_mini_registry_is_valid(write_registry: Writer) -> None:
@@ -59,34 +61,93 @@ PROBLEM_CASES = [
     (_entry("E6", sources="{hf: org/x6, openxlab: null}"), "E6", "sources.openxlab", "no repo id"),
     (_entry("E7", sources="{hf: ''}"), "E7", "sources.hf", "no repo id"),
     (_entry("E8", sources="{}"), "E8", "sources", "at least one source"),
-    (_entry("E9", "kind: reward", sources="{hf: org/x9}").replace("kind: base, ", ""), "E9",
-     "reward.reward_token_id", "reward_token_id"),
-    (_entry("E10", "reward: {rewardbench: 50}", sources="{hf: org/x10}").replace("kind: base", "kind: reward"),
-     "E10", "reward.reward_token_id", "required"),
-    (_entry("E11", "reward: {reward_token_id: 3}", sources="{hf: org/x11}"), "E11", "reward", "only reward models"),
-    (_entry("E12", "family: nope", sources="{hf: org/x12}").replace("family: demo, ", ""), "E12", "family", "unknown family"),
+    (
+        _entry("E9", "kind: reward", sources="{hf: org/x9}").replace("kind: base, ", ""),
+        "E9",
+        "reward.reward_token_id",
+        "reward_token_id",
+    ),
+    (
+        _entry("E10", "reward: {rewardbench: 50}", sources="{hf: org/x10}").replace(
+            "kind: base", "kind: reward"
+        ),
+        "E10",
+        "reward.reward_token_id",
+        "required",
+    ),
+    (
+        _entry("E11", "reward: {reward_token_id: 3}", sources="{hf: org/x11}"),
+        "E11",
+        "reward",
+        "only reward models",
+    ),
+    (
+        _entry("E12", "family: nope", sources="{hf: org/x12}").replace("family: demo, ", ""),
+        "E12",
+        "family",
+        "unknown family",
+    ),
     (_entry("E13", "dims: huge", sources="{hf: org/x13}"), "E13", "dims", "unknown shape"),
-    (_entry("E14", "dims: {preset: tiny, heads: 3}", sources="{hf: org/x14}"), "E14", "dims.kv_heads", "multiple"),
+    (
+        _entry("E14", "dims: {preset: tiny, heads: 3}", sources="{hf: org/x14}"),
+        "E14",
+        "dims.kv_heads",
+        "multiple",
+    ),
     (_entry("E15", "dims: {hidden: 64}", sources="{hf: org/x15}"), "E15", "dims.layers", "missing"),
-    (_entry("E16", "kind: giant", sources="{hf: org/x16}").replace("kind: base, ", ""), "E16", "kind", "Input should be"),
-    (_entry("E17", "released: 2024-13-01", sources="{hf: org/x17}").replace("released: 2024-01-01, ", ""),
-     "E17", "released", "date"),
+    (
+        _entry("E16", "kind: giant", sources="{hf: org/x16}").replace("kind: base, ", ""),
+        "E16",
+        "kind",
+        "Input should be",
+    ),
+    (
+        _entry("E17", "released: 2024-13-01", sources="{hf: org/x17}").replace(
+            "released: 2024-01-01, ", ""
+        ),
+        "E17",
+        "released",
+        "date",
+    ),
     (_entry("E18", sources="{hf: org/x18}").replace("size: 1B, ", ""), "E18", "size", "required"),
-    (_entry("E19", "size: huge", sources="{hf: org/x19}").replace("size: 1B, ", ""), "E19", "size", "like 7B"),
-    (_entry("E20", "generation_defaults: {top_p: 0.9}", sources="{hf: org/x20}"), "E20",
-     "generation_defaults", "chat kinds"),
+    (
+        _entry("E19", "size: huge", sources="{hf: org/x19}").replace("size: 1B, ", ""),
+        "E19",
+        "size",
+        "like 7B",
+    ),
+    (
+        _entry("E20", "generation_defaults: {top_p: 0.9}", sources="{hf: org/x20}"),
+        "E20",
+        "generation_defaults",
+        "chat kinds",
+    ),
     (_entry("E21", "updated: 2023-01-01", sources="{hf: org/x21}"), "E21", "updated", "earlier"),
-    (_entry("E22", "dims: tiny, params_b: 3", sources="{hf: org/x22}"), "E22", "params_b", "computed from dims"),
+    (
+        _entry("E22", "dims: tiny, params_b: 3", sources="{hf: org/x22}"),
+        "E22",
+        "params_b",
+        "computed from dims",
+    ),
     (_entry("E23", "aliases: ['has/slash']", sources="{hf: org/x23}"), "E23", "aliases", "no '/'"),
-    (_entry("E24", "weight_format: gguf", sources="{hf: org/x24}"), "E24", "weight_format", "safetensors"),
+    (
+        _entry("E24", "weight_format: gguf", sources="{hf: org/x24}"),
+        "E24",
+        "weight_format",
+        "safetensors",
+    ),
     (_entry("Bad Name!", sources="{hf: org/x25}"), "Bad Name!", "name", "pattern"),
 ]
 
 
 @pytest.mark.parametrize(
-    ("models", "entry", "field", "says"), PROBLEM_CASES, ids=[f"{c[1]}-{c[2]}" for c in PROBLEM_CASES]
+    ("models", "entry", "field", "says"),
+    PROBLEM_CASES,
+    ids=[f"{c[1]}-{c[2]}" for c in PROBLEM_CASES],
 )
-def test_each_problem_names_entry_and_field(write_registry: Writer, models: str, entry: str, field: str, says: str) -> None:
+def test_each_problem_names_entry_and_field(
+    write_registry: Writer, models: str, entry: str, field: str, says: str
+) -> None:
     found = _find(_problems(write_registry, models), entry, field)
     assert says in found.message, str(found)
     assert entry in str(found) and field in str(found)
@@ -95,14 +156,16 @@ def test_each_problem_names_entry_and_field(write_registry: Writer, models: str,
 @pytest.mark.parametrize(
     ("models", "entry", "field"),
     [
-    (_entry("Demo-1B", sources="{hf: org/d1}"), "Demo-1B", "name"),
-    (_entry("D2", "aliases: [Demo-Chat-1B]", sources="{hf: org/d2}"), "D2", "aliases"),
-    (_entry("D3", "slug: demo-1b", sources="{hf: org/d3}"), "D3", "slug"),
-    (_entry("D4", sources="{modelscope: demo-org/DEMO-1B}"), "D4", "sources.modelscope"),
-    (_entry("D5", "aliases: [demo-1b-chat]", sources="{hf: org/d5}"), "D5", "aliases"),
+        (_entry("Demo-1B", sources="{hf: org/d1}"), "Demo-1B", "name"),
+        (_entry("D2", "aliases: [Demo-Chat-1B]", sources="{hf: org/d2}"), "D2", "aliases"),
+        (_entry("D3", "slug: demo-1b", sources="{hf: org/d3}"), "D3", "slug"),
+        (_entry("D4", sources="{modelscope: demo-org/DEMO-1B}"), "D4", "sources.modelscope"),
+        (_entry("D5", "aliases: [demo-1b-chat]", sources="{hf: org/d5}"), "D5", "aliases"),
     ],
 )
-def test_duplicates_across_entries(write_registry: Writer, models: str, entry: str, field: str) -> None:
+def test_duplicates_across_entries(
+    write_registry: Writer, models: str, entry: str, field: str
+) -> None:
     found = _find(_problems(write_registry, models), entry, field)
     assert "already used by entry" in found.message
 
@@ -117,7 +180,13 @@ def test_every_problem_is_listed_at_once(write_registry: Writer) -> None:
     path = write_registry(MINI_REGISTRY.replace("models:\n", "surprise: 1\nmodels:\n") + models)
     problems = check_registry_file(path, standalone=True)
     where = {(p.entry, p.field) for p in problems}
-    assert {("M1", "colour"), ("M2", "sources.hf"), ("M3", "reward"), ("Demo-1B", "name"), (None, "surprise")} <= where
+    assert {
+        ("M1", "colour"),
+        ("M2", "sources.hf"),
+        ("M3", "reward"),
+        ("Demo-1B", "name"),
+        (None, "surprise"),
+    } <= where
     with pytest.raises(RegistryError) as info:
         load_registry(path)
     err = info.value
@@ -127,7 +196,9 @@ def test_every_problem_is_listed_at_once(write_registry: Writer) -> None:
 
 
 def test_yaml_syntax_error_gives_line(write_registry: Writer) -> None:
-    problems = check_registry_file(write_registry("models:\n  - name: [unclosed\n"), standalone=True)
+    problems = check_registry_file(
+        write_registry("models:\n  - name: [unclosed\n"), standalone=True
+    )
     assert len(problems) == 1 and "not valid YAML (line" in problems[0].message
 
 
@@ -141,16 +212,24 @@ def test_family_and_shape_problems_are_reported_once(write_registry: Writer) -> 
     text = MINI_REGISTRY.replace(
         "defaults: {architecture: InternLM2ForCausalLM, weight_format: safetensors}",
         "defaults: {architecture: InternLM2ForCausalLM, weight_format: safetensors, flavour: sweet}",
-    ).replace("shapes:\n", "shapes:\n  loop-a: {preset: loop-b}\n  loop-b: {preset: loop-a}\n  part: {hidden: 8}\n")
+    ).replace(
+        "shapes:\n",
+        "shapes:\n  loop-a: {preset: loop-b}\n  loop-b: {preset: loop-a}\n  part: {hidden: 8}\n",
+    )
     problems = check_registry_file(write_registry(text), standalone=True)
-    assert [p.field for p in problems if "flavour" in (p.field or "")] == ["families.demo.defaults.flavour"]
+    assert [p.field for p in problems if "flavour" in (p.field or "")] == [
+        "families.demo.defaults.flavour"
+    ]
     assert any("preset cycle" in p.message for p in problems)
     assert any(p.field == "shapes.part.layers" for p in problems)
 
 
 def test_missing_file_and_non_mapping(write_registry: Writer, tmp_path: Path) -> None:
     assert "file not found" in check_registry_file(tmp_path / "nope.yaml")[0].message
-    assert "YAML mapping" in check_registry_file(write_registry("- 1\n- 2\n"), standalone=True)[0].message
+    assert (
+        "YAML mapping"
+        in check_registry_file(write_registry("- 1\n- 2\n"), standalone=True)[0].message
+    )
     with pytest.raises(RegistryError):
         load_registry(tmp_path / "nope.yaml")
 
@@ -174,25 +253,34 @@ models:
 """
 
 
-def test_overlay_extends_and_overrides(write_registry: Writer, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_overlay_extends_and_overrides(
+    write_registry: Writer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     user = write_registry(OVERLAY, "user.yaml")
     monkeypatch.setenv("MODEL_ZOO_REGISTRY", str(user))
     reg = load_registry()
     assert len(reg) == 42
     ft = reg.get("MyLab/internlm2_5-7b-ft")
     assert ft.name == "My-InternLM2.5-7B-FT" and ft.origin == str(user)
-    assert ft.chat_format == "chatml" and ft.generation_defaults.stop_token_ids == (2, 92542)  # family defaults
+    assert ft.chat_format == "chatml" and ft.generation_defaults.stop_token_ids == (
+        2,
+        92542,
+    )  # family defaults
     assert reg.get("my_ft") == ft
     chat = reg.get("InternLM2.5-7B-Chat")
     assert chat.sources["hf"] == "mirror-org/internlm2_5-7b-chat"
-    assert chat.sources["modelscope"] == "Shanghai_AI_Laboratory/internlm2_5-7b-chat"  # merged, not replaced
+    assert (
+        chat.sources["modelscope"] == "Shanghai_AI_Laboratory/internlm2_5-7b-chat"
+    )  # merged, not replaced
     assert chat.generation_defaults.temperature == 0.2 and chat.generation_defaults.top_p == 0.8
     assert check_registry_file(user) == []  # a partial override is fine laid over the built-in
     standalone = check_registry_file(user, standalone=True)
     assert any(p.entry == "InternLM2.5-7B-Chat" and p.field == "family" for p in standalone)
 
 
-def test_overlay_problems_name_the_user_file(write_registry: Writer, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_overlay_problems_name_the_user_file(
+    write_registry: Writer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     user = write_registry(
         "models:\n  - {name: Mine, aliases: [internlm3], family: internlm3, size: 8B, kind: base,\n"
         "     released: 2025-02-01, sources: {hf: me/mine}}\n",

@@ -31,7 +31,12 @@ NAMESPACE = {
     "openxlab": "OpenLMLab",
     "openxlab-origin": "OpenLMLab",
 }
-INTERNLM_ARCHS = {"InternLM2ForCausalLM", "InternLM2ForRewardModel", "InternLM3ForCausalLM", "InternLMForCausalLM"}
+INTERNLM_ARCHS = {
+    "InternLM2ForCausalLM",
+    "InternLM2ForRewardModel",
+    "InternLM3ForCausalLM",
+    "InternLMForCausalLM",
+}
 # The InternLM-Math README and the StepProver model cards link HuggingFace only.
 HF_ONLY_FAMILIES = {"internlm2-step-prover", "internlm2.5-step-prover"}
 # Apache-2.0 for code and weights: InternLM3 (model card, InternLM README) and POLAR (POLAR README).
@@ -45,14 +50,29 @@ def test_builtin_registry_has_no_problems() -> None:
 def test_every_family_and_expected_count() -> None:
     assert len(ENTRIES) == 41
     assert set(REGISTRY.families) == {
-        "internlm", "internlm2", "internlm2.5", "internlm2-math", "internlm2-math-plus",
-        "internlm2-reward", "internlm3", "polar", "internlm2-step-prover", "internlm2.5-step-prover",
+        "internlm",
+        "internlm2",
+        "internlm2.5",
+        "internlm2-math",
+        "internlm2-math-plus",
+        "internlm2-reward",
+        "internlm3",
+        "polar",
+        "internlm2-step-prover",
+        "internlm2.5-step-prover",
     }
     counts = {fam: sum(m.family == fam for m in ENTRIES) for fam in REGISTRY.families}
     assert counts == {
-        "internlm3": 1, "internlm2.5": 7, "internlm2-reward": 3, "internlm2": 11,
-        "internlm2-math-plus": 4, "internlm2-math": 4, "internlm": 4,
-        "polar": 4, "internlm2-step-prover": 1, "internlm2.5-step-prover": 2,
+        "internlm3": 1,
+        "internlm2.5": 7,
+        "internlm2-reward": 3,
+        "internlm2": 11,
+        "internlm2-math-plus": 4,
+        "internlm2-math": 4,
+        "internlm": 4,
+        "polar": 4,
+        "internlm2-step-prover": 1,
+        "internlm2.5-step-prover": 2,
     }
 
 
@@ -60,7 +80,9 @@ def test_names_slugs_aliases_unique_even_when_folded() -> None:
     seen: dict[str, str] = {}
     for m in ENTRIES:
         for key in {fold(k) for k in (m.name, m.slug, *m.aliases)}:
-            assert seen.setdefault(key, m.name) == m.name, f"{key!r} used by {seen[key]} and {m.name}"
+            assert seen.setdefault(key, m.name) == m.name, (
+                f"{key!r} used by {seen[key]} and {m.name}"
+            )
 
 
 def test_repo_ids_unique_across_entries() -> None:
@@ -172,15 +194,19 @@ def test_dims_params_and_context(m: ModelInfo) -> None:
     assert m.params_from == "dims"
     size_b = float(m.size.rstrip("B"))
     assert 0.9 * size_b <= m.params_b <= 1.15 * size_b, (m.size, m.params_b)
-    expected_context = 1 << 20 if m.kind == "chat-1m" else 16384 if m.family == "polar" else d.max_positions
+    expected_context = (
+        1 << 20 if m.kind == "chat-1m" else 16384 if m.family == "polar" else d.max_positions
+    )
     assert m.context_length == expected_context
 
 
 def test_architectures_by_family() -> None:
     for m in ENTRIES:
         expected = {
-            "internlm3": "InternLM3ForCausalLM", "internlm": "InternLMForCausalLM",
-            "internlm2-reward": "InternLM2ForRewardModel", "polar": "InternLM2ForRewardModel",
+            "internlm3": "InternLM3ForCausalLM",
+            "internlm": "InternLMForCausalLM",
+            "internlm2-reward": "InternLM2ForRewardModel",
+            "polar": "InternLM2ForRewardModel",
         }.get(m.family, "InternLM2ForCausalLM")
         if m.name == "InternLM2-Math-Plus-Mixtral8x22B":
             expected = "MixtralForCausalLM"

@@ -21,9 +21,15 @@ _SCRIPT = Path(sys.executable).with_name("model-zoo")
 CLI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "model_zoo.cli.main"]
 
 
-def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*CLI, *args], capture_output=True, text=True, timeout=120, cwd=cwd,
+        [*CLI, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
         env={**os.environ, **(env or {})},
     )
 
@@ -39,14 +45,22 @@ def assert_clean_usage_error(proc: subprocess.CompletedProcess[str], *needles: s
 
 
 def test_overlay_that_is_a_directory_is_a_config_error(tmp_path: Path) -> None:
-    proc = run("list", env={"MODEL_ZOO_REGISTRY": str(tmp_path), "MODEL_ZOO_HOME": str(tmp_path / "home")})
+    proc = run(
+        "list", env={"MODEL_ZOO_REGISTRY": str(tmp_path), "MODEL_ZOO_HOME": str(tmp_path / "home")}
+    )
     assert_clean_usage_error(proc, "is a directory", "MODEL_ZOO_REGISTRY")
 
 
 def test_dev_null_overlay_is_an_empty_overlay(tmp_path: Path) -> None:
-    proc = run("list", "--json", env={"MODEL_ZOO_REGISTRY": os.devnull, "MODEL_ZOO_HOME": str(tmp_path / "home")})
+    proc = run(
+        "list",
+        "--json",
+        env={"MODEL_ZOO_REGISTRY": os.devnull, "MODEL_ZOO_HOME": str(tmp_path / "home")},
+    )
     assert proc.returncode == 0, proc.stderr
-    builtin = load_registry(settings=load_settings({"MODEL_ZOO_CONFIG": os.devnull, "HOME": str(tmp_path)}))
+    builtin = load_registry(
+        settings=load_settings({"MODEL_ZOO_CONFIG": os.devnull, "HOME": str(tmp_path)})
+    )
     assert [m["name"] for m in json.loads(proc.stdout)] == [m.name for m in builtin]
 
 
@@ -63,8 +77,11 @@ def test_registry_check_on_a_missing_file_says_not_found(tmp_path: Path) -> None
 
 def test_valid_overlay_still_loads(write_registry: Callable[..., Path], tmp_path: Path) -> None:
     overlay = write_registry(MINI_REGISTRY)
-    proc = run("info", "demo-org/demo-1b-chat", env={"MODEL_ZOO_REGISTRY": str(overlay),
-                                                      "MODEL_ZOO_HOME": str(tmp_path / "home")})
+    proc = run(
+        "info",
+        "demo-org/demo-1b-chat",
+        env={"MODEL_ZOO_REGISTRY": str(overlay), "MODEL_ZOO_HOME": str(tmp_path / "home")},
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[0].split() == ["name", "Demo-1B-Chat"]
 

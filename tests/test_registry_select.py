@@ -59,7 +59,15 @@ def test_memory_without_dims_uses_stated_allowance() -> None:
 
 @pytest.mark.parametrize(
     ("text", "gib"),
-    [("24GB", 24.0), ("24 GiB", 24.0), ("24g", 24.0), ("80", 80.0), ("12288MB", 12.0), ("1T", 1024.0), (16, 16.0)],
+    [
+        ("24GB", 24.0),
+        ("24 GiB", 24.0),
+        ("24g", 24.0),
+        ("80", 80.0),
+        ("12288MB", 12.0),
+        ("1T", 1024.0),
+        (16, 16.0),
+    ],
 )
 def test_parse_memory(text: str | int, gib: float) -> None:
     assert memory.parse_memory(text) == pytest.approx(gib)
@@ -71,7 +79,9 @@ def test_parse_memory_rejects(text: str) -> None:
         memory.parse_memory(text)
 
 
-@pytest.mark.parametrize(("size", "billions"), [("7B", 7.0), ("1.8B", 1.8), ("8x22B", 176.0), ("500M", 0.5)])
+@pytest.mark.parametrize(
+    ("size", "billions"), [("7B", 7.0), ("1.8B", 1.8), ("8x22B", 176.0), ("500M", 0.5)]
+)
 def test_params_from_size(size: str, billions: float) -> None:
     assert memory.params_from_size(size) == pytest.approx(billions)
 
@@ -125,14 +135,26 @@ def test_select_nothing_fits() -> None:
 
 def test_filters() -> None:
     assert {m.name for m in list_models(family="internlm2_5", kind="chat")} == {
-        "InternLM2.5-1.8B-Chat", "InternLM2.5-7B-Chat", "InternLM2.5-20B-Chat",
+        "InternLM2.5-1.8B-Chat",
+        "InternLM2.5-7B-Chat",
+        "InternLM2.5-20B-Chat",
     }
     assert [m.name for m in list_models(source="modelers")] == ["InternLM3-8B-Instruct"]
-    assert list_models(source=" ModelScope ") == list_models(source="modelscope")  # folded like --source
-    assert all(m.size == "1.8B" for m in list_models(size="1_8b")) and len(list_models(size="1.8b")) == 10
-    assert {m.name for m in list_models(context_min=200_000)} == {"InternLM2.5-7B-Chat-1M", "InternLM2.5-20B"}
+    assert list_models(source=" ModelScope ") == list_models(
+        source="modelscope"
+    )  # folded like --source
+    assert (
+        all(m.size == "1.8B" for m in list_models(size="1_8b"))
+        and len(list_models(size="1.8b")) == 10
+    )
+    assert {m.name for m in list_models(context_min=200_000)} == {
+        "InternLM2.5-7B-Chat-1M",
+        "InternLM2.5-20B",
+    }
     assert all(m.generation == 2.5 for m in list_models(generation=2.5))
-    assert [m.name for m in list_models()] == [m.name for m in list_models(kind=None)]  # registry order
+    assert [m.name for m in list_models()] == [
+        m.name for m in list_models(kind=None)
+    ]  # registry order
 
 
 @pytest.mark.parametrize(
@@ -154,8 +176,14 @@ def test_unknown_filter_values_are_errors_that_list_choices(kwargs: dict, word: 
 
 def test_search() -> None:
     assert {m.name for m in search("reward")} == {
-        "InternLM2-1.8B-Reward", "InternLM2-7B-Reward", "InternLM2-20B-Reward",
-        "POLAR-1.8B-Base", "POLAR-1.8B", "POLAR-7B-Base", "POLAR-7B", "InternLM2.5-StepProver-Critic",
+        "InternLM2-1.8B-Reward",
+        "InternLM2-7B-Reward",
+        "InternLM2-20B-Reward",
+        "POLAR-1.8B-Base",
+        "POLAR-1.8B",
+        "POLAR-7B-Base",
+        "POLAR-7B",
+        "InternLM2.5-StepProver-Critic",
     }
     assert [m.name for m in search("mixtral")] == ["InternLM2-Math-Plus-Mixtral8x22B"]
     hits = [m.name for m in search("7b chat")]

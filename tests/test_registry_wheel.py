@@ -21,12 +21,13 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_wheel_contains_registry_and_installed_copy_loads_it(tmp_path: Path) -> None:
     dist = tmp_path / "dist"
-    build = (
-        "import sys; from hatchling.build import build_wheel; "
-        "print(build_wheel(sys.argv[1]))"
-    )
+    build = "import sys; from hatchling.build import build_wheel; print(build_wheel(sys.argv[1]))"
     out = subprocess.run(
-        [sys.executable, "-c", build, str(dist)], cwd=REPO, capture_output=True, text=True, check=True
+        [sys.executable, "-c", build, str(dist)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     wheel = dist / out.stdout.strip().splitlines()[-1]
     with zipfile.ZipFile(wheel) as zf:
@@ -37,8 +38,20 @@ def test_wheel_contains_registry_and_installed_copy_loads_it(tmp_path: Path) -> 
 
     site = tmp_path / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", "--target", str(site), str(wheel)],
-        check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-index",
+            "--target",
+            str(site),
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
     )
     probe = (
         "import json, model_zoo\n"
@@ -49,7 +62,12 @@ def test_wheel_contains_registry_and_installed_copy_loads_it(tmp_path: Path) -> 
     )
     env = {**os.environ, "PYTHONPATH": str(site)}
     result = subprocess.run(
-        [sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-c", probe],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     seen = json.loads(result.stdout)
     assert Path(seen["package"]).is_relative_to(site)

@@ -23,19 +23,34 @@ CONVS = [conv("hi", "hello"), conv("2+2?", "4"), conv("2+2?", "5")]
 OPTS = ["--device", "cpu", "--dtype", "float32"]
 
 
-def test_score_writes_jsonl_in_input_order(tmp_path: Path, tiny_reward_fp32: Path, tiny_rm: RewardModel) -> None:
+def test_score_writes_jsonl_in_input_order(
+    tmp_path: Path, tiny_reward_fp32: Path, tiny_rm: RewardModel
+) -> None:
     src = tmp_path / "in.jsonl"
-    src.write_text(json.dumps(CONVS[0]) + "\n\n" + json.dumps({"id": "b", "messages": CONVS[1]}) + "\n"
-                   + json.dumps(CONVS[2]) + "\n")
+    src.write_text(
+        json.dumps(CONVS[0])
+        + "\n\n"
+        + json.dumps({"id": "b", "messages": CONVS[1]})
+        + "\n"
+        + json.dumps(CONVS[2])
+        + "\n"
+    )
     out = tmp_path / "out" / "scores.jsonl"
-    assert main(["score", str(tiny_reward_fp32), "--input", str(src), "--output", str(out), "-q", *OPTS]) == 0
+    assert (
+        main(
+            ["score", str(tiny_reward_fp32), "--input", str(src), "--output", str(out), "-q", *OPTS]
+        )
+        == 0
+    )
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["index"] for r in rows] == [0, 1, 2] and rows[1]["id"] == "b" and "id" not in rows[0]
     assert [r["score"] for r in rows] == pytest.approx(tiny_rm.score_batch(CONVS), abs=1e-5)
     assert [p.name for p in out.parent.iterdir()] == ["scores.jsonl"]  # no temp file left behind
 
 
-def test_score_refuses_a_bad_line_before_loading(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_score_refuses_a_bad_line_before_loading(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     src = tmp_path / "in.jsonl"
     src.write_text(json.dumps(CONVS[0]) + "\n" + '[{"role": "user"}]\n')
     assert main(["score", str(tmp_path / "no-such-model-dir"), "--input", str(src)]) == 2
@@ -43,8 +58,9 @@ def test_score_refuses_a_bad_line_before_loading(tmp_path: Path, capsys: pytest.
     assert f"{src}:2[0].content" in err.replace("\n", "")
 
 
-def test_compare_json(tmp_path: Path, tiny_reward_fp32: Path, tiny_rm: RewardModel,
-                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_compare_json(
+    tmp_path: Path, tiny_reward_fp32: Path, tiny_rm: RewardModel, capsys: pytest.CaptureFixture[str]
+) -> None:
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     a.write_text(json.dumps(CONVS[1]))
     b.write_text(json.dumps({"messages": CONVS[2]}))
@@ -55,11 +71,25 @@ def test_compare_json(tmp_path: Path, tiny_reward_fp32: Path, tiny_rm: RewardMod
     assert out["better"] == ("a" if sa > sb else "b") and out["a_better"] is (sa > sb)
 
 
-def test_serve_reward_process_with_api_key_and_sigterm(tiny_reward_fp32: Path, tiny_rm: RewardModel) -> None:
+def test_serve_reward_process_with_api_key_and_sigterm(
+    tiny_reward_fp32: Path, tiny_rm: RewardModel
+) -> None:
     env = {**os.environ, "MODEL_ZOO_API_KEY": "k-123", "RAY_USAGE_STATS_ENABLED": "0"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "model_zoo.cli.main", "serve-reward", str(tiny_reward_fp32), "--port", "0", *OPTS],
-        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "model_zoo.cli.main",
+            "serve-reward",
+            str(tiny_reward_fp32),
+            "--port",
+            "0",
+            *OPTS,
+        ],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=env,
     )
     try:
         url = None
@@ -74,7 +104,9 @@ def test_serve_reward_process_with_api_key_and_sigterm(tiny_reward_fp32: Path, t
         assert url, "the server never said where it listens"
         body = {"conversations": CONVS}
         assert httpx.post(url + "/v1/score", json=body, timeout=30).status_code == 401
-        r = httpx.post(url + "/v1/score", json=body, headers={"Authorization": "Bearer k-123"}, timeout=30)
+        r = httpx.post(
+            url + "/v1/score", json=body, headers={"Authorization": "Bearer k-123"}, timeout=30
+        )
         assert r.json()["scores"] == pytest.approx(tiny_rm.score_batch(CONVS), abs=1e-5)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
@@ -87,8 +119,21 @@ def test_serve_reward_process_with_api_key_and_sigterm(tiny_reward_fp32: Path, t
 
 def _serve(checkpoint: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "model_zoo.cli.main", "serve-reward", str(checkpoint), "--port", "0", *OPTS, *extra],
-        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+        [
+            sys.executable,
+            "-m",
+            "model_zoo.cli.main",
+            "serve-reward",
+            str(checkpoint),
+            "--port",
+            "0",
+            *OPTS,
+            *extra,
+        ],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
     assert proc.stderr is not None
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -105,7 +150,7 @@ def _serve(checkpoint: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
 def _stalled_request(port: str) -> socket.socket:
     """A request whose body never finishes: the drain waits for it."""
     s = socket.create_connection(("127.0.0.1", int(port)), timeout=10)
-    s.sendall(b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"texts\"")
+    s.sendall(b'POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"texts"')
     time.sleep(0.3)
     return s
 
@@ -139,7 +184,9 @@ def test_serve_reward_drain_timeout_and_a_second_signal(tiny_reward_fp32: Path) 
 
 
 @pytest.mark.parametrize("flag", ["--request-timeout", "--drain-timeout"])
-def test_serve_reward_refuses_a_timeout_that_is_not_positive(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_serve_reward_refuses_a_timeout_that_is_not_positive(
+    flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     from model_zoo.cli.main import main
 
     assert main(["serve-reward", "internlm2-1_8b-reward", flag, "0"]) == 2

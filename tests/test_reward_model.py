@@ -31,7 +31,9 @@ CONVS = [
 
 def chatml(conversation: list[dict[str, str]]) -> str:
     """ChatML as the facts file describes it (section 5), bos first, no generation prompt."""
-    return "<s>" + "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in conversation)
+    return "<s>" + "".join(
+        f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in conversation
+    )
 
 
 def reward_token_id(path: Path) -> int:
@@ -39,7 +41,9 @@ def reward_token_id(path: Path) -> int:
 
 
 def expected_ids(rm: RewardModel, path: Path, conversation: list[dict[str, str]]) -> list[int]:
-    return rm.codec.tokenizer.encode(chatml(conversation), add_special_tokens=False) + [reward_token_id(path)]
+    return rm.codec.tokenizer.encode(chatml(conversation), add_special_tokens=False) + [
+        reward_token_id(path)
+    ]
 
 
 def test_scores_equal_an_independent_forward(tiny_rm: RewardModel, tiny_reward_fp32: Path) -> None:
@@ -58,7 +62,9 @@ def rm_token(rm: RewardModel) -> int:
     return rm.reward_token_id
 
 
-def test_reward_token_is_appended_exactly_once(tiny_rm: RewardModel, tiny_reward_fp32: Path) -> None:
+def test_reward_token_is_appended_exactly_once(
+    tiny_rm: RewardModel, tiny_reward_fp32: Path
+) -> None:
     text = chatml(CONVS[0])
     with_token = text + "[UNUSED_TOKEN_130]"
     plain, marked = tiny_rm.encode_texts([text, with_token])
@@ -66,7 +72,9 @@ def test_reward_token_is_appended_exactly_once(tiny_rm: RewardModel, tiny_reward
     s_conv = tiny_rm.score(CONVS[0])
     s_plain, s_marked = tiny_rm.score_text([text, with_token])
     s_ids = tiny_rm.score_ids([plain[:-1], plain])
-    assert s_plain == pytest.approx(s_conv, abs=1e-6) and s_marked == pytest.approx(s_conv, abs=1e-6)
+    assert s_plain == pytest.approx(s_conv, abs=1e-6) and s_marked == pytest.approx(
+        s_conv, abs=1e-6
+    )
     assert s_ids == pytest.approx([s_conv, s_conv], abs=1e-6)
     # the token counts: a sequence without it scores differently (what /pooling servers get wrong)
     assert tiny_rm.scorer.score_ids([plain[:-1]])[0] != pytest.approx(s_conv, abs=1e-3)
@@ -75,8 +83,13 @@ def test_reward_token_is_appended_exactly_once(tiny_rm: RewardModel, tiny_reward
 def test_batch_equals_one_at_a_time_in_input_order(tiny_rm: RewardModel) -> None:
     rng = random.Random(0)
     words = "the cat sat on a mat and then it ran far away from home".split()
-    convs = [conv(" ".join(rng.choices(words, k=rng.randint(1, 6))), " ".join(rng.choices(words, k=rng.randint(0, 8))))
-             for _ in range(14)]
+    convs = [
+        conv(
+            " ".join(rng.choices(words, k=rng.randint(1, 6))),
+            " ".join(rng.choices(words, k=rng.randint(0, 8))),
+        )
+        for _ in range(14)
+    ]
     singles = [tiny_rm.score(c) for c in convs]
     before = tiny_rm.scorer.forward_passes
     batched = tiny_rm.score_batch(convs, max_tokens_per_batch=120, batch_size=5)
@@ -84,7 +97,9 @@ def test_batch_equals_one_at_a_time_in_input_order(tiny_rm: RewardModel) -> None
     assert batched == pytest.approx(singles, abs=1e-4)
     perm = list(range(len(convs)))
     rng.shuffle(perm)
-    assert tiny_rm.score_batch([convs[i] for i in perm]) == pytest.approx([singles[i] for i in perm], abs=1e-4)
+    assert tiny_rm.score_batch([convs[i] for i in perm]) == pytest.approx(
+        [singles[i] for i in perm], abs=1e-4
+    )
 
 
 def test_rank_order_best_of_compare(tiny_rm: RewardModel) -> None:
@@ -104,19 +119,31 @@ def test_overlong_conversations(tiny_rm: RewardModel, tiny_reward_fp32: Path) ->
     assert len(full) > tiny_rm.max_length
     with pytest.raises(InputTooLongError) as exc:
         tiny_rm.score_batch([CONVS[0], long])
-    assert exc.value.index == 1 and exc.value.tokens == len(full) and exc.value.limit == tiny_rm.max_length
-    kept = full[-tiny_rm.max_length:]
+    assert (
+        exc.value.index == 1
+        and exc.value.tokens == len(full)
+        and exc.value.limit == tiny_rm.max_length
+    )
+    kept = full[-tiny_rm.max_length :]
     assert tiny_rm.encode_conversations([long], truncate=True)[0] == kept
-    assert tiny_rm.score(long, truncate=True) == pytest.approx(reference_score(tiny_reward_fp32, kept), abs=1e-4)
+    assert tiny_rm.score(long, truncate=True) == pytest.approx(
+        reference_score(tiny_reward_fp32, kept), abs=1e-4
+    )
 
 
 def test_openrlhf_query_through_the_server(tiny_rm: RewardModel, tiny_reward_fp32: Path) -> None:
     """Left-padded, already-templated queries as OpenRLHF decodes them (pad = </s>)."""
     queries = ["</s></s>" + chatml(CONVS[1]), chatml(CONVS[2])]
     with RewardServer(tiny_rm) as server:
-        out = httpx.post(server.url + "/get_reward", json={"query": queries, "prompts": ["p", "p"], "labels": [None, None]},
-                         timeout=30).json()
-    want = [reference_score(tiny_reward_fp32, expected_ids(tiny_rm, tiny_reward_fp32, c)) for c in CONVS[1:3]]
+        out = httpx.post(
+            server.url + "/get_reward",
+            json={"query": queries, "prompts": ["p", "p"], "labels": [None, None]},
+            timeout=30,
+        ).json()
+    want = [
+        reference_score(tiny_reward_fp32, expected_ids(tiny_rm, tiny_reward_fp32, c))
+        for c in CONVS[1:3]
+    ]
     assert out["rewards"] == pytest.approx(want, abs=1e-4)
 
 
@@ -137,7 +164,9 @@ def test_concurrent_clients_on_the_real_model(tiny_rm: RewardModel) -> None:
 
         def one(i: int) -> None:
             barrier.wait()
-            got[i] = httpx.post(server.url + "/v1/score", json={"conversations": [CONVS[i]]}, timeout=30).json()["scores"][0]
+            got[i] = httpx.post(
+                server.url + "/v1/score", json={"conversations": [CONVS[i]]}, timeout=30
+            ).json()["scores"][0]
 
         threads = [threading.Thread(target=one, args=(i,)) for i in range(len(CONVS))]
         for t in threads:

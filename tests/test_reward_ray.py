@@ -27,7 +27,9 @@ def ray_rm(tiny_reward_fp32: Path) -> Iterator[RewardModel]:
     from model_zoo.reward.ray import init_local_ray, load_reward_ray
 
     init_local_ray(num_cpus=2)
-    rm = load_reward_ray(tiny_reward_fp32, replicas=2, device="cpu", dtype="float32", num_cpus_per_replica=1)
+    rm = load_reward_ray(
+        tiny_reward_fp32, replicas=2, device="cpu", dtype="float32", num_cpus_per_replica=1
+    )
     try:
         yield rm
     finally:
@@ -54,7 +56,9 @@ def test_server_backed_by_the_pool(ray_rm: RewardModel, tiny_rm: RewardModel) ->
     assert rewards == pytest.approx(tiny_rm.score_text(texts), abs=1e-5)
 
 
-def test_a_replica_that_cannot_load_raises_the_model_zoo_error(ray_rm: RewardModel, tiny_reward_fp32: Path) -> None:
+def test_a_replica_that_cannot_load_raises_the_model_zoo_error(
+    ray_rm: RewardModel, tiny_reward_fp32: Path
+) -> None:
     import torch
 
     from model_zoo.errors import UsageError
@@ -62,6 +66,14 @@ def test_a_replica_that_cannot_load_raises_the_model_zoo_error(ray_rm: RewardMod
 
     if torch.cuda.is_available():
         pytest.skip("CUDA is present here, so device='cuda' loads instead of failing")
-    with pytest.raises(UsageError, match="CUDA is not available") as info:  # not Ray's ActorDiedError
-        load_reward_ray(tiny_reward_fp32, replicas=1, device="cuda", num_cpus_per_replica=0, num_gpus_per_replica=0)
+    with pytest.raises(
+        UsageError, match="CUDA is not available"
+    ) as info:  # not Ray's ActorDiedError
+        load_reward_ray(
+            tiny_reward_fp32,
+            replicas=1,
+            device="cuda",
+            num_cpus_per_replica=0,
+            num_gpus_per_replica=0,
+        )
     assert info.value.exit_code == 2

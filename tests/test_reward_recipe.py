@@ -40,7 +40,9 @@ def test_buckets_cover_every_item_once_and_respect_the_budget(seed: int) -> None
     assert sorted(itertools.chain.from_iterable(buckets)) == list(range(len(lengths)))
     for b in buckets:
         longest = max(lengths[i] for i in b)
-        assert longest * len(b) <= budget or len(b) == 1  # an item over budget alone still gets scored
+        assert (
+            longest * len(b) <= budget or len(b) == 1
+        )  # an item over budget alone still gets scored
         assert cap is None or len(b) <= cap
     # longest first, and sorted inside: buckets never interleave lengths
     flat = [lengths[i] for b in buckets for i in b]
@@ -72,7 +74,12 @@ def test_similar_lengths_share_one_bucket() -> None:
     lengths = [400] + [20] * 30
     assert plan_buckets(lengths, max_tokens=100_000) == [[0], list(range(1, 31))]
     # and a pass costs nothing: every length change starts a bucket
-    assert plan_buckets([40, 10, 38, 9], max_tokens=1000, pass_overhead_tokens=0) == [[0], [2], [1], [3]]
+    assert plan_buckets([40, 10, 38, 9], max_tokens=1000, pass_overhead_tokens=0) == [
+        [0],
+        [2],
+        [1],
+        [3],
+    ]
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -129,7 +136,12 @@ def test_strip_pad_drops_pads_at_both_ends_only() -> None:
     ids = rm.encode_texts(["###a#b##"], strip_pad=True)[0]  # "#" is the pad token
     a, b = CharCodec().encode("ab")
     assert ids == [a, FAKE_PAD_ID, b, FAKE_REWARD_ID]
-    assert rm.encode_texts(["#a#"])[0] == [FAKE_PAD_ID, a, FAKE_PAD_ID, FAKE_REWARD_ID]  # kept unless asked
+    assert rm.encode_texts(["#a#"])[0] == [
+        FAKE_PAD_ID,
+        a,
+        FAKE_PAD_ID,
+        FAKE_REWARD_ID,
+    ]  # kept unless asked
 
 
 def test_batch_equals_one_at_a_time_and_keeps_input_order() -> None:
@@ -160,7 +172,9 @@ def test_rank_is_each_conversations_rank_and_order_is_upstreams_argsort() -> Non
     scores = rm.score_batch(convs)
     ranks, order = rm.rank(convs), rm.order(convs)
     assert sorted(scores, reverse=True) == [scores[i] for i in order]
-    assert all(ranks[order[k]] == k for k in range(4)) and all(order[ranks[i]] == i for i in range(4))
+    assert all(ranks[order[k]] == k for k in range(4)) and all(
+        order[ranks[i]] == i for i in range(4)
+    )
     assert ranks != order  # a case where the two readings differ (they agree for two items)
     assert ranks[rm.best_of(convs)] == 0
     assert rm.compare(convs[1], convs[0]) is (scores[1] > scores[0])

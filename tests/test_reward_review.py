@@ -17,7 +17,9 @@ from model_zoo.server.protocol import ServerLimits
 from model_zoo.server.reward_server import RewardServer
 
 OPTS = ["--device", "cpu", "--dtype", "float32"]
-LONE_SURROGATE = "caf\ud800"  # what json.loads gives for the escape "\ud800": not encodable as UTF-8
+LONE_SURROGATE = (
+    "caf\ud800"  # what json.loads gives for the escape "\ud800": not encodable as UTF-8
+)
 
 
 # ---------------------------------------------------------------------- text that is not valid Unicode
@@ -25,7 +27,9 @@ LONE_SURROGATE = "caf\ud800"  # what json.loads gives for the escape "\ud800": n
 
 def test_api_refuses_a_lone_surrogate_naming_the_field(tiny_rm: RewardModel) -> None:
     with pytest.raises(InvalidConversationError) as info:
-        tiny_rm.score([{"role": "user", "content": "hi"}, {"role": "assistant", "content": LONE_SURROGATE}])
+        tiny_rm.score(
+            [{"role": "user", "content": "hi"}, {"role": "assistant", "content": LONE_SURROGATE}]
+        )
     assert info.value.fields["field"] == "conversation[1].content"
     with pytest.raises(InvalidConversationError) as info:
         tiny_rm.score_text(["ok", LONE_SURROGATE])
@@ -35,22 +39,33 @@ def test_api_refuses_a_lone_surrogate_naming_the_field(tiny_rm: RewardModel) -> 
 @pytest.mark.parametrize(
     ("route", "body", "field"),
     [
-        ("/v1/score", {"conversations": [[{"role": "user", "content": LONE_SURROGATE}]]}, "conversations[0][0].content"),
+        (
+            "/v1/score",
+            {"conversations": [[{"role": "user", "content": LONE_SURROGATE}]]},
+            "conversations[0][0].content",
+        ),
         ("/v1/score", {"texts": ["a", LONE_SURROGATE]}, "texts[1]"),
         ("/get_reward", {"query": [LONE_SURROGATE]}, "query[0]"),
-        ("/v1/compare", {"a": [{"role": "user", "content": "a"}], "b": [{"role": "\ud800", "content": "b"}]},
-         "b[0].role"),
+        (
+            "/v1/compare",
+            {"a": [{"role": "user", "content": "a"}], "b": [{"role": "\ud800", "content": "b"}]},
+            "b[0].role",
+        ),
     ],
 )
 def test_server_answers_400_for_a_lone_surrogate(route: str, body: object, field: str) -> None:
-    raw = json.dumps(body)  # ensure_ascii keeps the surrogate as the escape \ud800, as a client would send it
+    raw = json.dumps(
+        body
+    )  # ensure_ascii keeps the surrogate as the escape \ud800, as a client would send it
     with RewardServer(make_fake_rm(), limits=ServerLimits()) as server:
         r = httpx.post(server.url + route, content=raw, timeout=10)
     assert r.status_code == 400, r.text
     assert r.json()["error"]["field"] == field
 
 
-def test_score_cli_refuses_a_lone_surrogate_before_loading(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_score_cli_refuses_a_lone_surrogate_before_loading(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     src = tmp_path / "in.jsonl"
     src.write_text('[{"role": "user", "content": "\\ud800"}]\n')
     assert main(["score", str(tmp_path / "no-such-model"), "--input", str(src)]) == 2
@@ -66,38 +81,64 @@ def test_score_cli_input_keys_never_replace_the_computed_index_and_score(
 ) -> None:
     messages = conv("2+2?", "4")
     src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
-    src.write_text(json.dumps({"index": "q-17", "score": 9.5, "id": 3, "messages": messages}) + "\n")
+    src.write_text(
+        json.dumps({"index": "q-17", "score": 9.5, "id": 3, "messages": messages}) + "\n"
+    )
     assert main(["score", str(tiny_reward_fp32), "-i", str(src), "-o", str(out), "-q", *OPTS]) == 0
     row = json.loads(out.read_text())
     assert row["index"] == 0 and row["score"] == pytest.approx(tiny_rm.score(messages), abs=1e-5)
     assert row["id"] == 3
 
 
-def test_score_cli_refuses_an_output_directory_before_loading(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_score_cli_refuses_an_output_directory_before_loading(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     src = tmp_path / "in.jsonl"
     src.write_text(json.dumps(conv("a", "b")) + "\n")
-    assert main(["score", str(tmp_path / "no-such-model"), "-i", str(src), "-o", str(tmp_path)]) == 2
+    assert (
+        main(["score", str(tmp_path / "no-such-model"), "-i", str(src), "-o", str(tmp_path)]) == 2
+    )
     err = capsys.readouterr().err
     assert "is a directory" in err and "Traceback" not in err
 
 
-def test_score_cli_write_failure_is_a_clear_error(tmp_path: Path, tiny_reward_fp32: Path,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_score_cli_write_failure_is_a_clear_error(
+    tmp_path: Path, tiny_reward_fp32: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     src = tmp_path / "in.jsonl"
     src.write_text(json.dumps(conv("a", "b")) + "\n")
     blocker = tmp_path / "file"
     blocker.write_text("")
-    assert main(["score", str(tiny_reward_fp32), "-i", str(src), "-o", str(blocker / "out.jsonl"), "-q", *OPTS]) == 1
+    assert (
+        main(
+            [
+                "score",
+                str(tiny_reward_fp32),
+                "-i",
+                str(src),
+                "-o",
+                str(blocker / "out.jsonl"),
+                "-q",
+                *OPTS,
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
-    assert f"cannot write {blocker / 'out.jsonl'}" in err.replace("\n", "") and "Traceback" not in err
+    assert (
+        f"cannot write {blocker / 'out.jsonl'}" in err.replace("\n", "") and "Traceback" not in err
+    )
 
 
 @pytest.mark.parametrize("value", ["0", "-3"])
-def test_score_cli_refuses_a_max_length_below_one(tmp_path: Path, value: str,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_score_cli_refuses_a_max_length_below_one(
+    tmp_path: Path, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     src = tmp_path / "in.jsonl"
     src.write_text(json.dumps(conv("a", "b")) + "\n")
-    assert main(["score", str(tmp_path / "no-such-model"), "-i", str(src), "--max-length", value]) == 2
+    assert (
+        main(["score", str(tmp_path / "no-such-model"), "-i", str(src), "--max-length", value]) == 2
+    )
     assert "max_length must be at least 1" in capsys.readouterr().err
 
 
@@ -111,7 +152,9 @@ def test_load_reward_refuses_max_length_zero_instead_of_ignoring_it(tiny_reward_
 # ---------------------------------------------------------------------- identical inputs, identical scores
 
 
-def test_identical_conversations_score_identically_so_ties_keep_input_order(tiny_rm: RewardModel) -> None:
+def test_identical_conversations_score_identically_so_ties_keep_input_order(
+    tiny_rm: RewardModel,
+) -> None:
     same = conv("2+2?", "4")
     other = conv("hi", "hello")
     scores = tiny_rm.score_batch([same, other, same, same])
@@ -121,8 +164,9 @@ def test_identical_conversations_score_identically_so_ties_keep_input_order(tiny
     assert tiny_rm.compare(same, same) is False and tiny_rm.best_of([same, same]) == 0
 
 
-def test_compare_cli_calls_a_conversation_against_itself_a_tie(tmp_path: Path, tiny_reward_fp32: Path,
-                                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_compare_cli_calls_a_conversation_against_itself_a_tie(
+    tmp_path: Path, tiny_reward_fp32: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     a = tmp_path / "a.json"
     a.write_text(json.dumps(conv("2+2?", "4")))
     assert main(["compare", str(tiny_reward_fp32), str(a), str(a), "--json", *OPTS]) == 0
@@ -130,9 +174,14 @@ def test_compare_cli_calls_a_conversation_against_itself_a_tie(tmp_path: Path, t
     assert out["a"] == out["b"] and out["better"] == "tie" and out["a_better"] is False
 
 
-def test_server_rank_and_compare_give_identical_items_identical_scores(tiny_rm: RewardModel) -> None:
+def test_server_rank_and_compare_give_identical_items_identical_scores(
+    tiny_rm: RewardModel,
+) -> None:
     same = conv("2+2?", "4")
-    with RewardServer(tiny_rm, limits=ServerLimits()) as server, httpx.Client(base_url=server.url, timeout=30) as c:
+    with (
+        RewardServer(tiny_rm, limits=ServerLimits()) as server,
+        httpx.Client(base_url=server.url, timeout=30) as c,
+    ):
         ranked = c.post("/v1/rank", json={"conversations": [same, same, same]}).json()
         compared = c.post("/v1/compare", json={"a": same, "b": same}).json()
     assert ranked["ranks"] == [0, 1, 2] and len(set(ranked["scores"])) == 1
@@ -142,8 +191,9 @@ def test_server_rank_and_compare_give_identical_items_identical_scores(tiny_rm: 
 # ---------------------------------------------------------------------- the CLI's messages
 
 
-def test_cpu_fallback_warning_is_one_cli_line_naming_the_flag(tiny_reward_fp32: Path, monkeypatch: pytest.MonkeyPatch,
-                                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_cpu_fallback_warning_is_one_cli_line_naming_the_flag(
+    tiny_reward_fp32: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -178,8 +228,9 @@ def test_run_refuses_a_reward_model_before_loading_and_names_the_commands(
         (["--wait-ms", "-5"], "--wait-ms must be 0 or more"),
     ],
 )
-def test_serve_reward_refuses_bad_options_before_loading(tmp_path: Path, args: list[str], message: str,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_serve_reward_refuses_bad_options_before_loading(
+    tmp_path: Path, args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["serve-reward", str(tmp_path / "no-such-model"), *args]) == 2
     assert message in capsys.readouterr().err.replace("\n", " ")
 
@@ -202,7 +253,9 @@ def test_reward_server_bind_errors_say_which_option_to_change() -> None:
 
 
 @pytest.mark.parametrize("bad", [10**6, -3])
-def test_score_ids_refuses_ids_outside_the_vocabulary_naming_the_input(tiny_rm: RewardModel, bad: int) -> None:
+def test_score_ids_refuses_ids_outside_the_vocabulary_naming_the_input(
+    tiny_rm: RewardModel, bad: int
+) -> None:
     with pytest.raises(UsageError, match=r"input 1 .*outside the vocabulary") as info:
         tiny_rm.score_ids([[1, 5], [1, bad, 6]])
     assert str(bad) in str(info.value)
@@ -235,7 +288,9 @@ def test_generation_options_out_of_range_are_named(chat_runner) -> None:  # type
     assert "top_k" not in str(info.value)
 
 
-def test_run_cli_refuses_a_negative_temperature(tiny_checkpoint, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+def test_run_cli_refuses_a_negative_temperature(
+    tiny_checkpoint, capsys: pytest.CaptureFixture[str]
+) -> None:  # type: ignore[no-untyped-def]
     ck = tiny_checkpoint("internlm2", dtype="float32")
     assert main(["run", str(ck), "hi", "-t", "-0.5", "-n", "2", "--device", "cpu"]) == 2
     assert "temperature must be >= 0" in capsys.readouterr().err
@@ -263,7 +318,9 @@ def test_compare_cli_names_the_file_of_an_overlong_conversation(
     assert str(b) in err and "--truncate" in err
 
 
-def test_score_and_compare_cli_refuse_a_file_that_is_not_utf8(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_score_and_compare_cli_refuse_a_file_that_is_not_utf8(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     src = tmp_path / "latin1.jsonl"
     src.write_bytes('[{"role": "user", "content": "caf\u00e9"}]\n'.encode("latin-1"))
     assert main(["score", str(tmp_path / "no-such-model"), "-i", str(src)]) == 2
@@ -330,7 +387,10 @@ def test_remote_client_reports_a_non_json_or_wrong_shaped_answer() -> None:
 def test_remote_client_understands_retry_after_as_an_http_date() -> None:
     from model_zoo.reward.adapters import remote_rm_fn
 
-    answers = [(503, {"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}, b"busy"), (200, {}, b'{"rewards": [0.5]}')]
+    answers = [
+        (503, {"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}, b"busy"),
+        (200, {}, b'{"rewards": [0.5]}'),
+    ]
     with _Canned(answers) as srv:
         assert remote_rm_fn(srv.url + "/get_reward", ["x"], retries=3) == [0.5]
     assert srv.hits == 2
@@ -341,13 +401,17 @@ def test_remote_reward_model_handles_empty_lists_like_a_local_one() -> None:
 
     with _Canned([(400, {}, b'{"error": {"message": "must not be empty"}}')]) as srv:
         remote = RemoteRewardModel(srv.url, retries=1)
-        assert remote.score_batch([]) == [] and remote.score_text([]) == [] and remote.rank([]) == []
+        assert (
+            remote.score_batch([]) == [] and remote.score_text([]) == [] and remote.rank([]) == []
+        )
         with pytest.raises(UsageError, match="at least one"):
             remote.best_of([])
     assert srv.hits == 0
 
 
-def test_score_cli_refuses_to_overwrite_its_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_score_cli_refuses_to_overwrite_its_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     src = tmp_path / "in.jsonl"
     original = json.dumps(conv("a", "b")) + "\n"
     src.write_text(original)
@@ -357,14 +421,31 @@ def test_score_cli_refuses_to_overwrite_its_input(tmp_path: Path, capsys: pytest
     assert src.read_text() == original
 
 
-def test_score_cli_batch_size_above_256_is_honoured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_score_cli_batch_size_above_256_is_honoured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import model_zoo.cli.cmd_reward as cmd
 
     rm = make_fake_rm()
     monkeypatch.setattr(cmd, "_load", lambda *a, **k: rm)
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps(conv(f"q{i}", "a")) + "\n" for i in range(300)))
-    assert main(["score", "fake", "-i", str(src), "-o", str(tmp_path / "out.jsonl"), "-q", "--batch-size", "300"]) == 0
+    assert (
+        main(
+            [
+                "score",
+                "fake",
+                "-i",
+                str(src),
+                "-o",
+                str(tmp_path / "out.jsonl"),
+                "-q",
+                "--batch-size",
+                "300",
+            ]
+        )
+        == 0
+    )
     assert rm.scorer.calls == [300]  # one call: the progress chunks do not cap --batch-size
 
 
@@ -388,7 +469,9 @@ def test_load_names_a_file_given_for_a_checkpoint_directory(tiny_reward_fp32: Pa
         load("  ", device="cpu")
 
 
-def test_load_with_a_missing_flash_attention_package_says_what_to_install(tiny_reward_fp32: Path) -> None:
+def test_load_with_a_missing_flash_attention_package_says_what_to_install(
+    tiny_reward_fp32: Path,
+) -> None:
     import importlib.util
 
     from model_zoo.errors import MissingDependencyError
@@ -403,8 +486,11 @@ def test_load_with_a_missing_flash_attention_package_says_what_to_install(tiny_r
 # ---------------------------------------------------------------------- model-zoo chat's commands
 
 
-def test_chat_commands_are_parsed_by_their_first_word(tiny_checkpoint, monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_chat_commands_are_parsed_by_their_first_word(
+    tiny_checkpoint,
+    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     import io
 
     ck = tiny_checkpoint("internlm2", dtype="float32")
@@ -421,13 +507,17 @@ def test_cli_warnings_keep_square_brackets(capsys: pytest.CaptureFixture[str]) -
 
     with cli_warnings():
         warnings.warn("checkpoint /data/run[1]/ckpt looks odd", UserWarning, stacklevel=1)
-    assert "warning: checkpoint /data/run[1]/ckpt looks odd" in capsys.readouterr().err.replace("\n", "")
+    assert "warning: checkpoint /data/run[1]/ckpt looks odd" in capsys.readouterr().err.replace(
+        "\n", ""
+    )
 
 
 # ---------------------------------------------------------------------- registry names of the wrong kind, before any pull
 
 
-def test_load_reward_refuses_a_chat_model_name_before_pulling(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_load_reward_refuses_a_chat_model_name_before_pulling(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from model_zoo.errors import IncompatibleCheckpointError
     from model_zoo.reward.api import load_reward
 
@@ -436,8 +526,9 @@ def test_load_reward_refuses_a_chat_model_name_before_pulling(monkeypatch: pytes
         load_reward("internlm2_5-7b-chat", device="cpu")
 
 
-def test_run_refuses_a_reward_model_name_before_pulling(monkeypatch: pytest.MonkeyPatch,
-                                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_refuses_a_reward_model_name_before_pulling(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("MODEL_ZOO_OFFLINE", "1")
     assert main(["run", "internlm2-1_8b-reward", "hi"]) == 2
     err = capsys.readouterr().err.replace("\n", " ")
@@ -452,7 +543,9 @@ def test_remote_reward_model_splits_lists_over_the_servers_item_limit() -> None:
     with RewardServer(make_fake_rm(), limits=ServerLimits(max_items_per_request=4)) as server:
         remote = RemoteRewardModel(server.url, max_items=4)
         assert remote.score_batch(convs) == pytest.approx(local.score_batch(convs))
-        assert remote.rank(convs) == local.rank(convs) and remote.best_of(convs) == local.best_of(convs)
+        assert remote.rank(convs) == local.rank(convs) and remote.best_of(convs) == local.best_of(
+            convs
+        )
         assert remote.order(convs) == local.order(convs)
         texts = [f"t{i}" for i in range(9)]
         assert remote.score_text(texts) == pytest.approx(local.score_text(texts))
@@ -461,8 +554,12 @@ def test_remote_reward_model_splits_lists_over_the_servers_item_limit() -> None:
 
 @pytest.mark.parametrize(
     ("messages", "field"),
-    [(["hi"], "messages[0]"), ([{"role": "user", "content": 5}], "messages[0].content"), (5, "messages"),
-     ([{"content": "x"}], "messages[0].role")],
+    [
+        (["hi"], "messages[0]"),
+        ([{"role": "user", "content": 5}], "messages[0].content"),
+        (5, "messages"),
+        ([{"content": "x"}], "messages[0].role"),
+    ],
 )
 def test_chat_names_a_malformed_message(chat_runner, messages: object, field: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(InvalidConversationError) as info:
@@ -470,7 +567,9 @@ def test_chat_names_a_malformed_message(chat_runner, messages: object, field: st
     assert info.value.fields["field"] == field
 
 
-def test_score_cli_output_file_follows_the_umask(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_score_cli_output_file_follows_the_umask(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import os
 
     import model_zoo.cli.cmd_reward as cmd
@@ -487,31 +586,45 @@ def test_score_cli_output_file_follows_the_umask(tmp_path: Path, monkeypatch: py
 
 
 @pytest.mark.parametrize("command", [["run", "PLACEHOLDER", "hi"], ["chat", "PLACEHOLDER"]])
-def test_run_and_chat_check_generation_options_before_loading(tmp_path: Path, command: list[str],
-                                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_and_chat_check_generation_options_before_loading(
+    tmp_path: Path, command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
     argv = [str(tmp_path / "no-such-model") if a == "PLACEHOLDER" else a for a in command]
     assert main([*argv, "--top-p", "2"]) == 2
     err = capsys.readouterr().err
     assert "top_p must be in (0, 1], got 2" in err.replace("\n", " ")
 
 
-def test_score_cli_reads_a_file_with_a_utf8_bom(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_score_cli_reads_a_file_with_a_utf8_bom(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import model_zoo.cli.cmd_reward as cmd
 
     monkeypatch.setattr(cmd, "_load", lambda *a, **k: make_fake_rm())
     src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
-    src.write_text(json.dumps(conv("a", "b")) + "\n", encoding="utf-8-sig")  # as Windows editors save
+    src.write_text(
+        json.dumps(conv("a", "b")) + "\n", encoding="utf-8-sig"
+    )  # as Windows editors save
     assert main(["score", "fake", "-i", str(src), "-o", str(out), "-q"]) == 0
-    assert json.loads(out.read_text())["score"] == pytest.approx(make_fake_rm().score(conv("a", "b")))
+    assert json.loads(out.read_text())["score"] == pytest.approx(
+        make_fake_rm().score(conv("a", "b"))
+    )
 
 
-def test_score_cli_keeps_unicode_line_separators_inside_a_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_score_cli_keeps_unicode_line_separators_inside_a_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import model_zoo.cli.cmd_reward as cmd
 
     monkeypatch.setattr(cmd, "_load", lambda *a, **k: make_fake_rm())
-    odd = conv("line\u2028sep\x85nel\x1cfs", "ok")  # str.splitlines() would cut the record at each of these
+    odd = conv(
+        "line\u2028sep\x85nel\x1cfs", "ok"
+    )  # str.splitlines() would cut the record at each of these
     src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
-    src.write_text(json.dumps(odd, ensure_ascii=False) + "\r\n" + json.dumps(conv("b", "c")) + "\n", encoding="utf-8")
+    src.write_text(
+        json.dumps(odd, ensure_ascii=False) + "\r\n" + json.dumps(conv("b", "c")) + "\n",
+        encoding="utf-8",
+    )
     assert main(["score", "fake", "-i", str(src), "-o", str(out), "-q"]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["index"] for r in rows] == [0, 1]
@@ -525,8 +638,9 @@ def test_generate_of_no_prompts_is_an_empty_list(chat_runner) -> None:  # type: 
         chat_runner.generate(["hi", ""], add_special_tokens=False, max_new_tokens=2)
 
 
-def test_serve_reward_checks_the_port_before_loading_the_model(tmp_path: Path,
-                                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_serve_reward_checks_the_port_before_loading_the_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import socket
 
     with socket.socket() as taken:
@@ -545,6 +659,8 @@ def test_reward_server_refuses_an_api_key_no_client_can_send() -> None:
         RewardServer(make_fake_rm(), api_key=" padded ")
 
 
-def test_serve_reward_checks_the_api_key_before_loading(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_serve_reward_checks_the_api_key_before_loading(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["serve-reward", str(tmp_path / "no-such-model"), "--api-key", "schlüssel"]) == 2
     assert "printable ASCII" in capsys.readouterr().err

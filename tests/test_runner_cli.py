@@ -27,8 +27,15 @@ def console_script() -> list[str]:
 
 def run_cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([*console_script(), *args], input=stdin, capture_output=True, text=True, check=False,
-                          timeout=240, env=env)
+    return subprocess.run(
+        [*console_script(), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=240,
+        env=env,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +50,9 @@ def test_run_prints_one_reply_streamed_or_not(ck: Path, capsys: pytest.CaptureFi
     want = runner.chat("Hello there", do_sample=False, max_new_tokens=6)
     thinking = runner.chat("Hello there", thinking=True, do_sample=False, max_new_tokens=6)
     assert want != thinking  # the system prompt really changes the reply
-    assert main(["run", str(ck), "Hello there", *GEN]) == 0  # in process: same code, no startup cost
+    assert (
+        main(["run", str(ck), "Hello there", *GEN]) == 0
+    )  # in process: same code, no startup cost
     assert capsys.readouterr().out == want + "\n"
     streamed = run_cli("run", str(ck), "Hello there", "--stream", "--thinking", *GEN)
     assert streamed.returncode == 0, streamed.stderr
@@ -54,11 +63,19 @@ def test_chat_keeps_history_and_handles_reset_system_and_eof(ck: Path) -> None:
     runner = load(ck, device="cpu")
     opts = {"do_sample": False, "max_new_tokens": 6}
     r1 = runner.chat([{"role": "user", "content": "first"}], **opts)
-    r2 = runner.chat([{"role": "user", "content": "first"}, {"role": "assistant", "content": r1},
-                      {"role": "user", "content": "second"}], **opts)
+    r2 = runner.chat(
+        [
+            {"role": "user", "content": "first"},
+            {"role": "assistant", "content": r1},
+            {"role": "user", "content": "second"},
+        ],
+        **opts,
+    )
     r3 = runner.chat("third", system="Be terse.", **opts)
     r4 = runner.chat("fourth", system="Be terse.", **opts)
-    stdin = "first\nsecond\n/system Be terse.\nthird\n/reset\nfourth\n"  # then end of input (Ctrl-D)
+    stdin = (
+        "first\nsecond\n/system Be terse.\nthird\n/reset\nfourth\n"  # then end of input (Ctrl-D)
+    )
     out = run_cli("chat", str(ck), *GEN, stdin=stdin)
     assert out.returncode == 0, out.stderr
     assert out.stdout == f"{r1}\n{r2}\n{r3}\n{r4}\n"

@@ -95,24 +95,40 @@ class Reference:
             y = x @ sd[p + name + ".weight"].T
             return y + sd[p + name + ".bias"] if p + name + ".bias" in sd else y
 
-        return (lin("q_proj").view(b, n, self.nh, self.d), lin("k_proj").view(b, n, self.nkv, self.d),
-                lin("v_proj").view(b, n, self.nkv, self.d))
+        return (
+            lin("q_proj").view(b, n, self.nh, self.d),
+            lin("k_proj").view(b, n, self.nkv, self.d),
+            lin("v_proj").view(b, n, self.nkv, self.d),
+        )
 
     def names(self, i: int) -> dict[str, str]:
         if self.arch.startswith("InternLM2"):
             p = f"model.layers.{i}."
-            return {"n1": p + "attention_norm.weight", "n2": p + "ffn_norm.weight", "o": p + "attention.wo",
-                    "gate": p + "feed_forward.w1", "up": p + "feed_forward.w3", "down": p + "feed_forward.w2"}
+            return {
+                "n1": p + "attention_norm.weight",
+                "n2": p + "ffn_norm.weight",
+                "o": p + "attention.wo",
+                "gate": p + "feed_forward.w1",
+                "up": p + "feed_forward.w3",
+                "down": p + "feed_forward.w2",
+            }
         p = f"model.layers.{i}."
-        return {"n1": p + "input_layernorm.weight", "n2": p + "post_attention_layernorm.weight",
-                "o": p + "self_attn.o_proj", "gate": p + "mlp.gate_proj", "up": p + "mlp.up_proj",
-                "down": p + "mlp.down_proj"}
+        return {
+            "n1": p + "input_layernorm.weight",
+            "n2": p + "post_attention_layernorm.weight",
+            "o": p + "self_attn.o_proj",
+            "gate": p + "mlp.gate_proj",
+            "up": p + "mlp.up_proj",
+            "down": p + "mlp.down_proj",
+        }
 
     def linear(self, name: str, x: torch.Tensor) -> torch.Tensor:
         y = x @ self.sd[name + ".weight"].T
         return y + self.sd[name + ".bias"] if name + ".bias" in self.sd else y
 
-    def forward(self, ids: torch.Tensor, cache: list | None = None, *, rotate_cached: bool = False) -> tuple[torch.Tensor, list, torch.Tensor]:
+    def forward(
+        self, ids: torch.Tensor, cache: list | None = None, *, rotate_cached: bool = False
+    ) -> tuple[torch.Tensor, list, torch.Tensor]:
         """Logits for ``ids`` after ``cache``; returns (logits, new cache, final hidden).
 
         The cache keeps keys rotated with the base of the step that computed them (InternLM2/3);
@@ -136,7 +152,9 @@ class Reference:
                 k_raw = torch.cat([cache[i][0], k], 1) if cache else k
                 v_all = torch.cat([cache[i][1], v], 1) if cache else v
                 new_cache.append((k_raw, v_all))
-                k_all = self.rotate(k_raw.transpose(1, 2), torch.arange(total), total).transpose(1, 2)
+                k_all = self.rotate(k_raw.transpose(1, 2), torch.arange(total), total).transpose(
+                    1, 2
+                )
             else:
                 k_rot = self.rotate(k.transpose(1, 2), pos, total).transpose(1, 2)
                 k_all = torch.cat([cache[i][0], k_rot], 1) if cache else k_rot
@@ -225,7 +243,9 @@ def test_internlm2_incremental_decoding_with_kv_cache(fp32) -> None:
         for j, tok in enumerate(steps.tolist()):
             n = 58 + j
             mask = torch.ones((1, n + 1), dtype=torch.long)
-            logits, cache = forward_step(runner.model, torch.tensor([[tok]]), mask, torch.tensor([[n]]), cache)
+            logits, cache = forward_step(
+                runner.model, torch.tensor([[tok]]), mask, torch.tensor([[n]]), cache
+            )
             want, ref_cache, _ = ref.forward(torch.tensor([[tok]]), ref_cache)
             err = (logits - want[:, -1]).abs().max().item()
             assert err < TOL, f"step {j} (position {n}): max |diff| {err}"
@@ -240,20 +260,22 @@ def test_internlm2_batched_left_padding_matches_single(fp32) -> None:
         for _ in range(6):
             logits, _, _ = ref.forward(torch.tensor([seq]))
             seq.append(int(logits[0, -1].argmax()))
-        assert completion.ids == seq[len(prompt):]
+        assert completion.ids == seq[len(prompt) :]
 
 
 def test_internlm2_greedy_generation_matches_reference_decoding(fp32) -> None:
     _, runner, ref = fp32("internlm2")
     prompt = ids_of(60, seed=21)[0].tolist()
-    got = runner.generate_ids([prompt], do_sample=False, max_new_tokens=10, stop_token_ids=[])[0].ids
+    got = runner.generate_ids([prompt], do_sample=False, max_new_tokens=10, stop_token_ids=[])[
+        0
+    ].ids
     seq, cache = list(prompt), None
     logits, cache, _ = ref.forward(torch.tensor([seq]))
     for _ in range(10):
         nxt = int(logits[0, -1].argmax())
         seq.append(nxt)
         logits, cache, _ = ref.forward(torch.tensor([[nxt]]), cache)
-    assert got == seq[len(prompt):]
+    assert got == seq[len(prompt) :]
 
 
 # ------------------------------------------------------------------ InternLM3 and v1
@@ -280,7 +302,7 @@ def test_internlm3_decoding_with_cache(fp32) -> None:
         nxt = int(logits[0, -1].argmax())
         seq.append(nxt)
         logits, cache, _ = ref.forward(torch.tensor([[nxt]]), cache)
-    assert got == seq[len(prompt):]
+    assert got == seq[len(prompt) :]
 
 
 def test_internlm_v1_has_biases_and_decodes_past_max_positions_like_its_reference(fp32) -> None:
@@ -296,7 +318,7 @@ def test_internlm_v1_has_biases_and_decodes_past_max_positions_like_its_referenc
         nxt = int(logits[0, -1].argmax())
         seq.append(nxt)
         logits, cache, _ = ref.forward(torch.tensor([[nxt]]), cache, rotate_cached=True)
-    assert got == seq[len(prompt):]
+    assert got == seq[len(prompt) :]
 
 
 def test_reward_model_scores_and_hidden_states_match_reference(fp32) -> None:

@@ -22,9 +22,24 @@ def gpu_check() -> ModuleType:
     return module
 
 
-def test_gpu_check_code_path_on_cpu_with_tiny_dims(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    result = gpu_check().main(["--tiny", "--device", "cpu", "--new-tokens", "12", "--batch", "3",
-                               "--shards", "2", "--workdir", str(tmp_path)])
+def test_gpu_check_code_path_on_cpu_with_tiny_dims(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = gpu_check().main(
+        [
+            "--tiny",
+            "--device",
+            "cpu",
+            "--new-tokens",
+            "12",
+            "--batch",
+            "3",
+            "--shards",
+            "2",
+            "--workdir",
+            str(tmp_path),
+        ]
+    )
     assert json.loads(capsys.readouterr().out) == result
     assert result["generated_tokens"] == 12 and result["tokens_per_second"] > 0
     assert result["reward_scored"] == 3 and result["reward_scores_finite"]
@@ -44,7 +59,9 @@ def _has_cuda() -> bool:
 @pytest.mark.gpu
 @pytest.mark.skipif(not _has_cuda(), reason="needs a CUDA GPU")
 def test_gpu_check_on_cuda() -> None:
-    proc = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True, timeout=1200, check=False)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT)], capture_output=True, text=True, timeout=1200, check=False
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["dims"] == "internlm2-1.8b" and result["dtype"] == "bfloat16"

@@ -56,32 +56,47 @@ IDS = torch.arange(5, 45).view(1, -1)
 def test_missing_tensor_is_named(tmp_path: Path) -> None:
     path = single_shard(tmp_path)
     edit_tensors(path, lambda t: t.pop("model.layers.1.feed_forward.w3.weight"))
-    with pytest.raises(IncompatibleCheckpointError, match=r"missing tensor\(s\) model\.layers\.1\.feed_forward\.w3\.weight"):
+    with pytest.raises(
+        IncompatibleCheckpointError,
+        match=r"missing tensor\(s\) model\.layers\.1\.feed_forward\.w3\.weight",
+    ):
         load(path, device="cpu")
 
 
 def test_unexpected_tensor_is_named(tmp_path: Path) -> None:
     path = single_shard(tmp_path)
-    edit_tensors(path, lambda t: t.update({"model.layers.0.attention.extra.weight": torch.zeros(2)}))
-    with pytest.raises(IncompatibleCheckpointError, match=r"unexpected tensor\(s\) model\.layers\.0\.attention\.extra\.weight"):
+    edit_tensors(
+        path, lambda t: t.update({"model.layers.0.attention.extra.weight": torch.zeros(2)})
+    )
+    with pytest.raises(
+        IncompatibleCheckpointError,
+        match=r"unexpected tensor\(s\) model\.layers\.0\.attention\.extra\.weight",
+    ):
         load(path, device="cpu")
 
 
 def test_wrong_shape_is_named(tmp_path: Path) -> None:
     path = single_shard(tmp_path)
     edit_tensors(path, lambda t: t.update({"model.norm.weight": torch.ones(65)}))
-    with pytest.raises(IncompatibleCheckpointError, match=r"model\.norm\.weight has shape \[65\], expected \[64\]"):
+    with pytest.raises(
+        IncompatibleCheckpointError, match=r"model\.norm\.weight has shape \[65\], expected \[64\]"
+    ):
         load(path, device="cpu")
 
 
 def test_rotary_inv_freq_buffers_are_accounted_for(tmp_path: Path) -> None:
     path = single_shard(tmp_path)
     before = logits(path, IDS)
-    edit_tensors(path, lambda t: t.update({"model.layers.0.attention.rotary_emb.inv_freq": torch.ones(8) * 123}))
+    edit_tensors(
+        path,
+        lambda t: t.update({"model.layers.0.attention.rotary_emb.inv_freq": torch.ones(8) * 123}),
+    )
     assert torch.equal(logits(path, IDS), before)
 
 
-def test_truncated_shard_is_a_checkpoint_error_naming_the_file(tiny_internlm2: Path, tmp_path: Path) -> None:
+def test_truncated_shard_is_a_checkpoint_error_naming_the_file(
+    tiny_internlm2: Path, tmp_path: Path
+) -> None:
     path = copy_ck(tiny_internlm2, tmp_path / "ck")
     shard = path / "model-00002-of-00002.safetensors"
     data = shard.read_bytes()
@@ -108,8 +123,12 @@ def test_checkpoint_python_files_are_never_executed(tiny_internlm2: Path, tmp_pa
     path = copy_ck(tiny_internlm2, tmp_path / "ck")
     marker = tmp_path / "pwned"
     payload = f"open({str(marker)!r}, 'w').write('x')\n"
-    for name in ("modeling_internlm2.py", "configuration_internlm2.py", "tokenization_internlm2.py",
-                 "tokenization_internlm2_fast.py"):
+    for name in (
+        "modeling_internlm2.py",
+        "configuration_internlm2.py",
+        "tokenization_internlm2.py",
+        "tokenization_internlm2_fast.py",
+    ):
         (path / name).write_text(payload)
     runner = load(path, device="cpu")
     runner.chat("hi", max_new_tokens=2, seed=0)
@@ -122,24 +141,40 @@ def test_checkpoint_python_files_are_never_executed(tiny_internlm2: Path, tmp_pa
 
 def test_early_internlm2_model_type_internlm_loads_as_internlm2(tmp_path: Path) -> None:
     base = make_tiny("internlm2", tmp_path / "a", dtype="float32", shards=1)
-    variant = make_tiny("internlm2", tmp_path / "b", dtype="float32", shards=1, config_overrides={"model_type": "internlm"})
+    variant = make_tiny(
+        "internlm2",
+        tmp_path / "b",
+        dtype="float32",
+        shards=1,
+        config_overrides={"model_type": "internlm"},
+    )
     assert read_config(variant).family == "internlm2"
     assert torch.equal(logits(base, IDS), logits(variant, IDS))
 
 
 @pytest.mark.parametrize("key", ["type", "rope_type"])
 def test_rope_scaling_spelled_type_or_rope_type(tmp_path: Path, key: str) -> None:
-    path = make_tiny("internlm2", tmp_path / key, dtype="float32", shards=1,
-                     config_overrides={"rope_scaling": {key: "linear", "factor": 4.0}})
+    path = make_tiny(
+        "internlm2",
+        tmp_path / key,
+        dtype="float32",
+        shards=1,
+        config_overrides={"rope_scaling": {key: "linear", "factor": 4.0}},
+    )
     spec = read_config(path)
-    assert spec.rope_scaling is not None and (spec.rope_scaling.kind, spec.rope_scaling.factor) == ("linear", 4.0)
+    assert spec.rope_scaling is not None and (spec.rope_scaling.kind, spec.rope_scaling.factor) == (
+        "linear",
+        4.0,
+    )
 
 
 def test_linear_scaling_equals_dividing_positions(tmp_path: Path) -> None:
     from model_zoo.runner.modeling import rope_inv_freq
 
     plain = spec_from_dict({**tiny_config("internlm2"), "rope_scaling": None})
-    linear = spec_from_dict({**tiny_config("internlm2"), "rope_scaling": {"type": "linear", "factor": 4.0}})
+    linear = spec_from_dict(
+        {**tiny_config("internlm2"), "rope_scaling": {"type": "linear", "factor": 4.0}}
+    )
     assert torch.allclose(rope_inv_freq(linear, 10), rope_inv_freq(plain, 10) / 4)
     dyn = spec_from_dict(tiny_config("internlm2"))  # dynamic x2, M = 64, d = 16
     assert torch.equal(rope_inv_freq(dyn, 64), rope_inv_freq(plain, 64))
@@ -160,7 +195,9 @@ def test_unsupported_architecture_is_refused(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ devices and dtypes
 
 
-def test_auto_device_without_cuda_warns_and_uses_fp32_on_cpu(tiny_internlm2: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_auto_device_without_cuda_warns_and_uses_fp32_on_cpu(
+    tiny_internlm2: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.warns(RuntimeWarning, match="no CUDA GPU"):
         runner = load(tiny_internlm2)
@@ -189,17 +226,28 @@ def test_layer_split_plan_honours_budgets() -> None:
     devs = (torch.device("cuda", 0), torch.device("cuda", 1))
     sizes = {"embed": 100, "layer": 10, "final": 100}
     even = plan_placement(sizes, 10, devs)
-    assert even.module_devices["model.embed_tokens"] == devs[0] and even.module_devices["lm_head"] == devs[1]
+    assert (
+        even.module_devices["model.embed_tokens"] == devs[0]
+        and even.module_devices["lm_head"] == devs[1]
+    )
     first = [i for i in range(10) if even.module_devices[f"model.layers.{i}"] == devs[0]]
     assert first == list(range(len(first))) and 0 < len(first) < 10
     tight = plan_placement(sizes, 10, devs, {devs[0]: 125, devs[1]: 1000})
-    assert [tight.module_devices[f"model.layers.{i}"] for i in range(3)] == [devs[0], devs[0], devs[1]]
+    assert [tight.module_devices[f"model.layers.{i}"] for i in range(3)] == [
+        devs[0],
+        devs[0],
+        devs[1],
+    ]
     assert tight.device_for("model.layers.7.mlp.up_proj.weight") == devs[1]
     with pytest.raises(UsageError, match="max_memory"):
         plan_placement(sizes, 10, devs, {devs[0]: 140, devs[1]: 140})
     with pytest.raises(UsageError, match="max_memory"):
         plan_placement(sizes, 10, devs[:1], {devs[0]: 200})
-    assert parse_memory("2GiB") == 2 * 2**30 and parse_memory("500MB") == 500 * 10**6 and parse_memory(7) == 7
+    assert (
+        parse_memory("2GiB") == 2 * 2**30
+        and parse_memory("500MB") == 500 * 10**6
+        and parse_memory(7) == 7
+    )
 
 
 def test_multi_device_dispatch_moves_activations(tiny_internlm2: Path) -> None:
@@ -209,8 +257,17 @@ def test_multi_device_dispatch_moves_activations(tiny_internlm2: Path) -> None:
 
     spec = read_config(tiny_internlm2)
     cpu = torch.device("cpu")
-    placement = Placement((cpu, cpu), {"model.embed_tokens": cpu, "model.layers.0": cpu, "model.layers.1": cpu,
-                                       "model.norm": cpu, "lm_head": cpu, "model.rotary_emb": cpu})
+    placement = Placement(
+        (cpu, cpu),
+        {
+            "model.embed_tokens": cpu,
+            "model.layers.0": cpu,
+            "model.layers.1": cpu,
+            "model.norm": cpu,
+            "lm_head": cpu,
+            "model.rotary_emb": cpu,
+        },
+    )
     model = load_native(tiny_internlm2, spec, placement, torch.float32)
     dispatch(model, placement)
     with torch.inference_mode():
@@ -238,7 +295,9 @@ def test_quantization_without_bitsandbytes_is_a_missing_dependency(tiny_internlm
 
 
 @pytest.mark.parametrize("engine", ["vllm", "lmdeploy"])
-def test_engine_backends_without_the_engine_are_a_missing_dependency(tiny_internlm2: Path, engine: str) -> None:
+def test_engine_backends_without_the_engine_are_a_missing_dependency(
+    tiny_internlm2: Path, engine: str
+) -> None:
     import importlib.util
 
     if importlib.util.find_spec(engine) is not None:
@@ -275,11 +334,21 @@ def test_origin_format_directory_is_refused_with_the_hf_source(tmp_path: Path) -
         load(path, device="cpu")
     import hashlib
 
-    write_manifest(path, StoreManifest(
-        name="InternLM-Chat-7B", slug="internlm-chat-7b", revision=None, commit=None,
-        sources=(SourceRecord("openxlab-origin", "OpenLMLab/InternLM-chat-7b-original", "http://127.0.0.1:1"),),
-        files=(FileRecord("model_tp0_pp0.pt", 16, hashlib.sha256(b"\0" * 16).hexdigest()),),
-    ))
+    write_manifest(
+        path,
+        StoreManifest(
+            name="InternLM-Chat-7B",
+            slug="internlm-chat-7b",
+            revision=None,
+            commit=None,
+            sources=(
+                SourceRecord(
+                    "openxlab-origin", "OpenLMLab/InternLM-chat-7b-original", "http://127.0.0.1:1"
+                ),
+            ),
+            files=(FileRecord("model_tp0_pp0.pt", 16, hashlib.sha256(b"\0" * 16).hexdigest()),),
+        ),
+    )
     with pytest.raises(IncompatibleCheckpointError, match="internlm/internlm-chat-7b"):
         load(path, device="cpu")
 

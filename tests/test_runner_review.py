@@ -32,10 +32,13 @@ def _set_config(path: Path, **fields: object) -> None:
     (path / "config.json").write_text(json.dumps(cfg))
 
 
-@pytest.mark.parametrize(("arch", "emb", "head"), [
-    ("internlm2", "model.tok_embeddings.weight", "output.weight"),
-    ("internlm3", "model.embed_tokens.weight", "lm_head.weight"),
-])
+@pytest.mark.parametrize(
+    ("arch", "emb", "head"),
+    [
+        ("internlm2", "model.tok_embeddings.weight", "output.weight"),
+        ("internlm3", "model.embed_tokens.weight", "lm_head.weight"),
+    ],
+)
 def test_tied_checkpoint_that_stores_its_head_loads_and_a_different_head_is_refused(
     tiny_checkpoint, tmp_path: Path, arch: str, emb: str, head: str
 ) -> None:
@@ -54,9 +57,13 @@ def test_tied_checkpoint_that_stores_its_head_loads_and_a_different_head_is_refu
         load(path, device="cpu")
 
 
-def test_single_model_safetensors_ignores_other_safetensors_beside_it(tiny_checkpoint, tmp_path: Path) -> None:
+def test_single_model_safetensors_ignores_other_safetensors_beside_it(
+    tiny_checkpoint, tmp_path: Path
+) -> None:
     path = _copy(tiny_checkpoint("internlm2", shards=1, dtype="float32"), tmp_path / "ck")
-    save_file({"base_model.lora_A.weight": torch.ones(2, 2)}, str(path / "adapter_model.safetensors"))
+    save_file(
+        {"base_model.lora_A.weight": torch.ones(2, 2)}, str(path / "adapter_model.safetensors")
+    )
     weights = find_weights(path)
     assert [f.name for f in weights.files] == ["model.safetensors"]
     assert "base_model.lora_A.weight" not in weights.tensors
@@ -113,7 +120,9 @@ def test_bin_with_pickled_code_is_refused_without_running_it_or_advising_unsafe_
     assert "weights_only` set to `False`" not in msg and "will likely succeed" not in msg
 
 
-def test_single_bin_checkpoint_matches_its_safetensors_twin(tiny_checkpoint, tmp_path: Path) -> None:
+def test_single_bin_checkpoint_matches_its_safetensors_twin(
+    tiny_checkpoint, tmp_path: Path
+) -> None:
     src = tiny_checkpoint("internlm", shards=1, dtype="float32")
     path, sd = _bin_checkpoint(tiny_checkpoint, tmp_path)
     torch.save(sd, path / "pytorch_model.bin")
@@ -142,26 +151,34 @@ def test_special_tokens_listed_only_in_additional_special_tokens_are_kept_whole(
     from model_zoo.runner.tokenizer import InternLMTokenizer
 
     src = tiny_checkpoint(arch, shards=1)
-    old_style = _edit_tokenizer_config(src, tmp_path / "ck", lambda c: c.pop("added_tokens_decoder"))
+    old_style = _edit_tokenizer_config(
+        src, tmp_path / "ck", lambda c: c.pop("added_tokens_decoder")
+    )
     text = "<|User|>:hi<eoh>\n<|im_start|>user\nhi<|im_end|><review>"
     want = InternLMTokenizer.from_pretrained(src).encode(text)
     assert InternLMTokenizer.from_pretrained(old_style).encode(text) == want
 
 
-def test_chat_template_given_as_a_named_list_uses_the_default_entry(tiny_checkpoint, tmp_path: Path) -> None:
+def test_chat_template_given_as_a_named_list_uses_the_default_entry(
+    tiny_checkpoint, tmp_path: Path
+) -> None:
     from model_zoo.runner.tokenizer import InternLMTokenizer
 
     src = tiny_checkpoint("internlm2", shards=1)
     marker = "{{ 'NAMED-DEFAULT' }}"
 
     def to_list(cfg: dict) -> None:
-        cfg["chat_template"] = [{"name": "tool_use", "template": "{{ 'TOOLS' }}"},
-                                {"name": "default", "template": marker + cfg["chat_template"]}]
+        cfg["chat_template"] = [
+            {"name": "tool_use", "template": "{{ 'TOOLS' }}"},
+            {"name": "default", "template": marker + cfg["chat_template"]},
+        ]
 
     path = _edit_tokenizer_config(src, tmp_path / "ck", to_list)
     tok = InternLMTokenizer.from_pretrained(path)
     assert tok.chat_template is not None and tok.chat_template.startswith(marker)
-    text = tok.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True, tokenize=False)
+    text = tok.apply_chat_template(
+        [{"role": "user", "content": "hi"}], add_generation_prompt=True, tokenize=False
+    )
     assert text.startswith("NAMED-DEFAULT")
 
 
@@ -172,7 +189,9 @@ def test_malformed_added_tokens_decoder_is_a_clear_error(tiny_checkpoint, tmp_pa
         cfg["added_tokens_decoder"]["1023"] = {"special": True}  # no content
 
     path = _edit_tokenizer_config(tiny_checkpoint("internlm2", shards=1), tmp_path / "ck", damage)
-    with pytest.raises(IncompatibleCheckpointError, match="tokenizer_config.json.*added_tokens_decoder"):
+    with pytest.raises(
+        IncompatibleCheckpointError, match="tokenizer_config.json.*added_tokens_decoder"
+    ):
         InternLMTokenizer.from_pretrained(path)
 
 
@@ -189,11 +208,21 @@ def test_index_naming_a_file_outside_the_checkpoint_or_no_file_is_refused(
         find_weights(path)
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("num_attention_heads", 0), ("max_position_embeddings", 0), ("max_position_embeddings", -5),
-    ("hidden_size", 0), ("num_hidden_layers", -1), ("rope_theta", 0), ("head_dim", -16),
-])
-def test_config_with_impossible_sizes_is_refused_naming_the_field(tiny_checkpoint, field: str, value: int) -> None:
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("num_attention_heads", 0),
+        ("max_position_embeddings", 0),
+        ("max_position_embeddings", -5),
+        ("hidden_size", 0),
+        ("num_hidden_layers", -1),
+        ("rope_theta", 0),
+        ("head_dim", -16),
+    ],
+)
+def test_config_with_impossible_sizes_is_refused_naming_the_field(
+    tiny_checkpoint, field: str, value: int
+) -> None:
     from model_zoo.runner.config import spec_from_dict
 
     cfg = json.loads((tiny_checkpoint("internlm2") / "config.json").read_text())
@@ -202,7 +231,9 @@ def test_config_with_impossible_sizes_is_refused_naming_the_field(tiny_checkpoin
         spec_from_dict(cfg)
 
 
-def test_max_position_embeddings_of_one_still_matches_dynamic_ntk(tiny_checkpoint, tmp_path: Path) -> None:
+def test_max_position_embeddings_of_one_still_matches_dynamic_ntk(
+    tiny_checkpoint, tmp_path: Path
+) -> None:
     # The smallest valid limit: every position past the first is scaled.
     from test_runner_forward import Reference
 
@@ -216,7 +247,9 @@ def test_max_position_embeddings_of_one_still_matches_dynamic_ntk(tiny_checkpoin
 
 
 @pytest.mark.parametrize("extra", [{"step": 5}, {"model": {"w": torch.ones(1)}}])
-def test_bin_with_non_tensor_entries_is_refused_naming_the_entry(tiny_checkpoint, tmp_path: Path, extra: dict) -> None:
+def test_bin_with_non_tensor_entries_is_refused_naming_the_entry(
+    tiny_checkpoint, tmp_path: Path, extra: dict
+) -> None:
     path, sd = _bin_checkpoint(tiny_checkpoint, tmp_path)
     torch.save({**sd, **extra}, path / "pytorch_model.bin")
     name = next(iter(extra))
@@ -254,10 +287,14 @@ def test_chat_template_missing_from_tokenizer_config(tiny_checkpoint, tmp_path: 
     # the bare tokenizer has no template to use: an error, not an empty rendering
     with pytest.raises(UsageError, match="no chat template"):
         runner.tokenizer.apply_chat_template(msgs, add_generation_prompt=True)
-    assert runner.tokenizer.apply_chat_template(msgs, template=runner.profile.template).endswith("hi<|im_end|>\n")
+    assert runner.tokenizer.apply_chat_template(msgs, template=runner.profile.template).endswith(
+        "hi<|im_end|>\n"
+    )
 
 
-def test_tied_head_runs_on_the_embeddings_device_when_layers_are_split(tiny_checkpoint, tmp_path: Path) -> None:
+def test_tied_head_runs_on_the_embeddings_device_when_layers_are_split(
+    tiny_checkpoint, tmp_path: Path
+) -> None:
     # Two distinct device names stand in for two GPUs (the bytes stay on the CPU either way);
     # what matters is that the head is placed, and its input sent, where the tied weight lives.
     from model_zoo.runner.config import read_config
@@ -274,19 +311,25 @@ def test_tied_head_runs_on_the_embeddings_device_when_layers_are_split(tiny_chec
     placement = plan_placement({"embed": 10, "layer": 10, "final": 10}, spec.num_layers, devices)
     assert placement.device_for("lm_head.weight") == devices[1]  # the split puts the head last
     model = load_native(path, spec, placement, torch.float32)
-    assert placement.device_for("lm_head.weight") == placement.device_for("model.embed_tokens.weight")
+    assert placement.device_for("lm_head.weight") == placement.device_for(
+        "model.embed_tokens.weight"
+    )
     assert model.lm_head.weight is model.model.embed_tokens.weight
     dispatch(model, placement)
     with torch.inference_mode():
         assert model(torch.tensor([[1, 5, 9]])).logits.shape == (1, 3, spec.vocab_size)
 
 
-def test_awq_checkpoint_is_named_as_pre_quantized_not_as_missing_tensors(tiny_checkpoint, tmp_path: Path) -> None:
+def test_awq_checkpoint_is_named_as_pre_quantized_not_as_missing_tensors(
+    tiny_checkpoint, tmp_path: Path
+) -> None:
     path = _copy(tiny_checkpoint("internlm2", shards=1, dtype="float16"), tmp_path / "ck")
     _set_config(path, quantization_config={"quant_method": "awq", "bits": 4, "group_size": 128})
     sd = load_file(path / "model.safetensors")
     w = sd.pop("model.layers.0.feed_forward.w1.weight")
-    sd["model.layers.0.feed_forward.w1.qweight"] = torch.zeros(w.shape[1], w.shape[0] // 8, dtype=torch.int32)
+    sd["model.layers.0.feed_forward.w1.qweight"] = torch.zeros(
+        w.shape[1], w.shape[0] // 8, dtype=torch.int32
+    )
     sd["model.layers.0.feed_forward.w1.scales"] = torch.ones(1, w.shape[0], dtype=torch.float16)
     save_file(sd, str(path / "model.safetensors"), metadata={"format": "pt"})
     with pytest.raises(IncompatibleCheckpointError, match="awq checkpoint") as info:
@@ -294,7 +337,9 @@ def test_awq_checkpoint_is_named_as_pre_quantized_not_as_missing_tensors(tiny_ch
     assert "qweight" in str(info.value) and "backend='vllm'" in str(info.value)
 
 
-def test_shard_holding_tensors_its_index_does_not_list_is_named(tiny_checkpoint, tmp_path: Path) -> None:
+def test_shard_holding_tensors_its_index_does_not_list_is_named(
+    tiny_checkpoint, tmp_path: Path
+) -> None:
     path = _copy(tiny_checkpoint("internlm2", shards=2), tmp_path / "ck")
     index = json.loads((path / "model.safetensors.index.json").read_text())
     shard = sorted(set(index["weight_map"].values()))[1]
@@ -304,5 +349,8 @@ def test_shard_holding_tensors_its_index_does_not_list_is_named(tiny_checkpoint,
     load(path, device="cpu")
     sd["vision_tower.proj.weight"] = torch.ones(2, 2)
     save_file(sd, str(path / shard), metadata={"format": "pt"})
-    with pytest.raises(IncompatibleCheckpointError, match=rf"unexpected tensor\(s\) vision_tower.proj.weight \(in {shard}\)"):
+    with pytest.raises(
+        IncompatibleCheckpointError,
+        match=rf"unexpected tensor\(s\) vision_tower.proj.weight \(in {shard}\)",
+    ):
         load(path, device="cpu")

@@ -51,8 +51,12 @@ LENGTHS = [1, 7, 30, 2, 63, 64, 17]
         ("internlm2", None, {"rope_scaling": {"type": "linear", "factor": 2.0}}),
     ],
 )
-def test_equals_the_padded_forward(tmp_path: Path, arch: str, dims: TinyDims | None, overrides: dict | None) -> None:
-    path = make_tiny(arch, tmp_path / "ckpt", seed=5, dtype="float32", dims=dims, config_overrides=overrides)
+def test_equals_the_padded_forward(
+    tmp_path: Path, arch: str, dims: TinyDims | None, overrides: dict | None
+) -> None:
+    path = make_tiny(
+        arch, tmp_path / "ckpt", seed=5, dtype="float32", dims=dims, config_overrides=overrides
+    )
     runner = load(path, device="cpu")
     decoder = runner.model.model
     assert supports_unpadded(decoder, runner.placement.devices)
@@ -94,7 +98,9 @@ def test_runner_uses_it_only_where_it_applies(tiny_internlm2_reward: Path) -> No
     # a layer split over two devices keeps the standard forward (its hooks move activations)
     assert not supports_unpadded(sdpa.model.model, (torch.device("cpu"), torch.device("meta")))
     seqs = batch([9, 1, 33])
-    torch.testing.assert_close(sdpa.last_hidden_states(seqs), eager.last_hidden_states(seqs), atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        sdpa.last_hidden_states(seqs), eager.last_hidden_states(seqs), atol=2e-5, rtol=1e-4
+    )
 
 
 def test_empty_input_is_refused(tiny_internlm2_reward: Path) -> None:
@@ -111,6 +117,9 @@ def test_reward_scorer_runs_padding_free_and_scores_alike(tiny_reward_fp32: Path
     fast = load_reward(tiny_reward_fp32, device="cpu", dtype="float32")
     plain = load_reward(tiny_reward_fp32, device="cpu", dtype="float32", attn="eager")
     assert fast.scorer.last_hidden is not None and plain.scorer.last_hidden is None
-    convs = [[{"role": "user", "content": "hi " * n}, {"role": "assistant", "content": "ok"}] for n in (1, 9, 20)]
+    convs = [
+        [{"role": "user", "content": "hi " * n}, {"role": "assistant", "content": "ok"}]
+        for n in (1, 9, 20)
+    ]
     for a, b in zip(fast.score_batch(convs), plain.score_batch(convs)):
         assert abs(a - b) < 1e-4

@@ -22,10 +22,22 @@ from model_zoo.server.protocol import ServerLimits
 from model_zoo.server.reward_server import RewardServer
 
 
-def post(path: str, body: dict | bytes, *, extra: bytes = b"", version: bytes = b"HTTP/1.1") -> bytes:
+def post(
+    path: str, body: dict | bytes, *, extra: bytes = b"", version: bytes = b"HTTP/1.1"
+) -> bytes:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return (b"POST " + path.encode() + b" " + version + b"\r\nHost: x\r\nContent-Type: application/json\r\n"
-            + extra + b"Content-Length: " + str(len(data)).encode() + b"\r\n\r\n" + data)
+    return (
+        b"POST "
+        + path.encode()
+        + b" "
+        + version
+        + b"\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + extra
+        + b"Content-Length: "
+        + str(len(data)).encode()
+        + b"\r\n\r\n"
+        + data
+    )
 
 
 def read_response(sock: socket.socket, buf: bytearray) -> tuple[int, dict[str, str], bytes]:
@@ -74,8 +86,10 @@ def score_of(text: str) -> float:
 
 def test_pipelined_requests_are_answered_in_order(server: RewardServer) -> None:
     with connect(server) as s:
-        s.sendall(b"".join(post("/v1/score", {"texts": [f"t{i}"]}) for i in range(5))
-                  + b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.sendall(
+            b"".join(post("/v1/score", {"texts": [f"t{i}"]}) for i in range(5))
+            + b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
         buf = bytearray()
         for i in range(5):
             status, _, body = read_response(s, buf)
@@ -102,10 +116,24 @@ def test_connection_close_http10_and_keep_alive(server: RewardServer) -> None:
         s.sendall(post("/v1/score", {"texts": ["a"]}, version=b"HTTP/1.0"))
         assert read_response(s, bytearray())[0] == 200 and closed_by_server(s)
     with connect(server) as s:
-        s.sendall(post("/v1/score", {"texts": ["a"]}, version=b"HTTP/1.0", extra=b"Connection: keep-alive\r\n"))
+        s.sendall(
+            post(
+                "/v1/score",
+                {"texts": ["a"]},
+                version=b"HTTP/1.0",
+                extra=b"Connection: keep-alive\r\n",
+            )
+        )
         buf = bytearray()
         assert read_response(s, buf)[0] == 200
-        s.sendall(post("/v1/score", {"texts": ["b"]}, version=b"HTTP/1.0", extra=b"Connection: keep-alive\r\n"))
+        s.sendall(
+            post(
+                "/v1/score",
+                {"texts": ["b"]},
+                version=b"HTTP/1.0",
+                extra=b"Connection: keep-alive\r\n",
+            )
+        )
         assert read_response(s, buf)[0] == 200
 
 
@@ -115,19 +143,38 @@ def test_connection_close_http10_and_keep_alive(server: RewardServer) -> None:
         (b"NONSENSE\r\n\r\n", 400),
         (b"GET /health HTTP/2.0\r\nHost: x\r\n\r\n", 505),
         (b"GET /health HTTP/1.1\r\nno colon here\r\n\r\n", 400),
-        (b"GET /health HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(150)) + b"\r\n", 431),
+        (
+            b"GET /health HTTP/1.1\r\n"
+            + b"".join(b"X-%d: y\r\n" % i for i in range(150))
+            + b"\r\n",
+            431,
+        ),
         (b"POST /v1/score HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", 400),
         (b"POST /v1/score HTTP/1.1\r\nContent-Length: -3\r\n\r\n", 400),
         (b"POST /v1/score HTTP/1.1\r\nContent-Length: 9999999\r\n\r\n", 413),
-        (b"POST /v1/score HTTP/1.1\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n", 413),  # past int()'s digits
+        (
+            b"POST /v1/score HTTP/1.1\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n",
+            413,
+        ),  # past int()'s digits
         (b"GET /health HTTP/1.1\r\nContent-Length: " + b"1" * 5000 + b"\r\n\r\n", 413),
-        (b"POST /v1/score HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 411),
+        (
+            b"POST /v1/score HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            411,
+        ),
         # any other coding frames the body too: its bytes must not be read as the next request
-        (b"POST /v1/score HTTP/1.1\r\nTransfer-Encoding: identity\r\n\r\nGET /nope HTTP/1.1\r\n\r\n", 411),
-        (b"GET /health HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1f\r\nGET /nope HTTP/1.1\r\n\r\n", 411),
+        (
+            b"POST /v1/score HTTP/1.1\r\nTransfer-Encoding: identity\r\n\r\nGET /nope HTTP/1.1\r\n\r\n",
+            411,
+        ),
+        (
+            b"GET /health HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1f\r\nGET /nope HTTP/1.1\r\n\r\n",
+            411,
+        ),
     ],
 )
-def test_malformed_or_unframeable_requests_get_a_json_error_and_a_close(server: RewardServer, raw: bytes, status: int) -> None:
+def test_malformed_or_unframeable_requests_get_a_json_error_and_a_close(
+    server: RewardServer, raw: bytes, status: int
+) -> None:
     with connect(server) as s:
         s.sendall(raw)
         got, headers, body = read_response(s, bytearray())
@@ -153,7 +200,8 @@ def test_a_client_that_goes_away_while_scored_does_not_disturb_others() -> None:
         s.close()  # before its answer
         gate.set()
         assert httpx.post(srv.url + "/v1/score", json={"texts": ["here"]}, timeout=10).json() == {
-            "scores": [score_of("here")]}
+            "scores": [score_of("here")]
+        }
 
 
 def test_half_closed_client_still_gets_its_answer(server: RewardServer) -> None:
@@ -171,7 +219,7 @@ def test_idle_and_stalled_connections_are_closed(monkeypatch: pytest.MonkeyPatch
         with connect(srv) as idle:
             assert closed_by_server(idle, timeout=5)
         with connect(srv) as stalled:  # the head, then only half of the announced body
-            stalled.sendall(b"POST /v1/score HTTP/1.1\r\nContent-Length: 100\r\n\r\n{\"texts\":")
+            stalled.sendall(b'POST /v1/score HTTP/1.1\r\nContent-Length: 100\r\n\r\n{"texts":')
             assert closed_by_server(stalled, timeout=5)
 
 
@@ -205,7 +253,9 @@ def test_a_failing_model_answers_500_and_the_server_lives_on() -> None:
     with RewardServer(rm) as srv:
         r = httpx.post(srv.url + "/v1/score", json={"texts": ["a"]}, timeout=10)
         assert r.status_code == 500 and "device-side assert" in r.json()["error"]["message"]
-        assert httpx.post(srv.url + "/v1/score", json={"texts": ["a"]}, timeout=10).status_code == 200
+        assert (
+            httpx.post(srv.url + "/v1/score", json={"texts": ["a"]}, timeout=10).status_code == 200
+        )
 
 
 def test_many_connections_at_once() -> None:
@@ -225,7 +275,11 @@ def test_many_connections_at_once() -> None:
 def test_responses_carry_date_and_server_headers(server: RewardServer) -> None:
     r = httpx.get(server.url + "/health")
     assert r.headers["server"] == "model-zoo-reward" and r.headers["date"].endswith("GMT")
-    assert time.time() - __import__("email.utils").utils.parsedate_to_datetime(r.headers["date"]).timestamp() < 5
+    assert (
+        time.time()
+        - __import__("email.utils").utils.parsedate_to_datetime(r.headers["date"]).timestamp()
+        < 5
+    )
 
 
 def test_a_batch_waits_for_a_body_still_arriving() -> None:
@@ -241,7 +295,10 @@ def test_a_batch_waits_for_a_body_still_arriving() -> None:
         fast.sendall(post("/v1/score", {"texts": ["fast"]}))
         time.sleep(0.4)  # far past wait_s: without the announcement "fast" would be scored alone
         slow.sendall(whole[cut:])
-        assert read_response(fast, bytearray())[0] == 200 and read_response(slow, bytearray())[0] == 200
+        assert (
+            read_response(fast, bytearray())[0] == 200
+            and read_response(slow, bytearray())[0] == 200
+        )
         slow.close(), fast.close()
     assert rm.scorer.calls == [2]
 
@@ -255,7 +312,9 @@ def test_a_client_leaving_mid_body_does_not_hold_batches() -> None:
         gone.close()
         time.sleep(0.2)
         start = time.monotonic()
-        assert httpx.post(srv.url + "/v1/score", json={"texts": ["x"]}, timeout=10).status_code == 200
+        assert (
+            httpx.post(srv.url + "/v1/score", json={"texts": ["x"]}, timeout=10).status_code == 200
+        )
         assert time.monotonic() - start < 2  # not max_wait_s
         assert srv.scheduler._arriving == 0
 
@@ -271,14 +330,23 @@ def test_a_large_request_is_prepared_off_the_loop_so_health_stays_responsive() -
                 time.sleep(1.5)  # a tokenizer working through a very large request
             return super().encode(text)
 
-    rm = RewardModel(RecordingScorer(), SlowCodec(), reward_token_id=FAKE_REWARD_ID, max_length=10**6,
-                     pad_token_id=FAKE_PAD_ID, name="slow")
+    rm = RewardModel(
+        RecordingScorer(),
+        SlowCodec(),
+        reward_token_id=FAKE_REWARD_ID,
+        max_length=10**6,
+        pad_token_id=FAKE_PAD_ID,
+        name="slow",
+    )
     big = "b" * 100_000
     assert len(json.dumps({"texts": [big]})) > reward_server.INLINE_BODY_BYTES
     with RewardServer(rm, limits=ServerLimits(max_request_bytes=10**7)) as srv:
         result: dict[str, httpx.Response] = {}
-        t = threading.Thread(target=lambda: result.setdefault(
-            "r", httpx.post(srv.url + "/v1/score", json={"texts": [big]}, timeout=30)))
+        t = threading.Thread(
+            target=lambda: result.setdefault(
+                "r", httpx.post(srv.url + "/v1/score", json={"texts": [big]}, timeout=30)
+            )
+        )
         t.start()
         time.sleep(0.3)  # the big request is being tokenized
         start = time.monotonic()
@@ -291,11 +359,16 @@ def test_a_large_request_is_prepared_off_the_loop_so_health_stays_responsive() -
 def test_a_get_with_a_body_does_not_smuggle_its_body_in_as_a_request(server: RewardServer) -> None:
     hidden = b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"
     with connect(server) as s:
-        s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(hidden) + hidden
-                  + b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.sendall(
+            b"GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(hidden)
+            + hidden
+            + b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
         buf = bytearray()
         assert read_response(s, buf)[0] == 200
-        status, _, body = read_response(s, buf)  # the next request is /v1/models, not the body's /nope
+        status, _, body = read_response(
+            s, buf
+        )  # the next request is /v1/models, not the body's /nope
         assert status == 200 and json.loads(body)["data"][0]["id"] == "fake-reward"
 
 
@@ -310,7 +383,9 @@ def test_pipelined_requests_then_half_close_are_all_answered(server: RewardServe
         assert headers.get("connection") == "close" and closed_by_server(s)
 
 
-def test_half_close_after_a_partial_pipelined_request_closes_without_waiting(server: RewardServer) -> None:
+def test_half_close_after_a_partial_pipelined_request_closes_without_waiting(
+    server: RewardServer,
+) -> None:
     with connect(server) as s:
         s.sendall(post("/v1/score", {"texts": ["a"]}) + post("/v1/score", {"texts": ["b"]})[:-4])
         s.shutdown(socket.SHUT_WR)
@@ -332,7 +407,11 @@ def test_http10_keep_alive_is_confirmed_and_the_connection_reused(server: Reward
 
 def test_empty_lines_before_a_request_are_ignored(server: RewardServer) -> None:
     with connect(server) as s:
-        s.sendall(post("/v1/score", {"texts": ["x"]}) + b"\r\n" + b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.sendall(
+            post("/v1/score", {"texts": ["x"]})
+            + b"\r\n"
+            + b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
         buf = bytearray()
         assert read_response(s, buf)[0] == 200
         assert read_response(s, buf)[0] == 200
@@ -372,21 +451,30 @@ def test_requests_nobody_waits_for_are_not_scored() -> None:
         assert read_response(late, bytearray())[0] == 504
         late.close()
         gate.set()
-        assert httpx.post(srv.url + "/v1/score", json={"texts": ["after"]}, timeout=10).status_code == 200
+        assert (
+            httpx.post(srv.url + "/v1/score", json={"texts": ["after"]}, timeout=10).status_code
+            == 200
+        )
     codec = CharCodec()
     seen = rm.scorer.seen
     assert [x for x in seen if x[:-1] in (codec.encode("running"), codec.encode("after"))] == [
-        codec.encode("running") + seen[0][-1:], codec.encode("after") + seen[0][-1:]]
+        codec.encode("running") + seen[0][-1:],
+        codec.encode("after") + seen[0][-1:],
+    ]
     assert not [x for x in seen if x[:-1] in (codec.encode("gone"), codec.encode("late"))]
 
 
-def test_an_oversized_head_is_refused_even_when_it_arrives_in_one_piece(server: RewardServer) -> None:
+def test_an_oversized_head_is_refused_even_when_it_arrives_in_one_piece(
+    server: RewardServer,
+) -> None:
     with connect(server) as s:
         s.sendall(b"GET /health HTTP/1.1\r\nX: " + b"y" * 70000 + b"\r\n\r\n")
         assert read_response(s, bytearray())[0] == 431 and closed_by_server(s)
 
 
-def test_a_client_that_pipelines_but_never_reads_its_answers_is_held_back(server: RewardServer) -> None:
+def test_a_client_that_pipelines_but_never_reads_its_answers_is_held_back(
+    server: RewardServer,
+) -> None:
     one = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
     with connect(server) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -405,14 +493,16 @@ def test_a_client_that_pipelines_but_never_reads_its_answers_is_held_back(server
             assert read_response(s, buf)[0] == 200
 
 
-
 def test_requests_pipelined_behind_one_in_flight_at_shutdown_are_answered_503() -> None:
     gate = threading.Event()
     rm = make_fake_rm(gate=gate)
     srv = RewardServer(rm, wait_s=0).start()
     with connect(srv) as s:
-        s.sendall(post("/v1/score", {"texts": ["in flight"]}) + b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
-                  + b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.sendall(
+            post("/v1/score", {"texts": ["in flight"]})
+            + b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+            + b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
         assert rm.scorer.started.wait(10)
         stopper = threading.Thread(target=srv.shutdown)
         stopper.start()
@@ -435,13 +525,19 @@ def test_a_non_finite_score_is_a_json_error_naming_the_items() -> None:
     real = rm.scorer.score_ids
 
     def overflowing(batch, **kw):  # type: ignore[no-untyped-def]
-        return [float("nan") if ids[1:3] == CharCodec().encode("nn") else s
-                for ids, s in zip(batch, real(batch, **kw))]
+        return [
+            float("nan") if ids[1:3] == CharCodec().encode("nn") else s
+            for ids, s in zip(batch, real(batch, **kw))
+        ]
 
     rm.scorer.score_ids = overflowing  # type: ignore[method-assign]
     with RewardServer(rm) as srv:
         r = httpx.post(srv.url + "/v1/score", json={"texts": ["ok", "<nn|", "fine"]}, timeout=10)
         assert r.status_code == 500
         err = r.json()["error"]  # a strict parser reads it
-        assert err["type"] == "non_finite_score" and err["items"] == [1] and "dtype" in err["message"]
-        assert httpx.post(srv.url + "/v1/score", json={"texts": ["ok"]}, timeout=10).status_code == 200
+        assert (
+            err["type"] == "non_finite_score" and err["items"] == [1] and "dtype" in err["message"]
+        )
+        assert (
+            httpx.post(srv.url + "/v1/score", json={"texts": ["ok"]}, timeout=10).status_code == 200
+        )

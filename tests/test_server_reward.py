@@ -28,8 +28,13 @@ CONVS = [conv("hello", "hi there"), conv("what is 2+2?", "4"), conv("x", "")]
 @pytest.fixture()
 def served() -> Iterator[tuple[RewardServer, RewardModel, httpx.Client]]:
     rm = make_fake_rm()
-    limits = ServerLimits(max_request_bytes=4000, max_items_per_request=5, max_tokens_per_item=60, max_queue=50)
-    with RewardServer(rm, limits=limits) as server, httpx.Client(base_url=server.url, timeout=10) as client:
+    limits = ServerLimits(
+        max_request_bytes=4000, max_items_per_request=5, max_tokens_per_item=60, max_queue=50
+    )
+    with (
+        RewardServer(rm, limits=limits) as server,
+        httpx.Client(base_url=server.url, timeout=10) as client,
+    ):
         yield server, rm, client
 
 
@@ -43,15 +48,24 @@ def test_score_rank_compare_health_models(served: Any) -> None:
     expected = rm.score_batch(CONVS)
     assert client.post("/v1/score", json={"conversations": CONVS}).json() == {"scores": expected}
     texts = ["<user>a|", "<user>b|"]
-    assert client.post("/v1/score", json={"texts": texts}).json() == {"scores": rm.score_text(texts)}
+    assert client.post("/v1/score", json={"texts": texts}).json() == {
+        "scores": rm.score_text(texts)
+    }
     ranked = client.post("/v1/rank", json={"conversations": CONVS}).json()
-    assert ranked == {"ranks": rm.rank(CONVS), "order": rm.order(CONVS), "best": rm.best_of(CONVS), "scores": expected}
+    assert ranked == {
+        "ranks": rm.rank(CONVS),
+        "order": rm.order(CONVS),
+        "best": rm.best_of(CONVS),
+        "scores": expected,
+    }
     cmp = client.post("/v1/compare", json={"a": CONVS[0], "b": CONVS[1]}).json()
     assert cmp == {"a_better": expected[0] > expected[1], "scores": expected[:2]}
     health = client.get("/health").json()
     assert health["status"] == "ok" and health["model"] == "fake-reward" and health["items"] >= 8
     models = client.get("/v1/models").json()
-    assert models["data"][0]["id"] == "fake-reward" and models["data"][0]["max_tokens_per_item"] == 60
+    assert (
+        models["data"][0]["id"] == "fake-reward" and models["data"][0]["max_tokens_per_item"] == 60
+    )
 
 
 def test_openrlhf_shaped_request(served: Any) -> None:
@@ -81,7 +95,11 @@ def test_openrlhf_shaped_request(served: Any) -> None:
         ("/v1/score", {"conversations": []}, "conversations"),
         ("/v1/score", {"conversations": "hi"}, "conversations"),
         ("/v1/score", {"conversations": [[{"role": "user"}]]}, "conversations[0][0].content"),
-        ("/v1/score", {"conversations": [CONVS[0], [{"role": "user", "content": 5}]]}, "conversations[1][0].content"),
+        (
+            "/v1/score",
+            {"conversations": [CONVS[0], [{"role": "user", "content": 5}]]},
+            "conversations[1][0].content",
+        ),
         ("/v1/score", {"conversations": [[{"content": "x"}]]}, "conversations[0][0].role"),
         ("/v1/score", {"texts": ["a", None]}, "texts[1]"),
         ("/get_reward", {"prompts": ["a"]}, "query"),
@@ -93,9 +111,15 @@ def test_openrlhf_shaped_request(served: Any) -> None:
         ("/v1/rank", {"conversations": [[]]}, "conversations[0]"),
     ],
 )
-def test_bad_input_answers_400_naming_the_field(served: Any, route: str, body: Any, field: str) -> None:
+def test_bad_input_answers_400_naming_the_field(
+    served: Any, route: str, body: Any, field: str
+) -> None:
     _, _, client = served
-    r = client.post(route, content=body) if isinstance(body, bytes) else client.post(route, json=body)
+    r = (
+        client.post(route, content=body)
+        if isinstance(body, bytes)
+        else client.post(route, json=body)
+    )
     assert r.status_code == 400, r.text
     err = r.json()["error"]
     assert err["type"] == "invalid_request" and err["field"] == field and field in err["message"]
@@ -108,7 +132,11 @@ def test_limits_answer_413_naming_the_limit(served: Any) -> None:
     assert r.json()["error"]["value"] == 6 and r.json()["error"]["max"] == 5
     r = client.post("/v1/score", json={"texts": ["a", "b" * 100]})
     err = r.json()["error"]
-    assert r.status_code == 413 and err["limit"] == "max_tokens_per_item" and err["field"] == "texts[1]"
+    assert (
+        r.status_code == 413
+        and err["limit"] == "max_tokens_per_item"
+        and err["field"] == "texts[1]"
+    )
     r = client.post("/v1/compare", json={"a": CONVS[0], "b": conv("z" * 100)})
     assert r.status_code == 413 and r.json()["error"]["field"] == "b"
     r = client.post("/v1/score", json={"texts": ["a", "x" * 5000]})
@@ -122,15 +150,18 @@ def test_expect_100_continue_is_answered_at_once(served: Any) -> None:
     server, rm, _ = served
     body = json.dumps({"texts": ["abc"]}).encode()
     with socket.create_connection((server.host, server.port), timeout=5) as s:
-        s.sendall(b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                  b"Expect: 100-continue\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n")
+        s.sendall(
+            b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Expect: 100-continue\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+        )
         assert s.recv(100).startswith(b"HTTP/1.1 100")  # within the 5 s timeout, not after a stall
         s.sendall(body)
         reply = b""
         while b"scores" not in reply:
             reply += s.recv(4096)
     assert reply.startswith(b"HTTP/1.1 200") and json.loads(reply.split(b"\r\n\r\n", 1)[1]) == {
-        "scores": rm.score_text(["abc"])}
+        "scores": rm.score_text(["abc"])
+    }
 
 
 def test_server_truncation_keeps_the_reward_token() -> None:
@@ -162,7 +193,9 @@ def test_queue_limit_answers_429() -> None:
         results: dict[str, httpx.Response] = {}
 
         def post(key: str, n: int) -> None:
-            texts = [f"{key}{i}" for i in range(n)]  # distinct: copies in one request are queued once
+            texts = [
+                f"{key}{i}" for i in range(n)
+            ]  # distinct: copies in one request are queued once
             results[key] = httpx.post(server.url + "/v1/score", json={"texts": texts}, timeout=30)
 
         first = threading.Thread(target=post, args=("a", 1))
@@ -203,20 +236,38 @@ def test_concurrent_clients_are_merged_into_shared_batches() -> None:
             t.join(30)
         stats = httpx.get(server.url + "/health").json()
     assert got == expected  # every client got its own score
-    assert stats["requests"] == 16 and stats["largest_batch_requests"] > 1 and stats["merged_batches"] >= 1
+    assert (
+        stats["requests"] == 16
+        and stats["largest_batch_requests"] > 1
+        and stats["merged_batches"] >= 1
+    )
     assert len(rm.scorer.calls) < 16 and max(rm.scorer.calls) > 1
 
 
 def test_bearer_token() -> None:
-    with RewardServer(make_fake_rm(), api_key="s3cret") as server, httpx.Client(base_url=server.url) as c:
+    with (
+        RewardServer(make_fake_rm(), api_key="s3cret") as server,
+        httpx.Client(base_url=server.url) as c,
+    ):
         body = {"texts": ["a"]}
         missing = c.post("/v1/score", json=body)
-        assert missing.status_code == 401 and missing.headers["WWW-Authenticate"].startswith("Bearer")
+        assert missing.status_code == 401 and missing.headers["WWW-Authenticate"].startswith(
+            "Bearer"
+        )
         assert missing.json()["error"]["field"] == "Authorization"
-        assert c.post("/v1/score", json=body, headers={"Authorization": "Bearer wrong"}).status_code == 401
-        assert c.post("/v1/score", json=body, headers={"Authorization": "Basic s3cret"}).status_code == 401
+        assert (
+            c.post("/v1/score", json=body, headers={"Authorization": "Bearer wrong"}).status_code
+            == 401
+        )
+        assert (
+            c.post("/v1/score", json=body, headers={"Authorization": "Basic s3cret"}).status_code
+            == 401
+        )
         assert c.get("/v1/models").status_code == 401
-        assert c.post("/v1/score", json=body, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert (
+            c.post("/v1/score", json=body, headers={"Authorization": "Bearer s3cret"}).status_code
+            == 200
+        )
         assert c.get("/health").status_code == 200  # probes need no token
 
 
@@ -254,8 +305,11 @@ def test_a_second_shutdown_returns_only_once_the_server_has_stopped() -> None:
     rm = make_fake_rm(gate=gate)
     server = RewardServer(rm, wait_s=0).start()
     result: dict[str, Any] = {}
-    client = threading.Thread(target=lambda: result.update(
-        r=httpx.post(server.url + "/v1/score", json={"texts": ["abc"]}, timeout=30)))
+    client = threading.Thread(
+        target=lambda: result.update(
+            r=httpx.post(server.url + "/v1/score", json={"texts": ["abc"]}, timeout=30)
+        )
+    )
     client.start()
     assert rm.scorer.started.wait(10)
     first = threading.Thread(target=server.shutdown)
@@ -271,7 +325,9 @@ def test_a_second_shutdown_returns_only_once_the_server_has_stopped() -> None:
     server.shutdown()  # and once stopped, another call is a no-op
 
 
-def test_scores_finishing_after_a_shutdown_gave_up_waiting_log_no_traceback(caplog: pytest.LogCaptureFixture) -> None:
+def test_scores_finishing_after_a_shutdown_gave_up_waiting_log_no_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     gate = threading.Event()
     rm = make_fake_rm(gate=gate)
     server = RewardServer(rm, wait_s=0).start()
@@ -318,5 +374,7 @@ def test_a_host_of_another_machine_is_refused_before_loading_even_with_port_0() 
     from model_zoo.server.reward_server import check_listenable
 
     with pytest.raises(UsageError, match="--host"):
-        check_listenable("203.0.113.77", 0)  # TEST-NET-3: an address no machine here has (nothing is sent)
+        check_listenable(
+            "203.0.113.77", 0
+        )  # TEST-NET-3: an address no machine here has (nothing is sent)
     check_listenable("127.0.0.1", 0)

@@ -63,7 +63,11 @@ def test_the_window_ends_when_the_previous_batch_s_clients_are_back() -> None:
     rec = Recorder()
     sched = BatchScheduler(rec, wait_s=0.6, max_wait_s=0.6)
     first_round = [sched.submit([[k]]) for k in range(3)]
-    assert [f.result(5) for f in first_round] == [[0.0], [1.0], [2.0]]  # one batch, after the window
+    assert [f.result(5) for f in first_round] == [
+        [0.0],
+        [1.0],
+        [2.0],
+    ]  # one batch, after the window
     start = time.monotonic()
     second_round = [sched.submit([[k]]) for k in range(3)]
     assert [f.result(5) for f in second_round] == [[0.0], [1.0], [2.0]]

@@ -73,7 +73,7 @@ def test_bad_file(tmp_path: Path) -> None:
         ("sources = [1, 2]\n", "sources"),
         ("home = 5\n", "home"),
         ('home = ""\n', "home"),
-        ("registry = [\"a\"]\n", "registry"),
+        ('registry = ["a"]\n', "registry"),
         ("endpoints = 5\n", "endpoints"),
         ("[endpoints]\nhf = 5\n", "endpoints"),
     ],
@@ -109,8 +109,17 @@ def test_offline(var: str, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("host", "loopback"),
-    [("127.0.0.1", True), ("127.8.9.10", True), ("localhost", True), ("::1", True), ("[::1]", True),
-     ("0.0.0.0", False), ("10.0.0.1", False), ("example.org", False), ("", False)],
+    [
+        ("127.0.0.1", True),
+        ("127.8.9.10", True),
+        ("localhost", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("0.0.0.0", False),
+        ("10.0.0.1", False),
+        ("example.org", False),
+        ("", False),
+    ],
 )
 def test_loopback_hosts(host: str, loopback: bool) -> None:
     from model_zoo.netaddr import is_loopback_host, is_loopback_url

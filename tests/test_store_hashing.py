@@ -18,7 +18,9 @@ _REAL_MMAP = mmap.mmap
 
 
 @pytest.mark.parametrize("size", [0, 1, PAGE - 1, PAGE, PAGE + 1, 3 * 65536 + 17])
-def test_sha256_file_across_window_edges(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int) -> None:
+def test_sha256_file_across_window_edges(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int
+) -> None:
     monkeypatch.setattr(hashing, "WINDOW", 65536)  # many windows, one of them partial
     data = os.urandom(size)
     path = tmp_path / "f.bin"
@@ -74,7 +76,9 @@ class _PopulateFails:
 
 
 @pytest.mark.parametrize("fake", [_Unmappable, _PopulateFails], ids=["no-mmap", "populate-error"])
-def test_falls_back_to_plain_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake: type) -> None:
+def test_falls_back_to_plain_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake: type
+) -> None:
     data = os.urandom(3 * PAGE + 5)
     path = tmp_path / "f.bin"
     path.write_bytes(data)

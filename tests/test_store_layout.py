@@ -18,7 +18,13 @@ from model_zoo.store.cache import (
     remove_from_store,
     store_repo_roots,
 )
-from model_zoo.store.layout import check_remote_path, local_path, manifest_path, snapshot_dir, snapshot_name
+from model_zoo.store.layout import (
+    check_remote_path,
+    local_path,
+    manifest_path,
+    snapshot_dir,
+    snapshot_name,
+)
 from model_zoo.store.lockfile import LockedFile, LockedModel, make_lock, parse_lock, read_lock
 from model_zoo.store.manifest import (
     PUBLISHED,
@@ -32,15 +38,31 @@ from model_zoo.store.manifest import (
 
 @pytest.mark.parametrize(
     "path",
-    ["../x", "a/../../x", "/etc/passwd", "C:/x", "c:x", "a\\b", "a//b", "./a", "a/./b", "", "a/", "x\x00y",
-     ".model-zoo/manifest.json", ".."],
+    [
+        "../x",
+        "a/../../x",
+        "/etc/passwd",
+        "C:/x",
+        "c:x",
+        "a\\b",
+        "a//b",
+        "./a",
+        "a/./b",
+        "",
+        "a/",
+        "x\x00y",
+        ".model-zoo/manifest.json",
+        "..",
+    ],
 )
 def test_unsafe_remote_paths_are_rejected(path: str) -> None:
     with pytest.raises(UnsafePathError):
         check_remote_path(path, source="hf")
 
 
-@pytest.mark.parametrize("path", ["config.json", "a/b/c.bin", ".gitattributes", "x..y", "..a", "dir.d/f"])
+@pytest.mark.parametrize(
+    "path", ["config.json", "a/b/c.bin", ".gitattributes", "x..y", "..a", "dir.d/f"]
+)
 def test_safe_remote_paths(path: str) -> None:
     assert check_remote_path(path).as_posix() == path
 
@@ -66,12 +88,21 @@ def test_snapshot_names() -> None:
     assert "/" not in snapshot_name("hf", None, "../../etc")
 
 
-def _manifest(name: str = "Tiny-Chat", commit: str | None = "c" * 40, revision: str | None = None,
-              files: tuple[FileRecord, ...] = (), when: str = "2024-01-01T00:00:00Z") -> StoreManifest:
+def _manifest(
+    name: str = "Tiny-Chat",
+    commit: str | None = "c" * 40,
+    revision: str | None = None,
+    files: tuple[FileRecord, ...] = (),
+    when: str = "2024-01-01T00:00:00Z",
+) -> StoreManifest:
     return StoreManifest(
-        name=name, slug=name.lower(), revision=revision, commit=commit,
+        name=name,
+        slug=name.lower(),
+        revision=revision,
+        commit=commit,
         sources=(SourceRecord("hf", "internlm/tiny", "http://127.0.0.1:1", commit),),
-        files=files, verified_at=when,
+        files=files,
+        verified_at=when,
     )
 
 
@@ -81,8 +112,13 @@ def test_manifest_round_trip_and_damage(tmp_path: Path) -> None:
     write_manifest(tmp_path, m)
     data = json.loads(manifest_path(tmp_path).read_text())
     assert data["source"] == "hf" and data["repo_id"] == "internlm/tiny" and data["total_size"] == 3
-    assert data["files"][0] == {"path": "config.json", "size": 3, "sha256": "ab" * 32,
-                                "verified": PUBLISHED, "sources": ["hf"]}
+    assert data["files"][0] == {
+        "path": "config.json",
+        "size": 3,
+        "sha256": "ab" * 32,
+        "verified": PUBLISHED,
+        "sources": ["hf"],
+    }
     assert read_manifest(tmp_path) == m
     assert read_manifest(tmp_path / "nothing") is None
     manifest_path(tmp_path).write_text("{not json")
@@ -96,8 +132,14 @@ def test_manifest_round_trip_and_damage(tmp_path: Path) -> None:
 
 
 def test_lock_file_round_trip_and_validation(tmp_path: Path) -> None:
-    model = LockedModel("Tiny-Chat", "hf", "internlm/tiny", "main", "c" * 40,
-                        (LockedFile("config.json", 3, "ab" * 32),))
+    model = LockedModel(
+        "Tiny-Chat",
+        "hf",
+        "internlm/tiny",
+        "main",
+        "c" * 40,
+        (LockedFile("config.json", 3, "ab" * 32),),
+    )
     lock = make_lock([model])
     path = tmp_path / "model-zoo.lock"
     path.write_text(lock.dumps())
@@ -116,8 +158,9 @@ def test_lock_file_round_trip_and_validation(tmp_path: Path) -> None:
         read_lock(path)
 
 
-def _populate(home: Path, name: str, commit: str | None, revision: str | None, when: str,
-              body: bytes = b"abc") -> Path:
+def _populate(
+    home: Path, name: str, commit: str | None, revision: str | None, when: str, body: bytes = b"abc"
+) -> Path:
     root = snapshot_dir(home, name.lower(), "hf", revision, commit)
     root.mkdir(parents=True)
     (root / "config.json").write_bytes(body)
@@ -163,8 +206,14 @@ def test_remove_never_leaves_the_store(tmp_path: Path) -> None:
     victim = tmp_path / "precious"
     victim.mkdir()
     (victim / "f").write_text("keep")
-    for target in (victim, home, home / "models", root / ".model-zoo", root / "config.json",
-                   home / "models" / ".." / ".." / "precious"):
+    for target in (
+        victim,
+        home,
+        home / "models",
+        root / ".model-zoo",
+        root / "config.json",
+        home / "models" / ".." / ".." / "precious",
+    ):
         with pytest.raises(UsageError):
             remove_from_store(home, target)
     # a symlink inside the store pointing outside is not followed

@@ -33,7 +33,10 @@ for _ in range(5):
 @pytest.mark.parametrize("mode", ["flock", "lockfile"])
 def test_processes_never_overlap(tmp_path: Path, mode: str) -> None:
     lock, log = tmp_path / "m.lock", tmp_path / "log"
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(lock), str(log), mode]) for _ in range(3)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WORKER, str(lock), str(log), mode])
+        for _ in range(3)
+    ]
     assert all(p.wait(timeout=60) == 0 for p in procs)
     lines = log.read_text().split()
     assert len(lines) == 30
@@ -69,11 +72,16 @@ def test_threads_with_separate_objects_exclude(tmp_path: Path, mode: str) -> Non
 def _hold(lock: Path, mode: str) -> subprocess.Popen[str]:
     """A child process that takes ``lock`` and keeps it until killed."""
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys,time;from pathlib import Path;from model_zoo.store.locking import ProcessLock;"
-         "l=ProcessLock(Path(sys.argv[1]),mode=sys.argv[2]);l.acquire();print('held',flush=True);time.sleep(60)",
-         str(lock), mode],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys,time;from pathlib import Path;from model_zoo.store.locking import ProcessLock;"
+            "l=ProcessLock(Path(sys.argv[1]),mode=sys.argv[2]);l.acquire();print('held',flush=True);time.sleep(60)",
+            str(lock),
+            mode,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
     return holder
@@ -95,7 +103,9 @@ def test_stale_lockfile_is_broken_and_fresh_one_is_not(tmp_path: Path) -> None:
     lock.write_text(json.dumps({"host": "gone", "pid": 1, "token": "old"}))
     waits: list[str] = []
     with pytest.raises(LockTimeoutError, match="gone:1"):
-        ProcessLock(lock, mode="lockfile", timeout=0.3, stale_after=30, on_wait=waits.append).acquire()
+        ProcessLock(
+            lock, mode="lockfile", timeout=0.3, stale_after=30, on_wait=waits.append
+        ).acquire()
     assert waits == ["gone:1"]
     old = time.time() - 120
     os.utime(lock, (old, old))
@@ -124,7 +134,9 @@ def test_mode_selection(tmp_path: Path) -> None:
         assert lock_mode(tmp_path / "x.lock", {}) == expected
 
 
-def test_flock_on_an_unlinked_lock_file_does_not_count(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_flock_on_an_unlinked_lock_file_does_not_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A holder that deletes the lock file on release must not let two waiters in at once: a
     lock taken on the orphaned file (unlinked between our open and our flock) is retried."""
     import fcntl
@@ -162,11 +174,17 @@ def test_a_lockfile_whose_holder_died_on_this_machine_is_broken_at_once(tmp_path
     assert time.monotonic() - start < 5
 
 
-def test_a_dead_pid_from_another_machine_or_namespace_waits_for_the_heartbeat(tmp_path: Path) -> None:
+def test_a_dead_pid_from_another_machine_or_namespace_waits_for_the_heartbeat(
+    tmp_path: Path,
+) -> None:
     from model_zoo.store.locking import _here
 
-    dead_pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                              capture_output=True, text=True, check=True).stdout.strip()
+    dead_pid = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     here = _here()
     assert here, "this test needs Linux /proc"
     for other in ({"host": "another-node"}, {"boot": "another-boot"}, {"pidns": 1}):

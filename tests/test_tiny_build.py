@@ -26,8 +26,10 @@ def test_same_seed_gives_identical_bytes(tiny_checkpoint, tmp_path: Path, arch: 
 
 def test_identical_bytes_from_a_fresh_process(tiny_internlm3: Path, tmp_path: Path) -> None:
     """SentencePiece training and the weights do not depend on process state."""
-    code = ("import sys; from model_zoo.testing.tiny import make_tiny; "
-            "make_tiny('internlm3', sys.argv[1])")
+    code = (
+        "import sys; from model_zoo.testing.tiny import make_tiny; "
+        "make_tiny('internlm3', sys.argv[1])"
+    )
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "fresh")], check=True, timeout=120)
     assert _digests(tmp_path / "fresh") == _digests(tiny_internlm3)
 
@@ -40,8 +42,9 @@ def test_another_seed_changes_the_weights_only(tiny_checkpoint) -> None:
     assert differ == {"model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"}
 
 
-def test_reward_model_shares_the_internlm2_tokenizer(tiny_internlm2: Path,
-                                                     tiny_internlm2_reward: Path) -> None:
+def test_reward_model_shares_the_internlm2_tokenizer(
+    tiny_internlm2: Path, tiny_internlm2_reward: Path
+) -> None:
     for name in ("tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"):
         assert (tiny_internlm2 / name).read_bytes() == (tiny_internlm2_reward / name).read_bytes()
 

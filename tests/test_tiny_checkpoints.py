@@ -220,8 +220,9 @@ def test_pack_wqkv_uses_the_grouped_layout() -> None:
 
 def test_unpack_wqkv_works_on_torch_tensors_and_biases() -> None:
     heads, kv, d = 4, 2, 3
-    q, k, v = (np.arange(n * d, dtype=np.float32) + off
-               for n, off in ((heads, 0), (kv, 50), (kv, 90)))
+    q, k, v = (
+        np.arange(n * d, dtype=np.float32) + off for n, off in ((heads, 0), (kv, 50), (kv, 90))
+    )
     packed = torch.from_numpy(pack_wqkv(q, k, v, heads, kv, d))
     assert packed[:d].tolist() == [0, 1, 2] and packed[2 * d : 3 * d].tolist() == [50, 51, 52]
     q2, k2, v2 = unpack_wqkv(packed, heads, kv, d)
@@ -245,11 +246,25 @@ def test_checkpoint_wqkv_unpacks_and_repacks_to_itself(tiny_checkpoint) -> None:
 
 
 def test_custom_dims_and_config_overrides(tmp_path: Path) -> None:
-    dims = TinyDims(hidden_size=96, num_attention_heads=6, num_key_value_heads=2,
-                    intermediate_size=160, num_hidden_layers=3, vocab_size=1280)
-    path = make_tiny("internlm2", tmp_path / "m", dims=dims, shards=4,
-                     config_overrides={"model_type": "internlm", "rope_scaling": None,
-                                       "attn_implementation": None})
+    dims = TinyDims(
+        hidden_size=96,
+        num_attention_heads=6,
+        num_key_value_heads=2,
+        intermediate_size=160,
+        num_hidden_layers=3,
+        vocab_size=1280,
+    )
+    path = make_tiny(
+        "internlm2",
+        tmp_path / "m",
+        dims=dims,
+        shards=4,
+        config_overrides={
+            "model_type": "internlm",
+            "rope_scaling": None,
+            "attn_implementation": None,
+        },
+    )
     cfg = _config(path)
     assert cfg["model_type"] == "internlm" and "rope_scaling" not in cfg
     assert "attn_implementation" not in cfg and cfg["vocab_size"] == 1280
@@ -284,8 +299,11 @@ def test_non_empty_directory_needs_overwrite(tmp_path: Path) -> None:
         make_tiny("internlm2", tmp_path)
     make_tiny("internlm2", tmp_path, shards=2, overwrite=True)
     names = sorted(p.name for p in tmp_path.glob("model*"))
-    assert names == ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
-                     "model.safetensors.index.json"]
+    assert names == [
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+        "model.safetensors.index.json",
+    ]
     assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
 
 

@@ -20,8 +20,9 @@ def _model_zoo(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_make_tiny_writes_the_same_files_as_the_api(tmp_path: Path) -> None:
     out = tmp_path / "cli"
-    result = _model_zoo("dev", "make-tiny", "internlm3", str(out), "--seed", "3", "--shards", "1",
-                        "--json")
+    result = _model_zoo(
+        "dev", "make-tiny", "internlm3", str(out), "--seed", "3", "--shards", "1", "--json"
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["path"] == str(out) and "model.safetensors" in report["files"]
@@ -33,8 +34,10 @@ def test_make_tiny_writes_the_same_files_as_the_api(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(["dev", "make-tiny", "llama"], "unknown tiny architecture"),
-     (["dev", "make-tiny", "internlm2", "--shards", "0"], "shards must be")],
+    [
+        (["dev", "make-tiny", "llama"], "unknown tiny architecture"),
+        (["dev", "make-tiny", "internlm2", "--shards", "0"], "shards must be"),
+    ],
 )
 def test_bad_arguments_exit_2_with_a_message(tmp_path: Path, args: list[str], message: str) -> None:
     result = _model_zoo(*args[:3], str(tmp_path / "x"), *args[3:])
@@ -60,8 +63,11 @@ def test_make_hub_tree(tmp_path: Path) -> None:
 
 
 def test_make_hub_tree_for_chosen_models(tmp_path: Path) -> None:
-    result = _model_zoo("dev", "make-hub-tree", str(tmp_path), "--model",
-                        "internlm2-math-plus-1_8b", "--json")
+    result = _model_zoo(
+        "dev", "make-hub-tree", str(tmp_path), "--model", "internlm2-math-plus-1_8b", "--json"
+    )
     assert result.returncode == 0, result.stderr
     assert sorted(json.loads(result.stdout)["repos"]) == [
-        "Shanghai_AI_Laboratory/internlm2-math-plus-1_8b", "internlm/internlm2-math-plus-1_8b"]
+        "Shanghai_AI_Laboratory/internlm2-math-plus-1_8b",
+        "internlm/internlm2-math-plus-1_8b",
+    ]

@@ -20,10 +20,14 @@ def _files(repo: Path) -> dict[str, bytes]:
 
 def test_tree_holds_the_real_ids_on_disk(tiny_hub_tree: HubTree) -> None:
     root, repos = tiny_hub_tree
-    for repo_id in ("internlm/internlm2_5-1_8b-chat",
-                    "Shanghai_AI_Laboratory/internlm2_5-1_8b-chat",
-                    "internlm/internlm2-1_8b-reward", "internlm/internlm3-8b-instruct",
-                    "Intern/internlm3-8b-instruct", "OpenLMLab/InternLM-chat-7b"):
+    for repo_id in (
+        "internlm/internlm2_5-1_8b-chat",
+        "Shanghai_AI_Laboratory/internlm2_5-1_8b-chat",
+        "internlm/internlm2-1_8b-reward",
+        "internlm/internlm3-8b-instruct",
+        "Intern/internlm3-8b-instruct",
+        "OpenLMLab/InternLM-chat-7b",
+    ):
         assert repos[repo_id] == root / repo_id
         assert (root / repo_id / "config.json").is_file()
     assert sorted(p.relative_to(root).as_posix() for p in root.glob("*/*")) == sorted(repos)
@@ -31,10 +35,12 @@ def test_tree_holds_the_real_ids_on_disk(tiny_hub_tree: HubTree) -> None:
 
 @pytest.mark.parametrize(
     ("a", "b"),
-    [("internlm/internlm2_5-1_8b-chat", "Shanghai_AI_Laboratory/internlm2_5-1_8b-chat"),
-     ("internlm/internlm2_5-1_8b-chat", "OpenLMLab/internlm2_5-1_8b-chat"),
-     ("internlm/internlm3-8b-instruct", "Intern/internlm3-8b-instruct"),
-     ("internlm/internlm-chat-7b", "OpenLMLab/InternLM-chat-7b")],
+    [
+        ("internlm/internlm2_5-1_8b-chat", "Shanghai_AI_Laboratory/internlm2_5-1_8b-chat"),
+        ("internlm/internlm2_5-1_8b-chat", "OpenLMLab/internlm2_5-1_8b-chat"),
+        ("internlm/internlm3-8b-instruct", "Intern/internlm3-8b-instruct"),
+        ("internlm/internlm-chat-7b", "OpenLMLab/InternLM-chat-7b"),
+    ],
 )
 def test_mirrors_are_byte_identical(tiny_hub_tree: HubTree, a: str, b: str) -> None:
     assert _files(tiny_hub_tree.repos[a]) == _files(tiny_hub_tree.repos[b])
@@ -68,14 +74,16 @@ def test_custom_repos_and_seed(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "repos", [{"no-namespace": "internlm2"}, {"a/b": "llama"}, {"a/b/c": "internlm2"}])
+    "repos", [{"no-namespace": "internlm2"}, {"a/b": "llama"}, {"a/b/c": "internlm2"}]
+)
 def test_bad_entries_are_refused(tmp_path: Path, repos: dict[str, str]) -> None:
     with pytest.raises(UsageError):
         make_hub_tree(tmp_path, repos)
 
 
 def test_default_tree_covers_the_registry_sources_of_the_default_models(
-        tiny_hub_tree: HubTree) -> None:
+    tiny_hub_tree: HubTree,
+) -> None:
     for name in DEFAULT_MODELS:
         for repo_id in get(name).sources.values():
             assert repo_id in tiny_hub_tree.repos

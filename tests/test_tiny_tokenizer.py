@@ -89,8 +89,14 @@ def test_rare_characters_fall_back_to_bytes(tiny_internlm2: Path) -> None:
 def test_internlm2_chat_tokens_rename_reserved_pieces(tiny_internlm2: Path) -> None:
     """As published: tokenizer.model holds [UNUSED_TOKEN_*]; added_tokens_decoder renames them."""
     sp, added = _sp(tiny_internlm2), _added(tiny_internlm2)
-    expected = {"<|im_start|>": 146, "<|im_end|>": 145, "<|action_start|>": 144,
-                "<|action_end|>": 143, "<|interpreter|>": 142, "<|plugin|>": 141}
+    expected = {
+        "<|im_start|>": 146,
+        "<|im_end|>": 145,
+        "<|action_start|>": 144,
+        "<|action_end|>": 143,
+        "<|interpreter|>": 142,
+        "<|plugin|>": 141,
+    }
     for token, k in expected.items():
         assert sp.id_to_piece(added[token]) == f"[UNUSED_TOKEN_{k}]"
         assert sp.piece_to_id(token) == 0  # not a piece of the SentencePiece model itself
@@ -110,13 +116,16 @@ def test_reward_token_is_one_piece(tiny_internlm2_reward: Path) -> None:
 @pytest.mark.parametrize(
     ("arch", "tokens"),
     [
-        ("internlm3",
-         ["<|im_start|>", "<|im_end|>", "<|action_start|>", "<|plugin|>", "<restate>"]),
+        (
+            "internlm3",
+            ["<|im_start|>", "<|im_end|>", "<|action_start|>", "<|plugin|>", "<restate>"],
+        ),
         ("internlm", ["<|User|>", "<|Bot|>", "<eoh>", "<eoa>"]),
     ],
 )
-def test_literal_special_pieces_encode_as_one_id(tiny_checkpoint, arch: str,
-                                                tokens: list[str]) -> None:
+def test_literal_special_pieces_encode_as_one_id(
+    tiny_checkpoint, arch: str, tokens: list[str]
+) -> None:
     path = tiny_checkpoint(arch)
     sp, added = _sp(path), _added(path)
     for token in tokens:
@@ -126,8 +135,9 @@ def test_literal_special_pieces_encode_as_one_id(tiny_checkpoint, arch: str,
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_chat_with_special_tokens_round_trips_through_added_tokens(tiny_checkpoint,
-                                                                  arch: str) -> None:
+def test_chat_with_special_tokens_round_trips_through_added_tokens(
+    tiny_checkpoint, arch: str
+) -> None:
     path = tiny_checkpoint(arch)
     sp, added = _sp(path), _added(path)
     specials = [t for t in added if t not in ("<unk>", "<s>", "</s>")]
@@ -140,12 +150,20 @@ def test_chat_with_special_tokens_round_trips_through_added_tokens(tiny_checkpoi
 def _render(path: Path, messages: list[dict[str, str]], generation_prompt: bool) -> str:
     config = _json(path, "tokenizer_config.json")
     template = ImmutableSandboxedEnvironment().from_string(config["chat_template"])
-    return template.render(messages=messages, add_generation_prompt=generation_prompt,
-                           bos_token=config["bos_token"], eos_token=config["eos_token"])
+    return template.render(
+        messages=messages,
+        add_generation_prompt=generation_prompt,
+        bos_token=config["bos_token"],
+        eos_token=config["eos_token"],
+    )
 
 
-MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "你好"},
-            {"role": "assistant", "content": "Hi!"}, {"role": "user", "content": "2+2?"}]
+MESSAGES = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "你好"},
+    {"role": "assistant", "content": "Hi!"},
+    {"role": "user", "content": "2+2?"},
+]
 
 
 @pytest.mark.parametrize("arch", ["internlm2", "internlm2-reward", "internlm3"])
@@ -163,14 +181,18 @@ def test_v1_template(tiny_internlm1: Path) -> None:
         "<s><|User|>:你好<eoh>\n<|Bot|>:Hi!<eoa>\n<|User|>:2+2?<eoh>\n<|Bot|>:"
     )
     assert _json(tiny_internlm1, "generation_config.json")["eos_token_id"] == [
-        2, _added(tiny_internlm1)["<eoa>"]]
+        2,
+        _added(tiny_internlm1)["<eoa>"],
+    ]
 
 
 @pytest.mark.parametrize(
     ("arch", "cls", "module"),
-    [("internlm2", "InternLM2Tokenizer", "tokenization_internlm2"),
-     ("internlm3", "InternLM3Tokenizer", "tokenization_internlm3"),
-     ("internlm", "InternLMTokenizer", "tokenization_internlm")],
+    [
+        ("internlm2", "InternLM2Tokenizer", "tokenization_internlm2"),
+        ("internlm3", "InternLM3Tokenizer", "tokenization_internlm3"),
+        ("internlm", "InternLMTokenizer", "tokenization_internlm"),
+    ],
 )
 def test_tokenizer_config_fields(tiny_checkpoint, arch: str, cls: str, module: str) -> None:
     path = tiny_checkpoint(arch)

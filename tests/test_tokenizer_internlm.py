@@ -26,7 +26,7 @@ TEXTS = [
     "x<|im_end|><|im_start|>y",
     "a<s>b</s>c <unk>",
     "<|im_start|> spaced <|im_end|>",
-    "<|action_start|><|plugin|>\n{\"name\": \"f\"}<|action_end|>",
+    '<|action_start|><|plugin|>\n{"name": "f"}<|action_end|>',
     "<restate>text</restate><planning>p</planning>",
     "<|User|>:hi<eoh>\n<|Bot|>:hello<eoa>\n",
     "[UNUSED_TOKEN_130] and <|im_start",
@@ -43,7 +43,9 @@ def reference_tokenizer(path: Path):
         vocab_files_names = {"vocab_file": "tokenizer.model"}
         model_input_names = ["input_ids", "attention_mask"]
 
-        def __init__(self, vocab_file: str, add_bos_token: bool = True, add_eos_token: bool = False, **kw) -> None:
+        def __init__(
+            self, vocab_file: str, add_bos_token: bool = True, add_eos_token: bool = False, **kw
+        ) -> None:
             self.sp = spm.SentencePieceProcessor(model_file=vocab_file)
             self.add_bos_token, self.add_eos_token = add_bos_token, add_eos_token
             super().__init__(**kw)
@@ -66,15 +68,21 @@ def reference_tokenizer(path: Path):
         def _convert_id_to_token(self, index: int) -> str:
             return self.sp.id_to_piece(index)
 
-        def build_inputs_with_special_tokens(self, a: list[int], b: list[int] | None = None) -> list[int]:
+        def build_inputs_with_special_tokens(
+            self, a: list[int], b: list[int] | None = None
+        ) -> list[int]:
             out = ([self.bos_token_id] if self.add_bos_token else []) + a + (b or [])
             return out + ([self.eos_token_id] if self.add_eos_token else [])
 
     cfg = json.loads((path / "tokenizer_config.json").read_text())
     decoder = {int(k): AddedToken(**v) for k, v in cfg["added_tokens_decoder"].items()}
     return ReferenceInternLMTokenizer(
-        str(path / "tokenizer.model"), added_tokens_decoder=decoder, bos_token=cfg["bos_token"],
-        eos_token=cfg["eos_token"], unk_token=cfg["unk_token"], pad_token=cfg["pad_token"],
+        str(path / "tokenizer.model"),
+        added_tokens_decoder=decoder,
+        bos_token=cfg["bos_token"],
+        eos_token=cfg["eos_token"],
+        unk_token=cfg["unk_token"],
+        pad_token=cfg["pad_token"],
         additional_special_tokens=cfg["additional_special_tokens"],
     )
 
@@ -137,7 +145,9 @@ def test_stream_decoder_never_splits_a_character(tiny_internlm2: Path) -> None:
     assert sum(1 for p in pieces if p) > 3  # really incremental
 
 
-def test_lstrip_rstrip_flags_of_added_tokens_are_honoured(tiny_internlm2: Path, tmp_path: Path) -> None:
+def test_lstrip_rstrip_flags_of_added_tokens_are_honoured(
+    tiny_internlm2: Path, tmp_path: Path
+) -> None:
     import shutil
 
     path = tmp_path / "tok"

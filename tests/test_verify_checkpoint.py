@@ -13,12 +13,25 @@ from safetensors.numpy import save_file
 
 from model_zoo.errors import CheckpointError, HashMismatchError, SizeMismatchError
 from model_zoo.store.lockfile import LockedFile, LockedModel, make_lock
-from model_zoo.store.manifest import PUBLISHED, FileRecord, SourceRecord, StoreManifest, write_manifest
+from model_zoo.store.manifest import (
+    PUBLISHED,
+    FileRecord,
+    SourceRecord,
+    StoreManifest,
+    write_manifest,
+)
 from model_zoo.store.safetensors_check import HeaderError, read_header
 from model_zoo.store.verify import verify
 
-CONFIG = {"architectures": ["InternLM2ForCausalLM"], "hidden_size": 8, "intermediate_size": 16,
-          "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1, "vocab_size": 32}
+CONFIG = {
+    "architectures": ["InternLM2ForCausalLM"],
+    "hidden_size": 8,
+    "intermediate_size": 16,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+    "vocab_size": 32,
+}
 
 
 def _tensors() -> dict[str, np.ndarray]:
@@ -27,9 +40,15 @@ def _tensors() -> dict[str, np.ndarray]:
     t = {"model.tok_embeddings.weight": (v, h), "output.weight": (v, h), "model.norm.weight": (h,)}
     for n in range(2):
         p = f"model.layers.{n}."
-        t |= {p + "attention.wqkv.weight": (qkv, h), p + "attention.wo.weight": (h, h),
-              p + "feed_forward.w1.weight": (i, h), p + "feed_forward.w3.weight": (i, h),
-              p + "feed_forward.w2.weight": (h, i), p + "attention_norm.weight": (h,), p + "ffn_norm.weight": (h,)}
+        t |= {
+            p + "attention.wqkv.weight": (qkv, h),
+            p + "attention.wo.weight": (h, h),
+            p + "feed_forward.w1.weight": (i, h),
+            p + "feed_forward.w3.weight": (i, h),
+            p + "feed_forward.w2.weight": (h, i),
+            p + "attention_norm.weight": (h,),
+            p + "ffn_norm.weight": (h,),
+        }
     return {k: rng.standard_normal(s).astype(np.float32) for k, s in t.items()}
 
 
@@ -43,21 +62,37 @@ def make_checkpoint(root: Path, *, shards: int = 2, manifest: bool = True) -> Pa
         part = {n: tensors[n] for n in names[k::shards]}
         save_file(part, str(root / shard))
         weight_map |= {n: shard for n in part}
-    (root / "model.safetensors.index.json").write_text(json.dumps(
-        {"metadata": {"total_size": sum(a.nbytes for a in tensors.values())}, "weight_map": weight_map}))
+    (root / "model.safetensors.index.json").write_text(
+        json.dumps(
+            {
+                "metadata": {"total_size": sum(a.nbytes for a in tensors.values())},
+                "weight_map": weight_map,
+            }
+        )
+    )
     (root / "config.json").write_text(json.dumps(CONFIG))
     (root / "tokenizer_config.json").write_text("{}")
     if manifest:
-        write_manifest(root, StoreManifest(
-            name="Tiny-Chat", slug="tiny-chat", revision=None, commit="c" * 40,
-            sources=(SourceRecord("hf", "internlm/tiny", "http://127.0.0.1:1"),),
-            files=tuple(_record(root, p) for p in sorted(_files(root))),
-        ))
+        write_manifest(
+            root,
+            StoreManifest(
+                name="Tiny-Chat",
+                slug="tiny-chat",
+                revision=None,
+                commit="c" * 40,
+                sources=(SourceRecord("hf", "internlm/tiny", "http://127.0.0.1:1"),),
+                files=tuple(_record(root, p) for p in sorted(_files(root))),
+            ),
+        )
     return root
 
 
 def _files(root: Path) -> list[str]:
-    return [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and ".model-zoo" not in p.parts]
+    return [
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if p.is_file() and ".model-zoo" not in p.parts
+    ]
 
 
 def _record(root: Path, rel: str) -> FileRecord:
@@ -76,7 +111,9 @@ def test_clean_checkpoint_verifies(tmp_path: Path) -> None:
     report = verify(root)
     assert report.ok, report.problems
     assert report.against == "manifest"
-    assert len(report.files) == 5 and all(f.ok and f.sha256 == f.expected_sha256 for f in report.files)
+    assert len(report.files) == 5 and all(
+        f.ok and f.sha256 == f.expected_sha256 for f in report.files
+    )
     assert report.bytes_hashed == sum((root / f).stat().st_size for f in _files(root))
     assert report.error() is None
     report.raise_for_problems()
@@ -88,7 +125,9 @@ def test_flipped_byte_in_tensor_data_is_a_hash_mismatch(tmp_path: Path) -> None:
     flip_byte(shard, shard.stat().st_size - 3)  # tensor data: structure still fine
     report = verify(root)
     assert not report.ok
-    assert [(p.path, p.kind) for p in report.problems] == [("model-00002-of-00002.safetensors", "hash")]
+    assert [(p.path, p.kind) for p in report.problems] == [
+        ("model-00002-of-00002.safetensors", "hash")
+    ]
     with pytest.raises(HashMismatchError, match="model-00002-of-00002.safetensors"):
         report.raise_for_problems()
     # structure alone cannot see a flipped data byte, hashes can
@@ -101,7 +140,9 @@ def test_truncated_shard_is_caught_without_hashes(tmp_path: Path) -> None:
     shard.write_bytes(shard.read_bytes()[:-10])
     report = verify(root)
     assert report.against == "none"
-    assert [(p.path, p.kind) for p in report.problems] == [("model-00001-of-00002.safetensors", "header")]
+    assert [(p.path, p.kind) for p in report.problems] == [
+        ("model-00001-of-00002.safetensors", "header")
+    ]
     assert "truncated" in report.problems[0].detail
     with pytest.raises(CheckpointError, match="model-00001-of-00002.safetensors"):
         report.raise_for_problems()
@@ -123,7 +164,9 @@ def test_missing_shard(tmp_path: Path) -> None:
     root = make_checkpoint(tmp_path / "ckpt", manifest=False)
     (root / "model-00002-of-00002.safetensors").unlink()
     report = verify(root)
-    assert ("model-00002-of-00002.safetensors", "missing") in {(p.path, p.kind) for p in report.problems}
+    assert ("model-00002-of-00002.safetensors", "missing") in {
+        (p.path, p.kind) for p in report.problems
+    }
     # with a manifest, the missing file is named as listed-but-missing too
     root2 = make_checkpoint(tmp_path / "ckpt2")
     (root2 / "model-00001-of-00002.safetensors").unlink()
@@ -134,11 +177,11 @@ def test_missing_shard(tmp_path: Path) -> None:
 def _rewrite_header(path: Path, edit) -> None:
     raw = path.read_bytes()
     (n,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8:8 + n])
+    header = json.loads(raw[8 : 8 + n])
     edit(header)
     new = json.dumps(header).encode()
     new += b" " * (n - len(new)) if len(new) <= n else b""
-    path.write_bytes(struct.pack("<Q", len(new)) + new + raw[8 + n:])
+    path.write_bytes(struct.pack("<Q", len(new)) + new + raw[8 + n :])
 
 
 @pytest.mark.parametrize(
@@ -146,7 +189,10 @@ def _rewrite_header(path: Path, edit) -> None:
     [
         (lambda h: h["model.norm.weight"].update(shape=[9]), "needs"),
         (lambda h: h["model.norm.weight"].update(dtype="F99"), "unknown dtype"),
-        (lambda h: h.update({"extra": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}), "overlaps"),
+        (
+            lambda h: h.update({"extra": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}),
+            "overlaps",
+        ),
         (lambda h: h.pop("model.norm.weight"), "gap|unexpected bytes"),
     ],
 )
@@ -175,8 +221,11 @@ def test_index_naming_a_tensor_the_shard_lacks(tmp_path: Path) -> None:
     index = json.loads((root / "model.safetensors.index.json").read_text())
     index["weight_map"]["model.layers.9.attention.wo.weight"] = "model-00001-of-00002.safetensors"
     moved = "model.norm.weight"
-    index["weight_map"][moved] = "model-00002-of-00002.safetensors" if index["weight_map"][moved].startswith(
-        "model-00001") else "model-00001-of-00002.safetensors"
+    index["weight_map"][moved] = (
+        "model-00002-of-00002.safetensors"
+        if index["weight_map"][moved].startswith("model-00001")
+        else "model-00001-of-00002.safetensors"
+    )
     (root / "model.safetensors.index.json").write_text(json.dumps(index))
     details = " ".join(p.detail for p in verify(root).problems if p.kind == "index")
     assert "absent" in details and "not mapped to this shard" in details
@@ -185,7 +234,9 @@ def test_index_naming_a_tensor_the_shard_lacks(tmp_path: Path) -> None:
 def test_index_missing_a_shard_number(tmp_path: Path) -> None:
     root = make_checkpoint(tmp_path / "ckpt", shards=2, manifest=False)
     index = json.loads((root / "model.safetensors.index.json").read_text())
-    index["weight_map"] = {k: v for k, v in index["weight_map"].items() if v.startswith("model-00001")}
+    index["weight_map"] = {
+        k: v for k, v in index["weight_map"].items() if v.startswith("model-00001")
+    }
     (root / "model.safetensors.index.json").write_text(json.dumps(index))
     details = [p.detail for p in verify(root).problems]
     assert any("[2] of 2 are not in the index" in d for d in details)
@@ -200,13 +251,24 @@ def test_shapes_disagree_with_config(tmp_path: Path) -> None:
     assert "model.tok_embeddings.weight" in text and "[33, 8]" in text
     assert "output.weight" in text
     assert "says 3 layers" in text
-    assert any(p.path.endswith(".safetensors") for p in problems)  # names the shard holding the tensor
+    assert any(
+        p.path.endswith(".safetensors") for p in problems
+    )  # names the shard holding the tensor
 
 
 def test_verify_against_lock(tmp_path: Path) -> None:
     root = make_checkpoint(tmp_path / "ckpt", manifest=False)
-    locked = LockedModel("Tiny-Chat", "hf", "internlm/tiny", None, "c" * 40,
-                         tuple(LockedFile(r.path, r.size, r.sha256) for r in map(lambda p: _record(root, p), _files(root))))
+    locked = LockedModel(
+        "Tiny-Chat",
+        "hf",
+        "internlm/tiny",
+        None,
+        "c" * 40,
+        tuple(
+            LockedFile(r.path, r.size, r.sha256)
+            for r in map(lambda p: _record(root, p), _files(root))
+        ),
+    )
     lock_path = tmp_path / "model-zoo.lock"
     lock_path.write_text(make_lock([locked]).dumps())
     assert verify(root, lock=lock_path).ok
