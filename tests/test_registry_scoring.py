@@ -245,3 +245,44 @@ def test_info_says_what_a_reward_model_scores() -> None:
         check=True,
     )
     assert "scores conversations (scoring: conversation); reward_token_id 92527" in critic.stdout
+
+
+def test_select_by_scoring_style_keeps_only_reward_models_that_score_that_way() -> None:
+    import model_zoo
+
+    conversation = model_zoo.select(kind="reward", scoring="conversation")
+    reference = model_zoo.select(scoring="reference-based")
+    assert conversation and reference
+    assert {m.scoring_style for m in conversation} == {"conversation"}
+    assert {m.scoring_style for m in reference} == {"reference-based"}
+    assert {m.family for m in reference} == {"polar"} or all("polar" in m.name.lower() for m in reference)
+    # the best conversation scorer is what load_reward(...).score(conversation) can use
+    assert conversation[0].scoring_style == "conversation"
+    everything = {m.name for m in model_zoo.select(kind="reward")}
+    assert {m.name for m in conversation} | {m.name for m in reference} == everything
+    assert model_zoo.select(kind="chat", scoring="conversation") == []  # chat models do not score
+
+
+def test_unknown_scoring_filter_is_a_usage_error_naming_the_choices() -> None:
+    import model_zoo
+    from model_zoo.errors import UsageError
+
+    with pytest.raises(UsageError, match="conversation, reference-based"):
+        model_zoo.select(scoring="pairwise")
+
+
+def test_list_scoring_option() -> None:
+    import json as _json
+    import subprocess
+    import sys
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "model_zoo.cli.main", *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+
+    out = run("list", "--scoring", "reference-based", "--json")
+    assert out.returncode == 0, out.stderr
+    rows = _json.loads(out.stdout)
+    assert rows and all("polar" in r["name"].lower() for r in rows)
+    bad = run("list", "--scoring", "nope")
+    assert bad.returncode != 0 and "reference-based" in bad.stderr + bad.stdout

@@ -177,6 +177,9 @@ def register(app: typer.Typer) -> None:
         size: Optional[str] = typer.Option(None, "--size", help="Only this size, e.g. 7B."),
         fits: Optional[str] = typer.Option(None, "--fits", help="Only models whose estimate fits this GPU memory, e.g. 24GB."),
         dtype: str = typer.Option("bf16", "--dtype", help="Weight dtype for memory estimates: bf16, fp16, int8, int4."),
+        scoring: Optional[str] = typer.Option(
+            None, "--scoring", help="Only reward models that score this way: conversation (InternLM2-Reward) or "
+            "reference-based (POLAR)."),
         context: int = _CONTEXT,
         json_out: bool = _JSON,
     ) -> None:
@@ -185,12 +188,14 @@ def register(app: typer.Typer) -> None:
         Examples:
           model-zoo list
           model-zoo list --kind chat --fits 24GB
+          model-zoo list --scoring conversation
           model-zoo list --source modelscope --dtype int4 --json
         """
         from ..registry.api import list_models
 
         models = list_models(
-            family=family, kind=kind, source=source, size=size, max_memory_gb=fits, dtype=dtype, context=context
+            family=family, kind=kind, source=source, size=size, max_memory_gb=fits, dtype=dtype, context=context,
+            scoring=scoring,
         )
         if json_out:
             from .output import print_json

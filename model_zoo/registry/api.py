@@ -44,12 +44,16 @@ def select(
     context_min: int | None = None,
     *,
     context: int = DEFAULT_CONTEXT,
+    scoring: str | Iterable[str] | None = None,
     registry: Registry | None = None,
 ) -> list[ModelInfo]:
-    """Matching entries, best first: newest generation, then the largest that fits."""
+    """Matching entries, best first: newest generation, then the largest that fits.
+
+    ``scoring="conversation"`` picks reward models that score chats (InternLM2-Reward);
+    ``"reference-based"`` those that score an output against a reference (POLAR)."""
     return (registry or load_registry()).select(
         family=family, kind=kind, size=size, max_memory_gb=max_memory_gb, dtype=dtype,
-        source=source, context_min=context_min, context=context,
+        source=source, context_min=context_min, context=context, scoring=scoring,
     )
 
 

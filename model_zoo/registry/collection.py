@@ -8,7 +8,7 @@ from types import MappingProxyType
 from ..errors import UsageError
 from ..hubs.catalog import SOURCE_KEYS
 from . import memory
-from .info import KINDS, FamilyInfo, ModelInfo
+from .info import KINDS, SCORING_STYLES, FamilyInfo, ModelInfo
 from .names import NameIndex, NameKeys, fold
 
 
@@ -95,11 +95,17 @@ class Registry:
         dtype: str = "bf16",
         context: int = memory.DEFAULT_CONTEXT,
         context_min: int | None = None,
+        scoring: str | Iterable[str] | None = None,
     ) -> list[ModelInfo]:
-        """Entries matching every given filter, in registry order. Unknown filter values are errors."""
+        """Entries matching every given filter, in registry order. Unknown filter values are errors.
+
+        ``scoring`` keeps reward models that score that way (``conversation``: InternLM2-Reward's
+        chats; ``reference-based``: POLAR's prompt, reference and output) and drops every other
+        model, since only reward models score."""
         families = self._check_values("family", _as_set(family), list(self.families))
         kinds = self._check_values("kind", _as_set(kind), list(KINDS))
         sizes = self._check_values("size", _as_set(size), sorted({m.size for m in self.models}))
+        styles = self._check_values("scoring", _as_set(scoring), list(SCORING_STYLES))
         if source is not None:
             source = source.strip().lower()  # as MODEL_ZOO_SOURCES and --source are read
         if source is not None and source not in SOURCE_KEYS:
@@ -113,6 +119,8 @@ class Registry:
             if kinds is not None and m.kind not in kinds:
                 continue
             if sizes is not None and fold(m.size) not in sizes:
+                continue
+            if styles is not None and fold(m.scoring_style or "") not in styles:
                 continue
             if source is not None and source not in m.sources:
                 continue
@@ -149,11 +157,12 @@ class Registry:
         context_min: int | None = None,
         *,
         context: int = memory.DEFAULT_CONTEXT,
+        scoring: str | Iterable[str] | None = None,
     ) -> list[ModelInfo]:
         """Matching entries best-first: newest generation, then largest, then newest release."""
         found = self.filter(
             family=family, kind=kind, size=size, source=source, max_memory_gb=max_memory_gb,
-            dtype=dtype, context=context, context_min=context_min,
+            dtype=dtype, context=context, context_min=context_min, scoring=scoring,
         )
         return sorted(found, key=lambda m: (-m.generation, -m.params_b, -m.released.toordinal(), m.name))
 
