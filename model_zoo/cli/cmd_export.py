@@ -106,6 +106,13 @@ def register(app: typer.Typer) -> None:
             return
         err.print(f"starting {plan.engine} on {plan.export_dir} ...", highlight=False, markup=False)
         proc = subprocess.Popen(plan.command, env=engine_environment())
+
+        def stop(
+            signum: int, _frame: object
+        ) -> None:  # SIGTERM: stop the engine too (finally below)
+            raise SystemExit(128 + signum)
+
+        signal.signal(signal.SIGTERM, stop)
         try:
             wait_until_ready(proc, plan.url, engine=plan.engine, timeout=ready_timeout)
             what = (
