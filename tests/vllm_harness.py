@@ -37,7 +37,8 @@ def run_backend(job: dict) -> dict:
     import model_zoo
 
     started = time.perf_counter()
-    runner = model_zoo.load(job["backend_dir"], backend="vllm")
+    # float32 like the native side: vLLM's "auto" would run a float32 checkpoint in bfloat16
+    runner = model_zoo.load(job["backend_dir"], backend="vllm", dtype="float32")
     out = {
         "load_s": time.perf_counter() - started,
         "export": str(runner.engine.llm_engine.model_config.model),
