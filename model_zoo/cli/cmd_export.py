@@ -11,7 +11,8 @@ import typer
 
 def register(app: typer.Typer) -> None:
     export_app = typer.Typer(
-        help="Export a checkpoint for a serving engine (no checkpoint code needed).",
+        help="Export a checkpoint for a serving engine (no checkpoint code needed; see docs/serving.md).\n\n"
+        "Example:\n  model-zoo export vllm internlm2_5-7b-chat",
         no_args_is_help=True,
     )
     app.add_typer(export_app, name="export")
@@ -33,7 +34,7 @@ def register(app: typer.Typer) -> None:
 
         Examples:
           model-zoo export vllm internlm2_5-7b-chat
-          vllm serve "$(model-zoo export vllm internlm2_5-7b-chat)"
+          model-zoo export vllm ./internlm3-8b-instruct /data/exports/internlm3 --force
         """
         from ..export.vllm import export_vllm
         from .output import err_console, print_json
