@@ -240,8 +240,8 @@ def export_vllm(
     name_or_path: str | Path, out: str | Path | None = None, *, force: bool = False
 ) -> ExportResult:
     """Export a registry name (pulled if missing) or a checkpoint directory for vLLM; see module doc."""
-    from ..runner.profile import make_profile
     from ..runner.config import read_config
+    from ..runner.profile import make_profile
     from ..runner.resolve import resolve_checkpoint
     from ..runner.tokenizer import InternLMTokenizer
     from .parity import check_parity, corpus

@@ -40,15 +40,22 @@ def _as_ids(value: Any) -> list[int]:
     return [int(value)]
 
 
-def make_profile(spec: ModelSpec, tokenizer: InternLMTokenizer | None, path: Path, info: Any = None) -> ChatProfile:
+def make_profile(
+    spec: ModelSpec, tokenizer: InternLMTokenizer | None, path: Path, info: Any = None
+) -> ChatProfile:
     """Chat template, default system prompt, sampling defaults and stop tokens for a checkpoint."""
     family = spec.family
     gen = FAMILY_DEFAULTS[family]
     thinking_max = THINKING_MAX_NEW_TOKENS
-    stops: list[int] = _as_ids(spec.eos_token_id) + _as_ids(_generation_config(path).get("eos_token_id"))
+    stops: list[int] = _as_ids(spec.eos_token_id) + _as_ids(
+        _generation_config(path).get("eos_token_id")
+    )
     defaults = getattr(info, "generation_defaults", None)
     if defaults is not None:
-        values = {k: getattr(defaults, k) for k in ("temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens")}
+        values = {
+            k: getattr(defaults, k)
+            for k in ("temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens")
+        }
         gen = gen.updated(**values)
         thinking_max = defaults.max_new_tokens_thinking or thinking_max
         stops += list(defaults.stop_token_ids)
@@ -57,9 +64,17 @@ def make_profile(spec: ModelSpec, tokenizer: InternLMTokenizer | None, path: Pat
         end = tokenizer.token_to_id(END_OF_TURN[family])
         if end is not None:
             stops.append(end)
-    template = (tokenizer.chat_template if tokenizer is not None else None) or default_template(family)
+    template = (tokenizer.chat_template if tokenizer is not None else None) or default_template(
+        family
+    )
     # InternLM v1 was not trained with a system prompt; InternLM2/2.5/3 use the default one.
     default_system = None if family == "internlm" else DEFAULT_SYSTEM_PROMPT
     unique = tuple(dict.fromkeys(stops))
-    return ChatProfile(family=family, template=template, default_system=default_system,
-                       generation=gen, stop_token_ids=unique, thinking_max_new_tokens=thinking_max)
+    return ChatProfile(
+        family=family,
+        template=template,
+        default_system=default_system,
+        generation=gen,
+        stop_token_ids=unique,
+        thinking_max_new_tokens=thinking_max,
+    )
