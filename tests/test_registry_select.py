@@ -60,22 +60,37 @@ def test_memory_without_dims_uses_stated_allowance() -> None:
 @pytest.mark.parametrize(
     ("text", "gib"),
     [
-        ("24GB", 24.0),
+        ("24GB", 24e9 / 2**30),  # GB is 10^9 bytes: 22.35 GiB
         ("24 GiB", 24.0),
-        ("24g", 24.0),
-        ("80", 80.0),
-        ("12288MB", 12.0),
-        ("1T", 1024.0),
-        (16, 16.0),
+        ("24gib", 24.0),
+        ("12288MiB", 12.0),
+        ("16000MB", 16e9 / 2**30),
+        ("1TiB", 1024.0),
+        (16, 16e9 / 2**30),  # a number is GB, as max_memory_gb says
+        (24.5, 24.5e9 / 2**30),
     ],
 )
 def test_parse_memory(text: str | int, gib: float) -> None:
     assert memory.parse_memory(text) == pytest.approx(gib)
 
 
-@pytest.mark.parametrize("text", ["", "lots", "24 GBs", "-3GB", "0"])
-def test_parse_memory_rejects(text: str) -> None:
-    with pytest.raises(UsageError):
+def test_fits_16gb_refuses_a_model_that_needs_15_9_gib() -> None:
+    """16 GB is 14.9 GiB: a model estimated at 15.9 GiB fits 16GiB but not 16GB."""
+    from model_zoo.registry.api import list_models
+
+    between = [m for m in list_models() if 16e9 / 2**30 < m.memory_gb("bf16") <= 16.0]
+    if not between:  # the property still holds on the boundary itself
+        between = [m for m in list_models() if m.memory_gb("bf16") <= 16.0][-1:]
+    names_gb = {m.name for m in list_models(max_memory_gb="16GB")}
+    names_gib = {m.name for m in list_models(max_memory_gb="16GiB")}
+    assert names_gb < names_gib or not between
+    for m in between:
+        assert m.name in names_gib and (m.memory_gb("bf16") <= 16e9 / 2**30) == (m.name in names_gb)
+
+
+@pytest.mark.parametrize("text", ["", "lots", "24 GBs", "-3GB", "0", "0GB", "24", "24G", "80g", "1T", -3, 0])
+def test_parse_memory_rejects(text: str | int) -> None:
+    with pytest.raises(UsageError, match="GB|positive"):
         memory.parse_memory(text)
 
 
@@ -98,7 +113,7 @@ def test_select_fits_exactly_those_under_the_limit() -> None:
     everything = list_models()
     for dtype, limit in (("bf16", 24), ("int8", 24), ("int4", 12), ("bf16", 80)):
         chosen = {m.name for m in select(max_memory_gb=limit, dtype=dtype)}
-        assert chosen == {m.name for m in everything if m.memory_gb(dtype) <= limit}
+        assert chosen == {m.name for m in everything if m.memory_gb(dtype) <= limit * 1e9 / 2**30}  # GB, in GiB
         assert chosen and len(chosen) < len(everything)
 
 

@@ -175,7 +175,7 @@ def register(app: typer.Typer) -> None:
         kind: Optional[str] = typer.Option(None, "--kind", "-k", help="Only this kind: base, chat, instruct, reward, ..."),
         source: Optional[str] = typer.Option(None, "--source", "-s", help="Only models this source serves (hf, modelscope, ...)."),
         size: Optional[str] = typer.Option(None, "--size", help="Only this size, e.g. 7B."),
-        fits: Optional[str] = typer.Option(None, "--fits", help="Only models whose estimate fits this GPU memory, e.g. 24GB."),
+        fits: Optional[str] = typer.Option(None, "--fits", help="Only models whose estimate fits this GPU memory: 24GiB (2^30 bytes, what a card sold as 24 GB has) or 24GB (10^9 bytes)."),
         dtype: str = typer.Option("bf16", "--dtype", help="Weight dtype for memory estimates: bf16, fp16, int8, int4."),
         scoring: Optional[str] = typer.Option(
             None, "--scoring", help="Only reward models that score this way: conversation (InternLM2-Reward) or "
@@ -187,7 +187,7 @@ def register(app: typer.Typer) -> None:
 
         Examples:
           model-zoo list
-          model-zoo list --kind chat --fits 24GB
+          model-zoo list --kind chat --fits 24GiB
           model-zoo list --scoring conversation
           model-zoo list --source modelscope --dtype int4 --json
         """

@@ -1,6 +1,6 @@
 """Parameter counts and GPU memory estimates, from architecture dims alone (no weights needed).
 
-Memory formula (all sizes in GiB, 2**30 bytes; a GPU sold as "24GB" has 24 GiB)::
+Memory formula (all sizes in GiB, 2**30 bytes; a GPU sold as "24GB" has 24 GiB, so ask for ``24GiB``)::
 
     total   = weights + kv_cache + runtime
     weights = params * bytes_per_param(dtype)
@@ -151,21 +151,17 @@ def estimate(
     return MemoryEstimate(key, context, weights, kv_cache_gib(dims, context), RUNTIME_GIB)
 
 
-_MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(g|gb|gib|m|mb|mib|t|tb|tib)?\s*$", re.IGNORECASE)
 
 
-def parse_memory(text: str | float | int) -> float:
-    """GiB from "24GB", "24 GiB", "24G", "80", "12000MB" (binary units, as GPU memory is sold)."""
-    if isinstance(text, (int, float)):
-        value = float(text)
-    else:
-        m = _MEMORY_RE.match(text)
-        if not m:
-            raise UsageError(
-                f"cannot read memory size {text!r}; write it like 24GB, 80G or 12000MB", memory=text
-            )
-        unit = (m.group(2) or "g")[0].lower()
-        value = float(m.group(1)) * {"g": 1.0, "m": 1.0 / 1024, "t": 1024.0}[unit]
-    if value <= 0:
+def parse_memory(text: str | float) -> float:
+    """GiB from "24GB" (24 x 10^9 bytes = 22.4 GiB), "24GiB", "12000MB"; a number is GB (10^9
+    bytes), as the ``max_memory_gb`` keyword says. Text needs a unit (``units.parse_size``)."""
+    from ..units import parse_size
+
+    if isinstance(text, bool) or not isinstance(text, (int, float, str)):
+        raise UsageError(f"memory size must be a number of GB or text like 24GiB, got {text!r}")
+    if isinstance(text, str):
+        return parse_size(text, what="memory size") / 2**30
+    if not text > 0:
         raise UsageError(f"memory size must be positive, got {text!r}", memory=str(text))
-    return value
+    return float(text) * 1e9 / 2**30

@@ -82,15 +82,16 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
 
 
 def parse_memory(value: int | str) -> int:
-    """``"20GiB"``, ``"500MB"``, ``"2e9"`` or an int of bytes -> bytes."""
-    if isinstance(value, int):
+    """``"20GiB"``, ``"500MB"`` (``units.parse_size``: GB is 10**9, GiB 2**30), or bytes as an
+    int or a plain number in text (``"2e9"``), as transformers' ``max_memory`` takes them."""
+    from ..units import parse_size
+
+    if isinstance(value, int) and not isinstance(value, bool):
         return value
-    m = re.fullmatch(r"\s*([0-9.eE+]+)\s*([KMGT]?i?B)?\s*", str(value))
-    if not m:
-        raise UsageError(f"memory size {value!r} is not understood; write e.g. '20GiB' or '500MB'.")
-    units = {None: 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-             "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
-    return int(float(m.group(1)) * units[m.group(2)])
+    text = str(value)
+    if re.fullmatch(r"\s*\d+(?:\.\d*)?(?:[eE][+]?\d+)?\s*", text):
+        return int(float(text))
+    return parse_size(text, what="max_memory")
 
 
 def _too_big(need: int, have: int, devices: tuple[torch.device, ...]) -> UsageError:
