@@ -260,3 +260,21 @@ def test_connections_option_reaches_the_engine_and_bad_values_are_refused(
     assert old_name.returncode == 0, old_name.stderr  # the old spelling still works
     bad = run("pull", MODEL, "--connections", "0")
     assert bad.returncode == 2 and "connections" in bad.stderr.lower()
+
+
+def test_lock_output_is_written_only_on_success_and_an_empty_lock_names_the_cause(
+    pull_hub, tmp_path: Path
+) -> None:
+    out = tmp_path / "team.lock"
+    failed = run("lock", "no-such-model-xyz", "-o", str(out), "-q")
+    assert failed.returncode != 0
+    assert not out.exists()  # nothing half-written for a later pull --lock to trip over
+    ok = run("lock", MODEL, "--source", "hf", "-o", str(out), "-q")
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(out.read_text())["models"][0]["repo_id"] == HF_REPO
+
+    empty = tmp_path / "redirected.lock"
+    empty.write_text("")  # what `model-zoo lock BAD > redirected.lock` leaves behind
+    pulled = run("pull", "--lock", str(empty))
+    assert pulled.returncode == 2, pulled.stderr
+    assert "is empty" in pulled.stderr and "-o redirected.lock" in pulled.stderr

@@ -249,13 +249,15 @@ def register(app: typer.Typer) -> None:
         include: list[str] = typer.Option([], "--include", help="Only files matching this glob."),
         exclude: list[str] = typer.Option([], "--exclude", help="Skip files matching this glob."),
         all_files: bool = typer.Option(False, "--all-files", help="Also lock redundant weight formats."),
-        output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write here instead of stdout."),
+        output: Optional[Path] = typer.Option(
+            None, "--output", "-o", help="Write the lock here, only once locking succeeded (atomic; a shell "
+            "redirect leaves an empty file behind when it fails)."),
         quiet: bool = typer.Option(False, "--quiet", "-q"),
     ) -> None:
         """Record each model's source, commit and every file's size and sha256 (JSON).
 
         Examples:
-          model-zoo lock internlm2_5-7b-chat InternLM2-7B-Reward > model-zoo.lock
+          model-zoo lock internlm2_5-7b-chat InternLM2-7B-Reward -o model-zoo.lock
           model-zoo lock InternLM3-8B-Instruct --source modelscope -o model-zoo.lock
         """
         from ..download.make_lock import lock_models
