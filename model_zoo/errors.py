@@ -293,9 +293,11 @@ class NoSourceError(HubError):
     """No configured source can serve the requested model."""
 
     def __init__(self, model: str, tried: Sequence[str], *, reasons: Sequence[str] = ()) -> None:
-        detail = "; ".join(reasons) if reasons else "none available"
+        # one line per hub, each reason and its advice whole: cut to fit one line, the advice of
+        # every hub ended mid-word ("Check your netwo…")
+        detail = "".join(f"\n  {r}" for r in reasons) if reasons else " none available."
         super().__init__(
-            f"no source could serve {model!r} (tried: {', '.join(tried) or 'none'}; {detail}). "
+            f"no source could serve {model!r} (tried: {', '.join(tried) or 'none'}):{detail}\n"
             "Run `model-zoo doctor` to check each hub, or set --source.",
             model=model,
             tried=list(tried),

@@ -214,7 +214,7 @@ def probe_sources(
             latency = adapter_for(key).probe(timeout=budget)
         except Exception as exc:  # any failure means "not usable now"; the reason is shown
             reason = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-            return ProbeResult(key, False, None, _short(reason))
+            return ProbeResult(key, False, None, _one_line(reason))
         if latency is None:
             latency = time.monotonic() - start
         return ProbeResult(key, True, float(latency), None)
@@ -232,6 +232,6 @@ def probe_sources(
     return out
 
 
-def _short(text: str, limit: int = 120) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def _one_line(text: str) -> str:
+    """The reason whole (its advice is the useful part), on one line."""
+    return " ".join(str(text).split())
