@@ -302,3 +302,23 @@ def test_reward_models_do_not_generate(runners) -> None:
     r = runners("internlm2-reward")
     with pytest.raises(UsageError, match="reward model"):
         r.chat("hi")
+
+
+def test_cpu_run_with_the_default_reply_length_warns_once_how_to_be_quick(
+    runners, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import warnings
+
+    import model_zoo.runner.api as api
+
+    runner = runners("internlm2")
+    monkeypatch.setattr(api, "_CPU_HINTED", False)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        runner.settings(max_new_tokens=8)  # said how long: no hint
+        assert not seen
+        runner.settings()  # the default 1024 on the CPU: one hint naming the fix
+        runner.settings()
+    hints = [w for w in seen if "max_new_tokens=" in str(w.message)]
+    assert len(hints) == 1 and issubclass(hints[0].category, UserWarning)
+    assert "CPU" in str(hints[0].message)

@@ -132,7 +132,10 @@ class Runner:
 
     def settings(self, *, thinking: bool = False, **generation: Any) -> GenerationSettings:
         """The generation settings a call would use: profile defaults, then ``generation``."""
-        return self.profile.settings(thinking=thinking, **generation)
+        out = self.profile.settings(thinking=thinking, **generation)
+        if "max_new_tokens" not in generation and self.device.type == "cpu":
+            _hint_cpu_length(out.max_new_tokens)
+        return out
 
     def generate_ids(self, prompts: Sequence[Sequence[int]], **generation: Any) -> list[Completion]:
         """Batched generation from token ids (left-padded); stop tokens are not included."""
@@ -307,3 +310,23 @@ def load(
     return Runner(model=model, tokenizer=tokenizer, spec=spec, path=path, placement=placement, dtype=torch_dtype,
                   profile=profile, name=name, quantization=quantization, info=info)
 
+
+_CPU_HINTED = False
+CPU_HINT_ABOVE = 256  # new tokens: more than this on the CPU and the first call seems to hang
+
+
+def _hint_cpu_length(max_new_tokens: int) -> None:
+    """Warn once per process: the model's default reply length (1024 tokens) takes minutes on a
+    CPU, and a newcomer trying the README's snippet thinks the call hangs."""
+    global _CPU_HINTED
+    if _CPU_HINTED or max_new_tokens <= CPU_HINT_ABOVE:
+        return
+    _CPU_HINTED = True
+    import warnings
+
+    warnings.warn(
+        f"generating up to {max_new_tokens} new tokens on the CPU can take minutes; pass "
+        "max_new_tokens=64 (or any small number; on the command line -n 64) for a quick answer",
+        UserWarning,
+        stacklevel=3,
+    )
