@@ -309,7 +309,7 @@ def test_cpu_run_with_the_default_reply_length_warns_once_how_to_be_quick(
 ) -> None:
     import warnings
 
-    import model_zoo.runner.api as api
+    from model_zoo.runner import api
 
     runner = runners("internlm2")
     monkeypatch.setattr(api, "_CPU_HINTED", False)
