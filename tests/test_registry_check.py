@@ -343,3 +343,18 @@ def test_edited_file_is_reloaded(write_registry: Writer) -> None:
     path.write_text(MINI_REGISTRY + _entry("Added", sources="{hf: org/added}"), encoding="utf-8")
     assert load_registry(path).get("added").name == "Added"
     assert len(_cache_files()) == 2
+
+
+def test_two_checkouts_with_identical_registries_report_their_own_file(tmp_path: Path) -> None:
+    """One shared cache dir, two byte-identical registry.yaml files: each load names its own."""
+    from model_zoo.registry.loader import clear_registry_cache
+
+    a, b = tmp_path / "a" / "registry.yaml", tmp_path / "b" / "registry.yaml"
+    for p in (a, b):
+        p.parent.mkdir()
+        p.write_text(MINI_REGISTRY, encoding="utf-8")
+    origins_a = {m.origin for m in load_registry(a)}
+    clear_registry_cache()  # a new process: only the on-disk cache is shared
+    origins_b = {m.origin for m in load_registry(b)}
+    assert origins_a and all(str(a) in (o or "") for o in origins_a)
+    assert origins_b and all(str(b) in (o or "") for o in origins_b), origins_b

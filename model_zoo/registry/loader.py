@@ -7,7 +7,7 @@ over it: entries with a built-in name are merged into that entry, others are add
 
 Validation (PyYAML + pydantic, see ``schema.py`` and ``compiler.py``) costs more than the rest of ``model-zoo list``
 together, so the compiled result is cached as JSON under ``$MODEL_ZOO_HOME/cache/registry/``,
-keyed by the sha256 of the registry files and of the code that compiles them. A cache hit
+keyed by the sha256 of the registry files (paths and bytes) and of the code that compiles them. A cache hit
 imports neither pydantic nor PyYAML. Within one process the loaded Registry is reused until a
 file's size or mtime changes.
 """
@@ -101,7 +101,7 @@ def load_registry(
     if key in _loaded:
         return _loaded[key]
     datas = [_read(f) for f in files]
-    cache_file = _cache_path(settings, datas) if use_cache else None
+    cache_file = _cache_path(settings, files, datas) if use_cache else None
     registry = _from_cache(cache_file, files) if cache_file else None
     if registry is None:
         compiled = compile_files(files, datas)
@@ -192,9 +192,14 @@ def _code_salt() -> bytes:
     return h.digest()
 
 
-def _cache_path(settings: Settings, datas: list[bytes]) -> Path:
+def _cache_path(settings: Settings, files: list[Path], datas: list[bytes]) -> Path:
+    """Keyed by each file's path as well as its bytes: the compiled entries record where they
+    came from, and two checkouts sharing one cache dir must not report each other's files."""
     h = hashlib.sha256(_code_salt())
-    for data in datas:
+    for path, data in zip(files, datas, strict=True):
+        name = str(Path(path).resolve()).encode()
+        h.update(len(name).to_bytes(8, "big"))
+        h.update(name)
         h.update(len(data).to_bytes(8, "big"))
         h.update(data)
     return settings.home / "cache" / "registry" / f"{h.hexdigest()[:40]}.json"
