@@ -71,3 +71,16 @@ def test_make_hub_tree_for_chosen_models(tmp_path: Path) -> None:
         "Shanghai_AI_Laboratory/internlm2-math-plus-1_8b",
         "internlm/internlm2-math-plus-1_8b",
     ]
+
+
+def test_make_tiny_says_how_to_run_and_serve_the_result(tmp_path: Path) -> None:
+    helped = _model_zoo("dev", "make-tiny", "--help")
+    assert helped.returncode == 0
+    assert "make-hub-tree" in helped.stdout and "serve-mirror" in helped.stdout
+    made = _model_zoo("dev", "make-tiny", "internlm2", str(tmp_path / "t"))
+    assert made.returncode == 0, made.stderr
+    hint = made.stdout.splitlines()[-1]
+    assert f"model-zoo run {tmp_path / 't'}" in hint and "serve-mirror" in hint
+    # the command it prints works as printed
+    ran = _model_zoo("run", str(tmp_path / "t"), "Hello", "-n", "4", "--device", "cpu")
+    assert ran.returncode == 0, ran.stderr

@@ -30,6 +30,12 @@ def make_tiny_cmd(
     """Write a tiny checkpoint with the real InternLM layout (config, sharded weights,
     SentencePiece tokenizer with chat template) for tests and CI pipelines.
 
+    The result is a plain checkpoint directory: `model-zoo run DIR "Hello" -n 16` loads it.
+
+    To serve tiny repositories from a local hub for `pull` and the official clients:
+
+      model-zoo dev make-hub-tree ./hub && model-zoo serve-mirror ./hub
+
     Examples:
       model-zoo dev make-tiny internlm2 ./tiny-internlm2
       model-zoo dev make-tiny internlm2-reward ./tiny-reward --shards 1 --seed 7
@@ -41,6 +47,9 @@ def make_tiny_cmd(
         path = make_tiny(arch, out_dir, seed=seed, shards=shards, dtype=dtype, overwrite=force)
     _report(path, {"arch": arch, "seed": seed, "special_token_ids": special_token_ids(arch)},
             as_json)
+    if not as_json:
+        typer.echo(f"run it: model-zoo run {path} \"Hello\" -n 16 --device cpu; serve tiny repos from a "
+                   "local hub: model-zoo dev make-hub-tree ./hub && model-zoo serve-mirror ./hub")
 
 
 @dev_app.command("make-hub-tree")
