@@ -39,12 +39,27 @@ class ModelZooError(Exception):
     def __str__(self) -> str:
         return self.message
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Picklable whatever the subclass's ``__init__`` takes (Ray, multiprocessing): rebuilt
+        from the message, the fields and any other attribute, without calling ``__init__``."""
+        extra = {k: v for k, v in self.__dict__.items() if k not in ("message", "fields") and k not in self.fields}
+        return (_rebuild_error, (type(self), self.message, self.fields, extra))
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form, for ``--json`` output."""
         out: dict[str, Any] = {"error": type(self).__name__, "message": self.message}
         for key, value in self.fields.items():
             out[key] = value if isinstance(value, (str, int, float, bool, type(None), list, dict)) else str(value)
         return out
+
+
+def _rebuild_error(cls: type[ModelZooError], message: str, fields: dict[str, Any],
+                   extra: dict[str, Any]) -> ModelZooError:
+    """Unpickle a ModelZooError (see ``ModelZooError.__reduce__``)."""
+    exc = cls.__new__(cls)
+    ModelZooError.__init__(exc, message, **fields)
+    exc.__dict__.update(extra)
+    return exc
 
 
 # ---------------------------------------------------------------- usage and names (exit 2)
@@ -580,3 +595,18 @@ class EngineStartError(ModelZooError):
 __all__ = [name for name in dir() if name.endswith("Error") or name.startswith("EXIT_")] + [
     "RegistryProblem",
 ]
+
+
+class LockTimeoutError(ModelZooError):
+    """Another process held a lock for longer than we were willing to wait."""
+
+    def __init__(self, path: str, waited: float, owner: str = "") -> None:
+        who = f" (held by {owner})" if owner else ""
+        super().__init__(
+            f"timed out after {waited:.0f} s waiting for the lock {path}{who}. Another model-zoo "
+            "process is pulling the same model; wait for it, or remove the lock file if that "
+            "process is gone.",
+            path=path,
+            waited=waited,
+            owner=owner,
+        )

@@ -38,7 +38,8 @@ class Staging:
 
     def open(self, f: FileState) -> None:
         """Lock ``f``, then find it complete or set up its partial and mark it ACTIVE."""
-        from ..store.locking import LockTimeoutError, ProcessLock
+        from ..errors import LockTimeoutError
+        from ..store.locking import ProcessLock
 
         make_parents(self.run.target, f.paths.lock)
         lock = ProcessLock(f.paths.lock, timeout=0)
@@ -62,7 +63,7 @@ class Staging:
             self.run.cv.notify_all()
 
     def _defer(self, f: FileState, holder: str) -> None:
-        from ..store.locking import LockTimeoutError
+        from ..errors import LockTimeoutError
 
         run = self.run
         now = time.monotonic()

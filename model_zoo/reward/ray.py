@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import MissingDependencyError, UsageError
+from ..errors import MissingDependencyError, ModelZooError, UsageError
 from .batching import split_for_workers
 from .model import RewardModel, check_positive
 
@@ -48,36 +48,22 @@ class ReplicaWorker:
     """Body of one Ray actor: a single-process reward scorer on the actor's own device."""
 
     def __init__(self, path: str, device: str, dtype: str, max_tokens_per_batch: int | None) -> None:
-        from ..errors import ModelZooError
         from .api import load_reward
 
-        self.error: tuple[str, str, dict[str, Any]] | None = None
+        self.error: ModelZooError | None = None
         try:
             self.rm = load_reward(path, device=device, dtype=dtype, max_tokens_per_batch=max_tokens_per_batch)
         except ModelZooError as exc:  # kept for ping(): Ray would bury it in an ActorDiedError traceback
-            self.error = (type(exc).__name__, exc.message, dict(exc.fields))
+            self.error = exc
 
     def score_ids(
         self, batch: list[list[int]], batch_size: int | None, max_tokens_per_batch: int | None
     ) -> list[float]:
         return self.rm.scorer.score_ids(batch, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch)
 
-    def ping(self) -> tuple[str, str, dict[str, Any]] | None:
-        """None when the replica loaded, else its load error as (class name, message, fields)."""
+    def ping(self) -> ModelZooError | None:
+        """None when the replica loaded, else its load error (model-zoo errors pickle whole)."""
         return self.error
-
-
-def _raise_replica_error(error: tuple[str, str, dict[str, Any]]) -> None:
-    """Re-raise a replica's load error in the driver as the same model-zoo error type (same exit code)."""
-    from .. import errors
-
-    name, message, fields = error
-    cls = getattr(errors, name, errors.ModelZooError)
-    if not (isinstance(cls, type) and issubclass(cls, errors.ModelZooError)):
-        cls = errors.ModelZooError
-    exc = cls.__new__(cls)
-    errors.ModelZooError.__init__(exc, message, **fields)
-    raise exc
 
 
 class RayScorer:
@@ -155,7 +141,7 @@ def load_reward_ray(
     if failures:
         for actor in actors:
             ray.kill(actor)
-        _raise_replica_error(failures[0])
+        raise failures[0]  # the replica's own error type, fields and exit code
     codec, info = load_reward_codec(path)
     return RewardModel(
         RayScorer(actors),

@@ -32,28 +32,13 @@ import uuid
 from pathlib import Path
 from types import TracebackType
 
-from ..errors import ConfigError, ModelZooError
+from ..errors import ConfigError, LockTimeoutError
 
 MODES = ("auto", "flock", "lockfile")
 NETWORK_FS = frozenset(
     {"nfs", "nfs4", "lustre", "gpfs", "cifs", "smb3", "smbfs", "ceph", "beegfs", "9p", "afs",
      "glusterfs", "orangefs", "pvfs2", "panfs", "wekafs", "davfs", "ncpfs", "virtiofs"}
 )
-
-
-class LockTimeoutError(ModelZooError):
-    """Another process held a lock for longer than we were willing to wait."""
-
-    def __init__(self, path: str, waited: float, owner: str = "") -> None:
-        who = f" (held by {owner})" if owner else ""
-        super().__init__(
-            f"timed out after {waited:.0f} s waiting for the lock {path}{who}. Another model-zoo "
-            "process is pulling the same model; wait for it, or remove the lock file if that "
-            "process is gone.",
-            path=path,
-            waited=waited,
-            owner=owner,
-        )
 
 
 def _mount_fs_type(path: Path) -> str | None:
