@@ -252,31 +252,11 @@ def _probe_reason(exc: BaseException) -> str:
 
 
 def probe_all(keys: list[str], adapter_factory: Callable[[str], Any], budget: float) -> dict[str, ProbeResult]:
-    """One probe per hub, all at once, answered within about ``budget`` seconds.
+    """One probe per hub, all at once, within about ``budget`` seconds: the same probe ``pull``
+    plans with (``download.plan.probe_sources``), worded for the report."""
+    from .download.plan import probe_sources
 
-    Daemon threads: a hub stuck in name resolution can neither delay the report nor the
-    process's exit.
-    """
-    import threading
-
-    results: dict[str, ProbeResult] = {}
-
-    def run(key: str) -> None:
-        start = time.perf_counter()
-        try:
-            latency = adapter_factory(key).probe(timeout=budget)
-        except Exception as exc:  # noqa: BLE001 - every failure is a finding, with its reason
-            results[key] = ProbeResult(key, False, None, _probe_reason(exc))
-            return
-        results[key] = ProbeResult(key, True, float(latency if latency is not None else time.perf_counter() - start))
-
-    threads = [threading.Thread(target=run, args=(k,), daemon=True, name=f"doctor-probe-{k}") for k in keys]
-    deadline = time.monotonic() + budget + 0.2
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(max(0.0, deadline - time.monotonic()))
-    return {k: results.get(k) or ProbeResult(k, False, None, f"no answer within {budget:.1f} s") for k in keys}
+    return probe_sources(keys, adapter_factory, budget=budget, reason=_probe_reason)
 
 
 def probe_hubs(

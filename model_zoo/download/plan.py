@@ -196,40 +196,45 @@ def probe_sources(
     adapter_for: Callable[[str], _Prober],
     *,
     budget: float = 2.0,
+    reason: Callable[[BaseException], str] | None = None,
 ) -> dict[str, ProbeResult]:
-    """Probe every hub in parallel, all within about ``budget`` seconds.
+    """Probe every hub in parallel, all within about ``budget`` seconds (``pull`` and ``doctor``).
 
     A hub that has not answered when the budget runs out counts as unreachable; its thread is
-    left to finish on its own (it has the same timeout) so the caller is never held longer.
+    left to finish on its own (``deadline``), so neither the caller nor the process's exit is
+    held. ``reason`` words a failure (default: the error's whole message, on one line).
     """
-    from concurrent.futures import ThreadPoolExecutor, wait
+    from ..deadline import run_all_within
 
     keys = list(dict.fromkeys(keys))
     if not keys:
         return {}
+    why = reason or _full_reason
 
-    def one(key: str) -> ProbeResult:
-        start = time.monotonic()
-        try:
+    def one(key: str) -> Callable[[object], float]:
+        def call(_cancel: object) -> float:
+            start = time.monotonic()
             latency = adapter_for(key).probe(timeout=budget)
-        except Exception as exc:  # any failure means "not usable now"; the reason is shown
-            reason = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-            return ProbeResult(key, False, None, _one_line(reason))
-        if latency is None:
-            latency = time.monotonic() - start
-        return ProbeResult(key, True, float(latency), None)
+            return float(latency if latency is not None else time.monotonic() - start)
 
-    pool = ThreadPoolExecutor(max_workers=len(keys), thread_name_prefix="model-zoo-probe")
-    futures = {key: pool.submit(one, key) for key in keys}
-    wait(futures.values(), timeout=budget + 0.2)
-    pool.shutdown(wait=False, cancel_futures=True)
+        return call
+
+    outcomes = run_all_within({key: one(key) for key in keys}, budget + 0.2, name="model-zoo-probe")
     out: dict[str, ProbeResult] = {}
-    for key, fut in futures.items():
-        if fut.done() and not fut.cancelled():
-            out[key] = fut.result()
-        else:
+    for key, got in outcomes.items():
+        if not got.finished:
             out[key] = ProbeResult(key, False, None, f"no answer within {budget:.1f} s")
+        elif got.error is not None:
+            if not isinstance(got.error, Exception):
+                raise got.error  # KeyboardInterrupt and the like are not findings
+            out[key] = ProbeResult(key, False, None, why(got.error))
+        else:
+            out[key] = ProbeResult(key, True, got.value, None)
     return out
+
+
+def _full_reason(exc: BaseException) -> str:
+    return _one_line(getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}")
 
 
 def _one_line(text: str) -> str:

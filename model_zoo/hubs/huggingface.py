@@ -76,7 +76,7 @@ class HuggingFaceAdapter(AdapterBase):
                 raise self.session.ctx.protocol(f"model info of {repo_id} has no 40-hex sha")
             commit = commit.lower()
             entries = self._within_deadline(
-                lambda: list(api.list_repo_tree(repo_id, revision=commit, recursive=True))
+                lambda cancel: _until(cancel, api.list_repo_tree(repo_id, revision=commit, recursive=True))
             )
         files = [
             self._remote_file(repo_id, commit, entry)
@@ -136,32 +136,19 @@ class HuggingFaceAdapter(AdapterBase):
         once instead of an "access refused" per file from the download."""
         self.session.request("HEAD", first.url, repo_id=repo_id, follow_redirects=False)
 
-    def _within_deadline(self, work: Callable[[], list[Any]]) -> list[Any]:
-        """Run ``work`` in a daemon thread; give up (unreachable) after ``listing_deadline``.
+    def _within_deadline(self, work: Callable[[threading.Event], list[Any]]) -> list[Any]:
+        """Run ``work`` (given a cancel event) and give up (unreachable) after
+        ``listing_deadline``; a stuck call is left to end on its own (``deadline``)."""
+        from ..deadline import run_within
 
-        A daemon thread, not an executor: a request stuck on a silent server must not keep
-        the process from exiting.
-        """
-        outcome: dict[str, Any] = {}
-
-        def run() -> None:
-            try:
-                outcome["value"] = work()
-            except BaseException as exc:  # handed to the caller, mapped there
-                outcome["error"] = exc
-
-        worker = threading.Thread(target=run, name="model-zoo-hf-listing", daemon=True)
-        worker.start()
-        worker.join(self.listing_deadline)
-        if worker.is_alive():
+        got = run_within(work, self.listing_deadline, name="model-zoo-hf-listing")
+        if not got.finished:
             raise HubUnreachableError(
                 self.session.ctx.hub,
                 self.session.ctx.endpoint,
                 reason=f"the file listing did not finish within {self.listing_deadline:g} s",
             )
-        if "error" in outcome:
-            raise outcome["error"]
-        return outcome["value"]
+        return got.result()
 
     @contextmanager
     def _mapped_errors(self, repo_id: str, rev: str, *, explicit: bool) -> Iterator[None]:
@@ -216,3 +203,14 @@ class HuggingFaceAdapter(AdapterBase):
 def _status(exc: BaseException) -> int | None:
     response = getattr(exc, "response", None)
     return getattr(response, "status_code", None)
+
+
+def _until(cancel: threading.Event, entries: Iterator[Any]) -> list[Any]:
+    """The listing's entries, page by page, stopping once the caller has given up: no more
+    requests (and no retry warnings) from a listing nobody waits for."""
+    out: list[Any] = []
+    for entry in entries:
+        if cancel.is_set():
+            break
+        out.append(entry)
+    return out
