@@ -373,3 +373,30 @@ def test_mapped_and_read_paths_give_the_same_weights(tiny_internlm2: Path) -> No
     assert mapped.keys() == read.keys()
     for name, p in mapped.items():
         assert torch.equal(p.float(), read[name]), name
+
+
+def test_the_runner_reads_headers_with_the_store_checker(tmp_path: Path) -> None:
+    """One reader: a header the store's check refuses (a hole in the data, a length that does
+    not match its dtype) is refused by the loader with the same reason."""
+    import json as _json
+    import struct
+
+    from model_zoo.errors import CheckpointError
+    from model_zoo.runner.checkpoint import read_safetensors_header
+    from model_zoo.store.safetensors_check import HeaderError, read_header
+
+    def write(name: str, header: dict[str, object], data: bytes) -> Path:
+        raw = _json.dumps(header).encode()
+        p = tmp_path / name
+        p.write_bytes(struct.pack("<Q", len(raw)) + raw + data)
+        return p
+
+    good = write("good.safetensors", {"a": {"dtype": "F8_E8M0", "shape": [4], "data_offsets": [0, 4]}}, b"\0" * 4)
+    (info,) = read_safetensors_header(good).values()
+    assert info.dtype == "F8_E8M0" and info.offset == good.stat().st_size - 4
+    holed = write("hole.safetensors", {"a": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}, b"\0" * 8)
+    with pytest.raises(HeaderError, match="gap") as store_err:
+        read_header(holed)
+    with pytest.raises(CheckpointError, match="gap") as runner_err:
+        read_safetensors_header(holed)
+    assert str(store_err.value) in str(runner_err.value)

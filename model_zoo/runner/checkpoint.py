@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,10 +29,6 @@ _BIN_INDEX = "pytorch_model.bin.index.json"
 # InternEvo ("origin") checkpoints: model_tp0_pp0.pt, model_zo0_tp0_pp0.pt, model_wp0_pp0.pt ...
 _ORIGIN_FILE = re.compile(r"^model(_[a-z]+\d+)+\.pt$")
 
-_ST_DTYPE_BYTES = {
-    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
-    "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8,
-}
 
 
 @dataclass(frozen=True)
@@ -79,40 +74,20 @@ def _has_hf_weights(path: Path) -> bool:
 
 
 def read_safetensors_header(file: Path) -> dict[str, TensorInfo]:
-    """Names, shapes and dtypes of one safetensors file; checks the offsets against its size."""
+    """Names, shapes, dtypes and absolute offsets of one safetensors file, through the store's
+    header reader (one parser, one dtype table); a damaged header is a CheckpointError."""
+    from ..store.safetensors_check import HeaderError, read_safetensors
+
     try:
-        size = file.stat().st_size
-        with file.open("rb") as fh:
-            head = fh.read(8)
-            if len(head) < 8:
-                raise CheckpointError(str(file), "file is too short to be safetensors")
-            (n,) = struct.unpack("<Q", head)
-            if n > min(size - 8, 100 * 1024 * 1024):
-                raise CheckpointError(str(file), f"safetensors header length {n} exceeds the file")
-            header = json.loads(fh.read(n))
+        parsed = read_safetensors(file)
     except OSError as exc:
         raise CheckpointError(str(file), f"cannot be read ({exc})") from None
-    except ValueError:
-        raise CheckpointError(str(file), "safetensors header is not valid JSON") from None
-    data_size = size - 8 - n
-    out: dict[str, TensorInfo] = {}
-    for name, meta in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            dtype = str(meta["dtype"])
-            shape = tuple(int(d) for d in meta["shape"])
-            start, end = (int(x) for x in meta["data_offsets"])
-        except (KeyError, TypeError, ValueError):
-            raise CheckpointError(str(file), f"tensor {name!r} has a malformed header entry") from None
-        info = TensorInfo(name, shape, dtype, file, 8 + n + start)
-        expected = info.numel * _ST_DTYPE_BYTES.get(dtype, 0)
-        if end > data_size or start > end or (expected and end - start != expected):
-            raise CheckpointError(
-                str(file), f"tensor {name!r} lies outside the file or has the wrong byte length (truncated?)"
-            )
-        out[name] = info
-    return out
+    except HeaderError as exc:
+        raise CheckpointError(str(file), f"is not a valid safetensors file: {exc}") from None
+    return {
+        name: TensorInfo(name, t.shape, t.dtype, file, parsed.data_start + t.begin)
+        for name, t in parsed.tensors.items()
+    }
 
 
 def _index_files(root: Path, index_name: str) -> tuple[list[Path], dict[str, str]] | None:

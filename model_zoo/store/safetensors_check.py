@@ -59,6 +59,23 @@ def read_header(path: Path) -> tuple[dict[str, TensorInfo], int]:
 
     Raises HeaderError describing the first structural problem found.
     """
+    parsed = read_safetensors(path)
+    return parsed.tensors, parsed.size
+
+
+@dataclass(frozen=True)
+class SafetensorsHeader:
+    """One file's checked header: its tensors (offsets relative to the data section), its size,
+    and where the data section starts (``8 + header length``), for readers that seek."""
+
+    tensors: dict[str, TensorInfo]
+    size: int
+    data_start: int
+
+
+def read_safetensors(path: Path) -> SafetensorsHeader:
+    """The one safetensors header reader (store checks and the runner's loader): every dtype of
+    the format, offsets that tile the data section exactly. Raises HeaderError."""
     size = path.stat().st_size
     if size < 8:
         raise HeaderError(f"file is {size} bytes, too short for a safetensors header")
@@ -83,7 +100,7 @@ def read_header(path: Path) -> tuple[dict[str, TensorInfo], int]:
             continue
         tensors[name] = _tensor(name, meta)
     _check_tiling(tensors, size - 8 - n)
-    return tensors, size
+    return SafetensorsHeader(tensors, size, 8 + n)
 
 
 def _tensor(name: str, meta: Any) -> TensorInfo:
