@@ -24,7 +24,7 @@ _JSON = typer.Option(False, "--json", help="Machine-readable JSON on stdout.")
 def _conversation_of(value: Any, where: str) -> tuple[Any, dict[str, Any]]:
     """The messages of one input record, and the keys to carry over to the output."""
     from ..errors import InvalidConversationError
-    from ..reward.conversation import check_conversation
+    from ..runner.messages import check_conversation
 
     extra: dict[str, Any] = {}
     if isinstance(value, dict):

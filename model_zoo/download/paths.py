@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import LocalWriteError, UnsafePathError, UsageError
+from ..store.layout import PARTIAL_DIR  # the store names it (verify skips it); re-exported here
 
-PARTIAL_DIR = ".model-zoo-partial"
 PART_SUFFIX = ".part"
 SIDECAR_SUFFIX = ".part.json"
 LOCK_SUFFIX = ".lock"

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, cast
 
 from ..errors import RewardServerError, UsageError
-from .conversation import Conversation
+from ..runner.messages import Conversation
 
 DEFAULT_TIMEOUT = 180.0  # what OpenRLHF's own client waits
 

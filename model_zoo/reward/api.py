@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import IncompatibleCheckpointError, UsageError
-from .conversation import Conversation
+from ..runner.messages import Conversation
 from .model import RewardModel, check_positive
 from .polar import SEPARATOR, PolarOptions, PolarRewardModel, detect_style
 from .torch_scorer import TorchScorer

@@ -19,8 +19,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from ..errors import ScoringStyleError, UsageError
+from ..runner.messages import Conversation, check_conversation, check_conversations, check_texts
 from .batching import prepare_ids
-from .conversation import Conversation, check_conversation, check_conversations, check_texts
 from .protocols import ChatCodec, Scorer
 
 #: Keys that mark a reference-based input ({"prompt", "reference", "output"}), not a conversation.

@@ -35,7 +35,7 @@ from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Protocol
 
 from ..errors import InvalidReferenceInputError, ScoringStyleError, UsageError
-from .conversation import Conversation
+from ..runner.messages import Conversation
 from .model import RewardModel, order_from_scores, ranks_from_scores
 from .protocols import Scorer
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from .conversation import Conversation
+from ..runner.messages import Conversation
 
 
 @runtime_checkable

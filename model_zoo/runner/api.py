@@ -159,7 +159,7 @@ class Runner:
     def chat_ids(self, messages: Messages, *, system: str | None = None, thinking: bool = False) -> list[int]:
         """The prompt ``chat`` feeds the model: template applied, generation prompt added."""
         tok = self._require_tokenizer()
-        from ..reward.conversation import check_conversation
+        from .messages import check_conversation
 
         if isinstance(messages, str):
             msgs: list[dict[str, str]] = [{"role": "user", "content": messages}]

@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InputTooLongError, InvalidConversationError, UsageError
-from ..reward.conversation import check_conversation, check_conversations, check_texts
 from ..reward.model import RewardModel, order_from_scores, ranks_from_scores, unique_sequences
+from ..runner.messages import check_conversation, check_conversations, check_texts
 
 JSON = dict[str, Any]
 Body = JSON | list[JSON]  # an answer's JSON body: an object, or a list (SGLang's /classify)

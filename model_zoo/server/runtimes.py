@@ -61,7 +61,7 @@ from typing import Any
 
 from ..errors import InvalidConversationError, UsageError
 from ..reward.batching import prepare_ids
-from ..reward.conversation import check_conversation, check_texts
+from ..runner.messages import check_conversation, check_texts
 from .protocol import ITEMS_ADVICE, JSON, Answer, NeedsScores, Routes, bad_request, over_limit
 
 POOLING_FORMATS = ("vllm", "lmdeploy")

@@ -13,9 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..errors import CheckpointError, HashMismatchError, IntegrityError, ModelNotPulledError, SizeMismatchError
+from ..errors import (
+    CheckpointError,
+    HashMismatchError,
+    IntegrityError,
+    ModelNotPulledError,
+    SizeMismatchError,
+)
 from .hashing import cpu_count, sha256_many
-from .layout import META_DIR
+from .layout import META_DIR, PARTIAL_DIR
 from .lockfile import LockedModel, LockFile, read_lock
 from .manifest import read_manifest, stamp_epoch
 from .safetensors_check import Problem, check_checkpoint
@@ -176,7 +182,6 @@ def verify(
         expected = {f.path: (f.size, f.sha256) for f in manifest.files}
         against = "manifest"
 
-    from ..download.paths import PARTIAL_DIR
 
     work_dirs = {META_DIR, PARTIAL_DIR}  # model-zoo's own: the manifest, an unfinished pull's partials
     on_disk = sorted(

@@ -1,7 +1,8 @@
 """What a conversation is, and the checks that turn a malformed one into an error naming the field.
 
-The same checks back the Python API (``InvalidConversationError``) and the reward server (a 400
-answer naming the JSON field), so both reject exactly the same inputs.
+The same checks back chat (the runner), reward scoring (``InvalidConversationError``) and the
+reward server (a 400 answer naming the JSON field), so all reject exactly the same inputs. It
+lives with the runner, which reward builds on, so the runner never imports reward.
 """
 
 from __future__ import annotations
