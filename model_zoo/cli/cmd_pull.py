@@ -261,7 +261,7 @@ def register(app: typer.Typer) -> None:
           model-zoo lock InternLM3-8B-Instruct --source modelscope -o model-zoo.lock
         """
         from ..download.make_lock import lock_models
-        from ..store.manifest import write_json_atomic
+        from ..store.atomic import write_json_atomic
         from .progress import make_renderer
 
         renderer = make_renderer(quiet=quiet, tty=False)

@@ -83,31 +83,6 @@ def read_conversation(path: Path) -> Any:
     return _conversation_of(value, str(path))[0]
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    import os
-    import tempfile
-
-    from ..errors import LocalWriteError
-
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise LocalWriteError(str(path), exc.strerror or str(exc)) from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a results file is as readable as any other
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise LocalWriteError(str(path), exc.strerror or str(exc)) from None
-        raise
-
-
 def _carried(extra: dict[str, Any]) -> dict[str, Any]:
     """An input record's keys to copy to its output line: never over the computed index and score."""
     return {k: v for k, v in extra.items() if k not in ("index", "score")}
@@ -124,7 +99,13 @@ def _too_long(exc: Any, where: str) -> Any:
 
 def _score_with_progress(rm: Any, convs: list[Any], wheres: list[str], chunk: int, quiet: bool,
                          **kw: Any) -> list[float]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     from ..errors import InputTooLongError
     from .output import err_console
@@ -297,7 +278,9 @@ def register(app: typer.Typer) -> None:
         if output is None:
             typer.echo(text, nl=False)
         else:
-            _write_atomic(output, text)
+            from ..store.atomic import write_atomic
+
+            write_atomic(output, text)
 
     @app.command("compare")
     def compare_cmd(

@@ -10,7 +10,6 @@ library when the file is not a registry model.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -18,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import LocalWriteError, OllamaCreateError, UsageError
+from ..errors import OllamaCreateError, UsageError
 from .modelfile import OllamaProfile, modelfile_text, profile_for
 
 
@@ -115,12 +114,9 @@ def prepare(
         gguf_file = request.path
     modelfile = gguf_file.with_name(gguf_file.name[: -len(".gguf")] + ".Modelfile")
     text = modelfile_text("./" + gguf_file.name, profile)
-    try:
-        tmp = modelfile.with_name(modelfile.name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, modelfile)
-    except OSError as exc:
-        raise LocalWriteError(str(modelfile), exc.strerror or str(exc)) from None
+    from ..store.atomic import write_atomic
+
+    write_atomic(modelfile, text)
     return ModelfilePlan(
         gguf_file, modelfile, ollama_name or ollama_model_name(base, level), profile
     )

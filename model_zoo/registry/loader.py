@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import stat
 from pathlib import Path
 from typing import Any
@@ -217,20 +216,13 @@ def _from_cache(cache_file: Path, files: list[Path]) -> Registry | None:
 
 def _write_cache(cache_file: Path, compiled: dict[str, Any]) -> None:
     """Atomic write; a store we cannot write to only costs speed, never correctness."""
-    import tempfile
+    from ..errors import LocalWriteError
+    from ..store.atomic import write_atomic
 
     try:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=cache_file.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump({**compiled, "format": CACHE_FORMAT}, fh)
-            os.replace(tmp, cache_file)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(cache_file, json.dumps({**compiled, "format": CACHE_FORMAT}), fsync=False)
         old = sorted(cache_file.parent.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
         for stale in old[CACHE_KEEP:]:
             stale.unlink(missing_ok=True)
-    except OSError:
+    except (OSError, LocalWriteError):
         pass

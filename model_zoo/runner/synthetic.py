@@ -7,7 +7,6 @@ written here (``model_zoo.testing.tiny`` makes complete tiny checkpoints with a 
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 
 import torch
 
+from ..store.atomic import write_json_atomic
 from .config import spec_from_dict
 from .convert import pack_wqkv
 
@@ -71,12 +71,6 @@ def _internlm2_tensors(cfg: dict[str, Any], gen: torch.Generator, dtype: torch.d
         yield "output.weight", rnd(vocab, h)
 
 
-def write_atomic_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def write_random_internlm2(
     out_dir: Path,
     dims: dict[str, Any],
@@ -127,6 +121,6 @@ def write_random_internlm2(
                 shard = shards - 1
         buf[name] = tensor
     flush(shard)
-    write_atomic_json(out_dir / "model.safetensors.index.json", {"metadata": {"total_size": total}, "weight_map": weight_map})
-    write_atomic_json(out_dir / "config.json", cfg)
+    write_json_atomic(out_dir / "model.safetensors.index.json", {"metadata": {"total_size": total}, "weight_map": weight_map})
+    write_json_atomic(out_dir / "config.json", cfg)
     return out_dir

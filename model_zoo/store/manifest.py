@@ -16,8 +16,6 @@ with a manifest holds every file it lists, each verified as recorded under ``ver
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
@@ -25,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointError
+from .atomic import write_json_atomic
 from .layout import manifest_path
 
 FORMAT = 1
@@ -151,52 +150,6 @@ class StoreManifest:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(where, f"manifest is not valid ({exc})") from None
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temp file beside ``path``, fsync, then rename over it.
-
-    The file gets the permissions a plain ``open`` would give (0666 less the umask), not the
-    owner-only mode of a temp file, so a shared store's manifests and a team's lock file stay
-    readable by the others. LocalWriteError when the place cannot be written.
-    """
-    from ..errors import LocalWriteError
-
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise LocalWriteError(str(path), exc.strerror or str(exc)) from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, ensure_ascii=False)
-            fh.write("\n")
-            fh.flush()
-            os.fchmod(fh.fileno(), 0o666 & ~_umask())
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise LocalWriteError(str(path), exc.strerror or str(exc)) from None
-        raise
-
-
-def _umask() -> int:
-    """The process umask, read without changing it where Linux allows (os.umask sets it)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def write_manifest(root: Path, manifest: StoreManifest) -> Path:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+
+from ..store.atomic import write_atomic as _write_atomic
 
 _T = TypeVar("_T")
 
@@ -126,16 +127,8 @@ def encode(values: np.ndarray, dtype: str) -> np.ndarray:
 
 
 def write_atomic(path: Path, chunks: Iterable[bytes | memoryview]) -> None:
-    """Write ``chunks`` to a temporary file beside ``path``, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            for chunk in chunks:
-                fh.write(chunk)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    """``store.atomic.write_atomic`` without fsync: test fixtures are rebuilt, not recovered."""
+    _write_atomic(path, chunks, fsync=False)
 
 
 def write_safetensors(path: Path, tensors: Mapping[str, np.ndarray], dtype: str) -> None:
