@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .download.plan import ProbeResult
-from .errors import ConfigError, ModelZooError
+from .errors import ConfigError, ModelZooError, RateLimitedError
 from .hubs.catalog import HUBS, OPENXLAB, OPENXLAB_ORIGIN
 from .netaddr import is_loopback_url, redact_url
 from .units import human_size
@@ -244,7 +244,7 @@ def _probe_reason(exc: BaseException) -> str:
     fields = getattr(exc, "fields", {})
     if fields.get("reason"):
         return str(fields["reason"])
-    if type(exc).__name__ == "RateLimitedError":
+    if isinstance(exc, RateLimitedError):
         return "HTTP 429 (rate-limited)"
     if fields.get("status"):
         return f"HTTP {fields['status']}"
