@@ -311,7 +311,7 @@ def store_report(home: Path, env: Mapping[str, str]) -> StoreReport:
     """The store: where, free space, filesystem and lock mode, how many models (complete/partial)."""
     from .store.cache import incomplete_dirs, iter_snapshots
     from .store.layout import locks_dir
-    from .store.locking import _mount_fs_type, lock_mode
+    from .store.locking import lock_mode, mount_fs_type
 
     existing = home
     while not existing.exists() and existing != existing.parent:
@@ -333,7 +333,7 @@ def store_report(home: Path, env: Mapping[str, str]) -> StoreReport:
         writable=os.access(existing, os.W_OK),
         free_bytes=free,
         total_bytes=total,
-        filesystem=_mount_fs_type(existing),
+        filesystem=mount_fs_type(existing),
         lock_mode=mode,
         models=len({snap.root.parent for snap in snapshots}),
         incomplete=len(incomplete_dirs(home)) if exists else 0,

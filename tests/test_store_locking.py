@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from model_zoo.errors import ConfigError
-from model_zoo.store.locking import LockTimeoutError, ProcessLock, _mount_fs_type, lock_mode
+from model_zoo.store.locking import LockTimeoutError, ProcessLock, lock_mode, mount_fs_type
 
 WORKER = r"""
 import sys, time
@@ -128,7 +128,7 @@ def test_mode_selection(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         lock_mode(tmp_path / "x.lock", {"MODEL_ZOO_LOCK": "nfs-magic"})
     # the test directory is on a local filesystem here, so auto means flock
-    fs = _mount_fs_type(tmp_path)
+    fs = mount_fs_type(tmp_path)
     if fs is not None:
         expected = "lockfile" if fs.startswith(("nfs", "lustre", "fuse")) else "flock"
         assert lock_mode(tmp_path / "x.lock", {}) == expected

@@ -68,7 +68,7 @@ def resolve_checkpoint(name_or_path: str | Path) -> Path:
     return resolve(name_or_path).path
 
 
-def _require_reward_name(name_or_path: str | Path) -> None:
+def require_reward_name(name_or_path: str | Path) -> None:
     """Refuse a registry name of a non-reward model before it is pulled."""
     from ..runner.resolve import registry_entry
 
@@ -195,7 +195,7 @@ def load_reward(
     check_positive(max_length=max_length, max_tokens_per_batch=max_tokens_per_batch)
     if style is not None and style not in STYLES:
         raise UsageError(f"style must be one of {', '.join(STYLES)}, got {style!r}", style=style)
-    _require_reward_name(name_or_path)
+    require_reward_name(name_or_path)
     resolved = resolve(name_or_path)
     spec = read_config(resolved.path)
     _require_reward(spec, resolved.path)  # refuse before reading any weights

@@ -126,9 +126,9 @@ def load_reward_ray(
     Call ``rm.close()`` to stop the actors.
     """
     check_positive(replicas=replicas, max_length=max_length, max_tokens_per_batch=max_tokens_per_batch)
-    from .api import _require_reward_name, load_reward_codec, resolve_checkpoint
+    from .api import load_reward_codec, require_reward_name, resolve_checkpoint
 
-    _require_reward_name(name_or_path)
+    require_reward_name(name_or_path)
     ray = _ray()
 
     path = resolve_checkpoint(name_or_path)

@@ -212,7 +212,7 @@ class Runner:
 # -------------------------------------------------------------------- load
 
 
-def _placement(spec: ModelSpec, devices: tuple[torch.device, ...], dtype: torch.dtype,
+def placement_for(spec: ModelSpec, devices: tuple[torch.device, ...], dtype: torch.dtype,
                max_memory: Mapping[Any, int | str] | None) -> Placement:
     size = torch.empty((), dtype=dtype).element_size()
     h, inter, v = spec.hidden_size, spec.intermediate_size, spec.vocab_size
@@ -304,7 +304,7 @@ def load(
         model.model.rotary_emb.inv_freq = model.model.rotary_emb.inv_freq.to(devices[0])
         placement = Placement(devices, {"": devices[0]})
     else:
-        placement = _placement(spec, devices, torch_dtype, max_memory)
+        placement = placement_for(spec, devices, torch_dtype, max_memory)
         model = _load_native(path, spec, placement, torch_dtype, attn, weights)
         dispatch(model, placement)
     return Runner(model=model, tokenizer=tokenizer, spec=spec, path=path, placement=placement, dtype=torch_dtype,

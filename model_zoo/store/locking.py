@@ -41,7 +41,7 @@ NETWORK_FS = frozenset(
 )
 
 
-def _mount_fs_type(path: Path) -> str | None:
+def mount_fs_type(path: Path) -> str | None:
     """Filesystem type of the mount holding ``path``, from /proc/self/mountinfo (Linux)."""
     try:
         lines = Path("/proc/self/mountinfo").read_text().splitlines()
@@ -66,7 +66,7 @@ def is_network_fs(path: Path) -> bool:
     probe = Path(path)
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
-    fs = _mount_fs_type(probe) or ""
+    fs = mount_fs_type(probe) or ""
     return fs in NETWORK_FS or fs.startswith("fuse") or fs.split(".")[0] in NETWORK_FS
 
 

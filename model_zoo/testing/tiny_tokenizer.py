@@ -230,7 +230,7 @@ def train_sentencepiece(tail_pieces: tuple[str, ...], vocab_size: int = TINY_VOC
 _PIECES_FIELD = 1
 
 
-def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
+def read_varint(buf: bytes, pos: int) -> tuple[int, int]:
     value = shift = 0
     while True:
         byte = buf[pos]
@@ -241,22 +241,22 @@ def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
         shift += 7
 
 
-def _fields(buf: bytes) -> list[tuple[int, bytes, bytes]]:
+def proto_fields(buf: bytes) -> list[tuple[int, bytes, bytes]]:
     """Split a message into (field number, raw bytes of the whole field, payload)."""
     out: list[tuple[int, bytes, bytes]] = []
     pos = 0
     while pos < len(buf):
         start = pos
-        tag, pos = _read_varint(buf, pos)
+        tag, pos = read_varint(buf, pos)
         number, wire = tag >> 3, tag & 7
         if wire == 0:
-            _, pos = _read_varint(buf, pos)
+            _, pos = read_varint(buf, pos)
             payload = b""
         elif wire == 1:
             pos += 8
             payload = b""
         elif wire == 2:
-            length, pos = _read_varint(buf, pos)
+            length, pos = read_varint(buf, pos)
             payload = buf[pos : pos + length]
             pos += length
         elif wire == 5:
@@ -269,7 +269,7 @@ def _fields(buf: bytes) -> list[tuple[int, bytes, bytes]]:
 
 
 def _piece_text(piece_message: bytes) -> str:
-    for number, _raw, payload in _fields(piece_message):
+    for number, _raw, payload in proto_fields(piece_message):
         if number == 1:
             return payload.decode("utf-8")
     return ""
@@ -277,7 +277,7 @@ def _piece_text(piece_message: bytes) -> str:
 
 def move_pieces_to_end(model: bytes, tail: Sequence[str]) -> bytes:
     """Return ``model`` with the pieces named in ``tail`` moved, in that order, to the end."""
-    fields = _fields(model)
+    fields = proto_fields(model)
     pieces = [(raw, _piece_text(payload))
               for number, raw, payload in fields if number == _PIECES_FIELD]
     by_text = {text: raw for raw, text in pieces}

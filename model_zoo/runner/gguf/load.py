@@ -118,7 +118,7 @@ def load_gguf(
     ``rope_scaling`` restores the rotary scaling the GGUF format drops (the registry passes the
     parent checkpoint's); ``info`` is the registry entry, for its generation defaults.
     """
-    from ..api import Runner, _placement, make_profile
+    from ..api import Runner, make_profile, placement_for
     from ..devices import dispatch, resolve_devices, resolve_dtype
     from .vocab import gguf_tokenizer
 
@@ -127,7 +127,7 @@ def load_gguf(
     tokenizer = gguf_tokenizer(ckpt.vocab)
     devices = resolve_devices(device)
     torch_dtype = resolve_dtype(dtype, devices[0])
-    placement = _placement(ckpt.spec, devices, torch_dtype, max_memory)
+    placement = placement_for(ckpt.spec, devices, torch_dtype, max_memory)
     model = load_weights(ckpt, placement, torch_dtype, attn=attn)
     dispatch(model, placement)
     profile = make_profile(ckpt.spec, tokenizer, ckpt.path, info)
