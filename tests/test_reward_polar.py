@@ -12,7 +12,6 @@ last token).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterable
@@ -359,14 +358,6 @@ def test_the_model_length_limit_still_applies(tiny_polar_rm: PolarRewardModel) -
 # ---------------------------------------------------------------------- the real client's encode
 
 
-def _xtuner_python() -> Path | None:
-    venvs = Path(os.environ.get("MODEL_ZOO_CLIENT_VENVS") or ROOT / ".venv-clients")
-    python = venvs / "polar-xtuner-0.2.0" / "bin" / "python"
-    return (
-        python if (venvs / "polar-xtuner-0.2.0" / ".ready").is_file() and python.exists() else None
-    )
-
-
 _XTUNER_ENCODE = r"""
 import importlib.util, json, os, sys
 sys.path.insert(0, sys.argv[1])
@@ -396,13 +387,11 @@ def test_render_equals_xtuners_own_client_encode(
     """xtuner 0.2.0's RewardModelClient.encode, run unchanged in its own venv with model-zoo's
     tokenizer, builds exactly the texts render() builds, truncation included.
 
-    Uses the client venv that tests/test_server_polar_client.py builds; skipped where it is absent.
+    The client venv is built here when missing (tests/fixtures_polar_client.py).
     """
-    python = _xtuner_python()
-    if python is None:
-        pytest.skip(
-            "the xtuner 0.2.0 client venv (built by test_server_polar_client.py) is not present"
-        )
+    from fixtures_polar_client import polar_client_python
+
+    python = polar_client_python()
     data = [
         *STRING_ITEMS,
         {"prompt": [{"role": "user", "content": LONG}], "reference": LONG, "output": "Paris."},
