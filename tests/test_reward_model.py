@@ -159,13 +159,19 @@ def test_concurrent_clients_on_the_real_model(tiny_rm: RewardModel) -> None:
 
     expected = tiny_rm.score_batch(CONVS)
     got: list[float] = [0.0] * len(CONVS)
-    with RewardServer(tiny_rm, wait_s=0.05) as server:
+    # Clients are built and connected before the barrier: building an httpx client loads the CA
+    # store (~50 ms of CPU each, serialised by the GIL), which spread the requests past the
+    # merge window on a loaded machine. The window is wider than any scheduling jitter.
+    clients = [httpx.Client(timeout=30) for _ in CONVS]
+    with RewardServer(tiny_rm, wait_s=0.25) as server:
+        for c in clients:
+            assert c.get(server.url + "/health").status_code == 200  # connection open, warm
         barrier = threading.Barrier(len(CONVS))
 
         def one(i: int) -> None:
             barrier.wait()
-            got[i] = httpx.post(
-                server.url + "/v1/score", json={"conversations": [CONVS[i]]}, timeout=30
+            got[i] = clients[i].post(
+                server.url + "/v1/score", json={"conversations": [CONVS[i]]}
             ).json()["scores"][0]
 
         threads = [threading.Thread(target=one, args=(i,)) for i in range(len(CONVS))]
@@ -174,5 +180,7 @@ def test_concurrent_clients_on_the_real_model(tiny_rm: RewardModel) -> None:
         for t in threads:
             t.join(30)
         merged = server.scheduler.stats.merged_batches
+    for c in clients:
+        c.close()
     assert got == pytest.approx(expected, abs=1e-4)  # merged batches score like one batch
     assert merged >= 1

@@ -79,7 +79,8 @@ def test_make_tiny_says_how_to_run_and_serve_the_result(tmp_path: Path) -> None:
     assert "make-hub-tree" in helped.stdout and "serve-mirror" in helped.stdout
     made = _model_zoo("dev", "make-tiny", "internlm2", str(tmp_path / "t"))
     assert made.returncode == 0, made.stderr
-    hint = made.stdout.splitlines()[-1]
+    assert made.stdout.splitlines() == [made.stdout.splitlines()[0]]  # stdout: the result line only
+    hint = made.stderr.splitlines()[-1]
     assert f"model-zoo run {tmp_path / 't'}" in hint and "serve-mirror" in hint
     # the command it prints works as printed
     ran = _model_zoo("run", str(tmp_path / "t"), "Hello", "-n", "4", "--device", "cpu")

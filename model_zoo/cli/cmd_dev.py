@@ -47,9 +47,9 @@ def make_tiny_cmd(
         path = make_tiny(arch, out_dir, seed=seed, shards=shards, dtype=dtype, overwrite=force)
     _report(path, {"arch": arch, "seed": seed, "special_token_ids": special_token_ids(arch)},
             as_json)
-    if not as_json:
+    if not as_json:  # a hint for people, on stderr: stdout stays the one result line
         typer.echo(f"run it: model-zoo run {path} \"Hello\" -n 16 --device cpu; serve tiny repos from a "
-                   "local hub: model-zoo dev make-hub-tree ./hub && model-zoo serve-mirror ./hub")
+                   "local hub: model-zoo dev make-hub-tree ./hub && model-zoo serve-mirror ./hub", err=True)
 
 
 @dev_app.command("make-hub-tree")
