@@ -10,8 +10,8 @@ import pytest
 # Fixture plugins of each area (tests/fixtures_<area>.py). Add yours here.
 pytest_plugins = [
     "fixtures_tiny",
-    "fixtures_hubs",
-    "fixtures_hub",
+    "fixtures_adapter_mocks",
+    "fixtures_local_hub",
     "fixtures_reward",
     "fixtures_pull",
     "fixtures_registry",

@@ -98,6 +98,6 @@ def assert_tree_matches(hub: LocalHub, out: Path, repo: str = ENGINE_REPO) -> No
 
 @pytest.fixture
 def engine_hub(hub_root: Path, make_hub: Any) -> LocalHub:
-    """A started LocalHub over ``ENGINE_REPO`` (plus the sample repo of ``fixtures_hub``)."""
+    """A started LocalHub over ``ENGINE_REPO`` (plus the sample repo of ``fixtures_local_hub``)."""
     write_repo(hub_root, ENGINE_REPO, ENGINE_FILES)
     return make_hub()

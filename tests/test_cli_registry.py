@@ -9,8 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from fixtures_registry import MINI_REGISTRY
+
 from model_zoo.registry.api import list_models
 
 _SCRIPT = Path(sys.executable).with_name("model-zoo")

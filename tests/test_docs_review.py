@@ -6,8 +6,8 @@ import re
 from pathlib import Path
 
 import pytest
-
 from fixtures_docs import ROOT
+
 from model_zoo import errors
 from model_zoo.hubs.catalog import HUBS
 from model_zoo.settings import default_config_path, load_settings

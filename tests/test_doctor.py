@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from model_zoo.cli.cmd_doctor import format_report
 from model_zoo.doctor import (
     DoctorReport,
     Finding,
@@ -22,7 +23,6 @@ from model_zoo.doctor import (
     proxy_settings,
     redact_url,
 )
-from model_zoo.cli.cmd_doctor import format_report
 from model_zoo.hubs.catalog import HUBS
 from model_zoo.testing.hub_server import LocalHub
 

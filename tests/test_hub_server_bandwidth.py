@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from fixtures_hub import SAMPLE_REPO, HubFactory
+from fixtures_local_hub import SAMPLE_REPO, HubFactory
 
 from model_zoo.testing.hub_server import LocalHub
 

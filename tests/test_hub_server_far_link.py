@@ -19,7 +19,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from fixtures_hub import SAMPLE_REPO, HubFactory
+from fixtures_local_hub import SAMPLE_REPO, HubFactory
 
 from model_zoo.cli.cmd_mirror import parse_latency
 from model_zoo.cli.main import main

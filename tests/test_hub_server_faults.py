@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fixtures_hub import SAMPLE_REPO, HubFactory
+from fixtures_local_hub import SAMPLE_REPO, HubFactory
 
 from model_zoo.testing.faults import DEFAULT_MALICIOUS_ENTRIES, Fault, ListingEntry
 from model_zoo.testing.hub_protocols import wrong_sha256

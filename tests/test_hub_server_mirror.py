@@ -13,7 +13,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from fixtures_hub import SAMPLE_REPO, HubTLS
+from fixtures_local_hub import SAMPLE_REPO, HubTLS
 
 from model_zoo.cli.cmd_mirror import exposure_warning, mirror_banner, mirror_store
 from model_zoo.cli.main import main

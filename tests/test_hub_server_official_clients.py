@@ -20,12 +20,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fixtures_clients import RunClient
+from fixtures_local_hub import HubTLS
 
 from model_zoo.testing.hub_server import LocalHub
 from model_zoo.testing.repo_store import write_repo
-
-from fixtures_clients import RunClient
-from fixtures_hub import HubTLS
 
 REPO = "internlm/faithful-chat"
 FILES: dict[str, bytes | str | int] = {

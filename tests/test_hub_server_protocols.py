@@ -9,7 +9,7 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 import pytest
-from fixtures_hub import SAMPLE_FILES, SAMPLE_REPO, HubFactory
+from fixtures_local_hub import SAMPLE_FILES, SAMPLE_REPO, HubFactory
 
 from model_zoo.testing.hub_server import LocalHub
 from model_zoo.testing.repo_store import COMMIT_RE, git_blob_oid, write_repo

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from fixtures_hub import SAMPLE_REPO
+from fixtures_local_hub import SAMPLE_REPO
 
 from model_zoo.testing import repo_store
 from model_zoo.testing.hub_server import LocalHub

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from fixtures_hub import SAMPLE_REPO, HubFactory
+from fixtures_local_hub import SAMPLE_REPO, HubFactory
 
 from model_zoo.testing.hub_server import LocalHub, is_loopback_host
 

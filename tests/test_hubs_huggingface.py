@@ -7,6 +7,7 @@ import socket
 import time
 
 import pytest
+from fixtures_adapter_mocks import FakeHf, HfFile, HfRepo
 
 from model_zoo.errors import (
     GatedRepoError,
@@ -18,8 +19,6 @@ from model_zoo.errors import (
     RevisionNotFoundError,
 )
 from model_zoo.hubs.huggingface import HuggingFaceAdapter
-
-from fixtures_hubs import FakeHf, HfFile, HfRepo
 
 TOKEN = "hf_SECRETtoken123"
 REPO = "internlm/internlm2_5-1_8b-chat"

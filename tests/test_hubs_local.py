@@ -10,6 +10,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
+from fixtures_local_hub import SAMPLE_FILES, SAMPLE_REPO
 
 from model_zoo.errors import GatedRepoError, RevisionNotFoundError
 from model_zoo.hubs.catalog import SOURCE_KEYS
@@ -17,8 +18,6 @@ from model_zoo.hubs.factory import adapter_for
 from model_zoo.hubs.http import build_client
 from model_zoo.settings import load_settings
 from model_zoo.testing.hub_server import LocalHub
-
-from fixtures_hub import SAMPLE_FILES, SAMPLE_REPO
 
 LFS_PATTERNS = ("*.safetensors", "*.model")  # what the sample's .gitattributes sends to LFS
 

@@ -10,11 +10,11 @@ import httpx
 import pytest
 
 from model_zoo.errors import (
-    NotOnWhiteListError,
     GatedRepoError,
     HubProtocolError,
     HubServerError,
     HubUnreachableError,
+    NotOnWhiteListError,
     RateLimitedError,
     RepoNotFoundError,
     RevisionNotFoundError,

@@ -8,6 +8,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from fixtures_local_hub import SAMPLE_REPO
 
 from model_zoo.errors import HubUnreachableError
 from model_zoo.hubs.catalog import SOURCE_KEYS
@@ -15,8 +16,6 @@ from model_zoo.hubs.factory import adapter_for
 from model_zoo.hubs.http import safe_url
 from model_zoo.settings import load_settings
 from model_zoo.testing.hub_server import LocalHub
-
-from fixtures_hub import SAMPLE_REPO
 
 PASSWORD = "mirror-s3cret-pw"
 TOKEN = "hf_review_token_0123456789"

@@ -373,7 +373,6 @@ def test_second_source_serving_other_bytes_fails_the_pull(pull_hub, monkeypatch)
 
 def test_out_of_space_is_refused_before_any_byte(pull_hub, monkeypatch: pytest.MonkeyPatch) -> None:
     import model_zoo.download.local as local_mod
-
     from model_zoo.errors import DiskSpaceError
 
     monkeypatch.setattr(local_mod, "free_space", lambda _target: 1000)

@@ -16,8 +16,8 @@ from fixtures_pull import MODEL
 from model_zoo.download.engine import fetch
 from model_zoo.download.pull import pull_model
 from model_zoo.errors import LocalWriteError, ModelNotPulledError, OfflineError, UsageError
-from model_zoo.store.cache import disk_usage, iter_snapshots, remove_from_store
 from model_zoo.store.atomic import write_json_atomic
+from model_zoo.store.cache import disk_usage, iter_snapshots, remove_from_store
 from model_zoo.store.manifest import manifest_path
 from model_zoo.store.verify import verify
 

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from fixtures_registry import MINI_REGISTRY
+
 from model_zoo.errors import ConfigError, RegistryError, RegistryProblem, UnknownModelError
 from model_zoo.registry.loader import check_registry_file, load_registry
 

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from fixtures_registry import MINI_REGISTRY
+
 from model_zoo.registry.loader import load_registry
 from model_zoo.settings import load_settings
 

@@ -6,12 +6,11 @@ import itertools
 import random
 
 import pytest
+from fixtures_reward import FAKE_PAD_ID, FAKE_REWARD_ID, CharCodec, conv, fake_score, make_fake_rm
 
 from model_zoo.errors import InputTooLongError, InvalidConversationError, UsageError
 from model_zoo.reward.batching import fit_length, plan_buckets, split_for_workers, with_reward_token
 from model_zoo.reward.model import order_from_scores, ranks_from_scores
-
-from fixtures_reward import FAKE_PAD_ID, FAKE_REWARD_ID, CharCodec, conv, fake_score, make_fake_rm
 
 
 def test_reward_token_appended_once_and_never_twice() -> None:

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-
 from fixtures_reward import CharCodec, fake_score, make_fake_rm
+
 from model_zoo.server import reward_server
 from model_zoo.server.protocol import ServerLimits
 from model_zoo.server.reward_server import RewardServer

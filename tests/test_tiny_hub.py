@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from fixtures_tiny import HubTree
+
 from model_zoo.errors import UsageError
 from model_zoo.registry.api import get
 from model_zoo.testing.tiny_hub import DEFAULT_MODELS, make_hub_tree, registry_repos
