@@ -42,31 +42,35 @@ def venv_root() -> Path:
     return Path(os.environ.get("MODEL_ZOO_CLIENT_VENVS") or ROOT / ".venv-clients")
 
 
-def client_python(client: str) -> Path:
-    """The interpreter of ``client``'s venv, built (under a file lock) when missing."""
-    pin = CLIENT_PINS[client]
-    venv = venv_root() / pin.replace("==", "-")
+def build_venv(name: str, steps: list[list[str]], *, marker: str, lock_name: str,
+               timeout: float = 900) -> Path:
+    """The interpreter of venv ``name`` under ``venv_root()``, built with ``pip install`` of each
+    of ``steps`` when missing (under a file lock: xdist workers wait for one build); reused only
+    once its install finished (``.ready`` holds ``marker``)."""
+    venv = venv_root() / name
     python = venv / "bin" / "python"
     ready = venv / ".ready"
     venv_root().mkdir(parents=True, exist_ok=True)
-    with open(venv_root() / f".{client}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # xdist workers: one builds, the others wait
-        if ready.is_file() and ready.read_text() == pin and python.exists():
+    with open(venv_root() / lock_name, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if ready.is_file() and ready.read_text() == marker and python.exists():
             return python
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-        done = subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", pin],
-            capture_output=True,
-            text=True,
-            timeout=900,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(
-                f"pip install {pin} into {venv} failed:\n{done.stdout[-2000:]}{done.stderr[-4000:]}"
-            )
-        ready.write_text(pin)
+        for step in steps:
+            cmd = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *step]
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+            if done.returncode != 0:
+                raise RuntimeError(
+                    f"{' '.join(cmd)} into {venv} failed:\n{done.stdout[-2000:]}{done.stderr[-4000:]}"
+                )
+        ready.write_text(marker)
     return python
+
+
+def client_python(client: str) -> Path:
+    """The interpreter of ``client``'s venv, built (under a file lock) when missing."""
+    pin = CLIENT_PINS[client]
+    return build_venv(pin.replace("==", "-"), [[pin]], marker=pin, lock_name=f".{client}.lock")
 
 
 @pytest.fixture(scope="session")

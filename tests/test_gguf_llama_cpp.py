@@ -10,7 +10,6 @@ only when ``MODEL_ZOO_LLAMA_CPP=1`` asks for it, and reused whenever that virtua
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import subprocess
@@ -20,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fixtures_clients import venv_root
+from fixtures_clients import build_venv, venv_root
 from fixtures_gguf import tiny_gguf  # noqa: F401  (fixture)
 
 from model_zoo.runner.api import load
@@ -31,26 +30,7 @@ HARNESS = Path(__file__).resolve().parent / "llama_cpp_harness.py"
 
 def build_llama_cpp_python(venv: Path) -> Path:
     """llama-cpp-python's interpreter, compiled into ``venv`` (under a file lock) when missing."""
-    python, ready = venv / "bin" / "python", venv / ".ready"
-    venv.parent.mkdir(parents=True, exist_ok=True)
-    with open(venv.parent / ".llama-cpp.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if ready.is_file() and ready.read_text() == PIN and python.exists():
-            return python
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-        done = subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", PIN],
-            capture_output=True,
-            text=True,
-            timeout=3 * 3600,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(
-                f"pip install {PIN} failed:\n{done.stdout[-2000:]}{done.stderr[-4000:]}"
-            )
-        ready.write_text(PIN)
-    return python
+    return build_venv(venv.name, [[PIN]], marker=PIN, lock_name=".llama-cpp.lock", timeout=3 * 3600)
 
 
 @pytest.fixture(scope="session")
