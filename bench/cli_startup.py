@@ -40,12 +40,16 @@ def _time(cmd: list[str], env: dict[str, str], fresh_home: bool = False) -> tupl
         home = tempfile.mkdtemp(prefix="mz-bench-cold-")
         env = {**env, "MODEL_ZOO_HOME": home}
     cpu0, start = _cpu(), time.perf_counter()
-    proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+    proc = subprocess.run(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False
+    )
     elapsed, cpu = time.perf_counter() - start, _cpu() - cpu0
     if fresh_home:
         shutil.rmtree(env["MODEL_ZOO_HOME"], ignore_errors=True)
     if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.decode()[-500:]}")
+        raise SystemExit(
+            f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.decode()[-500:]}"
+        )
     return elapsed, cpu
 
 
@@ -71,7 +75,13 @@ print(json.dumps({b[0]: round(1000 * (b[1] - a[1]), 1) for a, b in zip(marks, ma
 def _phases(env: dict[str, str], args: list[str], repeat: int) -> dict[str, float]:
     runs = []
     for _ in range(repeat):
-        out = subprocess.run([sys.executable, "-c", _PHASES, *args], env=env, capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", _PHASES, *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         runs.append(json.loads(out.stdout))
     return {key: round(statistics.median(r[key] for r in runs), 1) for key in runs[0]}
 
@@ -84,7 +94,12 @@ def main() -> None:
     args = parser.parse_args()
 
     home = tempfile.mkdtemp(prefix="mz-bench-")
-    env = {**os.environ, "MODEL_ZOO_HOME": home, "MODEL_ZOO_CONFIG": os.path.join(home, "none.toml"), "COLUMNS": "120"}
+    env = {
+        **os.environ,
+        "MODEL_ZOO_HOME": home,
+        "MODEL_ZOO_CONFIG": os.path.join(home, "none.toml"),
+        "COLUMNS": "120",
+    }
     env.pop("MODEL_ZOO_REGISTRY", None)
     cli = _cli()
     cases: dict[str, tuple[list[str], bool]] = {
@@ -113,18 +128,27 @@ def main() -> None:
     baseline = results["python -c pass"]["median_s"]
     for label, r in results.items():
         r["over_python_s"] = round(r["median_s"] - baseline, 4)
-    warm = [label for label in results if label.split()[0] in ("list", "info") and "cold" not in label]
-    print(json.dumps({
-        "command": " ".join(cli),
-        "repeat": args.repeat,
-        "target_s": args.target,
-        "results": results,
-        "within_target": all(results[label]["median_s"] < args.target for label in warm),
-        "cpu_within_target": all(results[label]["cpu_median_s"] < args.target for label in warm),
-        "list_phases_cpu_ms": phases,
-        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-        "cpus": os.cpu_count(),
-    }, indent=2))
+    warm = [
+        label for label in results if label.split()[0] in ("list", "info") and "cold" not in label
+    ]
+    print(
+        json.dumps(
+            {
+                "command": " ".join(cli),
+                "repeat": args.repeat,
+                "target_s": args.target,
+                "results": results,
+                "within_target": all(results[label]["median_s"] < args.target for label in warm),
+                "cpu_within_target": all(
+                    results[label]["cpu_median_s"] < args.target for label in warm
+                ),
+                "list_phases_cpu_ms": phases,
+                "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+                "cpus": os.cpu_count(),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

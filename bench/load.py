@@ -27,9 +27,15 @@ from pathlib import Path
 from typing import Any
 
 DIMS: dict[str, Any] = {
-    "hidden_size": 1024, "intermediate_size": 2816, "num_hidden_layers": 8,
-    "num_attention_heads": 8, "num_key_value_heads": 4, "vocab_size": 32000,
-    "max_position_embeddings": 4096, "rope_theta": 1000000.0, "rope_scaling": None,
+    "hidden_size": 1024,
+    "intermediate_size": 2816,
+    "num_hidden_layers": 8,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 4,
+    "vocab_size": 32000,
+    "max_position_embeddings": 4096,
+    "rope_theta": 1000000.0,
+    "rope_scaling": None,
 }
 
 
@@ -71,7 +77,9 @@ def write_checkpoints(root: Path, dtype_name: str) -> tuple[Path, Path]:
                         out[target] = piece.contiguous()
             save_file(out, str(native / shard.name), metadata={"format": "pt"})
             weight_map.update({k: shard.name for k in out})
-        write_atomic_json(native / "model.safetensors.index.json", {"metadata": {}, "weight_map": weight_map})
+        write_atomic_json(
+            native / "model.safetensors.index.json", {"metadata": {}, "weight_map": weight_map}
+        )
         cfg = llama_config(spec, dtype=dtype).to_dict()
         cfg["architectures"] = ["LlamaForCausalLM"]
         write_atomic_json(native / "config.json", cfg)
@@ -102,14 +110,32 @@ def child(variant: str, path: str, dtype_name: str) -> None:
         logits = model(torch.arange(1, 17).view(1, -1)).logits.float()
     first_forward = time.perf_counter() - t1
     torch.save(logits, Path(path).parent / f"logits-{variant}.pt")
-    print(json.dumps({"seconds": seconds, "first_forward": first_forward, "rss_before": before,
-                      "rss_peak": peak, "rss_peak_after_forward": _status("VmHWM")}))
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "first_forward": first_forward,
+                "rss_before": before,
+                "rss_peak": peak,
+                "rss_peak_after_forward": _status("VmHWM"),
+            }
+        )
+    )
 
 
 def run_child(variant: str, path: Path, dtype_name: str) -> dict[str, Any]:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
-    proc = subprocess.run([sys.executable, __file__, "--child", variant, str(path), dtype_name],
-                          capture_output=True, text=True, env=env, check=False)
+    env = {
+        **os.environ,
+        "PYTHONWARNINGS": "ignore",
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"),
+    }
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", variant, str(path), dtype_name],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     if proc.returncode != 0:
         raise SystemExit(f"{variant} failed:\n{proc.stderr}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -120,7 +146,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     ap.add_argument("--workdir", type=Path, default=None)
-    ap.add_argument("--child", nargs=3, metavar=("VARIANT", "PATH", "DTYPE"), help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--child", nargs=3, metavar=("VARIANT", "PATH", "DTYPE"), help=argparse.SUPPRESS
+    )
     args = ap.parse_args()
     if args.child:
         child(*args.child)
@@ -131,7 +159,10 @@ def main() -> None:
         args.workdir = Path(tmp.name)
     ours, native = write_checkpoints(args.workdir, args.dtype)
     weights = sum(f.stat().st_size for f in ours.glob("*.safetensors"))
-    for f in [*ours.glob("*.safetensors"), *native.glob("*.safetensors")]:  # same page-cache state for both
+    for f in [
+        *ours.glob("*.safetensors"),
+        *native.glob("*.safetensors"),
+    ]:  # same page-cache state for both
         f.read_bytes()
     results: dict[str, list[dict[str, Any]]] = {"model-zoo": [], "transformers": []}
     for _ in range(args.runs):  # interleaved, so drift in machine load hits both alike
@@ -139,9 +170,21 @@ def main() -> None:
         results["transformers"].append(run_child("transformers", native, args.dtype))
     import torch
 
-    diff = (torch.load(ours.parent / "logits-model-zoo.pt") - torch.load(native.parent / "logits-transformers.pt")).abs().max()
-    summary: dict[str, Any] = {"weights_bytes": weights, "dtype": args.dtype, "runs": args.runs, "dims": DIMS,
-                               "max_abs_logit_diff": float(diff)}
+    diff = (
+        (
+            torch.load(ours.parent / "logits-model-zoo.pt")
+            - torch.load(native.parent / "logits-transformers.pt")
+        )
+        .abs()
+        .max()
+    )
+    summary: dict[str, Any] = {
+        "weights_bytes": weights,
+        "dtype": args.dtype,
+        "runs": args.runs,
+        "dims": DIMS,
+        "max_abs_logit_diff": float(diff),
+    }
     for variant, rows in results.items():
         growth = [r["rss_peak"] - r["rss_before"] for r in rows]
         resident = [r["rss_peak_after_forward"] - r["rss_before"] for r in rows]
@@ -149,19 +192,27 @@ def main() -> None:
             "load_seconds_median": round(statistics.median(r["seconds"] for r in rows), 3),
             "load_seconds_all": [round(r["seconds"], 3) for r in rows],
             "load_plus_first_forward_seconds_median": round(
-                statistics.median(r["seconds"] + r["first_forward"] for r in rows), 3),
-            "peak_rss_growth_during_load_over_weights": round(statistics.median(growth) / weights, 3),
+                statistics.median(r["seconds"] + r["first_forward"] for r in rows), 3
+            ),
+            "peak_rss_growth_during_load_over_weights": round(
+                statistics.median(growth) / weights, 3
+            ),
             # memory-mapped weights become resident on first use: the honest footprint is this one
-            "peak_rss_growth_through_first_forward_over_weights": round(statistics.median(resident) / weights, 3),
+            "peak_rss_growth_through_first_forward_over_weights": round(
+                statistics.median(resident) / weights, 3
+            ),
             "peak_rss_growth_through_first_forward_bytes": int(statistics.median(resident)),
         }
     mz, tf = summary["model-zoo"], summary["transformers"]
-    summary["load_speedup_vs_transformers"] = round(tf["load_seconds_median"] / mz["load_seconds_median"], 2)
+    summary["load_speedup_vs_transformers"] = round(
+        tf["load_seconds_median"] / mz["load_seconds_median"], 2
+    )
     summary["targets_met"] = {
         # both variants memory-map same-dtype CPU weights, so load time compares like with like;
         # the first forward (bf16 matmuls on the CPU plus page-ins) is reported, not targeted
         "no_slower": mz["load_seconds_median"] <= tf["load_seconds_median"],
-        "peak_memory_at_most_1.2x_weights": mz["peak_rss_growth_through_first_forward_over_weights"] <= 1.2,
+        "peak_memory_at_most_1.2x_weights": mz["peak_rss_growth_through_first_forward_over_weights"]
+        <= 1.2,
     }
     print(json.dumps(summary, indent=2))
     if tmp is not None:

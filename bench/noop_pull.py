@@ -51,21 +51,37 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="noop-pull-") as tmp:
         root, home = Path(tmp) / "hub", Path(tmp) / "store"
         make_hub_tree(root)
-        server = subprocess.Popen([*_cli(), "serve-mirror", str(root), "--port", "0"], stdout=subprocess.PIPE,
-                                  stderr=subprocess.DEVNULL, text=True)
+        server = subprocess.Popen(
+            [*_cli(), "serve-mirror", str(root), "--port", "0"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         try:
             assert server.stdout is not None
             url = server.stdout.readline().split(" at ")[1].split()[0]
-            env = {**os.environ, "MODEL_ZOO_HOME": str(home), "MODEL_ZOO_CONFIG": str(Path(tmp) / "none.toml"),
-                   "NO_PROXY": "127.0.0.1,localhost"}
-            for var in ("HF_ENDPOINT", "MODELSCOPE_ENDPOINT", "OPENMIND_HUB_ENDPOINT", "OPENXLAB_ENDPOINT"):
+            env = {
+                **os.environ,
+                "MODEL_ZOO_HOME": str(home),
+                "MODEL_ZOO_CONFIG": str(Path(tmp) / "none.toml"),
+                "NO_PROXY": "127.0.0.1,localhost",
+            }
+            for var in (
+                "HF_ENDPOINT",
+                "MODELSCOPE_ENDPOINT",
+                "OPENMIND_HUB_ENDPOINT",
+                "OPENXLAB_ENDPOINT",
+            ):
                 env[var] = url
             cases = {"--source hf": ["--source", "hf"], "auto": []}
             for extra in cases.values():  # fill the store; untimed
                 _timed([*_cli(), "pull", args.name, "-q", *extra], env)
             results = {}
             for label, extra in cases.items():
-                runs = [_timed([*_cli(), "pull", args.name, "-q", *extra], env) for _ in range(args.repeat)]
+                runs = [
+                    _timed([*_cli(), "pull", args.name, "-q", *extra], env)
+                    for _ in range(args.repeat)
+                ]
                 walls = [w for w, _c in runs]
                 results[label] = {
                     "median_s": round(statistics.median(walls), 4),
@@ -76,15 +92,20 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(timeout=20)
-    print(json.dumps({
-        "command": f"model-zoo pull {args.name} -q (everything already in the store)",
-        "repeat": args.repeat,
-        "target_s": args.target,
-        "results": results,
-        "within_target": all(r["median_s"] <= args.target for r in results.values()),
-        "cpus": os.cpu_count(),
-        "load_average": os.getloadavg()[0],
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "command": f"model-zoo pull {args.name} -q (everything already in the store)",
+                "repeat": args.repeat,
+                "target_s": args.target,
+                "results": results,
+                "within_target": all(r["median_s"] <= args.target for r in results.values()),
+                "cpus": os.cpu_count(),
+                "load_average": os.getloadavg()[0],
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

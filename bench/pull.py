@@ -160,7 +160,10 @@ print(json.dumps({"seconds": time.perf_counter() - t}))
 def _safetensors_shard(path: Path, tensor: str, nbytes: int, key: str) -> None:
     from model_zoo.testing.repo_store import pseudo_random_blocks
 
-    header = {"__metadata__": {"format": "pt"}, tensor: {"dtype": "U8", "shape": [nbytes], "data_offsets": [0, nbytes]}}
+    header = {
+        "__metadata__": {"format": "pt"},
+        tensor: {"dtype": "U8", "shape": [nbytes], "data_offsets": [0, nbytes]},
+    }
     raw = json.dumps(header).encode()
     raw += b" " * (-len(raw) % 8)
     with path.open("wb") as fh:
@@ -180,9 +183,12 @@ def build_checkpoint(root: Path, total: int, shards: int) -> dict[str, str]:
         tensor = f"model.layers.{i}.blob"
         _safetensors_shard(repo / name, tensor, total // shards, f"bench:{i}")
         weight_map[tensor] = name
-    (repo / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": total},
-                                                                   "weight_map": weight_map}))
-    (repo / "config.json").write_text(json.dumps({"architectures": ["InternLM2ForCausalLM"], "model_type": "internlm2"}))
+    (repo / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map})
+    )
+    (repo / "config.json").write_text(
+        json.dumps({"architectures": ["InternLM2ForCausalLM"], "model_type": "internlm2"})
+    )
     (repo / ".gitattributes").write_text("*.safetensors filter=lfs diff=lfs merge=lfs -text\n")
     twin = root / MS_REPO
     twin.mkdir(parents=True)
@@ -210,8 +216,12 @@ class Hub:
 
     def __init__(self, root: Path, config: dict[str, Any] | None = None) -> None:
         self.root = root
-        self.proc = subprocess.Popen([sys.executable, "-c", SERVER, str(root), json.dumps(config or {})],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", SERVER, str(root), json.dumps(config or {})],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert self.proc.stdout is not None
         self.url = self.proc.stdout.readline().strip()
         self._warm()
@@ -230,22 +240,36 @@ class Hub:
         that would otherwise land on whichever tool happens to run first."""
         import urllib.request
 
-        for path in (f"/api/models/{HF_REPO}/tree/main?recursive=true",
-                     f"/api/v1/models/{MS_REPO}/repo/files?Revision=master&Recursive=true"):
+        for path in (
+            f"/api/models/{HF_REPO}/tree/main?recursive=true",
+            f"/api/v1/models/{MS_REPO}/repo/files?Revision=master&Recursive=true",
+        ):
             with urllib.request.urlopen(self.url + path, timeout=600) as resp:
                 resp.read()
 
     def env(self, home: Path) -> dict[str, str]:
         # PYTHONDONTWRITEBYTECODE dropped: installed packages ship their .pyc files, but an
         # editable checkout would then compile model_zoo from source in every child
-        env = {k: v for k, v in os.environ.items()
-               if not k.endswith(("_PROXY", "_proxy")) and k != "PYTHONDONTWRITEBYTECODE"}
-        env.update({
-            "HF_ENDPOINT": self.url, "MODELSCOPE_ENDPOINT": self.url, "OPENMIND_HUB_ENDPOINT": self.url,
-            "OPENXLAB_ENDPOINT": self.url, "HF_HOME": str(home / "hf"), "MODELSCOPE_CACHE": str(home / "ms"),
-            "MODEL_ZOO_HOME": str(home / "mz"), "MODEL_ZOO_CONFIG": str(home / "none.toml"),
-            "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "NO_PROXY": "127.0.0.1,localhost",
-        })
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.endswith(("_PROXY", "_proxy")) and k != "PYTHONDONTWRITEBYTECODE"
+        }
+        env.update(
+            {
+                "HF_ENDPOINT": self.url,
+                "MODELSCOPE_ENDPOINT": self.url,
+                "OPENMIND_HUB_ENDPOINT": self.url,
+                "OPENXLAB_ENDPOINT": self.url,
+                "HF_HOME": str(home / "hf"),
+                "MODELSCOPE_CACHE": str(home / "ms"),
+                "MODEL_ZOO_HOME": str(home / "mz"),
+                "MODEL_ZOO_CONFIG": str(home / "none.toml"),
+                "HF_HUB_DISABLE_TELEMETRY": "1",
+                "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+                "NO_PROXY": "127.0.0.1,localhost",
+            }
+        )
         return env
 
     def cpu_seconds(self) -> float:
@@ -271,7 +295,10 @@ def run_timed(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
     cpu0, t0 = _children_cpu(), time.perf_counter()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800, check=False)
     wall = time.perf_counter() - t0
-    out: dict[str, Any] = {"process_seconds": round(wall, 3), "cpu_seconds": round(_children_cpu() - cpu0, 3)}
+    out: dict[str, Any] = {
+        "process_seconds": round(wall, 3),
+        "cpu_seconds": round(_children_cpu() - cpu0, 3),
+    }
     if done.returncode != 0:
         out["error"] = (done.stderr or done.stdout)[-1500:]
         return out
@@ -282,7 +309,10 @@ def run_timed(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
     except (ValueError, KeyError, TypeError):
         out["seconds"] = round(wall, 3)  # a CLI: the whole process is the measurement
         return out
-    for key, value in reported.items():  # a child's own split of its time (aria2c: download, verify)
+    for (
+        key,
+        value,
+    ) in reported.items():  # a child's own split of its time (aria2c: download, verify)
         if key != "seconds" and isinstance(value, (int, float)) and not isinstance(value, bool):
             out[key] = round(value, 3)
     return out
@@ -306,24 +336,40 @@ def pull_tools() -> dict[str, tuple[list[str], str]]:
     """name -> (command without the target directory, which goes last; what it measures)."""
     py = sys.executable
     tools: dict[str, tuple[list[str], str]] = {
-        "model-zoo": ([py, "-c", CHILD_MODEL_ZOO, NAME, json.dumps({"source": "hf"})], "model_zoo.pull(source='hf')"),
-        "model-zoo engine (direct)": ([py, "-c", CHILD_ENGINE, HF_REPO, _engine_args(["hf"])],
-                                      "hf adapter listing + engine.fetch"),
-        "huggingface_hub.snapshot_download": ([py, "-c", CHILD_HF, HF_REPO, "{}"], "huggingface_hub 2.x"),
-        "modelscope.snapshot_download": ([py, "-c", CHILD_MS, MS_REPO, "{}"], "modelscope (MODELSCOPE_ENDPOINT)"),
+        "model-zoo": (
+            [py, "-c", CHILD_MODEL_ZOO, NAME, json.dumps({"source": "hf"})],
+            "model_zoo.pull(source='hf')",
+        ),
+        "model-zoo engine (direct)": (
+            [py, "-c", CHILD_ENGINE, HF_REPO, _engine_args(["hf"])],
+            "hf adapter listing + engine.fetch",
+        ),
+        "huggingface_hub.snapshot_download": (
+            [py, "-c", CHILD_HF, HF_REPO, "{}"],
+            "huggingface_hub 2.x",
+        ),
+        "modelscope.snapshot_download": (
+            [py, "-c", CHILD_MS, MS_REPO, "{}"],
+            "modelscope (MODELSCOPE_ENDPOINT)",
+        ),
     }
     hf_cli = Path(sys.executable).with_name("hf")
     if hf_cli.exists():
-        tools["hf download (CLI)"] = ([str(hf_cli), "download", HF_REPO, "--local-dir"], "whole process timed")
+        tools["hf download (CLI)"] = (
+            [str(hf_cli), "download", HF_REPO, "--local-dir"],
+            "whole process timed",
+        )
     return tools
 
 
-def bench_pulls(hub: Hub, work: Path, expected: dict[str, str], total: int, repeat: int) -> dict[str, Any]:
+def bench_pulls(
+    hub: Hub, work: Path, expected: dict[str, str], total: int, repeat: int
+) -> dict[str, Any]:
     tools = pull_tools()
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in tools}
     order = list(tools)
     for r in range(repeat):
-        for name in order[r % len(order):] + order[: r % len(order)]:  # rotate who goes first
+        for name in order[r % len(order) :] + order[: r % len(order)]:  # rotate who goes first
             cmd, _note = tools[name]
             target = work / "target"
             shutil.rmtree(target, ignore_errors=True)
@@ -428,7 +474,9 @@ def pull_ceiling(pulls: dict[str, Any], total: int, work: Path) -> dict[str, Any
         "server": server_cpu,
     }
     bound = sum(costs.values()) / cores
-    official = {k: v["seconds"] for k, v in pulls.items() if not k.startswith("model-zoo") and v["seconds"]}
+    official = {
+        k: v["seconds"] for k, v in pulls.items() if not k.startswith("model-zoo") and v["seconds"]
+    }
     fastest = min(official, key=official.__getitem__) if official else None
     out: dict[str, Any] = {
         "hashlib_mb_per_s_per_core": round(per_core / 1e6, 1),
@@ -453,7 +501,7 @@ def _hash_threads_in_memory(buf: memoryview, threads: int) -> float:
         h = hashlib.sha256()
         for _ in range(4):
             for i in range(0, len(buf), 8 << 20):
-                h.update(buf[i:i + (8 << 20)])
+                h.update(buf[i : i + (8 << 20)])
 
     pool = [threading.Thread(target=work) for _ in range(threads)]
     t = time.perf_counter()
@@ -487,19 +535,32 @@ def bench_verify(hub: Hub, work: Path, expected: dict[str, str], total: int) -> 
 
     secs = timed(lambda: model_zoo.verify(target))
     report = model_zoo.verify(target)
-    out["model-zoo verify"] = {"seconds": round(secs, 3), "mb_per_s": round(total / secs / 1e6, 1),
-                               "ok": bool(getattr(report, "ok", False)), "via": "model_zoo.verify(path)"}
+    out["model-zoo verify"] = {
+        "seconds": round(secs, 3),
+        "mb_per_s": round(total / secs / 1e6, 1),
+        "ok": bool(getattr(report, "ok", False)),
+        "via": "model_zoo.verify(path)",
+    }
     seq = timed(lambda: subprocess.run(["sha256sum", *shards], check=True, capture_output=True))
     out["sha256sum"] = {"seconds": round(seq, 3), "mb_per_s": round(total / seq / 1e6, 1)}
-    par = timed(lambda: subprocess.run(["xargs", "-0", "-P", str(cores), "-n", "1", "sha256sum"],
-                                       input="\0".join(shards).encode(), check=True, capture_output=True))
-    out[f"xargs -P {cores} sha256sum"] = {"seconds": round(par, 3), "mb_per_s": round(total / par / 1e6, 1)}
+    par = timed(
+        lambda: subprocess.run(
+            ["xargs", "-0", "-P", str(cores), "-n", "1", "sha256sum"],
+            input="\0".join(shards).encode(),
+            check=True,
+            capture_output=True,
+        )
+    )
+    out[f"xargs -P {cores} sha256sum"] = {
+        "seconds": round(par, 3),
+        "mb_per_s": round(total / par / 1e6, 1),
+    }
     buf = memoryview(os.urandom(64 << 20))
     h = hashlib.sha256()
     t = time.perf_counter()
     for _ in range(4):
         for i in range(0, len(buf), 8 << 20):
-            h.update(buf[i:i + (8 << 20)])
+            h.update(buf[i : i + (8 << 20)])
     per_core = 4 * len(buf) / (time.perf_counter() - t)
     limit = per_core * cores
     out["hashlib per core"] = {"mb_per_s": round(per_core / 1e6, 1)}
@@ -514,13 +575,19 @@ def bench_verify(hub: Hub, work: Path, expected: dict[str, str], total: int) -> 
     return out
 
 
-def bench_multi_source(root: Path, work: Path, expected: dict[str, str], total: int, rate: float) -> dict[str, Any]:
+def bench_multi_source(
+    root: Path, work: Path, expected: dict[str, str], total: int, rate: float
+) -> dict[str, Any]:
     hub = Hub(root, {"per_protocol": {"hf": rate, "modelscope": rate}})
     out: dict[str, Any] = {"rate_per_source_mb_per_s": rate / 1e6}
     try:
         runs = (
             ("pull, 1 source (hf)", CHILD_MODEL_ZOO, json.dumps({"source": "hf"})),
-            ("pull, 2 sources (hf,modelscope)", CHILD_MODEL_ZOO, json.dumps({"sources": "hf,modelscope"})),
+            (
+                "pull, 2 sources (hf,modelscope)",
+                CHILD_MODEL_ZOO,
+                json.dumps({"sources": "hf,modelscope"}),
+            ),
             ("engine, 1 source (hf)", CHILD_ENGINE, _engine_args(["hf"])),
             ("engine, 2 sources (hf,modelscope)", CHILD_ENGINE, _engine_args(["hf", "modelscope"])),
         )
@@ -550,34 +617,50 @@ def bench_multi_source(root: Path, work: Path, expected: dict[str, str], total: 
 
 def link_config(args: argparse.Namespace) -> dict[str, Any]:
     """The far link the hub simulates, as the server process takes it."""
-    return {"total": args.link_total_mb * 1e6, "conn": args.link_conn_mb * 1e6,
-            "latency": args.link_latency_ms / 1000}
+    return {
+        "total": args.link_total_mb * 1e6,
+        "conn": args.link_conn_mb * 1e6,
+        "latency": args.link_latency_ms / 1000,
+    }
 
 
-def far_tools(work: Path, expected: dict[str, str]) -> tuple[dict[str, tuple[list[str], str]], dict[str, str]]:
+def far_tools(
+    work: Path, expected: dict[str, str]
+) -> tuple[dict[str, tuple[list[str], str]], dict[str, str]]:
     """name -> (command without the target directory, what it measures), and the tools left out
     with why: model-zoo, hf download, modelscope and aria2c, in the order they take turns."""
     py = sys.executable
     tools: dict[str, tuple[list[str], str]] = {
-        "model-zoo": ([py, "-c", CHILD_MODEL_ZOO, NAME, json.dumps({"source": "hf"})],
-                      "model_zoo.pull(source='hf'), timed around the call"),
+        "model-zoo": (
+            [py, "-c", CHILD_MODEL_ZOO, NAME, json.dumps({"source": "hf"})],
+            "model_zoo.pull(source='hf'), timed around the call",
+        ),
     }
     missing: dict[str, str] = {}
     hf_cli = Path(sys.executable).with_name("hf")
     if hf_cli.exists():
-        tools["hf download (CLI)"] = ([str(hf_cli), "download", HF_REPO, "--local-dir"], "whole process timed")
+        tools["hf download (CLI)"] = (
+            [str(hf_cli), "download", HF_REPO, "--local-dir"],
+            "whole process timed",
+        )
     else:
         missing["hf download (CLI)"] = f"skipped: no {hf_cli}"
-    tools["modelscope.snapshot_download"] = ([py, "-c", CHILD_MS, MS_REPO, "{}"],
-                                             "modelscope (MODELSCOPE_ENDPOINT), timed around the call")
+    tools["modelscope.snapshot_download"] = (
+        [py, "-c", CHILD_MS, MS_REPO, "{}"],
+        "modelscope (MODELSCOPE_ENDPOINT), timed around the call",
+    )
     if shutil.which("aria2c"):
         sums = work / "sha256.json"
         sums.write_text(json.dumps(expected))
-        via = ("HF listing + aria2c on every resolve URL + sha256 of every file "
-               "(hashlib, one file per core); seconds = download + verify")
+        via = (
+            "HF listing + aria2c on every resolve URL + sha256 of every file "
+            "(hashlib, one file per core); seconds = download + verify"
+        )
         tools["aria2c -x16 -s16"] = ([py, "-c", CHILD_ARIA2, HF_REPO, str(sums)], via)
     else:
-        missing["aria2c -x16 -s16"] = "skipped: no aria2c binary on PATH (Debian: apt-get install -y aria2)"
+        missing["aria2c -x16 -s16"] = (
+            "skipped: no aria2c binary on PATH (Debian: apt-get install -y aria2)"
+        )
     return tools, missing
 
 
@@ -601,8 +684,13 @@ def cold_run(hub: Hub, work: Path, cmd: list[str], expected: dict[str, str]) -> 
     return res
 
 
-def link_probe(hub: Hub, expected: dict[str, str], total: int, connections: int = 32,
-               verify_into: Path | None = None) -> dict[str, Any]:
+def link_probe(
+    hub: Hub,
+    expected: dict[str, str],
+    total: int,
+    connections: int = 32,
+    verify_into: Path | None = None,
+) -> dict[str, Any]:
     """What the simulated link delivers here to a plain client: every shard fetched as equal
     ranges over ``connections`` connections at once, bytes read and dropped. On a small machine
     the hub's pacing shares the CPUs with the clients, so this, not the configured total, is the
@@ -633,7 +721,9 @@ def link_probe(hub: Hub, expected: dict[str, str], total: int, connections: int 
         conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=60)
         h = hashlib.sha256()
         try:
-            conn.request("GET", f"/{HF_REPO}/resolve/main/{name}", headers={"Range": f"bytes={first}-{last}"})
+            conn.request(
+                "GET", f"/{HF_REPO}/resolve/main/{name}", headers={"Range": f"bytes={first}-{last}"}
+            )
             resp = conn.getresponse()
             buf = memoryview(bytearray(1 << 20))
             while n := resp.readinto(buf):
@@ -656,10 +746,18 @@ def link_probe(hub: Hub, expected: dict[str, str], total: int, connections: int 
     if verify_into is not None:
         shutil.rmtree(verify_into, ignore_errors=True)
     nbytes = sum(got)
-    how = "writing each range into its file and hashing it as it arrives" if fds else "no hashing, no writing"
-    return {"connections": len(jobs), "ok": nbytes == sum(last - first + 1 for _, first, last in jobs),
-            "seconds": round(secs, 3), "mb_per_s": round(nbytes / secs / 1e6, 1),
-            "via": f"http.client, one thread per range, {how}"}
+    how = (
+        "writing each range into its file and hashing it as it arrives"
+        if fds
+        else "no hashing, no writing"
+    )
+    return {
+        "connections": len(jobs),
+        "ok": nbytes == sum(last - first + 1 for _, first, last in jobs),
+        "seconds": round(secs, 3),
+        "mb_per_s": round(nbytes / secs / 1e6, 1),
+        "via": f"http.client, one thread per range, {how}",
+    }
 
 
 def _median(runs: list[dict[str, Any]], key: str) -> float | None:
@@ -667,7 +765,9 @@ def _median(runs: list[dict[str, Any]], key: str) -> float | None:
     return round(statistics.median(values), 3) if values else None
 
 
-def bench_far_link(hub: Hub, work: Path, expected: dict[str, str], total: int, args: argparse.Namespace) -> dict[str, Any]:
+def bench_far_link(
+    hub: Hub, work: Path, expected: dict[str, str], total: int, args: argparse.Namespace
+) -> dict[str, Any]:
     """Every tool cold over the simulated far link, interleaved, ``--repeat`` rounds."""
     tools, missing = far_tools(work, expected)
     link = link_config(args)
@@ -682,8 +782,11 @@ def bench_far_link(hub: Hub, work: Path, expected: dict[str, str], total: int, a
             res.pop("_counters")
             runs[name].append(res)
     out: dict[str, Any] = {
-        "link": {"total_mb_per_s": args.link_total_mb, "per_connection_mb_per_s": args.link_conn_mb,
-                 "latency_ms": args.link_latency_ms},
+        "link": {
+            "total_mb_per_s": args.link_total_mb,
+            "per_connection_mb_per_s": args.link_conn_mb,
+            "latency_ms": args.link_latency_ms,
+        },
         "floor_seconds": round(total / link["total"], 3),  # every byte at the link's total rate
         "link_probe": probe,
         "verifying_link_probe": verifying,  # the same with every byte written and hashed: this machine's bound
@@ -712,19 +815,32 @@ def bench_far_link(hub: Hub, work: Path, expected: dict[str, str], total: int, a
     return out
 
 
-def bench_stall(hub: Hub, work: Path, expected: dict[str, str], total: int, args: argparse.Namespace,
-                far: dict[str, Any] | None) -> dict[str, Any]:
+def bench_stall(
+    hub: Hub,
+    work: Path,
+    expected: dict[str, str],
+    total: int,
+    args: argparse.Namespace,
+    far: dict[str, Any] | None,
+) -> dict[str, Any]:
     """Every tool once more over the far link while one file's body stalls part-way."""
     tools, missing = far_tools(work, expected)
     shards = sorted(n for n in expected if n.endswith(".safetensors"))
     path = args.stall_file or shards[min(1, len(shards) - 1)]
     size = (work / "hub" / HF_REPO / path).stat().st_size
-    after = int(args.stall_after_mb * 1e6) if args.stall_after_mb is not None else min(size // 2, 8_000_000)
+    after = (
+        int(args.stall_after_mb * 1e6)
+        if args.stall_after_mb is not None
+        else min(size // 2, 8_000_000)
+    )
     rule = ["stall", {"seconds": args.stall_seconds, "after": after, "path": path}]
     out: dict[str, Any] = {
-        "file": path, "file_bytes": size, "stall_after_bytes": after, "stall_seconds": args.stall_seconds,
+        "file": path,
+        "file_bytes": size,
+        "stall_after_bytes": after,
+        "stall_seconds": args.stall_seconds,
         "rule": "the first GET of the file whose body is longer than stall_after_bytes sends that many "
-                "bytes, then nothing for stall_seconds (unless the client gives up first)",
+        "bytes, then nothing for stall_seconds (unless the client gives up first)",
     }
     for name, (cmd, via) in tools.items():
         runs = []
@@ -733,17 +849,25 @@ def bench_stall(hub: Hub, work: Path, expected: dict[str, str], total: int, args
             res = cold_run(hub, work, cmd, expected)
             counters = res.pop("_counters")
             res["stall_hit"] = bool(counters["faults"] and counters["faults"][0]["hits"])
-            res["stalled_request"] = next(({k: f[k] for k in ("method", "range", "bytes_sent")}
-                                           for f in counters["faulted"]), None)
+            res["stalled_request"] = next(
+                ({k: f[k] for k in ("method", "range", "bytes_sent")} for f in counters["faulted"]),
+                None,
+            )
             runs.append(res)
         good = [r for r in runs if r["ok"]]
         secs = _median(good, "seconds")
-        entry: dict[str, Any] = {"via": via, "ok": bool(good) and len(good) == len(runs), "seconds": secs,
-                                 "stall_hit": all(r["stall_hit"] for r in runs)}
+        entry: dict[str, Any] = {
+            "via": via,
+            "ok": bool(good) and len(good) == len(runs),
+            "seconds": secs,
+            "stall_hit": all(r["stall_hit"] for r in runs),
+        }
         base = (far or {}).get(name, {}).get("seconds")
         if secs and base:
             entry["far_link_seconds"] = base
-            entry["stall_cost_seconds"] = round(secs - base, 3)  # what the stall added to a far-link pull
+            entry["stall_cost_seconds"] = round(
+                secs - base, 3
+            )  # what the stall added to a far-link pull
         entry["runs"] = runs
         out[name] = entry
     hub.command(faults=[])
@@ -756,18 +880,44 @@ def main() -> None:
     ap.add_argument("--size-gb", type=float, default=1.0, help="checkpoint size (GB, 1e9 bytes)")
     ap.add_argument("--shards", type=int, default=4)
     ap.add_argument("--repeat", type=int, default=3, help="runs per tool (median reported)")
-    ap.add_argument("--rate-mb", type=float, default=100.0, help="per-protocol limit for the multi-source test (MB/s)")
+    ap.add_argument(
+        "--rate-mb",
+        type=float,
+        default=100.0,
+        help="per-protocol limit for the multi-source test (MB/s)",
+    )
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--skip", default="", help="comma list of sections to skip: pull,verify,multi")
-    ap.add_argument("--far-link", action="store_true", help="also pull through a simulated far CDN link")
-    ap.add_argument("--stall", action="store_true", help="also pull over the far link while one file stalls")
-    ap.add_argument("--link-total-mb", type=float, default=400.0, help="far link: total rate (MB/s)")
-    ap.add_argument("--link-conn-mb", type=float, default=20.0, help="far link: rate of each connection (MB/s)")
-    ap.add_argument("--link-latency-ms", type=float, default=50.0, help="far link: wait before every response (ms)")
-    ap.add_argument("--stall-seconds", type=float, default=120.0, help="stall: how long the body stops")
-    ap.add_argument("--stall-after-mb", type=float, default=None,
-                    help="stall: body MB sent before it stops (default: half the file, at most 8)")
-    ap.add_argument("--stall-file", default=None, help="stall: which file (default: the second shard)")
+    ap.add_argument(
+        "--far-link", action="store_true", help="also pull through a simulated far CDN link"
+    )
+    ap.add_argument(
+        "--stall", action="store_true", help="also pull over the far link while one file stalls"
+    )
+    ap.add_argument(
+        "--link-total-mb", type=float, default=400.0, help="far link: total rate (MB/s)"
+    )
+    ap.add_argument(
+        "--link-conn-mb", type=float, default=20.0, help="far link: rate of each connection (MB/s)"
+    )
+    ap.add_argument(
+        "--link-latency-ms",
+        type=float,
+        default=50.0,
+        help="far link: wait before every response (ms)",
+    )
+    ap.add_argument(
+        "--stall-seconds", type=float, default=120.0, help="stall: how long the body stops"
+    )
+    ap.add_argument(
+        "--stall-after-mb",
+        type=float,
+        default=None,
+        help="stall: body MB sent before it stops (default: half the file, at most 8)",
+    )
+    ap.add_argument(
+        "--stall-file", default=None, help="stall: which file (default: the second shard)"
+    )
     ap.add_argument("--stall-repeat", type=int, default=1, help="stall: runs per tool")
     args = ap.parse_args()
     for flag in ("link_total_mb", "link_conn_mb"):
@@ -787,38 +937,54 @@ def main() -> None:
             "command": " ".join([Path(sys.executable).name, *sys.argv]),
             "cpus": len(os.sched_getaffinity(0)),
             "load_avg_start": os.getloadavg(),
-            "checkpoint": {"bytes": total, "files": len(expected), "shards": args.shards,
-                           "build_seconds": round(time.perf_counter() - t, 2)},
+            "checkpoint": {
+                "bytes": total,
+                "files": len(expected),
+                "shards": args.shards,
+                "build_seconds": round(time.perf_counter() - t, 2),
+            },
         }
         hub = Hub(work / "hub")
         try:
             if "pull" not in skip:
                 pulls = bench_pulls(hub, work, expected, total, args.repeat)
                 result["pull"] = pulls
-                official = [v["mb_per_s"] for k, v in pulls.items() if not k.startswith("model-zoo") and v["mb_per_s"]]
+                official = [
+                    v["mb_per_s"]
+                    for k, v in pulls.items()
+                    if not k.startswith("model-zoo") and v["mb_per_s"]
+                ]
                 mz = pulls["model-zoo"]["mb_per_s"]
                 if official and mz:
                     result["pull_vs_fastest_official"] = round(mz / max(official), 2)
                     result["pull_target_met (>= 1.5)"] = mz / max(official) >= 1.5
-                best_official = [v["best_mb_per_s"] for k, v in pulls.items()
-                                 if not k.startswith("model-zoo") and v["best_mb_per_s"]]
+                best_official = [
+                    v["best_mb_per_s"]
+                    for k, v in pulls.items()
+                    if not k.startswith("model-zoo") and v["best_mb_per_s"]
+                ]
                 if best_official and pulls["model-zoo"]["best_mb_per_s"]:
                     result["pull_vs_fastest_official (best runs)"] = round(
-                        pulls["model-zoo"]["best_mb_per_s"] / max(best_official), 2)
+                        pulls["model-zoo"]["best_mb_per_s"] / max(best_official), 2
+                    )
                 result["pull_ceiling"] = pull_ceiling(pulls, total, work)
             if "verify" not in skip:
                 result["verify"] = bench_verify(hub, work, expected, total)
         finally:
             hub.close()
         if "multi" not in skip:
-            result["multi_source"] = bench_multi_source(work / "hub", work, expected, total, args.rate_mb * 1e6)
+            result["multi_source"] = bench_multi_source(
+                work / "hub", work, expected, total, args.rate_mb * 1e6
+            )
         if args.far_link or args.stall:
             far_hub = Hub(work / "hub", link_config(args))
             try:
                 if args.far_link:
                     result["far_link"] = bench_far_link(far_hub, work, expected, total, args)
                 if args.stall:
-                    result["stall"] = bench_stall(far_hub, work, expected, total, args, result.get("far_link"))
+                    result["stall"] = bench_stall(
+                        far_hub, work, expected, total, args, result.get("far_link")
+                    )
             finally:
                 far_hub.close()
         result["load_avg_end"] = os.getloadavg()

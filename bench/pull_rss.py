@@ -66,16 +66,32 @@ def one_size(work: Path, size_gb: float, shards: int) -> dict:
     for i in range(shards):
         files[f"model-{i + 1:05d}-of-{shards:05d}.safetensors"] = total // shards
     write_repo(root, HF_REPO, files)
-    server = subprocess.Popen([*_cli(), "serve-mirror", str(root), "--port", "0"], stdout=subprocess.PIPE,
-                              stderr=subprocess.DEVNULL, text=True)
+    server = subprocess.Popen(
+        [*_cli(), "serve-mirror", str(root), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         assert server.stdout is not None
         url = server.stdout.readline().split(" at ")[1].split()[0]
-        urllib.request.urlopen(f"{url}/api/models/{HF_REPO}/tree/main?recursive=true", timeout=600).read()
-        env = {**os.environ, "HF_ENDPOINT": url, "MODEL_ZOO_HOME": str(work / "store"),
-               "MODEL_ZOO_CONFIG": str(work / "none.toml"), "NO_PROXY": "127.0.0.1,localhost"}
-        done = subprocess.run([sys.executable, "-c", CHILD, NAME, str(out)], env=env, capture_output=True,
-                              text=True, check=False)
+        urllib.request.urlopen(
+            f"{url}/api/models/{HF_REPO}/tree/main?recursive=true", timeout=600
+        ).read()
+        env = {
+            **os.environ,
+            "HF_ENDPOINT": url,
+            "MODEL_ZOO_HOME": str(work / "store"),
+            "MODEL_ZOO_CONFIG": str(work / "none.toml"),
+            "NO_PROXY": "127.0.0.1,localhost",
+        }
+        done = subprocess.run(
+            [sys.executable, "-c", CHILD, NAME, str(out)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if done.returncode != 0:
             raise SystemExit(f"pull of {size_gb} GB failed:\n{done.stderr[-3000:]}")
         return {"size_gb": size_gb, **json.loads(done.stdout.strip().splitlines()[-1])}
@@ -101,14 +117,19 @@ def main() -> None:
     by_size = [r["peak_rss_mb"] for r in sorted(runs, key=lambda r: r["size_gb"])]
     largest, smaller = (by_size[-1], by_size[:-1]) if by_size else (0.0, [])
     flat = bool(smaller) and largest <= max(smaller) + max(64.0, 0.1 * max(smaller))
-    print(json.dumps({
-        "command": f'model_zoo.download.pull.pull_model("{NAME}", source="hf", local_dir=...), a fresh process',
-        "shards": args.shards,
-        "runs": runs,
-        "peak_rss_spread_mb": round(max(rss) - min(rss), 1) if rss else None,
-        "flat": flat,
-        "cpus": os.cpu_count(),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "command": f'model_zoo.download.pull.pull_model("{NAME}", source="hf", local_dir=...), a fresh process',
+                "shards": args.shards,
+                "runs": runs,
+                "peak_rss_spread_mb": round(max(rss) - min(rss), 1) if rss else None,
+                "flat": flat,
+                "cpus": os.cpu_count(),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

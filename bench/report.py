@@ -60,18 +60,47 @@ CHARTS: dict[str, list[Chart]] = {
     "pull": [
         Chart("pull", "mb_per_s", "Pull into a cold directory, every byte verified", "MB/s"),
         Chart("verify", "mb_per_s", "Verify against sha256sum and the hashing limit", "MB/s"),
-        Chart("multi_source", "mb_per_s", "One source or two, each rate-limited by the server", "MB/s"),
+        Chart(
+            "multi_source", "mb_per_s", "One source or two, each rate-limited by the server", "MB/s"
+        ),
     ],
-    "verify": [Chart("", "mb_s", "Verify against sha256sum and the hashing limit", "MB/s",
-                     extras=(("hashing limit (hashlib per core x cores)", "limit_mb_s"),))],
-    "cli_startup": [Chart("results", "median_s", "Start-up wall time (median)", "seconds", higher_is_better=False)],
+    "verify": [
+        Chart(
+            "",
+            "mb_s",
+            "Verify against sha256sum and the hashing limit",
+            "MB/s",
+            extras=(("hashing limit (hashlib per core x cores)", "limit_mb_s"),),
+        )
+    ],
+    "cli_startup": [
+        Chart(
+            "results", "median_s", "Start-up wall time (median)", "seconds", higher_is_better=False
+        )
+    ],
     "load": [
-        Chart("", "load_seconds_median", "Load time, same weights, CPU", "seconds", higher_is_better=False),
-        Chart("", "load_plus_first_forward_seconds_median", "Load and first forward (mapped weights paged in)",
-              "seconds", higher_is_better=False),
+        Chart(
+            "",
+            "load_seconds_median",
+            "Load time, same weights, CPU",
+            "seconds",
+            higher_is_better=False,
+        ),
+        Chart(
+            "",
+            "load_plus_first_forward_seconds_median",
+            "Load and first forward (mapped weights paged in)",
+            "seconds",
+            higher_is_better=False,
+        ),
         # through the first forward: memory-mapped weights count once they are actually read
-        Chart("", "peak_rss_growth_through_first_forward_over_weights",
-              "Peak host memory growth through load and first forward", "x weights size", higher_is_better=False),
+        Chart(
+            "",
+            "peak_rss_growth_through_first_forward_over_weights",
+            "Peak host memory growth through load and first forward",
+            "x weights size",
+            higher_is_better=False,
+        ),
     ],
     "reward": [Chart("conversations_per_s", None, "Reward scoring throughput", "conversations/s")],
 }
@@ -84,10 +113,12 @@ OURS_RE = re.compile(r"model[-_ ]zoo|score_batch|server|2 sources", re.IGNORECAS
 def machine_info() -> dict[str, Any]:
     """Where the numbers come from: CPU model, cores, memory, GPU, versions, date."""
     info: dict[str, Any] = {
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": _cpu_model(),
         "cores": os.cpu_count(),
-        "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cores_usable": len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else os.cpu_count(),
         "memory_gib": _mem_gib(),
         "gpu": _gpus(),
         "python": platform.python_version(),
@@ -128,8 +159,13 @@ def _gpus() -> str:
     if not shutil.which("nvidia-smi"):
         return "none"
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=20, check=False)
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     return "; ".join(line.strip() for line in out.stdout.splitlines() if line.strip()) or "none"
@@ -162,9 +198,17 @@ def parse_json_output(text: str) -> Any:
 def run_bench(script: Path, args: list[str], timeout: float = BENCH_TIMEOUT_S) -> dict[str, Any]:
     """Run one bench script; {"data": ...} or {"error": ...}, plus the command line."""
     cmd = [sys.executable, str(script), *args]
-    shown = " ".join(["python", str(script.relative_to(ROOT)) if script.is_relative_to(ROOT) else str(script), *args])
+    shown = " ".join(
+        [
+            "python",
+            str(script.relative_to(ROOT)) if script.is_relative_to(ROOT) else str(script),
+            *args,
+        ]
+    )
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, check=False)
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, check=False
+        )
     except subprocess.TimeoutExpired:
         return {"command": shown, "error": f"timed out after {timeout:.0f} s"}
     if proc.returncode != 0:
@@ -176,7 +220,9 @@ def run_bench(script: Path, args: list[str], timeout: float = BENCH_TIMEOUT_S) -
         return {"command": shown, "error": f"output is not JSON ({exc})"}
 
 
-def load_saved(directory: Path, names: list[str]) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+def load_saved(
+    directory: Path, names: list[str]
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     results: dict[str, dict[str, Any]] = {}
     for name in names:
         path = directory / f"{name}.json"
@@ -219,7 +265,9 @@ def chart_series(data: Any, chart: Chart) -> list[tuple[str, float]]:
         if _is_number(value):
             bars.append((str(label), float(value)))
     if bars:
-        bars += [(label, float(v)) for label, path in chart.extras if _is_number(v := lookup(data, path))]
+        bars += [
+            (label, float(v)) for label, path in chart.extras if _is_number(v := lookup(data, path))
+        ]
     return bars
 
 
@@ -271,7 +319,9 @@ def _cell(value: Any) -> str:
 # ---------------------------------------------------------------- the page
 
 
-def render(results: dict[str, dict[str, Any]], machine: dict[str, Any], *, img_dir: Path, page: Path) -> str:
+def render(
+    results: dict[str, dict[str, Any]], machine: dict[str, Any], *, img_dir: Path, page: Path
+) -> str:
     rel_img = os.path.relpath(img_dir, page.parent)
     lines = [
         "# Benchmarks",
@@ -287,8 +337,23 @@ def render(results: dict[str, dict[str, Any]], machine: dict[str, Any], *, img_d
         "| | |",
         "| --- | --- |",
     ]
-    for key in ("date", "sizes", "cpu", "cores", "cores_usable", "memory_gib", "gpu", "platform", "python",
-                "model-zoo", "torch", "transformers", "huggingface_hub", "modelscope", "load_average_1m"):
+    for key in (
+        "date",
+        "sizes",
+        "cpu",
+        "cores",
+        "cores_usable",
+        "memory_gib",
+        "gpu",
+        "platform",
+        "python",
+        "model-zoo",
+        "torch",
+        "transformers",
+        "huggingface_hub",
+        "modelscope",
+        "load_average_1m",
+    ):
         if key in machine:
             lines.append(f"| {key.replace('_', ' ')} | {_cell(machine[key])} |")
     if not machine:
@@ -302,7 +367,14 @@ def render(results: dict[str, dict[str, Any]], machine: dict[str, Any], *, img_d
             lines += [summary, ""]
         lines += ["```bash", result.get("command", ""), "```", ""]
         if "error" in result:
-            lines += ["**This bench did not produce results:**", "", "```text", result["error"], "```", ""]
+            lines += [
+                "**This bench did not produce results:**",
+                "",
+                "```text",
+                result["error"],
+                "```",
+                "",
+            ]
             continue
         data = result["data"]
         for i, chart in enumerate(CHARTS.get(name, [])):
@@ -312,8 +384,12 @@ def render(results: dict[str, dict[str, Any]], machine: dict[str, Any], *, img_d
             image = img_dir / f"bench-{name}-{i + 1}.png"
             draw_chart(bars, chart, image)
             lines += [f"![{chart.title}]({rel_img}/{image.name})", ""]
-        lines += ['<details markdown="1"><summary>Every number this bench printed</summary>', "",
-                  "| key | value |", "| --- | --- |"]
+        lines += [
+            '<details markdown="1"><summary>Every number this bench printed</summary>',
+            "",
+            "| key | value |",
+            "| --- | --- |",
+        ]
         lines += [f"| `{key}` | {_cell(value)} |" for key, value in flatten(data)]
         lines += ["", "</details>", ""]
     return "\n".join(lines).rstrip() + "\n"
@@ -342,9 +418,17 @@ def hand_written_sections(page: str) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes for every bench")
-    ap.add_argument("--from-json", type=Path, help="read saved results from this directory; run nothing")
-    ap.add_argument("--save-json", type=Path, help="also write each bench's result and machine.json here")
-    ap.add_argument("--only", default="", help="comma list of benches (default: all of " + ", ".join(BENCHES) + ")")
+    ap.add_argument(
+        "--from-json", type=Path, help="read saved results from this directory; run nothing"
+    )
+    ap.add_argument(
+        "--save-json", type=Path, help="also write each bench's result and machine.json here"
+    )
+    ap.add_argument(
+        "--only",
+        default="",
+        help="comma list of benches (default: all of " + ", ".join(BENCHES) + ")",
+    )
     ap.add_argument("--bench-dir", type=Path, default=ROOT / "bench", help=argparse.SUPPRESS)
     ap.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
     ap.add_argument("--img-dir", type=Path, default=ROOT / "docs" / "img")
@@ -365,16 +449,24 @@ def main(argv: list[str] | None = None) -> int:
             results[name] = run_bench(script, QUICK_ARGS.get(name, []) if args.quick else [])
             if args.save_json:
                 args.save_json.mkdir(parents=True, exist_ok=True)
-                (args.save_json / f"{name}.json").write_text(json.dumps(results[name], indent=2) + "\n")
+                (args.save_json / f"{name}.json").write_text(
+                    json.dumps(results[name], indent=2) + "\n"
+                )
         if args.save_json:
             (args.save_json / "machine.json").write_text(json.dumps(machine, indent=2) + "\n")
     if not results:
-        print("no bench results (no bench scripts ran and no saved JSON was found)", file=sys.stderr)
+        print(
+            "no bench results (no bench scripts ran and no saved JSON was found)", file=sys.stderr
+        )
         return 1
     text = render(results, machine, img_dir=args.img_dir, page=args.output)
     if args.output.is_file():  # keep the sections written by hand (scenarios run on their own)
         rendered = {ln for ln in text.splitlines() if ln.startswith("## ")}
-        kept = [s for s in hand_written_sections(args.output.read_text()) if s.splitlines()[0] not in rendered]
+        kept = [
+            s
+            for s in hand_written_sections(args.output.read_text())
+            if s.splitlines()[0] not in rendered
+        ]
         if kept:
             text = text.rstrip() + "\n\n" + "\n\n".join(kept) + "\n"
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -42,16 +42,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-WORDS = ("the a reward model scores each answer to every question about cats dogs maths code "
-         "history rivers and mountains with care because feedback matters").split()
+WORDS = (
+    "the a reward model scores each answer to every question about cats dogs maths code "
+    "history rivers and mountains with care because feedback matters"
+).split()
 
 
 def conversations(n: int, seed: int = 0) -> list[list[dict[str, str]]]:
     """Varied lengths (about 15 to 60 tokens with the tiny tokenizer), fixed by the seed."""
     rng = random.Random(seed)
     return [
-        [{"role": "user", "content": " ".join(rng.choices(WORDS, k=rng.randint(1, 5)))},
-         {"role": "assistant", "content": " ".join(rng.choices(WORDS, k=rng.randint(1, 9)))}]
+        [
+            {"role": "user", "content": " ".join(rng.choices(WORDS, k=rng.randint(1, 5)))},
+            {"role": "assistant", "content": " ".join(rng.choices(WORDS, k=rng.randint(1, 9)))},
+        ]
         for _ in range(n)
     ]
 
@@ -161,7 +165,11 @@ def route_job(rm: Any, convs: list[Any], route: str) -> dict[str, Any]:
         return {"inputs": convs, "key": "inputs" if polar else "conversations", "extra": {}}
     if polar:
         return {"inputs": rm.render(convs), "key": "input", "extra": {}}
-    return {"inputs": [rm.codec.render(c) for c in convs], "key": "input", "extra": {"add_special_tokens": False}}
+    return {
+        "inputs": [rm.codec.render(c) for c in convs],
+        "key": "input",
+        "extra": {"add_special_tokens": False},
+    }
 
 
 class ServerRun:
@@ -173,8 +181,15 @@ class ServerRun:
     conversations, one request after another.
     """
 
-    def __init__(self, rm: Any, convs: list[Any], clients: int, per_request: int, client: str = "raw",
-                 route: str = "score") -> None:
+    def __init__(
+        self,
+        rm: Any,
+        convs: list[Any],
+        clients: int,
+        per_request: int,
+        client: str = "raw",
+        route: str = "score",
+    ) -> None:
         import subprocess
         import sys
 
@@ -183,9 +198,20 @@ class ServerRun:
         self.server = RewardServer(rm).start()
         self.n = len(convs)
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", PRELUDE + CLIENT_KINDS[client] + CLIENTS, self.server.host, str(self.server.port),
-             str(clients), str(per_request), route],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            [
+                sys.executable,
+                "-c",
+                PRELUDE + CLIENT_KINDS[client] + CLIENTS,
+                self.server.host,
+                str(self.server.port),
+                str(clients),
+                str(per_request),
+                route,
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.proc.stdin.write(json.dumps(route_job(rm, convs, route)) + "\n")
         self.proc.stdin.flush()
@@ -195,7 +221,9 @@ class ServerRun:
         self.proc.stdin.write("go\n")
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()
-        assert line.strip() == str(self.n), f"a client failed (got {line!r}); see its traceback above"
+        assert line.strip() == str(self.n), (
+            f"a client failed (got {line!r}); see its traceback above"
+        )
 
     def close(self) -> None:
         assert self.proc.stdin is not None
@@ -217,7 +245,9 @@ def pooling_equals_score_batch(rm: Any, convs: list[Any]) -> bool:
 
     job = route_job(rm, convs, "pooling")
     with RewardServer(rm) as server:
-        answer = httpx.post(server.url + "/pooling", json={"input": job["inputs"], **job["extra"]}, timeout=120)
+        answer = httpx.post(
+            server.url + "/pooling", json={"input": job["inputs"], **job["extra"]}, timeout=120
+        )
     answer.raise_for_status()
     got = [d["data"][-1][0] for d in answer.json()["data"]]
     return all(abs(a - b) < 1e-4 for a, b in zip(got, rm.score_batch(convs), strict=True))
@@ -226,25 +256,41 @@ def pooling_equals_score_batch(rm: Any, convs: list[Any]) -> bool:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", help="reward model name or directory (default: a tiny checkpoint)")
-    ap.add_argument("--polar", action="store_true",
-                    help="a reference-based model (default: the tiny POLAR checkpoint) scoring "
-                         "bench/reward_polar.py's {prompt, reference, output} inputs, the same ones that bench scores")
+    ap.add_argument(
+        "--polar",
+        action="store_true",
+        help="a reference-based model (default: the tiny POLAR checkpoint) scoring "
+        "bench/reward_polar.py's {prompt, reference, output} inputs, the same ones that bench scores",
+    )
     ap.add_argument("--n", type=int, default=256, help="conversations")
     ap.add_argument("--clients", type=int, default=16)
-    ap.add_argument("--per-request", default="1,16",
-                    help="conversations per server request; a comma-separated list runs each shape")
-    ap.add_argument("--client", default="raw,http.client",
-                    help="client kinds (comma-separated): raw (a minimal keep-alive HTTP/1.1 load generator) "
-                         "and/or http.client (the stdlib client)")
-    ap.add_argument("--route", default="score,pooling",
-                    help="server routes (comma-separated): score (/v1/score, conversations) and/or pooling "
-                         "(vLLM's /pooling, the same conversations as templated text)")
+    ap.add_argument(
+        "--per-request",
+        default="1,16",
+        help="conversations per server request; a comma-separated list runs each shape",
+    )
+    ap.add_argument(
+        "--client",
+        default="raw,http.client",
+        help="client kinds (comma-separated): raw (a minimal keep-alive HTTP/1.1 load generator) "
+        "and/or http.client (the stdlib client)",
+    )
+    ap.add_argument(
+        "--route",
+        default="score,pooling",
+        help="server routes (comma-separated): score (/v1/score, conversations) and/or pooling "
+        "(vLLM's /pooling, the same conversations as templated text)",
+    )
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="auto")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch CPU threads (1: on a shared 2-core machine, oversubscribed OpenMP pools "
-                         "make the tiny model's small matmuls 10-40x slower and the figures noise)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (1: on a shared 2-core machine, oversubscribed OpenMP pools "
+        "make the tiny model's small matmuls 10-40x slower and the figures noise)",
+    )
     args = ap.parse_args()
 
     import torch
@@ -260,7 +306,9 @@ def main() -> None:
             from reward_polar import polar_inputs, tiny_polar  # bench/ is the script's directory
 
             path = path or tiny_polar(Path(tmp) / "tiny-polar")
-            rm: Any = load_reward(path, device=args.device, dtype=args.dtype, style="reference-based")
+            rm: Any = load_reward(
+                path, device=args.device, dtype=args.dtype, style="reference-based"
+            )
             convs: list[Any] = polar_inputs(args.n)
             lengths = [len(x) for x in rm.encode_inputs(convs)]
 
@@ -270,23 +318,30 @@ def main() -> None:
             if path is None:
                 from model_zoo.testing.tiny import make_tiny
 
-                path = make_tiny("internlm2-reward", Path(tmp) / "tiny-reward", seed=0, dtype="float32")
+                path = make_tiny(
+                    "internlm2-reward", Path(tmp) / "tiny-reward", seed=0, dtype="float32"
+                )
             rm = load_reward(path, device=args.device, dtype=args.dtype)
             convs = conversations(args.n)
             lengths = [len(x) for x in rm.encode_conversations(convs)]
 
             def score_one(item: Any) -> float:
                 return float(rm.score(item))
+
         rm.score_batch(convs[:32])  # warm-up
 
         shapes = [int(x) for x in str(args.per_request).split(",") if x.strip()]
         kinds = [x.strip() for x in str(args.client).split(",") if x.strip()]
         unknown = set(kinds) - set(CLIENT_KINDS)
         if unknown:
-            ap.error(f"unknown --client {', '.join(sorted(unknown))}; choose from {', '.join(CLIENT_KINDS)}")
+            ap.error(
+                f"unknown --client {', '.join(sorted(unknown))}; choose from {', '.join(CLIENT_KINDS)}"
+            )
         routes = [x.strip() for x in str(args.route).split(",") if x.strip()]
         if set(routes) - set(ROUTES):
-            ap.error(f"unknown --route {', '.join(sorted(set(routes) - set(ROUTES)))}; choose from {', '.join(ROUTES)}")
+            ap.error(
+                f"unknown --route {', '.join(sorted(set(routes) - set(ROUTES)))}; choose from {', '.join(ROUTES)}"
+            )
         runs = [(k, kind, route) for route in routes for k in shapes for kind in kinds]
         servers = {run: ServerRun(rm, convs, args.clients, *run) for run in runs}
         for serve in servers.values():
@@ -311,12 +366,18 @@ def main() -> None:
         stats = {}
         for key, serve in servers.items():
             after = vars(serve.server.scheduler.stats)
-            stats[key] = {f: after[f] - before[key][f] for f in ("requests", "items", "batches", "merged_batches")}
+            stats[key] = {
+                f: after[f] - before[key][f]
+                for f in ("requests", "items", "batches", "merged_batches")
+            }
             stats[key]["largest_batch_items"] = after["largest_batch_items"]
             serve.close()
         best = {key: max(values) for key, values in rates.items()}
         single, batched = best["single"], best["batch"]
-        ok = all(abs(a - b) < 1e-4 for a, b in zip(rm.score_batch(convs), [score_one(c) for c in convs[:64]]))
+        ok = all(
+            abs(a - b) < 1e-4
+            for a, b in zip(rm.score_batch(convs), [score_one(c) for c in convs[:64]])
+        )
         pooling_ok = pooling_equals_score_batch(rm, convs[:64]) if "pooling" in routes else None
 
     per_shape = {}
@@ -334,29 +395,60 @@ def main() -> None:
             "target_met": served / batched >= 0.8,
             "scheduler": stats[(k, kind, route)],
         }
-    print(json.dumps({
-        "model": str(args.model or ("tiny POLAR" if args.polar else "tiny internlm2-reward") + " (hidden 64, 2 layers)"),
-        "scoring": rm.scoring_style,
-        "device": args.device,
-        "dtype": str(getattr(rm.scorer, "runner", None) and rm.scorer.runner.dtype),
-        "torch_threads": torch.get_num_threads(),
-        "conversations": len(convs),
-        "tokens_min_mean_max": [min(lengths), round(sum(lengths) / len(lengths), 1), max(lengths)],
-        "conversations_per_s": {
-            "one_at_a_time": round(single, 1),
-            "score_batch": round(batched, 1),
-            **{f"ceiling_{args.clients}_clients_{k}_per_request": round(best[f"ceiling_{k}"], 1) for k in shapes},
-            **{f"server_{k}": v["server_conversations_per_s"] for k, v in per_shape.items()},
-        },
-        "score_batch_vs_one_at_a_time": round(batched / single, 2),
-        "server": per_shape,
-        "all_rounds_conversations_per_s": {k: [round(x, 1) for x in v] for k, v in rates.items()},
-        "batch_equals_single_1e-4": ok,
-        **({"pooling_equals_score_batch_1e-4": pooling_ok} if pooling_ok is not None else {}),
-        "targets": {"score_batch_vs_one_at_a_time": ">= 5", "server_vs_score_batch": ">= 0.8"},
-        "targets_met": {"batched": batched / single >= 5,
-                        **{f"server_{k}": v["target_met"] for k, v in per_shape.items()}},
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "model": str(
+                    args.model
+                    or ("tiny POLAR" if args.polar else "tiny internlm2-reward")
+                    + " (hidden 64, 2 layers)"
+                ),
+                "scoring": rm.scoring_style,
+                "device": args.device,
+                "dtype": str(getattr(rm.scorer, "runner", None) and rm.scorer.runner.dtype),
+                "torch_threads": torch.get_num_threads(),
+                "conversations": len(convs),
+                "tokens_min_mean_max": [
+                    min(lengths),
+                    round(sum(lengths) / len(lengths), 1),
+                    max(lengths),
+                ],
+                "conversations_per_s": {
+                    "one_at_a_time": round(single, 1),
+                    "score_batch": round(batched, 1),
+                    **{
+                        f"ceiling_{args.clients}_clients_{k}_per_request": round(
+                            best[f"ceiling_{k}"], 1
+                        )
+                        for k in shapes
+                    },
+                    **{
+                        f"server_{k}": v["server_conversations_per_s"] for k, v in per_shape.items()
+                    },
+                },
+                "score_batch_vs_one_at_a_time": round(batched / single, 2),
+                "server": per_shape,
+                "all_rounds_conversations_per_s": {
+                    k: [round(x, 1) for x in v] for k, v in rates.items()
+                },
+                "batch_equals_single_1e-4": ok,
+                **(
+                    {"pooling_equals_score_batch_1e-4": pooling_ok}
+                    if pooling_ok is not None
+                    else {}
+                ),
+                "targets": {
+                    "score_batch_vs_one_at_a_time": ">= 5",
+                    "server_vs_score_batch": ">= 0.8",
+                },
+                "targets_met": {
+                    "batched": batched / single >= 5,
+                    **{f"server_{k}": v["target_met"] for k, v in per_shape.items()},
+                },
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -31,7 +31,32 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-WORDS = ["the", "a", "reward", "model", "scores", "each", "answer", "to", "every", "question", "about", "cats", "dogs", "maths", "code", "history", "rivers", "and", "mountains", "with", "care", "because", "feedback", "matters"]
+WORDS = [
+    "the",
+    "a",
+    "reward",
+    "model",
+    "scores",
+    "each",
+    "answer",
+    "to",
+    "every",
+    "question",
+    "about",
+    "cats",
+    "dogs",
+    "maths",
+    "code",
+    "history",
+    "rivers",
+    "and",
+    "mountains",
+    "with",
+    "care",
+    "because",
+    "feedback",
+    "matters",
+]
 
 
 def _text(rng: random.Random, low: int, high: int) -> str:

@@ -36,7 +36,9 @@ def write_checkpoint(root: Path, total: int, shards: int) -> list[Path]:
     for i in range(shards):
         name = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
         tensor = f"model.layers.{i}.weight"
-        header = json.dumps({tensor: {"dtype": "F32", "shape": [per // 4], "data_offsets": [0, per]}}).encode()
+        header = json.dumps(
+            {tensor: {"dtype": "F32", "shape": [per // 4], "data_offsets": [0, per]}}
+        ).encode()
         header += b" " * (-len(header) % 8)
         path = root / name
         with path.open("wb") as fh:
@@ -48,8 +50,9 @@ def write_checkpoint(root: Path, total: int, shards: int) -> list[Path]:
                 left -= n
         weight_map[tensor] = name
         paths.append(path)
-    (root / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": per * shards},
-                                                                   "weight_map": weight_map}))
+    (root / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {"total_size": per * shards}, "weight_map": weight_map})
+    )
     (root / "config.json").write_text(json.dumps({"num_hidden_layers": shards}))
     return paths
 
@@ -100,26 +103,48 @@ def main() -> None:
         limit = per_core * cores
         out: dict[str, object] = {
             "bench": "verify",
-            "machine": {"cores": cores, "load_avg_1m": round(os.getloadavg()[0], 2),
-                        "python": platform.python_version(), "platform": platform.platform()},
+            "machine": {
+                "cores": cores,
+                "load_avg_1m": round(os.getloadavg()[0], 2),
+                "python": platform.python_version(),
+                "platform": platform.platform(),
+            },
             "files": len(files),
             "shards": len(shards),
             "bytes": total,
             "hashlib_sha256_per_core_mb_s": round(per_core / 1e6, 1),
             "limit_mb_s": round(limit / 1e6, 1),
-            "model_zoo_verify": {"seconds": round(t_verify, 3), "mb_s": round(total / t_verify / 1e6, 1),
-                                 "hash_phase_mb_s": round(total / t_verify_hash / 1e6, 1),
-                                 "fraction_of_limit": round(total / t_verify / limit, 3),
-                                 "one_thread_mb_s": round(total / t_one / 1e6, 1),
-                                 "speedup_over_one_thread": round(t_one / t_verify, 2)},
+            "model_zoo_verify": {
+                "seconds": round(t_verify, 3),
+                "mb_s": round(total / t_verify / 1e6, 1),
+                "hash_phase_mb_s": round(total / t_verify_hash / 1e6, 1),
+                "fraction_of_limit": round(total / t_verify / limit, 3),
+                "one_thread_mb_s": round(total / t_one / 1e6, 1),
+                "speedup_over_one_thread": round(t_one / t_verify, 2),
+            },
         }
         if shutil.which("sha256sum"):
-            t_seq = best(lambda: subprocess.run(["sha256sum", *files], check=True, capture_output=True), args.repeat)
-            t_par = best(lambda: subprocess.run(
-                ["xargs", "-P", str(cores), "-n", "1", "sha256sum"], input="\n".join(files).encode(),
-                check=True, capture_output=True), args.repeat)
-            out["sha256sum_sequential"] = {"seconds": round(t_seq, 3), "mb_s": round(total / t_seq / 1e6, 1)}
-            out[f"sha256sum_xargs_P{cores}"] = {"seconds": round(t_par, 3), "mb_s": round(total / t_par / 1e6, 1)}
+            t_seq = best(
+                lambda: subprocess.run(["sha256sum", *files], check=True, capture_output=True),
+                args.repeat,
+            )
+            t_par = best(
+                lambda: subprocess.run(
+                    ["xargs", "-P", str(cores), "-n", "1", "sha256sum"],
+                    input="\n".join(files).encode(),
+                    check=True,
+                    capture_output=True,
+                ),
+                args.repeat,
+            )
+            out["sha256sum_sequential"] = {
+                "seconds": round(t_seq, 3),
+                "mb_s": round(total / t_seq / 1e6, 1),
+            }
+            out[f"sha256sum_xargs_P{cores}"] = {
+                "seconds": round(t_par, 3),
+                "mb_s": round(total / t_par / 1e6, 1),
+            }
         out["target_met"] = total / t_verify >= 0.8 * limit
     json.dump(out, sys.stdout, indent=2)
     sys.stdout.write("\n")

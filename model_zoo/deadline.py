@@ -36,8 +36,12 @@ class Outcome(Generic[T]):
         return self.value  # type: ignore[return-value]
 
 
-def run_all_within(calls: Mapping[K, Callable[[threading.Event], T]], seconds: float, *,
-                   name: str = "model-zoo-deadline") -> dict[K, Outcome[T]]:
+def run_all_within(
+    calls: Mapping[K, Callable[[threading.Event], T]],
+    seconds: float,
+    *,
+    name: str = "model-zoo-deadline",
+) -> dict[K, Outcome[T]]:
     """Start every call at once (each gets its cancel event) and wait at most ``seconds`` in all."""
     outcomes: dict[K, Outcome[T]] = {key: Outcome() for key in calls}
     lock = threading.Lock()
@@ -52,8 +56,10 @@ def run_all_within(calls: Mapping[K, Callable[[threading.Event], T]], seconds: f
             if not out.cancel.is_set():  # the caller has not given up on it
                 out.value, out.error, out.finished = value, error, True
 
-    threads = [threading.Thread(target=run, args=(key, call), daemon=True, name=f"{name}-{key}")
-               for key, call in calls.items()]
+    threads = [
+        threading.Thread(target=run, args=(key, call), daemon=True, name=f"{name}-{key}")
+        for key, call in calls.items()
+    ]
     deadline = time.monotonic() + seconds
     for t in threads:
         t.start()
@@ -66,11 +72,11 @@ def run_all_within(calls: Mapping[K, Callable[[threading.Event], T]], seconds: f
     return outcomes
 
 
-def run_within(call: Callable[[threading.Event], T], seconds: float, *,
-               name: str = "model-zoo-deadline") -> Outcome[T]:
+def run_within(
+    call: Callable[[threading.Event], T], seconds: float, *, name: str = "model-zoo-deadline"
+) -> Outcome[T]:
     """``run_all_within`` for one call."""
     return run_all_within({0: call}, seconds, name=name)[0]
 
 
 __all__ = ["Outcome", "run_all_within", "run_within"]
-

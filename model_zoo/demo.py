@@ -45,7 +45,10 @@ class DemoReport:
             "reward_path": str(self.reward_path) if self.reward_path else None,
             "reply": self.reply,
             "scores": self.scores,
-            "steps": [{"title": s.title, "detail": s.detail, "seconds": round(s.seconds, 3)} for s in self.steps],
+            "steps": [
+                {"title": s.title, "detail": s.detail, "seconds": round(s.seconds, 3)}
+                for s in self.steps
+            ],
         }
 
 
@@ -54,7 +57,9 @@ def _hub_settings(url: str, home: Path) -> Any:
     from .hubs.catalog import HUBS
     from .settings import load_settings
 
-    env = {k: v for k, v in os.environ.items() if not k.endswith("_PROXY") and not k.endswith("_proxy")}
+    env = {
+        k: v for k, v in os.environ.items() if not k.endswith("_PROXY") and not k.endswith("_proxy")
+    }
     env.update({info.endpoint_env: url for info in HUBS.values()})
     env["MODEL_ZOO_HOME"] = str(home)
     env["MODEL_ZOO_SOURCES"] = "hf,modelscope,modelers,openxlab"
@@ -75,7 +80,8 @@ def _workdir(path: str | Path | None) -> Iterator[Path]:
 
             raise UsageError(
                 f"cannot use {p} as the demo's work directory: {exc.strerror or exc}; pass a "
-                "directory you can create and write with --workdir, or leave it out", workdir=str(p),
+                "directory you can create and write with --workdir, or leave it out",
+                workdir=str(p),
             ) from None
         yield p
         return
@@ -199,7 +205,10 @@ def run_demo(
         rm = load_reward(reward.path, device="cpu")
         # Short texts: the tiny reward model's context is 64 tokens.
         convs = [
-            [{"role": "user", "content": "A spot in Shanghai?"}, {"role": "assistant", "content": answer}]
+            [
+                {"role": "user", "content": "A spot in Shanghai?"},
+                {"role": "assistant", "content": answer},
+            ]
             for answer in ("The Bund.", "No idea.")
         ]
         report.scores = rm.score_batch(convs)

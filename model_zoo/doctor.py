@@ -32,8 +32,20 @@ from .units import human_size
 
 # Distributions whose versions the report shows, in this order (None when not installed).
 PACKAGES: tuple[str, ...] = (
-    "model-zoo", "torch", "transformers", "safetensors", "sentencepiece", "huggingface_hub",
-    "httpx", "pydantic", "typer", "modelscope", "bitsandbytes", "vllm", "lmdeploy", "ray",
+    "model-zoo",
+    "torch",
+    "transformers",
+    "safetensors",
+    "sentencepiece",
+    "huggingface_hub",
+    "httpx",
+    "pydantic",
+    "typer",
+    "modelscope",
+    "bitsandbytes",
+    "vllm",
+    "lmdeploy",
+    "ray",
 )
 # A 7B model in bf16 is about 15.5 GB; warn below this much free space in the store.
 LOW_SPACE_BYTES = 20 * 10**9
@@ -200,8 +212,13 @@ def gpu_info(torch_installed: bool, *, timeout: float = 120.0) -> dict[str, Any]
     if not torch_installed:
         return none
     try:
-        proc = subprocess.run([sys.executable, "-c", _GPU_SCRIPT], capture_output=True, text=True,
-                              timeout=timeout, check=False)
+        proc = subprocess.run(
+            [sys.executable, "-c", _GPU_SCRIPT],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return {**none, "error": f"could not run torch: {type(exc).__name__}: {exc}"}
     if proc.returncode != 0:
@@ -221,8 +238,14 @@ def settings_with_fallback(env: Mapping[str, str]) -> tuple[Any, list[Finding]]:
             return load_settings(env), findings
         except ConfigError as exc:
             setting = getattr(exc, "setting", None)
-            findings.append(Finding("error", "settings", exc.message,
-                                    "Fix or unset it; doctor continues without it."))
+            findings.append(
+                Finding(
+                    "error",
+                    "settings",
+                    exc.message,
+                    "Fix or unset it; doctor continues without it.",
+                )
+            )
             if setting and setting in env:
                 del env[setting]
             elif env.get("MODEL_ZOO_CONFIG") == os.devnull:
@@ -251,7 +274,9 @@ def _probe_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"
 
 
-def probe_all(keys: list[str], adapter_factory: Callable[[str], Any], budget: float) -> dict[str, ProbeResult]:
+def probe_all(
+    keys: list[str], adapter_factory: Callable[[str], Any], budget: float
+) -> dict[str, ProbeResult]:
     """One probe per hub, all at once, within about ``budget`` seconds: the same probe ``pull``
     plans with (``download.plan.probe_sources``), worded for the report."""
     from .download.plan import probe_sources
@@ -260,7 +285,10 @@ def probe_all(keys: list[str], adapter_factory: Callable[[str], Any], budget: fl
 
 
 def probe_hubs(
-    settings: Any, env: Mapping[str, str], *, budget: float = DEFAULT_BUDGET,
+    settings: Any,
+    env: Mapping[str, str],
+    *,
+    budget: float = DEFAULT_BUDGET,
     adapter_factory: Callable[[str], Any] | None = None,
 ) -> list[HubReport]:
     """Every hub, probed in parallel within about ``budget`` seconds (skipped when offline)."""
@@ -289,21 +317,27 @@ def probe_hubs(
                 problem = pair.message
             elif pair is not None:
                 credentials = f"access key pair from {pair.origin}"
-        reports.append(HubReport(
-            source=key,
-            title=info.title,
-            endpoint=redact_url(settings.endpoint(key)),  # shown and written to --json: no password
-            endpoint_from=_endpoint_from(key, settings, env),
-            token_env=token_env,
-            token_vars=info.token_envs,
-            in_sources=key in settings.sources,
-            proxy=proxy_for(settings.endpoint(key), env),
-            reachable=None if probe is None else probe.ok,
-            latency_ms=round(probe.latency * 1000, 1) if probe and probe.latency is not None else None,
-            error=probe.error if probe else None,
-            credentials=credentials,
-            credentials_problem=problem,
-        ))
+        reports.append(
+            HubReport(
+                source=key,
+                title=info.title,
+                endpoint=redact_url(
+                    settings.endpoint(key)
+                ),  # shown and written to --json: no password
+                endpoint_from=_endpoint_from(key, settings, env),
+                token_env=token_env,
+                token_vars=info.token_envs,
+                in_sources=key in settings.sources,
+                proxy=proxy_for(settings.endpoint(key), env),
+                reachable=None if probe is None else probe.ok,
+                latency_ms=round(probe.latency * 1000, 1)
+                if probe and probe.latency is not None
+                else None,
+                error=probe.error if probe else None,
+                credentials=credentials,
+                credentials_problem=problem,
+            )
+        )
     return reports
 
 
@@ -344,17 +378,25 @@ def store_report(home: Path, env: Mapping[str, str]) -> StoreReport:
 def registry_report(settings: Any) -> tuple[dict[str, Any], list[Finding]]:
     from .registry.loader import builtin_registry_path, load_registry
 
-    out: dict[str, Any] = {"builtin": str(builtin_registry_path()),
-                           "overlay": str(settings.registry_path) if settings.registry_path else None}
+    out: dict[str, Any] = {
+        "builtin": str(builtin_registry_path()),
+        "overlay": str(settings.registry_path) if settings.registry_path else None,
+    }
     try:
         out["models"] = len(load_registry(settings=settings))
     except ModelZooError as exc:
         out["models"] = None
         out["error"] = exc.message
         var = "MODEL_ZOO_REGISTRY (or `registry` in the settings file)"
-        return out, [Finding("error", "registry", exc.message,
-                             f"Run `model-zoo registry check {settings.registry_path or ''}`".rstrip()
-                             + f" to see every problem, or unset {var}.")]
+        return out, [
+            Finding(
+                "error",
+                "registry",
+                exc.message,
+                f"Run `model-zoo registry check {settings.registry_path or ''}`".rstrip()
+                + f" to see every problem, or unset {var}.",
+            )
+        ]
     return out, []
 
 
@@ -363,7 +405,7 @@ def registry_report(settings: Any) -> tuple[dict[str, Any], list[Finding]]:
 
 _HUB_ADVICE: dict[str, str] = {
     "hf": "If huggingface.co is blocked here, set HF_ENDPOINT to a mirror (e.g. "
-          "HF_ENDPOINT=https://hf-mirror.com) or pull with --source modelscope.",
+    "HF_ENDPOINT=https://hf-mirror.com) or pull with --source modelscope.",
     "modelscope": "Check MODELSCOPE_ENDPOINT, or pull with --source hf.",
     "modelers": "Modelers serves only InternLM3-8B-Instruct; check OPENMIND_HUB_ENDPOINT, or use another source.",
     "openxlab": "Check OPENXLAB_ENDPOINT, or pull with --source hf or --source modelscope.",
@@ -382,9 +424,15 @@ def advise(report: DoctorReport) -> list[Finding]:
 def _hub_findings(report: DoctorReport) -> list[Finding]:
     out: list[Finding] = []
     if report.offline:
-        out.append(Finding("note", "network", "offline mode is on (MODEL_ZOO_OFFLINE or HF_HUB_OFFLINE): "
-                           "hubs were not probed; pull and load use the store only.",
-                           "Unset MODEL_ZOO_OFFLINE and HF_HUB_OFFLINE to download."))
+        out.append(
+            Finding(
+                "note",
+                "network",
+                "offline mode is on (MODEL_ZOO_OFFLINE or HF_HUB_OFFLINE): "
+                "hubs were not probed; pull and load use the store only.",
+                "Unset MODEL_ZOO_OFFLINE and HF_HUB_OFFLINE to download.",
+            )
+        )
         return out
     configured = [h for h in report.hubs if h.in_sources]
     down = [h for h in configured if h.reachable is False]
@@ -394,54 +442,117 @@ def _hub_findings(report: DoctorReport) -> list[Finding]:
             via = f" through proxy {hub.proxy}" if hub.proxy else ""
             advice = _HUB_ADVICE.get(hub.source, "")
             if hub.proxy:
-                advice = f"Check the proxy {hub.proxy} (HTTPS_PROXY/HTTP_PROXY) and NO_PROXY. " + advice
+                advice = (
+                    f"Check the proxy {hub.proxy} (HTTPS_PROXY/HTTP_PROXY) and NO_PROXY. " + advice
+                )
             if "429" in (hub.error or "") and hub.token_vars:
                 advice = f"Rate-limited: set {hub.token_vars[0]} to a token. " + advice
-            out.append(Finding(level, "hubs", f"{hub.title} ({hub.endpoint}) is unreachable{via}: {hub.error}",
-                               advice.strip()))
+            out.append(
+                Finding(
+                    level,
+                    "hubs",
+                    f"{hub.title} ({hub.endpoint}) is unreachable{via}: {hub.error}",
+                    advice.strip(),
+                )
+            )
         if hub.credentials_problem:
-            out.append(Finding("warning", "hubs", f"{hub.title}: {hub.credentials_problem}",
-                               "Pulls from this hub fail until it is fixed."))
-        if hub.token_env and hub.endpoint.startswith("http://") and not is_loopback_url(hub.endpoint):
-            out.append(Finding("warning", "hubs",
-                               f"{hub.title}: {hub.token_env} is set and the endpoint {hub.endpoint} is plain http, "
-                               "so the token travels unencrypted.",
-                               "Use an https endpoint, or unset the token for this mirror."))
+            out.append(
+                Finding(
+                    "warning",
+                    "hubs",
+                    f"{hub.title}: {hub.credentials_problem}",
+                    "Pulls from this hub fail until it is fixed.",
+                )
+            )
+        if (
+            hub.token_env
+            and hub.endpoint.startswith("http://")
+            and not is_loopback_url(hub.endpoint)
+        ):
+            out.append(
+                Finding(
+                    "warning",
+                    "hubs",
+                    f"{hub.title}: {hub.token_env} is set and the endpoint {hub.endpoint} is plain http, "
+                    "so the token travels unencrypted.",
+                    "Use an https endpoint, or unset the token for this mirror.",
+                )
+            )
         if hub.proxy and is_loopback_url(hub.endpoint):
-            out.append(Finding("warning", "proxy",
-                               f"{hub.title}: requests to the loopback endpoint {hub.endpoint} go through "
-                               f"the proxy {hub.proxy}.",
-                               "Add 127.0.0.1,localhost to NO_PROXY."))
+            out.append(
+                Finding(
+                    "warning",
+                    "proxy",
+                    f"{hub.title}: requests to the loopback endpoint {hub.endpoint} go through "
+                    f"the proxy {hub.proxy}.",
+                    "Add 127.0.0.1,localhost to NO_PROXY.",
+                )
+            )
     if configured and len(down) == len(configured):
-        out.append(Finding("error", "network",
-                           "no configured hub is reachable (" + ", ".join(h.source for h in down) + ").",
-                           "Check the network and proxy settings; point an endpoint variable at a reachable "
-                           "mirror (or a `model-zoo serve-mirror` on your cluster); or work offline from a "
-                           "store copied from another machine with MODEL_ZOO_OFFLINE=1."))
+        out.append(
+            Finding(
+                "error",
+                "network",
+                "no configured hub is reachable (" + ", ".join(h.source for h in down) + ").",
+                "Check the network and proxy settings; point an endpoint variable at a reachable "
+                "mirror (or a `model-zoo serve-mirror` on your cluster); or work offline from a "
+                "store copied from another machine with MODEL_ZOO_OFFLINE=1.",
+            )
+        )
     return out
 
 
 def _runtime_findings(report: DoctorReport) -> list[Finding]:
     out: list[Finding] = []
     versions, gpu = report.versions, report.gpu
-    missing = [p for p in ("torch", "transformers", "safetensors", "sentencepiece") if not versions.get(p)]
+    missing = [
+        p for p in ("torch", "transformers", "safetensors", "sentencepiece") if not versions.get(p)
+    ]
     if missing:
-        out.append(Finding("warning", "runtime", f"not installed: {', '.join(missing)}; pull, verify, list "
-                           "and serve-mirror work, but load/run/chat/score need them.",
-                           "Install torch for your machine first (see pytorch.org), then "
-                           "pip install 'model-zoo[runner]'."))
+        out.append(
+            Finding(
+                "warning",
+                "runtime",
+                f"not installed: {', '.join(missing)}; pull, verify, list "
+                "and serve-mirror work, but load/run/chat/score need them.",
+                "Install torch for your machine first (see pytorch.org), then "
+                "pip install 'model-zoo[runner]'.",
+            )
+        )
     if gpu.get("error"):
-        out.append(Finding("error", "runtime", gpu["error"], "Reinstall torch for this machine's CUDA driver, "
-                           "or check `nvidia-smi`."))
+        out.append(
+            Finding(
+                "error",
+                "runtime",
+                gpu["error"],
+                "Reinstall torch for this machine's CUDA driver, or check `nvidia-smi`.",
+            )
+        )
     elif gpu.get("torch") and not gpu.get("cuda_available"):
-        build = "a CPU-only build" if not gpu.get("cuda") else f"built for CUDA {gpu['cuda']}, but no GPU is usable"
-        out.append(Finding("note", "runtime", f"torch is {build}: models load on the CPU (fine for tiny "
-                           "checkpoints, slow for real ones).",
-                           "On a GPU machine install a CUDA build of torch and check `nvidia-smi`."))
+        build = (
+            "a CPU-only build"
+            if not gpu.get("cuda")
+            else f"built for CUDA {gpu['cuda']}, but no GPU is usable"
+        )
+        out.append(
+            Finding(
+                "note",
+                "runtime",
+                f"torch is {build}: models load on the CPU (fine for tiny "
+                "checkpoints, slow for real ones).",
+                "On a GPU machine install a CUDA build of torch and check `nvidia-smi`.",
+            )
+        )
     elif gpu.get("devices") and not any(d.get("bf16") for d in gpu["devices"]):
-        out.append(Finding("note", "runtime", "no GPU here has native bfloat16 (compute capability 8.0+); "
-                           "torch may still report bfloat16 as supported and emulate it, slowly.",
-                           "Pass --dtype float16 (dtype=\"float16\" in Python) for speed."))
+        out.append(
+            Finding(
+                "note",
+                "runtime",
+                "no GPU here has native bfloat16 (compute capability 8.0+); "
+                "torch may still report bfloat16 as supported and emulate it, slowly.",
+                'Pass --dtype float16 (dtype="float16" in Python) for speed.',
+            )
+        )
     return out
 
 
@@ -450,20 +561,44 @@ def _store_findings(store: StoreReport | None) -> list[Finding]:
         return []
     out: list[Finding] = []
     if not store.writable:
-        out.append(Finding("error", "store", f"the store {store.path} is not writable.",
-                           "Set MODEL_ZOO_HOME to a writable directory, or pull with --local-dir."))
+        out.append(
+            Finding(
+                "error",
+                "store",
+                f"the store {store.path} is not writable.",
+                "Set MODEL_ZOO_HOME to a writable directory, or pull with --local-dir.",
+            )
+        )
     if store.free_bytes is not None and store.free_bytes < LOW_SPACE_BYTES:
-        out.append(Finding("warning", "store", f"only {human_size(store.free_bytes)} free at {store.path} "
-                           "(a 7B model in bf16 needs about 15.5 GB).",
-                           "Free space (`model-zoo cache du`, `model-zoo cache rm NAME`), or set MODEL_ZOO_HOME "
-                           "to a larger disk."))
+        out.append(
+            Finding(
+                "warning",
+                "store",
+                f"only {human_size(store.free_bytes)} free at {store.path} "
+                "(a 7B model in bf16 needs about 15.5 GB).",
+                "Free space (`model-zoo cache du`, `model-zoo cache rm NAME`), or set MODEL_ZOO_HOME "
+                "to a larger disk.",
+            )
+        )
     if store.lock_mode == "lockfile":
-        out.append(Finding("note", "store", f"the store is on a network filesystem ({store.filesystem}): "
-                           "pulls coordinate through lock files instead of flock.",
-                           "Nothing to do; set MODEL_ZOO_LOCK=flock only if your filesystem's flock is reliable."))
+        out.append(
+            Finding(
+                "note",
+                "store",
+                f"the store is on a network filesystem ({store.filesystem}): "
+                "pulls coordinate through lock files instead of flock.",
+                "Nothing to do; set MODEL_ZOO_LOCK=flock only if your filesystem's flock is reliable.",
+            )
+        )
     if store.incomplete:
-        out.append(Finding("note", "store", f"{store.incomplete} interrupted pull(s) left partial files in the store.",
-                           "Run the same `model-zoo pull` again to resume, or `model-zoo cache rm NAME` to drop them."))
+        out.append(
+            Finding(
+                "note",
+                "store",
+                f"{store.incomplete} interrupted pull(s) left partial files in the store.",
+                "Run the same `model-zoo pull` again to resume, or `model-zoo cache rm NAME` to drop them.",
+            )
+        )
     return out
 
 
@@ -497,8 +632,14 @@ def diagnose(
         store: StoreReport | None = store_report(settings.home, env)
     except OSError as exc:
         store = None
-        findings.append(Finding("error", "store", f"cannot inspect the store {settings.home}: {exc}",
-                                "Set MODEL_ZOO_HOME to a directory you can write."))
+        findings.append(
+            Finding(
+                "error",
+                "store",
+                f"cannot inspect the store {settings.home}: {exc}",
+                "Set MODEL_ZOO_HOME to a directory you can write.",
+            )
+        )
     registry, registry_findings = registry_report(settings)
     report = DoctorReport(
         versions=versions,

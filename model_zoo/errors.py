@@ -42,19 +42,28 @@ class ModelZooError(Exception):
     def __reduce__(self) -> tuple[Any, ...]:
         """Picklable whatever the subclass's ``__init__`` takes (Ray, multiprocessing): rebuilt
         from the message, the fields and any other attribute, without calling ``__init__``."""
-        extra = {k: v for k, v in self.__dict__.items() if k not in ("message", "fields") and k not in self.fields}
+        extra = {
+            k: v
+            for k, v in self.__dict__.items()
+            if k not in ("message", "fields") and k not in self.fields
+        }
         return (_rebuild_error, (type(self), self.message, self.fields, extra))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form, for ``--json`` output."""
         out: dict[str, Any] = {"error": type(self).__name__, "message": self.message}
         for key, value in self.fields.items():
-            out[key] = value if isinstance(value, (str, int, float, bool, type(None), list, dict)) else str(value)
+            out[key] = (
+                value
+                if isinstance(value, (str, int, float, bool, type(None), list, dict))
+                else str(value)
+            )
         return out
 
 
-def _rebuild_error(cls: type[ModelZooError], message: str, fields: dict[str, Any],
-                   extra: dict[str, Any]) -> ModelZooError:
+def _rebuild_error(
+    cls: type[ModelZooError], message: str, fields: dict[str, Any], extra: dict[str, Any]
+) -> ModelZooError:
     """Unpickle a ModelZooError (see ``ModelZooError.__reduce__``)."""
     exc = cls.__new__(cls)
     ModelZooError.__init__(exc, message, **fields)
@@ -165,7 +174,9 @@ class RepoNotFoundError(HubError):
 class RepoNotFoundOrPrivateError(RepoNotFoundError):
     """Asked without a token, the hub will not say whether the repository is missing or private."""
 
-    def __init__(self, hub: str, repo_id: str, *, token_env: str | None, url: str | None = None) -> None:
+    def __init__(
+        self, hub: str, repo_id: str, *, token_env: str | None, url: str | None = None
+    ) -> None:
         how = f"set {token_env} to a token with access" if token_env else "log in to the hub"
         HubError.__init__(
             self,
@@ -214,9 +225,18 @@ class GatedRepoError(HubError):
     something else (OpenXLab's access key pair).
     """
 
-    def __init__(self, hub: str, repo_id: str, *, token_env: str | None, status: int | None = None,
-                 advice: str | None = None) -> None:
-        how = advice or (f"Set {token_env} to a token with access" if token_env else "Log in to the hub")
+    def __init__(
+        self,
+        hub: str,
+        repo_id: str,
+        *,
+        token_env: str | None,
+        status: int | None = None,
+        advice: str | None = None,
+    ) -> None:
+        how = advice or (
+            f"Set {token_env} to a token with access" if token_env else "Log in to the hub"
+        )
         super().__init__(
             f"{hub}: access to {repo_id!r} was refused{f' (HTTP {status})' if status else ''}. {how}, and accept "
             "the model's terms on the hub's web page if it asks.",
@@ -257,7 +277,9 @@ class CredentialsRejectedError(HubError):
 
 
 class RateLimitedError(HubError):
-    def __init__(self, hub: str, *, retry_after: float | None = None, url: str | None = None) -> None:
+    def __init__(
+        self, hub: str, *, retry_after: float | None = None, url: str | None = None
+    ) -> None:
         wait = f" Retry after {retry_after:.0f} s" if retry_after else " Retry later"
         super().__init__(
             f"{hub}: rate-limited (HTTP 429).{wait}, or use another source with --source.",
@@ -474,7 +496,9 @@ class IncompatibleCheckpointError(ModelZooError):
 class OllamaCreateError(ModelZooError):
     """``ollama create`` ran and failed; the Modelfile it was given stays for a rerun by hand."""
 
-    def __init__(self, command: Sequence[str], returncode: int, output: str, modelfile: str) -> None:
+    def __init__(
+        self, command: Sequence[str], returncode: int, output: str, modelfile: str
+    ) -> None:
         tail = output.strip()[-1500:]
         super().__init__(
             f"`{' '.join(command)}` failed (exit {returncode}){': ' + tail if tail else ''}. The Modelfile is "
@@ -502,10 +526,16 @@ class InputTooLongError(UsageError):
 class InvalidConversationError(UsageError):
     """A conversation that is not a list of ``{"role": str, "content": str}`` messages."""
 
-    HINT: ClassVar[str] = 'A conversation is a list of {"role": ..., "content": ...} messages (OpenAI style).'
+    HINT: ClassVar[str] = (
+        'A conversation is a list of {"role": ..., "content": ...} messages (OpenAI style).'
+    )
 
     def __init__(self, field: str, detail: str, *, hint: str | None = None) -> None:
-        super().__init__(f"{field}: {detail}. {self.HINT if hint is None else hint}".rstrip(), field=field, detail=detail)
+        super().__init__(
+            f"{field}: {detail}. {self.HINT if hint is None else hint}".rstrip(),
+            field=field,
+            detail=detail,
+        )
 
 
 class InvalidReferenceInputError(InvalidConversationError):
@@ -571,25 +601,37 @@ class TokenizerExportError(IncompatibleCheckpointError):
     """A checkpoint tokenizer that model-zoo cannot describe as a ``tokenizer.json`` for an engine."""
 
     def __init__(self, detail: str, *, path: str = "tokenizer.model") -> None:
-        super().__init__(path, detail, hint="Serve it with model-zoo's own runner (backend='transformers') instead.")
+        super().__init__(
+            path,
+            detail,
+            hint="Serve it with model-zoo's own runner (backend='transformers') instead.",
+        )
 
 
 class ExportTargetError(UsageError):
     """An export directory that cannot be used as asked (not empty, or inside the checkpoint)."""
 
     def __init__(self, path: str, detail: str) -> None:
-        super().__init__(f"{path}: {detail}. Choose an empty or new directory, or pass --force to replace an "
-                         "earlier export.", path=path, detail=detail)
+        super().__init__(
+            f"{path}: {detail}. Choose an empty or new directory, or pass --force to replace an "
+            "earlier export.",
+            path=path,
+            detail=detail,
+        )
 
 
 class EngineStartError(ModelZooError):
     """A serving engine (vLLM, LMDeploy) that exited or never answered while starting."""
 
-    def __init__(self, engine: str, detail: str, *, log_tail: str = "", command: Sequence[str] = ()) -> None:
+    def __init__(
+        self, engine: str, detail: str, *, log_tail: str = "", command: Sequence[str] = ()
+    ) -> None:
         msg = f"{engine} did not start: {detail}."
         if log_tail:
             msg += f" Its last output:\n{log_tail}"
-        super().__init__(msg, engine=engine, detail=detail, log_tail=log_tail, command=list(command))
+        super().__init__(
+            msg, engine=engine, detail=detail, log_tail=log_tail, command=list(command)
+        )
 
 
 __all__ = [name for name in dir() if name.endswith("Error") or name.startswith("EXIT_")] + [

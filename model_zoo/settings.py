@@ -74,7 +74,9 @@ def _read_file(path: Path) -> dict:
         with path.open("rb") as fh:
             data = tomllib.load(fh)
     except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"settings file {path} cannot be read: {exc}", setting=str(path)) from None
+        raise ConfigError(
+            f"settings file {path} cannot be read: {exc}", setting=str(path)
+        ) from None
     unknown = set(data) - {"sources", "home", "endpoints", "registry"}
     if unknown:
         raise ConfigError(
@@ -91,20 +93,27 @@ def _check_types(data: dict, path: Path) -> None:
 
     def wrong(key: str, want: str, example: str) -> ConfigError:
         got = type(data[key]).__name__
-        return ConfigError(f"settings file {path}: {key} must be {want} (got {got}); for example {example}",
-                           setting=f"{path}: {key}")
+        return ConfigError(
+            f"settings file {path}: {key} must be {want} (got {got}); for example {example}",
+            setting=f"{path}: {key}",
+        )
 
     for key in ("home", "registry"):
         if key in data and not (isinstance(data[key], str) and data[key].strip()):
             raise wrong(key, "a path as a string", f'{key} = "/data/model-zoo"')
     if "sources" in data:
         value = data["sources"]
-        if not (isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))):
+        if not (
+            isinstance(value, str)
+            or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+        ):
             raise wrong("sources", "a list of source names", 'sources = ["modelscope", "hf"]')
     if "endpoints" in data:
         table = data["endpoints"]
         if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
-            raise wrong("endpoints", "a table of source = URL", '[endpoints] hf = "https://hf-mirror.com"')
+            raise wrong(
+                "endpoints", "a table of source = URL", '[endpoints] hf = "https://hf-mirror.com"'
+            )
 
 
 def parse_sources(value: str | list[str], *, setting: str) -> tuple[str, ...]:
@@ -169,7 +178,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     except ConfigError as exc:
         openxlab_key = exc
 
-    offline = any(env.get(v, "").strip().lower() in _TRUE for v in ("MODEL_ZOO_OFFLINE", "HF_HUB_OFFLINE"))
+    offline = any(
+        env.get(v, "").strip().lower() in _TRUE for v in ("MODEL_ZOO_OFFLINE", "HF_HUB_OFFLINE")
+    )
     registry = env.get("MODEL_ZOO_REGISTRY") or data.get("registry")
     return Settings(
         home=home,
@@ -181,4 +192,3 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         config_path=config_path if config_path.is_file() else None,
         openxlab_key=openxlab_key,
     )
-

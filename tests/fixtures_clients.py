@@ -42,8 +42,9 @@ def venv_root() -> Path:
     return Path(os.environ.get("MODEL_ZOO_CLIENT_VENVS") or ROOT / ".venv-clients")
 
 
-def build_venv(name: str, steps: list[list[str]], *, marker: str, lock_name: str,
-               timeout: float = 900) -> Path:
+def build_venv(
+    name: str, steps: list[list[str]], *, marker: str, lock_name: str, timeout: float = 900
+) -> Path:
     """The interpreter of venv ``name`` under ``venv_root()``, built with ``pip install`` of each
     of ``steps`` when missing (under a file lock: xdist workers wait for one build); reused only
     once its install finished (``.ready`` holds ``marker``)."""

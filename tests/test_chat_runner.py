@@ -228,7 +228,13 @@ def test_chat_reply_equals_manual_generation_and_stops_on_stop_tokens(runners) -
 
 def test_sampling_is_reproducible_with_a_seed(runners) -> None:
     r = runners("internlm3")
-    sampled = {"max_new_tokens": 16, "temperature": 1.5, "top_k": 0, "top_p": 1.0, "stop_token_ids": []}
+    sampled = {
+        "max_new_tokens": 16,
+        "temperature": 1.5,
+        "top_k": 0,
+        "top_p": 1.0,
+        "stop_token_ids": [],
+    }
     a, b, c = (r.chat("tell me", seed=seed, **sampled) for seed in (123, 123, 124))
     assert a == b and a != c
     # temperature 0 is greedy whatever the seed

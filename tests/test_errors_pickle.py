@@ -14,7 +14,11 @@ from model_zoo import errors
 
 def _all_error_types() -> list[type[errors.ModelZooError]]:
     return sorted(
-        (c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, errors.ModelZooError)),
+        (
+            c
+            for c in vars(errors).values()
+            if isinstance(c, type) and issubclass(c, errors.ModelZooError)
+        ),
         key=lambda c: c.__name__,
     )
 
@@ -40,7 +44,9 @@ def _sample(name: str, annotation: Any) -> Any:
 def _instance(cls: type[errors.ModelZooError]) -> errors.ModelZooError:
     if cls is errors.FetchFailedError:  # carries the per-file errors and their exit code
         inner = _instance(errors.DownloadFailedError)
-        return errors.FetchFailedError([("a.bin", inner), ("b.bin", _instance(errors.HashMismatchError))], None)
+        return errors.FetchFailedError(
+            [("a.bin", inner), ("b.bin", _instance(errors.HashMismatchError))], None
+        )
     params = list(inspect.signature(cls.__init__).parameters.values())[1:]
     args, kwargs = [], {}
     for p in params:
@@ -81,4 +87,6 @@ def test_a_fetch_failure_keeps_its_per_file_errors_and_their_exit_code() -> None
     exc = _instance(errors.FetchFailedError)
     back = pickle.loads(pickle.dumps(exc))
     assert back.exit_code == exc.first.exit_code
-    assert [(p, type(e), e.message) for p, e in back.failures] == [(p, type(e), e.message) for p, e in exc.failures]
+    assert [(p, type(e), e.message) for p, e in back.failures] == [
+        (p, type(e), e.message) for p, e in exc.failures
+    ]

@@ -26,7 +26,9 @@ FORBIDDEN = {  # package -> packages it must not import
 def _imports(path: Path, package: str) -> list[tuple[int, str]]:
     """(line, absolute module) of every import in ``path``, a module of ``model_zoo.<package>``."""
     rel = path.relative_to(ROOT).with_suffix("")
-    here = ["model_zoo", *rel.parts[:-1]] if rel.name != "__init__" else ["model_zoo", *rel.parts[:-1]]
+    here = (
+        ["model_zoo", *rel.parts[:-1]] if rel.name != "__init__" else ["model_zoo", *rel.parts[:-1]]
+    )
     out = []
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):

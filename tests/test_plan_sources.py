@@ -209,7 +209,9 @@ def test_the_plan_line_never_shows_a_mirror_password() -> None:
     assert "s3cret" not in text and "alice" not in text and "***@mirror.example/hf" in text
 
 
-def test_cli_prints_every_hubs_reason_and_advice_whole_one_line_each(tmp_path, free_tcp_port) -> None:
+def test_cli_prints_every_hubs_reason_and_advice_whole_one_line_each(
+    tmp_path, free_tcp_port
+) -> None:
     """Every hub down: stderr names each hub on a line of its own with its advice in full."""
     import os
     import subprocess
@@ -217,14 +219,25 @@ def test_cli_prints_every_hubs_reason_and_advice_whole_one_line_each(tmp_path, f
 
     closed = f"http://127.0.0.1:{free_tcp_port}"  # nothing listens there
     env = {k: v for k, v in os.environ.items() if not k.endswith(("_PROXY", "_proxy"))}
-    env.update({
-        "HF_ENDPOINT": closed, "MODELSCOPE_ENDPOINT": closed, "OPENMIND_HUB_ENDPOINT": closed,
-        "OPENXLAB_ENDPOINT": closed, "MODEL_ZOO_HOME": str(tmp_path / "mz"),
-        "MODEL_ZOO_CONFIG": str(tmp_path / "none.toml"), "MODEL_ZOO_SOURCES": "hf,modelscope",
-        "NO_PROXY": "127.0.0.1",
-    })
-    proc = subprocess.run([sys.executable, "-m", "model_zoo.cli.main", "pull", "internlm2_5-7b-chat"],
-                          env=env, capture_output=True, text=True, timeout=120)
+    env.update(
+        {
+            "HF_ENDPOINT": closed,
+            "MODELSCOPE_ENDPOINT": closed,
+            "OPENMIND_HUB_ENDPOINT": closed,
+            "OPENXLAB_ENDPOINT": closed,
+            "MODEL_ZOO_HOME": str(tmp_path / "mz"),
+            "MODEL_ZOO_CONFIG": str(tmp_path / "none.toml"),
+            "MODEL_ZOO_SOURCES": "hf,modelscope",
+            "NO_PROXY": "127.0.0.1",
+        }
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "model_zoo.cli.main", "pull", "internlm2_5-7b-chat"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode != 0
     lines = proc.stderr.splitlines()
     assert "…" not in proc.stderr

@@ -54,7 +54,7 @@ def test_json_lines_one_object_per_event() -> None:
     for e in EVENTS:
         r(e)
     rows = [json.loads(line) for line in out.getvalue().splitlines()]
-    assert [row["event"] for row in rows] == [getattr(e, "kind") for e in EVENTS]
+    assert [row["event"] for row in rows] == [e.kind for e in EVENTS]
     assert rows[1]["bytes"] == 3000 and rows[6]["sources"] == ["hf"]
 
 

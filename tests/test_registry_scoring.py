@@ -255,7 +255,9 @@ def test_select_by_scoring_style_keeps_only_reward_models_that_score_that_way() 
     assert conversation and reference
     assert {m.scoring_style for m in conversation} == {"conversation"}
     assert {m.scoring_style for m in reference} == {"reference-based"}
-    assert {m.family for m in reference} == {"polar"} or all("polar" in m.name.lower() for m in reference)
+    assert {m.family for m in reference} == {"polar"} or all(
+        "polar" in m.name.lower() for m in reference
+    )
     # the best conversation scorer is what load_reward(...).score(conversation) can use
     assert conversation[0].scoring_style == "conversation"
     everything = {m.name for m in model_zoo.select(kind="reward")}

@@ -88,7 +88,9 @@ def test_fits_16gb_refuses_a_model_that_needs_15_9_gib() -> None:
         assert m.name in names_gib and (m.memory_gb("bf16") <= 16e9 / 2**30) == (m.name in names_gb)
 
 
-@pytest.mark.parametrize("text", ["", "lots", "24 GBs", "-3GB", "0", "0GB", "24", "24G", "80g", "1T", -3, 0])
+@pytest.mark.parametrize(
+    "text", ["", "lots", "24 GBs", "-3GB", "0", "0GB", "24", "24G", "80g", "1T", -3, 0]
+)
 def test_parse_memory_rejects(text: str | int) -> None:
     with pytest.raises(UsageError, match="GB|positive"):
         memory.parse_memory(text)
@@ -113,7 +115,9 @@ def test_select_fits_exactly_those_under_the_limit() -> None:
     everything = list_models()
     for dtype, limit in (("bf16", 24), ("int8", 24), ("int4", 12), ("bf16", 80)):
         chosen = {m.name for m in select(max_memory_gb=limit, dtype=dtype)}
-        assert chosen == {m.name for m in everything if m.memory_gb(dtype) <= limit * 1e9 / 2**30}  # GB, in GiB
+        assert chosen == {
+            m.name for m in everything if m.memory_gb(dtype) <= limit * 1e9 / 2**30
+        }  # GB, in GiB
         assert chosen and len(chosen) < len(everything)
 
 

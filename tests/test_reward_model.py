@@ -170,9 +170,11 @@ def test_concurrent_clients_on_the_real_model(tiny_rm: RewardModel) -> None:
 
         def one(i: int) -> None:
             barrier.wait()
-            got[i] = clients[i].post(
-                server.url + "/v1/score", json={"conversations": [CONVS[i]]}
-            ).json()["scores"][0]
+            got[i] = (
+                clients[i]
+                .post(server.url + "/v1/score", json={"conversations": [CONVS[i]]})
+                .json()["scores"][0]
+            )
 
         threads = [threading.Thread(target=one, args=(i,)) for i in range(len(CONVS))]
         for t in threads:

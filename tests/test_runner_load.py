@@ -391,10 +391,16 @@ def test_the_runner_reads_headers_with_the_store_checker(tmp_path: Path) -> None
         p.write_bytes(struct.pack("<Q", len(raw)) + raw + data)
         return p
 
-    good = write("good.safetensors", {"a": {"dtype": "F8_E8M0", "shape": [4], "data_offsets": [0, 4]}}, b"\0" * 4)
+    good = write(
+        "good.safetensors",
+        {"a": {"dtype": "F8_E8M0", "shape": [4], "data_offsets": [0, 4]}},
+        b"\0" * 4,
+    )
     (info,) = read_safetensors_header(good).values()
     assert info.dtype == "F8_E8M0" and info.offset == good.stat().st_size - 4
-    holed = write("hole.safetensors", {"a": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}, b"\0" * 8)
+    holed = write(
+        "hole.safetensors", {"a": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}, b"\0" * 8
+    )
     with pytest.raises(HeaderError, match="gap") as store_err:
         read_header(holed)
     with pytest.raises(CheckpointError, match="gap") as runner_err:

@@ -52,8 +52,6 @@ def polar_text(item: dict[str, Any]) -> str:
     return f"{p}{sep}{r}<|reward|>{p}{sep}{o}[UNUSED_TOKEN_130]"
 
 
-
-
 def stand_in_tokenizer(checkpoint: Path, parent: Path) -> Path:
     """What the client loads as its model ``path``: the checkpoint's SentencePiece model under
     transformers' own Llama tokenizer class.

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 
 def demo(
-    workdir: Optional[Path] = typer.Option(
+    workdir: Path | None = typer.Option(
         None, "--workdir", help="Keep the hub tree and store here (default: a temporary directory)."
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON report instead of the steps."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print one JSON report instead of the steps."
+    ),
 ) -> None:
     """Run pull, verify, load, chat and reward scoring offline on tiny checkpoints.
 

@@ -19,7 +19,8 @@ dev_app = typer.Typer(
 @dev_app.command("make-tiny")
 def make_tiny_cmd(
     arch: str = typer.Argument(
-        ..., help="internlm2, internlm2-reward, polar, internlm3 or internlm (v1)."),
+        ..., help="internlm2, internlm2-reward, polar, internlm3 or internlm (v1)."
+    ),
     out_dir: Path = typer.Argument(..., help="Directory to write (created; must be empty)."),
     seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives identical bytes."),
     shards: int = typer.Option(2, "--shards", help="Number of safetensors shards (1: no index)."),
@@ -45,19 +46,27 @@ def make_tiny_cmd(
 
     with _writing(out_dir):
         path = make_tiny(arch, out_dir, seed=seed, shards=shards, dtype=dtype, overwrite=force)
-    _report(path, {"arch": arch, "seed": seed, "special_token_ids": special_token_ids(arch)},
-            as_json)
+    _report(
+        path, {"arch": arch, "seed": seed, "special_token_ids": special_token_ids(arch)}, as_json
+    )
     if not as_json:  # a hint for people, on stderr: stdout stays the one result line
-        typer.echo(f"run it: model-zoo run {path} \"Hello\" -n 16 --device cpu; serve tiny repos from a "
-                   "local hub: model-zoo dev make-hub-tree ./hub && model-zoo serve-mirror ./hub", err=True)
+        typer.echo(
+            f'run it: model-zoo run {path} "Hello" -n 16 --device cpu; serve tiny repos from a '
+            "local hub: model-zoo dev make-hub-tree ./hub && model-zoo serve-mirror ./hub",
+            err=True,
+        )
 
 
 @dev_app.command("make-hub-tree")
 def make_hub_tree_cmd(
     root: Path = typer.Argument(..., help="Directory to lay out as ROOT/<namespace>/<name>/."),
     models: list[str] = typer.Option(
-        [], "--model", "-m", help="Registry model whose sources to lay out (repeatable); "
-        "default: one chat, reward, InternLM3 and v1 model."),
+        [],
+        "--model",
+        "-m",
+        help="Registry model whose sources to lay out (repeatable); "
+        "default: one chat, reward, InternLM3 and v1 model.",
+    ),
     seed: int = typer.Option(0, "--seed", help="Random seed for the tiny weights."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:

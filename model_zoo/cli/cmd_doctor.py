@@ -15,8 +15,12 @@ _MARK = {"error": "✗", "warning": "!", "note": "·"}
 def register(app: typer.Typer) -> None:
     @app.command("doctor")
     def doctor(
-        as_json: bool = typer.Option(False, "--json", help="One JSON document (for bug reports; no secrets)."),
-        timeout: float = typer.Option(2.0, "--timeout", min=0.1, help="Seconds allowed for all hub probes together."),
+        as_json: bool = typer.Option(
+            False, "--json", help="One JSON document (for bug reports; no secrets)."
+        ),
+        timeout: float = typer.Option(
+            2.0, "--timeout", min=0.1, help="Seconds allowed for all hub probes together."
+        ),
     ) -> None:
         """Check this machine: versions, GPUs, each hub's reachability, tokens, store, proxies.
 
@@ -51,9 +55,18 @@ def format_report(report: DoctorReport) -> str:
 
     v, py = report.versions, report.python
     row("model-zoo", f"{v.get('model-zoo') or '?'}   Python {py['version']} ({py['platform']})")
-    row("packages", "  ".join(f"{name} {v[name] or '-'}" for name in ("torch", "transformers", "safetensors",
-                                                                      "huggingface_hub")))
-    extras = [f"{name} {v[name]}" for name in ("modelscope", "bitsandbytes", "vllm", "lmdeploy", "ray") if v.get(name)]
+    row(
+        "packages",
+        "  ".join(
+            f"{name} {v[name] or '-'}"
+            for name in ("torch", "transformers", "safetensors", "huggingface_hub")
+        ),
+    )
+    extras = [
+        f"{name} {v[name]}"
+        for name in ("modelscope", "bitsandbytes", "vllm", "lmdeploy", "ray")
+        if v.get(name)
+    ]
     if extras:
         row("optional", "  ".join(extras))
     row("GPU", _gpu_line(report.gpu))
@@ -65,14 +78,20 @@ def format_report(report: DoctorReport) -> str:
         free = f"{human_size(store.free_bytes)} free of {human_size(store.total_bytes)}"
         state = "" if store.exists else " (not created yet)"
         row("store", f"{store.path}{state}")
-        row("", f"{free}; {store.filesystem or '?'} filesystem, {store.lock_mode or '?'} locks; "
-                f"{store.models} model(s) in {store.snapshots} snapshot(s), {store.incomplete} partial")
+        row(
+            "",
+            f"{free}; {store.filesystem or '?'} filesystem, {store.lock_mode or '?'} locks; "
+            f"{store.models} model(s) in {store.snapshots} snapshot(s), {store.incomplete} partial",
+        )
     row("proxies", "  ".join(f"{k}={val}" for k, val in report.proxies.items()) or "none")
     row("offline", "yes (MODEL_ZOO_OFFLINE / HF_HUB_OFFLINE)" if report.offline else "no")
     row("sources", ", ".join(report.sources) + "  (order for --source auto)")
     reg = report.registry
     overlay = f" + overlay {reg['overlay']}" if reg.get("overlay") else " (no overlay)"
-    row("registry", f"{reg.get('models') if reg.get('models') is not None else '?'} models: built-in{overlay}")
+    row(
+        "registry",
+        f"{reg.get('models') if reg.get('models') is not None else '?'} models: built-in{overlay}",
+    )
     row("config", report.config_file or "none (defaults and environment)")
     lines.append("")
     if report.findings:

@@ -46,7 +46,9 @@ def serve_mirror(
         None, "--conn-bandwidth", help="Limit each connection's rate, in MB/s (as a CDN does)."
     ),
     latency: str | None = typer.Option(
-        None, "--latency", help="Wait this long before every response (one simulated round trip): 50ms, 0.05s or 0.05.",
+        None,
+        "--latency",
+        help="Wait this long before every response (one simulated round trip): 50ms, 0.05s or 0.05.",
         show_default=False,
     ),
     tls_cert: Path | None = typer.Option(
@@ -74,15 +76,18 @@ def serve_mirror(
 
     for option, rate in (("--bandwidth", bandwidth), ("--conn-bandwidth", conn_bandwidth)):
         if rate is not None and not 0 < rate < math.inf:
-            raise UsageError(f"{option} must be a positive rate in MB/s, got {rate:g}; "
-                             "leave it out for no limit")
+            raise UsageError(
+                f"{option} must be a positive rate in MB/s, got {rate:g}; leave it out for no limit"
+            )
     delay = 0.0
     if latency is not None:
         try:
             delay = parse_latency(latency)
         except ValueError:
-            raise UsageError(f"--latency {latency!r} is not a duration: type it as 50ms, 0.05s or 0.05 "
-                             "(seconds, 0 or more); leave it out for none") from None
+            raise UsageError(
+                f"--latency {latency!r} is not a duration: type it as 50ms, 0.05s or 0.05 "
+                "(seconds, 0 or more); leave it out for none"
+            ) from None
     tls = mirror_tls(tls_cert, tls_key)
     store, described = mirror_store(root)
     if not store.repo_ids():
@@ -92,13 +97,20 @@ def serve_mirror(
             "ROOT/<namespace>/<name>/."
         )
     hub = LocalHub(
-        store, host=host, port=port, bandwidth=bandwidth * 1e6 if bandwidth else None,
-        conn_bandwidth=conn_bandwidth * 1e6 if conn_bandwidth else None, latency=delay, tls=tls,
+        store,
+        host=host,
+        port=port,
+        bandwidth=bandwidth * 1e6 if bandwidth else None,
+        conn_bandwidth=conn_bandwidth * 1e6 if conn_bandwidth else None,
+        latency=delay,
+        tls=tls,
     )
     try:
         hub.start()
     except OSError as exc:
-        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; {_bind_advice(exc)}") from None
+        raise UsageError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}; {_bind_advice(exc)}"
+        ) from None
     for line in exposure_warning(host):
         typer.secho(line, err=True, fg=typer.colors.RED, bold=True)
     for line in mirror_banner(hub, described):
@@ -222,8 +234,10 @@ def mirror_banner(hub: LocalHub, described: str) -> list[str]:
     if examples:
         insecure = " --insecure" if hub.scheme == "http" else ""
         lines.append("Ollama pulls its GGUF files (the tag is the quantization level):")
-        lines += [f"ollama pull{insecure} {url.split('://', 1)[1] if not insecure else url}/{repo}:{level}"
-                  for repo, level in examples]
+        lines += [
+            f"ollama pull{insecure} {url.split('://', 1)[1] if not insecure else url}/{repo}:{level}"
+            for repo, level in examples
+        ]
     return lines
 
 

@@ -6,7 +6,7 @@ Only typer at module level; the GGUF header is read with the standard library (n
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+
 import typer
 
 
@@ -16,10 +16,10 @@ def register(app: typer.Typer) -> None:
         name: str = typer.Argument(
             ..., help="Registry model with its GGUF level (NAME:LEVEL), or a .gguf file."
         ),
-        gguf: Optional[str] = typer.Option(
+        gguf: str | None = typer.Option(
             None, "--gguf", help="The GGUF level, when NAME has none (default q4_k_m)."
         ),
-        ollama_name: Optional[str] = typer.Option(
+        ollama_name: str | None = typer.Option(
             None, "--name", help="Name of the Ollama model (default NAME:LEVEL)."
         ),
         create: bool = typer.Option(

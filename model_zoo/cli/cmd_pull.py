@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -25,9 +25,16 @@ def _report_interrupt(tally: Any, json_out: bool) -> None:
     import sys
 
     if json_out:
-        print_json_line({"event": "interrupted", "path": tally.path, "kept_bytes": tally.completed,
-                         "total_bytes": tally.total, "files_done": tally.files_done,
-                         "files_total": tally.files_total})
+        print_json_line(
+            {
+                "event": "interrupted",
+                "path": tally.path,
+                "kept_bytes": tally.completed,
+                "total_bytes": tally.total,
+                "files_done": tally.files_done,
+                "files_total": tally.files_total,
+            }
+        )
     sys.stderr.write(tally.interrupted_line() + "\n")
     sys.stderr.flush()
 
@@ -41,8 +48,10 @@ def _second_interrupt_stops_at_once() -> Iterator[None]:
     import sys
     import threading
 
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
         yield  # not ours to change (a host program, or Ctrl-C ignored as in a background job)
         return
     fired = False
@@ -51,8 +60,11 @@ def _second_interrupt_stops_at_once() -> Iterator[None]:
         nonlocal fired
         if fired:
             restore = "\x1b[?25h\n" if sys.stderr.isatty() else ""  # the bars hid the cursor
-            os.write(2, f"{restore}interrupted again: stopped at once; run the same command again "
-                        "to resume\n".encode())
+            os.write(
+                2,
+                f"{restore}interrupted again: stopped at once; run the same command again "
+                "to resume\n".encode(),
+            )
             os._exit(EXIT_INTERRUPTED)
         fired = True
         raise KeyboardInterrupt
@@ -74,24 +86,42 @@ def _dry_run_table(result: Any) -> None:
     from .output import err_console, human_size
 
     con = err_console()
-    table = Table(title=f"{result.name} from {result.source} ({result.repo_id} @ "
-                        f"{(result.commit or result.revision or 'default')[:12]})", title_justify="left")
+    table = Table(
+        title=f"{result.name} from {result.source} ({result.repo_id} @ "
+        f"{(result.commit or result.revision or 'default')[:12]})",
+        title_justify="left",
+    )
     for col in ("file", "size", "verified by", "status"):
         table.add_column(col, justify="right" if col == "size" else "left")
     for f in result.files:
-        status = "present" if f.present else (
-            "on disk, re-hashed" if f.size and f.resumable >= f.size
-            else f"to download ({human_size(f.resumable)} kept)" if f.resumable else "to download")
+        status = (
+            "present"
+            if f.present
+            else (
+                "on disk, re-hashed"
+                if f.size and f.resumable >= f.size
+                else f"to download ({human_size(f.resumable)} kept)"
+                if f.resumable
+                else "to download"
+            )
+        )
         table.add_row(f.path, human_size(f.size), f.method, status)
     con.print(table)
     con.print(f"{result.plan_text}", highlight=False, markup=False)
     if result.skipped:
-        con.print(f"skipped {len(result.skipped)} file(s): "
-                  + ", ".join(f"{p} ({r})" for p, r in result.skipped[:6])
-                  + (" …" if len(result.skipped) > 6 else ""), highlight=False, markup=False)
+        con.print(
+            f"skipped {len(result.skipped)} file(s): "
+            + ", ".join(f"{p} ({r})" for p, r in result.skipped[:6])
+            + (" …" if len(result.skipped) > 6 else ""),
+            highlight=False,
+            markup=False,
+        )
     fits = {True: "fits", False: "does NOT fit", None: "free space unknown"}[result.fits]
-    con.print(f"total {human_size(result.total_size)}, to download {human_size(result.to_download)}, "
-              f"free {human_size(result.free_bytes)} at {result.path}: {fits}", highlight=False)
+    con.print(
+        f"total {human_size(result.total_size)}, to download {human_size(result.to_download)}, "
+        f"free {human_size(result.free_bytes)} at {result.path}: {fits}",
+        highlight=False,
+    )
 
 
 def _summary(result: Any) -> None:
@@ -109,41 +139,81 @@ def _summary(result: Any) -> None:
     con = err_console()
     for note in result.notes:
         con.print(f"[yellow]note:[/] {note}", highlight=False)
-    con.print(f"{result.name}: {sum(counts.values())} files verified ({how}); {moved}",
-              highlight=False, markup=False)
-    weak = [r.path for r in (result.manifest.files if result.manifest else ()) if r.verified == "size-only"]
+    con.print(
+        f"{result.name}: {sum(counts.values())} files verified ({how}); {moved}",
+        highlight=False,
+        markup=False,
+    )
+    weak = [
+        r.path
+        for r in (result.manifest.files if result.manifest else ())
+        if r.verified == "size-only"
+    ]
     if weak:
-        con.print(f"[yellow]note:[/] no hub publishes a sha256 for {', '.join(weak[:5])}"
-                  f"{' …' if len(weak) > 5 else ''}; only sizes were checked (use --sources with a second "
-                  "hub, or a lock file, to verify them)", highlight=False)
+        con.print(
+            f"[yellow]note:[/] no hub publishes a sha256 for {', '.join(weak[:5])}"
+            f"{' …' if len(weak) > 5 else ''}; only sizes were checked (use --sources with a second "
+            "hub, or a lock file, to verify them)",
+            highlight=False,
+        )
 
 
 def register(app: typer.Typer) -> None:
-    cache = typer.Typer(help="Inspect and clean the local store ($MODEL_ZOO_HOME).\n\nExample:\n  model-zoo cache du",
-                        no_args_is_help=True)
+    cache = typer.Typer(
+        help="Inspect and clean the local store ($MODEL_ZOO_HOME).\n\nExample:\n  model-zoo cache du",
+        no_args_is_help=True,
+    )
     app.add_typer(cache, name="cache")
 
     @app.command("pull")
     def pull_cmd(
-        name: Optional[str] = typer.Argument(None, help="Model name (any spelling, optional :LEVEL and @revision)."),
-        source: str = typer.Option("auto", "--source", "-s",
-                                   help="auto | hf | modelscope | modelers | openxlab | openxlab-origin"),
-        sources: Optional[str] = typer.Option(None, "--sources",
-                                              help="Several sources at once, e.g. hf,modelscope."),
-        revision: Optional[str] = typer.Option(None, "--revision", "-r", help="Commit or tag to pin."),
-        gguf: Optional[str] = typer.Option(None, "--gguf",
-                                           help="One GGUF file of the model's GGUF release, by level: q4_k_m, q8_0, fp16."),
-        local_dir: Optional[Path] = typer.Option(None, "--local-dir", help="Put the files here, not in the store."),
-        include: list[str] = typer.Option([], "--include", help="Only files matching this glob (repeatable)."),
-        exclude: list[str] = typer.Option([], "--exclude", help="Skip files matching this glob (repeatable)."),
-        all_files: bool = typer.Option(False, "--all-files", help="Also take redundant weight formats (.bin)."),
-        lock: Optional[Path] = typer.Option(None, "--lock", help="Pull exactly what this lock file records."),
-        dry_run: bool = typer.Option(False, "--dry-run", help="Show files, sizes and free space; download nothing."),
+        name: str | None = typer.Argument(
+            None, help="Model name (any spelling, optional :LEVEL and @revision)."
+        ),
+        source: str = typer.Option(
+            "auto",
+            "--source",
+            "-s",
+            help="auto | hf | modelscope | modelers | openxlab | openxlab-origin",
+        ),
+        sources: str | None = typer.Option(
+            None, "--sources", help="Several sources at once, e.g. hf,modelscope."
+        ),
+        revision: str | None = typer.Option(
+            None, "--revision", "-r", help="Commit or tag to pin."
+        ),
+        gguf: str | None = typer.Option(
+            None,
+            "--gguf",
+            help="One GGUF file of the model's GGUF release, by level: q4_k_m, q8_0, fp16.",
+        ),
+        local_dir: Path | None = typer.Option(
+            None, "--local-dir", help="Put the files here, not in the store."
+        ),
+        include: list[str] = typer.Option(
+            [], "--include", help="Only files matching this glob (repeatable)."
+        ),
+        exclude: list[str] = typer.Option(
+            [], "--exclude", help="Skip files matching this glob (repeatable)."
+        ),
+        all_files: bool = typer.Option(
+            False, "--all-files", help="Also take redundant weight formats (.bin)."
+        ),
+        lock: Path | None = typer.Option(
+            None, "--lock", help="Pull exactly what this lock file records."
+        ),
+        dry_run: bool = typer.Option(
+            False, "--dry-run", help="Show files, sizes and free space; download nothing."
+        ),
         json_out: bool = _JSON,
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
-        connections: Optional[int] = typer.Option(
-            None, "--connections", "--max-workers", min=1,
-            help="Most requests at once (default: as many as the link rewards, up to 32)."),
+        connections: int | None = typer.Option(
+            None,
+            "--connections",
+            "--max-workers",
+            min=1,
+            help="Most requests at once (default: as many as the link rewards, up to 32).",
+        ),
     ) -> None:
         """Download a checkpoint, verify every byte, and print its directory (last line of stdout).
 
@@ -162,7 +232,9 @@ def register(app: typer.Typer) -> None:
         names = [name] if name else []
         if not names:
             if lock is None:
-                raise UsageError("name a model to pull, or pass --lock FILE to pull every model it lists")
+                raise UsageError(
+                    "name a model to pull, or pass --lock FILE to pull every model it lists"
+                )
             from ..store.lockfile import read_lock
 
             names = [m.name for m in read_lock(lock).models]
@@ -176,11 +248,23 @@ def register(app: typer.Typer) -> None:
         try:
             with _second_interrupt_stops_at_once():
                 for n in names:
-                    results.append(pull_model(
-                        n, source=source, sources=sources, revision=revision, local_dir=local_dir,
-                        include=include or None, exclude=exclude or None, all_files=all_files, lock=lock,
-                        dry_run=dry_run, progress=renderer, connections=connections, gguf=gguf,
-                    ))
+                    results.append(
+                        pull_model(
+                            n,
+                            source=source,
+                            sources=sources,
+                            revision=revision,
+                            local_dir=local_dir,
+                            include=include or None,
+                            exclude=exclude or None,
+                            all_files=all_files,
+                            lock=lock,
+                            dry_run=dry_run,
+                            progress=renderer,
+                            connections=connections,
+                            gguf=gguf,
+                        )
+                    )
         except KeyboardInterrupt:
             renderer.close()  # the bars' last frame first, then the one line below it
             _report_interrupt(renderer.tally, json_out)
@@ -202,10 +286,16 @@ def register(app: typer.Typer) -> None:
     @app.command("verify")
     def verify_cmd(
         target: str = typer.Argument(..., help="A model name (its store copy) or a directory."),
-        lock: Optional[Path] = typer.Option(None, "--lock", help="Check hashes against this lock file."),
+        lock: Path | None = typer.Option(
+            None, "--lock", help="Check hashes against this lock file."
+        ),
         json_out: bool = _JSON,
-        quick: bool = typer.Option(False, "--quick", help="Sizes and structure only; re-hash only changed files."),
-        workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Hashing threads (default: cores)."),
+        quick: bool = typer.Option(
+            False, "--quick", help="Sizes and structure only; re-hash only changed files."
+        ),
+        workers: int | None = typer.Option(
+            None, "--workers", min=1, help="Hashing threads (default: cores)."
+        ),
     ) -> None:
         """Re-hash every file against the manifest (or a lock) and check the safetensors structure.
 
@@ -228,15 +318,23 @@ def register(app: typer.Typer) -> None:
                 con.print(f"[red]✗[/] {p.path}: {p.detail}", highlight=False)
             if report.unlisted:
                 shown = ", ".join(report.unlisted[:5]) + (" …" if len(report.unlisted) > 5 else "")
-                con.print(f"[yellow]note:[/] {len(report.unlisted)} file(s) on disk that the {report.against} "
-                          f"does not list (no hash to compare): {shown}", highlight=False)
+                con.print(
+                    f"[yellow]note:[/] {len(report.unlisted)} file(s) on disk that the {report.against} "
+                    f"does not list (no hash to compare): {shown}",
+                    highlight=False,
+                )
             status = "OK" if report.ok else f"{len(report.problems)} problem(s)"
-            against = (f"against the {report.against}" if report.against != "none"
-                       else "(no manifest or lock file: hashes computed, not compared)")
-            con.print(f"{report.root}: {len(report.files)} files, {human_size(report.bytes_hashed)} hashed "
-                      f"{against} in {report.seconds:.2f} s "
-                      f"({human_size(report.throughput)}/s, {report.workers} threads); structure checked: {status}",
-                      highlight=False)
+            against = (
+                f"against the {report.against}"
+                if report.against != "none"
+                else "(no manifest or lock file: hashes computed, not compared)"
+            )
+            con.print(
+                f"{report.root}: {len(report.files)} files, {human_size(report.bytes_hashed)} hashed "
+                f"{against} in {report.seconds:.2f} s "
+                f"({human_size(report.throughput)}/s, {report.workers} threads); structure checked: {status}",
+                highlight=False,
+            )
         report.raise_for_problems()
         if not json_out:
             typer.echo(str(report.root))
@@ -245,13 +343,19 @@ def register(app: typer.Typer) -> None:
     def lock_cmd(
         names: list[str] = typer.Argument(..., help="Models to lock (each may carry @revision)."),
         source: str = typer.Option("auto", "--source", "-s", help="Source to lock against."),
-        revision: Optional[str] = typer.Option(None, "--revision", "-r", help="Commit or tag."),
+        revision: str | None = typer.Option(None, "--revision", "-r", help="Commit or tag."),
         include: list[str] = typer.Option([], "--include", help="Only files matching this glob."),
         exclude: list[str] = typer.Option([], "--exclude", help="Skip files matching this glob."),
-        all_files: bool = typer.Option(False, "--all-files", help="Also lock redundant weight formats."),
-        output: Optional[Path] = typer.Option(
-            None, "--output", "-o", help="Write the lock here, only once locking succeeded (atomic; a shell "
-            "redirect leaves an empty file behind when it fails)."),
+        all_files: bool = typer.Option(
+            False, "--all-files", help="Also lock redundant weight formats."
+        ),
+        output: Path | None = typer.Option(
+            None,
+            "--output",
+            "-o",
+            help="Write the lock here, only once locking succeeded (atomic; a shell "
+            "redirect leaves an empty file behind when it fails).",
+        ),
         quiet: bool = typer.Option(False, "--quiet", "-q"),
     ) -> None:
         """Record each model's source, commit and every file's size and sha256 (JSON).
@@ -265,8 +369,15 @@ def register(app: typer.Typer) -> None:
         from .progress import make_renderer
 
         renderer = make_renderer(quiet=quiet, tty=False)
-        lock_file = lock_models(names, source=source, revision=revision, include=include or None,
-                                exclude=exclude or None, all_files=all_files, progress=renderer)
+        lock_file = lock_models(
+            names,
+            source=source,
+            revision=revision,
+            include=include or None,
+            exclude=exclude or None,
+            all_files=all_files,
+            progress=renderer,
+        )
         if output is not None:
             write_json_atomic(output, lock_file.to_dict())
         else:
@@ -288,27 +399,49 @@ def register(app: typer.Typer) -> None:
         snaps = iter_snapshots(home)
         partial = incomplete_dirs(home)
         if json_out:
-            print_json({
-                "home": str(home),
-                "models": [{"name": s.name, "slug": s.slug, "revision": s.manifest.revision,
-                            "commit": s.manifest.commit, "source": s.manifest.source,
-                            "repo_id": s.manifest.repo_id, "files": len(s.manifest.files),
-                            "size": s.manifest.total_size, "verified_at": s.manifest.verified_at,
-                            "path": str(s.root)} for s in snaps],
-                "incomplete": [str(p) for p in partial],
-            })
+            print_json(
+                {
+                    "home": str(home),
+                    "models": [
+                        {
+                            "name": s.name,
+                            "slug": s.slug,
+                            "revision": s.manifest.revision,
+                            "commit": s.manifest.commit,
+                            "source": s.manifest.source,
+                            "repo_id": s.manifest.repo_id,
+                            "files": len(s.manifest.files),
+                            "size": s.manifest.total_size,
+                            "verified_at": s.manifest.verified_at,
+                            "path": str(s.root),
+                        }
+                        for s in snaps
+                    ],
+                    "incomplete": [str(p) for p in partial],
+                }
+            )
             return
         from rich.table import Table
 
         table = Table(title=f"store: {home}", title_justify="left")
         for col in ("name", "revision", "source", "files", "size", "verified"):
-            table.add_column(col, justify="right" if col in ("files", "size") else "left", no_wrap=True)
+            table.add_column(
+                col, justify="right" if col in ("files", "size") else "left", no_wrap=True
+            )
         for s in snaps:
-            table.add_row(s.name, s.revision_label, s.manifest.source, str(len(s.manifest.files)),
-                          human_size(s.manifest.total_size), s.manifest.verified_at[:16].replace("T", " "))
+            table.add_row(
+                s.name,
+                s.revision_label,
+                s.manifest.source,
+                str(len(s.manifest.files)),
+                human_size(s.manifest.total_size),
+                s.manifest.verified_at[:16].replace("T", " "),
+            )
         console().print(table)
         for s in snaps:
-            console().print(f"{s.name} @ {s.revision_label}: {s.root}", highlight=False, soft_wrap=True)
+            console().print(
+                f"{s.name} @ {s.revision_label}: {s.root}", highlight=False, soft_wrap=True
+            )
         for p in partial:
             console().print(f"incomplete (resumable): {p}", highlight=False)
 
@@ -326,7 +459,11 @@ def register(app: typer.Typer) -> None:
 
         home = load_settings().home
         base = models_dir(home)
-        per = {p.name: disk_usage(p) for p in sorted(base.iterdir()) if p.is_dir()} if base.is_dir() else {}
+        per = (
+            {p.name: disk_usage(p) for p in sorted(base.iterdir()) if p.is_dir()}
+            if base.is_dir()
+            else {}
+        )
         total = disk_usage(home) if home.is_dir() else 0
         if json_out:
             print_json({"home": str(home), "models": per, "total": total})
@@ -377,8 +514,10 @@ def register(app: typer.Typer) -> None:
         if not yes and not typer.confirm("Remove these from the store?", err=True):
             raise typer.Exit(1)
         freed = sum(remove_from_store(home, p) for p in paths)
-        con.print(f"removed {len(paths)} director{'y' if len(paths) == 1 else 'ies'}, freed {human_size(freed)}",
-                  highlight=False)
+        con.print(
+            f"removed {len(paths)} director{'y' if len(paths) == 1 else 'ies'}, freed {human_size(freed)}",
+            highlight=False,
+        )
 
 
 def print_json_line(data: Any) -> None:

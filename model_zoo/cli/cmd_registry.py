@@ -7,7 +7,7 @@ plain aligned text: rich's table layout alone took longer than the rest of the c
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -15,7 +15,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..registry.info import ModelInfo
 
 _JSON = typer.Option(False, "--json", help="Print JSON instead of a table.")
-_CONTEXT = typer.Option(4096, "--context", min=0, help="Tokens of context the memory estimate allows for.")
+_CONTEXT = typer.Option(
+    4096, "--context", min=0, help="Tokens of context the memory estimate allows for."
+)
 
 # What each reward scoring style takes, as `info` says it.
 _SCORES = {
@@ -41,10 +43,18 @@ def _model_json(m: ModelInfo, context: int) -> dict[str, Any]:
 
 
 # Short source names for narrow tables.
-_SOURCE_CODES = {"hf": "hf", "modelscope": "ms", "modelers": "ml", "openxlab": "ox", "openxlab-origin": "ox-o"}
+_SOURCE_CODES = {
+    "hf": "hf",
+    "modelscope": "ms",
+    "modelers": "ml",
+    "openxlab": "ox",
+    "openxlab-origin": "ox-o",
+}
 
 
-def format_table(headers: list[str], rows: list[list[str]], right: frozenset[int] = frozenset()) -> str:
+def format_table(
+    headers: list[str], rows: list[list[str]], right: frozenset[int] = frozenset()
+) -> str:
     """Columns padded to their widest cell; ``right`` holds the indexes of right-aligned columns.
 
     Plain text on purpose: rich's table layout costs more than the rest of `model-zoo list`.
@@ -63,8 +73,13 @@ def _table(models: list[ModelInfo], dtype: str, context: int, title: str) -> Non
     headers = ["name", "kind", "size", "context", "released", f"{dtype} GiB", "sources"]
     rows = [
         [
-            m.name, m.kind, m.size, _tokens(m.context_length), m.released.isoformat(),
-            f"{m.memory_gb(dtype, context):.1f}", ",".join(_SOURCE_CODES.get(s, s) for s in m.sources),
+            m.name,
+            m.kind,
+            m.size,
+            _tokens(m.context_length),
+            m.released.isoformat(),
+            f"{m.memory_gb(dtype, context):.1f}",
+            ",".join(_SOURCE_CODES.get(s, s) for s in m.sources),
         ]
         for m in models
     ]
@@ -93,7 +108,10 @@ def _info_text(m: ModelInfo, context: int) -> None:
         ("family", f"{m.family_title} ({m.family}, generation {m.generation:g})"),
         ("kind", m.kind),
         ("size", f"{m.size} ({m.params_b:.2f}B parameters, from {m.params_from})"),
-        ("released", m.released.isoformat() + (f" (updated {m.updated.isoformat()})" if m.updated else "")),
+        (
+            "released",
+            m.released.isoformat() + (f" (updated {m.updated.isoformat()})" if m.updated else ""),
+        ),
         ("license", m.license + (f": {m.license_note}" if m.license_note else "")),
         ("architecture", m.architecture),
         ("context", f"{_tokens(m.context_length)} tokens" if m.context_length else "unknown"),
@@ -109,13 +127,20 @@ def _info_text(m: ModelInfo, context: int) -> None:
         rows.append(("generation", ", ".join(parts)))
     if m.reward:
         score = f", RewardBench {m.reward.rewardbench}" if m.reward.rewardbench is not None else ""
-        rows.append(("reward", f"scores {_SCORES[m.reward.scoring]}; reward_token_id {m.reward.reward_token_id}{score}"))
+        rows.append(
+            (
+                "reward",
+                f"scores {_SCORES[m.reward.scoring]}; reward_token_id {m.reward.reward_token_id}{score}",
+            )
+        )
     if m.dims:
         d = m.dims
         rope = "none"
         if d.rope_scaling:
             factor = d.rope_scaling.factor
-            rope = d.rope_scaling.type + (f" x{factor:g}" if factor is not None else " (factor not recorded)")
+            rope = d.rope_scaling.type + (
+                f" x{factor:g}" if factor is not None else " (factor not recorded)"
+            )
         dims = (
             f"hidden {d.hidden}, intermediate {d.intermediate}, layers {d.layers}, heads {d.heads}, "
             f"kv_heads {d.kv_heads}, head_dim {d.head_dim}, vocab {d.vocab}, max_positions "
@@ -128,11 +153,13 @@ def _info_text(m: ModelInfo, context: int) -> None:
     for key, url in m.web_urls().items():
         rows.append((f"source {key}", f"{m.sources[key]}  {url}"))
     for dtype, est in _memory_by_dtype(m, context).items():
-        rows.append((
-            f"memory {dtype}",
-            f"{est['total_gib']:.1f} GiB (weights {est['weights_gib']:.1f} + KV cache "
-            f"{est['kv_cache_gib']:.2f} at {context} tokens + runtime {est['runtime_gib']:.1f})",
-        ))
+        rows.append(
+            (
+                f"memory {dtype}",
+                f"{est['total_gib']:.1f} GiB (weights {est['weights_gib']:.1f} + KV cache "
+                f"{est['kv_cache_gib']:.2f} at {context} tokens + runtime {est['runtime_gib']:.1f})",
+            )
+        )
     rows += _variant_lines(m, context)
     width = max(len(key) for key, _ in rows)
     typer.echo("\n".join(f"{key.ljust(width)}  {value}" for key, value in rows))
@@ -147,7 +174,12 @@ def _variant_lines(m: ModelInfo, context: int) -> list[tuple[str, str]]:
         v = m.variant
         assert v is not None
         note = "" if v.confirmed else f" [unconfirmed: {v.note or 'not seen in a public listing'}]"
-        lines.append(("variant of", f"{m.variant_of} ({v.format}{f', {v.bits}-bit' if v.bits else ''}){note}"))
+        lines.append(
+            (
+                "variant of",
+                f"{m.variant_of} ({v.format}{f', {v.bits}-bit' if v.bits else ''}){note}",
+            )
+        )
     shown: set[str] = set()
     for row in variant_rows(m, context):
         if row.variant not in shown and not m.variant_of:
@@ -155,31 +187,66 @@ def _variant_lines(m: ModelInfo, context: int) -> list[tuple[str, str]]:
             v = next(x for x in m.variants if x.name == row.variant)
             tail = "" if v.confirmed else " [unconfirmed]"
             bits = f", {v.bits}-bit" if v.bits else ""
-            lines.append((f"variant {row.format}", f"{row.variant} ({', '.join(v.sources.values())}{bits}){tail}"))
+            lines.append(
+                (
+                    f"variant {row.format}",
+                    f"{row.variant} ({', '.join(v.sources.values())}{bits}){tail}",
+                )
+            )
         if row.level is None:
-            lines.append(("", f"  memory {row.memory_gib:.1f} GiB (weights {row.weights_gib:.1f} at int4 + KV cache and runtime)"))
+            lines.append(
+                (
+                    "",
+                    f"  memory {row.memory_gib:.1f} GiB (weights {row.weights_gib:.1f} at int4 + KV cache and runtime)",
+                )
+            )
             continue
         size = f"{row.size_gb:.2f} GB" if row.size_gb is not None else "size not seen"
-        lines.append(("", f"  {row.level:<7} {row.file}  {size}, memory {row.memory_gib:.1f} GiB "
-                          f"(weights {row.weights_gib:.1f} from {row.weights_from})"))
+        lines.append(
+            (
+                "",
+                f"  {row.level:<7} {row.file}  {size}, memory {row.memory_gib:.1f} GiB "
+                f"(weights {row.weights_gib:.1f} from {row.weights_from})",
+            )
+        )
     if any(r.level for r in variant_rows(m, context)):
         name = m.variant_of or m.name
-        lines.append(("", f"  pull one level: model-zoo pull {name} --gguf LEVEL (or {m.gguf_variant().name.lower() if m.gguf_variant() else name}:LEVEL)"))
+        lines.append(
+            (
+                "",
+                f"  pull one level: model-zoo pull {name} --gguf LEVEL (or {m.gguf_variant().name.lower() if m.gguf_variant() else name}:LEVEL)",
+            )
+        )
     return lines
 
 
 def register(app: typer.Typer) -> None:
     @app.command("list")
     def list_cmd(
-        family: Optional[str] = typer.Option(None, "--family", "-f", help="Only this family, e.g. internlm2.5."),
-        kind: Optional[str] = typer.Option(None, "--kind", "-k", help="Only this kind: base, chat, instruct, reward, ..."),
-        source: Optional[str] = typer.Option(None, "--source", "-s", help="Only models this source serves (hf, modelscope, ...)."),
-        size: Optional[str] = typer.Option(None, "--size", help="Only this size, e.g. 7B."),
-        fits: Optional[str] = typer.Option(None, "--fits", help="Only models whose estimate fits this GPU memory: 24GiB (2^30 bytes, what a card sold as 24 GB has) or 24GB (10^9 bytes)."),
-        dtype: str = typer.Option("bf16", "--dtype", help="Weight dtype for memory estimates: bf16, fp16, int8, int4."),
-        scoring: Optional[str] = typer.Option(
-            None, "--scoring", help="Only reward models that score this way: conversation (InternLM2-Reward) or "
-            "reference-based (POLAR)."),
+        family: str | None = typer.Option(
+            None, "--family", "-f", help="Only this family, e.g. internlm2.5."
+        ),
+        kind: str | None = typer.Option(
+            None, "--kind", "-k", help="Only this kind: base, chat, instruct, reward, ..."
+        ),
+        source: str | None = typer.Option(
+            None, "--source", "-s", help="Only models this source serves (hf, modelscope, ...)."
+        ),
+        size: str | None = typer.Option(None, "--size", help="Only this size, e.g. 7B."),
+        fits: str | None = typer.Option(
+            None,
+            "--fits",
+            help="Only models whose estimate fits this GPU memory: 24GiB (2^30 bytes, what a card sold as 24 GB has) or 24GB (10^9 bytes).",
+        ),
+        dtype: str = typer.Option(
+            "bf16", "--dtype", help="Weight dtype for memory estimates: bf16, fp16, int8, int4."
+        ),
+        scoring: str | None = typer.Option(
+            None,
+            "--scoring",
+            help="Only reward models that score this way: conversation (InternLM2-Reward) or "
+            "reference-based (POLAR).",
+        ),
         context: int = _CONTEXT,
         json_out: bool = _JSON,
     ) -> None:
@@ -194,7 +261,13 @@ def register(app: typer.Typer) -> None:
         from ..registry.api import list_models
 
         models = list_models(
-            family=family, kind=kind, source=source, size=size, max_memory_gb=fits, dtype=dtype, context=context,
+            family=family,
+            kind=kind,
+            source=source,
+            size=size,
+            max_memory_gb=fits,
+            dtype=dtype,
+            context=context,
             scoring=scoring,
         )
         if json_out:
@@ -207,7 +280,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("info")
     def info_cmd(
-        name: str = typer.Argument(..., help="Model name, alias or repo id; NAME@REVISION allowed."),
+        name: str = typer.Argument(
+            ..., help="Model name, alias or repo id; NAME@REVISION allowed."
+        ),
         context: int = _CONTEXT,
         json_out: bool = _JSON,
     ) -> None:
@@ -230,7 +305,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("search")
     def search_cmd(
-        text: list[str] = typer.Argument(..., help="Words that must all appear (name, alias, repo id, family, kind)."),
+        text: list[str] = typer.Argument(
+            ..., help="Words that must all appear (name, alias, repo id, family, kind)."
+        ),
         json_out: bool = _JSON,
     ) -> None:
         """Find models by words in their names, aliases, repo ids, family or kind.
@@ -249,14 +326,20 @@ def register(app: typer.Typer) -> None:
             return
         _table(models, "bf16", 4096, f"{len(models)} matches for {' '.join(text)!r}")
 
-    registry_app = typer.Typer(help="Work with registry files.\n\nExample:\n  model-zoo registry check my-models.yaml",
-                               no_args_is_help=True)
+    registry_app = typer.Typer(
+        help="Work with registry files.\n\nExample:\n  model-zoo registry check my-models.yaml",
+        no_args_is_help=True,
+    )
 
     @registry_app.command("check")
     def check_cmd(
-        file: Optional[str] = typer.Argument(None, help="Registry file to check (default: the built-in one)."),
+        file: str | None = typer.Argument(
+            None, help="Registry file to check (default: the built-in one)."
+        ),
         standalone: bool = typer.Option(
-            False, "--standalone", help="Check FILE on its own, not laid over the built-in registry."
+            False,
+            "--standalone",
+            help="Check FILE on its own, not laid over the built-in registry.",
         ),
         json_out: bool = _JSON,
     ) -> None:
@@ -275,14 +358,21 @@ def register(app: typer.Typer) -> None:
         if json_out:
             from .output import print_json
 
-            print_json({
-                "file": target,
-                "ok": not problems,
-                "problems": [
-                    {"location": p.location, "entry": p.entry, "field": p.field, "message": p.message}
-                    for p in problems
-                ],
-            })
+            print_json(
+                {
+                    "file": target,
+                    "ok": not problems,
+                    "problems": [
+                        {
+                            "location": p.location,
+                            "entry": p.entry,
+                            "field": p.field,
+                            "message": p.message,
+                        }
+                        for p in problems
+                    ],
+                }
+            )
             if problems:
                 raise typer.Exit(RegistryError.exit_code)
             return

@@ -16,12 +16,22 @@ import typer
 _HELP_CHAT = "Type a message and press Enter. /reset clears the history, /system TEXT sets the system prompt, Ctrl-D quits."
 
 
-def _generation(max_new_tokens: int | None, temperature: float | None, top_p: float | None,
-                top_k: int | None, repetition_penalty: float | None, seed: int | None,
-                greedy: bool) -> dict[str, Any]:
+def _generation(
+    max_new_tokens: int | None,
+    temperature: float | None,
+    top_p: float | None,
+    top_k: int | None,
+    repetition_penalty: float | None,
+    seed: int | None,
+    greedy: bool,
+) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "top_k": top_k,
-        "repetition_penalty": repetition_penalty, "seed": seed,
+        "max_new_tokens": max_new_tokens,
+        "temperature": temperature,
+        "top_p": top_p,
+        "top_k": top_k,
+        "repetition_penalty": repetition_penalty,
+        "seed": seed,
     }
     if greedy:
         out["do_sample"] = False
@@ -42,7 +52,9 @@ def cli_warnings() -> Iterator[None]:
     from .output import err_console
 
     def show(message: Warning | str, *_: Any, **__: Any) -> None:  # paths may hold "[...]": escaped
-        err_console().print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+        err_console().print(
+            f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True
+        )
 
     with warnings.catch_warnings():
         warnings.showwarning = show
@@ -63,8 +75,10 @@ def _load(name: str, device: str, dtype: str, backend: str = "transformers") -> 
         with cli_warnings():
             return load(name, device=device, dtype=dtype, backend=backend)
 
-    not_generative = UsageError(f"{name} is a reward model: it scores conversations, it does not generate. "
-                                "Use `model-zoo score`, `model-zoo compare` or `model-zoo serve-reward`.")
+    not_generative = UsageError(
+        f"{name} is a reward model: it scores conversations, it does not generate. "
+        "Use `model-zoo score`, `model-zoo compare` or `model-zoo serve-reward`."
+    )
     info = registry_entry(name)
     if info is not None and info.kind == "reward":  # refuse before pulling it
         raise not_generative
@@ -78,11 +92,20 @@ def _load(name: str, device: str, dtype: str, backend: str = "transformers") -> 
         return load(resolved.path, device=device, dtype=dtype, backend=backend)
 
 
-def _print_reply(runner: Any, messages: Any, *, system: str | None, thinking: bool, stream: bool,
-                 generation: dict[str, Any]) -> str:
+def _print_reply(
+    runner: Any,
+    messages: Any,
+    *,
+    system: str | None,
+    thinking: bool,
+    stream: bool,
+    generation: dict[str, Any],
+) -> str:
     if stream:
         parts = []
-        for piece in runner.chat(messages, system=system, thinking=thinking, stream=True, **generation):
+        for piece in runner.chat(
+            messages, system=system, thinking=thinking, stream=True, **generation
+        ):
             sys.stdout.write(piece)
             sys.stdout.flush()
             parts.append(piece)
@@ -97,8 +120,12 @@ def _print_reply(runner: Any, messages: Any, *, system: str | None, thinking: bo
 def register(app: typer.Typer) -> None:
     device_opt = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N")
     dtype_opt = typer.Option("auto", "--dtype", help="auto | bfloat16 | float16 | float32")
-    system_opt = typer.Option(None, "--system", help="System prompt (default: the model's; '' for none).")
-    thinking_opt = typer.Option(False, "--thinking", help="Use InternLM3's deep-thinking system prompt.")
+    system_opt = typer.Option(
+        None, "--system", help="System prompt (default: the model's; '' for none)."
+    )
+    thinking_opt = typer.Option(
+        False, "--thinking", help="Use InternLM3's deep-thinking system prompt."
+    )
     max_opt = typer.Option(None, "--max-new-tokens", "-n", help="Most tokens to generate.")
     temp_opt = typer.Option(None, "--temperature", "-t", help="Sampling temperature (0 = greedy).")
     top_p_opt = typer.Option(None, "--top-p")
@@ -106,12 +133,17 @@ def register(app: typer.Typer) -> None:
     rep_opt = typer.Option(None, "--repetition-penalty")
     seed_opt = typer.Option(None, "--seed", help="Seed for reproducible sampling.")
     greedy_opt = typer.Option(False, "--greedy", help="Greedy decoding (no sampling).")
-    backend_opt = typer.Option("transformers", "--backend",
-                               help="transformers (native) | vllm | lmdeploy | llama.cpp (GGUF files, llama-cpp-python).")
+    backend_opt = typer.Option(
+        "transformers",
+        "--backend",
+        help="transformers (native) | vllm | lmdeploy | llama.cpp (GGUF files, llama-cpp-python).",
+    )
 
     @app.command("run")
     def run_cmd(
-        name: str = typer.Argument(..., help="Model name (pulled if missing) or checkpoint directory."),
+        name: str = typer.Argument(
+            ..., help="Model name (pulled if missing) or checkpoint directory."
+        ),
         prompt: str = typer.Argument(..., help="The user message."),
         stream: bool = typer.Option(False, "--stream", help="Print the reply as it is generated."),
         thinking: bool = thinking_opt,
@@ -136,13 +168,19 @@ def register(app: typer.Typer) -> None:
           model-zoo run internlm2_5-7b-chat:q4_k_m "Hello"          # the GGUF file, native
           model-zoo run ./internlm2_5-7b-chat-q4_k_m.gguf "Hello" --backend llama.cpp
         """
-        gen = _generation(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed, greedy)
+        gen = _generation(
+            max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed, greedy
+        )
         runner = _load(name, device, dtype, backend)
-        _print_reply(runner, prompt, system=system, thinking=thinking, stream=stream, generation=gen)
+        _print_reply(
+            runner, prompt, system=system, thinking=thinking, stream=stream, generation=gen
+        )
 
     @app.command("chat")
     def chat_cmd(
-        name: str = typer.Argument(..., help="Model name (pulled if missing) or checkpoint directory."),
+        name: str = typer.Argument(
+            ..., help="Model name (pulled if missing) or checkpoint directory."
+        ),
         thinking: bool = thinking_opt,
         system: str | None = system_opt,
         device: str = device_opt,
@@ -164,7 +202,9 @@ def register(app: typer.Typer) -> None:
         """
         from .output import err_console
 
-        gen = _generation(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed, greedy)
+        gen = _generation(
+            max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed, greedy
+        )
         runner = _load(name, device, dtype, backend)
         con = err_console()
         con.print(_HELP_CHAT, highlight=False, markup=False)
@@ -187,7 +227,11 @@ def register(app: typer.Typer) -> None:
             if word == "/system":
                 system = rest.strip()
                 history.clear()
-                con.print(f"(system prompt set{'' if system else ' to none'}; history cleared)", highlight=False, markup=False)
+                con.print(
+                    f"(system prompt set{'' if system else ' to none'}; history cleared)",
+                    highlight=False,
+                    markup=False,
+                )
                 continue
             if word in ("/exit", "/quit"):
                 break
@@ -198,7 +242,9 @@ def register(app: typer.Typer) -> None:
             sys.stderr.write("assistant> ")
             sys.stderr.flush()
             try:
-                reply = _print_reply(runner, history, system=system, thinking=thinking, stream=True, generation=gen)
+                reply = _print_reply(
+                    runner, history, system=system, thinking=thinking, stream=True, generation=gen
+                )
             except KeyboardInterrupt:
                 history.pop()
                 con.print("\n(interrupted)", highlight=False, markup=False)

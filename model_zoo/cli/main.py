@@ -65,7 +65,9 @@ def report_error(exc: ModelZooError) -> None:
     from .output import err_console
 
     # The message is text, not markup: a path like run[1]/in.jsonl must print as it is.
-    err_console().print(f"[bold red]error:[/] {escape(exc.message)}", markup=True, highlight=False, soft_wrap=True)
+    err_console().print(
+        f"[bold red]error:[/] {escape(exc.message)}", markup=True, highlight=False, soft_wrap=True
+    )
 
 
 def _click_exceptions() -> tuple[type[BaseException], type[BaseException], type[BaseException]]:

@@ -30,5 +30,3 @@ def err_console() -> Console:
 def print_json(data: Any) -> None:
     """Machine-readable output on stdout: one JSON document, no colours."""
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
-
-

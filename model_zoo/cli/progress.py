@@ -125,13 +125,17 @@ class PullTally:
         with self._lock:
             if kind == "start":
                 data = getattr(event, "data", {}) or {}
-                self._reset(int(data.get("bytes", 0) or 0), int(data.get("files", 0) or 0), data.get("path"))
+                self._reset(
+                    int(data.get("bytes", 0) or 0), int(data.get("files", 0) or 0), data.get("path")
+                )
                 self.began = True
                 return None
             if kind == "file_start":
                 f = self.files.get(event.path)
                 if f is None:
-                    f = self.files[event.path] = FileTally(event.path, event.size, unsized=event.size is None)
+                    f = self.files[event.path] = FileTally(
+                        event.path, event.size, unsized=event.size is None
+                    )
                 # a second FileStart (the pull's retry on another sha256) starts the file over
                 f.size, f.resumed, f.received = event.size, int(event.resumed or 0), 0
                 f.done = f.failed = f.already_present = False
@@ -141,8 +145,9 @@ class PullTally:
             if kind == "progress":
                 f = self.files.get(event.path)
                 if f is None:  # bytes of a file never announced still arrived: count them
-                    f = self.files[event.path] = FileTally(event.path, None, unsized=True, started=now,
-                                                           rate=_Rate(now, self.window))
+                    f = self.files[event.path] = FileTally(
+                        event.path, None, unsized=True, started=now, rate=_Rate(now, self.window)
+                    )
                 f.received += event.bytes
                 f.rate.add(now, event.bytes)
                 self.rate.add(now, event.bytes)
@@ -150,8 +155,9 @@ class PullTally:
             if kind == "file_done":
                 f = self.files.get(event.path)
                 if f is None:
-                    f = self.files[event.path] = FileTally(event.path, event.size, started=now,
-                                                           rate=_Rate(now, self.window))
+                    f = self.files[event.path] = FileTally(
+                        event.path, event.size, started=now, rate=_Rate(now, self.window)
+                    )
                     f.already_present = bool(getattr(event, "already_present", False))
                 f.size, f.done, f.failed, f.finished = int(event.size), True, False, now
                 return f
@@ -177,7 +183,9 @@ class PullTally:
             if self.planned is None:
                 total = sum(f.size or 0 for f in self.files.values())
             else:  # the plan counted unknown sizes as 0: add them once they are known
-                total = self.planned + sum(f.size for f in self.files.values() if f.unsized and f.size is not None)
+                total = self.planned + sum(
+                    f.size for f in self.files.values() if f.unsized and f.size is not None
+                )
             done = sum(f.completed for f in self.files.values())
         return max(total, done)
 
@@ -229,16 +237,20 @@ class PullTally:
         """One status line: ``3.1 GB of 15.5 GB (20%), 2/11 files, 41.0 MB/s, ETA 5:49``."""
         total, done = self.total, self.completed
         pct = f" ({100 * done / total:.0f}%)" if total else ""
-        return (f"{human_size(done)} of {human_size(total)}{pct}, {self.files_done}/{self.files_total} "
-                f"files, {human_size(self.speed())}/s, ETA {_clock(self.eta())}")
+        return (
+            f"{human_size(done)} of {human_size(total)}{pct}, {self.files_done}/{self.files_total} "
+            f"files, {human_size(self.speed())}/s, ETA {_clock(self.eta())}"
+        )
 
     def interrupted_line(self) -> str:
         """What Ctrl-C leaves behind, in one line."""
         if not self.began:
             return "interrupted before the download began; run the same command again to pull"
         where = f" in {self.path}" if self.path else ""
-        return (f"interrupted: {human_size(self.completed)} of {human_size(self.total)} kept{where}; "
-                "run the same command again to resume")
+        return (
+            f"interrupted: {human_size(self.completed)} of {human_size(self.total)} kept{where}; "
+            "run the same command again to resume"
+        )
 
 
 def _clock(seconds: float | None) -> str:
@@ -281,7 +293,9 @@ class JsonLines:
 class PlainLines:
     """Not a terminal: a status line every ``interval`` seconds, plus notable events."""
 
-    def __init__(self, stream: TextIO | None = None, interval: float = 5.0, clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self, stream: TextIO | None = None, interval: float = 5.0, clock: Clock = time.monotonic
+    ) -> None:
         self.stream = stream or sys.stderr
         self.interval = interval
         self.clock = clock
@@ -300,17 +314,23 @@ class PlainLines:
             self._say(event.message)
         elif kind == "file_start":
             if event.resumed:
-                self._say(f"{event.path}: resuming at {human_size(event.resumed)} from {event.source}")
+                self._say(
+                    f"{event.path}: resuming at {human_size(event.resumed)} from {event.source}"
+                )
         elif kind == "progress":
             now = self.clock()
             if now - self._last >= self.interval:
                 self._last = now
                 self._say(self.tally.line())
         elif kind == "file_done":
-            how = "already on disk, re-hashed" if getattr(event, "already_present", False) else "done"
+            how = (
+                "already on disk, re-hashed" if getattr(event, "already_present", False) else "done"
+            )
             self._say(f"{event.path}: {how}, {human_size(event.size)}, {event.verification}")
         elif kind == "retry":
-            self._say(f"{event.path}: retrying on {event.source} in {event.delay:.1f} s ({event.reason})")
+            self._say(
+                f"{event.path}: retrying on {event.source} in {event.delay:.1f} s ({event.reason})"
+            )
         elif kind == "fallback":
             to = event.to_source or "no source left"
             self._say(f"{event.path}: {event.from_source} failed ({event.reason}); trying {to}")
@@ -350,7 +370,10 @@ def _rich_columns(tally: PullTally) -> list[Any]:
         def render(self, task: Any) -> Text:
             if not task.total:
                 return Text("    ", style="progress.percentage")
-            return Text(f"{min(100.0, 100 * task.completed / task.total):5.1f}%", style="progress.percentage")
+            return Text(
+                f"{min(100.0, 100 * task.completed / task.total):5.1f}%",
+                style="progress.percentage",
+            )
 
     class Speed(ProgressColumn):
         """Bytes received in this run per second; kept bytes never count."""
@@ -367,13 +390,24 @@ def _rich_columns(tally: PullTally) -> list[Any]:
             f = file_of(task)
             if f is not None and f.failed:
                 return Text("failed", style="red")
-            if (f is not None and f.done) or (f is None and task.total and task.completed >= task.total):
+            if (f is not None and f.done) or (
+                f is None and task.total and task.completed >= task.total
+            ):
                 return Text("done", style="green")
             if f is not None and f.size is not None and f.completed >= f.size:
-                return Text("verifying", style="progress.remaining")  # every byte is in: hashing, renaming
+                return Text(
+                    "verifying", style="progress.remaining"
+                )  # every byte is in: hashing, renaming
             return Text(f"ETA {_clock(tally.eta(key(task)))}", style="progress.remaining")
 
-    return [TextColumn("{task.description}", justify="left"), BarColumn(), Bytes(), Percent(), Speed(), Eta()]
+    return [
+        TextColumn("{task.description}", justify="left"),
+        BarColumn(),
+        Bytes(),
+        Percent(),
+        Speed(),
+        Eta(),
+    ]
 
 
 class RichBars:
@@ -383,7 +417,9 @@ class RichBars:
     ones are hidden first (never a file still in flight).
     """
 
-    def __init__(self, console: Any = None, *, clock: Clock = time.monotonic, max_rows: int | None = None) -> None:
+    def __init__(
+        self, console: Any = None, *, clock: Clock = time.monotonic, max_rows: int | None = None
+    ) -> None:
         from rich.progress import Progress
 
         from .output import err_console
@@ -413,8 +449,9 @@ class RichBars:
         if task is None:  # created with its numbers: the drawing thread never sees a blank row
             from rich.markup import escape
 
-            task = self.progress.add_task(escape(_short(f.path)), total=f.size, completed=f.completed,
-                                          path=f.path)
+            task = self.progress.add_task(
+                escape(_short(f.path)), total=f.size, completed=f.completed, path=f.path
+            )
             self.tasks[f.path] = task
         return task
 
@@ -440,7 +477,10 @@ class RichBars:
 
     def _fit(self) -> None:
         """Hide the oldest finished rows while there are more rows than the screen allows."""
-        extra = sum(1 for t in self.progress.tasks if t.visible and t.id != self.overall) - self._rows_allowed()
+        extra = (
+            sum(1 for t in self.progress.tasks if t.visible and t.id != self.overall)
+            - self._rows_allowed()
+        )
         for path in self._finished:
             if extra <= 0:
                 break
@@ -469,13 +509,21 @@ class RichBars:
             if kind == "file_failed":
                 p.console.print(f"[red]{event.path}: {event.error}[/]", highlight=False)
         elif kind == "retry":
-            p.console.print(f"[yellow]{event.path}: retry on {event.source} ({event.reason})[/]", highlight=False)
+            p.console.print(
+                f"[yellow]{event.path}: retry on {event.source} ({event.reason})[/]",
+                highlight=False,
+            )
         elif kind == "fallback":
             to = event.to_source or "no source left"
-            p.console.print(f"[yellow]{event.path}: {event.from_source} failed ({event.reason}); trying {to}[/]",
-                            highlight=False)
+            p.console.print(
+                f"[yellow]{event.path}: {event.from_source} failed ({event.reason}); trying {to}[/]",
+                highlight=False,
+            )
         elif kind in ("plan", "note", "waiting_model", "reuse", "verify", "waiting", "link"):
-            msg = getattr(event, "message", None) or f"{event.path}: waiting for another process ({event.holder})"
+            msg = (
+                getattr(event, "message", None)
+                or f"{event.path}: waiting for another process ({event.holder})"
+            )
             p.console.print(msg, highlight=False, markup=False)
 
     def frame(self, width: int = 120) -> str:
@@ -497,10 +545,12 @@ class RichBars:
 
 
 def _short(path: str, width: int = 40) -> str:
-    return path if len(path) <= width else "…" + path[-(width - 1):]
+    return path if len(path) <= width else "…" + path[-(width - 1) :]
 
 
-def make_renderer(*, json_events: bool = False, quiet: bool = False, tty: bool | None = None) -> Any:
+def make_renderer(
+    *, json_events: bool = False, quiet: bool = False, tty: bool | None = None
+) -> Any:
     """The renderer for these flags: ``-q`` wins, then ``--json``, then rich on a terminal.
 
     Every renderer keeps a ``tally`` (``PullTally``), so the caller can say what an interrupted

@@ -25,7 +25,6 @@ if TYPE_CHECKING:  # pragma: no cover
     pass
 
 
-
 def clear_edited_small_files(todo: Sequence[FilePlan], target: Path, result: PullResult) -> None:
     """Small git files carry only a git blob id, which the engine cannot check, so it
     would keep a same-size file edited by hand as complete (and the check after the download
@@ -41,6 +40,7 @@ def clear_edited_small_files(todo: Sequence[FilePlan], target: Path, result: Pul
             path.unlink()
             result.replaced.append(fp.path)
 
+
 def check_git_blobs(todo: Sequence[FilePlan], target: Path) -> None:
     """Small git files (HuggingFace, Modelers) carry only a git blob id: check it; remove the file
     on mismatch. When the id came from another source than the one that served the bytes, the
@@ -55,16 +55,27 @@ def check_git_blobs(todo: Sequence[FilePlan], target: Path) -> None:
         if got != fp.git_blob:
             path.unlink(missing_ok=True)
             lister = fp.git_blob_from or fp.sources[0]
-            disagree = "" if lister == fp.sources[0] else f" ({fp.sources[0]} served the bytes: the hubs disagree)"
+            disagree = (
+                ""
+                if lister == fp.sources[0]
+                else f" ({fp.sources[0]} served the bytes: the hubs disagree)"
+            )
             raise IntegrityError(
                 f"{fp.path}: its git blob id is {got}, but {lister} lists {fp.git_blob}{disagree}; the file "
                 "was removed. Retry, or pull from another source with --source.",
-                path=fp.path, expected=fp.git_blob, actual=got,
+                path=fp.path,
+                expected=fp.git_blob,
+                actual=got,
             )
 
+
 def cross_check(
-    todo: Sequence[FilePlan], target: Path, fetched: dict[str, FileRecord], emit: ProgressFn,
-    connections: int | None, result: PullResult,
+    todo: Sequence[FilePlan],
+    target: Path,
+    fetched: dict[str, FileRecord],
+    emit: ProgressFn,
+    connections: int | None,
+    result: PullResult,
 ) -> dict[str, FileRecord]:
     """Files no source publishes a hash for: fetch the second source's copy, expecting the sha256
     we computed for the first. Equal bytes upgrade them to ``cross-source-bytes``; different
@@ -76,11 +87,23 @@ def cross_check(
 
     scratch = meta_dir(target) / "cross-check"
     out: dict[str, FileRecord] = {}
-    jobs = [FileJob(path=fp.path, size=fetched[fp.path].size, sha256=fetched[fp.path].sha256,
-                    candidates=(fp.cross_check.remote,), sources=(fp.cross_check.source,))  # type: ignore[union-attr]
-            for fp in checks]
-    emit(PullEvent("verify", f"cross-checking {len(jobs)} unhashed file(s) against "
-                   + ", ".join(sorted({fp.cross_check.source for fp in checks}))))  # type: ignore[union-attr]
+    jobs = [
+        FileJob(
+            path=fp.path,
+            size=fetched[fp.path].size,
+            sha256=fetched[fp.path].sha256,
+            candidates=(fp.cross_check.remote,),
+            sources=(fp.cross_check.source,),
+        )  # type: ignore[union-attr]
+        for fp in checks
+    ]
+    emit(
+        PullEvent(
+            "verify",
+            f"cross-checking {len(jobs)} unhashed file(s) against "
+            + ", ".join(sorted({fp.cross_check.source for fp in checks})),
+        )
+    )  # type: ignore[union-attr]
     try:
         fetch(jobs, scratch, options=EngineOptions(retries=1), on_event=None)
     except FetchFailedError as exc:
@@ -95,11 +118,14 @@ def cross_check(
             f"{first.path}: {first.sources[0]} and {first.cross_check.source} serve different "  # type: ignore[union-attr]
             "bytes and no hub publishes its sha256, so neither copy can be trusted. Pull with a lock "
             "file (`model-zoo lock`) made where you trust the source, or pick one with --source.",
-            path=first.path, files=[fp.path for fp in bad],
+            path=first.path,
+            files=[fp.path for fp in bad],
         ) from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     for fp in checks:
         rec = fetched[fp.path]
-        out[fp.path] = replace(rec, verified=CROSS_BYTES, sources=rec.sources + (fp.cross_check.source,))  # type: ignore[union-attr]
+        out[fp.path] = replace(
+            rec, verified=CROSS_BYTES, sources=rec.sources + (fp.cross_check.source,)
+        )  # type: ignore[union-attr]
     return out

@@ -126,13 +126,18 @@ def fetch(
     for job in jobs:
         for remote in job.candidates:
             if getattr(remote, "kind", "file") != "file":
-                raise UnsafePathError(job.path, f"is a {remote.kind} entry; only plain files are written")
+                raise UnsafePathError(
+                    job.path, f"is a {remote.kind} entry; only plain files are written"
+                )
             if not remote.url.lower().startswith(("http://", "https://")):
                 raise UsageError(f"{job.path}: candidate URL {remote.url!r} is not http(s)")
     if not jobs:
         return FetchReport(target_dir, (), (), 0.0)
-    transport: Transport = HttpxTransport(client, options.timeouts()) if client is not None \
+    transport: Transport = (
+        HttpxTransport(client, options.timeouts())
+        if client is not None
         else StdlibTransport(options.timeouts(), max_idle_per_origin=max(4, options.connections))
+    )
     from .scheduler import Scheduler
 
     run = Scheduler(list(jobs), target_dir, options, transport, renew)

@@ -33,7 +33,9 @@ def error_for(f: FileState, cand: Candidate, exc: TransferError) -> ModelZooErro
             return NotOnWhiteListError(src, f.job.path)
         token_env = info.token_envs[0] if info is not None and info.token_envs else None
         advice = info.credentials_advice if info is not None else None
-        return GatedRepoError(src, f.job.path, token_env=token_env, status=exc.status, advice=advice)
+        return GatedRepoError(
+            src, f.job.path, token_env=token_env, status=exc.status, advice=advice
+        )
     if exc.status is not None and exc.status >= 500:
         return HubServerError(src, exc.status, url=url, detail=f"for {f.job.path}")
     if exc.status is not None or exc.kind == "protocol":
@@ -48,8 +50,10 @@ def served_size(reason: str) -> int:
         return -1
 
 
-MISMATCH_ADVICE = (" No source served the published bytes: retry later (a mirror may be refreshing), or pull "
-                   "from another hub with --source or --sources.")
+MISMATCH_ADVICE = (
+    " No source served the published bytes: retry later (a mirror may be refreshing), or pull "
+    "from another hub with --source or --sources."
+)
 
 
 def final_error(f: FileState) -> ModelZooError:

@@ -26,19 +26,30 @@ if TYPE_CHECKING:  # pragma: no cover
     pass
 
 
-
 def jobs_for_plans(plans: Sequence[FilePlan]) -> list[Any]:
     from .engine import FileJob
 
     return [
-        FileJob(path=fp.path, size=fp.size, sha256=fp.sha256,
-                candidates=tuple(c.remote for c in fp.candidates), sources=fp.sources)
+        FileJob(
+            path=fp.path,
+            size=fp.size,
+            sha256=fp.sha256,
+            candidates=tuple(c.remote for c in fp.candidates),
+            sources=fp.sources,
+        )
         for fp in plans
     ]
 
+
 def fetch_files(
-    todo: Sequence[FilePlan], target: Path, *, multi_source: bool, emit: ProgressFn,
-    connections: int | None, result: PullResult, renew: Renew | None = None,
+    todo: Sequence[FilePlan],
+    target: Path,
+    *,
+    multi_source: bool,
+    emit: ProgressFn,
+    connections: int | None,
+    result: PullResult,
+    renew: Renew | None = None,
 ) -> dict[str, FileRecord]:
     """Run the engine. A file that failed while another source's listing claims a different
     sha256 is tried once more on that claim: the failure proved the first listing wrong."""
@@ -46,8 +57,11 @@ def fetch_files(
 
     options = EngineOptions(multi_source=multi_source)
     if connections:
-        options = replace(options, connections=connections,
-                          initial_connections=min(connections, options.initial_connections))
+        options = replace(
+            options,
+            connections=connections,
+            initial_connections=min(connections, options.initial_connections),
+        )
     by_path = {fp.path: fp for fp in todo}
     emit = relabelled(emit, by_path)
     try:
@@ -76,9 +90,12 @@ def fetch_files(
     records.update(records_of(retry, second.files, result))
     return records
 
+
 def describe_link(link: LinkStats) -> str:
     """What the fetch found out about the link, in one line."""
-    parts = [f"{link.peak_connections} connection{'s' if link.peak_connections != 1 else ''} at most"]
+    parts = [
+        f"{link.peak_connections} connection{'s' if link.peak_connections != 1 else ''} at most"
+    ]
     if link.rate_per_connection:
         parts.append(f"{human_size(int(link.rate_per_connection))}/s each")
     if link.total_rate:
@@ -114,6 +131,7 @@ def relabelled(emit: ProgressFn, plans: Mapping[str, FilePlan]) -> ProgressFn:
 
     return relabel
 
+
 def alternative(fp: FilePlan) -> FilePlan | None:
     """The plan for ``fp`` trusting the first disputing source's published sha256."""
     if not fp.disputed:
@@ -122,15 +140,26 @@ def alternative(fp: FilePlan) -> FilePlan | None:
     sha = (other.remote.sha256 or "").lower()
     same = tuple(c for c in fp.disputed if (c.remote.sha256 or "").lower() == sha)
     # the first listing's own server may still serve good bytes: keep it, last
-    return replace(fp, sha256=sha, method=PUBLISHED, expected_from=other.source,
-                   candidates=same + fp.candidates, disputed=())
+    return replace(
+        fp,
+        sha256=sha,
+        method=PUBLISHED,
+        expected_from=other.source,
+        candidates=same + fp.candidates,
+        disputed=(),
+    )
 
-def records_of(todo: Sequence[FilePlan], results: Sequence[Any], result: PullResult) -> dict[str, FileRecord]:
+
+def records_of(
+    todo: Sequence[FilePlan], results: Sequence[Any], result: PullResult
+) -> dict[str, FileRecord]:
     out: dict[str, FileRecord] = {}
     files = {fr.path: fr for fr in results}
     for fp in todo:
         fr = files[fp.path]
-        out[fp.path] = FileRecord(fp.path, fr.size, fr.sha256, fp.method, tuple(fr.sources) or fp.sources[:1])
+        out[fp.path] = FileRecord(
+            fp.path, fr.size, fr.sha256, fp.method, tuple(fr.sources) or fp.sources[:1]
+        )
         result.downloaded_bytes += fr.bytes_downloaded
         result.resumed_bytes += fr.bytes_resumed
         if fr.replaced_existing:

@@ -15,7 +15,11 @@ from fnmatch import fnmatchcase
 from pathlib import PurePosixPath
 
 REDUNDANT_SUFFIXES = (".bin", ".pth", ".pt", ".ckpt", ".h5", ".msgpack")
-REDUNDANT_INDEXES = ("pytorch_model.bin.index.json", "tf_model.h5.index.json", "flax_model.msgpack.index.json")
+REDUNDANT_INDEXES = (
+    "pytorch_model.bin.index.json",
+    "tf_model.h5.index.json",
+    "flax_model.msgpack.index.json",
+)
 
 
 @dataclass(frozen=True)
@@ -57,8 +61,14 @@ def select_files(
             skipped.append((path, "not matched by --include"))
         elif exclude and _matches(path, exclude):
             skipped.append((path, "matched by --exclude"))
-        elif drop_redundant and is_redundant_weight(path) and not (include and _explicit(path, include)):
-            skipped.append((path, "redundant weight format (safetensors present; --all-files takes it)"))
+        elif (
+            drop_redundant
+            and is_redundant_weight(path)
+            and not (include and _explicit(path, include))
+        ):
+            skipped.append(
+                (path, "redundant weight format (safetensors present; --all-files takes it)")
+            )
         else:
             selected.append(path)
     return Selection(tuple(selected), tuple(skipped))

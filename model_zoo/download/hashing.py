@@ -41,7 +41,9 @@ class OrderedHasher:
     run on different cores at once, which is what a CPU-bound download needs.
     """
 
-    def __init__(self, fd: int, written: IntervalSet | None = None, *, background: bool = False) -> None:
+    def __init__(
+        self, fd: int, written: IntervalSet | None = None, *, background: bool = False
+    ) -> None:
         self._fd = fd
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
@@ -84,8 +86,11 @@ class OrderedHasher:
         with a hashing thread, wait until it has."""
         if self._background:
             with self._lock:
-                while self._error is None and not self._closed and (
-                        self._busy or self.written.contiguous_end(self.hashed) > self.hashed):
+                while (
+                    self._error is None
+                    and not self._closed
+                    and (self._busy or self.written.contiguous_end(self.hashed) > self.hashed)
+                ):
                     self._cond.wait()
                 if self._error is not None:
                     raise self._error
@@ -108,7 +113,9 @@ class OrderedHasher:
     def _run(self) -> None:
         while True:
             with self._lock:
-                while not self._closed and (self._busy or self.written.contiguous_end(self.hashed) <= self.hashed):
+                while not self._closed and (
+                    self._busy or self.written.contiguous_end(self.hashed) <= self.hashed
+                ):
                     self._cond.wait()
                 if self._closed:
                     return
@@ -141,7 +148,9 @@ class OrderedHasher:
                     view = memoryview(self._buf)[: min(READ_BACK, end - start)]
                     n = os.preadv(self._fd, [view], start)
                     if n <= 0:
-                        raise OSError(f"partial file is shorter than its recorded ranges (at byte {start})")
+                        raise OSError(
+                            f"partial file is shorter than its recorded ranges (at byte {start})"
+                        )
                     self._h.update(view[:n])
                     reached = start + n
                 with self._lock:

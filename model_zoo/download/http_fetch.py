@@ -107,8 +107,13 @@ class Response(Protocol):
 
 
 class Transport(Protocol):
-    def get(self, url: str, headers: Mapping[str, str], range_header: str | None,
-            credential_domains: tuple[str, ...] = ()) -> Response: ...
+    def get(
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        range_header: str | None,
+        credential_domains: tuple[str, ...] = (),
+    ) -> Response: ...
 
     def abort_all(self) -> None:
         """Unblock every read in flight (used on Ctrl-C and fatal errors)."""
@@ -129,7 +134,10 @@ def in_domains(parts: SplitResult, domains: tuple[str, ...]) -> bool:
 
 
 def follow_redirects(
-    send_once: object, url: str, headers: Mapping[str, str], range_header: str | None,
+    send_once: object,
+    url: str,
+    headers: Mapping[str, str],
+    range_header: str | None,
     credential_domains: tuple[str, ...] = (),
 ) -> Response:
     """Send with ``send_once(url, headers)``; follow redirects, dropping headers across origins
@@ -148,11 +156,16 @@ def follow_redirects(
         location = resp.header("location")
         resp.close(reusable=False)
         if not location:
-            raise TransferError(f"HTTP {resp.status} without a Location header", retriable=False, kind="protocol")
+            raise TransferError(
+                f"HTTP {resp.status} without a Location header", retriable=False, kind="protocol"
+            )
         current = urljoin(current, location)
         if urlsplit(current).scheme not in ("http", "https"):
-            raise TransferError(f"redirect to a non-http URL scheme ({urlsplit(current).scheme})",
-                                retriable=False, kind="protocol")
+            raise TransferError(
+                f"redirect to a non-http URL scheme ({urlsplit(current).scheme})",
+                retriable=False,
+                kind="protocol",
+            )
     raise TransferError(f"more than {MAX_REDIRECTS} redirects", retriable=False, kind="protocol")
 
 
@@ -201,8 +214,14 @@ def _set_timeout(sock: socket.socket | None, seconds: float) -> None:
 
 
 class _StdlibResponse:
-    def __init__(self, transport: StdlibTransport, key: _Key, conn: http.client.HTTPConnection,
-                 resp: http.client.HTTPResponse, url: str) -> None:
+    def __init__(
+        self,
+        transport: StdlibTransport,
+        key: _Key,
+        conn: http.client.HTTPConnection,
+        resp: http.client.HTTPResponse,
+        url: str,
+    ) -> None:
         self._transport = transport
         self._key = key
         self._conn = conn
@@ -239,16 +258,19 @@ class _StdlibResponse:
     def _read(self, read: Callable[[memoryview], int], buf: memoryview) -> int:
         try:
             return read(buf)
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             raise TransferError(
-                f"stalled: no bytes for {self._transport.timeouts.stall:g} s", retriable=True, kind="stall"
+                f"stalled: no bytes for {self._transport.timeouts.stall:g} s",
+                retriable=True,
+                kind="stall",
             ) from None
         except http.client.IncompleteRead as exc:
             raise TransferError(f"body ended early ({exc})", retriable=True, kind="short") from None
         except (OSError, http.client.HTTPException, ValueError, AttributeError) as exc:
             # AttributeError/ValueError: the connection was closed under us by abort_all()
-            raise TransferError(f"connection failed while reading: {exc or type(exc).__name__}",
-                                retriable=True) from None
+            raise TransferError(
+                f"connection failed while reading: {exc or type(exc).__name__}", retriable=True
+            ) from None
 
     def abort(self) -> None:
         sock = self._conn.sock
@@ -274,14 +296,21 @@ class StdlibTransport:
         self._ssl: ssl.SSLContext | None = None
         self._closed = False
 
-    def get(self, url: str, headers: Mapping[str, str], range_header: str | None,
-            credential_domains: tuple[str, ...] = ()) -> Response:
+    def get(
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        range_header: str | None,
+        credential_domains: tuple[str, ...] = (),
+    ) -> Response:
         return follow_redirects(self._send_once, url, headers, range_header, credential_domains)
 
     def _connection(self, parts: SplitResult) -> tuple[_Key, http.client.HTTPConnection, bool, str]:
         """A pooled or new connection for ``parts``; also the request target to send."""
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise TransferError(f"unsupported URL {parts.geturl()!r}", retriable=False, kind="protocol")
+            raise TransferError(
+                f"unsupported URL {parts.geturl()!r}", retriable=False, kind="protocol"
+            )
         proxy = _proxy_for(parts)
         port = parts.port or (443 if parts.scheme == "https" else 80)
         key: _Key = (parts.scheme, parts.hostname, port, proxy.geturl() if proxy else "")
@@ -304,10 +333,14 @@ class StdlibTransport:
         if parts.query:
             path += "?" + parts.query
         if proxy is not None and parts.scheme == "http":
-            return f"http://{parts.netloc.rpartition('@')[2]}{path}"  # absolute-form through a proxy
+            return (
+                f"http://{parts.netloc.rpartition('@')[2]}{path}"  # absolute-form through a proxy
+            )
         return path
 
-    def _new_connection(self, parts: SplitResult, port: int, proxy: SplitResult | None) -> http.client.HTTPConnection:
+    def _new_connection(
+        self, parts: SplitResult, port: int, proxy: SplitResult | None
+    ) -> http.client.HTTPConnection:
         host = parts.hostname or ""
         timeout = self.timeouts.connect
         if parts.scheme == "https":
@@ -315,12 +348,15 @@ class StdlibTransport:
                 self._ssl = _ssl_context()
             if proxy is not None:
                 conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-                    proxy.hostname or "", proxy.port or 8080, timeout=timeout, context=self._ssl)
+                    proxy.hostname or "", proxy.port or 8080, timeout=timeout, context=self._ssl
+                )
                 conn.set_tunnel(host, port, headers=_proxy_auth(proxy))
             else:
                 conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=self._ssl)
         elif proxy is not None:
-            conn = http.client.HTTPConnection(proxy.hostname or "", proxy.port or 8080, timeout=timeout)
+            conn = http.client.HTTPConnection(
+                proxy.hostname or "", proxy.port or 8080, timeout=timeout
+            )
         else:
             conn = http.client.HTTPConnection(host, port, timeout=timeout)
         return conn
@@ -340,22 +376,33 @@ class StdlibTransport:
                 conn.request("GET", target, headers=sent)
                 resp = conn.getresponse()
                 _set_timeout(sock, self.timeouts.stall)  # conn.sock is None when the server closes
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError,
-                    http.client.BadStatusLine) as exc:
+            except (
+                http.client.RemoteDisconnected,
+                BrokenPipeError,
+                ConnectionResetError,
+                http.client.BadStatusLine,
+            ) as exc:
                 self._drop(conn)
                 if reused and attempt == 0:
                     continue  # the server closed an idle keep-alive connection: one fresh try
-                raise TransferError(f"connection failed: {exc or type(exc).__name__}", retriable=True) from None
-            except (TimeoutError, socket.timeout):
+                raise TransferError(
+                    f"connection failed: {exc or type(exc).__name__}", retriable=True
+                ) from None
+            except TimeoutError:
                 self._drop(conn)
-                raise TransferError("timed out connecting or waiting for the response", retriable=True,
-                                    kind="stall") from None
+                raise TransferError(
+                    "timed out connecting or waiting for the response", retriable=True, kind="stall"
+                ) from None
             except ssl.SSLCertVerificationError as exc:
                 self._drop(conn)
-                raise TransferError(f"TLS certificate rejected: {exc.verify_message}", retriable=False) from None
+                raise TransferError(
+                    f"TLS certificate rejected: {exc.verify_message}", retriable=False
+                ) from None
             except (OSError, http.client.HTTPException, AttributeError) as exc:
                 self._drop(conn)
-                raise TransferError(f"connection failed: {exc or type(exc).__name__}", retriable=True) from None
+                raise TransferError(
+                    f"connection failed: {exc or type(exc).__name__}", retriable=True
+                ) from None
             return _StdlibResponse(self, key, conn, resp, url)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -364,8 +411,13 @@ class StdlibTransport:
             self._busy.discard(conn)
         conn.close()
 
-    def _release(self, key: _Key, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse,
-                 reusable: bool) -> None:
+    def _release(
+        self,
+        key: _Key,
+        conn: http.client.HTTPConnection,
+        resp: http.client.HTTPResponse,
+        reusable: bool,
+    ) -> None:
         keep = reusable and resp.isclosed() and not resp.will_close and conn.sock is not None
         if not keep:
             try:
@@ -430,11 +482,17 @@ class _HttpxResponse:
                 self._done = True
                 return 0
             except httpx.TimeoutException:
-                raise TransferError(f"stalled: no bytes for {self._stall:g} s", retriable=True, kind="stall") from None
+                raise TransferError(
+                    f"stalled: no bytes for {self._stall:g} s", retriable=True, kind="stall"
+                ) from None
             except httpx.RemoteProtocolError as exc:
-                raise TransferError(f"body ended early ({exc})", retriable=True, kind="short") from None
+                raise TransferError(
+                    f"body ended early ({exc})", retriable=True, kind="short"
+                ) from None
             except (httpx.HTTPError, OSError) as exc:
-                raise TransferError(f"connection failed while reading: {exc}", retriable=True) from None
+                raise TransferError(
+                    f"connection failed while reading: {exc}", retriable=True
+                ) from None
         n = min(len(buf), len(self._left))
         buf[:n] = self._left[:n]
         self._left = self._left[n:]
@@ -456,8 +514,13 @@ class HttpxTransport:
         self._client = client
         self.timeouts = timeouts
 
-    def get(self, url: str, headers: Mapping[str, str], range_header: str | None,
-            credential_domains: tuple[str, ...] = ()) -> Response:
+    def get(
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        range_header: str | None,
+        credential_domains: tuple[str, ...] = (),
+    ) -> Response:
         return follow_redirects(self._send_once, url, headers, range_header, credential_domains)
 
     def _send_once(self, url: str, headers: Mapping[str, str]) -> Response:
@@ -470,8 +533,9 @@ class HttpxTransport:
             req = self._client.build_request("GET", url, headers=sent, timeout=timeout)
             resp = self._client.send(req, stream=True, follow_redirects=False)
         except httpx.TimeoutException:
-            raise TransferError("timed out connecting or waiting for the response", retriable=True,
-                                kind="stall") from None
+            raise TransferError(
+                "timed out connecting or waiting for the response", retriable=True, kind="stall"
+            ) from None
         except (httpx.HTTPError, OSError) as exc:
             raise TransferError(f"connection failed: {exc}", retriable=True) from None
         return _HttpxResponse(resp, t.stall)

@@ -36,8 +36,13 @@ if TYPE_CHECKING:  # pragma: no cover
 PROBE_BUDGET = 2.0
 
 
-def plan_request(info: ModelInfo, settings: Settings, source: str, sources: Sequence[str] | str | None,
-          probes: Mapping[str, ProbeResult] | None) -> tuple[list[PlannedSource], dict[str, ProbeResult]]:
+def plan_request(
+    info: ModelInfo,
+    settings: Settings,
+    source: str,
+    sources: Sequence[str] | str | None,
+    probes: Mapping[str, ProbeResult] | None,
+) -> tuple[list[PlannedSource], dict[str, ProbeResult]]:
     from ..hubs.factory import adapter_for
 
     src_list = sources.split(",") if isinstance(sources, str) else sources
@@ -46,11 +51,19 @@ def plan_request(info: ModelInfo, settings: Settings, source: str, sources: Sequ
     if probes is None:
         first = plan_sources(info, settings, None)
         keys = [p.source for p in first]
-        probes = probe_sources(keys, lambda k: adapter_for(k, settings), budget=PROBE_BUDGET) if len(keys) > 1 else {}
+        probes = (
+            probe_sources(keys, lambda k: adapter_for(k, settings), budget=PROBE_BUDGET)
+            if len(keys) > 1
+            else {}
+        )
     return plan_sources(info, settings, probes), dict(probes)
 
+
 def list_sources(
-    info: ModelInfo, settings: Settings, plan: list[PlannedSource], revision: str | None,
+    info: ModelInfo,
+    settings: Settings,
+    plan: list[PlannedSource],
+    revision: str | None,
 ) -> tuple[Manifest, list[Manifest], list[PlannedSource], list[str]]:
     """The primary manifest (first source that answers) and the others' (best effort, parallel)."""
     from ..hubs.factory import adapter_for
@@ -90,14 +103,19 @@ def list_sources(
                     failures.append(f"{p.source}: {exc.message} (not used)")
     return primary, others, used, failures
 
+
 def check_listing(manifest: Manifest) -> None:
     """Refuse the whole listing if one entry is unsafe: nothing is written for any of it."""
     for f in manifest.files:
         kind = getattr(f, "kind", "file")
         if kind != "file":
-            raise UnsafePathError(f.path, f"the listing marks it as a {kind}; model-zoo writes only plain files",
-                                  source=manifest.source)
+            raise UnsafePathError(
+                f.path,
+                f"the listing marks it as a {kind}; model-zoo writes only plain files",
+                source=manifest.source,
+            )
         check_remote_path(f.path, source=manifest.source)
+
 
 class BranchMoved(Exception):
     """The branch an unpinned listing named now points at another commit (internal: the pull
@@ -107,6 +125,7 @@ class BranchMoved(Exception):
         super().__init__(f"{primary.repo_id} moved to {new}")
         self.source, self.repo_id, self.revision = primary.source, primary.repo_id, primary.revision
         self.old, self.new, self.hub = primary.commit or "", new, hub
+
 
 def head_check(settings: Settings, primary: Manifest) -> Callable[[], None] | None:
     """For a listing whose URLs name a branch (``pinned=False``): a check that raises
@@ -123,6 +142,7 @@ def head_check(settings: Settings, primary: Manifest) -> Callable[[], None] | No
             raise BranchMoved(primary, head, hub_info(primary.source).title)
 
     return check
+
 
 def renewer(settings: Settings, manifests: Sequence[Manifest]) -> Any:
     """Fresh URLs for the sources whose listings hand out expiring ones (OpenXLab), or None."""
@@ -143,8 +163,9 @@ def renewer(settings: Settings, manifests: Sequence[Manifest]) -> Any:
     return ListingRenewer(expiring) if expiring else None
 
 
-def select_files_for(req: PullRequest, primary: Manifest, others: Sequence[Manifest]
-                     ) -> tuple[list[FilePlan], list[tuple[str, str]]]:
+def select_files_for(
+    req: PullRequest, primary: Manifest, others: Sequence[Manifest]
+) -> tuple[list[FilePlan], list[tuple[str, str]]]:
     """The files to pull (filters, or the lock's files) with how each will be verified, and the
     files left out with why. UsageError when nothing is left."""
     info, locked = req.info, req.locked
@@ -152,12 +173,20 @@ def select_files_for(req: PullRequest, primary: Manifest, others: Sequence[Manif
     if locked is not None:
         check_against_lock(info.name, primary, locked_files or {}, locked_commit=locked.commit)
         # --include / --exclude narrow what the lock records (the lock already chose the formats)
-        sel = select_files(locked_files or {}, include=req.include, exclude=req.exclude, all_files=True)
+        sel = select_files(
+            locked_files or {}, include=req.include, exclude=req.exclude, all_files=True
+        )
         selected = list(sel.selected)
-        skipped = [(p, "not in the lock file") for p in sorted(primary.by_path()) if p not in (locked_files or {})]
+        skipped = [
+            (p, "not in the lock file")
+            for p in sorted(primary.by_path())
+            if p not in (locked_files or {})
+        ]
         skipped += sel.skipped
     else:
-        sel = select_files(primary.by_path(), include=req.include, exclude=req.exclude, all_files=req.all_files)
+        sel = select_files(
+            primary.by_path(), include=req.include, exclude=req.exclude, all_files=req.all_files
+        )
         selected, skipped = list(sel.selected), list(sel.skipped)
     if not selected:
         raise UsageError(
@@ -171,7 +200,9 @@ def select_files_for(req: PullRequest, primary: Manifest, others: Sequence[Manif
 def disputes(file_plans: Sequence[FilePlan], primary: Manifest) -> list[str]:
     """A note per file whose sha256 another hub lists differently."""
     return [
-        f"{fp.path}: " + ", ".join(f"{c.source} lists sha256 {(c.remote.sha256 or '')[:12]}…" for c in fp.disputed)
+        f"{fp.path}: "
+        + ", ".join(f"{c.source} lists sha256 {(c.remote.sha256 or '')[:12]}…" for c in fp.disputed)
         + f", {fp.expected_from or primary.source} lists {(fp.sha256 or '?')[:12]}…"
-        for fp in file_plans if fp.disputed
+        for fp in file_plans
+        if fp.disputed
     ]

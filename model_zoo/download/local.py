@@ -34,7 +34,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..settings import Settings
 
 
-
 def _complete_copy(req: PullRequest, *, exact_revision: bool) -> Snapshot | None:
     """The copy on disk (``--local-dir``, or the store's newest) that holds what ``req`` selects,
     for its revision: the revision name as pulled (``exact_revision``), or also its commit."""
@@ -47,7 +46,9 @@ def _complete_copy(req: PullRequest, *, exact_revision: bool) -> Snapshot | None
         except IntegrityError:
             manifest = None
         snap = Snapshot(req.target_override, manifest) if manifest is not None else None
-        if snap is not None and (snap.manifest.source not in req.wanted or snap.manifest.slug != info.slug):
+        if snap is not None and (
+            snap.manifest.source not in req.wanted or snap.manifest.slug != info.slug
+        ):
             snap = None  # another hub's copy, or another model altogether
     else:
         snap = find_snapshot(req.settings.home, info.slug, revision, sources=req.wanted)
@@ -61,11 +62,17 @@ def _complete_copy(req: PullRequest, *, exact_revision: bool) -> Snapshot | None
         return None
     have = snap.manifest.by_path()
     if req.locked is not None:
-        if any(have.get(f.path) is None or have[f.path].sha256 != f.sha256 for f in req.locked.files):
+        if any(
+            have.get(f.path) is None or have[f.path].sha256 != f.sha256 for f in req.locked.files
+        ):
             return None
     else:
-        sel = select_files([*have, *snap.manifest.skipped], include=req.include, exclude=req.exclude,
-                           all_files=req.all_files)
+        sel = select_files(
+            [*have, *snap.manifest.skipped],
+            include=req.include,
+            exclude=req.exclude,
+            all_files=req.all_files,
+        )
         if any(p not in have for p in sel.selected):
             return None
     return snap
@@ -89,8 +96,18 @@ def _answer(req: PullRequest, snap: Snapshot, plan_text: str) -> PullResult:
     m = snap.manifest
     files = [PlannedFile(r.path, r.size, r.sha256, r.verified, r.sources, True) for r in m.files]
     return PullResult(
-        name=req.info.name, path=snap.root, source=m.source, repo_id=m.repo_id, revision=m.revision,
-        commit=m.commit, plan=[], plan_text=plan_text, files=files, skipped=[], offline=req.offline, manifest=m,
+        name=req.info.name,
+        path=snap.root,
+        source=m.source,
+        repo_id=m.repo_id,
+        revision=m.revision,
+        commit=m.commit,
+        plan=[],
+        plan_text=plan_text,
+        files=files,
+        skipped=[],
+        offline=req.offline,
+        manifest=m,
     )
 
 
@@ -106,18 +123,28 @@ def _still_current(req: PullRequest) -> PullResult | None:
     m = snap.manifest
     token = req.settings.token(m.source)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    head = head_commit(m.source, req.settings.endpoint(m.source), m.repo_id, req.revision, headers=headers)
+    head = head_commit(
+        m.source, req.settings.endpoint(m.source), m.repo_id, req.revision, headers=headers
+    )
     if head is None or head != m.commit.lower():
         return None
     what = req.revision or "the default branch"
-    return _answer(req, snap, f"up to date: {hub_info(m.source).title} {m.repo_id} {what} is still "
-                              f"{m.commit[:12]}, complete in {snap.root}")
+    return _answer(
+        req,
+        snap,
+        f"up to date: {hub_info(m.source).title} {m.repo_id} {what} is still "
+        f"{m.commit[:12]}, complete in {snap.root}",
+    )
 
 
 def same_revision(manifest: StoreManifest, revision: str) -> bool:
     commit = (manifest.commit or "").lower()
-    return revision == manifest.revision or commit == revision.lower() or (
-        len(revision) >= 7 and commit.startswith(revision.lower()))
+    return (
+        revision == manifest.revision
+        or commit == revision.lower()
+        or (len(revision) >= 7 and commit.startswith(revision.lower()))
+    )
+
 
 def find_present(target: Path, plans: Sequence[FilePlan]) -> dict[str, FileRecord]:
     """Files an earlier pull of ``target`` verified and recorded, unchanged since (same size and
@@ -143,13 +170,20 @@ def find_present(target: Path, plans: Sequence[FilePlan]) -> dict[str, FileRecor
             continue
         if path.is_symlink() or st.st_size != rec.size or st.st_mtime > verified_at:
             continue
-        if (fp.size is None or fp.size == rec.size) and (fp.sha256 is None or rec.sha256 == fp.sha256):
+        if (fp.size is None or fp.size == rec.size) and (
+            fp.sha256 is None or rec.sha256 == fp.sha256
+        ):
             present[fp.path] = rec
     return present
 
+
 def reuse_from_store(
-    settings: Settings, target: Path, plans: Sequence[FilePlan], present: dict[str, FileRecord],
-    *, link: bool,
+    settings: Settings,
+    target: Path,
+    plans: Sequence[FilePlan],
+    present: dict[str, FileRecord],
+    *,
+    link: bool,
 ) -> dict[str, FileRecord]:
     """Files with a known sha256 that another snapshot in the store already holds: hard-link
     them (inside the store, where nobody edits files) or copy them (into a ``--local-dir``,
@@ -187,12 +221,17 @@ def reuse_from_store(
     digests = sha256_many([tmp for _fp, tmp in placed])
     for fp, tmp in placed:
         got = digests.get(tmp)
-        if isinstance(got, tuple) and got[0] == fp.sha256 and (fp.size is None or got[1] == fp.size):
+        if (
+            isinstance(got, tuple)
+            and got[0] == fp.sha256
+            and (fp.size is None or got[1] == fp.size)
+        ):
             os.replace(tmp, target / fp.path)
             out[fp.path] = FileRecord(fp.path, got[1], got[0], fp.method, fp.sources[:1])
         else:
             tmp.unlink(missing_ok=True)
     return out
+
 
 def check_space(target: Path, plans: Sequence[FilePlan]) -> None:
     from ..errors import DiskSpaceError
@@ -207,6 +246,7 @@ def check_space(target: Path, plans: Sequence[FilePlan]) -> None:
     if free is not None and needed > free:
         raise DiskSpaceError(str(target), needed, free)
 
+
 def free_space(target: Path) -> int | None:
     probe = target
     while not probe.exists() and probe != probe.parent:
@@ -215,6 +255,7 @@ def free_space(target: Path) -> int | None:
         return shutil.disk_usage(probe).free
     except OSError:
         return None
+
 
 def partial_bytes(target: Path, path: str) -> int:
     """Bytes already on disk in the engine's partial file for ``path`` (allocated blocks)."""
@@ -225,6 +266,7 @@ def partial_bytes(target: Path, path: str) -> int:
     except (OSError, ImportError, UnsafePathError):
         return 0
     return min(st.st_size, getattr(st, "st_blocks", 0) * 512)
+
 
 def resumable_bytes(target: Path, fp: FilePlan) -> int:
     """Bytes of ``fp`` an interrupted pull left that the next pull keeps: the whole file when it
@@ -244,9 +286,11 @@ def resumable_bytes(target: Path, fp: FilePlan) -> int:
         return 0
     return sum(end - start for start, end in sidecar.written)
 
+
 def planned_file(fp: FilePlan, present: bool, target: Path | None = None) -> PlannedFile:
     kept = 0 if present or target is None else resumable_bytes(target, fp)
     return PlannedFile(fp.path, fp.size, fp.sha256, fp.method, fp.sources, present, kept)
+
 
 def prepare_target(target: Path, model_lock: Any) -> None:
     """Create ``target`` and take the model lock; LocalWriteError (not a traceback) when the
@@ -261,6 +305,7 @@ def prepare_target(target: Path, model_lock: Any) -> None:
     except OSError as exc:
         where = exc.filename if isinstance(exc.filename, str) else str(target)
         raise LocalWriteError(where, exc.strerror or str(exc)) from None
+
 
 def drop_unfinished(target: Path, settings: Settings) -> None:
     """A store snapshot of a commit the branch left, that this pull started and never
@@ -283,7 +328,11 @@ def from_store(req: PullRequest) -> PullResult | None:
     pinned = req.revision is not None and is_commit_id(req.revision)
     if req.offline or pinned:
         snap = _complete_copy(req, exact_revision=False)
-        return None if snap is None else _answer(req, snap, f"already in the store ({snap.root}); no hub asked")
+        return (
+            None
+            if snap is None
+            else _answer(req, snap, f"already in the store ({snap.root}); no hub asked")
+        )
     if req.locked is not None:
         return None
     return _still_current(req)

@@ -51,8 +51,10 @@ def lock_models(
         from ..errors import OfflineError
 
         err = OfflineError(", ".join(names))
-        err.message = ("`model-zoo lock` reads the hubs' listings, but offline mode is on (MODEL_ZOO_OFFLINE / "
-                       "HF_HUB_OFFLINE). Unset it, or make the lock file on a connected machine.")
+        err.message = (
+            "`model-zoo lock` reads the hubs' listings, but offline mode is on (MODEL_ZOO_OFFLINE / "
+            "HF_HUB_OFFLINE). Unset it, or make the lock file on a connected machine."
+        )
         raise err
     models = []
     for name in names:
@@ -69,15 +71,25 @@ def lock_models(
         unhashed = [fp for fp in plans if not fp.sha256]
         if unhashed:
             hashes.update(_hash_unpublished(info.slug, primary.commit, unhashed, settings, emit))
-        files = tuple(LockedFile(p, int(size or 0), sha) for p, (size, sha) in sorted(hashes.items()))
-        models.append(LockedModel(info.name, primary.source, primary.repo_id, rev, primary.commit, files))
-        emit(PullEvent("note", f"locked {info.name}: {primary.source} {primary.repo_id} "
-                       f"@ {primary.commit or rev or 'default'}, {len(files)} files"))
+        files = tuple(
+            LockedFile(p, int(size or 0), sha) for p, (size, sha) in sorted(hashes.items())
+        )
+        models.append(
+            LockedModel(info.name, primary.source, primary.repo_id, rev, primary.commit, files)
+        )
+        emit(
+            PullEvent(
+                "note",
+                f"locked {info.name}: {primary.source} {primary.repo_id} "
+                f"@ {primary.commit or rev or 'default'}, {len(files)} files",
+            )
+        )
     return make_lock(models)
 
 
-def _hash_unpublished(slug: str, commit: str | None, plans: Sequence, settings: Settings,
-                      emit: ProgressFn) -> dict[str, tuple[int, str]]:
+def _hash_unpublished(
+    slug: str, commit: str | None, plans: Sequence, settings: Settings, emit: ProgressFn
+) -> dict[str, tuple[int, str]]:
     from ..store.cache import iter_snapshots
 
     out: dict[str, tuple[int, str]] = {}
@@ -94,10 +106,23 @@ def _hash_unpublished(slug: str, commit: str | None, plans: Sequence, settings: 
         return out
     from .engine import FileJob, fetch
 
-    emit(PullEvent("verify", f"hashing {len(rest)} file(s) whose sha256 no hub publishes "
-                   f"({sum(fp.size or 0 for fp in rest) / 1e6:.1f} MB to download)"))
-    jobs = [FileJob(path=fp.path, size=fp.size, sha256=None, candidates=tuple(c.remote for c in fp.candidates),
-                    sources=fp.sources) for fp in rest]
+    emit(
+        PullEvent(
+            "verify",
+            f"hashing {len(rest)} file(s) whose sha256 no hub publishes "
+            f"({sum(fp.size or 0 for fp in rest) / 1e6:.1f} MB to download)",
+        )
+    )
+    jobs = [
+        FileJob(
+            path=fp.path,
+            size=fp.size,
+            sha256=None,
+            candidates=tuple(c.remote for c in fp.candidates),
+            sources=fp.sources,
+        )
+        for fp in rest
+    ]
     with tempfile.TemporaryDirectory(prefix="model-zoo-lock-") as scratch:
         report = fetch(jobs, Path(scratch), on_event=None)
         files = {fr.path: fr for fr in report.files}

@@ -47,7 +47,9 @@ class FilePlan:
     expected_from: str | None  # which source (or "lock") the expected digest came from
     candidates: tuple[Candidate, ...]  # sources that may serve these bytes, primary first
     cross_check: Candidate | None = None  # second copy to compare when no hash is known
-    git_blob: str | None = None  # a git blob id (HuggingFace, Modelers), checked when no sha256 is known
+    git_blob: str | None = (
+        None  # a git blob id (HuggingFace, Modelers), checked when no sha256 is known
+    )
     git_blob_from: str | None = None  # the source that published it
     disputed: tuple[Candidate, ...] = ()  # sources whose listing claims a different sha256
 
@@ -104,8 +106,14 @@ def plan_file(
     cross = None
     blob, blob_from = None, None
     if sha is None:  # the primary's git blob id, else another source's for the same size
-        blob, blob_from = next(((r.git_blob, src) for src, r in listings
-                                if r.git_blob and (size is None or r.size in (None, size))), (None, None))
+        blob, blob_from = next(
+            (
+                (r.git_blob, src)
+                for src, r in listings
+                if r.git_blob and (size is None or r.size in (None, size))
+            ),
+            (None, None),
+        )
     if blob is not None:
         method = GIT_BLOB
     elif sha is None:
@@ -114,8 +122,18 @@ def plan_file(
                 cross = Candidate(src, remote)
                 method = CROSS_BYTES
                 break
-    return FilePlan(path, size, sha, method, origin, tuple(candidates), cross_check=cross,
-                    disputed=tuple(disputed), git_blob=blob, git_blob_from=blob_from)
+    return FilePlan(
+        path,
+        size,
+        sha,
+        method,
+        origin,
+        tuple(candidates),
+        cross_check=cross,
+        disputed=tuple(disputed),
+        git_blob=blob,
+        git_blob_from=blob_from,
+    )
 
 
 def git_blob_sha1(path: Path) -> str:
@@ -149,7 +167,10 @@ def check_against_lock(
 ) -> None:
     """Raise LockMismatchError when the remote is no longer what the lock recorded."""
     if locked_commit and primary.commit and primary.commit.lower() != locked_commit.lower():
-        raise LockMismatchError(model, f"{primary.source} resolved commit {primary.commit}, the lock has {locked_commit}")
+        raise LockMismatchError(
+            model,
+            f"{primary.source} resolved commit {primary.commit}, the lock has {locked_commit}",
+        )
     listed = primary.by_path()
     problems = []
     for path, (size, sha) in sorted(locked_files.items()):

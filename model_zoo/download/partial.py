@@ -141,7 +141,7 @@ def save_sidecar(sidecar: Path, state: Sidecar, *, fsync: bool = False) -> None:
         try:
             view = memoryview(payload)
             while view:  # a nearly full disk may take only part of it: never install half a sidecar
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             if fsync:
                 os.fsync(fd)
         finally:

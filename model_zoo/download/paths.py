@@ -65,7 +65,9 @@ def check_relpath(path: str) -> tuple[str, ...]:
         if len(seg.encode("utf-8", "surrogatepass")) > _MAX_SEGMENT_BYTES:
             raise UnsafePathError(path, "has a segment longer than 255 bytes")
     if segments[0] == PARTIAL_DIR:
-        raise UnsafePathError(path, f"uses {PARTIAL_DIR}/, which model-zoo reserves for partial downloads")
+        raise UnsafePathError(
+            path, f"uses {PARTIAL_DIR}/, which model-zoo reserves for partial downloads"
+        )
     return segments
 
 
@@ -92,7 +94,9 @@ def check_on_disk(target_dir: Path, path: str) -> Path:
         if mode is None:
             continue
         if stat.S_ISLNK(mode):
-            raise UnsafePathError(path, f"{current} is a symlink; model-zoo never writes through one")
+            raise UnsafePathError(
+                path, f"{current} is a symlink; model-zoo never writes through one"
+            )
         if not stat.S_ISDIR(mode):
             raise UnsafePathError(path, f"{current} exists and is not a directory")
     final = root / Path(*segments)
@@ -102,8 +106,10 @@ def check_on_disk(target_dir: Path, path: str) -> Path:
         raise UnsafePathError(path, "resolves outside the target directory")
     mode = _lexists_kind(final)
     if mode is not None and stat.S_ISDIR(mode):  # found before fetching the file, not after
-        raise UsageError(f"{final} is a directory; cannot put the file {path} there. Move that "
-                         "directory away (or pull into another directory) and run again.")
+        raise UsageError(
+            f"{final} is a directory; cannot put the file {path} there. Move that "
+            "directory away (or pull into another directory) and run again."
+        )
     return final
 
 
@@ -182,11 +188,15 @@ def make_parents(root: Path, file_path: Path) -> None:
         except FileExistsError:
             mode = os.lstat(current).st_mode
             if stat.S_ISLNK(mode):
-                raise UnsafePathError(current.relative_to(root).as_posix(),
-                                      f"{current} is a symlink; refusing to write through it") from None
+                raise UnsafePathError(
+                    current.relative_to(root).as_posix(),
+                    f"{current} is a symlink; refusing to write through it",
+                ) from None
             if not stat.S_ISDIR(mode):
-                raise LocalWriteError(str(current), "a file is in the way of the folder model-zoo needs "
-                                      "there; move it away") from None
+                raise LocalWriteError(
+                    str(current),
+                    "a file is in the way of the folder model-zoo needs there; move it away",
+                ) from None
 
 
 def is_partial_artifact(rel_path: str) -> bool:

@@ -76,8 +76,9 @@ def candidate_sources(entry: SourceEntry, settings: Settings) -> list[str]:
     return ordered
 
 
-def _planned(entry: SourceEntry, settings: Settings, key: str, reason: str,
-             probe: ProbeResult | None = None) -> PlannedSource:
+def _planned(
+    entry: SourceEntry, settings: Settings, key: str, reason: str, probe: ProbeResult | None = None
+) -> PlannedSource:
     return PlannedSource(
         source=key,
         endpoint=settings.endpoint(key),
@@ -87,7 +88,9 @@ def _planned(entry: SourceEntry, settings: Settings, key: str, reason: str,
     )
 
 
-def _explicit(entry: SourceEntry, settings: Settings, keys: Sequence[str], why: str) -> list[PlannedSource]:
+def _explicit(
+    entry: SourceEntry, settings: Settings, keys: Sequence[str], why: str
+) -> list[PlannedSource]:
     missing = [k for k in keys if k not in entry.sources]
     if missing:
         have = ", ".join(sorted(entry.sources)) or "none"
@@ -149,6 +152,7 @@ def plan_sources(
             failed,
             reasons=[f"{k}: {probes[k].error or 'unreachable'}" for k in failed],
         )
+
     def latency(k: str) -> float:
         return probes[k].latency if probes[k].latency is not None else 1e9
 
@@ -164,7 +168,10 @@ def plan_sources(
             why = f"reachable in {ms:.0f} ms"
             if len(reachable) > 1:
                 why += ", the fastest" if latency(k) == fastest and i == 0 else ""
-                why += "; configured order among hubs within " f"{(near - fastest) * 1000:.0f} ms of the fastest"
+                why += (
+                    "; configured order among hubs within "
+                    f"{(near - fastest) * 1000:.0f} ms of the fastest"
+                )
         else:
             why = f"reachable in {ms:.0f} ms, slower"
         plan.append(_planned(entry, settings, k, why, probes[k]))
@@ -172,7 +179,9 @@ def plan_sources(
     return plan
 
 
-def describe_plan(plan: Sequence[PlannedSource], probes: Mapping[str, ProbeResult] | None = None) -> str:
+def describe_plan(
+    plan: Sequence[PlannedSource], probes: Mapping[str, ProbeResult] | None = None
+) -> str:
     """One line for the user: what will be used and why; what was skipped and why."""
     if not plan:
         return "no source"
@@ -183,7 +192,9 @@ def describe_plan(plan: Sequence[PlannedSource], probes: Mapping[str, ProbeResul
         text += "; then " + ", ".join(p.source for p in plan[1:])
     skipped = [p for p in (probes or {}).values() if not p.ok]
     if skipped:
-        text += "; skipped " + ", ".join(f"{p.source} ({p.error or 'unreachable'})" for p in skipped)
+        text += "; skipped " + ", ".join(
+            f"{p.source} ({p.error or 'unreachable'})" for p in skipped
+        )
     return text
 
 

@@ -19,9 +19,13 @@ from .types import EngineOptions
 
 MiB = 1024 * 1024
 ALIGN = 64 * 1024  # splits fall on this boundary
-MATURE_BYTES = 2 * MiB  # a range that has received this much (or run this long) has a meaningful rate
+MATURE_BYTES = (
+    2 * MiB
+)  # a range that has received this much (or run this long) has a meaningful rate
 MATURE_AGE = 0.5
-MATURE_MIN_AGE = 0.1  # ... but never sooner: the first milliseconds are the round trip, not the rate
+MATURE_MIN_AGE = (
+    0.1  # ... but never sooner: the first milliseconds are the round trip, not the rate
+)
 
 
 def mature(seg: Segment, now: float) -> bool:
@@ -65,9 +69,16 @@ def source_rates(files: Iterable[FileState], now: float) -> dict[str, float]:
     return {src: got[src] / age[src] for src in got}
 
 
-def choose_candidate(f: FileState, start: int, *, multi_source: bool, rates: Mapping[str, float],
-                     inflight: Mapping[str, int], no_range: set[str],
-                     avoid: int | None = None) -> int | None:
+def choose_candidate(
+    f: FileState,
+    start: int,
+    *,
+    multi_source: bool,
+    rates: Mapping[str, float],
+    inflight: Mapping[str, int],
+    no_range: set[str],
+    avoid: int | None = None,
+) -> int | None:
     """The candidate to fetch ``f`` from ``start`` with, or None when none is left.
 
     With ``multi_source`` and a published sha256: the least busy source among those not far
@@ -106,9 +117,16 @@ CAPPED_PART_MIN = 2 * MiB  # ... and at least this many bytes
 FAR = 0.02  # seconds to the first byte from which a source counts as far: its ranges split at once
 
 
-def plan_steal(files: Iterable[FileState], now: float, o: EngineOptions, rates: Mapping[str, float],
-               more_streams_help: bool, *, capped: bool = False,
-               ttfb: Mapping[str, float] | None = None) -> Split | None:
+def plan_steal(
+    files: Iterable[FileState],
+    now: float,
+    o: EngineOptions,
+    rates: Mapping[str, float],
+    more_streams_help: bool,
+    *,
+    capped: bool = False,
+    ttfb: Mapping[str, float] | None = None,
+) -> Split | None:
     """The tail of the range that will take longest, if splitting it is worth a connection.
 
     Splits happen beyond the request in flight (nothing is fetched twice); only in the endgame,
@@ -141,7 +159,10 @@ def plan_steal(files: Iterable[FileState], now: float, o: EngineOptions, rates: 
                 continue  # a fast stream costs less CPU than two halves hashed in turn
             part = o.part_size
             if capped:
-                part = max(min(o.part_size, CAPPED_PART_MIN), min(o.part_size, int(rate * CAPPED_PART_SECONDS)))
+                part = max(
+                    min(o.part_size, CAPPED_PART_MIN),
+                    min(o.part_size, int(rate * CAPPED_PART_SECONDS)),
+                )
             if s.end - free_from >= 2 * part and more_streams_help:
                 split, clean = max(free_from, lo + (s.end - lo) // 2), True
             elif s.end - lo >= 2 * part and rate > 0 and eta > endgame:
@@ -177,8 +198,9 @@ def request_size(o: EngineOptions, rate: float | None, rtt: float | None) -> int
     return min(want, max(o.max_request_size, o.request_size))
 
 
-def range_for(f: FileState, seg: Segment, supports_range: bool, o: EngineOptions,
-              size: int) -> tuple[str | None, int | None]:
+def range_for(
+    f: FileState, seg: Segment, supports_range: bool, o: EngineOptions, size: int
+) -> tuple[str | None, int | None]:
     """(Range header or None for the whole body, end of the range asked) for ``seg``'s next
     request; ``size`` is ``request_size`` for this source."""
     if not supports_range:
@@ -194,8 +216,12 @@ def range_for(f: FileState, seg: Segment, supports_range: bool, o: EngineOptions
     return f"bytes={seg.pos}-{end - 1}", end
 
 
-def backoff(o: EngineOptions, attempt: int, retry_after: float | None,
-            uniform: Callable[[float, float], float] = random.uniform) -> float:
+def backoff(
+    o: EngineOptions,
+    attempt: int,
+    retry_after: float | None,
+    uniform: Callable[[float, float], float] = random.uniform,
+) -> float:
     """Seconds before retry ``attempt``: the server's Retry-After (capped), else exponential
     with jitter."""
     if retry_after is not None:
@@ -225,11 +251,17 @@ def hedge_due(seg: Segment, now: float, o: EngineOptions, ttfb: float | None) ->
     return now - last > max(o.hedge_after, o.hedge_gap_factor * usual)
 
 
-def stalled_ranges(files: Iterable[FileState], now: float, o: EngineOptions,
-                   ttfb: Mapping[str, float]) -> list[Segment]:
+def stalled_ranges(
+    files: Iterable[FileState], now: float, o: EngineOptions, ttfb: Mapping[str, float]
+) -> list[Segment]:
     """Ranges in flight that are due a hedge, longest silence first."""
-    due = [s for f in files if f.status is FileStatus.ACTIVE for s in f.segs
-           if hedge_due(s, now, o, ttfb.get(f.cands[s.cand].source))]
+    due = [
+        s
+        for f in files
+        if f.status is FileStatus.ACTIVE
+        for s in f.segs
+        if hedge_due(s, now, o, ttfb.get(f.cands[s.cand].source))
+    ]
     return sorted(due, key=lambda s: s.last_byte)
 
 
@@ -242,8 +274,9 @@ SLOWER_WINDOW = 2.0  # ... over the requests of the last this many seconds, at l
 SLOWER_SAMPLES = 3
 
 
-def first_bytes_slower(samples: Iterable[tuple[float, str, float]], least: Mapping[str, float],
-                       now: float) -> bool:
+def first_bytes_slower(
+    samples: Iterable[tuple[float, str, float]], least: Mapping[str, float], now: float
+) -> bool:
     """Whether some source now answers far slower than it can: the median time to first byte of
     its requests in the last ``SLOWER_WINDOW`` seconds well above the least it ever took. A
     server queueing requests says so this way before it says 503. One slow answer is not enough
@@ -255,7 +288,10 @@ def first_bytes_slower(samples: Iterable[tuple[float, str, float]], least: Mappi
     for source, times in recent.items():
         if len(times) >= SLOWER_SAMPLES:
             median = sorted(times)[len(times) // 2]
-            if median > SLOWER * least.get(source, median) and median > least.get(source, 0.0) + SLOWER_FLOOR:
+            if (
+                median > SLOWER * least.get(source, median)
+                and median > least.get(source, 0.0) + SLOWER_FLOOR
+            ):
                 return True
     return False
 
@@ -294,8 +330,9 @@ class ConnectionController:
         self.limit = self.cap if not self.adaptive else max(1, min(self.limit, self.cap))
         self.peak = self.limit
 
-    def tick(self, now: float, delivered: int, *, waiting: bool, throttled: int = 0,
-             slower: bool = False) -> int:
+    def tick(
+        self, now: float, delivered: int, *, waiting: bool, throttled: int = 0, slower: bool = False
+    ) -> int:
         """Update with the run's state at ``now``; return the limit to apply."""
         if not self.adaptive:
             return self.limit

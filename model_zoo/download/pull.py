@@ -43,8 +43,16 @@ if TYPE_CHECKING:  # pragma: no cover
 
 MAX_BRANCH_MOVES = 2  # a branch that moves more often than this during one pull is reported
 
-__all__ = ["PlannedFile", "PullEvent", "PullOptions", "PullResult", "ProgressFn", "SIZE_ONLY", "pull",
-           "pull_model"]
+__all__ = [
+    "PlannedFile",
+    "PullEvent",
+    "PullOptions",
+    "PullResult",
+    "ProgressFn",
+    "SIZE_ONLY",
+    "pull",
+    "pull_model",
+]
 
 
 def pull(name: str, **options: Unpack[PullOptions]) -> Path:
@@ -73,7 +81,9 @@ def pull_model(name: str, **options: Unpack[PullOptions]) -> PullResult:
         return cached
     if req.offline:
         raise OfflineError(local.offline_what(req))
-    plan, probe_results = listing.plan_request(req.info, req.settings, req.source, req.sources, req.probes)
+    plan, probe_results = listing.plan_request(
+        req.info, req.settings, req.source, req.sources, req.probes
+    )
     plan_text = describe_plan(plan, probe_results)
     req.emit(PullEvent("plan", plan_text, {"plan": [vars(p) for p in plan]}))
     moves = 0
@@ -84,8 +94,13 @@ def pull_model(name: str, **options: Unpack[PullOptions]) -> PullResult:
             moves += 1
             if moves > MAX_BRANCH_MOVES:
                 raise RevisionMovedError(moved.hub, moved.repo_id, moved.revision, moves) from None
-            req.emit(PullEvent("note", f"{moved.source}: {moved.repo_id} {moved.revision} moved from "
-                               f"{moved.old[:12]} to {moved.new[:12]} during the pull; listing it again"))
+            req.emit(
+                PullEvent(
+                    "note",
+                    f"{moved.source}: {moved.repo_id} {moved.revision} moved from "
+                    f"{moved.old[:12]} to {moved.new[:12]} during the pull; listing it again",
+                )
+            )
 
 
 def _pull_listed(req: PullRequest, plan: list[PlannedSource], plan_text: str) -> PullResult:
@@ -96,17 +111,27 @@ def _pull_listed(req: PullRequest, plan: list[PlannedSource], plan_text: str) ->
     except RevisionNotFoundError as exc:
         if req.locked is None:
             raise
-        raise LockMismatchError(info.name, f"{exc.hub} no longer has revision {req.revision} of "
-                                f"{req.locked.repo_id}") from None
+        raise LockMismatchError(
+            info.name, f"{exc.hub} no longer has revision {req.revision} of {req.locked.repo_id}"
+        ) from None
     if failures:
         req.emit(PullEvent("note", "; ".join(failures)))
     listing.check_listing(primary)
     file_plans, skipped = listing.select_files_for(req, primary, others)
-    target = req.target_override or snapshot_dir(settings.home, info.slug, primary.source, req.revision,
-                                                 primary.commit)
+    target = req.target_override or snapshot_dir(
+        settings.home, info.slug, primary.source, req.revision, primary.commit
+    )
     result = PullResult(
-        name=info.name, path=target, source=primary.source, repo_id=primary.repo_id, revision=req.revision,
-        commit=primary.commit, plan=plan, plan_text=plan_text, files=[], skipped=skipped,
+        name=info.name,
+        path=target,
+        source=primary.source,
+        repo_id=primary.repo_id,
+        revision=req.revision,
+        commit=primary.commit,
+        plan=plan,
+        plan_text=plan_text,
+        files=[],
+        skipped=skipped,
         notes=list(failures) + listing.disputes(file_plans, primary),
     )
     if req.dry_run:
@@ -116,18 +141,35 @@ def _pull_listed(req: PullRequest, plan: list[PlannedSource], plan_text: str) ->
         result.dry_run = True
         return result
 
-    lock_path = (meta_dir(target) / "lock") if req.target_override else model_lock_path(settings.home, info.slug)
+    lock_path = (
+        (meta_dir(target) / "lock")
+        if req.target_override
+        else model_lock_path(settings.home, info.slug)
+    )
     from ..store.locking import ProcessLock
 
     def waiting(owner: str) -> None:
-        req.emit(PullEvent("waiting_model", f"another process{f' ({owner})' if owner else ''} is pulling "
-                           f"{info.name}; waiting for it to finish"))
+        req.emit(
+            PullEvent(
+                "waiting_model",
+                f"another process{f' ({owner})' if owner else ''} is pulling "
+                f"{info.name}; waiting for it to finish",
+            )
+        )
 
     model_lock = ProcessLock(lock_path, on_wait=waiting)
     local.prepare_target(target, model_lock)
     try:
-        return _pull_into(req, target, primary, others, file_plans, result,
-                          listing.renewer(settings, [primary, *others]), listing.head_check(settings, primary))
+        return _pull_into(
+            req,
+            target,
+            primary,
+            others,
+            file_plans,
+            result,
+            listing.renewer(settings, [primary, *others]),
+            listing.head_check(settings, primary),
+        )
     except listing.BranchMoved:
         local.drop_unfinished(target, settings)  # under the model lock: no other pull works in it
         raise
@@ -136,8 +178,14 @@ def _pull_listed(req: PullRequest, plan: list[PlannedSource], plan_text: str) ->
 
 
 def _pull_into(
-    req: PullRequest, target: Path, primary: Manifest, others: list[Manifest], file_plans: list[FilePlan],
-    result: PullResult, renew: fetching.Renew | None, head_check: Callable[[], None] | None,
+    req: PullRequest,
+    target: Path,
+    primary: Manifest,
+    others: list[Manifest],
+    file_plans: list[FilePlan],
+    result: PullResult,
+    renew: fetching.Renew | None,
+    head_check: Callable[[], None] | None,
 ) -> PullResult:
     """Under the model lock: what is on disk, what to fetch, the checks after it, the record."""
     emit = req.emit
@@ -158,17 +206,31 @@ def _pull_into(
     records: dict[str, FileRecord] = dict(present)
     if todo:
         total = sum(fp.size or 0 for fp in todo)
-        emit(PullEvent("start", f"downloading {len(todo)} file(s), {total / 1e6:.1f} MB, into {target}",
-                       {"files": len(todo), "bytes": total, "path": str(target)}))
+        emit(
+            PullEvent(
+                "start",
+                f"downloading {len(todo)} file(s), {total / 1e6:.1f} MB, into {target}",
+                {"files": len(todo), "bytes": total, "path": str(target)},
+            )
+        )
         after.clear_edited_small_files(todo, target, result)
         try:
-            fetched = fetching.fetch_files(todo, target, multi_source=req.multi_source, emit=emit,
-                                           connections=req.connections, result=result, renew=renew)
+            fetched = fetching.fetch_files(
+                todo,
+                target,
+                multi_source=req.multi_source,
+                emit=emit,
+                connections=req.connections,
+                result=result,
+                renew=renew,
+            )
             records.update(fetched)
             if result.replaced:
                 shown = ", ".join(result.replaced[:5]) + (" …" if len(result.replaced) > 5 else "")
-                result.notes.append(f"replaced {len(result.replaced)} file(s) already in {target} whose bytes "
-                                    f"differed from the hub's: {shown}")
+                result.notes.append(
+                    f"replaced {len(result.replaced)} file(s) already in {target} whose bytes "
+                    f"differed from the hub's: {shown}"
+                )
             after.check_git_blobs(todo, target)
             records.update(after.cross_check(todo, target, fetched, emit, req.connections, result))
         except ModelZooError:
@@ -178,5 +240,7 @@ def _pull_into(
     if head_check is not None:
         head_check()  # the files are one commit's only if the branch still points there
     result.manifest = write_record(req.info, target, req.revision, primary, others, records)
-    emit(PullEvent("done", str(target), {"path": str(target), "verified": result.verified_counts()}))
+    emit(
+        PullEvent("done", str(target), {"path": str(target), "verified": result.verified_counts()})
+    )
     return result

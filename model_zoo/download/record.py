@@ -22,13 +22,21 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..registry.info import ModelInfo
 
 
-def write_record(info: ModelInfo, target: Path, revision: str | None, primary: Manifest,
-                 others: list[Manifest], records: dict[str, FileRecord]) -> StoreManifest:
+def write_record(
+    info: ModelInfo,
+    target: Path,
+    revision: str | None,
+    primary: Manifest,
+    others: list[Manifest],
+    records: dict[str, FileRecord],
+) -> StoreManifest:
     """Record ``records`` (plus files an earlier pull of ``target`` verified that are still
     there and still what the hub lists) as ``target``'s manifest; tidy the partial area."""
     sources = [SourceRecord(primary.source, primary.repo_id, primary.endpoint, primary.commit)]
     used = {s for r in records.values() for s in r.sources}
-    sources += [SourceRecord(m.source, m.repo_id, m.endpoint, m.commit) for m in others if m.source in used]
+    sources += [
+        SourceRecord(m.source, m.repo_id, m.endpoint, m.commit) for m in others if m.source in used
+    ]
     old = None
     try:
         old = read_manifest(target)
@@ -40,7 +48,9 @@ def write_record(info: ModelInfo, target: Path, revision: str | None, primary: M
             if rec.path in records or rec.path not in remote:
                 continue
             r = remote[rec.path]
-            same = (r.sha256 is None or r.sha256.lower() == rec.sha256) and (r.size in (None, rec.size))
+            same = (r.sha256 is None or r.sha256.lower() == rec.sha256) and (
+                r.size in (None, rec.size)
+            )
             try:
                 ok_size = (target / rec.path).stat().st_size == rec.size
             except OSError:
@@ -48,8 +58,13 @@ def write_record(info: ModelInfo, target: Path, revision: str | None, primary: M
             if same and ok_size:
                 records[rec.path] = rec
     manifest = StoreManifest(
-        name=info.name, slug=info.slug, revision=revision, commit=primary.commit, sources=tuple(sources),
-        files=tuple(sorted(records.values(), key=lambda r: r.path)), verified_at=utc_now(),
+        name=info.name,
+        slug=info.slug,
+        revision=revision,
+        commit=primary.commit,
+        sources=tuple(sources),
+        files=tuple(sorted(records.values(), key=lambda r: r.path)),
+        verified_at=utc_now(),
         skipped=tuple(sorted(p for p in remote if p not in records)),
     )
     write_manifest(target, manifest)

@@ -27,7 +27,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..store.lockfile import LockedModel, LockFile
 
 
-
 from .results import ProgressFn
 
 
@@ -124,31 +123,46 @@ def resolve_request(name: str, options: PullOptions) -> PullRequest:
     if connections is not None and connections < 1:
         raise UsageError(f"connections must be at least 1, got {connections}")
     return PullRequest(
-        info=info, settings=settings, revision=revision, source=source, sources=sources, explicit=explicit,
-        locked=locked, include=include, exclude=options.get("exclude"),
+        info=info,
+        settings=settings,
+        revision=revision,
+        source=source,
+        sources=sources,
+        explicit=explicit,
+        locked=locked,
+        include=include,
+        exclude=options.get("exclude"),
         all_files=bool(options.get("all_files")),
         target_override=Path(local_dir).expanduser() if local_dir is not None else None,
-        dry_run=bool(options.get("dry_run")), offline=settings.offline if offline is None else offline,
-        emit=options.get("progress") or (lambda _e: None), connections=connections,
-        probes=options.get("probes"), wanted=wanted_sources(sources, explicit, locked),
+        dry_run=bool(options.get("dry_run")),
+        offline=settings.offline if offline is None else offline,
+        emit=options.get("progress") or (lambda _e: None),
+        connections=connections,
+        probes=options.get("probes"),
+        wanted=wanted_sources(sources, explicit, locked),
     )
 
 
-def gguf_selection(info: ModelInfo, level: str | None,
-                   include: Sequence[str] | None) -> tuple[ModelInfo, Sequence[str] | None]:
+def gguf_selection(
+    info: ModelInfo, level: str | None, include: Sequence[str] | None
+) -> tuple[ModelInfo, Sequence[str] | None]:
     """For ``--gguf LEVEL`` or ``NAME:LEVEL``: the GGUF variant and exactly its one file."""
     if level is not None:
         from ..registry.loader import load_registry
 
         if info.gguf_level is not None and info.gguf_level.lower() != level.lower():
-            raise UsageError(f"--gguf {level} contradicts the :{info.gguf_level} in the name; give the level once",
-                             level=level)
+            raise UsageError(
+                f"--gguf {level} contradicts the :{info.gguf_level} in the name; give the level once",
+                level=level,
+            )
         info = load_registry().with_gguf_level(info, level)
     path = info.gguf_file()
     if path is None:
         return info, include
     if include:
-        raise UsageError(f"a GGUF level names one file ({path}); leave out --include", include=list(include))
+        raise UsageError(
+            f"a GGUF level names one file ({path}); leave out --include", include=list(include)
+        )
     return info, [path]
 
 
@@ -161,8 +175,10 @@ def requested_revision(info: ModelInfo, revision: str | None) -> str | None:
         )
     return revision or info.revision
 
-def wanted_sources(sources: Sequence[str] | str | None, explicit: str,
-                    locked: LockedModel | None) -> tuple[str, ...]:
+
+def wanted_sources(
+    sources: Sequence[str] | str | None, explicit: str, locked: LockedModel | None
+) -> tuple[str, ...]:
     """The hubs whose copy on disk answers the request: those named, else the lock's, else any
     hub ``auto`` may pick (never the InternEvo-format openxlab-origin)."""
     from ..hubs.catalog import OPENXLAB_ORIGIN, SOURCE_KEYS
@@ -175,6 +191,7 @@ def wanted_sources(sources: Sequence[str] | str | None, explicit: str,
         return (locked.source,)
     return tuple(k for k in SOURCE_KEYS if k != OPENXLAB_ORIGIN)
 
+
 def locked_entry(lock: str | Path | LockFile, info: ModelInfo) -> LockedModel:
     from ..store.lockfile import LockFile, read_lock
 
@@ -183,7 +200,8 @@ def locked_entry(lock: str | Path | LockFile, info: ModelInfo) -> LockedModel:
     if found is None:
         raise UsageError(
             f"the lock file has no entry for {info.name} (it lists "
-            + ", ".join(m.name for m in lock_obj.models) + "); add it with `model-zoo lock`",
+            + ", ".join(m.name for m in lock_obj.models)
+            + "); add it with `model-zoo lock`",
             model=info.name,
         )
     return found

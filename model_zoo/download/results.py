@@ -16,6 +16,7 @@ from .plan import (
 
 if TYPE_CHECKING:  # pragma: no cover
     from .types import LinkStats
+
     pass
 
 ProgressFn = Callable[[Any], None]
@@ -29,6 +30,7 @@ class PullEvent:
     message: str
     data: Mapping[str, Any] = field(default_factory=dict)
 
+
 @dataclass(frozen=True)
 class PlannedFile:
     path: str
@@ -38,6 +40,7 @@ class PlannedFile:
     sources: tuple[str, ...]
     present: bool  # complete and verified on disk already
     resumable: int = 0  # bytes an interrupted pull left that the next one keeps (not present)
+
 
 @dataclass
 class PullResult:
@@ -61,7 +64,9 @@ class PullResult:
     resumed_bytes: int = 0
     reused_files: int = 0
     notes: list[str] = field(default_factory=list)
-    replaced: list[str] = field(default_factory=list)  # files that were in the target with other bytes
+    replaced: list[str] = field(
+        default_factory=list
+    )  # files that were in the target with other bytes
     link: LinkStats | None = None  # what the download found out about the link
 
     @property
@@ -106,7 +111,9 @@ class PullResult:
             "resumed_bytes": self.resumed_bytes,
             "reused_files": self.reused_files,
             "verified": self.verified_counts(),
-            "verification": {r.path: r.verified for r in (self.manifest.files if self.manifest else ())},
+            "verification": {
+                r.path: r.verified for r in (self.manifest.files if self.manifest else ())
+            },
             "notes": self.notes,
             "link": asdict(self.link) if self.link is not None else None,
         }

@@ -31,13 +31,17 @@ from .state import Cancelled, Candidate, FileState, FileStatus, Race, RunState, 
 from .transfer import Transfer
 from .types import EngineOptions, FetchReport, FileJob, LinkStats, Renew
 
-_PROGRESS_EVERY = 0.1  # seconds between Progress events and controller ticks (workers only count bytes)
+_PROGRESS_EVERY = (
+    0.1  # seconds between Progress events and controller ticks (workers only count bytes)
+)
 _SPARE_WORKERS = 2  # threads beyond the connection limit: to finish files, and for hedges
 _MAX_WORKERS = 66
 _WORKER_EXITED = object()  # what a worker queues as it ends
 _CHEAP_RATE = 50e6  # below this total rate (bytes/s) the CPU cost of splitting is negligible
 _IDLE_ENOUGH = 0.25  # split faster streams only while this much of the machine's CPU is idle
-_CAPPED_RATE = 40e6  # connections slower than this (bytes/s each) are held back by the link, not the CPU
+_CAPPED_RATE = (
+    40e6  # connections slower than this (bytes/s each) are held back by the link, not the CPU
+)
 _MAX_RENEWALS = 2  # fresh URLs in a row without a byte delivered before the refusal counts
 _RATE_SAMPLE_BYTES = 64 * 1024  # a range this big says what one connection gets
 _THROTTLE_STATUSES = (429, 503)
@@ -50,13 +54,20 @@ class Scheduler:
 
     cpu = CpuIdle()
 
-    def __init__(self, jobs: list[FileJob], target_dir: Any, options: EngineOptions,
-                 transport: Transport, renew: Renew | None = None) -> None:
+    def __init__(
+        self,
+        jobs: list[FileJob],
+        target_dir: Any,
+        options: EngineOptions,
+        transport: Transport,
+        renew: Renew | None = None,
+    ) -> None:
         self.run = RunState(jobs, target_dir, options, transport, renew)
         self.staging = Staging(self.run, self._kill_candidate)
         self.transfer = Transfer(self.run, self.staging)
         self.control = policy.ConnectionController(
-            cap=options.connections, limit=options.initial_connections, adaptive=options.adaptive)
+            cap=options.connections, limit=options.initial_connections, adaptive=options.adaptive
+        )
         self._waiting = False  # work waited for a connection since the last tick
         self._throttled_seen = 0
         self._rates: list[float] = []  # bytes/s of each range that ran long enough to tell
@@ -81,7 +92,9 @@ class Scheduler:
             many as may work at once, no idle crowd contending for the run's lock."""
             n = 0
             while len(workers) < min(upto + _SPARE_WORKERS, _MAX_WORKERS):
-                w = threading.Thread(target=self._worker, name=f"model-zoo-fetch-{len(workers)}", daemon=True)
+                w = threading.Thread(
+                    target=self._worker, name=f"model-zoo-fetch-{len(workers)}", daemon=True
+                )
                 workers.append(w)
                 w.start()
                 n += 1
@@ -124,7 +137,11 @@ class Scheduler:
             run.cancel.set()
             if not any(w.is_alive() for w in workers):  # never close an fd a worker may still use
                 for f in run.files:
-                    if f.status not in (FileStatus.DONE, FileStatus.FAILED) or f.fd >= 0 or f.lock is not None:
+                    if (
+                        f.status not in (FileStatus.DONE, FileStatus.FAILED)
+                        or f.fd >= 0
+                        or f.lock is not None
+                    ):
                         self.staging.close(f)
 
     def _flush(self, on_event: Callable[[ev.Event], None] | None) -> None:
@@ -148,10 +165,13 @@ class Scheduler:
             waiting, self._waiting = self._waiting, False
             slower = policy.first_bytes_slower(run.ttfb_samples, run.ttfb, time.monotonic())
             before = self.control.limit
-            if run.ttfb:  # judge the rate over several round trips, never less than a quarter second
+            if (
+                run.ttfb
+            ):  # judge the rate over several round trips, never less than a quarter second
                 self.control.window = max(0.25, 5 * min(run.ttfb.values()))
-            after = self.control.tick(time.monotonic(), delivered, waiting=waiting,
-                                      throttled=throttled, slower=slower)
+            after = self.control.tick(
+                time.monotonic(), delivered, waiting=waiting, throttled=throttled, slower=slower
+            )
             if after > before:
                 run.cv.notify_all()
             elif any(f.status is FileStatus.ACTIVE and f.segs for f in run.files):
@@ -222,8 +242,13 @@ class Scheduler:
         run = self.run
         now = time.monotonic()
         for f in run.files:  # 1. finalise a file whose bytes are all here
-            if f.status is FileStatus.ACTIVE and not f.segs and f.size is not None and f.hasher is not None \
-                    and not f.hasher.gaps(f.size):
+            if (
+                f.status is FileStatus.ACTIVE
+                and not f.segs
+                and f.size is not None
+                and f.hasher is not None
+                and not f.hasher.gaps(f.size)
+            ):
                 f.status = FileStatus.FINISHING
                 return ("finish", f)
         hedge = self._hedge(now)  # 2. a second request for a range that went silent
@@ -240,15 +265,24 @@ class Scheduler:
                 if seg is not None:
                     return ("seg", seg)
         for f in run.files:  # 4. a file nobody has started
-            if f.status is FileStatus.PENDING or (f.status is FileStatus.DEFERRED and f.defer_until <= now):
+            if f.status is FileStatus.PENDING or (
+                f.status is FileStatus.DEFERRED and f.defer_until <= now
+            ):
                 if not room:
                     self._waiting = True
                     break
                 f.status = FileStatus.OPENING
                 return ("open", f)
         help_, capped = self._more_streams_help(now)
-        split = policy.plan_steal(run.files, now, run.o, policy.source_rates(run.files, now), help_, capped=capped,
-                                  ttfb=run.ttfb)
+        split = policy.plan_steal(
+            run.files,
+            now,
+            run.o,
+            policy.source_rates(run.files, now),
+            help_,
+            capped=capped,
+            ttfb=run.ttfb,
+        )
         if split is not None:  # 5. half of the largest range still to come
             if not room:
                 self._waiting = True
@@ -273,8 +307,15 @@ class Scheduler:
     def _choose(self, f: FileState, start: int, avoid: int | None = None) -> int | None:
         run = self.run
         rates = policy.source_rates(run.files, time.monotonic()) if run.o.multi_source else {}
-        return policy.choose_candidate(f, start, multi_source=run.o.multi_source, rates=rates,
-                                       inflight=run.inflight, no_range=run.no_range, avoid=avoid)
+        return policy.choose_candidate(
+            f,
+            start,
+            multi_source=run.o.multi_source,
+            rates=rates,
+            inflight=run.inflight,
+            no_range=run.no_range,
+            avoid=avoid,
+        )
 
     def _add_seg(self, f: FileState, start: int, end: int | None, cand: int) -> Segment:
         run = self.run
@@ -323,8 +364,15 @@ class Scheduler:
             race.members.append(twin)
             race.hedges += 1
             f.hedges += 1
-            run.events.put(ev.Retry(f.job.path, f.cands[cand].source, 0,
-                                    f"no bytes for {silent:.1f} s: a second request races the first", 0.0))
+            run.events.put(
+                ev.Retry(
+                    f.job.path,
+                    f.cands[cand].source,
+                    0,
+                    f"no bytes for {silent:.1f} s: a second request races the first",
+                    0.0,
+                )
+            )
             return twin
         return None
 
@@ -351,10 +399,17 @@ class Scheduler:
         try:
             while not run.cancel.is_set():
                 with run.cv:
-                    if f.status is not FileStatus.ACTIVE or seg.cancelled or \
-                            (seg.end is not None and seg.pos >= seg.end):
+                    if (
+                        f.status is not FileStatus.ACTIVE
+                        or seg.cancelled
+                        or (seg.end is not None and seg.pos >= seg.end)
+                    ):
                         return
-                    if seg.race is not None and seg.race.end is not None and seg.race.claimed >= seg.race.end:
+                    if (
+                        seg.race is not None
+                        and seg.race.end is not None
+                        and seg.race.claimed >= seg.race.end
+                    ):
                         return  # its twin delivered every byte
                     cand = f.cands[seg.cand]
                     if cand.dead is not None:
@@ -401,7 +456,9 @@ class Scheduler:
         new = seg.file.cands[cand].source
         run.inflight[new] = run.inflight.get(new, 0) + 1
 
-    def _failed_request(self, seg: Segment, cand: Candidate, exc: TransferError, used: RemoteFile) -> None:
+    def _failed_request(
+        self, seg: Segment, cand: Candidate, exc: TransferError, used: RemoteFile
+    ) -> None:
         """``used``: the RemoteFile the failed request went to (the candidate's may be newer)."""
         run = self.run
         f = seg.file
@@ -453,14 +510,24 @@ class Scheduler:
         if f.size is not None and fresh.size is not None and fresh.size != f.size:
             with run.cv:
                 if cand.dead is None:
-                    self._kill_candidate(f, cand, SizeMismatchError(f.job.path, f.size, fresh.size,
-                                                                    source=cand.source))
+                    self._kill_candidate(
+                        f,
+                        cand,
+                        SizeMismatchError(f.job.path, f.size, fresh.size, source=cand.source),
+                    )
             return True
         with run.cv:
             if cand.remote is stale:  # another worker may have renewed it meanwhile
                 cand.remote = fresh
-        run.events.put(ev.Retry(f.job.path, cand.source, cand.renewals,
-                                f"{exc.reason}: the URL expired; listed again for a fresh one", 0.0))
+        run.events.put(
+            ev.Retry(
+                f.job.path,
+                cand.source,
+                cand.renewals,
+                f"{exc.reason}: the URL expired; listed again for a fresh one",
+                0.0,
+            )
+        )
         return True
 
     def _kill_candidate(self, f: FileState, cand: Candidate, error: ModelZooError) -> None:

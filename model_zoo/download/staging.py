@@ -150,8 +150,10 @@ class Staging:
         digest = f.hasher.hexdigest()
         on_disk = os.fstat(f.fd).st_size
         if f.hasher.hashed != f.size or on_disk != f.size:
-            raise OSError(f"{f.paths.data}: {on_disk} bytes on disk, {f.hasher.hashed} hashed, "
-                          f"{f.size} expected")
+            raise OSError(
+                f"{f.paths.data}: {on_disk} bytes on disk, {f.hasher.hashed} hashed, "
+                f"{f.size} expected"
+            )
         if f.job.sha256 is not None and digest != f.job.sha256:
             self._mismatch(f, digest)
             return
@@ -162,7 +164,9 @@ class Staging:
         f.fd = -1
         make_parents(self.run.target, f.paths.final)
         if os.path.isdir(f.paths.final) and not os.path.islink(f.paths.final):
-            raise UsageError(f"{f.paths.final} is a directory; cannot put the file {f.job.path} there")
+            raise UsageError(
+                f"{f.paths.final} is a directory; cannot put the file {f.job.path} there"
+            )
         os.replace(f.paths.data, f.paths.final)
         remove_quietly(f.paths.sidecar)
         self._complete(f, digest, f.size, already_present=False)
@@ -187,7 +191,9 @@ class Staging:
             if f.had_disk_bytes:
                 f.had_disk_bytes = False  # the bytes from disk may be the bad ones: one clean retry
             elif len(srcs) > 1 and f.mixed_ok:
-                f.mixed_ok = False  # cannot tell which source lied: take the file from one at a time
+                f.mixed_ok = (
+                    False  # cannot tell which source lied: take the file from one at a time
+                )
             else:
                 for c in f.cands:
                     if c.dead is None and (c.source in srcs or not srcs):
@@ -229,8 +235,18 @@ class Staging:
         with run.cv:
             f.status = FileStatus.DONE
             run.cv.notify_all()
-        run.events.put(ev.FileDone(f.job.path, size, digest, f.result.verification, f.result.sources,
-                                   f.downloaded, f.resumed, already_present))
+        run.events.put(
+            ev.FileDone(
+                f.job.path,
+                size,
+                digest,
+                f.result.verification,
+                f.result.sources,
+                f.downloaded,
+                f.resumed,
+                already_present,
+            )
+        )
 
     def checkpoint(self, f: FileState, *, force: bool = False) -> None:
         """Save the sidecar (about once per ``checkpoint_interval``; always when ``force``)."""
@@ -247,8 +263,14 @@ class Staging:
             if o.fsync:
                 os.fsync(f.fd)
             etag = next((c.remote.etag for c in f.cands if c.remote.etag), None)
-            state = Sidecar(f.job.path, f.job.size, f.job.sha256, etag, f.hasher.ranges(),
-                            list(f.partial_sources))
+            state = Sidecar(
+                f.job.path,
+                f.job.size,
+                f.job.sha256,
+                etag,
+                f.hasher.ranges(),
+                list(f.partial_sources),
+            )
             try:
                 save_sidecar(f.paths.sidecar, state, fsync=o.fsync)
             except OSError as exc:
@@ -275,7 +297,8 @@ class Staging:
     def disk_full_error(self) -> DiskSpaceError:
         needed = sum(  # a file of unknown size counts nothing, not minus what it holds
             max(0, (f.size or 0) - (f.hasher.written_total() if f.hasher else 0))
-            for f in self.run.files if f.status not in (FileStatus.DONE, FileStatus.FAILED)
+            for f in self.run.files
+            if f.status not in (FileStatus.DONE, FileStatus.FAILED)
         )
         try:
             free = shutil.disk_usage(self.run.target).free

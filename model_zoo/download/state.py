@@ -79,12 +79,16 @@ class Segment:
 
     file: FileState
     pos: int  # next byte to fetch
-    end: int | None  # exclusive end; shrinks when another worker steals the tail; None: unknown size
+    end: (
+        int | None
+    )  # exclusive end; shrinks when another worker steals the tail; None: unknown size
     cand: int
     req_end: int | None = None  # end of the range the request in flight asked for
     started: float = field(default_factory=time.monotonic)
     got: int = 0
-    last_byte: float = field(default_factory=time.monotonic)  # when bytes last arrived (or the start)
+    last_byte: float = field(
+        default_factory=time.monotonic
+    )  # when bytes last arrived (or the start)
     gap: float = 0.0  # the longest recent silence between arrivals (decays), seconds
     race: Race | None = None  # set while this range is hedged
     cancelled: bool = False  # lost its race, or was taken over: end quietly
@@ -142,15 +146,26 @@ class FileState:
 class RunState:
     """What every layer of one fetch sees: options, target, transport, files, the lock."""
 
-    def __init__(self, jobs: Sequence[FileJob], target_dir: Path, options: EngineOptions,
-                 transport: Transport, renew: Renew | None = None) -> None:
+    def __init__(
+        self,
+        jobs: Sequence[FileJob],
+        target_dir: Path,
+        options: EngineOptions,
+        transport: Transport,
+        renew: Renew | None = None,
+    ) -> None:
         self.o = options
         self.target = target_dir
         self.transport = transport
         self.renew = renew
         self.files = [
-            FileState(i, j, partial_paths(target_dir, j.path),
-                      [Candidate(r, s) for r, s in zip(j.candidates, j.sources)], j.size)
+            FileState(
+                i,
+                j,
+                partial_paths(target_dir, j.path),
+                [Candidate(r, s) for r, s in zip(j.candidates, j.sources)],
+                j.size,
+            )
             for i, j in enumerate(jobs)
         ]
         self.cv = threading.Condition(threading.Lock())  # never re-entered: a plain lock is cheaper
@@ -161,7 +176,9 @@ class RunState:
         self.events: queue.SimpleQueue[Any] = queue.SimpleQueue()
         # what the link showed so far (the controller and the plan line read these)
         self.ttfb: dict[str, float] = {}  # least seconds to response headers, per source
-        self.ttfb_samples: collections.deque[tuple[float, str, float]] = collections.deque(maxlen=256)
+        self.ttfb_samples: collections.deque[tuple[float, str, float]] = collections.deque(
+            maxlen=256
+        )
         self.throttled = 0  # 429/503 answers
         self.peak_inflight = 0
 

@@ -66,7 +66,9 @@ class Transfer:
             run.ttfb[source] = min(seconds, run.ttfb.get(source, seconds))
             run.ttfb_samples.append((time.monotonic(), source, seconds))
 
-    def _check_response(self, seg: Segment, cand: Candidate, resp: Any, rng: str | None) -> tuple[int, int | None]:
+    def _check_response(
+        self, seg: Segment, cand: Candidate, resp: Any, rng: str | None
+    ) -> tuple[int, int | None]:
         """Validate status and lengths: (leading body bytes to skip, file offset the body ends at)."""
         run = self.run
         f = seg.file
@@ -74,8 +76,11 @@ class Transfer:
         if status == 206:
             start, end, total = _content_range(resp.header("content-range"))
             if start != seg.pos or end is None or end < start:
-                raise TransferError(f"asked for {rng}, got Content-Range {resp.header('content-range')}",
-                                    retriable=True, kind="protocol")
+                raise TransferError(
+                    f"asked for {rng}, got Content-Range {resp.header('content-range')}",
+                    retriable=True,
+                    kind="protocol",
+                )
             self._learn_size(seg, total)
             with run.cv:
                 if f.splittable is None:
@@ -90,7 +95,9 @@ class Transfer:
                     if f.splittable is None:
                         f.splittable = False
                 return 0, f.size
-            with run.cv:  # the server ignored Range: read the body from its start, skip what we have
+            with (
+                run.cv
+            ):  # the server ignored Range: read the body from its start, skip what we have
                 f.range_ignored = True
                 f.splittable = False
                 run.no_range.add(cand.source)
@@ -111,7 +118,9 @@ class Transfer:
         if total is None:
             return
         if f.size is not None and total != f.size:
-            raise TransferError(f"serves {total} bytes, expected {f.size}", retriable=False, kind="size")
+            raise TransferError(
+                f"serves {total} bytes, expected {f.size}", retriable=False, kind="size"
+            )
         if f.size is None:
             if total < seg.pos:
                 self._restart_unsized(seg)
@@ -135,8 +144,12 @@ class Transfer:
             f.by_source.clear()
             f.partial_sources.clear()
             seg.pos = 0
-        raise TransferError("the partial file holds more bytes than the file now served (it changed "
-                            "since): fetching it again from the start", retriable=True, kind="protocol")
+        raise TransferError(
+            "the partial file holds more bytes than the file now served (it changed "
+            "since): fetching it again from the start",
+            retriable=True,
+            kind="protocol",
+        )
 
     def _fill(self, resp: Response, view: memoryview) -> int:
         """Read into ``view`` until it is full, the body ends, or ``read_interval`` has passed
@@ -152,8 +165,15 @@ class Transfer:
             n += got
         return n
 
-    def _stream(self, seg: Segment, cand: Candidate, resp: Any, buf: memoryview, skip: int,
-                body_end: int | None) -> None:
+    def _stream(
+        self,
+        seg: Segment,
+        cand: Candidate,
+        resp: Any,
+        buf: memoryview,
+        skip: int,
+        body_end: int | None,
+    ) -> None:
         run = self.run
         f = seg.file
         assert f.hasher is not None
@@ -163,7 +183,9 @@ class Transfer:
                 raise Cancelled()
             n = resp.readinto(buf[: min(len(buf), skip)])
             if n == 0:
-                raise TransferError("body ended before the requested range", retriable=True, kind="short")
+                raise TransferError(
+                    "body ended before the requested range", retriable=True, kind="short"
+                )
             skip -= n
             with run.cv:
                 f.discarded += n
@@ -178,7 +200,9 @@ class Transfer:
                 return
             # a stream that fills a chunk within the read interval anyway reads whole chunks (in C,
             # far less CPU per byte); a slower one gathers what arrives for at most that long
-            fast = seg.got >= len(buf) and seg.rate(time.monotonic()) * run.o.read_interval >= len(buf)
+            fast = seg.got >= len(buf) and seg.rate(time.monotonic()) * run.o.read_interval >= len(
+                buf
+            )
             n = resp.readinto(buf[:want]) if fast else self._fill(resp, buf[:want])
             if n == 0:
                 if end is None:  # unknown size: the body ended, so the file did
@@ -186,8 +210,12 @@ class Transfer:
                         f.size = seg.end = seg.pos
                     os.ftruncate(f.fd, seg.pos)
                     return
-                raise TransferError(f"body ended early: {seg.pos - start_pos} bytes of the "
-                                    f"{end - start_pos} asked for", retriable=True, kind="short")
+                raise TransferError(
+                    f"body ended early: {seg.pos - start_pos} bytes of the "
+                    f"{end - start_pos} asked for",
+                    retriable=True,
+                    kind="short",
+                )
             pos, now = seg.pos, time.monotonic()
             with run.cv:  # a hedged range writes only what its twin has not
                 if seg.cancelled:  # gave way while these bytes came in: they are its twin's

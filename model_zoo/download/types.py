@@ -17,7 +17,9 @@ from .http_fetch import Timeouts
 
 MiB = 1024 * 1024
 VERIFIED_PUBLISHED = "sha256-published"  # the sha256 a hub published matched the bytes
-COMPUTED_ONLY = "computed-only"  # no hub published a sha256: computed, size checked ("unverified-by-hub")
+COMPUTED_ONLY = (
+    "computed-only"  # no hub published a sha256: computed, size checked ("unverified-by-hub")
+)
 
 # (source, path, the RemoteFile whose URL stopped working) -> a fresh RemoteFile for the same
 # file, or None when the source no longer lists it. Called on worker threads; may block.
@@ -62,12 +64,18 @@ class EngineOptions:
     connections: int = 32  # most requests in flight at once, over all files and sources
     initial_connections: int = 16
     adaptive: bool = True
-    chunk_size: int = 1 * MiB  # most bytes per read/pwrite/hash step: per-call overhead stays negligible
+    chunk_size: int = (
+        1 * MiB
+    )  # most bytes per read/pwrite/hash step: per-call overhead stays negligible
     range_split_threshold: int = 64 * MiB  # files this big may be fetched as several ranges at once
     part_size: int = 16 * MiB  # smallest range a worker splits off another's (work stealing)
-    request_size: int = 64 * MiB  # bytes a ranged request asks for while the rate is unknown, or fast
+    request_size: int = (
+        64 * MiB
+    )  # bytes a ranged request asks for while the rate is unknown, or fast
     min_request_size: int = 8 * MiB  # ... never fewer (a slow connection)
-    request_seconds: float = 1.0  # ... about this long at the connection's rate, so ranges split finely
+    request_seconds: float = (
+        1.0  # ... about this long at the connection's rate, so ranges split finely
+    )
     rtt_requests: float = 16.0  # ... yet at least this many round trips' worth (far, fast links)
     max_request_size: int = 1024 * MiB  # most bytes one ranged request asks for
     split_min_eta: float = 2.0  # split a range only when its owner still needs this long (seconds)
@@ -77,23 +85,33 @@ class EngineOptions:
     backoff_max: float = 30.0
     retry_after_max: float = 60.0  # cap on a server's Retry-After
     stall_timeout: float = 30.0  # no body bytes for this long: abort the request and retry
-    hedge_after: float = 2.0  # a range silent this long (and far longer than its usual gaps) is hedged
+    hedge_after: float = (
+        2.0  # a range silent this long (and far longer than its usual gaps) is hedged
+    )
     hedge_gap_factor: float = 8.0  # ... "far longer": this many times its longest recent gap
-    read_interval: float = 0.05  # seconds a read may gather bytes before they are written and counted
+    read_interval: float = (
+        0.05  # seconds a read may gather bytes before they are written and counted
+    )
     connect_timeout: float = 10.0
     request_timeout: float = 60.0  # from request sent to response headers
     multi_source: bool = False  # fetch ranges of one file from several candidates at once
     fsync: bool = False  # fsync each file before its rename, and partials before each checkpoint
-    lock_timeout: float | None = None  # give up waiting for another process's file lock (None: wait)
+    lock_timeout: float | None = (
+        None  # give up waiting for another process's file lock (None: wait)
+    )
     checkpoint_interval: float = 1.0  # seconds between sidecar saves while bytes arrive
 
     def __post_init__(self) -> None:
         if self.connections < 1 or self.initial_connections < 1:
-            raise UsageError(f"connections must be at least 1 (got {self.connections}, "
-                             f"initially {self.initial_connections})")
+            raise UsageError(
+                f"connections must be at least 1 (got {self.connections}, "
+                f"initially {self.initial_connections})"
+            )
 
     def timeouts(self) -> Timeouts:
-        return Timeouts(connect=self.connect_timeout, response=self.request_timeout, stall=self.stall_timeout)
+        return Timeouts(
+            connect=self.connect_timeout, response=self.request_timeout, stall=self.stall_timeout
+        )
 
 
 @dataclass(frozen=True)
@@ -108,14 +126,18 @@ class FileResult:
     verification: str  # VERIFIED_PUBLISHED or COMPUTED_ONLY
     bytes_downloaded: int  # bytes of the final file fetched this run
     bytes_resumed: int  # bytes kept from a partial left by an earlier run
-    bytes_discarded: int  # bytes received but thrown away (Range ignored, hash mismatch, a lost hedge)
+    bytes_discarded: (
+        int  # bytes received but thrown away (Range ignored, hash mismatch, a lost hedge)
+    )
     sources: tuple[str, ...]  # sources whose bytes are in the final file
     bytes_by_source: Mapping[str, int]  # body bytes written this run, per source
     retries: int
     fallbacks: tuple[ev.Fallback, ...]
     range_ignored: bool  # a server answered a Range request with the whole body
     already_present: bool  # the final file existed and matched: nothing was fetched
-    replaced_existing: bool = False  # a file with other bytes was at the final path and was replaced
+    replaced_existing: bool = (
+        False  # a file with other bytes was at the final path and was replaced
+    )
     hedges: int = 0  # duplicate requests sent for ranges that stalled
 
     @property
@@ -130,7 +152,9 @@ class LinkStats:
 
     peak_connections: int  # most requests in flight at once
     final_limit: int  # the connection limit the controller ended at
-    rate_per_connection: float | None  # bytes/s one connection got (median over sources), if measured
+    rate_per_connection: (
+        float | None
+    )  # bytes/s one connection got (median over sources), if measured
     total_rate: float | None  # bytes/s over the whole run, when anything was fetched
     round_trip: float | None  # seconds to the first byte (least seen), if measured
     throttled: int  # 429/503 answers seen

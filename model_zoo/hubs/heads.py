@@ -43,7 +43,11 @@ def commit_in(source: str, body: Any, revision: str | None) -> str | None:
     if source == HF and isinstance(body, dict):
         found = body.get("sha")
     elif source == MODELERS and isinstance(body, dict):
-        last = (body.get("data") or {}).get("last_commit") if isinstance(body.get("data"), dict) else None
+        last = (
+            (body.get("data") or {}).get("last_commit")
+            if isinstance(body.get("data"), dict)
+            else None
+        )
         commit = last.get("commit") if isinstance(last, dict) else None
         found = commit.get("commit_sha") if isinstance(commit, dict) else None
     elif source == MODELSCOPE and isinstance(body, dict):
@@ -56,8 +60,15 @@ def commit_in(source: str, body: Any, revision: str | None) -> str | None:
     return found.lower() if isinstance(found, str) and is_commit_id(found) else None
 
 
-def head_commit(source: str, endpoint: str, repo_id: str, revision: str | None, *,
-                headers: dict[str, str] | None = None, timeout: float = 5.0) -> str | None:
+def head_commit(
+    source: str,
+    endpoint: str,
+    repo_id: str,
+    revision: str | None,
+    *,
+    headers: dict[str, str] | None = None,
+    timeout: float = 5.0,
+) -> str | None:
     """The commit ``revision`` of ``repo_id`` points at on ``source`` now, or None when that
     cannot be told quickly (no such answer, an error, a hub without revisions)."""
     url = head_url(source, endpoint, repo_id, revision)
@@ -65,7 +76,9 @@ def head_commit(source: str, endpoint: str, repo_id: str, revision: str | None, 
         return None
     from ..download.http_fetch import StdlibTransport, Timeouts, TransferError
 
-    transport = StdlibTransport(Timeouts(connect=timeout, response=timeout, stall=timeout), max_idle_per_origin=1)
+    transport = StdlibTransport(
+        Timeouts(connect=timeout, response=timeout, stall=timeout), max_idle_per_origin=1
+    )
     try:
         resp = transport.get(url, {"Accept": "application/json", **(headers or {})}, None)
         try:

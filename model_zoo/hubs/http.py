@@ -152,8 +152,16 @@ class HubContext:
     form: without the user name and password a mirror URL may carry.
     """
 
-    def __init__(self, hub: str, endpoint: str, token: str | None, token_env: str | None, *,
-                 advice: str | None = None, web_url: str | None = None) -> None:
+    def __init__(
+        self,
+        hub: str,
+        endpoint: str,
+        token: str | None,
+        token_env: str | None,
+        *,
+        advice: str | None = None,
+        web_url: str | None = None,
+    ) -> None:
         self.hub = hub
         self.endpoint = safe_url(endpoint)
         self._secrets = [token, *url_secrets(endpoint)]
@@ -169,7 +177,9 @@ class HubContext:
         self._secrets.append(secret)
 
     def gated(self, repo_id: str, status: int | None) -> GatedRepoError:
-        return GatedRepoError(self.hub, repo_id, token_env=self.token_env, status=status, advice=self.advice)
+        return GatedRepoError(
+            self.hub, repo_id, token_env=self.token_env, status=status, advice=self.advice
+        )
 
     def clean(self, text: str, limit: int = 200) -> str:
         """Server-provided text, shortened and with the token removed."""
@@ -215,7 +225,9 @@ class HubContext:
             raise self.gated(repo_id, status)
         if status == 429:
             raise RateLimitedError(
-                self.hub, retry_after=parse_retry_after(response.headers.get("Retry-After")), url=url
+                self.hub,
+                retry_after=parse_retry_after(response.headers.get("Retry-After")),
+                url=url,
             )
         if status >= 500:
             raise HubServerError(self.hub, status, url=url, detail=self._body_hint(response))
@@ -281,16 +293,16 @@ def json_body(ctx: HubContext, response: httpx.Response) -> Any:
         raise ctx.protocol("response is not JSON", response.request.url) from None
 
 
-def probe_endpoint(
-    ctx: HubContext, client: httpx.Client, url: str, timeout: float
-) -> float:
+def probe_endpoint(ctx: HubContext, client: httpx.Client, url: str, timeout: float) -> float:
     """Latency of one HEAD request; any answer below 500 (except 429) counts as reachable."""
     start = time.perf_counter()
     response = send(ctx, client, "HEAD", url, timeout=timeout, follow_redirects=False)
     elapsed = time.perf_counter() - start
     if response.status_code == 429:
         raise RateLimitedError(
-            ctx.hub, retry_after=parse_retry_after(response.headers.get("Retry-After")), url=safe_url(url)
+            ctx.hub,
+            retry_after=parse_retry_after(response.headers.get("Retry-After")),
+            url=safe_url(url),
         )
     if response.status_code >= 500:
         raise HubServerError(ctx.hub, response.status_code, url=safe_url(url))
@@ -398,8 +410,6 @@ def git_blob_or_none(value: object) -> str | None:
     return value if len(value) == 40 and set(value) <= _HEX else None
 
 
-
-
 def size_or_none(value: object) -> int | None:
     """A non-negative integer size from a JSON value (int or digit string), else None."""
     if isinstance(value, bool):
@@ -453,14 +463,21 @@ class AdapterBase:
         return {"Authorization": f"Bearer {token}"}
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(source={self.source!r}, endpoint={self.session.ctx.endpoint!r})"
+        return (
+            f"{type(self).__name__}(source={self.source!r}, endpoint={self.session.ctx.endpoint!r})"
+        )
 
     def probe(self, timeout: float = 2.0) -> float:
         return self.session.probe(timeout)
 
     def build_manifest(
-        self, repo_id: str, revision: str, commit: str | None, files: Iterable[RemoteFile],
-        *, pinned: bool = True,
+        self,
+        repo_id: str,
+        revision: str,
+        commit: str | None,
+        files: Iterable[RemoteFile],
+        *,
+        pinned: bool = True,
     ) -> Manifest:
         """A Manifest of ``files``, keeping the first entry for a path listed twice."""
         unique: dict[str, RemoteFile] = {}

@@ -76,7 +76,9 @@ class HuggingFaceAdapter(AdapterBase):
                 raise self.session.ctx.protocol(f"model info of {repo_id} has no 40-hex sha")
             commit = commit.lower()
             entries = self._within_deadline(
-                lambda cancel: _until(cancel, api.list_repo_tree(repo_id, revision=commit, recursive=True))
+                lambda cancel: _until(
+                    cancel, api.list_repo_tree(repo_id, revision=commit, recursive=True)
+                )
             )
         files = [
             self._remote_file(repo_id, commit, entry)
@@ -175,7 +177,9 @@ class HuggingFaceAdapter(AdapterBase):
             raise RevisionNotFoundError(ctx.hub, repo_id, rev) from None
         except hf.RepositoryNotFoundError as exc:
             if _status(exc) == 401 and not self._token:  # HF's answer for private repos too
-                raise RepoNotFoundOrPrivateError(ctx.hub, repo_id, token_env=ctx.token_env) from None
+                raise RepoNotFoundOrPrivateError(
+                    ctx.hub, repo_id, token_env=ctx.token_env
+                ) from None
             raise RepoNotFoundError(ctx.hub, repo_id) from None
         except hf.DisabledRepoError:
             raise RepoNotFoundError(ctx.hub, repo_id) from None

@@ -40,8 +40,14 @@ DEFAULT_REVISION = "main"
 REF_NOT_EXIST = "ref_not_exist"
 # openmind_hub 1.3.0 constants.DOWNLOAD_CDN_HOSTNAME_WHITE_LIST: the hosts its downloads may be
 # redirected to, and that then receive the token.
-CDN_DOMAINS: tuple[str, ...] = ("openmind.cn", "osinfra.cn", "modelers.cn", "gitcode.com", "gitcode.net",
-                                "mindspore.cn")
+CDN_DOMAINS: tuple[str, ...] = (
+    "openmind.cn",
+    "osinfra.cn",
+    "modelers.cn",
+    "gitcode.com",
+    "gitcode.net",
+    "mindspore.cn",
+)
 # A repository with more folders than this is treated as a broken (or hostile) listing.
 MAX_DIRECTORIES = 10_000
 
@@ -87,13 +93,16 @@ class ModelersAdapter(AdapterBase):
 
     def head_commit(self, repo_id: str, revision: str | None = None) -> str | None:
         """The commit ``revision`` (default branch when None) points at now."""
-        return _head_commit(self._directory(repo_id, revision or DEFAULT_REVISION, "", explicit=False))
+        return _head_commit(
+            self._directory(repo_id, revision or DEFAULT_REVISION, "", explicit=False)
+        )
 
     def _directory_at_commit(self, repo_id: str, commit: str) -> dict[str, Any] | None:
         """The root listed at ``commit``, or None when the hub does not serve commit refs."""
         quoted = quote(repo_id, safe="/")
-        data = self.session.json_if_ok(f"{self.session.endpoint}/api/v1/file/{quoted}",
-                                       params={"path": "", "ref": commit})
+        data = self.session.json_if_ok(
+            f"{self.session.endpoint}/api/v1/file/{quoted}", params={"path": "", "ref": commit}
+        )
         data = data.get("data") if isinstance(data, dict) else None
         if not isinstance(data, dict) or not isinstance(data.get("tree"), list):
             return None

@@ -32,7 +32,15 @@ DEFAULT_REVISION = "master"
 LISTING_CAP = 3000
 
 _NOT_FOUND_WORDS = ("not exist", "not found", "does not exist", "不存在")
-_DENIED_WORDS = ("unauthorized", "permission", "forbidden", "access denied", "login", "无权", "权限")
+_DENIED_WORDS = (
+    "unauthorized",
+    "permission",
+    "forbidden",
+    "access denied",
+    "login",
+    "无权",
+    "权限",
+)
 
 
 class ModelScopeAdapter(AdapterBase):
@@ -95,7 +103,9 @@ class ModelScopeAdapter(AdapterBase):
             for item in revision_map.get(group) or []:
                 if isinstance(item, dict) and item.get("Revision") == rev:
                     commit = item.get("CommitId")
-                    return commit.lower() if isinstance(commit, str) and is_commit_id(commit) else None
+                    return (
+                        commit.lower() if isinstance(commit, str) and is_commit_id(commit) else None
+                    )
         return None
 
     # ---------------------------------------------------------------- listing

@@ -52,8 +52,13 @@ class OpenXLabAdapter(AdapterBase):
     def use_access_key(self, key: AccessKey) -> None:
         """Authenticate with JWTs minted from ``key`` (the factory does this when no
         OPENXLAB_TOKEN is set, which would win)."""
-        self.jwt = JwtSource(key, self.session.endpoint, self._sso_post,
-                             hub=self.session.ctx.hub, on_token=self.session.ctx.add_secret)
+        self.jwt = JwtSource(
+            key,
+            self.session.endpoint,
+            self._sso_post,
+            hub=self.session.ctx.hub,
+            on_token=self.session.ctx.add_secret,
+        )
         self.session.set_auth(self.jwt.headers)
 
     @staticmethod
@@ -74,11 +79,14 @@ class OpenXLabAdapter(AdapterBase):
     def _sso_post(self, url: str, body: dict[str, Any]) -> Any:
         """One call of the SSO exchange: no credentials (it is how they are made)."""
         ctx = self.session.ctx
-        response = send(ctx, self.session.client, "POST", url, json=body,
-                        headers={"Accept": "application/json"})
+        response = send(
+            ctx, self.session.client, "POST", url, json=body, headers={"Accept": "application/json"}
+        )
         if response.status_code in (401, 403):
             origin = self.jwt.key.origin if self.jwt is not None else "the access key"
-            raise CredentialsRejectedError(ctx.hub, origin, f"HTTP {response.status_code} from {safe_url(url)}")
+            raise CredentialsRejectedError(
+                ctx.hub, origin, f"HTTP {response.status_code} from {safe_url(url)}"
+            )
         ctx.raise_for_status(response, repo_id="(sign-in)")
         return json_body(ctx, response)
 
@@ -100,7 +108,9 @@ class OpenXLabAdapter(AdapterBase):
             json=payload,
             headers={"Accept": "application/json"},
         )
-        files = [self._remote_file(key, entry, repo_id) for key, entry in self._entries(body, repo_id)]
+        files = [
+            self._remote_file(key, entry, repo_id) for key, entry in self._entries(body, repo_id)
+        ]
         return self.build_manifest(repo_id, LATEST, None, files)
 
     # ---------------------------------------------------------------- answer shape
@@ -161,4 +171,3 @@ class OpenXLabAdapter(AdapterBase):
             kind=str(entry.get("type") or "file"),
             expires=True,
         )
-

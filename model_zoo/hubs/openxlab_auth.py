@@ -62,8 +62,11 @@ def access_key_from(env: Mapping[str, str]) -> AccessKey | None:
         return AccessKey(ak, sk, f"{AK_ENV}/{SK_ENV}")
     if ak or sk:
         missing = SK_ENV if ak else AK_ENV
-        raise ConfigError(f"{AK_ENV if ak else SK_ENV} is set but {missing} is not: OpenXLab needs "
-                          "both halves of the access key pair", setting=missing)
+        raise ConfigError(
+            f"{AK_ENV if ak else SK_ENV} is set but {missing} is not: OpenXLab needs "
+            "both halves of the access key pair",
+            setting=missing,
+        )
     home = env.get("HOME")
     path = (Path(home) if home else Path.home()) / CONFIG_FILE
     if not path.is_file():
@@ -74,11 +77,16 @@ def access_key_from(env: Mapping[str, str]) -> AccessKey | None:
         data = json.loads(path.read_text(encoding="utf-8"))
         ak, sk = str(data["ak"]).strip(), str(data["sk"]).strip()
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"{path} is not the OpenXLab client's config (JSON with \"ak\" and \"sk\"): "
-                          f"{type(exc).__name__}; fix it with `openxlab config`, or set {AK_ENV} and "
-                          f"{SK_ENV}", setting=str(path)) from None
+        raise ConfigError(
+            f'{path} is not the OpenXLab client\'s config (JSON with "ak" and "sk"): '
+            f"{type(exc).__name__}; fix it with `openxlab config`, or set {AK_ENV} and "
+            f"{SK_ENV}",
+            setting=str(path),
+        ) from None
     if not (ak and sk):
-        raise ConfigError(f"{path} has an empty ak or sk; fix it with `openxlab config`", setting=str(path))
+        raise ConfigError(
+            f"{path} has an empty ak or sk; fix it with `openxlab config`", setting=str(path)
+        )
     return AccessKey(ak, sk, str(path))
 
 
@@ -122,9 +130,16 @@ class JwtSource:
     every new JWT, so that error messages can redact it.
     """
 
-    def __init__(self, key: AccessKey, endpoint: str, post: Post, *, hub: str = "OpenXLab",
-                 on_token: Callable[[str], None] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        key: AccessKey,
+        endpoint: str,
+        post: Post,
+        *,
+        hub: str = "OpenXLab",
+        on_token: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.key = key
         self.sso = endpoint.rstrip("/") + SSO_PATH
         self._post = post
@@ -175,7 +190,9 @@ class JwtSource:
 
     def _refresh(self, old: _Token) -> _Token:
         try:
-            answer = self._call("refreshJwt", {"ak": self.key.ak, "refresh_token": old.refresh_token})
+            answer = self._call(
+                "refreshJwt", {"ak": self.key.ak, "refresh_token": old.refresh_token}
+            )
         except CredentialsRejectedError:
             return self._mint()  # the refresh token was revoked: start over with the key pair
         self.refreshed += 1
@@ -187,7 +204,9 @@ class JwtSource:
             if not isinstance(answer, dict):
                 raise self._refused(f"{name}: the answer is not a {{msgCode, data}} object")
             if str(answer.get("msgCode")) != OK:
-                raise self._refused(f"{name}: {answer.get('msg') or 'msgCode ' + str(answer.get('msgCode'))}")
+                raise self._refused(
+                    f"{name}: {answer.get('msg') or 'msgCode ' + str(answer.get('msgCode'))}"
+                )
             answer = answer.get("data")
         if not isinstance(answer, dict):
             raise self._refused(f"{name}: the answer has no data")
@@ -195,11 +214,14 @@ class JwtSource:
 
     def _token_from(self, data: dict[str, Any]) -> _Token:
         try:
-            return _Token(str(data["jwt"]), parse_time(data["expiration"]), str(data["refresh_token"]),
-                          parse_time(data["refresh_expiration"]))
+            return _Token(
+                str(data["jwt"]),
+                parse_time(data["expiration"]),
+                str(data["refresh_token"]),
+                parse_time(data["refresh_expiration"]),
+            )
         except (KeyError, ValueError) as exc:
             raise self._refused(f"unusable token answer ({type(exc).__name__}: {exc})") from None
 
     def _refused(self, detail: str) -> CredentialsRejectedError:
         return CredentialsRejectedError(self._hub, self.key.origin, detail)
-

@@ -15,8 +15,17 @@ from .loader import load_registry
 from .memory import DEFAULT_CONTEXT
 
 __all__ = [
-    "Dims", "FamilyInfo", "GenerationDefaults", "ModelInfo", "Registry", "RewardInfo", "RopeScaling",
-    "get", "list_models", "search", "select",
+    "Dims",
+    "FamilyInfo",
+    "GenerationDefaults",
+    "ModelInfo",
+    "Registry",
+    "RewardInfo",
+    "RopeScaling",
+    "get",
+    "list_models",
+    "search",
+    "select",
 ]
 
 
@@ -52,8 +61,15 @@ def select(
     ``scoring="conversation"`` picks reward models that score chats (InternLM2-Reward);
     ``"reference-based"`` those that score an output against a reference (POLAR)."""
     return (registry or load_registry()).select(
-        family=family, kind=kind, size=size, max_memory_gb=max_memory_gb, dtype=dtype,
-        source=source, context_min=context_min, context=context, scoring=scoring,
+        family=family,
+        kind=kind,
+        size=size,
+        max_memory_gb=max_memory_gb,
+        dtype=dtype,
+        source=source,
+        context_min=context_min,
+        context=context,
+        scoring=scoring,
     )
 
 

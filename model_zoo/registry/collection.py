@@ -70,11 +70,18 @@ class Registry:
 
         variant = info.gguf_variant()
         if variant is None:
-            raise UsageError(f"{info.name} has no GGUF release in the registry; `model-zoo info {info.name}` lists its variants.",
-                             name=info.name, level=level)
+            raise UsageError(
+                f"{info.name} has no GGUF release in the registry; `model-zoo info {info.name}` lists its variants.",
+                name=info.name,
+                level=level,
+            )
         if variant.file_for(level) is None:
-            raise UsageError(f"{variant.name} has no {level} file; its levels: {', '.join(variant.levels)}.",
-                             name=variant.name, level=level, levels=list(variant.levels))
+            raise UsageError(
+                f"{variant.name} has no {level} file; its levels: {', '.join(variant.levels)}.",
+                name=variant.name,
+                level=level,
+                levels=list(variant.levels),
+            )
         base = info if info.variant is variant else self._by_name[variant.name]
         return replace(base, gguf_level=level.lower())
 
@@ -109,7 +116,9 @@ class Registry:
         if source is not None:
             source = source.strip().lower()  # as MODEL_ZOO_SOURCES and --source are read
         if source is not None and source not in SOURCE_KEYS:
-            raise UsageError(f"unknown source {source!r}; use one of: {', '.join(SOURCE_KEYS)}", source=source)
+            raise UsageError(
+                f"unknown source {source!r}; use one of: {', '.join(SOURCE_KEYS)}", source=source
+            )
         limit = memory.parse_memory(max_memory_gb) if max_memory_gb is not None else None
         dtype = memory.normalize_dtype(dtype)
         out = []
@@ -161,10 +170,19 @@ class Registry:
     ) -> list[ModelInfo]:
         """Matching entries best-first: newest generation, then largest, then newest release."""
         found = self.filter(
-            family=family, kind=kind, size=size, source=source, max_memory_gb=max_memory_gb,
-            dtype=dtype, context=context, context_min=context_min, scoring=scoring,
+            family=family,
+            kind=kind,
+            size=size,
+            source=source,
+            max_memory_gb=max_memory_gb,
+            dtype=dtype,
+            context=context,
+            context_min=context_min,
+            scoring=scoring,
         )
-        return sorted(found, key=lambda m: (-m.generation, -m.params_b, -m.released.toordinal(), m.name))
+        return sorted(
+            found, key=lambda m: (-m.generation, -m.params_b, -m.released.toordinal(), m.name)
+        )
 
     def search(self, text: str) -> list[ModelInfo]:
         """Entries whose names, aliases, repo ids, family, kind or description contain every word."""
@@ -175,9 +193,21 @@ class Registry:
         for m in self.models:
             hay = " ".join(
                 fold(s)
-                for s in (m.name, m.slug, *m.aliases, *m.sources.values(), m.family, m.family_title, m.kind, m.size, m.description or "")
+                for s in (
+                    m.name,
+                    m.slug,
+                    *m.aliases,
+                    *m.sources.values(),
+                    m.family,
+                    m.family_title,
+                    m.kind,
+                    m.size,
+                    m.description or "",
+                )
             )
             if all(w in hay for w in words):
                 hits.append(m)
         query = fold(text)
-        return sorted(hits, key=lambda m: (not fold(m.name).startswith(query), self.models.index(m)))
+        return sorted(
+            hits, key=lambda m: (not fold(m.name).startswith(query), self.models.index(m))
+        )

@@ -70,17 +70,27 @@ def _compose(docs: list[tuple[str, Any]], problems: list[RegistryProblem]) -> _C
         if doc is None:
             doc = {}
         if not isinstance(doc, Mapping):
-            problems.append(RegistryProblem(location, "the file must be a YAML mapping with a 'models' list"))
+            problems.append(
+                RegistryProblem(location, "the file must be a YAML mapping with a 'models' list")
+            )
             continue
         for key in doc:
             if key not in TOP_LEVEL_KEYS and not str(key).startswith("x-"):
                 problems.append(
-                    RegistryProblem(location, f"unknown top-level key (allowed: {', '.join(TOP_LEVEL_KEYS)})", field=str(key))
+                    RegistryProblem(
+                        location,
+                        f"unknown top-level key (allowed: {', '.join(TOP_LEVEL_KEYS)})",
+                        field=str(key),
+                    )
                 )
         version = doc.get("schema_version", SCHEMA_VERSION)
         if version != SCHEMA_VERSION:
             problems.append(
-                RegistryProblem(location, f"schema_version {version!r} is not supported (expected {SCHEMA_VERSION})", field="schema_version")
+                RegistryProblem(
+                    location,
+                    f"schema_version {version!r} is not supported (expected {SCHEMA_VERSION})",
+                    field="schema_version",
+                )
             )
         for section in ("defaults", "families", "shapes"):
             value = doc.get(section) or {}
@@ -100,7 +110,9 @@ def _compose(docs: list[tuple[str, Any]], problems: list[RegistryProblem]) -> _C
     return out
 
 
-def _compose_models(location: str, models: Any, out: _Composed, problems: list[RegistryProblem]) -> None:
+def _compose_models(
+    location: str, models: Any, out: _Composed, problems: list[RegistryProblem]
+) -> None:
     if models is None:
         return
     if not isinstance(models, list):
@@ -145,14 +157,26 @@ def _check_repo_id(source: str, repo: Any) -> str | None:
     return None
 
 
-def _check_sources(raw: Any, where: str, entry: str) -> tuple[dict[str, str], list[RegistryProblem]]:
+def _check_sources(
+    raw: Any, where: str, entry: str
+) -> tuple[dict[str, str], list[RegistryProblem]]:
     """Valid sources in canonical order, and a problem for each bad key or repo id."""
     if raw is None:
-        return {}, [RegistryProblem(where, "required field is missing", entry=entry, field="sources")]
+        return {}, [
+            RegistryProblem(where, "required field is missing", entry=entry, field="sources")
+        ]
     if not isinstance(raw, Mapping):
-        return {}, [RegistryProblem(where, "must map source names to repo ids", entry=entry, field="sources")]
+        return {}, [
+            RegistryProblem(
+                where, "must map source names to repo ids", entry=entry, field="sources"
+            )
+        ]
     if not raw:
-        return {}, [RegistryProblem(where, "an entry needs at least one source", entry=entry, field="sources")]
+        return {}, [
+            RegistryProblem(
+                where, "an entry needs at least one source", entry=entry, field="sources"
+            )
+        ]
     problems, sources = [], {}
     for key, repo in raw.items():
         if key not in SOURCE_KEYS:
@@ -166,7 +190,9 @@ def _check_sources(raw: Any, where: str, entry: str) -> tuple[dict[str, str], li
     return {k: sources[k] for k in SOURCE_KEYS if k in sources}, problems
 
 
-def _validated_defaults(raw: Any, where: str, fld: str, problems: list[RegistryProblem]) -> dict[str, Any]:
+def _validated_defaults(
+    raw: Any, where: str, fld: str, problems: list[RegistryProblem]
+) -> dict[str, Any]:
     """``raw`` with invalid keys reported (once, here) and dropped, so entries do not repeat them."""
     if not isinstance(raw, Mapping):
         problems.append(RegistryProblem(where, "must be a mapping", field=fld))
@@ -192,7 +218,9 @@ def compile_documents(docs: list[tuple[str, Any]]) -> tuple[dict[str, Any], list
     """
     problems: list[RegistryProblem] = []
     composed = _compose(docs, problems)
-    top_defaults = _validated_defaults(composed.defaults, composed.defaults_location, "defaults", problems)
+    top_defaults = _validated_defaults(
+        composed.defaults, composed.defaults_location, "defaults", problems
+    )
 
     families: dict[str, FamilySpec] = {}
     family_defaults: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
@@ -206,7 +234,9 @@ def compile_documents(docs: list[tuple[str, Any]]) -> tuple[dict[str, Any], list
         families[key] = fam
         family_defaults[key] = (
             _validated_defaults(fam.defaults, where, f"families.{key}.defaults", problems),
-            _validated_defaults(fam.chat_defaults, where, f"families.{key}.chat_defaults", problems),
+            _validated_defaults(
+                fam.chat_defaults, where, f"families.{key}.chat_defaults", problems
+            ),
         )
 
     shapes = Shapes(composed.shapes, composed.shape_locations, problems)
@@ -246,13 +276,21 @@ def _compile_entry(
             merged = deep_merge(merged, chat_defaults)
     elif family_key is not None:
         known = ", ".join(families) or "none"
-        problems.append(RegistryProblem(where, f"unknown family {family_key!r} (known: {known})", entry=name, field="family"))
+        problems.append(
+            RegistryProblem(
+                where, f"unknown family {family_key!r} (known: {known})", entry=name, field="family"
+            )
+        )
     merged = deep_merge(merged, raw.data)
     sources, source_problems = _check_sources(merged.get("sources"), where, name)
     try:
         spec = EntrySpec.model_validate(merged)
     except ValidationError as exc:
-        found = [p for p in pydantic_problems(exc, where, name) if not (p.field or "").startswith("sources")]
+        found = [
+            p
+            for p in pydantic_problems(exc, where, name)
+            if not (p.field or "").startswith("sources")
+        ]
         return None, problems + found + source_problems
     problems += source_problems
     if family_key not in families:
@@ -260,16 +298,46 @@ def _compile_entry(
 
     for alias in spec.aliases:
         if not isinstance(alias, str) or not _matches(NAME_PATTERN, alias):
-            problems.append(RegistryProblem(where, f"alias {alias!r} may use only letters, digits and _ . + - (no '/' or '@')", entry=name, field="aliases"))
+            problems.append(
+                RegistryProblem(
+                    where,
+                    f"alias {alias!r} may use only letters, digits and _ . + - (no '/' or '@')",
+                    entry=name,
+                    field="aliases",
+                )
+            )
 
     if spec.kind == "reward" and spec.reward is None:
-        problems.append(RegistryProblem(where, "a reward model needs reward.reward_token_id (the token appended before scoring)", entry=name, field="reward.reward_token_id"))
+        problems.append(
+            RegistryProblem(
+                where,
+                "a reward model needs reward.reward_token_id (the token appended before scoring)",
+                entry=name,
+                field="reward.reward_token_id",
+            )
+        )
     if spec.kind != "reward" and spec.reward is not None:
-        problems.append(RegistryProblem(where, f"only reward models carry a reward section (kind is {spec.kind!r})", entry=name, field="reward"))
+        problems.append(
+            RegistryProblem(
+                where,
+                f"only reward models carry a reward section (kind is {spec.kind!r})",
+                entry=name,
+                field="reward",
+            )
+        )
     if spec.generation_defaults is not None and spec.kind not in CHAT_KINDS:
-        problems.append(RegistryProblem(where, f"generation_defaults apply only to chat kinds ({', '.join(sorted(CHAT_KINDS))})", entry=name, field="generation_defaults"))
+        problems.append(
+            RegistryProblem(
+                where,
+                f"generation_defaults apply only to chat kinds ({', '.join(sorted(CHAT_KINDS))})",
+                entry=name,
+                field="generation_defaults",
+            )
+        )
     if spec.updated is not None and spec.updated < spec.released:
-        problems.append(RegistryProblem(where, "updated is earlier than released", entry=name, field="updated"))
+        problems.append(
+            RegistryProblem(where, "updated is earlier than released", entry=name, field="updated")
+        )
     try:
         size_params = memory.params_from_size(spec.size)
     except ValueError as exc:
@@ -283,13 +351,23 @@ def _compile_entry(
         dims, more = complete_dims(partial, where, name, "dims")
         problems.extend(more)
     if dims is not None and spec.params_b is not None:
-        problems.append(RegistryProblem(where, "params_b is computed from dims; remove one of them", entry=name, field="params_b"))
+        problems.append(
+            RegistryProblem(
+                where,
+                "params_b is computed from dims; remove one of them",
+                entry=name,
+                field="params_b",
+            )
+        )
     variants = _compile_variants(spec, where, name, problems)
     if problems or size_params is None:
         return None, problems
 
     if dims is not None:
-        params_b, params_from = memory.param_count(dims, value_head=spec.kind == "reward") / 1e9, "dims"
+        params_b, params_from = (
+            memory.param_count(dims, value_head=spec.kind == "reward") / 1e9,
+            "dims",
+        )
     elif spec.params_b is not None:
         params_b, params_from = spec.params_b, "declared"
     else:
@@ -316,7 +394,9 @@ def _compile_entry(
         "weight_format": spec.weight_format,
         "dims": dims,
         "chat_format": spec.chat_format,
-        "generation_defaults": spec.generation_defaults.model_dump() if spec.generation_defaults else None,
+        "generation_defaults": spec.generation_defaults.model_dump()
+        if spec.generation_defaults
+        else None,
         "reward": spec.reward.model_dump() if spec.reward else None,
         "description": spec.description,
         "origin": raw.origin,
@@ -325,7 +405,9 @@ def _compile_entry(
     return entry, []
 
 
-def _compile_variants(spec: EntrySpec, where: str, name: str, problems: list[RegistryProblem]) -> list[dict[str, Any]]:
+def _compile_variants(
+    spec: EntrySpec, where: str, name: str, problems: list[RegistryProblem]
+) -> list[dict[str, Any]]:
     """Each variant with its sources checked and, for GGUF, its level -> file map checked
     against the file-name rule (``model_zoo.ggufnames``)."""
     from ..ggufnames import is_level, level_of, same_level
@@ -334,20 +416,66 @@ def _compile_variants(spec: EntrySpec, where: str, name: str, problems: list[Reg
     for i, v in enumerate(spec.variants):
         fld = f"variants[{i}]"
         sources, found = _check_sources(v.sources, where, name)
-        problems += [RegistryProblem(p.location, p.message, entry=p.entry, field=f"{fld}.{p.field}") for p in found]
+        problems += [
+            RegistryProblem(p.location, p.message, entry=p.entry, field=f"{fld}.{p.field}")
+            for p in found
+        ]
         if v.format == "gguf" and not v.files:
-            problems.append(RegistryProblem(where, "a GGUF variant needs files: level -> file name", entry=name, field=f"{fld}.files"))
+            problems.append(
+                RegistryProblem(
+                    where,
+                    "a GGUF variant needs files: level -> file name",
+                    entry=name,
+                    field=f"{fld}.files",
+                )
+            )
         if v.format != "gguf" and (v.files or v.sizes_gb):
-            problems.append(RegistryProblem(where, f"only GGUF variants list files per level ({v.format} is one checkpoint)", entry=name, field=f"{fld}.files"))
+            problems.append(
+                RegistryProblem(
+                    where,
+                    f"only GGUF variants list files per level ({v.format} is one checkpoint)",
+                    entry=name,
+                    field=f"{fld}.files",
+                )
+            )
         for level, path in v.files.items():
             stated = level_of(path)
-            if not is_level(level) or not path.endswith(".gguf") or stated is None or not same_level(stated, level):
-                problems.append(RegistryProblem(where, f"{level!r} -> {path!r}: the key must be a quantization level and the file a .gguf named with it", entry=name, field=f"{fld}.files"))
+            if (
+                not is_level(level)
+                or not path.endswith(".gguf")
+                or stated is None
+                or not same_level(stated, level)
+            ):
+                problems.append(
+                    RegistryProblem(
+                        where,
+                        f"{level!r} -> {path!r}: the key must be a quantization level and the file a .gguf named with it",
+                        entry=name,
+                        field=f"{fld}.files",
+                    )
+                )
         for level in v.sizes_gb:
             if level not in v.files:
-                problems.append(RegistryProblem(where, f"sizes_gb names {level!r}, which files does not list", entry=name, field=f"{fld}.sizes_gb"))
-        out.append({"name": v.name, "format": v.format, "sources": sources, "bits": v.bits, "files": dict(v.files),
-                    "sizes_gb": dict(v.sizes_gb), "confirmed": v.confirmed, "note": v.note})
+                problems.append(
+                    RegistryProblem(
+                        where,
+                        f"sizes_gb names {level!r}, which files does not list",
+                        entry=name,
+                        field=f"{fld}.sizes_gb",
+                    )
+                )
+        out.append(
+            {
+                "name": v.name,
+                "format": v.format,
+                "sources": sources,
+                "bits": v.bits,
+                "files": dict(v.files),
+                "sizes_gb": dict(v.sizes_gb),
+                "confirmed": v.confirmed,
+                "note": v.note,
+            }
+        )
     return out
 
 

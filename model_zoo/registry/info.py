@@ -16,7 +16,16 @@ from typing import Any
 from ..hubs.catalog import HUBS
 from . import memory as _mem
 
-KINDS: tuple[str, ...] = ("base", "chat", "chat-sft", "instruct", "chat-1m", "reward", "math-base", "math")
+KINDS: tuple[str, ...] = (
+    "base",
+    "chat",
+    "chat-sft",
+    "instruct",
+    "chat-1m",
+    "reward",
+    "math-base",
+    "math",
+)
 # Kinds that generate replies in a chat format (and so carry generation defaults).
 CHAT_KINDS: frozenset[str] = frozenset({"chat", "chat-sft", "instruct", "chat-1m", "math"})
 CHAT_FORMATS: tuple[str, ...] = ("chatml", "internlm-v1")
@@ -115,13 +124,23 @@ class VariantInfo:
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        return {**out, "sources": dict(self.sources), "files": dict(self.files), "sizes_gb": dict(self.sizes_gb)}
+        return {
+            **out,
+            "sources": dict(self.sources),
+            "files": dict(self.files),
+            "sizes_gb": dict(self.sizes_gb),
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> VariantInfo:
-        return cls(**{**d, "sources": MappingProxyType(dict(d["sources"])),
-                      "files": MappingProxyType(dict(d.get("files") or {})),
-                      "sizes_gb": MappingProxyType(dict(d.get("sizes_gb") or {}))})
+        return cls(
+            **{
+                **d,
+                "sources": MappingProxyType(dict(d["sources"])),
+                "files": MappingProxyType(dict(d.get("files") or {})),
+                "sizes_gb": MappingProxyType(dict(d.get("sizes_gb") or {})),
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -214,7 +233,9 @@ class ModelInfo:
         """Each source's web page for this model, in source order."""
         return {key: HUBS[key].web_url.format(repo_id=repo) for key, repo in self.sources.items()}
 
-    def memory_estimate(self, dtype: str = "bf16", context: int = _mem.DEFAULT_CONTEXT) -> _mem.MemoryEstimate:
+    def memory_estimate(
+        self, dtype: str = "bf16", context: int = _mem.DEFAULT_CONTEXT
+    ) -> _mem.MemoryEstimate:
         """Weights, KV cache and runtime allowance (formula in ``model_zoo.registry.memory``)."""
         d = self.dims
         shape = {"layers": d.layers, "kv_heads": d.kv_heads, "head_dim": d.head_dim} if d else None
@@ -231,9 +252,17 @@ class ModelInfo:
         """The ModelInfo of one of this entry's variants: its name and sources, the parent's
         chat format, defaults, dims and licence."""
         return dataclasses.replace(
-            self, name=variant.name, slug=variant.name.lower(), aliases=(), sources=variant.sources,
-            weight_format="gguf" if variant.format == "gguf" else "safetensors", variants=(),
-            variant_of=self.name, variant=variant, revision=None, gguf_level=None,
+            self,
+            name=variant.name,
+            slug=variant.name.lower(),
+            aliases=(),
+            sources=variant.sources,
+            weight_format="gguf" if variant.format == "gguf" else "safetensors",
+            variants=(),
+            variant_of=self.name,
+            variant=variant,
+            revision=None,
+            gguf_level=None,
         )
 
     # ------------------------------------------------------------------ (de)serialisation

@@ -53,7 +53,12 @@ def builtin_registry_path() -> Path:
         return Path(str(packaged))
     raise RegistryError(
         str(packaged),
-        [RegistryProblem(str(packaged), "the built-in registry is missing from this install; reinstall model-zoo")],
+        [
+            RegistryProblem(
+                str(packaged),
+                "the built-in registry is missing from this install; reinstall model-zoo",
+            )
+        ],
     )
 
 
@@ -116,7 +121,12 @@ def _read(path: Path) -> bytes:
         return path.read_bytes()
     except OSError as exc:
         raise RegistryError(
-            str(path), [RegistryProblem(str(path), f"cannot be read ({exc.strerror or exc}); check its permissions")]
+            str(path),
+            [
+                RegistryProblem(
+                    str(path), f"cannot be read ({exc.strerror or exc}); check its permissions"
+                )
+            ],
         ) from None
 
 
@@ -140,7 +150,9 @@ def _check(files: list[Path], datas: list[bytes]) -> tuple[dict[str, Any], list[
     return compiled, problems + found
 
 
-def check_registry_file(path: str | Path | None = None, *, standalone: bool = False) -> list[RegistryProblem]:
+def check_registry_file(
+    path: str | Path | None = None, *, standalone: bool = False
+) -> list[RegistryProblem]:
     """Every problem in a registry file (default: the built-in one); empty when it is valid.
 
     A user file is checked as it will be used, laid over the built-in registry, unless
@@ -156,7 +168,9 @@ def check_registry_file(path: str | Path | None = None, *, standalone: bool = Fa
     try:
         datas = [f.read_bytes() for f in files]
     except OSError as exc:
-        return [RegistryProblem(str(exc.filename or target), f"cannot be read ({exc.strerror or exc})")]
+        return [
+            RegistryProblem(str(exc.filename or target), f"cannot be read ({exc.strerror or exc})")
+        ]
     _, problems = _check(files, datas)
     return problems
 
@@ -221,7 +235,9 @@ def _write_cache(cache_file: Path, compiled: dict[str, Any]) -> None:
 
     try:
         write_atomic(cache_file, json.dumps({**compiled, "format": CACHE_FORMAT}), fsync=False)
-        old = sorted(cache_file.parent.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+        old = sorted(
+            cache_file.parent.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True
+        )
         for stale in old[CACHE_KEEP:]:
             stale.unlink(missing_ok=True)
     except (OSError, LocalWriteError):

@@ -54,11 +54,18 @@ BYTES_PER_PARAM: dict[str, float] = {
 SHOWN_DTYPES: tuple[str, ...] = ("bf16", "int8", "int4")
 
 _DTYPE_ALIASES: dict[str, str] = {
-    "float32": "fp32", "f32": "fp32",
+    "float32": "fp32",
+    "f32": "fp32",
     "bfloat16": "bf16",
-    "float16": "fp16", "half": "fp16", "f16": "fp16",
-    "8bit": "int8", "8-bit": "int8", "q8": "int8",
-    "4bit": "int4", "4-bit": "int4", "q4": "int4",
+    "float16": "fp16",
+    "half": "fp16",
+    "f16": "fp16",
+    "8bit": "int8",
+    "8-bit": "int8",
+    "q8": "int8",
+    "4bit": "int4",
+    "4-bit": "int4",
+    "q4": "int4",
 }
 
 
@@ -143,14 +150,15 @@ class MemoryEstimate:
 
 
 def estimate(
-    params_b: float, dims: Mapping[str, Any] | None, dtype: str = "bf16", context: int = DEFAULT_CONTEXT
+    params_b: float,
+    dims: Mapping[str, Any] | None,
+    dtype: str = "bf16",
+    context: int = DEFAULT_CONTEXT,
 ) -> MemoryEstimate:
     """Memory to serve one sequence of ``context`` tokens with weights stored as ``dtype``."""
     key = normalize_dtype(dtype)
     weights = params_b * 1e9 * BYTES_PER_PARAM[key] / GIB
     return MemoryEstimate(key, context, weights, kv_cache_gib(dims, context), RUNTIME_GIB)
-
-
 
 
 def parse_memory(text: str | float) -> float:

@@ -123,7 +123,11 @@ class NameIndex:
     def _lookup(self, spec: str, name: str) -> str:
         if not name:
             raise UnknownModelError(spec, [])
-        for table, key in ((self._exact, name.lower()), (self._folded, fold(name)), (self._bare, fold(name))):
+        for table, key in (
+            (self._exact, name.lower()),
+            (self._folded, fold(name)),
+            (self._bare, fold(name)),
+        ):
             found = table.get(key)
             if not found:
                 continue
@@ -140,13 +144,17 @@ class NameIndex:
         keys = list(self._folded) + list(self._bare)
         out: list[str] = []
         for key in difflib.get_close_matches(query, keys, n=limit * 3, cutoff=0.6):
-            for canonical in self._ordered(self._folded.get(key, set()) | self._bare.get(key, set())):
+            for canonical in self._ordered(
+                self._folded.get(key, set()) | self._bare.get(key, set())
+            ):
                 if canonical not in out:
                     out.append(canonical)
         if len(out) < limit and len(query) >= 3:
             for key in keys:
                 if query in key:
-                    for canonical in self._ordered(self._folded.get(key, set()) | self._bare.get(key, set())):
+                    for canonical in self._ordered(
+                        self._folded.get(key, set()) | self._bare.get(key, set())
+                    ):
                         if canonical not in out:
                             out.append(canonical)
         return out[:limit]

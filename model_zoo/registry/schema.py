@@ -163,7 +163,9 @@ class _StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ign
 
 
 # Dates stay text here; pydantic parses them so a bad date is a problem naming its entry.
-_StrictLoader.add_constructor("tag:yaml.org,2002:timestamp", lambda loader, node: loader.construct_scalar(node))
+_StrictLoader.add_constructor(
+    "tag:yaml.org,2002:timestamp", lambda loader, node: loader.construct_scalar(node)
+)
 
 
 def parse_yaml(data: bytes, location: str) -> tuple[Any, list[RegistryProblem]]:

@@ -17,7 +17,9 @@ def complete_dims(
 ) -> tuple[dict[str, Any] | None, list[RegistryProblem]]:
     """All dims filled in (head_dim derived), or None with the missing or inconsistent fields."""
     problems = [
-        RegistryProblem(where, "missing (a complete shape needs it)", entry=entry, field=f"{fld}.{key}")
+        RegistryProblem(
+            where, "missing (a complete shape needs it)", entry=entry, field=f"{fld}.{key}"
+        )
         for key in REQUIRED_DIMS
         if dims.get(key) is None
     ]
@@ -25,18 +27,40 @@ def complete_dims(
         return None, problems
     heads, kv_heads = dims["heads"], dims["kv_heads"]
     if heads % kv_heads:
-        problems.append(RegistryProblem(where, f"heads ({heads}) must be a multiple of kv_heads ({kv_heads})", entry=entry, field=f"{fld}.kv_heads"))
+        problems.append(
+            RegistryProblem(
+                where,
+                f"heads ({heads}) must be a multiple of kv_heads ({kv_heads})",
+                entry=entry,
+                field=f"{fld}.kv_heads",
+            )
+        )
     head_dim = dims.get("head_dim")
     if head_dim is None:
         if dims["hidden"] % heads:
-            problems.append(RegistryProblem(where, "hidden is not a multiple of heads; give head_dim", entry=entry, field=f"{fld}.head_dim"))
+            problems.append(
+                RegistryProblem(
+                    where,
+                    "hidden is not a multiple of heads; give head_dim",
+                    entry=entry,
+                    field=f"{fld}.head_dim",
+                )
+            )
         head_dim = dims["hidden"] // heads
     full = {
-        "hidden": dims["hidden"], "intermediate": dims["intermediate"], "layers": dims["layers"],
-        "heads": heads, "kv_heads": kv_heads, "head_dim": head_dim, "vocab": dims["vocab"],
-        "max_positions": dims["max_positions"], "rope_theta": dims.get("rope_theta"),
+        "hidden": dims["hidden"],
+        "intermediate": dims["intermediate"],
+        "layers": dims["layers"],
+        "heads": heads,
+        "kv_heads": kv_heads,
+        "head_dim": head_dim,
+        "vocab": dims["vocab"],
+        "max_positions": dims["max_positions"],
+        "rope_theta": dims.get("rope_theta"),
         "rope_scaling": (
-            {"type": rs["type"], "factor": rs.get("factor")} if (rs := dims.get("rope_scaling")) else None
+            {"type": rs["type"], "factor": rs.get("factor")}
+            if (rs := dims.get("rope_scaling"))
+            else None
         ),
         "attention_bias": bool(dims.get("attention_bias")),
         "tie_embeddings": bool(dims.get("tie_embeddings")),
@@ -49,7 +73,9 @@ def complete_dims(
 class Shapes:
     """Named shapes with their ``preset`` chains resolved (cycles and unknown names reported)."""
 
-    def __init__(self, raw: dict[str, Any], locations: dict[str, str], problems: list[RegistryProblem]) -> None:
+    def __init__(
+        self, raw: dict[str, Any], locations: dict[str, str], problems: list[RegistryProblem]
+    ) -> None:
         self._raw = raw
         self._locations = locations
         self._problems = problems
@@ -62,7 +88,13 @@ class Shapes:
             return self._resolved[name]
         where = self._locations.get(name, "")
         if name in chain:
-            self._problems.append(RegistryProblem(where, f"preset cycle: {' -> '.join((*chain, name))}", field=f"shapes.{name}.preset"))
+            self._problems.append(
+                RegistryProblem(
+                    where,
+                    f"preset cycle: {' -> '.join((*chain, name))}",
+                    field=f"shapes.{name}.preset",
+                )
+            )
             return None
         try:
             spec = DimsSpec.model_validate(self._raw[name])
@@ -73,7 +105,11 @@ class Shapes:
         values = spec.model_dump(exclude_unset=True, exclude={"preset"})
         if spec.preset is not None:
             if spec.preset not in self._raw:
-                self._problems.append(RegistryProblem(where, f"unknown shape {spec.preset!r}", field=f"shapes.{name}.preset"))
+                self._problems.append(
+                    RegistryProblem(
+                        where, f"unknown shape {spec.preset!r}", field=f"shapes.{name}.preset"
+                    )
+                )
                 self._resolved[name] = None
                 return None
             base = self.partial(spec.preset, (*chain, name))
@@ -88,7 +124,9 @@ class Shapes:
         values = self._resolved.get(name)
         if values is None:
             return None
-        full, problems = complete_dims(values, self._locations.get(name, ""), None, f"shapes.{name}")
+        full, problems = complete_dims(
+            values, self._locations.get(name, ""), None, f"shapes.{name}"
+        )
         self._problems.extend(problems)
         return full
 
@@ -104,7 +142,14 @@ def resolve_dims(
         return None, []
     if isinstance(value, str):
         if value not in shapes:
-            return None, [RegistryProblem(where, f"unknown shape {value!r} (see the shapes section)", entry=entry, field="dims")]
+            return None, [
+                RegistryProblem(
+                    where,
+                    f"unknown shape {value!r} (see the shapes section)",
+                    entry=entry,
+                    field="dims",
+                )
+            ]
         return shapes.partial(value, ()), []
     try:
         spec = DimsSpec.model_validate(value)
@@ -113,7 +158,11 @@ def resolve_dims(
     values = spec.model_dump(exclude_unset=True, exclude={"preset"})
     if spec.preset is not None:
         if spec.preset not in shapes:
-            return None, [RegistryProblem(where, f"unknown shape {spec.preset!r}", entry=entry, field="dims.preset")]
+            return None, [
+                RegistryProblem(
+                    where, f"unknown shape {spec.preset!r}", entry=entry, field="dims.preset"
+                )
+            ]
         base = shapes.partial(spec.preset, ())
         if base is None:
             return None, []

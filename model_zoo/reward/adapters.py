@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC
 from typing import Any, Protocol, cast
 
 from ..errors import RewardServerError, UsageError
@@ -234,9 +235,9 @@ def _retry_after(value: str | None, *, default: float = 1.0, most: float = 60.0)
             when = parsedate_to_datetime(value)
         except (TypeError, ValueError):
             return default
-        from datetime import datetime, timezone
+        from datetime import datetime
 
-        seconds = (when - datetime.now(timezone.utc)).total_seconds() if when.tzinfo else default
+        seconds = (when - datetime.now(UTC)).total_seconds() if when.tzinfo else default
     return min(max(seconds, 0.0), most)
 
 

@@ -30,7 +30,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 STYLES: tuple[str, ...] = ("conversation", "reference-based")
 
-REWARD_TOKEN = "[UNUSED_TOKEN_130]"  # InternLM2-Reward's reward token, when config.json omits the id
+REWARD_TOKEN = (
+    "[UNUSED_TOKEN_130]"  # InternLM2-Reward's reward token, when config.json omits the id
+)
 
 
 class TemplateCodec:
@@ -42,7 +44,10 @@ class TemplateCodec:
 
     def render(self, conversation: Conversation) -> str:
         text = self.tokenizer.apply_chat_template(
-            [dict(m) for m in conversation], add_generation_prompt=False, tokenize=False, template=self.template
+            [dict(m) for m in conversation],
+            add_generation_prompt=False,
+            tokenize=False,
+            template=self.template,
         )
         return str(text)
 
@@ -92,20 +97,40 @@ def _require_reward(spec: Any, path: Path) -> None:
         )
 
 
-def _reward_info(spec: Any, tokenizer: InternLMTokenizer, path: Path, name: str | None) -> RewardInfo:
+def _reward_info(
+    spec: Any, tokenizer: InternLMTokenizer, path: Path, name: str | None
+) -> RewardInfo:
     _require_reward(spec, path)
-    reward_id = spec.reward_token_id if spec.reward_token_id is not None else tokenizer.token_to_id(REWARD_TOKEN)
+    reward_id = (
+        spec.reward_token_id
+        if spec.reward_token_id is not None
+        else tokenizer.token_to_id(REWARD_TOKEN)
+    )
     if reward_id is None:
         raise IncompatibleCheckpointError(
-            str(path), f"config.json has no reward_token_id and the tokenizer has no {REWARD_TOKEN} token"
+            str(path),
+            f"config.json has no reward_token_id and the tokenizer has no {REWARD_TOKEN} token",
         )
-    pad = next((int(v) for v in (tokenizer.pad_token_id, spec.pad_token_id, tokenizer.eos_token_id) if v is not None), 0)
+    pad = next(
+        (
+            int(v)
+            for v in (tokenizer.pad_token_id, spec.pad_token_id, tokenizer.eos_token_id)
+            if v is not None
+        ),
+        0,
+    )
     vocab = int(spec.vocab_size) if spec.vocab_size else None
-    return RewardInfo(name or path.name, int(reward_id), pad, int(spec.max_position_embeddings), vocab)
+    return RewardInfo(
+        name or path.name, int(reward_id), pad, int(spec.max_position_embeddings), vocab
+    )
 
 
 def scoring_style(
-    style: str | None, info: ModelInfo | None, tokenizer: InternLMTokenizer, reward_token_id: int, path: Path
+    style: str | None,
+    info: ModelInfo | None,
+    tokenizer: InternLMTokenizer,
+    reward_token_id: int,
+    path: Path,
 ) -> str:
     """The scoring style to load with: ``style`` if given, else the registry's, else the checkpoint's.
 
@@ -114,7 +139,11 @@ def scoring_style(
     """
     if style is not None and style not in STYLES:
         raise UsageError(f"style must be one of {', '.join(STYLES)}, got {style!r}", style=style)
-    chosen = style or (info.scoring_style if info is not None else None) or detect_style(tokenizer, reward_token_id)
+    chosen = (
+        style
+        or (info.scoring_style if info is not None else None)
+        or detect_style(tokenizer, reward_token_id)
+    )
     if chosen == "reference-based":
         sep = tokenizer.token_to_id(SEPARATOR)
         if sep is None or sep == reward_token_id:
@@ -143,7 +172,10 @@ def load_reward_codec(name_or_path: str | Path) -> tuple[TemplateCodec, RewardIn
     profile = make_profile(spec, tokenizer, resolved.path, resolved.info)
     name = resolved.info.name if resolved.info is not None else None
     info = _reward_info(spec, tokenizer, resolved.path, name)
-    if scoring_style(None, resolved.info, tokenizer, info.reward_token_id, resolved.path) != "conversation":
+    if (
+        scoring_style(None, resolved.info, tokenizer, info.reward_token_id, resolved.path)
+        != "conversation"
+    ):
         raise IncompatibleCheckpointError(
             str(resolved.path),
             "is a reference-based (POLAR) reward model, which the Ray pool does not serve yet",
@@ -204,7 +236,9 @@ def load_reward(
     name = resolved.info.name if resolved.info is not None else None
     early_tokenizer = _require_tokenizer(resolved.path, InternLMTokenizer)
     early = _reward_info(spec, early_tokenizer, resolved.path, name)
-    chosen = scoring_style(style, resolved.info, early_tokenizer, early.reward_token_id, resolved.path)
+    chosen = scoring_style(
+        style, resolved.info, early_tokenizer, early.reward_token_id, resolved.path
+    )
     if reference_options is not None and chosen != "reference-based":
         raise UsageError(
             f"reference_options apply to reference-based (POLAR) models; {early.name} scores conversations",
@@ -212,7 +246,9 @@ def load_reward(
         )
     runner = load(resolved.path, device=device, dtype=dtype, attn=attn)
     if runner.tokenizer is None:
-        raise IncompatibleCheckpointError(str(runner.path), "has no tokenizer.model", hint=_NO_TOKENIZER)
+        raise IncompatibleCheckpointError(
+            str(runner.path), "has no tokenizer.model", hint=_NO_TOKENIZER
+        )
     tokenizer = runner.tokenizer
     info = _reward_info(runner.spec, tokenizer, runner.path, name or runner.name)
     scorer = TorchScorer(

@@ -52,8 +52,12 @@ def prepare_ids(
     out = []
     for i, ids in enumerate(batch):
         if isinstance(ids, (str, bytes)):
-            raise UsageError(f"input {i} must be a list of token ids, got a string; use score_text for text")
-        out.append(fit_length(with_reward_token(ids, reward_token_id), limit, truncate=truncate, index=i))
+            raise UsageError(
+                f"input {i} must be a list of token ids, got a string; use score_text for text"
+            )
+        out.append(
+            fit_length(with_reward_token(ids, reward_token_id), limit, truncate=truncate, index=i)
+        )
     return out
 
 

@@ -111,7 +111,9 @@ class RewardModel:
             raw = [_strip(ids, self.pad_token_id) for ids in raw]
         return self._finish(raw, truncate, max_length)
 
-    def prepare_ids(self, batch: Sequence[Sequence[int]], *, truncate: bool | None = None) -> list[list[int]]:
+    def prepare_ids(
+        self, batch: Sequence[Sequence[int]], *, truncate: bool | None = None
+    ) -> list[list[int]]:
         """The reward-token rule and the length limit applied to raw token ids."""
         out = self._finish(batch, truncate)
         if self.vocab_size is not None:
@@ -187,7 +189,9 @@ class RewardModel:
         truncate: bool | None = None,
     ) -> list[float]:
         """Rewards of token-id sequences; the reward token is appended where it is not last."""
-        return self._run(self.prepare_ids(batch, truncate=truncate), batch_size, max_tokens_per_batch)
+        return self._run(
+            self.prepare_ids(batch, truncate=truncate), batch_size, max_tokens_per_batch
+        )
 
     def _reference_given(self) -> ScoringStyleError:
         return ScoringStyleError(self.name, self.scoring_style, "reference-based")
@@ -201,11 +205,16 @@ class RewardModel:
         ):
             raise self._reference_given()
 
-    def _run(self, ids: list[list[int]], batch_size: int | None, max_tokens: int | None) -> list[float]:
+    def _run(
+        self, ids: list[list[int]], batch_size: int | None, max_tokens: int | None
+    ) -> list[float]:
         if not ids:
             return []
         return score_unique(
-            ids, lambda batch: self.scorer.score_ids(batch, batch_size=batch_size, max_tokens_per_batch=max_tokens)
+            ids,
+            lambda batch: self.scorer.score_ids(
+                batch, batch_size=batch_size, max_tokens_per_batch=max_tokens
+            ),
         )
 
     # ------------------------------------------------------------------ decisions on scores
@@ -215,7 +224,13 @@ class RewardModel:
         sa, sb = self.score_batch([a, b], **kw)
         return sa > sb
 
-    def rank(self, conversations: Sequence[Conversation], reference: Any = None, outputs: Any = None, **kw: Any) -> list[int]:
+    def rank(
+        self,
+        conversations: Sequence[Conversation],
+        reference: Any = None,
+        outputs: Any = None,
+        **kw: Any,
+    ) -> list[int]:
         """Each conversation's rank, 0 = best. The inverse of :meth:`order` (see the module doc).
 
         ``reference``/``outputs`` (reference-based models' ``rank(prompt, reference, outputs)``)
@@ -224,12 +239,24 @@ class RewardModel:
         self._refuse_reference_args(reference, outputs)
         return ranks_from_scores(self.score_batch(conversations, **kw))
 
-    def order(self, conversations: Sequence[Conversation], reference: Any = None, outputs: Any = None, **kw: Any) -> list[int]:
+    def order(
+        self,
+        conversations: Sequence[Conversation],
+        reference: Any = None,
+        outputs: Any = None,
+        **kw: Any,
+    ) -> list[int]:
         """Conversation indices best-first: what upstream's ``rank`` returns."""
         self._refuse_reference_args(reference, outputs)
         return order_from_scores(self.score_batch(conversations, **kw))
 
-    def best_of(self, conversations: Sequence[Conversation], reference: Any = None, outputs: Any = None, **kw: Any) -> int:
+    def best_of(
+        self,
+        conversations: Sequence[Conversation],
+        reference: Any = None,
+        outputs: Any = None,
+        **kw: Any,
+    ) -> int:
         """Index of the best-scoring conversation (the first one on a tie)."""
         self._refuse_reference_args(reference, outputs)
         if not conversations:
@@ -241,7 +268,9 @@ class RewardModel:
             raise self._reference_given()
 
 
-def score_unique(ids: Sequence[Sequence[int]], score: Callable[[list[list[int]]], list[float]]) -> list[float]:
+def score_unique(
+    ids: Sequence[Sequence[int]], score: Callable[[list[list[int]]], list[float]]
+) -> list[float]:
     """Score each distinct sequence once and give every copy that score.
 
     Why: a batched forward pass can differ in the last bits between rows, so two copies of one

@@ -47,19 +47,27 @@ def init_local_ray(num_cpus: int | None = None, **kwargs: Any) -> None:
 class ReplicaWorker:
     """Body of one Ray actor: a single-process reward scorer on the actor's own device."""
 
-    def __init__(self, path: str, device: str, dtype: str, max_tokens_per_batch: int | None) -> None:
+    def __init__(
+        self, path: str, device: str, dtype: str, max_tokens_per_batch: int | None
+    ) -> None:
         from .api import load_reward
 
         self.error: ModelZooError | None = None
         try:
-            self.rm = load_reward(path, device=device, dtype=dtype, max_tokens_per_batch=max_tokens_per_batch)
-        except ModelZooError as exc:  # kept for ping(): Ray would bury it in an ActorDiedError traceback
+            self.rm = load_reward(
+                path, device=device, dtype=dtype, max_tokens_per_batch=max_tokens_per_batch
+            )
+        except (
+            ModelZooError
+        ) as exc:  # kept for ping(): Ray would bury it in an ActorDiedError traceback
             self.error = exc
 
     def score_ids(
         self, batch: list[list[int]], batch_size: int | None, max_tokens_per_batch: int | None
     ) -> list[float]:
-        return self.rm.scorer.score_ids(batch, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch)
+        return self.rm.scorer.score_ids(
+            batch, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch
+        )
 
     def ping(self) -> ModelZooError | None:
         """None when the replica loaded, else its load error (model-zoo errors pickle whole)."""
@@ -92,7 +100,9 @@ class RayScorer:
         for k, share in enumerate(shares):
             if share:
                 ids = [list(batch[i]) for i in share]
-                pending.append((share, self.actors[k].score_ids.remote(ids, batch_size, max_tokens_per_batch)))
+                pending.append(
+                    (share, self.actors[k].score_ids.remote(ids, batch_size, max_tokens_per_batch))
+                )
                 self.calls_per_replica[k] += 1
         scores: list[float] = [0.0] * len(batch)
         for share, ref in pending:
@@ -125,7 +135,9 @@ def load_reward_ray(
     ``num_gpus_per_replica`` defaults to 1 when this machine has CUDA, else 0 (CPU replicas).
     Call ``rm.close()`` to stop the actors.
     """
-    check_positive(replicas=replicas, max_length=max_length, max_tokens_per_batch=max_tokens_per_batch)
+    check_positive(
+        replicas=replicas, max_length=max_length, max_tokens_per_batch=max_tokens_per_batch
+    )
     from .api import load_reward_codec, require_reward_name, resolve_checkpoint
 
     require_reward_name(name_or_path)
@@ -135,9 +147,15 @@ def load_reward_ray(
     if num_gpus_per_replica is None:
         num_gpus_per_replica = 1.0 if _has_cuda() else 0.0
     init_local_ray()
-    actor_cls = ray.remote(ReplicaWorker).options(num_cpus=num_cpus_per_replica, num_gpus=num_gpus_per_replica)
-    actors = [actor_cls.remote(str(path), device, dtype, max_tokens_per_batch) for _ in range(replicas)]
-    failures = [e for e in ray.get([a.ping.remote() for a in actors]) if e is not None]  # not on the first score
+    actor_cls = ray.remote(ReplicaWorker).options(
+        num_cpus=num_cpus_per_replica, num_gpus=num_gpus_per_replica
+    )
+    actors = [
+        actor_cls.remote(str(path), device, dtype, max_tokens_per_batch) for _ in range(replicas)
+    ]
+    failures = [
+        e for e in ray.get([a.ping.remote() for a in actors]) if e is not None
+    ]  # not on the first score
     if failures:
         for actor in actors:
             ray.kill(actor)

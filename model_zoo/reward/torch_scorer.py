@@ -59,7 +59,9 @@ class TorchScorer:
         import torch
 
         lengths = [len(ids) for ids in batch]
-        budget = max_tokens_per_batch if max_tokens_per_batch is not None else self.max_tokens_per_batch
+        budget = (
+            max_tokens_per_batch if max_tokens_per_batch is not None else self.max_tokens_per_batch
+        )
         scores: list[float] = [0.0] * len(batch)
         with torch.inference_mode():
             for bucket in plan_buckets(lengths, max_tokens=budget, max_items=batch_size):
@@ -69,7 +71,11 @@ class TorchScorer:
         return scores
 
     def _forward(self, seqs: list[Sequence[int]]) -> list[float]:
-        at_reward = self.last_hidden(seqs) if self.last_hidden is not None else self._padded_last_hidden(seqs)
+        at_reward = (
+            self.last_hidden(seqs)
+            if self.last_hidden is not None
+            else self._padded_last_hidden(seqs)
+        )
         self.forward_passes += 1
         out = at_reward @ self.v_head.to(device=at_reward.device, dtype=at_reward.dtype)
         return [float(x) for x in out.float().cpu()]

@@ -80,8 +80,11 @@ class Runner:
 
     @property
     def pad_token_id(self) -> int:
-        for value in (self.tokenizer.pad_token_id if self.tokenizer else None, self.spec.pad_token_id,
-                      self.tokenizer.eos_token_id if self.tokenizer else None):
+        for value in (
+            self.tokenizer.pad_token_id if self.tokenizer else None,
+            self.spec.pad_token_id,
+            self.tokenizer.eos_token_id if self.tokenizer else None,
+        ):
             if value is not None:
                 return int(value)
         return 0
@@ -93,10 +96,14 @@ class Runner:
 
     def _require_lm(self) -> None:
         if self.spec.is_reward:
-            raise UsageError(f"{self.path} is a reward model: it scores text, it does not generate. "
-                             "Use model_zoo.load_reward() (CLI: model-zoo score / serve-reward).")
+            raise UsageError(
+                f"{self.path} is a reward model: it scores text, it does not generate. "
+                "Use model_zoo.load_reward() (CLI: model-zoo score / serve-reward)."
+            )
 
-    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def hidden_states(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Final (normed) hidden states ``[batch, seq, hidden]`` of the decoder."""
         decoder = self.model.model
         with torch.inference_mode():
@@ -143,20 +150,32 @@ class Runner:
         if not prompts:  # nothing to do, like score_batch([])
             return []
         return generate_ids(
-            self.model, prompts, self.settings(**generation), pad_id=self.pad_token_id,
-            device=self.device, vocab_size=self.spec.vocab_size, recompute_beyond=self._recompute_beyond(),
+            self.model,
+            prompts,
+            self.settings(**generation),
+            pad_id=self.pad_token_id,
+            device=self.device,
+            vocab_size=self.spec.vocab_size,
+            recompute_beyond=self._recompute_beyond(),
         )
 
-    def generate(self, prompts: str | Sequence[str], *, add_special_tokens: bool = True, **generation: Any) -> str | list[str]:
+    def generate(
+        self, prompts: str | Sequence[str], *, add_special_tokens: bool = True, **generation: Any
+    ) -> str | list[str]:
         """Plain continuation of each prompt (batched with left padding)."""
         tok = self._require_tokenizer()
         single = isinstance(prompts, str)
         items = [prompts] if isinstance(prompts, str) else list(prompts)
         encoded = [tok.encode(p, add_special_tokens=add_special_tokens) for p in items]
-        outs = [tok.decode(c.ids, skip_special_tokens=True) for c in self.generate_ids(encoded, **generation)]
+        outs = [
+            tok.decode(c.ids, skip_special_tokens=True)
+            for c in self.generate_ids(encoded, **generation)
+        ]
         return outs[0] if single else outs
 
-    def chat_ids(self, messages: Messages, *, system: str | None = None, thinking: bool = False) -> list[int]:
+    def chat_ids(
+        self, messages: Messages, *, system: str | None = None, thinking: bool = False
+    ) -> list[int]:
         """The prompt ``chat`` feeds the model: template applied, generation prompt added."""
         tok = self._require_tokenizer()
         from .messages import check_conversation
@@ -164,15 +183,28 @@ class Runner:
         if isinstance(messages, str):
             msgs: list[dict[str, str]] = [{"role": "user", "content": messages}]
         elif isinstance(messages, Sequence) and not messages:
-            raise UsageError("chat needs at least one message, e.g. [{'role': 'user', 'content': 'Hello'}]")
+            raise UsageError(
+                "chat needs at least one message, e.g. [{'role': 'user', 'content': 'Hello'}]"
+            )
         else:  # a malformed message is an error naming it, not a TypeError from the template
             msgs = check_conversation(messages, "messages")
-        convo = messages_with_system(msgs, system=system, thinking=thinking, default_system=self.profile.default_system)
-        ids = tok.apply_chat_template(convo, add_generation_prompt=True, tokenize=True, template=self.profile.template)
+        convo = messages_with_system(
+            msgs, system=system, thinking=thinking, default_system=self.profile.default_system
+        )
+        ids = tok.apply_chat_template(
+            convo, add_generation_prompt=True, tokenize=True, template=self.profile.template
+        )
         return list(ids)
 
-    def chat(self, messages: Messages, *, system: str | None = None, thinking: bool = False, stream: bool = False,
-             **generation: Any) -> str | Iterator[str]:
+    def chat(
+        self,
+        messages: Messages,
+        *,
+        system: str | None = None,
+        thinking: bool = False,
+        stream: bool = False,
+        **generation: Any,
+    ) -> str | Iterator[str]:
         """The assistant's reply to ``messages`` (a string is one user message).
 
         ``system=None`` uses the model's default system prompt (the deep-thinking prompt when
@@ -190,8 +222,15 @@ class Runner:
         tok = self._require_tokenizer()
         decoder = StreamDecoder(tok, skip_special_tokens=True)
         stops = set(settings.stop_token_ids)
-        for step in stream_ids(self.model, [ids], settings, pad_id=self.pad_token_id, device=self.device,
-                               vocab_size=self.spec.vocab_size, recompute_beyond=self._recompute_beyond()):
+        for step in stream_ids(
+            self.model,
+            [ids],
+            settings,
+            pad_id=self.pad_token_id,
+            device=self.device,
+            vocab_size=self.spec.vocab_size,
+            recompute_beyond=self._recompute_beyond(),
+        ):
             token = step[0]
             if token is None or token in stops:
                 break
@@ -212,23 +251,38 @@ class Runner:
 # -------------------------------------------------------------------- load
 
 
-def placement_for(spec: ModelSpec, devices: tuple[torch.device, ...], dtype: torch.dtype,
-               max_memory: Mapping[Any, int | str] | None) -> Placement:
+def placement_for(
+    spec: ModelSpec,
+    devices: tuple[torch.device, ...],
+    dtype: torch.dtype,
+    max_memory: Mapping[Any, int | str] | None,
+) -> Placement:
     size = torch.empty((), dtype=dtype).element_size()
     h, inter, v = spec.hidden_size, spec.intermediate_size, spec.vocab_size
     qkv = (spec.num_heads + 2 * spec.num_kv_heads) * spec.head_dim * h
     layer = (qkv + spec.num_heads * spec.head_dim * h + 3 * h * inter + 2 * h) * size
-    sizes = {"embed": v * h * size, "layer": layer, "final": (v * h if not spec.is_reward else h) * size}
+    sizes = {
+        "embed": v * h * size,
+        "layer": layer,
+        "final": (v * h if not spec.is_reward else h) * size,
+    }
     return plan_placement(sizes, spec.num_layers, devices, default_budgets(devices, max_memory))
 
 
 #: transformers' attention implementations that fit a native Llama module.
 ATTENTION_IMPLEMENTATIONS = (
-    "sdpa", "eager", "flash_attention_2", "flash_attention_3", "flash_attention_4", "flex_attention",
+    "sdpa",
+    "eager",
+    "flash_attention_2",
+    "flash_attention_3",
+    "flash_attention_4",
+    "flex_attention",
 )
 
 
-def _load_native(path: Path, spec: Any, placement: Any, dtype: Any, attn: str | None, weights: Any) -> Any:
+def _load_native(
+    path: Path, spec: Any, placement: Any, dtype: Any, attn: str | None, weights: Any
+) -> Any:
     """The native loader, with a missing flash-attention package named instead of transformers' ImportError."""
     from ..errors import MissingDependencyError
     from .loader import load_native
@@ -238,7 +292,9 @@ def _load_native(path: Path, spec: Any, placement: Any, dtype: Any, attn: str | 
     except ImportError as exc:
         if attn is None or not attn.startswith("flash_attention"):
             raise
-        raise MissingDependencyError("flash-attn", feature=f"attn={attn!r} (or use attn='sdpa'): {exc}") from None
+        raise MissingDependencyError(
+            "flash-attn", feature=f"attn={attn!r} (or use attn='sdpa'): {exc}"
+        ) from None
 
 
 def load(
@@ -268,16 +324,28 @@ def load(
     from .resolve import resolve_checkpoint
 
     if attn is not None and attn not in ATTENTION_IMPLEMENTATIONS:
-        raise UsageError(f"attn {attn!r} is not one of {', '.join(ATTENTION_IMPLEMENTATIONS)} (or None: sdpa).")
+        raise UsageError(
+            f"attn {attn!r} is not one of {', '.join(ATTENTION_IMPLEMENTATIONS)} (or None: sdpa)."
+        )
     if backend == "llama.cpp" or looks_like_gguf(name_or_path, gguf):
         from .gguf.load import load_gguf_request
 
-        return load_gguf_request(name_or_path, gguf=gguf, device=device, dtype=dtype, attn=attn,  # type: ignore[return-value]
-                                 max_memory=max_memory, backend=backend, quantization=quantization)
+        return load_gguf_request(
+            name_or_path,
+            gguf=gguf,
+            device=device,
+            dtype=dtype,
+            attn=attn,  # type: ignore[return-value]
+            max_memory=max_memory,
+            backend=backend,
+            quantization=quantization,
+        )
     resolved = resolve_checkpoint(name_or_path)
     path, info = resolved.path, resolved.info
     spec = read_config(path)
-    tokenizer = InternLMTokenizer.from_pretrained(path) if (path / "tokenizer.model").is_file() else None
+    tokenizer = (
+        InternLMTokenizer.from_pretrained(path) if (path / "tokenizer.model").is_file() else None
+    )
     profile = make_profile(spec, tokenizer, path, info)
     name = info.name if info is not None else None
     if backend != "transformers":
@@ -294,9 +362,15 @@ def load(
         from .quantize import MODES, quantize_decoder, require_bitsandbytes
 
         if quantization not in MODES:
-            raise UsageError(f"quantization {quantization!r} is not one of {', '.join(MODES)} (or None).")
-        if len(devices) > 1 or devices[0].type != "cuda":  # before the install advice: no GPU, no point
-            raise UsageError(f"quantization={quantization!r} needs exactly one CUDA device; got {', '.join(map(str, devices))}.")
+            raise UsageError(
+                f"quantization {quantization!r} is not one of {', '.join(MODES)} (or None)."
+            )
+        if (
+            len(devices) > 1 or devices[0].type != "cuda"
+        ):  # before the install advice: no GPU, no point
+            raise UsageError(
+                f"quantization={quantization!r} needs exactly one CUDA device; got {', '.join(map(str, devices))}."
+            )
         require_bitsandbytes(quantization)
         cpu = Placement((torch.device("cpu"),), {"": torch.device("cpu")})
         model = _load_native(path, spec, cpu, torch_dtype, attn, weights)
@@ -307,8 +381,18 @@ def load(
         placement = placement_for(spec, devices, torch_dtype, max_memory)
         model = _load_native(path, spec, placement, torch_dtype, attn, weights)
         dispatch(model, placement)
-    return Runner(model=model, tokenizer=tokenizer, spec=spec, path=path, placement=placement, dtype=torch_dtype,
-                  profile=profile, name=name, quantization=quantization, info=info)
+    return Runner(
+        model=model,
+        tokenizer=tokenizer,
+        spec=spec,
+        path=path,
+        placement=placement,
+        dtype=torch_dtype,
+        profile=profile,
+        name=name,
+        quantization=quantization,
+        info=info,
+    )
 
 
 _CPU_HINTED = False

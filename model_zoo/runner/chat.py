@@ -127,7 +127,9 @@ class GenerationSettings:
             ("top_k", out.top_k >= 0, ">= 0 (0 = off)"),
             ("repetition_penalty", out.repetition_penalty > 0, "> 0"),
         )
-        wrong = [f"{name} must be {need}, got {getattr(out, name)}" for name, ok, need in rules if not ok]
+        wrong = [
+            f"{name} must be {need}, got {getattr(out, name)}" for name, ok, need in rules if not ok
+        ]
         if wrong:
             raise UsageError(f"generation options out of range: {'; '.join(wrong)}.")
         return out
@@ -158,13 +160,19 @@ class ChatProfile:
     def settings(self, *, thinking: bool = False, **overrides: Any) -> GenerationSettings:
         base = self.generation
         if thinking:
-            base = replace(base, max_new_tokens=max(base.max_new_tokens, self.thinking_max_new_tokens))
+            base = replace(
+                base, max_new_tokens=max(base.max_new_tokens, self.thinking_max_new_tokens)
+            )
         base = replace(base, stop_token_ids=self.stop_token_ids)
         return base.updated(**overrides)
 
 
 def messages_with_system(
-    messages: Sequence[Mapping[str, Any]], *, system: str | None, thinking: bool, default_system: str | None
+    messages: Sequence[Mapping[str, Any]],
+    *,
+    system: str | None,
+    thinking: bool,
+    default_system: str | None,
 ) -> list[dict[str, Any]]:
     """The conversation to render: a system message first unless the caller brought one.
 
@@ -179,7 +187,9 @@ def messages_with_system(
         if system is not None:
             out[0]["content"] = system
         return out
-    chosen = system if system is not None else (THINKING_SYSTEM_PROMPT if thinking else default_system)
+    chosen = (
+        system if system is not None else (THINKING_SYSTEM_PROMPT if thinking else default_system)
+    )
     if chosen:
         out.insert(0, {"role": "system", "content": chosen})
     return out
@@ -211,12 +221,17 @@ def render_chat(
     from jinja2.exceptions import TemplateError
 
     if not template:
-        raise UsageError("no chat template: the checkpoint ships none and no family default applies.")
+        raise UsageError(
+            "no chat template: the checkpoint ships none and no family default applies."
+        )
     try:
         return str(
             _compiled(template).render(
-                messages=list(messages), add_generation_prompt=add_generation_prompt,
-                bos_token=bos_token, eos_token=eos_token, **extra,
+                messages=list(messages),
+                add_generation_prompt=add_generation_prompt,
+                bos_token=bos_token,
+                eos_token=eos_token,
+                **extra,
             )
         )
     except TemplateError as exc:

@@ -30,7 +30,6 @@ _BIN_INDEX = "pytorch_model.bin.index.json"
 _ORIGIN_FILE = re.compile(r"^model(_[a-z]+\d+)+\.pt$")
 
 
-
 @dataclass(frozen=True)
 class TensorInfo:
     name: str
@@ -105,7 +104,9 @@ def _index_files(root: Path, index_name: str) -> tuple[list[Path], dict[str, str
     names = sorted(set(weight_map.values()))
     for n in names:  # a shard is a file of this checkpoint, never a path elsewhere
         if Path(n).is_absolute() or ".." in Path(n).parts or not n.strip():
-            raise CheckpointError(str(index), f"weight_map names {n!r}, which is not a file in {root}")
+            raise CheckpointError(
+                str(index), f"weight_map names {n!r}, which is not a file in {root}"
+            )
     files = [root / n for n in names]
     for f in files:
         if not f.is_file():
@@ -144,7 +145,8 @@ def find_weights(root: Path) -> WeightFiles:
         _check_index(root, bin_map, infos)
         return WeightFiles(root, "bin", tuple(bin_files), infos)
     raise IncompatibleCheckpointError(
-        str(root), "no weight files (*.safetensors or pytorch_model*.bin)",
+        str(root),
+        "no weight files (*.safetensors or pytorch_model*.bin)",
         hint="Check the directory, or pull the model again.",
     )
 
@@ -152,7 +154,9 @@ def find_weights(root: Path) -> WeightFiles:
 def _check_index(root: Path, weight_map: dict[str, str], tensors: dict[str, TensorInfo]) -> None:
     for name, fname in weight_map.items():
         if name not in tensors or tensors[name].file.name != fname:
-            raise CheckpointError(str(root / fname), f"index says it holds {name!r}, but the file does not")
+            raise CheckpointError(
+                str(root / fname), f"index says it holds {name!r}, but the file does not"
+            )
 
 
 def _open_bin(file: Path) -> dict[str, torch.Tensor]:
@@ -170,9 +174,13 @@ def _open_bin(file: Path) -> dict[str, torch.Tensor]:
         except pickle.UnpicklingError as exc:
             raise _unsafe_bin(file, exc) from None
         except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
-            raise CheckpointError(str(file), f"cannot be read as a PyTorch state dict ({_why(exc)})") from None
+            raise CheckpointError(
+                str(file), f"cannot be read as a PyTorch state dict ({_why(exc)})"
+            ) from None
     except Exception as exc:  # noqa: BLE001
-        raise CheckpointError(str(file), f"cannot be read as a PyTorch state dict ({_why(exc)})") from None
+        raise CheckpointError(
+            str(file), f"cannot be read as a PyTorch state dict ({_why(exc)})"
+        ) from None
     if not isinstance(obj, dict):
         raise CheckpointError(str(file), "is not a state dict")
     import torch
@@ -180,7 +188,8 @@ def _open_bin(file: Path) -> dict[str, torch.Tensor]:
     for name, value in obj.items():
         if not isinstance(value, torch.Tensor):
             raise IncompatibleCheckpointError(
-                str(file), f"is not a flat state dict of tensors: entry {name!r} is a {type(value).__name__}",
+                str(file),
+                f"is not a flat state dict of tensors: entry {name!r} is a {type(value).__name__}",
                 hint="Save the model's state_dict() itself (tensor names to tensors), or use its safetensors release.",
             )
     return obj
@@ -220,10 +229,22 @@ def _bin_tensor_infos(files: list[Path]) -> dict[str, TensorInfo]:
 def torch_dtype(info: TensorInfo) -> torch.dtype:
     import torch
 
-    names = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
-             "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
+    names = {
+        "F64": "float64",
+        "F32": "float32",
+        "F16": "float16",
+        "BF16": "bfloat16",
+        "I64": "int64",
+        "I32": "int32",
+        "I16": "int16",
+        "I8": "int8",
+        "U8": "uint8",
+        "BOOL": "bool",
+    }
     if info.dtype not in names:
-        raise IncompatibleCheckpointError(str(info.file), f"tensor {info.name!r} has unsupported dtype {info.dtype}")
+        raise IncompatibleCheckpointError(
+            str(info.file), f"tensor {info.name!r} has unsupported dtype {info.dtype}"
+        )
     return getattr(torch, names[info.dtype])
 
 

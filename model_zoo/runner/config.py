@@ -92,7 +92,9 @@ def read_config(path: Path) -> ModelSpec:
     try:
         raw = json.loads(cfg_file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise IncompatibleCheckpointError(str(cfg_file), f"config.json cannot be read ({exc})") from None
+        raise IncompatibleCheckpointError(
+            str(cfg_file), f"config.json cannot be read ({exc})"
+        ) from None
     if not isinstance(raw, dict):
         raise IncompatibleCheckpointError(str(cfg_file), "config.json is not a JSON object")
     return spec_from_dict(raw, where=str(path))
@@ -123,7 +125,9 @@ def _rope(raw: dict[str, Any], family: Family) -> tuple[float, RopeScaling | Non
         theta = float(params.get("rope_theta", theta))
         if scaling is None and params.get("rope_type", "default") not in (None, "default"):
             scaling = params
-    rotary = raw.get("rotary")  # InternLM v1: {"base": 10000, "type": "dynamic", "scaling_factor": 1.0}
+    rotary = raw.get(
+        "rotary"
+    )  # InternLM v1: {"base": 10000, "type": "dynamic", "scaling_factor": 1.0}
     if family == "internlm" and isinstance(rotary, dict):
         theta = float(rotary.get("base", theta))
         kind = str(rotary.get("type", "origin"))
@@ -189,25 +193,38 @@ def spec_from_dict(raw: dict[str, Any], *, where: str = "config.json") -> ModelS
             raw=raw,
         )
     except KeyError as exc:
-        raise IncompatibleCheckpointError(where, f"config.json lacks the field {exc.args[0]!r}") from None
+        raise IncompatibleCheckpointError(
+            where, f"config.json lacks the field {exc.args[0]!r}"
+        ) from None
     except ZeroDivisionError:
         raise IncompatibleCheckpointError(where, "config.json has num_attention_heads 0") from None
     except (TypeError, ValueError) as exc:
-        raise IncompatibleCheckpointError(where, f"config.json has an unusable value ({exc})") from None
-    sizes = {"hidden_size": hidden, "intermediate_size": spec.intermediate_size, "num_hidden_layers": spec.num_layers,
-             "num_attention_heads": heads, "num_key_value_heads": kv_heads, "head_dim": head_dim,
-             "vocab_size": spec.vocab_size, "max_position_embeddings": spec.max_position_embeddings}
+        raise IncompatibleCheckpointError(
+            where, f"config.json has an unusable value ({exc})"
+        ) from None
+    sizes = {
+        "hidden_size": hidden,
+        "intermediate_size": spec.intermediate_size,
+        "num_hidden_layers": spec.num_layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv_heads,
+        "head_dim": head_dim,
+        "vocab_size": spec.vocab_size,
+        "max_position_embeddings": spec.max_position_embeddings,
+    }
     bad = [f"{k} {v}" for k, v in sizes.items() if v <= 0]
     if spec.rope_theta <= 0 or spec.rms_norm_eps < 0:
         bad.append(f"rope_theta {spec.rope_theta} / rms_norm_eps {spec.rms_norm_eps}")
     if bad:
         raise IncompatibleCheckpointError(
-            where, f"config.json has impossible values ({', '.join(bad)}); sizes must be positive",
+            where,
+            f"config.json has impossible values ({', '.join(bad)}); sizes must be positive",
             hint="Restore config.json from the model's repository (pull the model again).",
         )
     if heads % kv_heads:
         raise IncompatibleCheckpointError(
-            where, f"num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}"
+            where,
+            f"num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}",
         )
     if spec.hidden_act != "silu":
         raise IncompatibleCheckpointError(where, f"hidden_act {spec.hidden_act!r} is not silu")

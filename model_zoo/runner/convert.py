@@ -57,7 +57,11 @@ def wqkv_blocks(spec: ModelSpec) -> tuple[tuple[int, ...], tuple[Block, ...]]:
     blocks: list[Block] = []
     for grp in range(kv):
         first = grp * (g + 2) * d
-        blocks += [(0, first, g * d, grp * g * d), (1, first + g * d, d, grp * d), (2, first + (g + 1) * d, d, grp * d)]
+        blocks += [
+            (0, first, g * d, grp * g * d),
+            (1, first + g * d, d, grp * d),
+            (2, first + (g + 1) * d, d, grp * d),
+        ]
     return (kv * g * d, kv * d, kv * d), tuple(blocks)
 
 
@@ -94,9 +98,14 @@ def _layer_rules(spec: ModelSpec, i: int) -> list[Rule]:
         packed = (qd + 2 * kvd,)
         rows, blocks = wqkv_blocks(spec)
         rules = [
-            Rule(s + "attention.wqkv.weight", (packed[0], h),
-                 (attn + "q_proj.weight", attn + "k_proj.weight", attn + "v_proj.weight"),
-                 lambda w: split_wqkv(w, spec), rows, blocks),
+            Rule(
+                s + "attention.wqkv.weight",
+                (packed[0], h),
+                (attn + "q_proj.weight", attn + "k_proj.weight", attn + "v_proj.weight"),
+                lambda w: split_wqkv(w, spec),
+                rows,
+                blocks,
+            ),
             Rule(s + "attention.wo.weight", (h, qd), (attn + "o_proj.weight",)),
             Rule(s + "feed_forward.w1.weight", (inter, h), (mlp + "gate_proj.weight",)),
             Rule(s + "feed_forward.w3.weight", (inter, h), (mlp + "up_proj.weight",)),
@@ -105,33 +114,61 @@ def _layer_rules(spec: ModelSpec, i: int) -> list[Rule]:
             Rule(s + "ffn_norm.weight", (h,), (t + "post_attention_layernorm.weight",)),
         ]
         if spec.qkv_bias:
-            rules.append(Rule(s + "attention.wqkv.bias", packed,
-                              (attn + "q_proj.bias", attn + "k_proj.bias", attn + "v_proj.bias"),
-                              lambda b: split_wqkv(b, spec), rows, blocks))
+            rules.append(
+                Rule(
+                    s + "attention.wqkv.bias",
+                    packed,
+                    (attn + "q_proj.bias", attn + "k_proj.bias", attn + "v_proj.bias"),
+                    lambda b: split_wqkv(b, spec),
+                    rows,
+                    blocks,
+                )
+            )
         if spec.o_bias:
             rules.append(Rule(s + "attention.wo.bias", (h,), (attn + "o_proj.bias",)))
         return rules
     shapes: dict[str, Shape] = {
-        attn + "q_proj.weight": (qd, h), attn + "k_proj.weight": (kvd, h),
-        attn + "v_proj.weight": (kvd, h), attn + "o_proj.weight": (h, qd),
-        mlp + "gate_proj.weight": (inter, h), mlp + "up_proj.weight": (inter, h),
+        attn + "q_proj.weight": (qd, h),
+        attn + "k_proj.weight": (kvd, h),
+        attn + "v_proj.weight": (kvd, h),
+        attn + "o_proj.weight": (h, qd),
+        mlp + "gate_proj.weight": (inter, h),
+        mlp + "up_proj.weight": (inter, h),
         mlp + "down_proj.weight": (h, inter),
-        t + "input_layernorm.weight": (h,), t + "post_attention_layernorm.weight": (h,),
+        t + "input_layernorm.weight": (h,),
+        t + "post_attention_layernorm.weight": (h,),
     }
     if spec.qkv_bias:
-        shapes.update({attn + "q_proj.bias": (qd,), attn + "k_proj.bias": (kvd,), attn + "v_proj.bias": (kvd,)})
+        shapes.update(
+            {
+                attn + "q_proj.bias": (qd,),
+                attn + "k_proj.bias": (kvd,),
+                attn + "v_proj.bias": (kvd,),
+            }
+        )
     if spec.o_bias:
         shapes[attn + "o_proj.bias"] = (h,)
     if spec.mlp_bias:
-        shapes.update({mlp + "gate_proj.bias": (inter,), mlp + "up_proj.bias": (inter,), mlp + "down_proj.bias": (h,)})
+        shapes.update(
+            {
+                mlp + "gate_proj.bias": (inter,),
+                mlp + "up_proj.bias": (inter,),
+                mlp + "down_proj.bias": (h,),
+            }
+        )
     return [Rule(name, shape, (name,)) for name, shape in shapes.items()]
 
 
 def rules_for(spec: ModelSpec) -> dict[str, Rule]:
     """Every tensor a checkpoint of this architecture must hold, keyed by its name."""
     h, vocab = spec.hidden_size, spec.vocab_size
-    emb = "model.tok_embeddings.weight" if spec.family == "internlm2" else "model.embed_tokens.weight"
-    rules = [Rule(emb, (vocab, h), ("model.embed_tokens.weight",)), Rule("model.norm.weight", (h,), ("model.norm.weight",))]
+    emb = (
+        "model.tok_embeddings.weight" if spec.family == "internlm2" else "model.embed_tokens.weight"
+    )
+    rules = [
+        Rule(emb, (vocab, h), ("model.embed_tokens.weight",)),
+        Rule("model.norm.weight", (h,), ("model.norm.weight",)),
+    ]
     for i in range(spec.num_layers):
         rules += _layer_rules(spec, i)
     if spec.is_reward:
@@ -151,8 +188,9 @@ def _listing(names: Iterable[str], limit: int = 8) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def plan(spec: ModelSpec, shapes: dict[str, Shape], *, where: str,
-         files: dict[str, str] | None = None) -> dict[str, Rule]:
+def plan(
+    spec: ModelSpec, shapes: dict[str, Shape], *, where: str, files: dict[str, str] | None = None
+) -> dict[str, Rule]:
     """Check a checkpoint's ``{name: shape}`` against the architecture; return the rules to apply.
 
     Raises IncompatibleCheckpointError naming every missing, unexpected or mis-shaped tensor.

@@ -19,9 +19,14 @@ from torch import nn
 from ..errors import UsageError
 
 _DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
-    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
 }
 
 
@@ -30,7 +35,9 @@ class Placement:
     """The devices a model is spread over and which module prefix lives where."""
 
     devices: tuple[torch.device, ...]
-    module_devices: dict[str, torch.device]  # "model.embed_tokens", "model.layers.3", "lm_head", ...
+    module_devices: dict[
+        str, torch.device
+    ]  # "model.embed_tokens", "model.layers.3", "lm_head", ...
 
     @property
     def main(self) -> torch.device:
@@ -59,9 +66,13 @@ def resolve_devices(device: str | torch.device | None) -> tuple[torch.device, ..
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise UsageError(f"device {device!r} is not a torch device ({exc}); use 'auto', 'cpu' or 'cuda:N'.") from None
+        raise UsageError(
+            f"device {device!r} is not a torch device ({exc}); use 'auto', 'cpu' or 'cuda:N'."
+        ) from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device {device!r} was asked for, but CUDA is not available here. Use device='cpu' (CLI: --device cpu).")
+        raise UsageError(
+            f"device {device!r} was asked for, but CUDA is not available here. Use device='cpu' (CLI: --device cpu)."
+        )
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", torch.cuda.current_device())
     return (dev,)
@@ -123,7 +134,9 @@ def plan_placement(
         total = embed + layer * num_layers + final
         per = total / len(devices) * 1.0001 + 1
         budgets = {d: int(per) for d in devices}
-    order = [("model.embed_tokens", embed)] + [(f"model.layers.{i}", layer) for i in range(num_layers)]
+    order = [("model.embed_tokens", embed)] + [
+        (f"model.layers.{i}", layer) for i in range(num_layers)
+    ]
     order += [("model.norm", 0), ("lm_head", final), ("v_head", 0)]
     out: dict[str, torch.device] = {}
     idx, used = 0, 0
@@ -131,14 +144,18 @@ def plan_placement(
         while idx < len(devices) and used + size > budgets.get(devices[idx], 0) and used > 0:
             idx, used = idx + 1, 0
         if idx >= len(devices) or size > budgets.get(devices[idx], 0):
-            raise _too_big(embed + layer * num_layers + final, sum(budgets.get(d, 0) for d in devices), devices)
+            raise _too_big(
+                embed + layer * num_layers + final, sum(budgets.get(d, 0) for d in devices), devices
+            )
         out[name] = devices[idx]
         used += size
     out["model.rotary_emb"] = out["model.embed_tokens"]
     return Placement(devices, out)
 
 
-def default_budgets(devices: tuple[torch.device, ...], max_memory: Mapping[Any, int | str] | None) -> dict[torch.device, int] | None:
+def default_budgets(
+    devices: tuple[torch.device, ...], max_memory: Mapping[Any, int | str] | None
+) -> dict[torch.device, int] | None:
     """Per-device byte budgets from ``max_memory`` ({0: "20GiB", "cuda:1": ...}) or free memory."""
     if max_memory is None and all(d.type == "cuda" for d in devices) and len(devices) > 1:
         # leave ~10% of each GPU for activations and the KV cache
@@ -175,7 +192,9 @@ def dispatch(model: nn.Module, placement: Placement) -> None:
         if module is None:
             continue
 
-        def hook(_mod: nn.Module, args: tuple, kwargs: dict, _dev: torch.device = device) -> tuple[tuple, dict]:
+        def hook(
+            _mod: nn.Module, args: tuple, kwargs: dict, _dev: torch.device = device
+        ) -> tuple[tuple, dict]:
             return _to_device(args, _dev), _to_device(kwargs, _dev)
 
         module.register_forward_pre_hook(hook, with_kwargs=True)

@@ -35,24 +35,34 @@ def _forward_params(cls: type) -> frozenset[str]:
     return frozenset(inspect.signature(cls.forward).parameters)
 
 
-def forward_step(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, cache: Any) -> tuple[torch.Tensor, Any]:
+def forward_step(
+    model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, cache: Any
+) -> tuple[torch.Tensor, Any]:
     """One forward of a causal LM; returns the last position's logits and the cache.
 
     ``cache=False`` runs without a cache; None starts one. The keyword transformers uses for
     the cache changed across versions; this picks the right one.
     """
     params = _forward_params(type(model))
-    kwargs: dict[str, Any] = {"attention_mask": mask, "position_ids": pos, "use_cache": cache is not False}
+    kwargs: dict[str, Any] = {
+        "attention_mask": mask,
+        "position_ids": pos,
+        "use_cache": cache is not False,
+    }
     if cache is not False and cache is not None:
         kwargs["cache" if "cache" in params else "past_key_values"] = cache
     if "logits_to_keep" in params:
         kwargs["logits_to_keep"] = 1
     out = model(ids, **kwargs)
-    new_cache = getattr(out, "cache", None) if "cache" in params else getattr(out, "past_key_values", None)
+    new_cache = (
+        getattr(out, "cache", None) if "cache" in params else getattr(out, "past_key_values", None)
+    )
     return out.logits[:, -1, :], new_cache
 
 
-def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
+def apply_repetition_penalty(
+    logits: torch.Tensor, seen: torch.Tensor, penalty: float
+) -> torch.Tensor:
     """transformers' rule: a seen token's logit is divided by ``penalty`` (multiplied if < 0)."""
     if penalty == 1.0:
         return logits
@@ -76,7 +86,9 @@ def filter_top_k_top_p(logits: torch.Tensor, top_k: int, top_p: float) -> torch.
     return logits
 
 
-def next_tokens(logits: torch.Tensor, seen: torch.Tensor, s: GenerationSettings, gen: torch.Generator | None) -> torch.Tensor:
+def next_tokens(
+    logits: torch.Tensor, seen: torch.Tensor, s: GenerationSettings, gen: torch.Generator | None
+) -> torch.Tensor:
     logits = apply_repetition_penalty(logits.float(), seen, s.repetition_penalty)
     if s.greedy:
         return logits.argmax(dim=-1)
@@ -85,7 +97,9 @@ def next_tokens(logits: torch.Tensor, seen: torch.Tensor, s: GenerationSettings,
     return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
 
 
-def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def left_pad(
+    prompts: Sequence[Sequence[int]], pad_id: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     longest = max(len(p) for p in prompts)
     ids = torch.full((len(prompts), longest), pad_id, dtype=torch.long)
     mask = torch.zeros((len(prompts), longest), dtype=torch.long)
@@ -115,13 +129,17 @@ def stream_ids(
         raise UsageError("no prompts to generate from; pass at least one.")
     empty = next((i for i, p in enumerate(prompts) if len(p) == 0), None)
     if empty is not None:
-        raise UsageError(f"prompt {empty} has no tokens: every prompt needs at least one "
-                         "(an empty prompt without bos has none).")
+        raise UsageError(
+            f"prompt {empty} has no tokens: every prompt needs at least one "
+            "(an empty prompt without bos has none)."
+        )
     for i, p in enumerate(prompts):
         bad = next((t for t in p if not 0 <= int(t) < vocab_size), None)
         if bad is not None:
-            raise UsageError(f"prompt {i} holds token id {bad}, outside the model's vocabulary "
-                             f"(0..{vocab_size - 1}); encode prompts with this model's tokenizer.")
+            raise UsageError(
+                f"prompt {i} holds token id {bad}, outside the model's vocabulary "
+                f"(0..{vocab_size - 1}); encode prompts with this model's tokenizer."
+            )
     ids, mask = left_pad(prompts, pad_id, device)
     batch = ids.shape[0]
     gen: torch.Generator | None = None
@@ -174,8 +192,15 @@ def generate_ids(
     stops = set(settings.stop_token_ids)
     outs: list[list[int]] = [[] for _ in prompts]
     reasons = ["length"] * len(prompts)
-    for step in stream_ids(model, prompts, settings, pad_id=pad_id, device=device,
-                           vocab_size=vocab_size, recompute_beyond=recompute_beyond):
+    for step in stream_ids(
+        model,
+        prompts,
+        settings,
+        pad_id=pad_id,
+        device=device,
+        vocab_size=vocab_size,
+        recompute_beyond=recompute_beyond,
+    ):
         for row, tok in enumerate(step):
             if tok is None or reasons[row] == "stop":
                 continue

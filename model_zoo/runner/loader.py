@@ -44,8 +44,12 @@ def check_weights(spec: ModelSpec, weights: WeightFiles) -> None:
 
 
 def _plan(spec: ModelSpec, weights: WeightFiles, where: str) -> dict[str, Rule]:
-    return plan(spec, {n: i.shape for n, i in weights.tensors.items()}, where=where,
-                files={n: i.file.name for n, i in weights.tensors.items()})
+    return plan(
+        spec,
+        {n: i.shape for n, i in weights.tensors.items()},
+        where=where,
+        files={n: i.file.name for n, i in weights.tensors.items()},
+    )
 
 
 def load_native(
@@ -65,9 +69,13 @@ def load_native(
         # the head *is* the embedding: it runs where the embedding lives (a layer split would
         # otherwise send the last hidden states to a device the tied weight is not on)
         placement.module_devices["lm_head"] = placement.device_for("model.embed_tokens")
+
     def lazy(info: TensorInfo, rule: Rule) -> bool:
-        return (not rule.blocks and torch_dtype(info) == dtype
-                and all(placement.device_for(t).type == "cpu" for t in rule.targets))
+        return (
+            not rule.blocks
+            and torch_dtype(info) == dtype
+            and all(placement.device_for(t).type == "cpu" for t in rule.targets)
+        )
 
     for rule, pieces in _pieces(weights, rules, lazy):
         for target, piece in zip(rule.targets, pieces):
@@ -80,9 +88,13 @@ def load_native(
         model.lm_head.weight = model.model.embed_tokens.weight
     rotary = model.model.rotary_emb
     rotary.inv_freq = rope_inv_freq(spec, 0, placement.device_for("model.rotary_emb"))
-    left = [n for n, p in model.named_parameters() if p.is_meta] + [n for n, b in model.named_buffers() if b.is_meta]
+    left = [n for n, p in model.named_parameters() if p.is_meta] + [
+        n for n, b in model.named_buffers() if b.is_meta
+    ]
     if left:  # every parameter must come from the checkpoint; plan() should make this unreachable
-        raise IncompatibleCheckpointError(str(path), f"no weights were found for {', '.join(left[:8])}")
+        raise IncompatibleCheckpointError(
+            str(path), f"no weights were found for {', '.join(left[:8])}"
+        )
     return model
 
 
@@ -93,7 +105,8 @@ def _check_tied_head(model: nn.Module, path: Path) -> None:
         return
     if not torch.equal(head, emb.to(head.device)):
         raise IncompatibleCheckpointError(
-            str(path), "config.json sets tie_word_embeddings, but the checkpoint's output head "
+            str(path),
+            "config.json sets tie_word_embeddings, but the checkpoint's output head "
             "differs from its token embedding",
             hint="Set tie_word_embeddings to false in config.json if the head is meant to be separate.",
         )
@@ -110,7 +123,9 @@ def _read_safetensors(fd: int, info: TensorInfo, rule: Rule) -> list[torch.Tenso
     row_bytes = math.prod(rest) * torch.empty((), dtype=dtype).element_size()
     pieces = [torch.empty((rows, *rest), dtype=dtype) for rows in rule.piece_rows]
     for piece, src, rows, dst in rule.blocks:
-        pread_into(fd, pieces[piece][dst : dst + rows], info.offset + src * row_bytes, where=info.file)
+        pread_into(
+            fd, pieces[piece][dst : dst + rows], info.offset + src * row_bytes, where=info.file
+        )
     return pieces
 
 
@@ -140,8 +155,10 @@ def _pieces(
     consumer, so at most that many tensors are in flight at once.
     """
     for file in weights.files:
-        infos = sorted((i for i in weights.tensors.values() if i.file == file and i.name in rules),
-                       key=lambda i: i.offset or 0)
+        infos = sorted(
+            (i for i in weights.tensors.values() if i.file == file and i.name in rules),
+            key=lambda i: i.offset or 0,
+        )
         if weights.format == "safetensors":
             fd = os.open(file, os.O_RDONLY)
             mapped = _mapped(file) if any(lazy(i, rules[i.name]) for i in infos) else None

@@ -23,14 +23,18 @@ def check_conversation(value: Any, field: str = "conversation") -> list[dict[str
     the role and the content.
     """
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        raise InvalidConversationError(field, f"expected a list of messages, got {type(value).__name__}")
+        raise InvalidConversationError(
+            field, f"expected a list of messages, got {type(value).__name__}"
+        )
     if not value:
         raise InvalidConversationError(field, "is empty")
     out: list[dict[str, str]] = []
     for i, message in enumerate(value):
         where = f"{field}[{i}]"
         if not isinstance(message, Mapping):
-            raise InvalidConversationError(where, f"expected a message object, got {type(message).__name__}")
+            raise InvalidConversationError(
+                where, f"expected a message object, got {type(message).__name__}"
+            )
         for key in ("role", "content"):
             item = message.get(key)
             if not isinstance(item, str):
@@ -46,17 +50,23 @@ def check_conversation(value: Any, field: str = "conversation") -> list[dict[str
 def check_conversations(value: Any, field: str = "conversations") -> list[list[dict[str, str]]]:
     """A list of conversations, each checked by :func:`check_conversation`."""
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        raise InvalidConversationError(field, f"expected a list of conversations, got {type(value).__name__}")
+        raise InvalidConversationError(
+            field, f"expected a list of conversations, got {type(value).__name__}"
+        )
     return [check_conversation(conv, f"{field}[{i}]") for i, conv in enumerate(value)]
 
 
 def check_texts(value: Any, field: str = "texts") -> list[str]:
     """A list of strings (already-templated inputs); a bare string is refused, not split into characters."""
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        raise InvalidConversationError(field, f"expected a list of strings, got {type(value).__name__}", hint="")
+        raise InvalidConversationError(
+            field, f"expected a list of strings, got {type(value).__name__}", hint=""
+        )
     for i, text in enumerate(value):
         if not isinstance(text, str):
-            raise InvalidConversationError(f"{field}[{i}]", f"must be a string, got {type(text).__name__}", hint="")
+            raise InvalidConversationError(
+                f"{field}[{i}]", f"must be a string, got {type(text).__name__}", hint=""
+            )
         _check_unicode(text, f"{field}[{i}]", hint="")
     return list(value)
 
@@ -71,6 +81,8 @@ def _check_unicode(text: str, field: str, hint: str | None = None) -> None:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise InvalidConversationError(
-            field, f"holds a lone surrogate ({text[exc.start]!r} at character {exc.start}), which is not valid "
-            "Unicode; send UTF-8 text", hint=hint,
+            field,
+            f"holds a lone surrogate ({text[exc.start]!r} at character {exc.start}), which is not valid "
+            "Unicode; send UTF-8 text",
+            hint=hint,
         ) from None

@@ -23,7 +23,9 @@ from torch import nn
 from .config import ModelSpec
 
 
-def rope_inv_freq(spec: ModelSpec, seq_len: int, device: torch.device | str | None = None) -> torch.Tensor:
+def rope_inv_freq(
+    spec: ModelSpec, seq_len: int, device: torch.device | str | None = None
+) -> torch.Tensor:
     """Inverse rotary frequencies for a sequence of ``seq_len`` tokens.
 
     Dynamic NTK (InternLM's formula): once L > M,
@@ -51,10 +53,16 @@ class InternLMRotaryEmbedding(nn.Module):
         self.spec = spec
         self.register_buffer("inv_freq", rope_inv_freq(spec, 0, device), persistent=False)
 
-    def forward(self, x: torch.Tensor, position_ids: torch.Tensor, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, position_ids: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         seq_len = int(position_ids.max().item()) + 1 if position_ids.numel() else 0
         scaling = self.spec.rope_scaling
-        if scaling is not None and scaling.kind == "dynamic" and seq_len > self.spec.max_position_embeddings:
+        if (
+            scaling is not None
+            and scaling.kind == "dynamic"
+            and seq_len > self.spec.max_position_embeddings
+        ):
             inv_freq = rope_inv_freq(self.spec, seq_len, x.device)
         else:
             inv_freq = self.inv_freq.to(x.device)
@@ -65,7 +73,9 @@ class InternLMRotaryEmbedding(nn.Module):
         return cos.to(x.dtype), sin.to(x.dtype)
 
 
-def llama_config(spec: ModelSpec, *, attn: str | None = None, dtype: torch.dtype | None = None) -> Any:
+def llama_config(
+    spec: ModelSpec, *, attn: str | None = None, dtype: torch.dtype | None = None
+) -> Any:
     """The LlamaConfig equivalent of an InternLM ModelSpec (rope handled by our module)."""
     from transformers import LlamaConfig
 
@@ -123,14 +133,22 @@ class InternLM2RewardModel(nn.Module):
         self.model = LlamaModel(config)
         self.v_head = nn.Linear(config.hidden_size, 1, bias=False)
 
-    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    def hidden_states(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return self.model(
+            input_ids=input_ids, attention_mask=attention_mask, use_cache=False
+        ).last_hidden_state
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **_: Any) -> RewardOutput:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **_: Any
+    ) -> RewardOutput:
         hidden = self.hidden_states(input_ids, attention_mask)
         token_scores = self.v_head(hidden.to(self.v_head.weight.device)).squeeze(-1)
         if attention_mask is None:
-            last = torch.full((input_ids.shape[0],), input_ids.shape[1] - 1, device=token_scores.device)
+            last = torch.full(
+                (input_ids.shape[0],), input_ids.shape[1] - 1, device=token_scores.device
+            )
         else:
             mask = attention_mask.to(token_scores.device).long()
             positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
@@ -143,7 +161,9 @@ def _give_bias(linear: nn.Linear) -> None:
     linear.bias = nn.Parameter(torch.empty(linear.out_features, device="meta"), requires_grad=False)
 
 
-def build_meta_model(spec: ModelSpec, *, attn: str | None = None, dtype: torch.dtype | None = None) -> nn.Module:
+def build_meta_model(
+    spec: ModelSpec, *, attn: str | None = None, dtype: torch.dtype | None = None
+) -> nn.Module:
     """The empty (meta-device) native module for ``spec``; the loader fills its parameters."""
     config = llama_config(spec, attn=attn, dtype=dtype)
     with torch.device("meta"):

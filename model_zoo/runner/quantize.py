@@ -31,24 +31,39 @@ def require_bitsandbytes(mode: str) -> Any:
 def _quantized_linear(bnb: Any, linear: nn.Linear, mode: str, dtype: torch.dtype) -> nn.Module:
     has_bias = linear.bias is not None
     if mode == "8bit":
-        new = bnb.nn.Linear8bitLt(linear.in_features, linear.out_features, bias=has_bias,
-                                  has_fp16_weights=False, threshold=6.0)
-        new.weight = bnb.nn.Int8Params(linear.weight.data.to(torch.float16), requires_grad=False,
-                                       has_fp16_weights=False)
+        new = bnb.nn.Linear8bitLt(
+            linear.in_features,
+            linear.out_features,
+            bias=has_bias,
+            has_fp16_weights=False,
+            threshold=6.0,
+        )
+        new.weight = bnb.nn.Int8Params(
+            linear.weight.data.to(torch.float16), requires_grad=False, has_fp16_weights=False
+        )
     else:
-        new = bnb.nn.Linear4bit(linear.in_features, linear.out_features, bias=has_bias,
-                                compute_dtype=dtype, quant_type="nf4")
+        new = bnb.nn.Linear4bit(
+            linear.in_features,
+            linear.out_features,
+            bias=has_bias,
+            compute_dtype=dtype,
+            quant_type="nf4",
+        )
         new.weight = bnb.nn.Params4bit(linear.weight.data, requires_grad=False, quant_type="nf4")
     if has_bias:
         new.bias = nn.Parameter(linear.bias.data.to(dtype), requires_grad=False)
     return new
 
 
-def quantize_decoder(model: nn.Module, mode: str, device: torch.device, dtype: torch.dtype) -> nn.Module:
+def quantize_decoder(
+    model: nn.Module, mode: str, device: torch.device, dtype: torch.dtype
+) -> nn.Module:
     """Swap the decoder layers' Linear modules for bitsandbytes ones and move them to ``device``."""
     bnb = require_bitsandbytes(mode)
     if device.type != "cuda":
-        raise UsageError(f"quantization={mode!r} needs a CUDA GPU (bitsandbytes); the model is on {device}.")
+        raise UsageError(
+            f"quantization={mode!r} needs a CUDA GPU (bitsandbytes); the model is on {device}."
+        )
     for layer in model.model.layers:
         for name, child in list(layer.named_modules()):
             if isinstance(child, nn.Linear):

@@ -87,8 +87,13 @@ def _from_store(info: ModelInfo) -> Path | None:
     home = load_settings().home
     snap = find_snapshot(home, info.slug, info.revision)
     if snap is not None and snap.manifest.source == ORIGIN_SOURCE:
-        others = [s for s in iter_snapshots(home) if s.slug == snap.slug and s.manifest.source != ORIGIN_SOURCE
-                  and (info.revision is None or info.revision in (s.manifest.revision, s.manifest.commit))]
+        others = [
+            s
+            for s in iter_snapshots(home)
+            if s.slug == snap.slug
+            and s.manifest.source != ORIGIN_SOURCE
+            and (info.revision is None or info.revision in (s.manifest.revision, s.manifest.commit))
+        ]
         snap = others[0] if others else None
     return snap.root if snap is not None else None
 
@@ -110,7 +115,12 @@ def registry_entry(name_or_path: str | Path) -> ModelInfo | None:
     many gigabytes.
     """
     text = str(name_or_path)
-    if isinstance(name_or_path, Path) or not text.strip() or Path(text).expanduser().exists() or looks_like_path(text):
+    if (
+        isinstance(name_or_path, Path)
+        or not text.strip()
+        or Path(text).expanduser().exists()
+        or looks_like_path(text)
+    ):
         return None
     from ..registry.api import get
 
@@ -121,13 +131,17 @@ def resolve_checkpoint(name_or_path: str | Path, *, pull_missing: bool = True) -
     """The directory to load, the registry entry when known, and the source it came from."""
     text = str(name_or_path)
     if not text.strip():
-        raise UsageError("the model name is empty: give a registry name (model-zoo list) or a checkpoint directory.")
+        raise UsageError(
+            "the model name is empty: give a registry name (model-zoo list) or a checkpoint directory."
+        )
     candidate = Path(text).expanduser()
     info: ModelInfo | None = None
     if isinstance(name_or_path, Path) or candidate.is_dir() or looks_like_path(text):
         if candidate.is_file():
-            raise UsageError(f"{text} is a file: give the checkpoint directory that holds config.json "
-                             f"({candidate.parent}).")
+            raise UsageError(
+                f"{text} is a file: give the checkpoint directory that holds config.json "
+                f"({candidate.parent})."
+            )
         if not candidate.is_dir():
             raise UsageError(f"{text}: no such checkpoint directory (and not a registry name).")
         path = candidate

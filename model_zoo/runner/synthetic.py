@@ -20,20 +20,35 @@ from .convert import pack_wqkv
 
 # InternLM2-1.8B (facts file, section 2)
 INTERNLM2_1_8B: dict[str, Any] = {
-    "hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 24,
-    "num_attention_heads": 16, "num_key_value_heads": 8, "vocab_size": 92544,
-    "max_position_embeddings": 32768, "rope_theta": 1000000.0,
+    "hidden_size": 2048,
+    "intermediate_size": 8192,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 16,
+    "num_key_value_heads": 8,
+    "vocab_size": 92544,
+    "max_position_embeddings": 32768,
+    "rope_theta": 1000000.0,
     "rope_scaling": {"type": "dynamic", "factor": 2.0},
 }
 
 
-def internlm2_config(dims: dict[str, Any], *, reward: bool = False, dtype: str = "bfloat16") -> dict[str, Any]:
+def internlm2_config(
+    dims: dict[str, Any], *, reward: bool = False, dtype: str = "bfloat16"
+) -> dict[str, Any]:
     """A config.json for InternLM2 (or its reward model) with the given dimensions."""
     cfg: dict[str, Any] = {
         "architectures": ["InternLM2ForRewardModel" if reward else "InternLM2ForCausalLM"],
-        "model_type": "internlm2", "bias": False, "hidden_act": "silu", "rms_norm_eps": 1e-5,
-        "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 2, "tie_word_embeddings": False,
-        "torch_dtype": dtype, "use_cache": True, "attn_implementation": "eager",
+        "model_type": "internlm2",
+        "bias": False,
+        "hidden_act": "silu",
+        "rms_norm_eps": 1e-5,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "pad_token_id": 2,
+        "tie_word_embeddings": False,
+        "torch_dtype": dtype,
+        "use_cache": True,
+        "attn_implementation": "eager",
         "auto_map": {"AutoModelForCausalLM": "modeling_internlm2.InternLM2ForCausalLM"},
     }
     cfg.update(dims)
@@ -43,7 +58,9 @@ def internlm2_config(dims: dict[str, Any], *, reward: bool = False, dtype: str =
     return cfg
 
 
-def _internlm2_tensors(cfg: dict[str, Any], gen: torch.Generator, dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
+def _internlm2_tensors(
+    cfg: dict[str, Any], gen: torch.Generator, dtype: torch.dtype
+) -> Iterator[tuple[str, torch.Tensor]]:
     spec = spec_from_dict(cfg)
     h, inter, vocab = spec.hidden_size, spec.intermediate_size, spec.vocab_size
     qd, kvd = spec.num_heads * spec.head_dim, spec.num_kv_heads * spec.head_dim
@@ -121,6 +138,9 @@ def write_random_internlm2(
                 shard = shards - 1
         buf[name] = tensor
     flush(shard)
-    write_json_atomic(out_dir / "model.safetensors.index.json", {"metadata": {"total_size": total}, "weight_map": weight_map})
+    write_json_atomic(
+        out_dir / "model.safetensors.index.json",
+        {"metadata": {"total_size": total}, "weight_map": weight_map},
+    )
     write_json_atomic(out_dir / "config.json", cfg)
     return out_dir

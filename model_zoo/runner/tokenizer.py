@@ -42,7 +42,11 @@ def _default_template(value: Any) -> str | None:
         return value
     if isinstance(value, list):
         for entry in value:
-            if isinstance(entry, dict) and entry.get("name") == "default" and isinstance(entry.get("template"), str):
+            if (
+                isinstance(entry, dict)
+                and entry.get("name") == "default"
+                and isinstance(entry.get("template"), str)
+            ):
                 return str(entry["template"])
     return None
 
@@ -56,12 +60,16 @@ def _token_text(value: Any) -> str | None:
 class InternLMTokenizer:
     """SentencePiece tokenizer with InternLM's special-token handling (see module docstring)."""
 
-    def __init__(self, model_file: Path | str | bytes, config: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, model_file: Path | str | bytes, config: dict[str, Any] | None = None
+    ) -> None:
         """``model_file``: a ``tokenizer.model`` path, or a serialized model (rebuilt from GGUF)."""
         try:
             import sentencepiece as spm
         except ImportError as exc:  # pragma: no cover - depends on the installation
-            raise MissingDependencyError("sentencepiece", extra="runner", feature="tokenizing") from exc
+            raise MissingDependencyError(
+                "sentencepiece", extra="runner", feature="tokenizing"
+            ) from exc
         self.config = dict(config or {})
         if isinstance(model_file, bytes):
             self.sp = spm.SentencePieceProcessor(model_proto=model_file)
@@ -73,23 +81,34 @@ class InternLMTokenizer:
         self.added: dict[str, AddedToken] = {}
         for key, value in (self.config.get("added_tokens_decoder") or {}).items():
             tok = AddedToken(
-                id=int(key), content=str(value["content"]), special=bool(value.get("special", True)),
-                lstrip=bool(value.get("lstrip", False)), rstrip=bool(value.get("rstrip", False)),
+                id=int(key),
+                content=str(value["content"]),
+                special=bool(value.get("special", True)),
+                lstrip=bool(value.get("lstrip", False)),
+                rstrip=bool(value.get("rstrip", False)),
             )
             self.added[tok.content] = tok
         # Configs saved before ``added_tokens_decoder`` existed list special tokens only here; the
         # reference keeps each whole when it is a piece of the SentencePiece model.
         extra = self.config.get("additional_special_tokens")
         extra_texts = [_token_text(v) for v in extra] if isinstance(extra, list) else []
-        for text in [_token_text(self.config.get(f)) for f in ("bos_token", "eos_token", "unk_token", "pad_token")] + extra_texts:
+        for text in [
+            _token_text(self.config.get(f))
+            for f in ("bos_token", "eos_token", "unk_token", "pad_token")
+        ] + extra_texts:
             if text and text not in self.added:
                 piece_id = self.sp.piece_to_id(text)
                 if self.sp.id_to_piece(piece_id) == text:
                     self.added[text] = AddedToken(piece_id, text)
         self.id_to_added: dict[int, AddedToken] = {t.id: t for t in self.added.values()}
         self._splitter = (
-            re.compile("(" + "|".join(re.escape(t) for t in sorted(self.added, key=len, reverse=True)) + ")")
-            if self.added else None
+            re.compile(
+                "("
+                + "|".join(re.escape(t) for t in sorted(self.added, key=len, reverse=True))
+                + ")"
+            )
+            if self.added
+            else None
         )
         self.bos_token_id = self._special_id("bos_token", self.sp.bos_id())
         self.eos_token_id = self._special_id("eos_token", self.sp.eos_id())
@@ -105,7 +124,9 @@ class InternLMTokenizer:
         model = path / "tokenizer.model"
         if not model.is_file():
             raise IncompatibleCheckpointError(
-                str(path), "no tokenizer.model", hint="InternLM checkpoints ship a SentencePiece tokenizer.model."
+                str(path),
+                "no tokenizer.model",
+                hint="InternLM checkpoints ship a SentencePiece tokenizer.model.",
             )
         config: dict[str, Any] = {}
         for name in ("special_tokens_map.json", "tokenizer_config.json"):  # later wins
@@ -121,7 +142,9 @@ class InternLMTokenizer:
         try:
             return cls(model, config)
         except (RuntimeError, OSError) as exc:
-            raise IncompatibleCheckpointError(str(model), f"is not a SentencePiece model ({exc})") from None
+            raise IncompatibleCheckpointError(
+                str(model), f"is not a SentencePiece model ({exc})"
+            ) from None
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise IncompatibleCheckpointError(
                 str(path / "tokenizer_config.json"),
@@ -203,7 +226,9 @@ class InternLMTokenizer:
         """Token strings of ``text`` (no bos), as the reference's ``tokenize`` returns them."""
         return self.convert_ids_to_tokens(self.encode(text, add_special_tokens=False))
 
-    def __call__(self, text: str | Sequence[str], *, add_special_tokens: bool = True) -> dict[str, Any]:
+    def __call__(
+        self, text: str | Sequence[str], *, add_special_tokens: bool = True
+    ) -> dict[str, Any]:
         if isinstance(text, str):
             return {"input_ids": self.encode(text, add_special_tokens=add_special_tokens)}
         return {"input_ids": [self.encode(t, add_special_tokens=add_special_tokens) for t in text]}
@@ -227,7 +252,9 @@ class InternLMTokenizer:
             pieces.append(self.sp.decode(run))
         return "".join(pieces)
 
-    def batch_decode(self, batch: Iterable[Iterable[int]], *, skip_special_tokens: bool = False) -> list[str]:
+    def batch_decode(
+        self, batch: Iterable[Iterable[int]], *, skip_special_tokens: bool = False
+    ) -> list[str]:
         return [self.decode(ids, skip_special_tokens=skip_special_tokens) for ids in batch]
 
     # ---------------------------------------------------------------- chat
@@ -251,7 +278,8 @@ class InternLMTokenizer:
                 "template=..., e.g. runner.profile.template, which holds the model family's default."
             )
         text = render_chat(
-            template, messages,
+            template,
+            messages,
             add_generation_prompt=add_generation_prompt,
             bos_token=self.id_to_token(self.bos_token_id) if self.bos_token_id is not None else "",
             eos_token=self.id_to_token(self.eos_token_id) if self.eos_token_id is not None else "",

@@ -37,7 +37,10 @@ def supports_unpadded(decoder: Any, devices: Sequence[torch.device]) -> bool:
     if not all(hasattr(decoder, name) for name in needed) or len(decoder.layers) == 0:
         return False
     layer = decoder.layers[0]
-    return all(hasattr(layer, n) for n in ("input_layernorm", "self_attn", "post_attention_layernorm", "mlp"))
+    return all(
+        hasattr(layer, n)
+        for n in ("input_layernorm", "self_attn", "post_attention_layernorm", "mlp")
+    )
 
 
 def right_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,7 +60,9 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     return x * cos + turned * sin
 
 
-def last_hidden_states(decoder: Any, seqs: Sequence[Sequence[int]], device: torch.device | str) -> torch.Tensor:
+def last_hidden_states(
+    decoder: Any, seqs: Sequence[Sequence[int]], device: torch.device | str
+) -> torch.Tensor:
     """Final normed hidden states ``[len(seqs), hidden]`` at each sequence's last token.
 
     Every sequence must be non-empty. Call under ``torch.inference_mode()``.
@@ -97,11 +102,15 @@ def last_hidden_states(decoder: Any, seqs: Sequence[Sequence[int]], device: torc
         if groups > 1:
             kp, vp = kp.repeat_interleave(groups, dim=1), vp.repeat_interleave(groups, dim=1)
         if i < final:
-            out = F.scaled_dot_product_attention(padded(q), kp, vp, is_causal=True, scale=attn.scaling)
+            out = F.scaled_dot_product_attention(
+                padded(q), kp, vp, is_causal=True, scale=attn.scaling
+            )
             out = out.transpose(1, 2).reshape(batch * longest, -1).index_select(0, slot)
         else:  # only the last position of each sequence matters from here on
             q, h = q.index_select(0, last), h.index_select(0, last)
-            out = F.scaled_dot_product_attention(q[:, :, None], kp, vp, attn_mask=key_mask, scale=attn.scaling)
+            out = F.scaled_dot_product_attention(
+                q[:, :, None], kp, vp, attn_mask=key_mask, scale=attn.scaling
+            )
             out = out.reshape(batch, -1)
         h = h + attn.o_proj(out)
         h = h + layer.mlp(layer.post_attention_layernorm(h))

@@ -42,25 +42,46 @@ class Request:
     @property
     def has_body(self) -> bool:
         # Any Transfer-Encoding (chunked, gzip, identity...) means a body of unknown framing follows.
-        return "transfer-encoding" in self.headers or self.headers.get("content-length", "0").strip() not in ("", "0")
+        return "transfer-encoding" in self.headers or self.headers.get(
+            "content-length", "0"
+        ).strip() not in ("", "0")
 
     def body_length(self, limit: int) -> int:
         """The announced body size; 411 / 400 / 413 when it is missing, malformed or too large."""
         coding = self.headers.get("transfer-encoding")
         if coding is not None:
-            what = "a chunked body" if "chunked" in coding.lower() else f"Transfer-Encoding: {coding[:40]}"
-            raise HTTPError(411, "length_required", f"send a Content-Length header, not {what}",
-                            field="Content-Length")
+            what = (
+                "a chunked body"
+                if "chunked" in coding.lower()
+                else f"Transfer-Encoding: {coding[:40]}"
+            )
+            raise HTTPError(
+                411,
+                "length_required",
+                f"send a Content-Length header, not {what}",
+                field="Content-Length",
+            )
         raw = self.headers.get("content-length")
         if raw is None:
-            raise HTTPError(411, "length_required", "a Content-Length header is required", field="Content-Length")
+            raise HTTPError(
+                411,
+                "length_required",
+                "a Content-Length header is required",
+                field="Content-Length",
+            )
         text = raw.strip()
         if not text.isdigit() or not text.isascii():
             raise bad_request("Content-Length", f"must be a non-negative integer, got {raw!r}")
         digits = text.lstrip("0") or "0"
         if len(digits) > 18:  # (int() refuses over 4300 digits; no body is this large anyway)
-            raise HTTPError(413, "limit_exceeded", f"bytes in the request body: a {len(digits)}-digit Content-Length, "
-                            f"over the server's max_request_bytes of {limit}", limit="max_request_bytes", max=limit)
+            raise HTTPError(
+                413,
+                "limit_exceeded",
+                f"bytes in the request body: a {len(digits)}-digit Content-Length, "
+                f"over the server's max_request_bytes of {limit}",
+                limit="max_request_bytes",
+                max=limit,
+            )
         length = int(digits)
         if length > limit:
             raise over_limit("max_request_bytes", length, limit, "bytes in the request body")
@@ -79,7 +100,9 @@ def parse_head(head: bytes) -> Request:
         raise bad_request("request", f"malformed request line {lines[0][:100]!r}")
     method, target, version = parts
     if version not in ("HTTP/1.1", "HTTP/1.0"):
-        raise HTTPError(505, "http_version_not_supported", f"{version[:20]!r} is not supported; use HTTP/1.1")
+        raise HTTPError(
+            505, "http_version_not_supported", f"{version[:20]!r} is not supported; use HTTP/1.1"
+        )
     if len(lines) - 1 > MAX_HEADERS:
         raise HTTPError(431, "headers_too_large", f"more than {MAX_HEADERS} header fields")
     headers: dict[str, str] = {}
@@ -91,7 +114,9 @@ def parse_head(head: bytes) -> Request:
         value = value.strip()
         if key == "content-length" and key in headers and headers[key] != value:
             raise bad_request("Content-Length", "given twice with different values")
-        headers[key] = f"{headers[key]}, {value}" if key in headers and key != "content-length" else value
+        headers[key] = (
+            f"{headers[key]}, {value}" if key in headers and key != "content-length" else value
+        )
     return Request(method, target, version, headers)
 
 
@@ -107,14 +132,25 @@ def http_date() -> str:
     return _date_cache[1]
 
 
-def response(status: int, body: bytes, *, headers: dict[str, str] | None = None, close: bool = False,
-             content_type: str = "application/json") -> bytes:
+def response(
+    status: int,
+    body: bytes,
+    *,
+    headers: dict[str, str] | None = None,
+    close: bool = False,
+    content_type: str = "application/json",
+) -> bytes:
     try:
         reason = HTTPStatus(status).phrase
     except ValueError:
         reason = ""
-    lines = [f"HTTP/1.1 {status} {reason}", f"Server: {SERVER}", f"Date: {http_date()}",
-             f"Content-Type: {content_type}", f"Content-Length: {len(body)}"]
+    lines = [
+        f"HTTP/1.1 {status} {reason}",
+        f"Server: {SERVER}",
+        f"Date: {http_date()}",
+        f"Content-Type: {content_type}",
+        f"Content-Length: {len(body)}",
+    ]
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
     if close:
         lines.append("Connection: close")

@@ -71,13 +71,21 @@ def bad_request(field: str, message: str) -> HTTPError:
 
 
 def over_limit(
-    limit: str, value: int, maximum: int, what: str, *, status: int = 413, advice: str = "", **extra: Any
+    limit: str,
+    value: int,
+    maximum: int,
+    what: str,
+    *,
+    status: int = 413,
+    advice: str = "",
+    **extra: Any,
 ) -> HTTPError:
     """A 413 (or ``status``) naming the limit; ``advice`` says what the client can do about it."""
     return HTTPError(
         status,
         "limit_exceeded",
-        f"{what}: {value}, over the server's {limit} of {maximum}" + (f"; {advice}" if advice else ""),
+        f"{what}: {value}, over the server's {limit} of {maximum}"
+        + (f"; {advice}" if advice else ""),
         limit=limit,
         value=value,
         max=maximum,
@@ -101,17 +109,23 @@ class NeedsScores:
         per_item = [scores[i] for i in self._where]
         bad = [i for i, x in enumerate(per_item) if not math.isfinite(x)]
         if bad:  # JSON has no NaN/inf, and a NaN reward would poison a training run unnoticed
-            raise HTTPError(500, "non_finite_score",
-                            f"the model produced {per_item[bad[0]]} for item {bad[0]} ({len(bad)} of "
-                            f"{len(per_item)} items): an fp16 overflow is the usual cause; serve the model "
-                            "in bfloat16 or float32 (--dtype)", items=bad[:100])
+            raise HTTPError(
+                500,
+                "non_finite_score",
+                f"the model produced {per_item[bad[0]]} for item {bad[0]} ({len(bad)} of "
+                f"{len(per_item)} items): an fp16 overflow is the usual cause; serve the model "
+                "in bfloat16 or float32 (--dtype)",
+                items=bad[:100],
+            )
         return self._finish(per_item)
 
 
 Answer = JSON | NeedsScores
 
 ITEMS_ADVICE = "split the list over several requests"
-REFERENCE_BASED = "reference-based"  # a reward model's scoring style: POLAR's (RewardModel.scoring_style)
+REFERENCE_BASED = (
+    "reference-based"  # a reward model's scoring style: POLAR's (RewardModel.scoring_style)
+)
 
 
 class Routes:
@@ -138,7 +152,10 @@ class Routes:
         value = body[key]
         if isinstance(value, list) and len(value) > self.limits.max_items_per_request:
             raise over_limit(
-                "max_items_per_request", len(value), self.limits.max_items_per_request, f"items in {key}",
+                "max_items_per_request",
+                len(value),
+                self.limits.max_items_per_request,
+                f"items in {key}",
                 advice=ITEMS_ADVICE,
             )
         try:
@@ -177,20 +194,30 @@ class Routes:
             where = field if single else f"{field}[{exc.fields['index']}]"
             advice = f"shorten it{advice}, or serve with --truncate to keep the last {limit} tokens (reward token last)"
             raise over_limit(
-                "max_tokens_per_item", exc.fields["tokens"], limit, f"tokens in {where}", field=where, advice=advice
+                "max_tokens_per_item",
+                exc.fields["tokens"],
+                limit,
+                f"tokens in {where}",
+                field=where,
+                advice=advice,
             ) from None
         except InvalidConversationError as exc:
             where = exc.fields["field"]
-            raise bad_request(rename(where) if rename is not None else where, exc.fields["detail"]) from None
+            raise bad_request(
+                rename(where) if rename is not None else where, exc.fields["detail"]
+            ) from None
         except UsageError as exc:
             raise HTTPError(400, "invalid_request", str(exc), field=field) from None
 
     def _conversation_ids(self, body: JSON, key: str) -> list[list[int]]:
         if self.reference_based:
-            raise bad_request(key, f"{self.rm.name} is a reference-based reward model (POLAR): it scores an output "
-                              'against a reference answer, not a conversation; send {"inputs": [{"prompt", '
-                              '"reference", "output"}]} to /v1/score, {"prompt", "reference", "outputs"} to '
-                              "/v1/rank, or the text POLAR's client builds to /pooling")
+            raise bad_request(
+                key,
+                f"{self.rm.name} is a reference-based reward model (POLAR): it scores an output "
+                'against a reference answer, not a conversation; send {"inputs": [{"prompt", '
+                '"reference", "output"}]} to /v1/score, {"prompt", "reference", "outputs"} to '
+                "/v1/rank, or the text POLAR's client builds to /pooling",
+            )
         convs = self._items(body, key, check_conversations)
         return self._encode(self.rm.encode_conversations, convs, key)
 
@@ -206,13 +233,21 @@ class Routes:
         else:
             ids = self._encode(self.rm.encode_texts, texts, "query", strip_pad=True)
         lengths = [len(x) for x in ids]
-        return NeedsScores(ids, lambda scores: {"rewards": scores, "scores": scores,
-                                                "extra_logs": {"num_tokens": lengths}})
+        return NeedsScores(
+            ids,
+            lambda scores: {
+                "rewards": scores,
+                "scores": scores,
+                "extra_logs": {"num_tokens": lengths},
+            },
+        )
 
     def score_route(self, body: JSON) -> Answer:
         given = [key for key in ("conversations", "texts", "inputs") if key in body]
         if len(given) != 1:
-            raise bad_request("conversations", 'give exactly one of "conversations", "texts" or "inputs"')
+            raise bad_request(
+                "conversations", 'give exactly one of "conversations", "texts" or "inputs"'
+            )
         key = given[0]
         if key == "texts":
             texts = self._items(body, "texts", check_texts)
@@ -226,11 +261,16 @@ class Routes:
 
     # ------------------------------------------------------------------ reference-based (POLAR)
 
-    def _reference_ids(self, items: list[Any], key: str, rename: Callable[[str], str] | None = None) -> list[list[int]]:
+    def _reference_ids(
+        self, items: list[Any], key: str, rename: Callable[[str], str] | None = None
+    ) -> list[list[int]]:
         """Token ids of ``{prompt, reference, output}`` items through the model's own recipe."""
         if not self.reference_based:
-            raise bad_request(key, f"{self.rm.name} scores conversations and takes no reference answer; send "
-                              '"conversations" (lists of {"role", "content"} messages) or "texts"')
+            raise bad_request(
+                key,
+                f"{self.rm.name} scores conversations and takes no reference answer; send "
+                '"conversations" (lists of {"role", "content"} messages) or "texts"',
+            )
         if key != "inputs" and rename is None:
             rename = _renamed(key)
         return self._encode(self.rm.encode_inputs, items, key, rename=rename)  # type: ignore[attr-defined]
@@ -241,28 +281,47 @@ class Routes:
         prompts, labels = body.get("prompts"), body.get("labels")
         for key, value in (("prompts", prompts), ("labels", labels)):
             if value is None:
-                raise bad_request(key, f"is required: {self.rm.name} is a reference-based reward model, which scores "
-                                  "the response against a reference answer (OpenRLHF sends the prompt in prompts "
-                                  "and the reference in labels)")
+                raise bad_request(
+                    key,
+                    f"is required: {self.rm.name} is a reference-based reward model, which scores "
+                    "the response against a reference answer (OpenRLHF sends the prompt in prompts "
+                    "and the reference in labels)",
+                )
             if len(value) != len(texts):
-                raise bad_request(key, f"must hold one entry per query ({len(texts)}), got {len(value)}")
+                raise bad_request(
+                    key, f"must hold one entry per query ({len(texts)}), got {len(value)}"
+                )
         items = []
         for i, (query, prompt, label) in enumerate(zip(texts, prompts, labels)):  # type: ignore[arg-type]
             if not isinstance(prompt, str):
                 raise bad_request(f"prompts[{i}]", f"must be a string, got {type(prompt).__name__}")
             at = query.find(prompt)
             if at < 0:
-                raise bad_request(f"query[{i}]", f"does not contain prompts[{i}]: the response scored is what "
-                                  "follows the prompt in the query")
-            items.append({"prompt": prompt, "reference": label, "output": query[at + len(prompt):]})
-        rename = _renamed("query", {"prompt": ("prompts", True), "reference": ("labels", True), "output": ("query", True)})
+                raise bad_request(
+                    f"query[{i}]",
+                    f"does not contain prompts[{i}]: the response scored is what "
+                    "follows the prompt in the query",
+                )
+            items.append(
+                {"prompt": prompt, "reference": label, "output": query[at + len(prompt) :]}
+            )
+        rename = _renamed(
+            "query",
+            {"prompt": ("prompts", True), "reference": ("labels", True), "output": ("query", True)},
+        )
         return self._reference_ids(items, "query", rename)
 
     def compare(self, body: JSON) -> Answer:
-        if self.reference_based:  # a and b are {prompt, reference, output} inputs, as compare(a, b) takes them
+        if (
+            self.reference_based
+        ):  # a and b are {prompt, reference, output} inputs, as compare(a, b) takes them
             pair = [body.get("a"), body.get("b")]
-            ids = self._reference_ids(pair, "a", lambda f: f.replace("inputs[0]", "a", 1).replace("inputs[1]", "b", 1))
-            return NeedsScores(ids, lambda scores: {"a_better": scores[0] > scores[1], "scores": scores})
+            ids = self._reference_ids(
+                pair, "a", lambda f: f.replace("inputs[0]", "a", 1).replace("inputs[1]", "b", 1)
+            )
+            return NeedsScores(
+                ids, lambda scores: {"a_better": scores[0] > scores[1], "scores": scores}
+            )
         convs = []
         for key in ("a", "b"):
             if key not in body:
@@ -274,12 +333,19 @@ class Routes:
         ids = []
         for key, conv in zip(("a", "b"), convs):
             ids += self._encode(self.rm.encode_conversations, [conv], key, single=True)
-        return NeedsScores(ids, lambda scores: {"a_better": scores[0] > scores[1], "scores": scores})
+        return NeedsScores(
+            ids, lambda scores: {"a_better": scores[0] > scores[1], "scores": scores}
+        )
 
     def rank(self, body: JSON) -> Answer:
         def ranked(scores: list[float]) -> JSON:
             order = order_from_scores(scores)
-            return {"ranks": ranks_from_scores(scores), "order": order, "best": order[0], "scores": scores}
+            return {
+                "ranks": ranks_from_scores(scores),
+                "order": order,
+                "best": order[0],
+                "scores": scores,
+            }
 
         if self.reference_based and "conversations" not in body:
             return NeedsScores(self._rank_outputs_ids(body), ranked)
@@ -289,12 +355,24 @@ class Routes:
         """``{"prompt", "reference", "outputs": [...]}``: the outputs of one prompt, ranked."""
         for key in ("prompt", "reference", "outputs"):
             if key not in body:
-                raise bad_request(key, 'is required: give "prompt", "reference" and "outputs" (a list)')
+                raise bad_request(
+                    key, 'is required: give "prompt", "reference" and "outputs" (a list)'
+                )
         outputs = self._items(body, "outputs", _check_list)
         extra = {"wrapper": body["wrapper"]} if body.get("wrapper") is not None else {}
-        items = [{"prompt": body["prompt"], "reference": body["reference"], "output": o, **extra} for o in outputs]
-        rename = _renamed("outputs", {"prompt": ("prompt", False), "reference": ("reference", False),
-                                      "output": ("outputs", True), "wrapper": ("wrapper", False)})
+        items = [
+            {"prompt": body["prompt"], "reference": body["reference"], "output": o, **extra}
+            for o in outputs
+        ]
+        rename = _renamed(
+            "outputs",
+            {
+                "prompt": ("prompt", False),
+                "reference": ("reference", False),
+                "output": ("outputs", True),
+                "wrapper": ("wrapper", False),
+            },
+        )
         return self._reference_ids(items, "outputs", rename)
 
     def models(self) -> JSON:
@@ -324,7 +402,9 @@ class Routes:
 def _check_list(value: Any, field: str) -> list[Any]:
     """A JSON list (its items are checked by the model's recipe)."""
     if not isinstance(value, list):
-        raise InvalidConversationError(field, f"expected a list, got {type(value).__name__}", hint="")
+        raise InvalidConversationError(
+            field, f"expected a list, got {type(value).__name__}", hint=""
+        )
     return value
 
 

@@ -45,7 +45,9 @@ log = logging.getLogger("model_zoo.server")
 API_KEY_ENV = "MODEL_ZOO_API_KEY"
 LOOPBACK = "127.0.0.1"
 INLINE_BODY_BYTES = 64 * 1024  # larger request bodies are parsed and tokenized on a helper thread
-IDLE_TIMEOUT_S = 60.0  # a client may idle on a connection, or take this long between bytes of a request
+IDLE_TIMEOUT_S = (
+    60.0  # a client may idle on a connection, or take this long between bytes of a request
+)
 
 
 class _Connection(asyncio.Protocol):
@@ -66,8 +68,12 @@ class _Connection(asyncio.Protocol):
         self._length = 0  # its body's length
         self._awaiting_body = False  # head read, body not complete yet
         self._eof = False  # the client has finished sending (half-close)
-        self._announced = False  # told the scheduler a request is arriving (see BatchScheduler.arriving)
-        self._scoring: Future[list[float]] | None = None  # the scheduler's future for the current request
+        self._announced = (
+            False  # told the scheduler a request is arriving (see BatchScheduler.arriving)
+        )
+        self._scoring: Future[list[float]] | None = (
+            None  # the scheduler's future for the current request
+        )
         self._paused = False  # reading paused (see _flow)
         self._write_paused = False  # the client is not reading its answers: take no new request
 
@@ -78,7 +84,9 @@ class _Connection(asyncio.Protocol):
         self.transport = transport
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no Nagle stall on small answers
+            sock.setsockopt(
+                socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
+            )  # no Nagle stall on small answers
         peer = transport.get_extra_info("peername")
         self.peer = str(peer[0]) if isinstance(peer, tuple) else "-"
         self.app._connections.add(self)
@@ -134,18 +142,28 @@ class _Connection(asyncio.Protocol):
         self._eof = True
         if self.busy:
             return not self._awaiting_body
-        return self.buffer.find(b"\r\n\r\n") >= 0  # a pipelined request still to start (see _resume)
+        return (
+            self.buffer.find(b"\r\n\r\n") >= 0
+        )  # a pipelined request still to start (see _resume)
 
     # ---------------------------------------------------------------- request cycle
 
     def _next(self) -> None:
         """Start on the next complete request head in the buffer, if any."""
-        while self.buffer.startswith(b"\r\n"):  # empty lines before a request line are ignored (RFC 9112 2.2)
+        while self.buffer.startswith(
+            b"\r\n"
+        ):  # empty lines before a request line are ignored (RFC 9112 2.2)
             del self.buffer[:2]
         end = self.buffer.find(b"\r\n\r\n")
-        if end < 0 or end > MAX_HEAD_BYTES:  # (the same limit whether the head came in one read or many)
+        if (
+            end < 0 or end > MAX_HEAD_BYTES
+        ):  # (the same limit whether the head came in one read or many)
             if len(self.buffer) > MAX_HEAD_BYTES:
-                self._fail(HTTPError(431, "headers_too_large", f"the request head is over {MAX_HEAD_BYTES} bytes"))
+                self._fail(
+                    HTTPError(
+                        431, "headers_too_large", f"the request head is over {MAX_HEAD_BYTES} bytes"
+                    )
+                )
             elif self._eof:  # the client sent its last request and will send no more
                 self.close()
             return
@@ -163,9 +181,15 @@ class _Connection(asyncio.Protocol):
             # A GET may carry a body too: it is read (and ignored), so its bytes are never taken for a request.
             framed = request.method == "POST" or request.has_body
             self._length = request.body_length(self.app.limits.max_request_bytes) if framed else 0
-        except HTTPError as exc:  # routing, auth, draining, body size: answered without reading the body
-            del self.buffer[: self._head_end]  # (with a body, the connection closes: the stream is unusable)
-            self._answer(exc.status, exc.body(), exc.headers, close=request.has_body or exc.status == 413)
+        except (
+            HTTPError
+        ) as exc:  # routing, auth, draining, body size: answered without reading the body
+            del self.buffer[
+                : self._head_end
+            ]  # (with a body, the connection closes: the stream is unusable)
+            self._answer(
+                exc.status, exc.body(), exc.headers, close=request.has_body or exc.status == 413
+            )
             return
         self._body()
 
@@ -184,7 +208,11 @@ class _Connection(asyncio.Protocol):
                 self._announced = True
                 self.app.scheduler.arriving(+1)
             expect = request.headers.get("expect", "").lower()
-            if not self._continue_sent and "100-continue" in expect and request.version == "HTTP/1.1":
+            if (
+                not self._continue_sent
+                and "100-continue" in expect
+                and request.version == "HTTP/1.1"
+            ):
                 self._continue_sent = True
                 self._write(CONTINUE)
             return
@@ -240,18 +268,27 @@ class _Connection(asyncio.Protocol):
         try:
             future = app.scheduler.submit(pending.ids, announced=announced)
         except QueueFullError as exc:
-            err = over_limit("max_queue", exc.waiting + len(pending.ids), exc.limit, "items waiting to be scored",
-                             status=429)
+            err = over_limit(
+                "max_queue",
+                exc.waiting + len(pending.ids),
+                exc.limit,
+                "items waiting to be scored",
+                status=429,
+            )
             err.headers["Retry-After"] = "1"
             raise err from None
         except SchedulerClosedError:
-            raise HTTPError(503, "shutting_down", "the server is shutting down; retry on another replica") from None
+            raise HTTPError(
+                503, "shutting_down", "the server is shutting down; retry on another replica"
+            ) from None
         loop = app._loop
         self._scoring = future
         timer = loop.call_later(app.request_timeout, self._timed_out, future)
         future.add_done_callback(lambda f: _call_in_loop(loop, self._scored, f, pending, timer))
 
-    def _scored(self, future: Future[list[float]], pending: NeedsScores, timer: asyncio.TimerHandle) -> None:
+    def _scored(
+        self, future: Future[list[float]], pending: NeedsScores, timer: asyncio.TimerHandle
+    ) -> None:
         timer.cancel()
         if self._scoring is future:
             self._scoring = None
@@ -280,22 +317,37 @@ class _Connection(asyncio.Protocol):
             self._scoring = None
 
     def _internal_error(self, exc: BaseException) -> None:
-        where = f"{self._request.method} {self._request.target}" if self._request is not None else "a request"
+        where = (
+            f"{self._request.method} {self._request.target}"
+            if self._request is not None
+            else "a request"
+        )
         log.error("reward server: internal error on %s", where, exc_info=exc)
-        self._answer(500, {"error": {"type": "internal", "message": f"{type(exc).__name__}: {exc}"}})
+        self._answer(
+            500, {"error": {"type": "internal", "message": f"{type(exc).__name__}: {exc}"}}
+        )
 
-    def _answer(self, status: int, body: Body, headers: dict[str, str] | None = None, *, close: bool = False) -> None:
+    def _answer(
+        self, status: int, body: Body, headers: dict[str, str] | None = None, *, close: bool = False
+    ) -> None:
         if self.closed:
             return
         request = self._request
         # After a half-close, requests already pipelined are still answered; the last one closes.
         # While draining, requests already pipelined behind this one are answered 503, not dropped.
-        close = (close or (self._eof and not self.buffer.strip(b"\r\n"))
-                 or (self.app.draining and not self.has_next) or request is None or not request.keep_alive)
+        close = (
+            close
+            or (self._eof and not self.buffer.strip(b"\r\n"))
+            or (self.app.draining and not self.has_next)
+            or request is None
+            or not request.keep_alive
+        )
         data = json.dumps(body, ensure_ascii=False).encode()
         if request is not None:
             log.debug("%s - %s %s %d", self.peer, request.method, request.target, status)
-            if not close and request.version == "HTTP/1.0":  # a 1.0 client assumes close unless told
+            if (
+                not close and request.version == "HTTP/1.0"
+            ):  # a 1.0 client assumes close unless told
                 headers = {**(headers or {}), "Connection": "keep-alive"}
         self._write(response(status, data, headers=headers, close=close))
         self.busy = False
@@ -303,7 +355,9 @@ class _Connection(asyncio.Protocol):
             self.close()
             return
         self._flow()
-        if self.buffer and not self._write_paused:  # a pipelined request: start it from the loop, not by recursion
+        if (
+            self.buffer and not self._write_paused
+        ):  # a pipelined request: start it from the loop, not by recursion
             self.app._loop.call_soon(self._resume)
 
     @property
@@ -370,9 +424,11 @@ def _json_object(raw: bytes) -> JSON:
 def check_api_key(api_key: str | None) -> None:
     """Refuse a key no client could send: HTTP headers carry ASCII, and edge whitespace is trimmed."""
     if api_key and not (api_key.isascii() and api_key.isprintable() and api_key == api_key.strip()):
-        raise UsageError("the API key must be printable ASCII without leading or trailing spaces (HTTP "
-                         "headers carry ASCII); "
-                         "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'")
+        raise UsageError(
+            "the API key must be printable ASCII without leading or trailing spaces (HTTP "
+            "headers carry ASCII); "
+            "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
 
 
 def check_listenable(host: str, port: int) -> None:
@@ -406,7 +462,9 @@ def _listen_advice(exc: BaseException) -> str:
         return "Another program holds that port: pick another --port (0 picks a free one)."
     if code == errno.EACCES:
         return "Ports below 1024 need privileges: pick a --port above 1023."
-    return "Check --host: it must name an address of this machine (127.0.0.1, 0.0.0.0 or a local IP)."
+    return (
+        "Check --host: it must name an address of this machine (127.0.0.1, 0.0.0.0 or a local IP)."
+    )
 
 
 class RewardServer:
@@ -461,7 +519,9 @@ class RewardServer:
             self._loop.create_server(lambda: _Connection(self), sock=sock, backlog=1024)
         )
         self.scheduler = BatchScheduler(
-            lambda ids: rm.scorer.score_ids(ids, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch),
+            lambda ids: rm.scorer.score_ids(
+                ids, batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch
+            ),
             wait_s=wait_s,
             max_wait_s=max_wait_s,
             max_batch_items=max_batch_items,
@@ -484,10 +544,14 @@ class RewardServer:
     def start(self) -> RewardServer:
         """Serve in a background thread and return at once."""
         if self.draining:
-            raise UsageError("this reward server was shut down; create a new RewardServer to serve again")
+            raise UsageError(
+                "this reward server was shut down; create a new RewardServer to serve again"
+            )
         if self._thread is not None:
             return self  # already serving
-        self._thread = threading.Thread(target=self._loop.run_forever, name="reward-http", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="reward-http", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -554,11 +618,15 @@ class RewardServer:
                 err = HTTPError(405, "method_not_allowed", f"{path} takes {allow}")
                 err.headers["Allow"] = allow
                 raise err
-            raise HTTPError(404, "not_found", f"no route {path}; see GET /v1/models and the docs for routes")
+            raise HTTPError(
+                404, "not_found", f"no route {path}; see GET /v1/models and the docs for routes"
+            )
         if path != "/health":
             self._check_auth(request)
         if self.draining:
-            raise HTTPError(503, "shutting_down", "the server is shutting down; retry on another replica")
+            raise HTTPError(
+                503, "shutting_down", "the server is shutting down; retry on another replica"
+            )
         return routes[path]
 
     def _check_auth(self, request: Request) -> None:
@@ -566,10 +634,16 @@ class RewardServer:
             return
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
-        ok = scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self.api_key.encode())
+        ok = scheme.lower() == "bearer" and hmac.compare_digest(
+            token.strip().encode(), self.api_key.encode()
+        )
         if not ok:
-            err = HTTPError(401, "unauthorized", "missing or wrong bearer token (Authorization: Bearer KEY)",
-                            field="Authorization")
+            err = HTTPError(
+                401,
+                "unauthorized",
+                "missing or wrong bearer token (Authorization: Bearer KEY)",
+                field="Authorization",
+            )
             err.headers["WWW-Authenticate"] = 'Bearer realm="model-zoo"'
             raise err
 

@@ -98,7 +98,9 @@ class BatchScheduler:
             self._arriving = max(self._arriving + delta, 0)
             self._cond.notify()
 
-    def submit(self, items: Sequence[Sequence[int]], *, announced: bool = False) -> Future[list[float]]:
+    def submit(
+        self, items: Sequence[Sequence[int]], *, announced: bool = False
+    ) -> Future[list[float]]:
         """Queue ``items`` (final token ids); the future resolves to their scores in order.
 
         ``announced``: this request was announced with ``arriving(+1)``; submitting withdraws it.
@@ -157,7 +159,11 @@ class BatchScheduler:
                     return None
                 self._cond.wait()
             start = time.monotonic()
-            expect = self._last_batch_requests if start - self._last_batch_done <= self.expect_back_s else 0
+            expect = (
+                self._last_batch_requests
+                if start - self._last_batch_done <= self.expect_back_s
+                else 0
+            )
             while not self._closing and not self._full():
                 if not self._arriving and 0 < expect <= len(self._jobs):
                     break
@@ -172,7 +178,8 @@ class BatchScheduler:
                 job = self._jobs[0]
                 job_tokens = sum(len(x) for x in job.items)
                 over = items + len(job.items) > self.max_batch_items or (
-                    self.max_batch_tokens is not None and tokens + job_tokens > self.max_batch_tokens
+                    self.max_batch_tokens is not None
+                    and tokens + job_tokens > self.max_batch_tokens
                 )
                 if batch and over:
                     break

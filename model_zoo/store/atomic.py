@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 
-def write_atomic(path: Path, data: bytes | str | Iterable[bytes | memoryview], *, fsync: bool = True) -> None:
+def write_atomic(
+    path: Path, data: bytes | str | Iterable[bytes | memoryview], *, fsync: bool = True
+) -> None:
     """Write ``data`` (bytes, text as UTF-8, or chunks) to ``path`` atomically.
 
     The file gets 0666 less the umask, not the owner-only mode of a temp file, so a shared
@@ -33,7 +35,13 @@ def write_atomic(path: Path, data: bytes | str | Iterable[bytes | memoryview], *
         raise LocalWriteError(str(path), exc.strerror or str(exc)) from None
     try:
         with os.fdopen(fd, "wb") as fh:
-            chunks = [data.encode("utf-8")] if isinstance(data, str) else [data] if isinstance(data, bytes) else data
+            chunks = (
+                [data.encode("utf-8")]
+                if isinstance(data, str)
+                else [data]
+                if isinstance(data, bytes)
+                else data
+            )
             for chunk in chunks:
                 fh.write(chunk)
             fh.flush()

@@ -80,8 +80,11 @@ def incomplete_dirs(home: Path) -> list[Path]:
     if not base.is_dir():
         return []
     return sorted(
-        s for m in base.iterdir() if m.is_dir() and not m.is_symlink()
-        for s in m.iterdir() if s.is_dir() and not s.is_symlink() and not _has_manifest(s)
+        s
+        for m in base.iterdir()
+        if m.is_dir() and not m.is_symlink()
+        for s in m.iterdir()
+        if s.is_dir() and not s.is_symlink() and not _has_manifest(s)
     )
 
 
@@ -92,16 +95,21 @@ def _has_manifest(snapshot_dir: Path) -> bool:
         return False
 
 
-def find_snapshot(home: Path, slug: str, revision: str | None = None, *,
-                  sources: Collection[str] | None = None) -> Snapshot | None:
+def find_snapshot(
+    home: Path, slug: str, revision: str | None = None, *, sources: Collection[str] | None = None
+) -> Snapshot | None:
     """The snapshot of ``slug`` for ``revision`` (commit, commit prefix or the revision asked for).
 
     With no revision: the newest one pulled from a default branch, else the newest of any.
     ``sources``: only snapshots pulled from these hubs. Either way HF-format snapshots come
     before InternEvo-format (openxlab-origin) ones, which nothing but that name loads.
     """
-    mine = [s for s in iter_snapshots(home) if s.root.parent == model_dir(home, slug)
-            and (sources is None or s.manifest.source in sources)]
+    mine = [
+        s
+        for s in iter_snapshots(home)
+        if s.root.parent == model_dir(home, slug)
+        and (sources is None or s.manifest.source in sources)
+    ]
     mine.sort(key=lambda s: s.manifest.source == OPENXLAB_ORIGIN)  # stable: newest first otherwise
     if revision is None:
         default = [s for s in mine if s.manifest.revision is None]
@@ -143,7 +151,11 @@ def store_repo_roots(home: Path | Settings) -> list[StoreRepo]:
         m = snap.manifest
         files = tuple(f.path for f in m.files)
         for src in m.sources:
-            out.append(StoreRepo(src.source, src.repo_id, m.revision, src.commit or m.commit, snap.root, files))
+            out.append(
+                StoreRepo(
+                    src.source, src.repo_id, m.revision, src.commit or m.commit, snap.root, files
+                )
+            )
     return out
 
 
@@ -153,17 +165,23 @@ def disk_usage(path: Path, *, freed_by_removal: bool = False) -> int:
     Hard links are counted once: pulls link files that snapshots share. With
     ``freed_by_removal``, only files with no link outside the tree count: what deleting it frees.
     """
-    seen: dict[tuple[int, int], list[int]] = {}  # (dev, inode) -> [bytes, links inside, links in all]
+    seen: dict[
+        tuple[int, int], list[int]
+    ] = {}  # (dev, inode) -> [bytes, links inside, links in all]
     for dirpath, _dirs, names in os.walk(path):
         for n in names:
             try:
                 st = os.lstat(os.path.join(dirpath, n))
             except OSError:
                 continue
-            entry = seen.setdefault((st.st_dev, st.st_ino),
-                                    [getattr(st, "st_blocks", 0) * 512 or st.st_size, 0, st.st_nlink])
+            entry = seen.setdefault(
+                (st.st_dev, st.st_ino),
+                [getattr(st, "st_blocks", 0) * 512 or st.st_size, 0, st.st_nlink],
+            )
             entry[1] += 1
-    return sum(size for size, inside, links in seen.values() if not freed_by_removal or inside >= links)
+    return sum(
+        size for size, inside, links in seen.values() if not freed_by_removal or inside >= links
+    )
 
 
 def resolve_store_target(home: Path, target: Path) -> Path:
@@ -171,7 +189,9 @@ def resolve_store_target(home: Path, target: Path) -> Path:
     base = models_dir(home).resolve()
     real = Path(target).resolve()
     if real == base or base not in real.parents:
-        raise UsageError(f"{target} is not a model in the store {base}; refusing to delete it.", path=str(target))
+        raise UsageError(
+            f"{target} is not a model in the store {base}; refusing to delete it.", path=str(target)
+        )
     depth = len(real.relative_to(base).parts)
     if depth > 2 or (depth == 2 and real.name == META_DIR):
         raise UsageError(
@@ -196,7 +216,11 @@ def remove_from_store(home: Path, target: Path) -> int:
     with ProcessLock(model_lock_path(home, slug), timeout=30):
         # manifests first: a removal cut short leaves incomplete snapshots, never ones that
         # claim to be complete with files missing
-        snapshots = [real] if real.parent != models_dir(home).resolve() else [p for p in real.iterdir() if p.is_dir()]
+        snapshots = (
+            [real]
+            if real.parent != models_dir(home).resolve()
+            else [p for p in real.iterdir() if p.is_dir()]
+        )
         for snap in snapshots:
             manifest_path(snap).unlink(missing_ok=True)
         shutil.rmtree(real)

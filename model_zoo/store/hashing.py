@@ -26,7 +26,9 @@ from typing import Any
 
 READ_SIZE = 8 * 1024 * 1024  # plain reads (fallback) and the step between progress callbacks
 WINDOW = 64 * 1024 * 1024  # bytes mapped at once: bounded address space, few map/unmap calls
-_POPULATE_READ: int | None = getattr(mmap, "MADV_POPULATE_READ", 22 if sys.platform.startswith("linux") else None)
+_POPULATE_READ: int | None = getattr(
+    mmap, "MADV_POPULATE_READ", 22 if sys.platform.startswith("linux") else None
+)
 
 
 def cpu_count() -> int:
@@ -36,8 +38,15 @@ def cpu_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def update_mapped(h: Any, fd: int, start: int, end: int, *,
-                  on_bytes: Callable[[int], None] | None = None, window: int | None = None) -> int:
+def update_mapped(
+    h: Any,
+    fd: int,
+    start: int,
+    end: int,
+    *,
+    on_bytes: Callable[[int], None] | None = None,
+    window: int | None = None,
+) -> int:
     """Feed bytes ``[start, end)`` of ``fd`` to ``h`` from memory-mapped windows.
 
     Returns the offset reached: ``end``, or less where mapping stopped working (the file is
@@ -65,7 +74,7 @@ def update_mapped(h: Any, fd: int, start: int, end: int, *,
             with memoryview(m) as view:
                 while pos < stop:
                     n = min(stop - pos, READ_SIZE)
-                    h.update(view[pos - base: pos - base + n])
+                    h.update(view[pos - base : pos - base + n])
                     pos += n
                     if on_bytes is not None:
                         on_bytes(n)
@@ -74,7 +83,9 @@ def update_mapped(h: Any, fd: int, start: int, end: int, *,
     return pos
 
 
-def sha256_file(path: Path, *, read_size: int = READ_SIZE, on_bytes: Callable[[int], None] | None = None) -> tuple[str, int]:
+def sha256_file(
+    path: Path, *, read_size: int = READ_SIZE, on_bytes: Callable[[int], None] | None = None
+) -> tuple[str, int]:
     """(hex sha256, size in bytes) of one file, read sequentially once."""
     h = hashlib.sha256()
     with open(path, "rb", buffering=0) as fh:

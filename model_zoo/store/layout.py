@@ -53,7 +53,9 @@ def snapshot_name(source: str, revision: str | None, commit: str | None) -> str:
     return safe_component(f"{source}-{revision or 'default'}")
 
 
-def snapshot_dir(home: Path, slug: str, source: str, revision: str | None, commit: str | None) -> Path:
+def snapshot_dir(
+    home: Path, slug: str, source: str, revision: str | None, commit: str | None
+) -> Path:
     return model_dir(home, slug) / snapshot_name(source, revision, commit)
 
 
@@ -75,6 +77,7 @@ def check_remote_path(path: str, *, source: str | None = None) -> PurePosixPath:
     Rejects empty paths, absolute paths, drive letters, backslashes, ``..`` and ``.``
     components, NUL bytes, and anything under our own ``.model-zoo`` metadata directory.
     """
+
     def bad(reason: str) -> UnsafePathError:
         return UnsafePathError(path, reason, source=source)
 

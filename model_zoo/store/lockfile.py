@@ -89,13 +89,14 @@ class LockFile:
 
 
 def _bad(where: str, detail: str) -> UsageError:
-    return UsageError(f"lock file {where} is not valid: {detail}. Re-create it with `model-zoo lock`.",
-                      path=where)
+    return UsageError(
+        f"lock file {where} is not valid: {detail}. Re-create it with `model-zoo lock`.", path=where
+    )
 
 
 def parse_lock(data: Any, *, where: str = "lock file") -> LockFile:
     if not isinstance(data, dict) or data.get("model_zoo_lock") != LOCK_FORMAT:
-        raise _bad(where, f"expected an object with \"model_zoo_lock\": {LOCK_FORMAT}")
+        raise _bad(where, f'expected an object with "model_zoo_lock": {LOCK_FORMAT}')
     models = []
     for i, m in enumerate(data.get("models") or []):
         try:

@@ -36,8 +36,27 @@ from ..errors import ConfigError, LockTimeoutError
 
 MODES = ("auto", "flock", "lockfile")
 NETWORK_FS = frozenset(
-    {"nfs", "nfs4", "lustre", "gpfs", "cifs", "smb3", "smbfs", "ceph", "beegfs", "9p", "afs",
-     "glusterfs", "orangefs", "pvfs2", "panfs", "wekafs", "davfs", "ncpfs", "virtiofs"}
+    {
+        "nfs",
+        "nfs4",
+        "lustre",
+        "gpfs",
+        "cifs",
+        "smb3",
+        "smbfs",
+        "ceph",
+        "beegfs",
+        "9p",
+        "afs",
+        "glusterfs",
+        "orangefs",
+        "pvfs2",
+        "panfs",
+        "wekafs",
+        "davfs",
+        "ncpfs",
+        "virtiofs",
+    }
 )
 
 
@@ -75,7 +94,9 @@ def lock_mode(path: Path, env: dict[str, str] | None = None) -> str:
     env = dict(os.environ) if env is None else env
     mode = env.get("MODEL_ZOO_LOCK", "auto").strip().lower() or "auto"
     if mode not in MODES:
-        raise ConfigError(f"MODEL_ZOO_LOCK={mode!r}; use one of {', '.join(MODES)}", setting="MODEL_ZOO_LOCK")
+        raise ConfigError(
+            f"MODEL_ZOO_LOCK={mode!r}; use one of {', '.join(MODES)}", setting="MODEL_ZOO_LOCK"
+        )
     if mode != "auto":
         return mode
     try:
@@ -168,14 +189,20 @@ class ProcessLock:
         self.acquire()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.release()
 
     # ------------------------------------------------------------------ flock
 
     def _owner_file(self) -> Path:
-        return self.path if self.mode == "lockfile" else self.path.with_name(self.path.name + ".owner")
+        return (
+            self.path if self.mode == "lockfile" else self.path.with_name(self.path.name + ".owner")
+        )
 
     def _try_once(self) -> bool:
         return self._try_flock() if self.mode == "flock" else self._try_lockfile()
@@ -208,7 +235,9 @@ class ProcessLock:
             return False
         self._fd = fd
         try:
-            self._owner_file().write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+            self._owner_file().write_text(
+                json.dumps({"host": socket.gethostname(), "pid": os.getpid()})
+            )
         except OSError:
             pass
         return True
@@ -225,8 +254,15 @@ class ProcessLock:
 
     def _try_lockfile(self) -> bool:
         token = uuid.uuid4().hex
-        body = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "token": token,
-                           "since": time.time(), **_here()})
+        body = json.dumps(
+            {
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "token": token,
+                "since": time.time(),
+                **_here(),
+            }
+        )
         try:
             fd = _open_lock_file(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
         except FileExistsError:
@@ -236,7 +272,9 @@ class ProcessLock:
             fh.write(body)
         self._token = token
         self._stop.clear()
-        self._beat = threading.Thread(target=self._heartbeat, name="model-zoo-lock-heartbeat", daemon=True)
+        self._beat = threading.Thread(
+            target=self._heartbeat, name="model-zoo-lock-heartbeat", daemon=True
+        )
         self._beat.start()
         return True
 

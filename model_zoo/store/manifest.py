@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ STRONG_METHODS = frozenset({PUBLISHED, CROSS_SHA, LOCKED, CROSS_BYTES, GIT_BLOB}
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def stamp_epoch(stamp: str) -> float | None:
@@ -135,7 +135,9 @@ class StoreManifest:
                 for f in data["files"]
             )
             sources = tuple(
-                SourceRecord(str(s["source"]), str(s["repo_id"]), str(s.get("endpoint", "")), s.get("commit"))
+                SourceRecord(
+                    str(s["source"]), str(s["repo_id"]), str(s.get("endpoint", "")), s.get("commit")
+                )
                 for s in data.get("sources", ())
             )
             return cls(

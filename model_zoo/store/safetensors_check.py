@@ -20,11 +20,26 @@ from typing import Any
 
 # bits per element of every dtype the safetensors format defines
 DTYPE_BITS: dict[str, int] = {
-    "BOOL": 8, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8,
-    "I16": 16, "U16": 16, "F16": 16, "BF16": 16,
-    "I32": 32, "U32": 32, "F32": 32,
-    "I64": 64, "U64": 64, "F64": 64, "C64": 64,
-    "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6,
+    "BOOL": 8,
+    "U8": 8,
+    "I8": 8,
+    "F8_E5M2": 8,
+    "F8_E4M3": 8,
+    "F8_E8M0": 8,
+    "I16": 16,
+    "U16": 16,
+    "F16": 16,
+    "BF16": 16,
+    "I32": 32,
+    "U32": 32,
+    "F32": 32,
+    "I64": 64,
+    "U64": 64,
+    "F64": 64,
+    "C64": 64,
+    "F4": 4,
+    "F6_E2M3": 6,
+    "F6_E3M2": 6,
 }
 FLOAT_DTYPES = frozenset({"F16", "BF16", "F32", "F64"})
 MAX_HEADER = 100 * 1024 * 1024
@@ -84,7 +99,9 @@ def read_safetensors(path: Path) -> SafetensorsHeader:
         if n > MAX_HEADER:
             raise HeaderError(f"header length {n} is implausible (damaged file)")
         if 8 + n > size:
-            raise HeaderError(f"header length {n} runs past the end of the {size}-byte file (truncated)")
+            raise HeaderError(
+                f"header length {n} runs past the end of the {size}-byte file (truncated)"
+            )
         raw = fh.read(n)
     try:
         header = json.loads(raw.decode("utf-8"))
@@ -95,7 +112,9 @@ def read_safetensors(path: Path) -> SafetensorsHeader:
     tensors: dict[str, TensorInfo] = {}
     for name, meta in header.items():
         if name == "__metadata__":
-            if meta is not None and not (isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values())):
+            if meta is not None and not (
+                isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values())
+            ):
                 raise HeaderError("__metadata__ must map strings to strings")
             continue
         tensors[name] = _tensor(name, meta)
@@ -111,11 +130,20 @@ def _tensor(name: str, meta: Any) -> TensorInfo:
     offsets = meta.get("data_offsets")
     if dtype not in DTYPE_BITS:
         raise HeaderError(f"tensor {name!r}: unknown dtype {dtype!r}")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-        raise HeaderError(f"tensor {name!r}: shape {shape!r} is not a list of non-negative integers")
-    if (not isinstance(offsets, list) or len(offsets) != 2
-            or not all(isinstance(o, int) and not isinstance(o, bool) and o >= 0 for o in offsets)):
-        raise HeaderError(f"tensor {name!r}: data_offsets {offsets!r} is not two non-negative integers")
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
+        raise HeaderError(
+            f"tensor {name!r}: shape {shape!r} is not a list of non-negative integers"
+        )
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(isinstance(o, int) and not isinstance(o, bool) and o >= 0 for o in offsets)
+    ):
+        raise HeaderError(
+            f"tensor {name!r}: data_offsets {offsets!r} is not two non-negative integers"
+        )
     begin, end = offsets
     if end < begin:
         raise HeaderError(f"tensor {name!r}: data_offsets end {end} before begin {begin}")
@@ -134,7 +162,9 @@ def _check_tiling(tensors: dict[str, TensorInfo], data_len: int) -> None:
     pos = 0
     for name, t in sorted(tensors.items(), key=lambda kv: (kv[1].begin, kv[1].end)):
         if t.begin < pos:
-            raise HeaderError(f"tensor {name!r} overlaps the previous tensor (starts at {t.begin}, previous ends at {pos})")
+            raise HeaderError(
+                f"tensor {name!r} overlaps the previous tensor (starts at {t.begin}, previous ends at {pos})"
+            )
         if t.begin > pos:
             raise HeaderError(f"gap of {t.begin - pos} bytes before tensor {name!r}")
         if t.end > data_len:
@@ -155,8 +185,14 @@ _LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 def check_checkpoint(root: Path, files: Iterable[str] | None = None) -> list[Problem]:
     """Every structural problem of the checkpoint in ``root`` (``files``: relative paths present)."""
     root = Path(root)
-    rels = sorted(files) if files is not None else sorted(
-        p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and ".model-zoo" not in p.parts
+    rels = (
+        sorted(files)
+        if files is not None
+        else sorted(
+            p.relative_to(root).as_posix()
+            for p in root.rglob("*")
+            if p.is_file() and ".model-zoo" not in p.parts
+        )
     )
     problems: list[Problem] = []
     headers: dict[str, dict[str, TensorInfo]] = {}
@@ -176,8 +212,14 @@ def check_checkpoint(root: Path, files: Iterable[str] | None = None) -> list[Pro
             problems += _check_index(root, rel, headers)
     config = _read_config(root)
     if config is None and "config.json" in rels and (root / "config.json").is_file():
-        problems.append(Problem("config.json", "config", f"is not a JSON object ({_config_error(root)}); "
-                                "no loader can read the checkpoint's configuration"))
+        problems.append(
+            Problem(
+                "config.json",
+                "config",
+                f"is not a JSON object ({_config_error(root)}); "
+                "no loader can read the checkpoint's configuration",
+            )
+        )
     if config is not None:
         tensors: dict[str, TensorInfo] = {}
         for rel in sorted(headers):
@@ -207,7 +249,9 @@ def _check_index(root: Path, rel: str, headers: dict[str, dict[str, TensorInfo]]
     try:
         data = json.loads((root / rel).read_text(encoding="utf-8"))
         weight_map = data["weight_map"]
-        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        if not isinstance(weight_map, dict) or not all(
+            isinstance(v, str) for v in weight_map.values()
+        ):
             raise ValueError("weight_map must map tensor names to file names")
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return [Problem(rel, "index", f"index cannot be read ({exc})")]
@@ -228,19 +272,31 @@ def _check_index(root: Path, rel: str, headers: dict[str, dict[str, TensorInfo]]
         wanted = [t for t, s in weight_map.items() if s == shard]
         absent = [t for t in wanted if t not in held]
         if absent:
-            problems.append(Problem(shard_rel, "index",
-                                    f"{len(absent)} tensor(s) the index places here are absent, e.g. {absent[0]!r}"))
+            problems.append(
+                Problem(
+                    shard_rel,
+                    "index",
+                    f"{len(absent)} tensor(s) the index places here are absent, e.g. {absent[0]!r}",
+                )
+            )
         extra = [t for t in held if weight_map.get(t) != shard]
         if extra:
-            problems.append(Problem(shard_rel, "index",
-                                    f"{len(extra)} tensor(s) here are not mapped to this shard by {rel}, e.g. {extra[0]!r}"))
+            problems.append(
+                Problem(
+                    shard_rel,
+                    "index",
+                    f"{len(extra)} tensor(s) here are not mapped to this shard by {rel}, e.g. {extra[0]!r}",
+                )
+            )
     # Sharded names say how many shards exist: model-00002-of-00008 implies 8.
     counts = {int(m.group(2)) for s in shards if (m := re.search(r"-(\d+)-of-(\d+)\.", s))}
     for total in counts:
         listed = {int(m.group(1)) for s in shards if (m := re.search(rf"-(\d+)-of-0*{total}\.", s))}
         lost = sorted(set(range(1, total + 1)) - listed)
         if lost:
-            problems.append(Problem(rel, "index", f"shard number(s) {lost} of {total} are not in the index"))
+            problems.append(
+                Problem(rel, "index", f"shard number(s) {lost} of {total} are not in the index")
+            )
     return problems
 
 
@@ -272,8 +328,9 @@ def _int(config: dict[str, Any], *keys: str) -> int | None:
     return None
 
 
-def check_shapes(tensors: dict[str, TensorInfo], config: dict[str, Any], *,
-                 where: dict[str, str] | None = None) -> list[Problem]:
+def check_shapes(
+    tensors: dict[str, TensorInfo], config: dict[str, Any], *, where: dict[str, str] | None = None
+) -> list[Problem]:
     """Shapes config.json implies for the usual decoder tensors (floating-point ones only)."""
     if not tensors:
         return []
@@ -292,17 +349,46 @@ def check_shapes(tensors: dict[str, TensorInfo], config: dict[str, Any], *,
         (("output.weight", "lm_head.weight"), (vocab, hidden)),
         (("v_head.weight",), (1, hidden)),
         (("model.norm.weight",), (hidden,)),
-        (("feed_forward.w1.weight", "feed_forward.w3.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight"),
-         (inter, hidden)),
+        (
+            (
+                "feed_forward.w1.weight",
+                "feed_forward.w3.weight",
+                "mlp.gate_proj.weight",
+                "mlp.up_proj.weight",
+            ),
+            (inter, hidden),
+        ),
         (("feed_forward.w2.weight", "mlp.down_proj.weight"), (hidden, inter)),
-        (("attention.wqkv.weight",),
-         ((heads + 2 * kv) * head_dim if heads and kv and head_dim else None, hidden)),
-        (("self_attn.q_proj.weight", "attention.wq.weight"), (heads * head_dim if heads and head_dim else None, hidden)),
-        (("self_attn.k_proj.weight", "self_attn.v_proj.weight", "attention.wk.weight", "attention.wv.weight"),
-         (kv * head_dim if kv and head_dim else None, hidden)),
-        (("self_attn.o_proj.weight", "attention.wo.weight"), (hidden, heads * head_dim if heads and head_dim else None)),
-        (("attention_norm.weight", "ffn_norm.weight", "input_layernorm.weight", "post_attention_layernorm.weight"),
-         (hidden,)),
+        (
+            ("attention.wqkv.weight",),
+            ((heads + 2 * kv) * head_dim if heads and kv and head_dim else None, hidden),
+        ),
+        (
+            ("self_attn.q_proj.weight", "attention.wq.weight"),
+            (heads * head_dim if heads and head_dim else None, hidden),
+        ),
+        (
+            (
+                "self_attn.k_proj.weight",
+                "self_attn.v_proj.weight",
+                "attention.wk.weight",
+                "attention.wv.weight",
+            ),
+            (kv * head_dim if kv and head_dim else None, hidden),
+        ),
+        (
+            ("self_attn.o_proj.weight", "attention.wo.weight"),
+            (hidden, heads * head_dim if heads and head_dim else None),
+        ),
+        (
+            (
+                "attention_norm.weight",
+                "ffn_norm.weight",
+                "input_layernorm.weight",
+                "post_attention_layernorm.weight",
+            ),
+            (hidden,),
+        ),
     ]
     problems: list[Problem] = []
     for name, t in tensors.items():
@@ -311,10 +397,17 @@ def check_shapes(tensors: dict[str, TensorInfo], config: dict[str, Any], *,
         for suffixes, dims in expect:
             if not name.endswith(suffixes):
                 continue
-            if len(dims) != len(t.shape) or any(d is not None and d != s for d, s in zip(dims, t.shape)):
+            if len(dims) != len(t.shape) or any(
+                d is not None and d != s for d, s in zip(dims, t.shape)
+            ):
                 want = "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
-                problems.append(Problem(where.get(name, "config.json"), "shape",
-                                        f"tensor {name!r} has shape {list(t.shape)} but config.json implies {want}"))
+                problems.append(
+                    Problem(
+                        where.get(name, "config.json"),
+                        "shape",
+                        f"tensor {name!r} has shape {list(t.shape)} but config.json implies {want}",
+                    )
+                )
             break
     if layers:
         found = {int(m.group(1)) for n in tensors if (m := _LAYER.search(n))}

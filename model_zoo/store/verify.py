@@ -66,7 +66,9 @@ class VerifyReport:
             "name": self.name,
             "against": self.against,
             "files": [vars(f) for f in self.files],
-            "problems": [{"path": p.path, "kind": p.kind, "detail": p.detail} for p in self.problems],
+            "problems": [
+                {"path": p.path, "kind": p.kind, "detail": p.detail} for p in self.problems
+            ],
             "unlisted": self.unlisted,
             "bytes_hashed": self.bytes_hashed,
             "seconds": round(self.seconds, 4),
@@ -79,16 +81,27 @@ class VerifyReport:
         if self.ok:
             return None
         first = self.problems[0]
-        more = f" (and {len(self.problems) - 1} more problem(s); see `model-zoo verify --json`)" if len(self.problems) > 1 else ""
+        more = (
+            f" (and {len(self.problems) - 1} more problem(s); see `model-zoo verify --json`)"
+            if len(self.problems) > 1
+            else ""
+        )
         check = next((f for f in self.files if f.path == first.path), None)
         if first.kind == "hash" and check is not None and check.expected_sha256 and check.sha256:
             err: IntegrityError = HashMismatchError(first.path, check.expected_sha256, check.sha256)
-            err.message = (f"{self.root / first.path}: sha256 differs from the {self.against} (expected "
-                           f"{check.expected_sha256}, got {check.sha256}){more}. Delete the file and pull again "
-                           "to repair it (a pull trusts files whose size and time have not changed since they "
-                           "were verified).")
+            err.message = (
+                f"{self.root / first.path}: sha256 differs from the {self.against} (expected "
+                f"{check.expected_sha256}, got {check.sha256}){more}. Delete the file and pull again "
+                "to repair it (a pull trusts files whose size and time have not changed since they "
+                "were verified)."
+            )
             return err
-        if first.kind == "size" and check is not None and check.expected_size is not None and check.size is not None:
+        if (
+            first.kind == "size"
+            and check is not None
+            and check.expected_size is not None
+            and check.size is not None
+        ):
             err = SizeMismatchError(str(self.root / first.path), check.expected_size, check.size)
             err.message = err.message.rstrip(".") + more + ". Pull again to repair."
             return err
@@ -107,10 +120,17 @@ def resolve_target(path_or_name: str | Path, *, settings: Any = None) -> tuple[P
     p = Path(path_or_name).expanduser()
     if p.is_dir():
         return p, None
-    if isinstance(path_or_name, Path) or "/" in str(path_or_name) and not _looks_like_name(str(path_or_name)):
+    if (
+        isinstance(path_or_name, Path)
+        or "/" in str(path_or_name)
+        and not _looks_like_name(str(path_or_name))
+    ):
         what = "is a file, not a checkpoint directory" if p.exists() else "does not exist"
-        raise UsageError(f"{p} {what}. Give a checkpoint directory, or a model name to verify its copy "
-                         "in the store.", path=str(p))
+        raise UsageError(
+            f"{p} {what}. Give a checkpoint directory, or a model name to verify its copy "
+            "in the store.",
+            path=str(p),
+        )
     from ..registry.api import get
     from ..settings import load_settings
     from .cache import find_snapshot
@@ -182,8 +202,10 @@ def verify(
         expected = {f.path: (f.size, f.sha256) for f in manifest.files}
         against = "manifest"
 
-
-    work_dirs = {META_DIR, PARTIAL_DIR}  # model-zoo's own: the manifest, an unfinished pull's partials
+    work_dirs = {
+        META_DIR,
+        PARTIAL_DIR,
+    }  # model-zoo's own: the manifest, an unfinished pull's partials
     on_disk = sorted(
         p.relative_to(root).as_posix()
         for p in root.rglob("*")
@@ -191,7 +213,9 @@ def verify(
     )
     report = VerifyReport(root=root, name=name, against=against)
     if not on_disk and not expected:
-        report.problems.append(Problem(".", "missing", "the directory holds no files: nothing to verify"))
+        report.problems.append(
+            Problem(".", "missing", "the directory holds no files: nothing to verify")
+        )
     report.unlisted = [p for p in on_disk if expected and p not in expected]
     listed = sorted(expected) if expected else on_disk
 
@@ -207,8 +231,12 @@ def verify(
             sizes[rel] = None
             continue
         if path.is_symlink():
-            report.problems.append(Problem(rel, "layout", "is a symlink; pulled files are plain files"))
-        if hashes == "all" or (hashes == "changed" and (verified_at is None or st.st_mtime > verified_at)):
+            report.problems.append(
+                Problem(rel, "layout", "is a symlink; pulled files are plain files")
+            )
+        if hashes == "all" or (
+            hashes == "changed" and (verified_at is None or st.st_mtime > verified_at)
+        ):
             to_hash.append(rel)
 
     report.workers = max(1, min(workers or cpu_count(), len(to_hash) or 1))
@@ -222,19 +250,27 @@ def verify(
         got = digests.get(root / rel)
         sha = None
         if isinstance(got, OSError):
-            report.problems.append(Problem(rel, "missing", f"cannot be read ({got.strerror or got})"))
+            report.problems.append(
+                Problem(rel, "missing", f"cannot be read ({got.strerror or got})")
+            )
         elif got is not None:
             sha, n = got
             report.bytes_hashed += n
         ok = True
         if size is None:
-            report.problems.append(Problem(rel, "missing", f"is listed in the {against} but missing"))
+            report.problems.append(
+                Problem(rel, "missing", f"is listed in the {against} but missing")
+            )
             ok = False
         elif exp_size is not None and size != exp_size:
-            report.problems.append(Problem(rel, "size", f"is {size} bytes, the {against} says {exp_size}"))
+            report.problems.append(
+                Problem(rel, "size", f"is {size} bytes, the {against} says {exp_size}")
+            )
             ok = False
         elif sha is not None and exp_sha is not None and sha != exp_sha:
-            report.problems.append(Problem(rel, "hash", f"sha256 {sha} differs from the {against}'s {exp_sha}"))
+            report.problems.append(
+                Problem(rel, "hash", f"sha256 {sha} differs from the {against}'s {exp_sha}")
+            )
             ok = False
         report.files.append(FileCheck(rel, size, exp_size, exp_sha, sha, ok))
 

@@ -57,9 +57,9 @@ import base64
 import hashlib
 import hmac
 import json
-import secrets
 import logging
 import math
+import secrets
 import socket
 import ssl
 import struct
@@ -73,8 +73,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from . import hub_protocols as proto
 from ..netaddr import is_loopback_host
+from . import hub_protocols as proto
 from .faults import (
     BODY_KINDS,
     FLIP_BYTE,
@@ -117,8 +117,13 @@ class _Reply(Exception):
     store behind presigned URLs does (an XML ``<Error>``), not as the hub's API."""
 
     def __init__(
-        self, status: int, code: str | None, message: str, headers: Mapping[str, str] | None = None,
-        *, storage: bool = False,
+        self,
+        status: int,
+        code: str | None,
+        message: str,
+        headers: Mapping[str, str] | None = None,
+        *,
+        storage: bool = False,
     ) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
@@ -348,8 +353,12 @@ class _Handler(BaseHTTPRequestHandler):
         if "Authorization" in self.headers:
             # What S3 / OSS answer when a presigned URL also gets an Authorization header:
             # the client carried the hub's credentials across origins.
-            raise _Reply(400, "InvalidArgument", "only one auth mechanism allowed: a signed "
-                         "URL must not carry an Authorization header")
+            raise _Reply(
+                400,
+                "InvalidArgument",
+                "only one auth mechanism allowed: a signed "
+                "URL must not carry an Authorization header",
+            )
         repo, commit, path = segs[2] + "/" + segs[3], segs[4], "/".join(segs[5:])
         self._check_signature(ctx, segs[1], repo, commit, path, q)
         self._serve_file(ctx, repo, commit, path, via_cdn=True)
@@ -362,10 +371,15 @@ class _Handler(BaseHTTPRequestHandler):
         ctx.kind, ctx.repo, ctx.path = "file", repo, path  # a refusal is logged as a file request
         expires = q.get("Expires", "")
         if not expires.isdigit() or not hmac.compare_digest(
-            q.get("Signature", ""), self.hub.url_signature(protocol, repo, commit, path, int(expires))
+            q.get("Signature", ""),
+            self.hub.url_signature(protocol, repo, commit, path, int(expires)),
         ):
-            raise _Reply(403, "SignatureDoesNotMatch", "The request signature we calculated does not "
-                         "match the signature you provided.", storage=True)
+            raise _Reply(
+                403,
+                "SignatureDoesNotMatch",
+                "The request signature we calculated does not match the signature you provided.",
+                storage=True,
+            )
         if int(expires) < time.time():
             raise _Reply(403, "AccessDenied", "Request has expired.", storage=True)
 
@@ -398,7 +412,11 @@ class _Handler(BaseHTTPRequestHandler):
         ctx.protocol, ctx.kind = proto.MODELERS, "api"
         ref = rest[0] if len(rest) >= 3 and rest[1] == "media" else q.get("ref", "")
         if not self.hub.modelers_commit_refs and COMMIT_RE.match(ref):
-            raise _Reply(404, "RevisionNotFound", f"ref {ref} does not exist (this hub serves branches and tags only)")
+            raise _Reply(
+                404,
+                "RevisionNotFound",
+                f"ref {ref} does not exist (this hub serves branches and tags only)",
+            )
         if not rest:
             self._modelers_tree(ctx, repo, q)
         elif rest == ["info"]:
@@ -427,7 +445,9 @@ class _Handler(BaseHTTPRequestHandler):
                     if self.hub.sso.owner(sent) == required:
                         return
                 except JwtExpired:
-                    raise _Reply(401, "TokenExpired", "the token has expired: get a new one") from None
+                    raise _Reply(
+                        401, "TokenExpired", "the token has expired: get a new one"
+                    ) from None
         elif ctx.protocol == proto.MODELSCOPE:
             sent = bearer or _cookie(self.headers.get("Cookie", ""), "m_session_id") or ""
         else:
@@ -606,8 +626,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _openxlab_sso(self, ctx: _Ctx, call: str, body: bytes) -> None:
         ctx.protocol, ctx.kind = proto.OPENXLAB, "sso"
-        calls = {"auth": self.hub.sso.auth, "getJwt": self.hub.sso.get_jwt,
-                 "refreshJwt": self.hub.sso.refresh_jwt}
+        calls = {
+            "auth": self.hub.sso.auth,
+            "getJwt": self.hub.sso.get_jwt,
+            "refreshJwt": self.hub.sso.refresh_jwt,
+        }
         if call not in calls:
             raise _Reply(404, None, f"no such route: POST {urlsplit(self.path).path}")
         self._status_fault(ctx)
@@ -619,7 +642,10 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             raise _Reply(400, None, "body must be a JSON object") from None
         except SsoRefused as exc:  # HTTP 200, a failing msgCode inside: what the client checks
-            self._send_json(ctx, proto.openxlab_envelope(proto.openxlab_envelope(None, code=exc.code, msg=str(exc))))
+            self._send_json(
+                ctx,
+                proto.openxlab_envelope(proto.openxlab_envelope(None, code=exc.code, msg=str(exc))),
+            )
             return
         self._send_json(ctx, proto.openxlab_envelope(proto.openxlab_envelope(data)))
 
@@ -629,7 +655,9 @@ class _Handler(BaseHTTPRequestHandler):
         signed = self.hub.signed_query(proto.OPENXLAB, snap.repo_id, snap.commit, path)
         if self.hub.lfs_redirect:
             return f"{self._cdn_base_url()}/_cdn/{proto.OPENXLAB}/{snap.repo_id}/{snap.commit}/{quote(path)}?{signed}"
-        return f"{self._base_url()}/openxlab/file/{snap.repo_id}/{snap.commit}/{quote(path)}?{signed}"
+        return (
+            f"{self._base_url()}/openxlab/file/{snap.repo_id}/{snap.commit}/{quote(path)}?{signed}"
+        )
 
     # -- Ollama (OCI registry) -------------------------------------------------------------------
     def _route_ollama(self, ctx: _Ctx, rest: list[str]) -> None:
@@ -652,7 +680,10 @@ class _Handler(BaseHTTPRequestHandler):
                 raise _Reply(404, "MANIFEST_UNKNOWN", str(exc)) from None
             body, media_type = manifest.body(self.headers.get("Accept"))
             digest = "sha256:" + hashlib.sha256(body).hexdigest()
-            headers = {"Docker-Content-Digest": digest, "Docker-Distribution-API-Version": "registry/2.0"}
+            headers = {
+                "Docker-Content-Digest": digest,
+                "Docker-Distribution-API-Version": "registry/2.0",
+            }
             self._start(ctx, 200, media_type, len(body), headers)
             if ctx.method != "HEAD":
                 self._write(ctx, body)
@@ -660,7 +691,10 @@ class _Handler(BaseHTTPRequestHandler):
         blob = registry.blob(snap, ref)
         if blob is None:
             raise _Reply(404, "BLOB_UNKNOWN", f"{repo} has no blob {ref}")
-        headers = {"Docker-Content-Digest": blob.digest, "Location": self._base_url() + urlsplit(self.path).path}
+        headers = {
+            "Docker-Content-Digest": blob.digest,
+            "Location": self._base_url() + urlsplit(self.path).path,
+        }
         if blob.path is not None:
             self._serve_file(ctx, repo, snap.commit, blob.path, extra_headers=headers)
             return
@@ -678,7 +712,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- bytes ---------------------------------------------------------------------------------
     def _serve_file(
-        self, ctx: _Ctx, repo: str, revision: str, path: str, via_cdn: bool = False,
+        self,
+        ctx: _Ctx,
+        repo: str,
+        revision: str,
+        path: str,
+        via_cdn: bool = False,
         extra_headers: Mapping[str, str] | None = None,
     ) -> None:
         ctx.kind, ctx.path = "file", path
@@ -730,7 +769,8 @@ class _Handler(BaseHTTPRequestHandler):
         headers["Location"] = (
             f"{self._cdn_base_url()}/_cdn/{ctx.protocol}/{snap.repo_id}/{snap.commit}/"
             + quote(entry.path)
-            + "?" + self.hub.signed_query(ctx.protocol, snap.repo_id, snap.commit, entry.path)
+            + "?"
+            + self.hub.signed_query(ctx.protocol, snap.repo_id, snap.commit, entry.path)
         )
         self._start(ctx, 302, "text/plain; charset=utf-8", 0, headers)
 
@@ -1125,7 +1165,9 @@ class LocalHub:
     def cdn_url(self) -> str:
         return self.url.rsplit(":", 1)[0] + f":{self.cdn_port}"
 
-    def url_signature(self, protocol: str, repo_id: str, commit: str, path: str, expires: int) -> str:
+    def url_signature(
+        self, protocol: str, repo_id: str, commit: str, path: str, expires: int
+    ) -> str:
         """The ``Signature`` that authorises one presigned URL until ``expires`` (epoch s)."""
         msg = "\0".join((protocol, repo_id, commit, path, str(expires))).encode()
         return hmac.new(self._cdn_key, msg, hashlib.sha256).hexdigest()[:32]

@@ -51,7 +51,9 @@ def cst_time(ts: float) -> str:
 
 def sign(sk: str, nonce: str) -> str:
     """The ``d`` of getJwt: what a client proves it holds ``sk`` with."""
-    return base64.b64encode(hmac.new(sk.strip().encode(), nonce.encode(), hashlib.sha256).digest()).decode()
+    return base64.b64encode(
+        hmac.new(sk.strip().encode(), nonce.encode(), hashlib.sha256).digest()
+    ).decode()
 
 
 @dataclass
@@ -146,5 +148,7 @@ def _make_jwt(ak: str, exp: float) -> str:
         return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")
 
     head = part({"type": "JWT", "alg": "HS512"})
-    body = part({"jti": secrets.token_hex(4), "iss": "model-zoo local hub", "ak": ak, "exp": int(exp)})
+    body = part(
+        {"jti": secrets.token_hex(4), "iss": "model-zoo local hub", "ak": ak, "exp": int(exp)}
+    )
     return f"{head}.{body}.{secrets.token_urlsafe(32)}"

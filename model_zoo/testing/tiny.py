@@ -77,14 +77,25 @@ def default_dims(arch: str) -> TinyDims:
 
 
 # Fields that decide tensor shapes: set them through ``dims``, not ``config_overrides``.
-_SHAPE_FIELDS = frozenset({
-    "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-    "num_key_value_heads", "head_dim", "vocab_size", "bias", "qkv_bias", "tie_word_embeddings",
-})
+_SHAPE_FIELDS = frozenset(
+    {
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "head_dim",
+        "vocab_size",
+        "bias",
+        "qkv_bias",
+        "tie_word_embeddings",
+    }
+)
 
 
-def tiny_config(arch: str, dims: TinyDims | None = None, *,
-                dtype: str = "bfloat16") -> dict[str, Any]:
+def tiny_config(
+    arch: str, dims: TinyDims | None = None, *, dtype: str = "bfloat16"
+) -> dict[str, Any]:
     """The ``config.json`` of a tiny ``arch`` checkpoint, with the published field names."""
     dims = _checked_dims(arch, dims)
     common: dict[str, Any] = {
@@ -105,8 +116,10 @@ def tiny_config(arch: str, dims: TinyDims | None = None, *,
     if arch in _INTERNLM2_ARCHS:
         reward = arch in REWARD_ARCHS
         model_class = "InternLM2ForRewardModel" if reward else "InternLM2ForCausalLM"
-        auto_map = {"AutoConfig": "configuration_internlm2.InternLM2Config",
-                    "AutoModel": f"modeling_internlm2.{model_class}"}
+        auto_map = {
+            "AutoConfig": "configuration_internlm2.InternLM2Config",
+            "AutoModel": f"modeling_internlm2.{model_class}",
+        }
         if not reward:
             auto_map["AutoModelForCausalLM"] = f"modeling_internlm2.{model_class}"
         config = {
@@ -120,7 +133,9 @@ def tiny_config(arch: str, dims: TinyDims | None = None, *,
             "pad_token_id": 2,
             "pretraining_tp": 1,
             "rms_norm_eps": 1e-05,
-            "rope_scaling": None if arch == "internlm2-reward" else {"factor": 2.0, "type": "dynamic"},
+            "rope_scaling": None
+            if arch == "internlm2-reward"
+            else {"factor": 2.0, "type": "dynamic"},
             "rope_theta": 50000000 if arch == "polar" else 1000000,
             "transformers_version": "4.41.0",
         }
@@ -132,9 +147,11 @@ def tiny_config(arch: str, dims: TinyDims | None = None, *,
             **common,
             "architectures": ["InternLM3ForCausalLM"],
             "attention_dropout": 0.0,
-            "auto_map": {"AutoConfig": "configuration_internlm3.InternLM3Config",
-                         "AutoModel": "modeling_internlm3.InternLM3Model",
-                         "AutoModelForCausalLM": "modeling_internlm3.InternLM3ForCausalLM"},
+            "auto_map": {
+                "AutoConfig": "configuration_internlm3.InternLM3Config",
+                "AutoModel": "modeling_internlm3.InternLM3Model",
+                "AutoModelForCausalLM": "modeling_internlm3.InternLM3ForCausalLM",
+            },
             "bias": False,
             "head_dim": dims.resolved_head_dim,
             "model_type": "internlm3",
@@ -150,9 +167,11 @@ def tiny_config(arch: str, dims: TinyDims | None = None, *,
     return {
         **common,
         "architectures": ["InternLMForCausalLM"],
-        "auto_map": {"AutoConfig": "configuration_internlm.InternLMConfig",
-                     "AutoModel": "modeling_internlm.InternLMForCausalLM",
-                     "AutoModelForCausalLM": "modeling_internlm.InternLMForCausalLM"},
+        "auto_map": {
+            "AutoConfig": "configuration_internlm.InternLMConfig",
+            "AutoModel": "modeling_internlm.InternLMForCausalLM",
+            "AutoModelForCausalLM": "modeling_internlm.InternLMForCausalLM",
+        },
         "bias": True,
         "model_type": "internlm",
         "pad_token_id": 0,
@@ -167,11 +186,19 @@ def generation_config(arch: str) -> dict[str, Any]:
     ids = special_token_ids(arch)
     version = tiny_config(arch)["transformers_version"]
     if arch == "internlm":
-        return {"bos_token_id": 1, "eos_token_id": [2, ids["<eoa>"]], "pad_token_id": 0,
-                "transformers_version": version}
+        return {
+            "bos_token_id": 1,
+            "eos_token_id": [2, ids["<eoa>"]],
+            "pad_token_id": 0,
+            "transformers_version": version,
+        }
     eos: int | list[int] = 2 if arch in REWARD_ARCHS else [2, ids["<|im_end|>"]]
-    return {"bos_token_id": 1, "eos_token_id": eos, "pad_token_id": 2,
-            "transformers_version": version}
+    return {
+        "bos_token_id": 1,
+        "eos_token_id": eos,
+        "pad_token_id": 2,
+        "transformers_version": version,
+    }
 
 
 def tensor_plans(arch: str, dims: TinyDims | None = None) -> list[TensorPlan]:
@@ -204,8 +231,12 @@ def tensor_plans(arch: str, dims: TinyDims | None = None) -> list[TensorPlan]:
     plans.append(TensorPlan("model.embed_tokens.weight", (vocab, h), "embedding"))
     for i in range(dims.num_hidden_layers):
         p = f"model.layers.{i}."
-        for proj, rows, cols in (("q_proj", q_rows, h), ("k_proj", kv_rows, h),
-                                 ("v_proj", kv_rows, h), ("o_proj", h, q_rows)):
+        for proj, rows, cols in (
+            ("q_proj", q_rows, h),
+            ("k_proj", kv_rows, h),
+            ("v_proj", kv_rows, h),
+            ("o_proj", h, q_rows),
+        ):
             plans.append(TensorPlan(f"{p}self_attn.{proj}.weight", (rows, cols), "linear"))
             if bias:
                 plans.append(TensorPlan(f"{p}self_attn.{proj}.bias", (rows,), "bias"))
@@ -216,8 +247,10 @@ def tensor_plans(arch: str, dims: TinyDims | None = None) -> list[TensorPlan]:
             TensorPlan(p + "input_layernorm.weight", (h,), "norm"),
             TensorPlan(p + "post_attention_layernorm.weight", (h,), "norm"),
         ]
-    plans += [TensorPlan("model.norm.weight", (h,), "norm"),
-              TensorPlan("lm_head.weight", (vocab, h), "linear")]
+    plans += [
+        TensorPlan("model.norm.weight", (h,), "norm"),
+        TensorPlan("lm_head.weight", (vocab, h), "linear"),
+    ]
     return plans
 
 
@@ -253,13 +286,16 @@ def make_tiny(
         raise UsageError(f"unknown dtype {dtype!r}; use one of: {', '.join(DTYPES)}.", dtype=dtype)
     plans = tensor_plans(arch, dims)
     if not 1 <= shards <= len(plans):
-        raise UsageError(f"shards must be between 1 and {len(plans)} for this model, got {shards}.",
-                         shards=shards)
+        raise UsageError(
+            f"shards must be between 1 and {len(plans)} for this model, got {shards}.",
+            shards=shards,
+        )
     config = tiny_config(arch, dims, dtype=dtype)
     for key, value in (config_overrides or {}).items():
         if key in _SHAPE_FIELDS:
-            raise UsageError(f"config field {key!r} decides tensor shapes; set it through dims.",
-                             field=key)
+            raise UsageError(
+                f"config field {key!r} decides tensor shapes; set it through dims.", field=key
+            )
         if value is None:
             config.pop(key, None)
         else:
@@ -281,8 +317,11 @@ def make_tiny(
 def _prepare_dir(out: Path, overwrite: bool) -> None:
     if out.exists() and any(out.iterdir()):
         if not overwrite:
-            raise UsageError(f"{out} is not empty; choose an empty directory or pass overwrite "
-                             "(--force on the command line).", path=str(out))
+            raise UsageError(
+                f"{out} is not empty; choose an empty directory or pass overwrite "
+                "(--force on the command line).",
+                path=str(out),
+            )
         for stale in [*out.glob("model*.safetensors"), out / "model.safetensors.index.json"]:
             stale.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -290,8 +329,9 @@ def _prepare_dir(out: Path, overwrite: bool) -> None:
 
 def _check_arch(arch: str) -> None:
     if arch not in ARCHS:
-        raise UsageError(f"unknown tiny architecture {arch!r}; use one of: {', '.join(ARCHS)}.",
-                         arch=arch)
+        raise UsageError(
+            f"unknown tiny architecture {arch!r}; use one of: {', '.join(ARCHS)}.", arch=arch
+        )
 
 
 def _checked_dims(arch: str, dims: TinyDims | None) -> TinyDims:
@@ -311,6 +351,8 @@ def _checked_dims(arch: str, dims: TinyDims | None) -> TinyDims:
     if dims.vocab_size < TINY_VOCAB_SIZE:
         problems.append(f"vocab_size must be at least the tokenizer's {TINY_VOCAB_SIZE} pieces")
     if problems:
-        raise UsageError(f"invalid tiny dims for {arch}: " + "; ".join(problems) + ".",
-                         dims=dataclasses.asdict(dims))
+        raise UsageError(
+            f"invalid tiny dims for {arch}: " + "; ".join(problems) + ".",
+            dims=dataclasses.asdict(dims),
+        )
     return dims

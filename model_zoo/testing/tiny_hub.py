@@ -22,7 +22,10 @@ ORIGIN = "origin"  # an OpenXLab "-original" repository: InternEvo format, not l
 
 # Registry entries whose sources make up the default tree: one model per tiny architecture.
 DEFAULT_MODELS: tuple[str, ...] = (
-    "internlm2_5-1_8b-chat", "internlm2-1_8b-reward", "internlm3-8b-instruct", "internlm-chat-7b",
+    "internlm2_5-1_8b-chat",
+    "internlm2-1_8b-reward",
+    "internlm3-8b-instruct",
+    "internlm-chat-7b",
 )
 
 _ARCH_OF_CLASS = {
@@ -34,8 +37,19 @@ _ARCH_OF_CLASS = {
 
 _GITATTRIBUTES = "".join(
     f"{pattern} filter=lfs diff=lfs merge=lfs -text\n"
-    for pattern in ("*.bin", "*.model", "*.pt", "*.pth", "*.safetensors", "*.msgpack", "*.h5",
-                    "*.onnx", "*.zip", "*.tar.gz", "*tfevents*")
+    for pattern in (
+        "*.bin",
+        "*.model",
+        "*.pt",
+        "*.pth",
+        "*.safetensors",
+        "*.msgpack",
+        "*.h5",
+        "*.onnx",
+        "*.zip",
+        "*.tar.gz",
+        "*tfevents*",
+    )
 )
 
 
@@ -47,7 +61,11 @@ def registry_repos(*names: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for name in names:
         info = get(name)
-        arch = "polar" if info.scoring_style == "reference-based" else _ARCH_OF_CLASS.get(info.architecture)
+        arch = (
+            "polar"
+            if info.scoring_style == "reference-based"
+            else _ARCH_OF_CLASS.get(info.architecture)
+        )
         if arch is None:
             raise UsageError(f"{name}: no tiny architecture for {info.architecture}", name=name)
         for source, repo_id in info.sources.items():
@@ -55,8 +73,9 @@ def registry_repos(*names: str) -> dict[str, str]:
     return out
 
 
-def make_hub_tree(root: str | Path, repos: Mapping[str, str] | None = None, *,
-                  seed: int = 0) -> dict[str, Path]:
+def make_hub_tree(
+    root: str | Path, repos: Mapping[str, str] | None = None, *, seed: int = 0
+) -> dict[str, Path]:
     """Write one tiny repository per id in ``repos`` (repo id -> tiny architecture, or
     ``"origin"`` for an InternEvo-format repository) under ``root``; return id -> directory.
 

@@ -46,7 +46,11 @@ _V1_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}{{ '<|Bot|>:' }}{% endif %}"
 )
 _CHAT_TOKENS = (
-    "<|im_start|>", "<|im_end|>", "<|action_start|>", "<|action_end|>", "<|interpreter|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|action_start|>",
+    "<|action_end|>",
+    "<|interpreter|>",
     "<|plugin|>",
 )
 
@@ -69,8 +73,10 @@ _INTERNLM2 = TokenizerSpec(
     # The published InternLM2 mapping: <|im_start|> is [UNUSED_TOKEN_146], and so on downwards.
     added_tokens={tok: f"[UNUSED_TOKEN_{146 - i}]" for i, tok in enumerate(_CHAT_TOKENS)},
     tokenizer_class="InternLM2Tokenizer",
-    auto_map=("tokenization_internlm2.InternLM2Tokenizer",
-              "tokenization_internlm2_fast.InternLM2TokenizerFast"),
+    auto_map=(
+        "tokenization_internlm2.InternLM2Tokenizer",
+        "tokenization_internlm2_fast.InternLM2TokenizerFast",
+    ),
     chat_template=_CHATML,
     extra_config={"decode_with_prefix_space": False, "sp_model_kwargs": None},
 )
@@ -83,7 +89,12 @@ _POLAR = TokenizerSpec(
     extra_config=_INTERNLM2.extra_config,
 )
 _INTERNLM3_TOKENS = _CHAT_TOKENS + (
-    "<restate>", "</restate>", "<planning>", "</planning>", "<review>", "</review>",
+    "<restate>",
+    "</restate>",
+    "<planning>",
+    "</planning>",
+    "<review>",
+    "</review>",
 )
 _INTERNLM3 = TokenizerSpec(
     tail_pieces=_INTERNLM3_TOKENS,
@@ -132,10 +143,7 @@ def tokenizer_files(arch: str, vocab_size: int = TINY_VOCAB_SIZE) -> dict[str, b
     spec = TOKENIZER_SPECS[arch]
     model = train_sentencepiece(spec.tail_pieces, vocab_size)
     ids = special_token_ids(arch, vocab_size)
-    decoder = {
-        str(ids[tok]): _added_token(tok)
-        for tok in (UNK, BOS, EOS, *spec.added_tokens)
-    }
+    decoder = {str(ids[tok]): _added_token(tok) for tok in (UNK, BOS, EOS, *spec.added_tokens)}
     specials = list(spec.added_tokens)
     config: dict[str, object] = {
         "add_bos_token": True,
@@ -278,8 +286,9 @@ def _piece_text(piece_message: bytes) -> str:
 def move_pieces_to_end(model: bytes, tail: Sequence[str]) -> bytes:
     """Return ``model`` with the pieces named in ``tail`` moved, in that order, to the end."""
     fields = proto_fields(model)
-    pieces = [(raw, _piece_text(payload))
-              for number, raw, payload in fields if number == _PIECES_FIELD]
+    pieces = [
+        (raw, _piece_text(payload)) for number, raw, payload in fields if number == _PIECES_FIELD
+    ]
     by_text = {text: raw for raw, text in pieces}
     missing = [t for t in tail if t not in by_text]
     if missing:

@@ -34,8 +34,9 @@ DTYPES: dict[str, tuple[str, int]] = {
 # ------------------------------------------------------------------ wqkv packing
 
 
-def pack_wqkv(q: np.ndarray, k: np.ndarray, v: np.ndarray, num_heads: int, num_kv_heads: int,
-              head_dim: int) -> np.ndarray:
+def pack_wqkv(
+    q: np.ndarray, k: np.ndarray, v: np.ndarray, num_heads: int, num_kv_heads: int, head_dim: int
+) -> np.ndarray:
     """Pack separate q/k/v projections into InternLM2's grouped ``wqkv`` layout.
 
     ``q`` has ``num_heads * head_dim`` rows, ``k`` and ``v`` ``num_kv_heads * head_dim`` each
@@ -151,8 +152,9 @@ def write_safetensors(path: Path, tensors: Mapping[str, np.ndarray], dtype: str)
     write_atomic(path, chunks)
 
 
-def split_into_shards(plans: Sequence[TensorPlan], shards: int,
-                      dtype: str) -> list[list[TensorPlan]]:
+def split_into_shards(
+    plans: Sequence[TensorPlan], shards: int, dtype: str
+) -> list[list[TensorPlan]]:
     """Cut the ordered tensor list into ``shards`` consecutive, non-empty runs of similar size."""
     total = sum(p.nbytes(dtype) for p in plans)
     out: list[list[TensorPlan]] = [[] for _ in range(shards)]
@@ -162,8 +164,10 @@ def split_into_shards(plans: Sequence[TensorPlan], shards: int,
         remaining_plans = len(plans) - i
         remaining_shards = shards - index
         # move on once this shard has its share, or when each later shard needs one tensor
-        if out[index] and index < shards - 1 and (
-            done >= total * (index + 1) / shards or remaining_plans < remaining_shards
+        if (
+            out[index]
+            and index < shards - 1
+            and (done >= total * (index + 1) / shards or remaining_plans < remaining_shards)
         ):
             index += 1
         out[index].append(plan)
@@ -175,8 +179,9 @@ def shard_name(k: int, n: int) -> str:
     return f"model-{k:05d}-of-{n:05d}.safetensors"
 
 
-def write_weights(out_dir: Path, plans: Sequence[TensorPlan], *, seed: int, shards: int,
-                  dtype: str) -> list[str]:
+def write_weights(
+    out_dir: Path, plans: Sequence[TensorPlan], *, seed: int, shards: int, dtype: str
+) -> list[str]:
     """Write the tensors as HuggingFace does: ``model.safetensors`` for one shard, else
     ``model-0000k-of-0000n.safetensors`` plus ``model.safetensors.index.json``. Returns the
     file names written. One shard's tensors are in memory at a time."""
