@@ -143,8 +143,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result: dict[str, Any] = {
             "checkpoint": {
                 "arch": "internlm2",
-                "hidden": dims.hidden_size,
-                "layers": dims.num_hidden_layers,
+                "hidden_size": dims.hidden_size,
+                "num_hidden_layers": dims.num_hidden_layers,
                 "head_dim": dims.resolved_head_dim,
                 "dtype": "float32",
             },

@@ -22,7 +22,9 @@ families:
       chat_format: chatml
       generation_defaults: {temperature: 0.7, stop_token_ids: [2]}
 shapes:
-  tiny: {hidden: 64, intermediate: 128, layers: 2, heads: 4, kv_heads: 2, vocab: 1000, max_positions: 512}
+  tiny:
+    {hidden_size: 64, intermediate_size: 128, num_hidden_layers: 2, num_attention_heads: 4,
+     num_key_value_heads: 2, vocab_size: 1000, max_position_embeddings: 512}
 models:
   - name: Demo-1B
     family: demo

@@ -57,7 +57,7 @@ def test_list_json_has_everything_for_scripts() -> None:
     chat = next(d for d in data if d["name"] == "InternLM2.5-7B-Chat")
     assert chat["sources"]["modelscope"] == "Shanghai_AI_Laboratory/internlm2_5-7b-chat"
     assert chat["web_urls"]["hf"] == "https://huggingface.co/internlm/internlm2_5-7b-chat"
-    assert chat["released"] == "2024-07-03" and chat["dims"]["layers"] == 32
+    assert chat["released"] == "2024-07-03" and chat["dims"]["num_hidden_layers"] == 32
     assert set(chat["memory"]) == {"bf16", "int8", "int4"}
     assert chat["memory"]["bf16"]["total_gib"] == pytest.approx(15.91, abs=0.01)
 

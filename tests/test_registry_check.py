@@ -89,12 +89,23 @@ PROBLEM_CASES = [
     ),
     (_entry("E13", "dims: huge", sources="{hf: org/x13}"), "E13", "dims", "unknown shape"),
     (
-        _entry("E14", "dims: {preset: tiny, heads: 3}", sources="{hf: org/x14}"),
+        _entry("E14", "dims: {preset: tiny, num_attention_heads: 3}", sources="{hf: org/x14}"),
         "E14",
-        "dims.kv_heads",
+        "dims.num_key_value_heads",
         "multiple",
     ),
-    (_entry("E15", "dims: {hidden: 64}", sources="{hf: org/x15}"), "E15", "dims.layers", "missing"),
+    (
+        _entry("E15", "dims: {hidden_size: 64}", sources="{hf: org/x15}"),
+        "E15",
+        "dims.num_hidden_layers",
+        "missing",
+    ),
+    (
+        _entry("E15b", "dims: {preset: tiny, hidden: 64}", sources="{hf: org/x15b}"),
+        "E15b",
+        "dims.hidden",
+        "config.json's names: hidden_size",
+    ),
     (
         _entry("E16", "kind: giant", sources="{hf: org/x16}").replace("kind: base, ", ""),
         "E16",
@@ -214,14 +225,14 @@ def test_family_and_shape_problems_are_reported_once(write_registry: Writer) -> 
         "defaults: {architecture: InternLM2ForCausalLM, weight_format: safetensors, flavour: sweet}",
     ).replace(
         "shapes:\n",
-        "shapes:\n  loop-a: {preset: loop-b}\n  loop-b: {preset: loop-a}\n  part: {hidden: 8}\n",
+        "shapes:\n  loop-a: {preset: loop-b}\n  loop-b: {preset: loop-a}\n  part: {hidden_size: 8}\n",
     )
     problems = check_registry_file(write_registry(text), standalone=True)
     assert [p.field for p in problems if "flavour" in (p.field or "")] == [
         "families.demo.defaults.flavour"
     ]
     assert any("preset cycle" in p.message for p in problems)
-    assert any(p.field == "shapes.part.layers" for p in problems)
+    assert any(p.field == "shapes.part.num_hidden_layers" for p in problems)
 
 
 def test_missing_file_and_non_mapping(write_registry: Writer, tmp_path: Path) -> None:

@@ -177,7 +177,7 @@ def test_chat_settings(m: ModelInfo) -> None:
     assert m.chat_format == ("internlm-v1" if m.family == "internlm" else "chatml")
     g = m.generation_defaults
     assert g is not None and 2 in g.stop_token_ids
-    assert m.dims is not None and all(t < m.dims.vocab for t in g.stop_token_ids)
+    assert m.dims is not None and all(t < m.dims.vocab_size for t in g.stop_token_ids)
     if m.family == "internlm3":
         assert 128131 in g.stop_token_ids and g.max_new_tokens_thinking == 8192
     elif m.family != "internlm":
@@ -190,12 +190,16 @@ def test_dims_params_and_context(m: ModelInfo) -> None:
         assert m.name == "InternLM2-Math-Plus-Mixtral8x22B"
         return
     d = m.dims
-    assert d.heads % d.kv_heads == 0 and d.head_dim == 128
+    assert d.num_attention_heads % d.num_key_value_heads == 0 and d.head_dim == 128
     assert m.params_from == "dims"
     size_b = float(m.size.rstrip("B"))
     assert 0.9 * size_b <= m.params_b <= 1.15 * size_b, (m.size, m.params_b)
     expected_context = (
-        1 << 20 if m.kind == "chat-1m" else 16384 if m.family == "polar" else d.max_positions
+        1 << 20
+        if m.kind == "chat-1m"
+        else 16384
+        if m.family == "polar"
+        else d.max_position_embeddings
     )
     assert m.context_length == expected_context
 

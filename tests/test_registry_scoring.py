@@ -130,13 +130,18 @@ def test_polar_entries(name: str) -> None:
         92527,
     )
     assert m.license == "apache-2.0" and m.generation == 2.5 and m.context_length == 16384
-    assert m.dims is not None and m.dims.vocab == 92544
+    assert m.dims is not None and m.dims.vocab_size == 92544
 
 
 def test_polar_dims_confirmed_only_where_config_json_was_seen() -> None:
     seven = REGISTRY.get("POLAR-7B").dims
     assert seven is not None and seven.confirmed and seven.note is None
-    assert (seven.hidden, seven.layers, seven.max_positions, seven.rope_theta) == (
+    assert (
+        seven.hidden_size,
+        seven.num_hidden_layers,
+        seven.max_position_embeddings,
+        seven.rope_theta,
+    ) == (
         4096,
         32,
         262144,
@@ -149,7 +154,7 @@ def test_polar_dims_confirmed_only_where_config_json_was_seen() -> None:
     for name in ("POLAR-7B-Base", "POLAR-1.8B", "POLAR-1.8B-Base"):
         d = REGISTRY.get(name).dims
         assert d is not None and not d.confirmed and d.note and "not seen" in d.note, name
-    assert REGISTRY.get("POLAR-1.8B").dims.hidden == 2048  # type: ignore[union-attr]
+    assert REGISTRY.get("POLAR-1.8B").dims.hidden_size == 2048  # type: ignore[union-attr]
 
 
 def test_step_provers() -> None:
@@ -162,7 +167,10 @@ def test_step_provers() -> None:
     )
     d = prover.dims
     assert (
-        d is not None and d.confirmed and d.max_positions == 8192 and prover.context_length == 8192
+        d is not None
+        and d.confirmed
+        and d.max_position_embeddings == 8192
+        and prover.context_length == 8192
     )
     assert d.rope_scaling is not None and d.rope_scaling.factor == 1.0
     assert (
@@ -187,7 +195,7 @@ def test_step_provers() -> None:
         "1.8B",
     )
     assert critic.chat_format == "chatml" and critic.generation_defaults is None
-    assert critic.dims is not None and critic.dims.confirmed and critic.dims.hidden == 2048
+    assert critic.dims is not None and critic.dims.confirmed and critic.dims.hidden_size == 2048
     for m in (prover, prover25, critic):
         assert set(m.sources) == {"hf"} and m.license == "internlm-model-license"
 

@@ -141,11 +141,13 @@ def _info_text(m: ModelInfo, context: int) -> None:
             rope = d.rope_scaling.type + (
                 f" x{factor:g}" if factor is not None else " (factor not recorded)"
             )
+        theta = d.rope_theta if d.rope_theta is None else format(d.rope_theta, "g")
         dims = (
-            f"hidden {d.hidden}, intermediate {d.intermediate}, layers {d.layers}, heads {d.heads}, "
-            f"kv_heads {d.kv_heads}, head_dim {d.head_dim}, vocab {d.vocab}, max_positions "
-            f"{d.max_positions}, rope_theta {d.rope_theta if d.rope_theta is None else format(d.rope_theta, 'g')}, "
-            f"rope scaling {rope}"
+            f"hidden_size {d.hidden_size}, intermediate_size {d.intermediate_size}, "
+            f"num_hidden_layers {d.num_hidden_layers}, num_attention_heads "
+            f"{d.num_attention_heads}, num_key_value_heads {d.num_key_value_heads}, "
+            f"head_dim {d.head_dim}, vocab_size {d.vocab_size}, max_position_embeddings "
+            f"{d.max_position_embeddings}, rope_theta {theta}, rope scaling {rope}"
         )
         if not d.confirmed:
             dims += f" [unconfirmed: {d.note or 'derived values'}]"

@@ -373,6 +373,7 @@ def _compile_entry(
     else:
         params_b, params_from = size_params, "size"
     family = families[spec.family]
+    positions = dims["max_position_embeddings"] if dims else None
     entry = {
         "name": spec.name,
         "slug": spec.slug or spec.name.lower(),
@@ -390,7 +391,7 @@ def _compile_entry(
         "license_note": spec.license_note,
         "architecture": spec.architecture,
         "sources": sources,
-        "context_length": spec.context_length or (dims["max_positions"] if dims else None),
+        "context_length": spec.context_length or positions,
         "weight_format": spec.weight_format,
         "dims": dims,
         "chat_format": spec.chat_format,

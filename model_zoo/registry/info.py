@@ -45,20 +45,21 @@ class RopeScaling:
 
 @dataclass(frozen=True)
 class Dims:
-    """Architecture numbers from config.json; ``confirmed`` is False where only derived copies were seen."""
+    """Architecture numbers from config.json, under its names (as ``runner.config.ModelSpec``);
+    ``confirmed`` is False where only derived copies were seen."""
 
-    hidden: int
-    intermediate: int
-    layers: int
-    heads: int
-    kv_heads: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
     head_dim: int
-    vocab: int
-    max_positions: int
+    vocab_size: int
+    max_position_embeddings: int
     rope_theta: float | None = None
     rope_scaling: RopeScaling | None = None
     attention_bias: bool = False
-    tie_embeddings: bool = False
+    tie_word_embeddings: bool = False
     confirmed: bool = True
     note: str | None = None
 
@@ -237,9 +238,8 @@ class ModelInfo:
         self, dtype: str = "bf16", context: int = _mem.DEFAULT_CONTEXT
     ) -> _mem.MemoryEstimate:
         """Weights, KV cache and runtime allowance (formula in ``model_zoo.registry.memory``)."""
-        d = self.dims
-        shape = {"layers": d.layers, "kv_heads": d.kv_heads, "head_dim": d.head_dim} if d else None
-        return _mem.estimate(self.params_b, shape, dtype, context)
+        dims = dataclasses.asdict(self.dims) if self.dims else None
+        return _mem.estimate(self.params_b, dims, dtype, context)
 
     def memory_gb(self, dtype: str = "bf16", context: int = _mem.DEFAULT_CONTEXT) -> float:
         """Estimated GiB to serve one sequence of ``context`` tokens."""

@@ -24,6 +24,9 @@ allowance is 1 GiB per 4096 tokens of context.
     output      vocab * hidden (untied), or hidden for a reward model's value head
 
 else from the entry's declared ``params_b``, else from its size label ("7B" = 7e9, "8x22B" = 176e9).
+Dims are named as in config.json; the formulas abbreviate them: hidden = ``hidden_size``,
+layers = ``num_hidden_layers``, heads = ``num_attention_heads``, kv_heads =
+``num_key_value_heads``, intermediate = ``intermediate_size``, vocab = ``vocab_size``.
 This is an estimate for choosing a GPU, not a promise: quantisation libraries keep some layers
 in 16-bit, and long prompts need more activation memory.
 """
@@ -95,22 +98,22 @@ def params_from_size(size: str) -> float:
 
 def param_count(dims: Mapping[str, Any], *, value_head: bool = False) -> int:
     """Exact parameter count of a dense decoder with these dims (see the module docstring)."""
-    hidden, vocab = dims["hidden"], dims["vocab"]
-    heads, kv_heads = dims["heads"], dims["kv_heads"]
+    hidden, vocab = dims["hidden_size"], dims["vocab_size"]
+    heads, kv_heads = dims["num_attention_heads"], dims["num_key_value_heads"]
     head_dim = dims.get("head_dim") or hidden // heads
     qkv_rows = head_dim * (heads + 2 * kv_heads)
     attention = hidden * qkv_rows + heads * head_dim * hidden
     if dims.get("attention_bias"):
         attention += qkv_rows + hidden
-    layer = attention + 3 * hidden * dims["intermediate"] + 2 * hidden
+    layer = attention + 3 * hidden * dims["intermediate_size"] + 2 * hidden
     embeddings = vocab * hidden
     if value_head:
         output = hidden
-    elif dims.get("tie_embeddings"):
+    elif dims.get("tie_word_embeddings"):
         output = 0
     else:
         output = vocab * hidden
-    return embeddings + dims["layers"] * layer + hidden + output
+    return embeddings + dims["num_hidden_layers"] * layer + hidden + output
 
 
 def kv_cache_gib(dims: Mapping[str, Any] | None, context: int) -> float:
@@ -119,8 +122,8 @@ def kv_cache_gib(dims: Mapping[str, Any] | None, context: int) -> float:
         raise UsageError(f"context must be >= 0, got {context}", context=context)
     if not dims:
         return UNKNOWN_KV_GIB_PER_4K * context / 4096
-    head_dim = dims.get("head_dim") or dims["hidden"] // dims["heads"]
-    per_token = 2 * dims["layers"] * dims["kv_heads"] * head_dim * 2
+    head_dim = dims.get("head_dim") or dims["hidden_size"] // dims["num_attention_heads"]
+    per_token = 2 * dims["num_hidden_layers"] * dims["num_key_value_heads"] * head_dim * 2
     return per_token * context / GIB
 
 

@@ -11,7 +11,7 @@ A registry file is YAML with these top-level keys (all but ``models`` optional):
         defaults: {...}      # inherited by every entry of the family
         chat_defaults: {...} # inherited only by chat kinds (chat, chat-sft, instruct, chat-1m, math)
     shapes:                  # named architecture dims; ``preset:`` reuses another shape
-      internlm2-7b: {hidden: 4096, ...}
+      internlm2-7b: {hidden_size: 4096, ...}   # config.json's names
     models:
       - name: InternLM2.5-7B-Chat
         family: internlm2.5
@@ -36,6 +36,18 @@ from .info import CHAT_FORMATS, KINDS, SCORING_STYLES, VARIANT_FORMATS, WEIGHT_F
 
 SCHEMA_VERSION = 1
 TOP_LEVEL_KEYS = ("schema_version", "defaults", "families", "shapes", "models")
+# The short dims names registry files used before they took config.json's names: a file that
+# still uses one is told the new name.
+RENAMED_DIMS: dict[str, str] = {
+    "hidden": "hidden_size",
+    "intermediate": "intermediate_size",
+    "layers": "num_hidden_layers",
+    "heads": "num_attention_heads",
+    "kv_heads": "num_key_value_heads",
+    "vocab": "vocab_size",
+    "max_positions": "max_position_embeddings",
+    "tie_embeddings": "tie_word_embeddings",
+}
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+\-]*$"
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9_.+\-]*$"
 
@@ -52,21 +64,22 @@ class RopeScalingSpec(_Strict):
 
 
 class DimsSpec(_Strict):
-    """Architecture dims; every field optional here, completeness is checked after presets merge."""
+    """Architecture dims under config.json's names; every field optional here, completeness is
+    checked after presets merge."""
 
     preset: str | None = None
-    hidden: int | None = Field(default=None, gt=0)
-    intermediate: int | None = Field(default=None, gt=0)
-    layers: int | None = Field(default=None, gt=0)
-    heads: int | None = Field(default=None, gt=0)
-    kv_heads: int | None = Field(default=None, gt=0)
+    hidden_size: int | None = Field(default=None, gt=0)
+    intermediate_size: int | None = Field(default=None, gt=0)
+    num_hidden_layers: int | None = Field(default=None, gt=0)
+    num_attention_heads: int | None = Field(default=None, gt=0)
+    num_key_value_heads: int | None = Field(default=None, gt=0)
     head_dim: int | None = Field(default=None, gt=0)
-    vocab: int | None = Field(default=None, gt=0)
-    max_positions: int | None = Field(default=None, gt=0)
+    vocab_size: int | None = Field(default=None, gt=0)
+    max_position_embeddings: int | None = Field(default=None, gt=0)
     rope_theta: float | None = Field(default=None, gt=0)
     rope_scaling: RopeScalingSpec | None = None
     attention_bias: bool | None = None
-    tie_embeddings: bool | None = None
+    tie_word_embeddings: bool | None = None
     confirmed: bool | None = None
     note: str | None = None
 
@@ -200,6 +213,9 @@ def pydantic_problems(
         kind = err["type"]
         if kind == "extra_forbidden":
             message = "unknown key"
+            renamed = RENAMED_DIMS.get(str(err["loc"][-1])) if err["loc"] else None
+            if renamed and ("dims" in loc.split(".") or loc.startswith("shapes.")):
+                message += f"; dims use config.json's names: {renamed}"
         elif kind == "missing":
             message = "required field is missing"
         else:

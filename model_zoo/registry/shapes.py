@@ -9,7 +9,15 @@ from pydantic import ValidationError
 from ..errors import RegistryProblem
 from .schema import DimsSpec, pydantic_problems
 
-REQUIRED_DIMS = ("hidden", "intermediate", "layers", "heads", "kv_heads", "vocab", "max_positions")
+REQUIRED_DIMS = (
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "vocab_size",
+    "max_position_embeddings",
+)
 
 
 def complete_dims(
@@ -25,37 +33,38 @@ def complete_dims(
     ]
     if problems:
         return None, problems
-    heads, kv_heads = dims["heads"], dims["kv_heads"]
+    heads, kv_heads = dims["num_attention_heads"], dims["num_key_value_heads"]
     if heads % kv_heads:
         problems.append(
             RegistryProblem(
                 where,
-                f"heads ({heads}) must be a multiple of kv_heads ({kv_heads})",
+                f"num_attention_heads ({heads}) must be a multiple of "
+                f"num_key_value_heads ({kv_heads})",
                 entry=entry,
-                field=f"{fld}.kv_heads",
+                field=f"{fld}.num_key_value_heads",
             )
         )
     head_dim = dims.get("head_dim")
     if head_dim is None:
-        if dims["hidden"] % heads:
+        if dims["hidden_size"] % heads:
             problems.append(
                 RegistryProblem(
                     where,
-                    "hidden is not a multiple of heads; give head_dim",
+                    "hidden_size is not a multiple of num_attention_heads; give head_dim",
                     entry=entry,
                     field=f"{fld}.head_dim",
                 )
             )
-        head_dim = dims["hidden"] // heads
+        head_dim = dims["hidden_size"] // heads
     full = {
-        "hidden": dims["hidden"],
-        "intermediate": dims["intermediate"],
-        "layers": dims["layers"],
-        "heads": heads,
-        "kv_heads": kv_heads,
+        "hidden_size": dims["hidden_size"],
+        "intermediate_size": dims["intermediate_size"],
+        "num_hidden_layers": dims["num_hidden_layers"],
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv_heads,
         "head_dim": head_dim,
-        "vocab": dims["vocab"],
-        "max_positions": dims["max_positions"],
+        "vocab_size": dims["vocab_size"],
+        "max_position_embeddings": dims["max_position_embeddings"],
         "rope_theta": dims.get("rope_theta"),
         "rope_scaling": (
             {"type": rs["type"], "factor": rs.get("factor")}
@@ -63,7 +72,7 @@ def complete_dims(
             else None
         ),
         "attention_bias": bool(dims.get("attention_bias")),
-        "tie_embeddings": bool(dims.get("tie_embeddings")),
+        "tie_word_embeddings": bool(dims.get("tie_word_embeddings")),
         "confirmed": dims.get("confirmed") is not False,
         "note": dims.get("note"),
     }

@@ -67,9 +67,8 @@ def _gguf_weights(m: ModelInfo, level: str, size_gb: float | None) -> tuple[floa
 def variant_rows(m: ModelInfo, context: int = memory.DEFAULT_CONTEXT) -> list[VariantRow]:
     """Every variant of ``m`` (of its parent when ``m`` is itself a variant: just that one)."""
     variants: tuple[VariantInfo, ...] = (m.variant,) if m.variant is not None else m.variants
-    d = m.dims
-    shape = {"layers": d.layers, "kv_heads": d.kv_heads, "head_dim": d.head_dim} if d else None
-    extra = memory.kv_cache_gib(shape, context) + memory.RUNTIME_GIB
+    parent = m.memory_estimate("bf16", context)  # only its KV cache and runtime are used
+    extra = parent.kv_cache_gib + parent.runtime_gib
     rows: list[VariantRow] = []
     for v in variants:
         if v.format == "gguf":

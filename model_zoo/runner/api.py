@@ -259,14 +259,16 @@ def placement_for(
 ) -> Placement:
     size = torch.empty((), dtype=dtype).element_size()
     h, inter, v = spec.hidden_size, spec.intermediate_size, spec.vocab_size
-    qkv = (spec.num_heads + 2 * spec.num_kv_heads) * spec.head_dim * h
-    layer = (qkv + spec.num_heads * spec.head_dim * h + 3 * h * inter + 2 * h) * size
+    qkv = (spec.num_attention_heads + 2 * spec.num_key_value_heads) * spec.head_dim * h
+    layer = (qkv + spec.num_attention_heads * spec.head_dim * h + 3 * h * inter + 2 * h) * size
     sizes = {
         "embed": v * h * size,
         "layer": layer,
         "final": (v * h if not spec.is_reward else h) * size,
     }
-    return plan_placement(sizes, spec.num_layers, devices, default_budgets(devices, max_memory))
+    return plan_placement(
+        sizes, spec.num_hidden_layers, devices, default_budgets(devices, max_memory)
+    )
 
 
 #: transformers' attention implementations that fit a native Llama module.

@@ -51,9 +51,9 @@ class ModelSpec:
     head: Head
     hidden_size: int
     intermediate_size: int
-    num_layers: int
-    num_heads: int
-    num_kv_heads: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
     head_dim: int
     vocab_size: int
     max_position_embeddings: int
@@ -75,7 +75,7 @@ class ModelSpec:
     @property
     def groups(self) -> int:
         """Query heads per key/value head (GQA group size)."""
-        return self.num_heads // self.num_kv_heads
+        return self.num_attention_heads // self.num_key_value_heads
 
     @property
     def is_reward(self) -> bool:
@@ -171,9 +171,9 @@ def spec_from_dict(raw: dict[str, Any], *, where: str = "config.json") -> ModelS
             head=head,
             hidden_size=hidden,
             intermediate_size=int(raw["intermediate_size"]),
-            num_layers=int(raw["num_hidden_layers"]),
-            num_heads=heads,
-            num_kv_heads=kv_heads,
+            num_hidden_layers=int(raw["num_hidden_layers"]),
+            num_attention_heads=heads,
+            num_key_value_heads=kv_heads,
             head_dim=head_dim,
             vocab_size=int(raw["vocab_size"]),
             max_position_embeddings=int(raw.get("max_position_embeddings", 2048)),
@@ -205,7 +205,7 @@ def spec_from_dict(raw: dict[str, Any], *, where: str = "config.json") -> ModelS
     sizes = {
         "hidden_size": hidden,
         "intermediate_size": spec.intermediate_size,
-        "num_hidden_layers": spec.num_layers,
+        "num_hidden_layers": spec.num_hidden_layers,
         "num_attention_heads": heads,
         "num_key_value_heads": kv_heads,
         "head_dim": head_dim,

@@ -53,7 +53,7 @@ class Rule:
 
 def wqkv_blocks(spec: ModelSpec) -> tuple[tuple[int, ...], tuple[Block, ...]]:
     """Row blocks of the grouped ``wqkv``: per kv group, G query heads, one key, one value head."""
-    g, d, kv = spec.groups, spec.head_dim, spec.num_kv_heads
+    g, d, kv = spec.groups, spec.head_dim, spec.num_key_value_heads
     blocks: list[Block] = []
     for grp in range(kv):
         first = grp * (g + 2) * d
@@ -67,7 +67,7 @@ def wqkv_blocks(spec: ModelSpec) -> tuple[tuple[int, ...], tuple[Block, ...]]:
 
 def split_wqkv(w: torch.Tensor, spec: ModelSpec) -> list[torch.Tensor]:
     """Unpack InternLM2's grouped ``wqkv`` (weight or bias) into contiguous q, k, v."""
-    g, d, kv = spec.groups, spec.head_dim, spec.num_kv_heads
+    g, d, kv = spec.groups, spec.head_dim, spec.num_key_value_heads
     grouped = w.view(kv, g + 2, d, *w.shape[1:])
     rest = tuple(w.shape[1:])
     q = grouped[:, :g].reshape(kv * g * d, *rest)
@@ -80,7 +80,7 @@ def pack_wqkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec: ModelSpec
     """The inverse of ``split_wqkv`` (used to write InternLM2-layout test checkpoints)."""
     import torch
 
-    g, d, kv = spec.groups, spec.head_dim, spec.num_kv_heads
+    g, d, kv = spec.groups, spec.head_dim, spec.num_key_value_heads
     rest = tuple(q.shape[1:])
     qg = q.reshape(kv, g, d, *rest)
     kg = k.reshape(kv, 1, d, *rest)
@@ -90,7 +90,7 @@ def pack_wqkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec: ModelSpec
 
 def _layer_rules(spec: ModelSpec, i: int) -> list[Rule]:
     h, inter = spec.hidden_size, spec.intermediate_size
-    qd, kvd = spec.num_heads * spec.head_dim, spec.num_kv_heads * spec.head_dim
+    qd, kvd = spec.num_attention_heads * spec.head_dim, spec.num_key_value_heads * spec.head_dim
     t = f"model.layers.{i}."
     attn, mlp = t + "self_attn.", t + "mlp."
     if spec.family == "internlm2":
@@ -169,7 +169,7 @@ def rules_for(spec: ModelSpec) -> dict[str, Rule]:
         Rule(emb, (vocab, h), ("model.embed_tokens.weight",)),
         Rule("model.norm.weight", (h,), ("model.norm.weight",)),
     ]
-    for i in range(spec.num_layers):
+    for i in range(spec.num_hidden_layers):
         rules += _layer_rules(spec, i)
     if spec.is_reward:
         rules.append(Rule("v_head.weight", (1, h), ("v_head.weight",)))

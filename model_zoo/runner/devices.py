@@ -114,7 +114,7 @@ def _too_big(need: int, have: int, devices: tuple[torch.device, ...]) -> UsageEr
 
 def plan_placement(
     module_bytes: Mapping[str, int],
-    num_layers: int,
+    num_hidden_layers: int,
     devices: tuple[torch.device, ...],
     budgets: Mapping[torch.device, int] | None = None,
 ) -> Placement:
@@ -127,15 +127,15 @@ def plan_placement(
     embed, layer, final = module_bytes["embed"], module_bytes["layer"], module_bytes["final"]
     if len(devices) == 1:
         have = (budgets or {}).get(devices[0])
-        if have is not None and embed + layer * num_layers + final > have:
-            raise _too_big(embed + layer * num_layers + final, have, devices)
+        if have is not None and embed + layer * num_hidden_layers + final > have:
+            raise _too_big(embed + layer * num_hidden_layers + final, have, devices)
         return Placement(devices, {"": devices[0]})
     if budgets is None:
-        total = embed + layer * num_layers + final
+        total = embed + layer * num_hidden_layers + final
         per = total / len(devices) * 1.0001 + 1
         budgets = {d: int(per) for d in devices}
     order = [("model.embed_tokens", embed)] + [
-        (f"model.layers.{i}", layer) for i in range(num_layers)
+        (f"model.layers.{i}", layer) for i in range(num_hidden_layers)
     ]
     order += [("model.norm", 0), ("lm_head", final), ("v_head", 0)]
     out: dict[str, torch.device] = {}
@@ -145,7 +145,9 @@ def plan_placement(
             idx, used = idx + 1, 0
         if idx >= len(devices) or size > budgets.get(devices[idx], 0):
             raise _too_big(
-                embed + layer * num_layers + final, sum(budgets.get(d, 0) for d in devices), devices
+                embed + layer * num_hidden_layers + final,
+                sum(budgets.get(d, 0) for d in devices),
+                devices,
             )
         out[name] = devices[idx]
         used += size

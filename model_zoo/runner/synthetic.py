@@ -63,7 +63,7 @@ def _internlm2_tensors(
 ) -> Iterator[tuple[str, torch.Tensor]]:
     spec = spec_from_dict(cfg)
     h, inter, vocab = spec.hidden_size, spec.intermediate_size, spec.vocab_size
-    qd, kvd = spec.num_heads * spec.head_dim, spec.num_kv_heads * spec.head_dim
+    qd, kvd = spec.num_attention_heads * spec.head_dim, spec.num_key_value_heads * spec.head_dim
 
     def rnd(*shape: int, scale: float = 0.02) -> torch.Tensor:
         return (torch.randn(*shape, generator=gen) * scale).to(dtype)
@@ -72,7 +72,7 @@ def _internlm2_tensors(
         return (1.0 + 0.1 * torch.randn(h, generator=gen)).to(dtype)
 
     yield "model.tok_embeddings.weight", rnd(vocab, h)
-    for i in range(spec.num_layers):
+    for i in range(spec.num_hidden_layers):
         p = f"model.layers.{i}."
         yield p + "attention.wqkv.weight", pack_wqkv(rnd(qd, h), rnd(kvd, h), rnd(kvd, h), spec)
         yield p + "attention.wo.weight", rnd(h, qd)
@@ -105,7 +105,7 @@ def write_random_internlm2(
     cfg = internlm2_config(dims, reward=reward, dtype=str(dtype).removeprefix("torch."))
     gen = torch.Generator().manual_seed(seed)
     spec = spec_from_dict(cfg)
-    per_shard = max(1, -(-spec.num_layers // shards))
+    per_shard = max(1, -(-spec.num_hidden_layers // shards))
     weight_map: dict[str, str] = {}
     total = 0
     buf: dict[str, torch.Tensor] = {}

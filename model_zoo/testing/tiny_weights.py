@@ -35,36 +35,44 @@ DTYPES: dict[str, tuple[str, int]] = {
 
 
 def pack_wqkv(
-    q: np.ndarray, k: np.ndarray, v: np.ndarray, num_heads: int, num_kv_heads: int, head_dim: int
+    q: np.ndarray,
+    k: np.ndarray,
+    v: np.ndarray,
+    num_attention_heads: int,
+    num_key_value_heads: int,
+    head_dim: int,
 ) -> np.ndarray:
     """Pack separate q/k/v projections into InternLM2's grouped ``wqkv`` layout.
 
-    ``q`` has ``num_heads * head_dim`` rows, ``k`` and ``v`` ``num_kv_heads * head_dim`` each
-    (any trailing shape: a weight ``[rows, hidden]`` or a bias ``[rows]``). The result holds,
-    for each key/value head in turn, that group's ``num_heads // num_kv_heads`` query heads,
-    then its key head, then its value head.
+    ``q`` has ``num_attention_heads * head_dim`` rows, ``k`` and ``v``
+    ``num_key_value_heads * head_dim`` each (any trailing shape: a weight ``[rows, hidden]`` or a
+    bias ``[rows]``). The result holds, for each key/value head in turn, that group's
+    ``num_attention_heads // num_key_value_heads`` query heads, then its key head, then its value
+    head.
     """
-    groups = num_heads // num_kv_heads
+    groups = num_attention_heads // num_key_value_heads
     rest = q.shape[1:]
-    qg = q.reshape(num_kv_heads, groups, head_dim, *rest)
-    kg = k.reshape(num_kv_heads, 1, head_dim, *rest)
-    vg = v.reshape(num_kv_heads, 1, head_dim, *rest)
+    qg = q.reshape(num_key_value_heads, groups, head_dim, *rest)
+    kg = k.reshape(num_key_value_heads, 1, head_dim, *rest)
+    vg = v.reshape(num_key_value_heads, 1, head_dim, *rest)
     packed = np.concatenate([qg, kg, vg], axis=1)
-    return packed.reshape((num_heads + 2 * num_kv_heads) * head_dim, *rest)
+    return packed.reshape((num_attention_heads + 2 * num_key_value_heads) * head_dim, *rest)
 
 
-def unpack_wqkv(wqkv: _T, num_heads: int, num_kv_heads: int, head_dim: int) -> tuple[_T, _T, _T]:
+def unpack_wqkv(
+    wqkv: _T, num_attention_heads: int, num_key_value_heads: int, head_dim: int
+) -> tuple[_T, _T, _T]:
     """Inverse of :func:`pack_wqkv`: split a packed ``wqkv`` into (q, k, v).
 
     Uses only ``reshape`` and slicing, so it works on numpy arrays and torch tensors alike
     (torch callers may need ``.contiguous()`` on the results).
     """
-    groups = num_heads // num_kv_heads
+    groups = num_attention_heads // num_key_value_heads
     rest = tuple(wqkv.shape[1:])  # type: ignore[attr-defined]
-    blocks = wqkv.reshape(num_kv_heads, groups + 2, head_dim, *rest)  # type: ignore[attr-defined]
-    q = blocks[:, :groups].reshape(num_heads * head_dim, *rest)
-    k = blocks[:, groups].reshape(num_kv_heads * head_dim, *rest)
-    v = blocks[:, groups + 1].reshape(num_kv_heads * head_dim, *rest)
+    blocks = wqkv.reshape(num_key_value_heads, groups + 2, head_dim, *rest)  # type: ignore[attr-defined]
+    q = blocks[:, :groups].reshape(num_attention_heads * head_dim, *rest)
+    k = blocks[:, groups].reshape(num_key_value_heads * head_dim, *rest)
+    v = blocks[:, groups + 1].reshape(num_key_value_heads * head_dim, *rest)
     return q, k, v
 
 

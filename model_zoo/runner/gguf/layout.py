@@ -53,7 +53,7 @@ _LAYER = {  # GGUF suffix -> (native suffix, kind)
 def native_plan(spec: ModelSpec) -> dict[str, Target]:
     """Every tensor an InternLM GGUF of this spec holds, keyed by its GGUF name."""
     h, inter, vocab = spec.hidden_size, spec.intermediate_size, spec.vocab_size
-    qd, kvd = spec.num_heads * spec.head_dim, spec.num_kv_heads * spec.head_dim
+    qd, kvd = spec.num_attention_heads * spec.head_dim, spec.num_key_value_heads * spec.head_dim
     shapes = {
         "norm": (h,),
         "q": (qd, h),
@@ -64,23 +64,23 @@ def native_plan(spec: ModelSpec) -> dict[str, Target]:
         "up": (inter, h),
         "down": (h, inter),
     }
-    heads = {"q": spec.num_heads, "k": spec.num_kv_heads}
+    heads = {"q": spec.num_attention_heads, "k": spec.num_key_value_heads}
     plan: dict[str, Target] = {
         "token_embd.weight": Target("model.embed_tokens.weight", (vocab, h)),
         "output_norm.weight": Target("model.norm.weight", (h,)),
     }
     if not spec.tie_word_embeddings:
         plan["output.weight"] = Target("lm_head.weight", (vocab, h))
-    for i in range(spec.num_layers):
+    for i in range(spec.num_hidden_layers):
         blk, layer = f"blk.{i}.", f"model.layers.{i}."
         for suffix, (native, kind) in _LAYER.items():
             plan[blk + suffix] = Target(layer + native, shapes[kind], heads.get(kind))
         if spec.qkv_bias:
             plan[blk + "attn_q.bias"] = Target(
-                layer + "self_attn.q_proj.bias", (qd,), spec.num_heads
+                layer + "self_attn.q_proj.bias", (qd,), spec.num_attention_heads
             )
             plan[blk + "attn_k.bias"] = Target(
-                layer + "self_attn.k_proj.bias", (kvd,), spec.num_kv_heads
+                layer + "self_attn.k_proj.bias", (kvd,), spec.num_key_value_heads
             )
             plan[blk + "attn_v.bias"] = Target(layer + "self_attn.v_proj.bias", (kvd,))
         if spec.o_bias:
