@@ -61,8 +61,8 @@ def check_git_blobs(todo: Sequence[FilePlan], target: Path) -> None:
                 else f" ({fp.sources[0]} served the bytes: the hubs disagree)"
             )
             raise IntegrityError(
-                f"{fp.path}: its git blob id is {got}, but {lister} lists {fp.git_blob}{disagree}; the file "
-                "was removed. Retry, or pull from another source with --source.",
+                f"{fp.path}: its git blob id is {got}, but {lister} lists {fp.git_blob}{disagree}; "
+                "the file was removed. Retry, or pull from another source with --source.",
                 path=fp.path,
                 expected=fp.git_blob,
                 actual=got,
@@ -80,8 +80,11 @@ def cross_check(
     """Files no source publishes a hash for: fetch the second source's copy, expecting the sha256
     we computed for the first. Equal bytes upgrade them to ``cross-source-bytes``; different
     bytes are an integrity error (the file is removed, since neither copy can be trusted)."""
-    checks = [fp for fp in todo if fp.cross_check is not None and fp.sha256 is None]
-    if not checks:
+    # Each file with the second source's candidate, narrowed once so the rest reads it as set.
+    pairs = [
+        (fp, fp.cross_check) for fp in todo if fp.cross_check is not None and fp.sha256 is None
+    ]
+    if not pairs:
         return {}
     from .engine import EngineOptions, FileJob, fetch
 
@@ -92,40 +95,38 @@ def cross_check(
             path=fp.path,
             size=fetched[fp.path].size,
             sha256=fetched[fp.path].sha256,
-            candidates=(fp.cross_check.remote,),
-            sources=(fp.cross_check.source,),
-        )  # type: ignore[union-attr]
-        for fp in checks
+            candidates=(other.remote,),
+            sources=(other.source,),
+        )
+        for fp, other in pairs
     ]
     emit(
         PullEvent(
             "verify",
             f"cross-checking {len(jobs)} unhashed file(s) against "
-            + ", ".join(sorted({fp.cross_check.source for fp in checks})),
+            + ", ".join(sorted({other.source for _fp, other in pairs})),
         )
-    )  # type: ignore[union-attr]
+    )
     try:
         fetch(jobs, scratch, options=EngineOptions(retries=1), on_event=None)
     except FetchFailedError as exc:
         failed = {p for p, _e in exc.report.failed}
-        bad = [fp for fp in checks if fp.path in failed]
+        bad = [(fp, other) for fp, other in pairs if fp.path in failed]
         if not bad:
             raise exc.first from None
-        for fp in bad:
+        for fp, _other in bad:
             (target / fp.path).unlink(missing_ok=True)  # neither copy can be trusted
-        first = bad[0]
+        first, first_other = bad[0]
         raise IntegrityError(
-            f"{first.path}: {first.sources[0]} and {first.cross_check.source} serve different "  # type: ignore[union-attr]
-            "bytes and no hub publishes its sha256, so neither copy can be trusted. Pull with a lock "
+            f"{first.path}: {first.sources[0]} and {first_other.source} serve different bytes "
+            "and no hub publishes its sha256, so neither copy can be trusted. Pull with a lock "
             "file (`model-zoo lock`) made where you trust the source, or pick one with --source.",
             path=first.path,
-            files=[fp.path for fp in bad],
+            files=[fp.path for fp, _other in bad],
         ) from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    for fp in checks:
+    for fp, other in pairs:
         rec = fetched[fp.path]
-        out[fp.path] = replace(
-            rec, verified=CROSS_BYTES, sources=rec.sources + (fp.cross_check.source,)
-        )  # type: ignore[union-attr]
+        out[fp.path] = replace(rec, verified=CROSS_BYTES, sources=rec.sources + (other.source,))
     return out

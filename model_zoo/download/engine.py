@@ -26,8 +26,9 @@ How it works, briefly (details in the modules named):
   steals split beyond the request in flight, so no byte is fetched twice (``transfer``).
 - A range that goes silent for much longer than its own recent gaps gets a hedged duplicate
   request (same source, or another); the two race on the same bytes, each writing only what
-  the other has not, and the one that falls behind is cancelled (``Race``). With ``multi_source``, ranges go to the least busy candidate
-  that is not far slower than the fastest, so bandwidths add up.
+  the other has not, and the one that falls behind is cancelled (``Race``). With
+  ``multi_source``, ranges go to the least busy candidate that is not far slower than the
+  fastest, so bandwidths add up.
 - Bytes go with ``os.pwrite`` into ``<target>/.model-zoo-partial/<path>.part`` (preallocated,
   sparse) and are hashed in file order while they stream in (``hashing.OrderedHasher``); a
   sidecar JSON records the written ranges about once a second (``partial``). A file is renamed
@@ -98,11 +99,14 @@ def _cleanup_partial_dirs(target_dir: Path) -> None:
             pass
 
 
+DEFAULT_OPTIONS = EngineOptions()  # frozen, so one shared default instance is safe
+
+
 def fetch(
     jobs: Sequence[FileJob],
     target_dir: Path,
     *,
-    options: EngineOptions = EngineOptions(),
+    options: EngineOptions = DEFAULT_OPTIONS,
     on_event: Callable[[ev.Event], None] | None = None,
     client: httpx.Client | None = None,
     renew: Renew | None = None,

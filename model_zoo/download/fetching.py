@@ -75,7 +75,7 @@ def fetch_files(
         if any(a is None for a in alts):
             raise exc.first from None  # the file's own error: its exit code, its advice
     retry = [a for a in alts if a is not None]
-    for old, alt in zip((by_path[p] for p in failed), retry):
+    for old, alt in zip((by_path[p] for p in failed), retry, strict=True):
         result.notes.append(
             f"{old.path}: the bytes did not match the sha256 {old.expected_from} lists; they match "
             f"{alt.expected_from}'s, so {old.expected_from}'s listing is wrong"

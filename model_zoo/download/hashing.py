@@ -5,9 +5,10 @@ before it is hashed. A worker that writes a chunk starting exactly at the fronti
 chunk from memory, straight after ``pwrite`` (the common case: one stream per file, or the
 first range of a split file). Chunks written further on are only recorded; when the frontier
 reaches them, whichever thread holds the frontier hashes them from the page cache (they were
-written moments ago) through a memory map, which saves the copy a read would make. One thread hashes at a time (a busy flag, checked and
-cleared under the same lock as the written ranges, so no chunk is ever forgotten), and hashing
-runs outside that lock, with the GIL released by hashlib, so other workers keep receiving.
+written moments ago) through a memory map, which saves the copy a read would make. One thread
+hashes at a time (a busy flag, checked and cleared under the same lock as the written ranges,
+so no chunk is ever forgotten), and hashing runs outside that lock, with the GIL released by
+hashlib, so other workers keep receiving.
 
 Large files hash on a thread of their own (``background``), hashing each contiguous run from
 the page cache as soon as it is written: receiving and hashing then use two cores.
@@ -61,7 +62,8 @@ class OrderedHasher:
             self._thread.start()
 
     def wrote(self, start: int, data: memoryview) -> None:
-        """Record that ``data`` is now on disk at ``start``; hash it now if it extends the frontier."""
+        """Record that ``data`` is now on disk at ``start``; hash it now if it extends the
+        frontier."""
         end = start + len(data)
         with self._lock:
             self.written.add(start, end)

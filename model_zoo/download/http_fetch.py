@@ -188,7 +188,9 @@ def _ssl_context() -> ssl.SSLContext:
 def _proxy_for(parts: SplitResult) -> SplitResult | None:
     proxies = urllib.request.getproxies_environment()
     proxy = proxies.get(parts.scheme)
-    if not proxy or urllib.request.proxy_bypass_environment(parts.hostname or "", proxies):
+    # proxy_bypass_environment is in urllib.request on every platform, but not in typeshed.
+    bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+    if not proxy or bypass(parts.hostname or "", proxies):
         return None
     return urlsplit(proxy if "://" in proxy else "http://" + proxy)
 
@@ -372,7 +374,7 @@ class StdlibTransport:
                 if conn.sock is None:
                     conn.connect()
                 sock = conn.sock
-                sock.settimeout(self.timeouts.response)  # type: ignore[union-attr]
+                sock.settimeout(self.timeouts.response)
                 conn.request("GET", target, headers=sent)
                 resp = conn.getresponse()
                 _set_timeout(sock, self.timeouts.stall)  # conn.sock is None when the server closes

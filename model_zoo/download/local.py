@@ -118,7 +118,8 @@ def _still_current(req: PullRequest) -> PullResult | None:
     from ..hubs.heads import head_commit
 
     snap = _complete_copy(req, exact_revision=True)
-    if snap is None or not snap.manifest.commit or _touched_since(snap):
+    commit = snap.manifest.commit if snap is not None else None
+    if snap is None or not commit or _touched_since(snap):
         return None  # a file edited since it was verified: the full pull repairs it
     m = snap.manifest
     token = req.settings.token(m.source)
@@ -126,14 +127,14 @@ def _still_current(req: PullRequest) -> PullResult | None:
     head = head_commit(
         m.source, req.settings.endpoint(m.source), m.repo_id, req.revision, headers=headers
     )
-    if head is None or head != m.commit.lower():
+    if head is None or head != commit.lower():
         return None
     what = req.revision or "the default branch"
     return _answer(
         req,
         snap,
         f"up to date: {hub_info(m.source).title} {m.repo_id} {what} is still "
-        f"{m.commit[:12]}, complete in {snap.root}",
+        f"{commit[:12]}, complete in {snap.root}",
     )
 
 
@@ -295,13 +296,15 @@ def planned_file(fp: FilePlan, present: bool, target: Path | None = None) -> Pla
 def prepare_target(target: Path, model_lock: Any) -> None:
     """Create ``target`` and take the model lock; LocalWriteError (not a traceback) when the
     place cannot hold a checkpoint: a file in the way, no permission, a read-only disk."""
-    from ..errors import LocalWriteError
+    from ..errors import LocalWriteError, ModelZooError
 
     if target.exists() and not target.is_dir():
         raise LocalWriteError(str(target), "it is a file, not a directory")
     try:
         target.mkdir(parents=True, exist_ok=True)
         model_lock.acquire()
+    except ModelZooError:
+        raise  # a LockTimeoutError is an OSError too, but says what happened itself
     except OSError as exc:
         where = exc.filename if isinstance(exc.filename, str) else str(target)
         raise LocalWriteError(where, exc.strerror or str(exc)) from None

@@ -52,8 +52,9 @@ def lock_models(
 
         err = OfflineError(", ".join(names))
         err.message = (
-            "`model-zoo lock` reads the hubs' listings, but offline mode is on (MODEL_ZOO_OFFLINE / "
-            "HF_HUB_OFFLINE). Unset it, or make the lock file on a connected machine."
+            "`model-zoo lock` reads the hubs' listings, but offline mode is on "
+            "(MODEL_ZOO_OFFLINE / HF_HUB_OFFLINE). Unset it, or make the lock file on a "
+            "connected machine."
         )
         raise err
     models = []

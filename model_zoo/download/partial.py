@@ -3,12 +3,12 @@
 The sidecar sits beside the ``.part`` file (see ``paths``) and says, for one target file::
 
     {"format": "model-zoo-partial", "version": 1,
-     "path": "model-00001-of-00004.safetensors",   # as the listing names it
-     "size": 4943162336,                            # expected size (null when unknown)
-     "sha256": "9f86d0...",                         # expected digest (null when no hub publishes one)
-     "etag": "\"abc\"",                             # validator of the bytes when sha256 is null
+     "path": "model-00001-of-00004.safetensors",  # as the listing names it
+     "size": 4943162336,           # expected size (null when unknown)
+     "sha256": "9f86d0...",        # expected digest (null when no hub publishes one)
+     "etag": "\"abc\"",            # validator of the bytes when sha256 is null
      "written": [[0, 268435456], [536870912, 601882624]],  # byte ranges known to be on disk
-     "sources": ["hf", "modelscope"]}               # who served the bytes so far
+     "sources": ["hf", "modelscope"]}  # who served the bytes so far
 
 ``written`` only ever names ranges whose ``pwrite`` returned before the sidecar was saved,
 so after Ctrl-C, kill -9 or a crash the ranges are on disk (the page cache outlives the
@@ -64,7 +64,7 @@ class IntervalSet:
         """The missing ranges of a file of ``size`` bytes."""
         out: list[tuple[int, int]] = []
         pos = 0
-        for start, end in zip(self._starts, self._ends):
+        for start, end in zip(self._starts, self._ends, strict=True):
             if start >= size:
                 break
             if start > pos:
@@ -75,10 +75,10 @@ class IntervalSet:
         return out
 
     def total(self) -> int:
-        return sum(e - s for s, e in zip(self._starts, self._ends))
+        return sum(e - s for s, e in zip(self._starts, self._ends, strict=True))
 
     def ranges(self) -> list[tuple[int, int]]:
-        return list(zip(self._starts, self._ends))
+        return list(zip(self._starts, self._ends, strict=True))
 
     def __repr__(self) -> str:
         return f"IntervalSet({self.ranges()})"

@@ -13,8 +13,9 @@ the listing's layout::
     <target_dir>/.model-zoo-partial/<path>.lock       the per-file cross-process lock
 
 A file name too long to take those suffixes (over 207 bytes) is shortened there to a prefix
-plus part of its sha256. They share the target's filesystem, so the final ``os.replace`` is atomic, and they never sit
-under a name a loader or a glob like ``*.safetensors`` could mistake for a complete file.
+plus part of its sha256. They share the target's filesystem, so the final ``os.replace`` is
+atomic, and they never sit under a name a loader or a glob like ``*.safetensors`` could mistake
+for a complete file.
 """
 
 from __future__ import annotations

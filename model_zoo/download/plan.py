@@ -26,10 +26,13 @@ NEAR_REL = 0.5  # of the fastest latency
 
 
 class SourceEntry(Protocol):
-    """The part of a registry entry the planner reads."""
+    """The part of a registry entry the planner reads (read-only, as on a frozen ``ModelInfo``)."""
 
-    name: str
-    sources: Mapping[str, str]
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def sources(self) -> Mapping[str, str]: ...
 
 
 @dataclass(frozen=True)
@@ -154,7 +157,8 @@ def plan_sources(
         )
 
     def latency(k: str) -> float:
-        return probes[k].latency if probes[k].latency is not None else 1e9
+        measured = probes[k].latency
+        return measured if measured is not None else 1e9
 
     fastest = min((latency(k) for k in reachable), default=0.0)
     near = fastest + max(NEAR_ABS, NEAR_REL * fastest)

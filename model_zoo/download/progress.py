@@ -14,7 +14,7 @@ its size still counts toward a pull's total.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
 
 class _EventBase:
@@ -100,4 +100,4 @@ class FileFailed(_EventBase):
     error: str
 
 
-Event = Union[FileStart, Progress, Retry, Fallback, Waiting, FileDone, FileFailed]
+Event = FileStart | Progress | Retry | Fallback | Waiting | FileDone | FileFailed

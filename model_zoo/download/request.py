@@ -95,18 +95,20 @@ def resolve_request(name: str, options: PullOptions) -> PullRequest:
     revision = requested_revision(info, options.get("revision"))
     explicit = source.strip().lower()
     if sources and explicit not in (AUTO, *(parse_source_list(sources) or ())[:1]):
+        given = sources if isinstance(sources, str) else ",".join(sources)
         raise UsageError(
-            f"--source {source} and --sources {sources if isinstance(sources, str) else ','.join(sources)} "
-            "conflict; pass one of them (--sources takes several, the first preferred)",
+            f"--source {source} and --sources {given} conflict; pass one of them "
+            "(--sources takes several, the first preferred)",
             source=source,
         )
     lock = options.get("lock")
     locked = locked_entry(lock, info) if lock is not None else None
     if locked is not None and explicit not in (AUTO, locked.source):
         raise UsageError(
-            f"the lock file pins {info.name} to {locked.source} ({locked.repo_id} @ {locked.pin}); a "
-            f"commit of one hub does not exist on another. Drop --source {source}, or add the hub as "
-            f"a fallback with --sources {locked.source},{explicit}, or re-lock with --source {explicit}",
+            f"the lock file pins {info.name} to {locked.source} "
+            f"({locked.repo_id} @ {locked.pin}); a commit of one hub does not exist on another. "
+            f"Drop --source {source}, or add the hub as a fallback with "
+            f"--sources {locked.source},{explicit}, or re-lock with --source {explicit}",
             source=source,
         )
     if locked is not None:
@@ -152,7 +154,8 @@ def gguf_selection(
 
         if info.gguf_level is not None and info.gguf_level.lower() != level.lower():
             raise UsageError(
-                f"--gguf {level} contradicts the :{info.gguf_level} in the name; give the level once",
+                f"--gguf {level} contradicts the :{info.gguf_level} in the name; "
+                "give the level once",
                 level=level,
             )
         info = load_registry().with_gguf_level(info, level)
@@ -170,7 +173,8 @@ def requested_revision(info: ModelInfo, revision: str | None) -> str | None:
     """``--revision`` or the name's ``@revision``; both, when they differ, is a usage error."""
     if revision and info.revision and revision != info.revision:
         raise UsageError(
-            f"--revision {revision} contradicts the @{info.revision} in the name; give the revision once",
+            f"--revision {revision} contradicts the @{info.revision} in the name; "
+            "give the revision once",
             revision=revision,
         )
     return revision or info.revision

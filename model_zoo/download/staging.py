@@ -141,7 +141,8 @@ class Staging:
         f.resumed = written.total()
         f.had_disk_bytes = f.resumed > 0
         if not big:
-            f.hasher.catch_up()  # reads the resumed prefix once (a hashing thread does it meanwhile)
+            # reads the resumed prefix once (for big files the hashing thread does it meanwhile)
+            f.hasher.catch_up()
 
     def finish(self, f: FileState) -> None:
         """Every byte is on disk: check size and sha256, then rename into place (or discard)."""

@@ -163,7 +163,7 @@ class RunState:
                 i,
                 j,
                 partial_paths(target_dir, j.path),
-                [Candidate(r, s) for r, s in zip(j.candidates, j.sources)],
+                [Candidate(r, s) for r, s in zip(j.candidates, j.sources, strict=True)],
                 j.size,
             )
             for i, j in enumerate(jobs)

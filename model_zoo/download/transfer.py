@@ -69,7 +69,8 @@ class Transfer:
     def _check_response(
         self, seg: Segment, cand: Candidate, resp: Any, rng: str | None
     ) -> tuple[int, int | None]:
-        """Validate status and lengths: (leading body bytes to skip, file offset the body ends at)."""
+        """Validate status and lengths: (leading body bytes to skip, file offset the body ends
+        at)."""
         run = self.run
         f = seg.file
         status = resp.status
