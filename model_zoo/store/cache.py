@@ -56,7 +56,8 @@ class StoreRepo:
 
 
 def iter_snapshots(home: Path) -> list[Snapshot]:
-    """Every complete snapshot in the store, newest verification first. Damaged manifests are skipped."""
+    """Every complete snapshot in the store, newest verification first. Damaged manifests are
+    skipped."""
     out: list[Snapshot] = []
     base = models_dir(home)
     if not base.is_dir():
@@ -113,7 +114,8 @@ def find_snapshot(
     mine.sort(key=lambda s: s.manifest.source == OPENXLAB_ORIGIN)  # stable: newest first otherwise
     if revision is None:
         default = [s for s in mine if s.manifest.revision is None]
-        return (default or mine or [None])[0]
+        picked = default or mine
+        return picked[0] if picked else None
     rev = revision.lower()
     for s in mine:
         commit = (s.manifest.commit or "").lower()
@@ -160,7 +162,8 @@ def store_repo_roots(home: Path | Settings) -> list[StoreRepo]:
 
 
 def disk_usage(path: Path, *, freed_by_removal: bool = False) -> int:
-    """Bytes the tree at ``path`` occupies on disk (allocated blocks, so sparse partials count right).
+    """Bytes the tree at ``path`` occupies on disk (allocated blocks, so sparse partials count
+    right).
 
     Hard links are counted once: pulls link files that snapshots share. With
     ``freed_by_removal``, only files with no link outside the tree count: what deleting it frees.

@@ -140,4 +140,4 @@ def sha256_many(
     if workers == 1:
         return {p: one(p) for p in items}
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="model-zoo-hash") as pool:
-        return dict(zip(items, pool.map(one, items)))
+        return dict(zip(items, pool.map(one, items), strict=True))

@@ -21,7 +21,8 @@ from pathlib import Path, PurePosixPath
 from ..errors import UnsafePathError
 
 META_DIR = ".model-zoo"
-PARTIAL_DIR = ".model-zoo-partial"  # an unfinished pull's partial files, per target directory (download.paths)
+# an unfinished pull's partial files, per target directory (download.paths)
+PARTIAL_DIR = ".model-zoo-partial"
 MANIFEST_NAME = "manifest.json"
 
 _SAFE_COMPONENT = re.compile(r"[^A-Za-z0-9._\-]+")

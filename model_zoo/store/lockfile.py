@@ -135,8 +135,8 @@ def read_lock(path: str | Path) -> LockFile:
         raise UsageError(f"cannot read lock file {p}: {exc}", path=str(p)) from None
     if not text.strip():
         raise UsageError(
-            f"lock file {p} is empty: a `model-zoo lock ... > {p.name}` that failed leaves an empty "
-            f"file (the shell creates it before the command runs). Make it again with "
+            f"lock file {p} is empty: a `model-zoo lock ... > {p.name}` that failed leaves an "
+            f"empty file (the shell creates it before the command runs). Make it again with "
             f"`model-zoo lock NAME -o {p.name}`, which writes the file only when locking succeeds.",
             path=str(p),
         )

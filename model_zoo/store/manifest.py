@@ -7,8 +7,8 @@ with a manifest holds every file it lists, each verified as recorded under ``ver
 - ``cross-source-sha256``: this hub published none, another source did for the same path and size.
 - ``lock``: the lock file's sha256 matched.
 - ``cross-source-bytes``: no hub published a hash; two sources served identical bytes.
-- ``git-blob-sha1``: HuggingFace and Modelers publish only the git blob id of small files; the bytes'
-  git blob sha1 matched it (weaker than sha256, stronger than a size).
+- ``git-blob-sha1``: HuggingFace and Modelers publish only the git blob id of small files; the
+  bytes' git blob sha1 matched it (weaker than sha256, stronger than a size).
 - ``size-only``: no published hash and no second source; only the size was checked (the sha256
   is still recorded so later ``verify`` runs catch any change on disk).
 """

@@ -153,7 +153,8 @@ def _tensor(name: str, meta: Any) -> TensorInfo:
     bits = count * DTYPE_BITS[dtype]
     if bits % 8 or bits // 8 != end - begin:
         raise HeaderError(
-            f"tensor {name!r}: {dtype} {shape} needs {bits / 8:g} bytes but data_offsets give {end - begin}"
+            f"tensor {name!r}: {dtype} {shape} needs {bits / 8:g} bytes "
+            f"but data_offsets give {end - begin}"
         )
     return TensorInfo(dtype, tuple(shape), begin, end)
 
@@ -163,14 +164,15 @@ def _check_tiling(tensors: dict[str, TensorInfo], data_len: int) -> None:
     for name, t in sorted(tensors.items(), key=lambda kv: (kv[1].begin, kv[1].end)):
         if t.begin < pos:
             raise HeaderError(
-                f"tensor {name!r} overlaps the previous tensor (starts at {t.begin}, previous ends at {pos})"
+                f"tensor {name!r} overlaps the previous tensor "
+                f"(starts at {t.begin}, previous ends at {pos})"
             )
         if t.begin > pos:
             raise HeaderError(f"gap of {t.begin - pos} bytes before tensor {name!r}")
         if t.end > data_len:
             raise HeaderError(
-                f"tensor {name!r} ends at byte {t.end} of the data section, but the file holds only "
-                f"{data_len} data bytes (truncated)"
+                f"tensor {name!r} ends at byte {t.end} of the data section, but the file holds "
+                f"only {data_len} data bytes (truncated)"
             )
         pos = t.end
     if pos != data_len:
@@ -183,7 +185,8 @@ _LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 
 
 def check_checkpoint(root: Path, files: Iterable[str] | None = None) -> list[Problem]:
-    """Every structural problem of the checkpoint in ``root`` (``files``: relative paths present)."""
+    """Every structural problem of the checkpoint in ``root`` (``files``: relative paths
+    present)."""
     root = Path(root)
     rels = (
         sorted(files)
@@ -285,7 +288,8 @@ def _check_index(root: Path, rel: str, headers: dict[str, dict[str, TensorInfo]]
                 Problem(
                     shard_rel,
                     "index",
-                    f"{len(extra)} tensor(s) here are not mapped to this shard by {rel}, e.g. {extra[0]!r}",
+                    f"{len(extra)} tensor(s) here are not mapped to this shard by {rel}, "
+                    f"e.g. {extra[0]!r}",
                 )
             )
     # Sharded names say how many shards exist: model-00002-of-00008 implies 8.
@@ -335,7 +339,8 @@ def check_shapes(
     if not tensors:
         return []
     where = where or {}
-    cfg = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+    text_config = config.get("text_config")  # multimodal configs nest the decoder's dims
+    cfg: dict[str, Any] = text_config if isinstance(text_config, dict) else config
     hidden = _int(cfg, "hidden_size", "n_embd", "d_model")
     vocab = _int(cfg, "vocab_size")
     layers = _int(cfg, "num_hidden_layers", "n_layer")
@@ -398,7 +403,7 @@ def check_shapes(
             if not name.endswith(suffixes):
                 continue
             if len(dims) != len(t.shape) or any(
-                d is not None and d != s for d, s in zip(dims, t.shape)
+                d is not None and d != s for d, s in zip(dims, t.shape, strict=True)
             ):
                 want = "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
                 problems.append(
@@ -414,7 +419,10 @@ def check_shapes(
         if found and found != set(range(layers)):
             missing = sorted(set(range(layers)) - found)
             extra = sorted(found - set(range(layers)))
-            detail = f"config.json says {layers} layers but the weights hold layers {min(found)}..{max(found)}"
+            detail = (
+                f"config.json says {layers} layers "
+                f"but the weights hold layers {min(found)}..{max(found)}"
+            )
             if missing:
                 detail += f" (missing {missing[:5]}{'...' if len(missing) > 5 else ''})"
             if extra:

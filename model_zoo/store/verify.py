@@ -91,9 +91,9 @@ class VerifyReport:
             err: IntegrityError = HashMismatchError(first.path, check.expected_sha256, check.sha256)
             err.message = (
                 f"{self.root / first.path}: sha256 differs from the {self.against} (expected "
-                f"{check.expected_sha256}, got {check.sha256}){more}. Delete the file and pull again "
-                "to repair it (a pull trusts files whose size and time have not changed since they "
-                "were verified)."
+                f"{check.expected_sha256}, got {check.sha256}){more}. Delete the file and pull "
+                "again to repair it (a pull trusts files whose size and time have not changed "
+                "since they were verified)."
             )
             return err
         if (
@@ -114,7 +114,8 @@ class VerifyReport:
 
 
 def resolve_target(path_or_name: str | Path, *, settings: Any = None) -> tuple[Path, str | None]:
-    """A directory to verify: an existing path as is, else a registry name looked up in the store."""
+    """A directory to verify: an existing path as is, else a registry name looked up in the
+    store."""
     from ..errors import UsageError
 
     p = Path(path_or_name).expanduser()
@@ -159,7 +160,8 @@ def _pick_locked(lock: LockFile, name: str | None) -> LockedModel:
         # a known model the lock does not list: comparing another model's hashes would report
         # every file as damaged and advise a pointless re-pull
         raise UsageError(
-            f"the lock file has no entry for {name} (it lists {', '.join(m.name for m in lock.models)}); "
+            f"the lock file has no entry for {name} "
+            f"(it lists {', '.join(m.name for m in lock.models)}); "
             f"add it with `model-zoo lock {name}`",
             models=[m.name for m in lock.models],
         )
