@@ -24,7 +24,8 @@ class InternLM2Config(LlamaConfig):
 
 
 class InternLM3Config(LlamaConfig):
-    """InternLM3 (``InternLM3ForCausalLM``: Llama's layout with explicit ``head_dim``, ``qkv_bias``)."""
+    """InternLM3 (``InternLM3ForCausalLM``: Llama's layout with an explicit ``head_dim`` and
+    ``qkv_bias``)."""
 
     model_type = "internlm3"
 

@@ -1,4 +1,5 @@
-"""``python -m model_zoo.export.launch lmdeploy ARGS...``: LMDeploy's command line, configs registered.
+"""``python -m model_zoo.export.launch lmdeploy ARGS...``: LMDeploy's command line, with
+model-zoo's configs registered.
 
 LMDeploy reads a checkpoint's config through transformers' ``AutoConfig`` and has no plugin
 entry point, so a process that must load an exported InternLM directory registers model-zoo's
@@ -19,7 +20,7 @@ def main(argv: list[str] | None = None) -> None:
     from .hf_config import register
 
     register()
-    from lmdeploy.cli import run  # type: ignore[import-not-found]
+    from lmdeploy.cli import run
 
     sys.argv = ["lmdeploy", *args[1:]]
     run()

@@ -1,4 +1,5 @@
-"""``model-zoo serve NAME --backend vllm|lmdeploy``: an engine's OpenAI-compatible server on an export.
+"""``model-zoo serve NAME --backend vllm|lmdeploy``: an engine's OpenAI-compatible server on an
+export.
 
 The engine runs in its own process, started with an interpreter that has the engine installed:
 the current one by default, or ``python=`` (engines pin torch and transformers, so they often
@@ -133,10 +134,17 @@ def plan_serve(
     return ServePlan(engine, cmd, f"http://{shown}:{port}", model, result.path, reward)
 
 
+def _command_of(proc: subprocess.Popen[bytes]) -> list[str]:
+    """The command line a process was started with, as strings (Popen keeps what it was given)."""
+    args = proc.args
+    return [str(a) for a in args] if isinstance(args, list | tuple) else [str(args)]
+
+
 def wait_until_ready(
     proc: subprocess.Popen[bytes], url: str, *, engine: str, timeout: float, log: Path | None = None
 ) -> None:
-    """Poll ``url/health`` until it answers 200; raise EngineStartError if the process exits first."""
+    """Poll ``url/health`` until it answers 200; raise EngineStartError if the process exits
+    first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -144,8 +152,8 @@ def wait_until_ready(
                 engine,
                 f"the server exited with status {proc.returncode}",
                 log_tail=_tail(log),
-                command=list(map(str, proc.args)),
-            )  # type: ignore[arg-type]
+                command=_command_of(proc),
+            )
         try:
             with _DIRECT.open(url + "/health", timeout=2) as response:
                 if response.status == 200:

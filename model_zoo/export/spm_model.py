@@ -133,7 +133,7 @@ def parse_spm_model(data: bytes) -> SpmModel:
     charsmap = normalizer.get(2)
     return SpmModel(
         pieces=tuple(pieces),
-        model_type=ModelType(int(trainer.get(3, ModelType.UNIGRAM))),  # type: ignore[arg-type]
+        model_type=ModelType(int(trainer.get(3, ModelType.UNIGRAM))),
         byte_fallback=flag(trainer, 35, False),
         unk_piece=text(trainer, 45, "<unk>"),
         normalizer_name=text(normalizer, 1, ""),

@@ -205,7 +205,8 @@ def reward_chat_template(tok: Any, document: dict[str, Any], template: str, rewa
 
 
 def tokenizer_config(tok: Any, template: str, max_length: int) -> dict[str, Any]:
-    """``tokenizer_config.json`` for transformers' fast tokenizer: no ``auto_map``, no class of the hub."""
+    """``tokenizer_config.json`` for transformers' fast tokenizer: no ``auto_map``, no class of
+    the hub."""
 
     def name(i: int | None) -> str | None:
         return tok.id_to_token(i) if i is not None else None
@@ -239,7 +240,8 @@ def tokenizer_config(tok: Any, template: str, max_length: int) -> dict[str, Any]
 def export_vllm(
     name_or_path: str | Path, out: str | Path | None = None, *, force: bool = False
 ) -> ExportResult:
-    """Export a registry name (pulled if missing) or a checkpoint directory for vLLM; see module doc."""
+    """Export a registry name (pulled if missing) or a checkpoint directory for vLLM; see the
+    module doc."""
     from ..runner.config import read_config
     from ..runner.profile import make_profile
     from ..runner.resolve import resolve_checkpoint
@@ -255,7 +257,8 @@ def export_vllm(
     if spec.family == "internlm":
         raise IncompatibleCheckpointError(
             str(source),
-            "InternLM v1 (InternLMForCausalLM) is not a vLLM architecture (vLLM dropped it in 0.23)",
+            "InternLM v1 (InternLMForCausalLM) is not a vLLM architecture "
+            "(vLLM dropped it in 0.23)",
             hint="Run it with model-zoo's own runner: model-zoo run NAME.",
         )
     target = Path(out).expanduser().resolve() if out is not None else default_export_dir(source)
@@ -299,8 +302,8 @@ def export_vllm(
     mismatches = check_parity(tok, document, texts)
     if mismatches:
         raise TokenizerExportError(
-            f"the written tokenizer would disagree with model-zoo's on {len(mismatches)} of {len(texts)} texts, "
-            f"first {mismatches[0]}",
+            f"the written tokenizer would disagree with model-zoo's on {len(mismatches)} "
+            f"of {len(texts)} texts, first {mismatches[0]}",
             path=str(source / "tokenizer.model"),
         )
     template = profile.template
@@ -343,19 +346,20 @@ def export_vllm(
         if _is_dynamic(raw.get("rope_scaling")):
             notes.append(
                 f"dynamic NTK rope scaling left out: vLLM serves up to max_position_embeddings "
-                f"({spec.max_position_embeddings} tokens) with the reference's numbers, and refuses longer "
-                "inputs (its dynamic scaling gives NaN past that length)"
+                f"({spec.max_position_embeddings} tokens) with the reference's numbers, and "
+                "refuses longer inputs (its dynamic scaling gives NaN past that length)"
             )
         if copied:
             notes.append(
                 f"{copied} file(s) copied: the export is on another file system than the checkpoint"
             )
+        name = resolved.info.name if resolved.info else None
         record = {
             "format": EXPORT_FORMAT,
             "engine": "vllm",
             "source": str(source),
             "fingerprint": fingerprint,
-            "name": resolved.info.name if resolved.info else None,
+            "name": name,
             "architecture": spec.architecture,
             "linked": linked,
             "copied": copied,
@@ -375,7 +379,7 @@ def export_vllm(
     return ExportResult(
         target,
         source,
-        record["name"],
+        name,
         spec.architecture,
         linked,
         copied,
