@@ -27,6 +27,8 @@ from model_zoo.reward.model import RewardModel
 
 FAKE_REWARD_ID = 7
 FAKE_PAD_ID = 2
+# What json.loads gives for the escape "\ud800": a lone surrogate, not encodable as UTF-8.
+LONE_SURROGATE = "caf\ud800"
 
 
 class CharCodec:

@@ -8,7 +8,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from model_zoo.errors import UsageError
+from model_zoo.errors import (
+    InvalidConversationError,
+    UsageError,
+)
 from model_zoo.runner.api import Runner, load, make_profile
 from model_zoo.runner.chat import (
     CHATML_TEMPLATE,
@@ -303,3 +306,67 @@ def test_cpu_run_with_the_default_reply_length_warns_once_how_to_be_quick(
     hints = [w for w in seen if "max_new_tokens=" in str(w.message)]
     assert len(hints) == 1 and issubclass(hints[0].category, UserWarning)
     assert "CPU" in str(hints[0].message)
+
+
+# ------------------------------------------------- inputs chat and generate refuse, and empty ones
+
+
+@pytest.fixture(scope="module")
+def chat_runner(runners):  # type: ignore[no-untyped-def]
+    """The float32 internlm2 runner, loaded once for this module."""
+    return runners("internlm2")
+
+
+def test_chat_refuses_a_lone_surrogate_with_a_clear_error(chat_runner) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(UsageError, match="lone surrogate"):
+        chat_runner.chat("caf\ud800", max_new_tokens=2)
+    with pytest.raises(UsageError, match="lone surrogate"):
+        chat_runner.generate(["ok", "\udcff"], max_new_tokens=2)
+
+
+def test_chat_refuses_an_empty_message_list(chat_runner) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(UsageError, match="at least one message"):
+        chat_runner.chat([], max_new_tokens=2)
+
+
+@pytest.mark.parametrize(
+    ("messages", "field"),
+    [
+        (["hi"], "messages[0]"),
+        ([{"role": "user", "content": 5}], "messages[0].content"),
+        (5, "messages"),
+        ([{"content": "x"}], "messages[0].role"),
+    ],
+)
+def test_chat_names_a_malformed_message(chat_runner, messages: object, field: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InvalidConversationError) as info:
+        chat_runner.chat(messages, max_new_tokens=1)
+    assert info.value.fields["field"] == field
+
+
+def test_generation_options_out_of_range_are_named(chat_runner) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(UsageError, match=r"temperature must be >= 0 \(0 = greedy\), got -1"):
+        chat_runner.chat("hi", temperature=-1, max_new_tokens=2)
+    with pytest.raises(UsageError, match=r"top_p must be in \(0, 1\], got 2") as info:
+        chat_runner.chat("hi", top_p=2, max_new_tokens=2)
+    assert "top_k" not in str(info.value)
+
+
+def test_generate_of_no_prompts_is_an_empty_list(chat_runner) -> None:  # type: ignore[no-untyped-def]
+    assert chat_runner.generate([], max_new_tokens=2) == []
+    assert chat_runner.generate_ids([], max_new_tokens=2) == []
+    with pytest.raises(UsageError, match="prompt 1 has no tokens"):
+        chat_runner.generate(["hi", ""], add_special_tokens=False, max_new_tokens=2)
+
+
+# -------------------------------------------------------------------------------------- prompt ids
+
+
+@pytest.mark.parametrize("bad", [1024, -3])
+def test_prompt_ids_outside_the_vocabulary_are_a_usage_error(tiny_checkpoint, bad: int) -> None:
+    from model_zoo.errors import UsageError
+
+    runner = load(tiny_checkpoint("internlm2"), device="cpu")
+    assert runner.spec.vocab_size == 1024
+    with pytest.raises(UsageError, match=rf"prompt 1 holds token id {bad}"):
+        runner.generate_ids([[1, 5], [1, bad]], max_new_tokens=2)

@@ -5,12 +5,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from fixtures_pull import HF_REPO, MODEL, MS_REPO
+
+from model_zoo.download.pull import pull_model
+from model_zoo.errors import LocalWriteError, UsageError
+from model_zoo.store.atomic import write_json_atomic
+from model_zoo.store.manifest import manifest_path
+from model_zoo.store.verify import verify
 
 SCRIPT = str(Path(sys.executable).parent / "model-zoo")
 
@@ -278,3 +285,133 @@ def test_lock_output_is_written_only_on_success_and_an_empty_lock_names_the_caus
     pulled = run("pull", "--lock", str(empty))
     assert pulled.returncode == 2, pulled.stderr
     assert "is empty" in pulled.stderr and "-o redirected.lock" in pulled.stderr
+
+
+# --------------------- files in the way, flags that contradict, and what verify and cache list say
+
+
+def test_local_dir_that_is_a_file_is_a_clear_error_not_a_traceback(
+    pull_hub, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("keep me")
+    with pytest.raises(LocalWriteError, match="is a file, not a directory"):
+        pull_model(MODEL, source="hf", local_dir=blocker)
+    assert blocker.read_text() == "keep me"
+    proc = run("pull", MODEL, "--source", "hf", "--local-dir", str(blocker / "sub"))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "cannot write" in proc.stderr and proc.stdout == ""
+
+
+def test_lock_output_that_cannot_be_written_is_a_clear_error(pull_hub, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    proc = run("lock", MODEL, "--source", "hf", "-q", "-o", str(blocker / "model-zoo.lock"))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "cannot write" in proc.stderr
+
+
+def test_manifest_and_lock_file_are_readable_by_others_per_umask(pull_hub, tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        path = pull_model(MODEL, source="hf").path
+        assert stat.S_IMODE(manifest_path(path).stat().st_mode) == 0o644
+        lock = tmp_path / "team.lock"
+        assert run("lock", MODEL, "--source", "hf", "-q", "-o", str(lock)).returncode == 0
+        assert stat.S_IMODE(lock.stat().st_mode) == 0o644
+        os.umask(0o002)
+        write_json_atomic(tmp_path / "shared.json", {"a": 1})
+        assert stat.S_IMODE((tmp_path / "shared.json").stat().st_mode) == 0o664
+    finally:
+        os.umask(old)
+
+
+def test_source_and_sources_together_are_refused(pull_hub) -> None:
+    with pytest.raises(UsageError, match="conflict"):
+        pull_model(MODEL, source="hf", sources="modelscope")
+    proc = run("pull", MODEL, "--source", "hf", "--sources", "modelscope")
+    assert proc.returncode == 2 and "conflict" in proc.stderr
+    assert pull_hub.stats.bytes_served() == 0
+    # naming the first of --sources again is no contradiction
+    assert pull_model(MODEL, source="hf", sources="hf,modelscope").source == "hf"
+
+
+def test_lock_pull_with_another_source_says_what_to_do(pull_hub, tmp_path: Path) -> None:
+    lock = tmp_path / "hf.lock"
+    assert run("lock", MODEL, "--source", "hf", "-q", "-o", str(lock)).returncode == 0
+    with pytest.raises(UsageError, match="pins InternLM2.5-1.8B-Chat to hf") as info:
+        pull_model(MODEL, lock=lock, source="modelscope")
+    assert "--sources hf,modelscope" in info.value.message
+    # the suggested fallback form works and checks every file against the lock
+    result = pull_model(MODEL, lock=lock, sources="hf,modelscope")
+    assert set(result.verified_counts()) == {"lock"}
+
+
+def test_lock_pull_honours_include_and_exclude(pull_hub, tmp_path: Path) -> None:
+    lock = tmp_path / "hf.lock"
+    assert run("lock", MODEL, "--source", "hf", "-q", "-o", str(lock)).returncode == 0
+    result = pull_model(
+        MODEL,
+        lock=lock,
+        include=["*.json"],
+        exclude=["tokenizer_config.json"],
+        local_dir=tmp_path / "json-only",
+    )
+    got = sorted(r.path for r in result.manifest.files)
+    assert got and all(p.endswith(".json") for p in got) and "tokenizer_config.json" not in got
+    assert not list((tmp_path / "json-only").glob("*.safetensors"))
+    assert set(result.verified_counts()) == {"lock"}
+
+
+def test_lock_with_several_models_into_one_local_dir_is_refused(pull_hub, tmp_path: Path) -> None:
+    lock = tmp_path / "two.lock"
+    made = run("lock", MODEL, "internlm2-1_8b-reward", "--source", "hf", "-q", "-o", str(lock))
+    assert made.returncode == 0, made.stderr
+    target = tmp_path / "one-dir"
+    proc = run("pull", "--lock", str(lock), "--local-dir", str(target))
+    assert proc.returncode == 2 and "name the model" in proc.stderr
+    assert not target.exists()
+    one = run(
+        "pull", "internlm2-1_8b-reward", "--lock", str(lock), "--local-dir", str(target), "-q"
+    )
+    assert one.returncode == 0 and Path(one.stdout.strip()) == target, one.stderr
+
+
+def test_verify_wrong_path_is_a_usage_error_not_damage(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("x")
+    for target, words in (
+        (tmp_path / "typo", "does not exist"),
+        (tmp_path / "a-file", "is a file"),
+    ):
+        with pytest.raises(UsageError, match=words):
+            verify(str(target))
+        proc = run("verify", str(target))
+        assert proc.returncode == 2 and "Pull the model again" not in proc.stderr, proc.stderr
+
+
+def test_verify_an_empty_directory_fails(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    report = verify(tmp_path / "empty")
+    assert not report.ok and "no files" in report.problems[0].detail
+    assert run("verify", str(tmp_path / "empty")).returncode == 3
+
+
+def test_verify_text_output_reports_unlisted_files(pull_hub) -> None:
+    path = pull_model(MODEL, source="hf").path
+    (path / "notes from a colleague.txt").write_text("x")
+    proc = run("verify", str(path))
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        "notes from a colleague.txt" in proc.stderr.replace("\n", "")
+        and "does not list" in proc.stderr
+    )
+
+
+def test_cache_list_shows_a_snapshot_whose_manifest_is_damaged(pull_hub) -> None:
+    from model_zoo.store.cache import incomplete_dirs
+
+    path = pull_model(MODEL, source="hf").path
+    manifest_path(path).write_text("{not json")
+    home = Path(os.environ["MODEL_ZOO_HOME"])
+    assert incomplete_dirs(home) == [path]  # was listed nowhere, yet held the whole checkpoint
+    assert str(path) in run("cache", "list").stdout.replace("\n", "")

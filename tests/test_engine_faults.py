@@ -3,7 +3,10 @@ fails with a typed error, and never leaves a corrupt file under a final name."""
 
 from __future__ import annotations
 
+import errno
+import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -21,7 +24,14 @@ from model_zoo.download import progress as ev
 from model_zoo.download.engine import FileJob, fetch
 from model_zoo.download.partial import Sidecar, load_sidecar, save_sidecar
 from model_zoo.download.paths import partial_paths
-from model_zoo.errors import DownloadFailedError, FetchFailedError, HashMismatchError, HubError
+from model_zoo.errors import (
+    DownloadFailedError,
+    FetchFailedError,
+    HashMismatchError,
+    HubError,
+    LocalWriteError,
+    ModelZooError,
+)
 from model_zoo.hubs.base import RemoteFile
 from model_zoo.testing.faults import Fault
 from model_zoo.testing.hub_server import LocalHub
@@ -262,3 +272,122 @@ def test_range_ignored_on_resume_skips_the_prefix(engine_hub: LocalHub, out: Pat
     f = report.files[0]
     assert f.range_ignored and f.bytes_resumed == 400_000 and f.bytes_discarded == 400_000
     assert f.bytes_downloaded == len(data) - 400_000
+
+
+# -------------------------------------------------------------- a server that misstates its ranges
+
+
+class _LyingRangeServer:
+    """Serves one file; every 206 names a Content-Range (or total) other than the bytes sent."""
+
+    def __init__(self, data: bytes, lie: str) -> None:
+        import http.server
+        import threading
+
+        outer = self
+        self.requests = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                outer.requests += 1
+                rng = self.headers.get("Range", "")
+                start_s, _, end_s = rng.removeprefix("bytes=").partition("-")
+                start = int(start_s or 0)
+                end = min(int(end_s) if end_s else len(data) - 1, len(data) - 1)
+                body = data[start : end + 1]
+                self.send_response(206)
+                named = (
+                    (start + 4096, end, len(data))
+                    if lie == "start"
+                    else (start, end, len(data) + 1)
+                )
+                self.send_header("Content-Range", "bytes %d-%d/%d" % named)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/file"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("lie", ["start", "total"])
+def test_206_with_a_wrong_content_range_falls_back_and_keeps_nothing_it_sent(
+    engine_hub: LocalHub, tmp_path: Path, lie: str
+) -> None:
+    from fixtures_engine import BIG
+
+    out = tmp_path / "out"
+    data = engine_hub.store.snapshot(ENGINE_REPO).files[BIG].real_path.read_bytes()
+    good = jobs_for(engine_hub, paths=[BIG])[0]
+    liar = _LyingRangeServer(data, lie)
+    try:
+        bad = replace(good.candidates[0], url=liar.url)
+        job = FileJob(BIG, good.size, good.sha256, (bad, good.candidates[0]), ("liar", "hf"))
+        report = fetch([job], out, options=fast_options())
+        alone = FileJob(BIG, good.size, good.sha256, (bad,), ("liar",))
+        with pytest.raises(ModelZooError) as info:
+            fetch([alone], tmp_path / "alone", options=fast_options())
+    finally:
+        liar.close()
+    assert (out / BIG).read_bytes() == data
+    assert report.files[0].bytes_by_source.get("liar", 0) == 0
+    assert report.files[0].fallbacks[0].from_source == "liar"
+    assert liar.requests >= 1
+    assert "liar" in str(info.value) and not (tmp_path / "alone" / BIG).exists()
+
+
+# --------------------------------------------------------------------- what a failed download says
+
+
+def test_engine_local_io_error_becomes_a_clear_error(
+    engine_hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken_disk(fd: int, data: object, offset: int) -> int:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "pwrite", broken_disk)
+    with pytest.raises(LocalWriteError, match="Input/output error"):
+        fetch(jobs_for(engine_hub), tmp_path / "out", options=fast_options())
+
+
+def test_mismatch_on_every_source_says_what_to_do(engine_hub, tmp_path: Path) -> None:
+    from model_zoo.errors import FetchFailedError, HashMismatchError
+
+    jobs = jobs_for(
+        engine_hub,
+        protocols=("hf", "modelscope"),
+        paths=["config.json"],
+        sha_override={"config.json": "0" * 64},
+    )
+    with pytest.raises(FetchFailedError) as info:
+        fetch(jobs, tmp_path / "out", options=fast_options(retries=0))
+    assert isinstance(info.value.first, HashMismatchError) and info.value.exit_code == 3
+    assert "--source" in info.value.message and "retry later" in info.value.message
+    assert not (tmp_path / "out" / "config.json").exists()
+
+
+def test_download_failed_names_each_source_once(engine_hub, tmp_path: Path) -> None:
+    from model_zoo.errors import DownloadFailedError, FetchFailedError
+    from model_zoo.testing.faults import Fault
+
+    engine_hub.faults.add(Fault.status(503, times=None, path="config.json"))
+    with pytest.raises(FetchFailedError) as info:
+        fetch(
+            jobs_for(engine_hub, paths=["config.json"]),
+            tmp_path / "out",
+            options=fast_options(retries=0),
+        )
+    assert isinstance(info.value.first, DownloadFailedError)
+    message = info.value.message
+    assert "hf: hf:" not in message and ".." not in message, message
+    assert message.count("hf:") == 1 and "HTTP 503" in message

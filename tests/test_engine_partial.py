@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import random
@@ -117,3 +118,43 @@ def test_sidecar_round_trip_and_garbage(tmp_path: Path) -> None:
         sc.write_text(junk)
         assert load_sidecar(sc) is None
     assert load_sidecar(tmp_path / "missing.json") is None
+
+
+# ------------------------------------------------------------------------- sidecar saves cut short
+
+
+@pytest.mark.timeout(60)
+def test_sidecar_save_cut_short_by_a_full_disk_keeps_the_older_sidecar(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sidecar = tmp_path / "f.part.json"
+    old = Sidecar("f", 100, None, None, [(0, 10)], ["hf"])
+    save_sidecar(sidecar, old)
+    real_write = os.write
+    calls = {"n": 0}
+
+    def nearly_full(fd: int, data: bytes) -> int:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return real_write(fd, memoryview(data)[:7])  # what fits, as write(2) does
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", nearly_full)
+    with pytest.raises(OSError):
+        save_sidecar(sidecar, Sidecar("f", 100, None, None, [(0, 50)], ["hf"]))
+    monkeypatch.setattr(os, "write", real_write)
+    assert load_sidecar(sidecar) == old  # not half a JSON document that discards every byte
+    assert [p.name for p in tmp_path.iterdir()] == ["f.part.json"]  # no temporary left behind
+
+
+@pytest.mark.timeout(60)
+def test_short_writes_still_save_the_whole_sidecar(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sidecar = tmp_path / "f.part.json"
+    real_write = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, memoryview(data)[:5]))
+    state = Sidecar("f", 100, None, None, [(0, 50), (60, 70)], ["hf"])
+    save_sidecar(sidecar, state)
+    monkeypatch.setattr(os, "write", real_write)
+    assert load_sidecar(sidecar) == state

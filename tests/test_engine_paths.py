@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from fixtures_engine import ENGINE_FILES, fast_options, jobs_for
+from fixtures_engine import (
+    ENGINE_FILES,
+    fast_options,
+    jobs_for,
+    sha256_of,
+)
 
 from model_zoo.download.engine import FileJob, fetch
 from model_zoo.download.paths import (
@@ -181,3 +187,86 @@ def test_malicious_listing_through_the_hf_adapter_writes_nothing_outside(
         "outside",
     }
     assert not os.path.exists("/etc/model-zoo-absolute.txt")
+
+
+# --------------------------------------------------- local names too long, or something in the way
+
+
+SHARD2 = "model-00002-of-00002.safetensors"
+
+
+@pytest.mark.timeout(60)
+def test_directory_at_a_final_name_is_refused_before_any_byte_is_fetched(
+    engine_hub: LocalHub, tmp_path: Path
+) -> None:
+    """Was found only at the rename: the whole file was fetched, then the fetch failed."""
+    from fixtures_engine import BIG
+
+    from model_zoo.errors import UsageError
+
+    out = tmp_path / "out"
+    (out / BIG).mkdir(parents=True)
+    (out / BIG / "notes.txt").write_text("the user's")
+    with pytest.raises(UsageError) as info:
+        fetch(jobs_for(engine_hub), out, options=fast_options())
+    assert "is a directory" in str(info.value) and "Move that directory away" in str(info.value)
+    assert engine_hub.stats.bytes_served() == 0
+    assert (out / BIG / "notes.txt").read_text() == "the user's"
+
+
+@pytest.mark.timeout(60)
+def test_a_file_name_near_the_255_byte_limit_is_fetched(
+    engine_hub: LocalHub, tmp_path: Path
+) -> None:
+    """Its partial's name plus ``.part.json`` passed 255 bytes: 'File name too long', a
+    LocalWriteError for a file the hub serves and the disk can hold."""
+    from fixtures_engine import BIG
+
+    names = [
+        "\u00e9" * 120 + "-a.bin",
+        "\u00e9" * 120 + "-b.bin",
+        "x" * 255,
+    ]  # 246, 246 and 255 bytes
+    served = [BIG, SHARD2, "config.json"]
+    jobs = []
+    for name, job in zip(names, jobs_for(engine_hub, paths=served)):
+        jobs.append(
+            FileJob(
+                name, job.size, job.sha256, (replace(job.candidates[0], path=name),), job.sources
+            )
+        )
+    out = tmp_path / "out"
+    report = fetch(jobs, out, options=fast_options())
+    assert len(report.files) == 3
+    for job in jobs:
+        assert sha256_of(out / job.path) == job.sha256
+    assert partial_paths(out, names[0]).data != partial_paths(out, names[1]).data
+    assert not (out / ".model-zoo-partial").exists()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("where", ["target", "above", "partial-folder"])
+def test_a_file_where_a_folder_belongs_is_a_local_write_error(
+    engine_hub: LocalHub, tmp_path: Path, where: str
+) -> None:
+    """Was a NotADirectoryError traceback (target is a file), or an UnsafePathError blaming a
+    'remote path' named '.model-zoo-partial/.model-zoo-partial' (a file at the partial folder)."""
+    from model_zoo.download.paths import PARTIAL_DIR
+    from model_zoo.errors import LocalWriteError
+
+    if where == "target":
+        (tmp_path / "out").write_text("a file")
+        out, in_the_way = tmp_path / "out", tmp_path / "out"
+    elif where == "above":
+        (tmp_path / "f").write_text("a file")
+        out, in_the_way = tmp_path / "f" / "out", tmp_path / "f"
+    else:
+        out = tmp_path / "out"
+        out.mkdir()
+        in_the_way = out / PARTIAL_DIR
+        in_the_way.write_text("a file")
+    with pytest.raises(LocalWriteError) as info:
+        fetch(jobs_for(engine_hub), out, options=fast_options())
+    assert str(in_the_way if where != "above" else out) in str(info.value)
+    assert in_the_way.read_text() == "a file"
+    assert engine_hub.stats.file_requests() == [] or where == "partial-folder"

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -23,9 +24,10 @@ from fixtures_engine import (
 )
 
 from model_zoo.download.engine import FileJob, fetch
-from model_zoo.download.partial import load_sidecar
+from model_zoo.download.partial import Sidecar, load_sidecar, save_sidecar
 from model_zoo.download.paths import partial_paths
 from model_zoo.errors import DiskSpaceError, FetchFailedError
+from model_zoo.testing.faults import Fault
 from model_zoo.testing.hub_server import LocalHub
 
 CHILD = r"""
@@ -248,3 +250,157 @@ def test_interrupt_keeps_the_partial_and_the_next_run_resumes(
     report = fetch(jobs_for(engine_hub, paths=[BIG]), out, options=fast_options(fsync=True))
     f = report.files[0]
     assert f.bytes_resumed >= kept and f.sha256 == f.expected_sha256
+
+
+# ----------------------------------------- partials of unknown size, and runs cut short at the end
+
+
+SHARD2 = "model-00002-of-00002.safetensors"
+
+
+def _unsized(jobs: list[FileJob]) -> list[FileJob]:
+    """The jobs as a hub that lists neither size nor sha256 would make them."""
+    return [
+        FileJob(
+            j.path,
+            None,
+            None,
+            tuple(replace(c, size=None, sha256=None) for c in j.candidates),
+            j.sources,
+        )
+        for j in jobs
+    ]
+
+
+@pytest.mark.timeout(60)
+def test_unknown_size_partial_shorter_than_its_sidecar_is_resumed_not_fatal(
+    engine_hub: LocalHub, tmp_path: Path
+) -> None:
+    """The sidecar names 500 kB but the partial holds 1000 bytes: keep those, fetch the rest."""
+    out = tmp_path / "out"
+    data = engine_hub.store.snapshot(ENGINE_REPO).files[SHARD2].real_path.read_bytes()
+    jobs = _unsized(jobs_for(engine_hub, paths=[SHARD2]))
+    pp = partial_paths(out, SHARD2)
+    pp.data.parent.mkdir(parents=True)
+    pp.data.write_bytes(data[:1000])
+    save_sidecar(
+        pp.sidecar, Sidecar(SHARD2, None, None, jobs[0].candidates[0].etag, [(0, 500_000)], ["hf"])
+    )
+    report = fetch(jobs, out, options=fast_options())
+    assert (out / SHARD2).read_bytes() == data
+    assert report.files[0].bytes_resumed == 1000
+    assert engine_hub.stats.bytes_served(path=SHARD2) == len(data) - 1000
+
+
+@pytest.mark.timeout(60)
+def test_sidecar_temporary_of_a_killed_run_is_removed_when_the_file_completes(
+    engine_hub: LocalHub, tmp_path: Path
+) -> None:
+    """kill -9 during a sidecar save leaves ``<sidecar>.<pid>.tmp``; the next run cleans it up."""
+    out = tmp_path / "out"
+    pp = partial_paths(out, SHARD2)
+    pp.data.parent.mkdir(parents=True)
+    stale = pp.sidecar.with_name(pp.sidecar.name + ".999999.tmp")
+    stale.write_text('{"format": "model-zoo-par')
+    fetch(jobs_for(engine_hub), out, options=fast_options())
+    assert not stale.exists()
+    assert_tree_matches(engine_hub, out)  # nothing but the model's files is left
+
+
+@pytest.mark.timeout(60)
+def test_unknown_size_partial_holding_every_byte_completes_without_refetching(
+    engine_hub: LocalHub, tmp_path: Path
+) -> None:
+    """A run killed between the last byte and the rename: the next asks ``bytes=N-`` and gets
+    416 (``bytes */N``), which means complete, not a failure that every later run repeats."""
+    out = tmp_path / "out"
+    data = engine_hub.store.snapshot(ENGINE_REPO).files[SHARD2].real_path.read_bytes()
+    jobs = _unsized(jobs_for(engine_hub, paths=[SHARD2]))
+    pp = partial_paths(out, SHARD2)
+    pp.data.parent.mkdir(parents=True)
+    pp.data.write_bytes(data)
+    save_sidecar(
+        pp.sidecar,
+        Sidecar(SHARD2, None, None, jobs[0].candidates[0].etag, [(0, len(data))], ["hf"]),
+    )
+    report = fetch(jobs, out, options=fast_options())
+    assert (out / SHARD2).read_bytes() == data
+    assert report.files[0].bytes_resumed == len(data) and report.files[0].bytes_downloaded == 0
+    assert engine_hub.stats.bytes_served(path=SHARD2) == 0
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("ignores_range", [False, True])
+def test_unknown_size_partial_longer_than_the_file_now_served_is_fetched_again(
+    engine_hub: LocalHub, tmp_path: Path, ignores_range: bool
+) -> None:
+    """The file shrank since the interrupted run (no size or sha256 listed): the server answers
+    416 ``bytes */N`` (or 200 with N bytes) with N below the partial's end. Start again instead
+    of failing every run."""
+    if ignores_range:
+        engine_hub.faults.add(Fault.ignore_range(times=None))
+    out = tmp_path / "out"
+    data = engine_hub.store.snapshot(ENGINE_REPO).files[SHARD2].real_path.read_bytes()
+    jobs = _unsized(jobs_for(engine_hub, paths=[SHARD2]))
+    pp = partial_paths(out, SHARD2)
+    pp.data.parent.mkdir(parents=True)
+    old = b"an older, longer version " * 80_000
+    pp.data.write_bytes(old)
+    save_sidecar(
+        pp.sidecar, Sidecar(SHARD2, None, None, jobs[0].candidates[0].etag, [(0, len(old))], ["hf"])
+    )
+    report = fetch(jobs, out, options=fast_options())
+    assert (out / SHARD2).read_bytes() == data
+    f = report.files[0]
+    assert f.size == len(data) and f.bytes_resumed == 0 and f.bytes_downloaded == len(data)
+    assert f.sha256 == engine_hub.store.snapshot(ENGINE_REPO).files[SHARD2].sha256
+
+
+@pytest.mark.timeout(60)
+def test_a_run_that_ends_between_the_last_byte_and_the_rename_leaves_a_complete_sidecar(
+    engine_hub: LocalHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sidecar was saved only while bytes were missing (and otherwise about once a second),
+    so a run that stopped while finishing left one naming up to a second's bytes too few, and
+    the next run fetched them again (all of a small file fetched within that second)."""
+    from fixtures_engine import BIG
+
+    from model_zoo.download.staging import Staging
+    from model_zoo.errors import LocalWriteError
+
+    out = tmp_path / "out"
+    size = engine_hub.store.snapshot(ENGINE_REPO).files[BIG].size
+
+    def crash(self: Staging, f: object) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(Staging, "finish", crash)
+    with pytest.raises(LocalWriteError):
+        fetch(
+            jobs_for(engine_hub, paths=[BIG]), out, options=fast_options(checkpoint_interval=60.0)
+        )
+    monkeypatch.undo()
+    sc = load_sidecar(partial_paths(out, BIG).sidecar)
+    assert sc is not None and sc.written == [(0, size)]
+    engine_hub.stats.reset()
+    report = fetch(jobs_for(engine_hub, paths=[BIG]), out, options=fast_options())
+    assert report.files[0].bytes_resumed == size and engine_hub.stats.bytes_served() == 0
+    assert report.files[0].sha256 == report.files[0].expected_sha256
+
+
+@pytest.mark.timeout(60)
+def test_disk_full_never_reports_a_negative_need(engine_hub: LocalHub, tmp_path: Path) -> None:
+    """A file of unknown size counted minus its written bytes: 'need -1000 B' on a full disk."""
+    from model_zoo.download.hashing import OrderedHasher
+    from model_zoo.download.partial import IntervalSet
+    from model_zoo.download.scheduler import Scheduler
+
+    jobs = _unsized(jobs_for(engine_hub, paths=[SHARD2]))
+    run = Scheduler(jobs, tmp_path, fast_options(), transport=None)  # type: ignore[arg-type]
+    fd = os.open(tmp_path / "p", os.O_RDWR | os.O_CREAT)
+    try:
+        run.files[0].hasher = OrderedHasher(fd, IntervalSet([(0, 1000)]))
+        error = run.staging.disk_full_error()
+    finally:
+        os.close(fd)
+    assert error.needed == 0 and "need 0" in str(error)

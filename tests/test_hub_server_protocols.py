@@ -375,3 +375,19 @@ def test_head_answers_every_listing(local_hub: LocalHub, path: str) -> None:
     # Same length as GET, except where a response embeds a per-request id.
     if "revisions" not in path and "repo/files" not in path:
         assert int(headers["Content-Length"]) == len(full)
+
+
+# --------------------------------------------------------------------------- names outside latin-1
+
+
+def test_missing_file_named_in_chinese_answers_404_to_huggingface_hub(
+    local_hub: LocalHub, tmp_path: Path
+) -> None:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    with pytest.raises(EntryNotFoundError):
+        hf_hub_download(SAMPLE_REPO, "权重.bin", endpoint=local_hub.url, cache_dir=tmp_path / "c")
+    status, headers, body = request(local_hub, f"/{SAMPLE_REPO}/resolve/main/%E6%9D%83.bin")
+    assert status == 404 and headers["X-Error-Code"] == "EntryNotFound"
+    assert "权" in body.decode()  # the JSON body keeps the name whole

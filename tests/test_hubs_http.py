@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import email.utils
+import socket
 import time
 
 import httpx
 import pytest
+from fixtures_local_hub import SAMPLE_REPO
 
 from model_zoo.errors import (
     GatedRepoError,
@@ -17,6 +19,8 @@ from model_zoo.errors import (
     RateLimitedError,
     RepoNotFoundError,
 )
+from model_zoo.hubs.catalog import SOURCE_KEYS
+from model_zoo.hubs.factory import adapter_for
 from model_zoo.hubs.http import (
     HubContext,
     HubSession,
@@ -29,6 +33,8 @@ from model_zoo.hubs.http import (
     sha256_or_none,
     size_or_none,
 )
+from model_zoo.settings import load_settings
+from model_zoo.testing.hub_server import LocalHub
 
 TOKEN = "tok-SECRET-123"
 
@@ -228,3 +234,89 @@ def test_probe_measures_latency_and_maps_failures() -> None:
         make(502).probe()
     with pytest.raises(RateLimitedError):
         make(429).probe()
+
+
+# -------------------------------------------- mirror passwords in endpoints, and what servers said
+
+
+PASSWORD = "mirror-s3cret-pw"
+
+
+MIRROR_TOKEN = "hf_review_token_0123456789"
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env_for(endpoint: str) -> dict[str, str]:
+    from model_zoo.hubs.catalog import HUBS
+
+    env = {info.endpoint_env: endpoint for info in HUBS.values()}
+    for info in HUBS.values():
+        env[info.token_envs[0]] = MIRROR_TOKEN
+    return env
+
+
+@pytest.mark.parametrize("source", SOURCE_KEYS)
+def test_mirror_password_in_the_endpoint_stays_out_of_errors_and_reprs(source: str) -> None:
+    endpoint = f"http://alice:{PASSWORD}@127.0.0.1:{_closed_port()}"
+    adapter = adapter_for(source, load_settings(_env_for(endpoint)))
+    assert PASSWORD not in repr(adapter)
+    with pytest.raises(HubUnreachableError) as info:
+        adapter.manifest("ns/repo")
+    shown = str(info.value) + repr(info.value.fields)
+    assert PASSWORD not in shown and MIRROR_TOKEN not in shown
+    assert "127.0.0.1" in shown  # still says which endpoint failed
+
+
+@pytest.mark.parametrize("source", SOURCE_KEYS)
+def test_manifest_endpoint_recorded_without_the_mirror_password(
+    source: str, local_hub: LocalHub
+) -> None:
+    endpoint = local_hub.url.replace("http://", f"http://alice:{PASSWORD}@")
+    env = {k: endpoint for k in local_hub.env()}
+    manifest = adapter_for(source, load_settings(env)).manifest(SAMPLE_REPO)
+    assert manifest.files
+    assert PASSWORD not in manifest.endpoint
+    assert manifest.endpoint == local_hub.url
+
+
+def test_safe_url_keeps_ipv6_brackets() -> None:
+    assert safe_url("http://[::1]:8080/api?x=1") == "http://[::1]:8080/api"
+
+
+NGINX_502 = (
+    "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad "
+    "Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+)
+
+
+@pytest.mark.parametrize("source", ["modelscope", "modelers", "openxlab"])
+@pytest.mark.parametrize(
+    ("body", "ctype", "shown"),
+    [
+        (NGINX_502, "text/html", "502 Bad Gateway"),
+        (
+            '{"Code": 502, "Message": "upstream busy", "RequestId": "abc", "Success": false}',
+            "application/json",
+            "upstream busy",
+        ),
+    ],
+)
+def test_server_errors_quote_what_the_server_said_not_its_markup(
+    source: str, body: str, ctype: str, shown: str, mock_hub
+) -> None:
+    import httpx
+
+    from model_zoo.errors import HubServerError
+
+    hub = mock_hub(lambda r: httpx.Response(502, text=body, headers={"content-type": ctype}))
+    settings = load_settings(_env_for("http://hub.example"))
+    with pytest.raises(HubServerError) as info:
+        adapter_for(source, settings, client=hub.client).manifest("ns/repo")
+    message = str(info.value)
+    assert f"HTTP 502: {shown}." in message
+    assert "<" not in message and "RequestId" not in message and MIRROR_TOKEN not in message

@@ -122,3 +122,17 @@ def test_gated_repository_needs_the_hubs_own_token(
     manifest = adapter_for(source, load_settings()).manifest(SAMPLE_REPO)
     assert len(manifest.files) == len(SAMPLE_FILES)
     assert "let-me-in" not in repr(manifest)
+
+
+# --------------------------------------------------------------------------- names outside latin-1
+
+
+@pytest.mark.parametrize("source", ["hf", "modelscope", "modelers"])
+def test_missing_revision_named_in_chinese_is_revision_not_found(
+    source: str, local_hub: LocalHub
+) -> None:
+    from model_zoo.errors import RevisionNotFoundError
+
+    adapter = adapter_for(source, load_settings(local_hub.env()))
+    with pytest.raises(RevisionNotFoundError):
+        adapter.manifest(SAMPLE_REPO, "发布版")

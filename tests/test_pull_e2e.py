@@ -11,7 +11,15 @@ import pytest
 from fixtures_pull import HF_REPO, MODEL, MS_REPO, probes
 
 from model_zoo.download.pull import pull, pull_model
-from model_zoo.errors import IntegrityError, ModelZooError, OfflineError, UnsafePathError
+from model_zoo.errors import (
+    IntegrityError,
+    LocalWriteError,
+    ModelZooError,
+    OfflineError,
+    UnsafePathError,
+    UsageError,
+)
+from model_zoo.store.cache import disk_usage, iter_snapshots, remove_from_store
 from model_zoo.store.layout import manifest_path
 from model_zoo.store.verify import verify
 from model_zoo.testing.faults import Fault
@@ -440,3 +448,157 @@ def test_a_pull_says_what_it_found_out_about_the_link(own_hub) -> None:
         and result.link.round_trip >= 0.03
     )
     assert result.to_dict()["link"]["peak_connections"] == result.link.peak_connections >= 1
+
+
+# ------------------------------------ offline answers, revisions, interrupted pulls, and the cache
+
+
+def test_meta_dir_blocked_by_a_file_is_a_clear_error(pull_hub, tmp_path: Path) -> None:
+    target = tmp_path / "ckpt"
+    target.mkdir()
+    (target / ".model-zoo").write_text("not a directory")
+    with pytest.raises(LocalWriteError, match="cannot write"):
+        pull_model(MODEL, source="hf", local_dir=target)
+
+
+def test_offline_pull_honours_source_and_never_hands_out_origin_format(
+    pull_hub, monkeypatch
+) -> None:
+    hf = pull_model(MODEL, source="hf").path
+    origin = pull_model(MODEL, source="openxlab-origin").path  # newest: InternEvo format
+    assert (origin / "model_tp0_pp0.pt").is_file()
+    monkeypatch.setenv("MODEL_ZOO_OFFLINE", "1")
+    assert pull_model(MODEL).path == hf  # auto never picks openxlab-origin
+    assert pull_model(MODEL, source="hf").path == hf
+    assert pull_model(MODEL, source="openxlab-origin").path == origin
+    with pytest.raises(OfflineError, match="from modelscope"):
+        pull_model(MODEL, source="modelscope")
+    # verify by name checks the HF-format copy, which is what loading by name uses
+    assert verify(MODEL).root == hf
+
+
+def test_offline_dry_run_reports_free_space(pull_hub, monkeypatch) -> None:
+    pull_model(MODEL, source="hf")
+    monkeypatch.setenv("MODEL_ZOO_OFFLINE", "1")
+    result = pull_model(MODEL, dry_run=True)
+    assert result.dry_run and result.free_bytes and result.free_bytes > 0 and result.fits is True
+
+
+def test_offline_pull_into_a_dir_holding_another_model_is_refused(
+    pull_hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "ckpt"
+    pull_model("internlm2-1_8b-reward", source="hf", local_dir=target)
+    monkeypatch.setenv("MODEL_ZOO_OFFLINE", "1")
+    with pytest.raises(OfflineError, match="InternLM2.5-1.8B-Chat"):
+        pull_model(MODEL, local_dir=target)
+    assert pull_model("internlm2-1_8b-reward", local_dir=target).path == target
+
+
+def test_lock_offline_says_why_in_plain_words(monkeypatch: pytest.MonkeyPatch) -> None:
+    from model_zoo.download.make_lock import lock_models
+
+    monkeypatch.setenv("MODEL_ZOO_OFFLINE", "1")
+    with pytest.raises(OfflineError) as info:
+        lock_models([MODEL])
+    assert "offline mode is on" in info.value.message and ", and is not" not in info.value.message
+    assert "make the lock file on a connected machine" in str(info.value)
+
+
+def test_name_at_revision_and_a_different_revision_flag_are_refused(pull_hub) -> None:
+    with pytest.raises(UsageError, match="contradicts"):
+        pull_model(f"{MODEL}@5febe2b0707f", source="hf", revision="main")
+    from model_zoo.download.make_lock import lock_models
+
+    with pytest.raises(UsageError, match="contradicts"):
+        lock_models([f"{MODEL}@5febe2b0707f"], source="hf", revision="main")
+    assert pull_hub.stats.bytes_served() == 0
+
+
+def test_per_file_events_use_the_manifests_words(pull_hub) -> None:
+    from model_zoo.download.progress import FileDone
+
+    events: list[object] = []
+    result = pull_model(MODEL, source="hf", progress=events.append)
+    done = {e.path: e.verification for e in events if isinstance(e, FileDone)}
+    final = {r.path: r.verified for r in result.manifest.files}
+    assert done and set(done) == set(final)
+    for path, label in done.items():
+        assert label.split(",")[0] == final[path], (path, label, final[path])
+    assert "published-sha256" in done.values() and "git-blob-sha1, checked next" in done.values()
+
+
+def test_dry_run_counts_what_an_interrupted_pull_kept(own_hub, tmp_path: Path) -> None:
+    from model_zoo.errors import DownloadFailedError
+    from model_zoo.testing.faults import Fault
+
+    hub, _root = own_hub()
+    shard = "model-00001-of-00002.safetensors"
+    hub.faults.add(Fault.short_body(50_000, times=1, path=shard))  # the connection drops mid-file,
+    hub.faults.add(Fault.status(404, times=None, skip=1, path=shard))  # then the hub fails at once
+    target = tmp_path / "ckpt"
+    with pytest.raises(DownloadFailedError):
+        pull_model(MODEL, source="hf", local_dir=target)
+    hub.faults.clear()
+    plan = pull_model(MODEL, source="hf", local_dir=target, dry_run=True)
+    (entry,) = [f for f in plan.files if f.path == shard]
+    assert not entry.present and entry.resumable >= 50_000
+    assert plan.to_download == entry.size - entry.resumable
+    served = hub.stats.bytes_served()
+    done = pull_model(MODEL, source="hf", local_dir=target)
+    assert hub.stats.bytes_served() - served == plan.to_download == done.downloaded_bytes
+
+
+def test_resume_on_a_nearly_full_disk_is_not_refused(
+    own_hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+    from collections import namedtuple
+
+    from model_zoo.errors import DownloadFailedError
+    from model_zoo.testing.faults import Fault
+
+    hub, _root = own_hub()
+    small = "generation_config.json"
+    hub.faults.add(Fault.status(404, times=None, path=small))  # everything else completes
+    target = tmp_path / "ckpt"
+    with pytest.raises(DownloadFailedError):
+        pull_model(MODEL, source="hf", local_dir=target)
+    hub.faults.clear()
+    # the disk now has room for the missing file, not for the whole checkpoint again
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _p: usage(10**9, 10**9 - 50_000, 50_000))
+    done = pull_model(MODEL, source="hf", local_dir=target)
+    assert done.downloaded_bytes < 50_000 and verify(target).ok
+
+
+def test_cache_du_and_rm_count_hard_linked_files_once(pull_hub) -> None:
+    hf = pull_model(MODEL, source="hf").path
+    ms = pull_model(MODEL, source="modelscope").path  # same bytes: linked from the hf snapshot
+    shard = "model-00001-of-00002.safetensors"
+    assert (hf / shard).stat().st_ino == (ms / shard).stat().st_ino
+    one = disk_usage(hf)
+    both = disk_usage(hf.parent)
+    assert both < 1.5 * one  # shared files are counted once
+    home = Path(os.environ["MODEL_ZOO_HOME"])
+    freed = remove_from_store(home, ms)
+    assert freed < 0.5 * one  # only the manifest and other unshared bytes went away
+    assert [s.root for s in iter_snapshots(home)] == [hf] and (hf / shard).is_file()
+
+
+def test_cache_rm_cut_short_leaves_nothing_that_claims_to_be_complete(
+    pull_hub, monkeypatch
+) -> None:
+    import shutil
+
+    path = pull_model(MODEL, source="hf").path
+    home = Path(os.environ["MODEL_ZOO_HOME"])
+
+    def interrupted(target: object, *args: object, **kwargs: object) -> None:
+        (path / "model-00001-of-00002.safetensors").unlink()  # some files went, then Ctrl-C
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(shutil, "rmtree", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        remove_from_store(home, path.parent)
+    assert iter_snapshots(home) == []  # not listed as a complete checkpoint with a shard missing

@@ -141,3 +141,99 @@ def test_adapters_score_polar_against_the_reference(tiny_polar_rm: Any) -> None:
         remote.close()
     with RewardServer(make_fake_rm()) as server:
         assert RemoteRewardModel(server.url).scoring_style == "conversation"
+
+
+# ---------------------------------------------------------- the HTTP clients against other servers
+
+
+class _Canned:
+    """A loopback HTTP server that answers every POST with the next canned (status, headers, body)."""
+
+    def __init__(self, answers: list[tuple[int, dict[str, str], bytes]]) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        queue = list(answers)
+        self.hits = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                status, headers, body = queue.pop(0) if len(queue) > 1 else queue[0]
+                outer.hits += 1
+                self.send_response(status)
+                for k, v in {**headers, "Content-Length": str(len(body))}.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def __enter__(self) -> _Canned:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_remote_client_reports_a_non_json_or_wrong_shaped_answer() -> None:
+    from model_zoo.errors import RewardServerError
+    from model_zoo.reward.adapters import RemoteRewardModel, remote_rm_fn
+
+    html = [(200, {"Content-Type": "text/html"}, b"<html>welcome</html>")]
+    with _Canned(html) as srv, pytest.raises(RewardServerError, match="not a JSON"):
+        remote_rm_fn(srv.url + "/get_reward", ["x"], retries=1)
+    with _Canned([(200, {}, b'{"result": [1.0]}')]) as srv:
+        with pytest.raises(RewardServerError, match='no "rewards"'):
+            remote_rm_fn(srv.url + "/get_reward", ["x"], retries=1)
+        with pytest.raises(RewardServerError, match='no "scores"'):
+            RemoteRewardModel(srv.url, retries=1).score_batch([conv("a", "b")])
+
+
+def test_remote_client_understands_retry_after_as_an_http_date() -> None:
+    from model_zoo.reward.adapters import remote_rm_fn
+
+    answers = [
+        (503, {"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}, b"busy"),
+        (200, {}, b'{"rewards": [0.5]}'),
+    ]
+    with _Canned(answers) as srv:
+        assert remote_rm_fn(srv.url + "/get_reward", ["x"], retries=3) == [0.5]
+    assert srv.hits == 2
+
+
+def test_remote_reward_model_handles_empty_lists_like_a_local_one() -> None:
+    from model_zoo.reward.adapters import RemoteRewardModel
+
+    with _Canned([(400, {}, b'{"error": {"message": "must not be empty"}}')]) as srv:
+        remote = RemoteRewardModel(srv.url, retries=1)
+        assert (
+            remote.score_batch([]) == [] and remote.score_text([]) == [] and remote.rank([]) == []
+        )
+        with pytest.raises(UsageError, match="at least one"):
+            remote.best_of([])
+    assert srv.hits == 0
+
+
+def test_remote_reward_model_splits_lists_over_the_servers_item_limit() -> None:
+    from model_zoo.reward.adapters import RemoteRewardModel
+
+    local = make_fake_rm()
+    convs = [conv(f"q{i}", "a") for i in range(11)]
+    with RewardServer(make_fake_rm(), limits=ServerLimits(max_items_per_request=4)) as server:
+        remote = RemoteRewardModel(server.url, max_items=4)
+        assert remote.score_batch(convs) == pytest.approx(local.score_batch(convs))
+        assert remote.rank(convs) == local.rank(convs) and remote.best_of(convs) == local.best_of(
+            convs
+        )
+        assert remote.order(convs) == local.order(convs)
+        texts = [f"t{i}" for i in range(9)]
+        assert remote.score_text(texts) == pytest.approx(local.score_text(texts))
+        remote.close()

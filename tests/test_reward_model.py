@@ -13,9 +13,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fixtures_reward import conv, reference_score
+from fixtures_reward import LONE_SURROGATE, conv, reference_score
 
-from model_zoo.errors import IncompatibleCheckpointError, InputTooLongError
+from model_zoo.errors import (
+    IncompatibleCheckpointError,
+    InputTooLongError,
+    InvalidConversationError,
+    UsageError,
+)
 from model_zoo.reward.model import RewardModel
 from model_zoo.server.reward_server import RewardServer
 
@@ -186,3 +191,56 @@ def test_concurrent_clients_on_the_real_model(tiny_rm: RewardModel) -> None:
         c.close()
     assert got == pytest.approx(expected, abs=1e-4)  # merged batches score like one batch
     assert merged >= 1
+
+
+# ---------------------------------------------- inputs the model cannot take, and identical inputs
+
+
+def test_api_refuses_a_lone_surrogate_naming_the_field(tiny_rm: RewardModel) -> None:
+    with pytest.raises(InvalidConversationError) as info:
+        tiny_rm.score(
+            [{"role": "user", "content": "hi"}, {"role": "assistant", "content": LONE_SURROGATE}]
+        )
+    assert info.value.fields["field"] == "conversation[1].content"
+    with pytest.raises(InvalidConversationError) as info:
+        tiny_rm.score_text(["ok", LONE_SURROGATE])
+    assert info.value.fields["field"] == "texts[1]"
+
+
+@pytest.mark.parametrize("bad", [10**6, -3])
+def test_score_ids_refuses_ids_outside_the_vocabulary_naming_the_input(
+    tiny_rm: RewardModel, bad: int
+) -> None:
+    with pytest.raises(UsageError, match=r"input 1 .*outside the vocabulary") as info:
+        tiny_rm.score_ids([[1, 5], [1, bad, 6]])
+    assert str(bad) in str(info.value)
+
+
+def test_load_reward_refuses_max_length_zero_instead_of_ignoring_it(tiny_reward_fp32: Path) -> None:
+    from model_zoo.reward.api import load_reward
+
+    with pytest.raises(UsageError, match="max_length must be at least 1"):
+        load_reward(tiny_reward_fp32, device="cpu", max_length=0)
+
+
+def test_load_reward_refuses_a_chat_model_name_before_pulling(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from model_zoo.errors import IncompatibleCheckpointError
+    from model_zoo.reward.api import load_reward
+
+    monkeypatch.setenv("MODEL_ZOO_OFFLINE", "1")  # were it to pull, this would fail differently
+    with pytest.raises(IncompatibleCheckpointError, match="not a reward model"):
+        load_reward("internlm2_5-7b-chat", device="cpu")
+
+
+def test_identical_conversations_score_identically_so_ties_keep_input_order(
+    tiny_rm: RewardModel,
+) -> None:
+    same = conv("2+2?", "4")
+    other = conv("hi", "hello")
+    scores = tiny_rm.score_batch([same, other, same, same])
+    assert scores[0] == scores[2] == scores[3]
+    assert tiny_rm.rank([same, same, same]) == [0, 1, 2]
+    assert tiny_rm.order([same, same, same]) == [0, 1, 2]
+    assert tiny_rm.compare(same, same) is False and tiny_rm.best_of([same, same]) == 0

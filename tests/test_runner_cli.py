@@ -6,10 +6,12 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
 
+from model_zoo.cli.main import main
 from model_zoo.runner.api import load
 
 GEN = ["--greedy", "-n", "6", "--device", "cpu"]
@@ -87,3 +89,67 @@ def test_unknown_path_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFix
 
     assert main(["run", str(tmp_path / "nope" / "nothing"), "hi", "--device", "cpu"]) == 2
     assert "no such checkpoint directory" in capsys.readouterr().err
+
+
+# ---------------------------------------------- refused before loading, and the CLI's own messages
+
+
+def test_run_refuses_a_reward_model_before_loading_and_names_the_commands(
+    tiny_reward_fp32: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", str(tiny_reward_fp32), "hi", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert "reward model" in err and "model-zoo score" in err and "loading" not in err
+
+
+def test_run_refuses_a_reward_model_name_before_pulling(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MODEL_ZOO_OFFLINE", "1")
+    assert main(["run", "internlm2-1_8b-reward", "hi"]) == 2
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert "reward model" in err and "model-zoo score" in err
+
+
+def test_run_cli_refuses_a_negative_temperature(
+    tiny_checkpoint, capsys: pytest.CaptureFixture[str]
+) -> None:  # type: ignore[no-untyped-def]
+    ck = tiny_checkpoint("internlm2", dtype="float32")
+    assert main(["run", str(ck), "hi", "-t", "-0.5", "-n", "2", "--device", "cpu"]) == 2
+    assert "temperature must be >= 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["run", "PLACEHOLDER", "hi"], ["chat", "PLACEHOLDER"]])
+def test_run_and_chat_check_generation_options_before_loading(
+    tmp_path: Path, command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [str(tmp_path / "no-such-model") if a == "PLACEHOLDER" else a for a in command]
+    assert main([*argv, "--top-p", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "top_p must be in (0, 1], got 2" in err.replace("\n", " ")
+
+
+def test_chat_commands_are_parsed_by_their_first_word(
+    tiny_checkpoint,
+    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import io
+
+    ck = tiny_checkpoint("internlm2", dtype="float32")
+    monkeypatch.setattr("sys.stdin", io.StringIO("/reset all\n/systemfoo\n/system  Be brief.\n"))
+    assert main(["chat", str(ck), "--device", "cpu", "--greedy", "-n", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "unknown command /reset" not in err and "(history cleared)" in err
+    assert "unknown command /systemfoo" in err
+    assert "(system prompt set; history cleared)" in err
+
+
+def test_cli_warnings_keep_square_brackets(capsys: pytest.CaptureFixture[str]) -> None:
+    from model_zoo.cli.cmd_run import cli_warnings
+
+    with cli_warnings():
+        warnings.warn("checkpoint /data/run[1]/ckpt looks odd", UserWarning, stacklevel=1)
+    assert "warning: checkpoint /data/run[1]/ckpt looks odd" in capsys.readouterr().err.replace(
+        "\n", ""
+    )

@@ -16,8 +16,9 @@ from typing import Any
 
 import httpx
 import pytest
-from fixtures_reward import FAKE_PAD_ID, CharCodec, conv, fake_score, make_fake_rm
+from fixtures_reward import FAKE_PAD_ID, LONE_SURROGATE, CharCodec, conv, fake_score, make_fake_rm
 
+from model_zoo.errors import UsageError
 from model_zoo.reward.model import RewardModel
 from model_zoo.server.protocol import ServerLimits
 from model_zoo.server.reward_server import RewardServer
@@ -378,3 +379,68 @@ def test_a_host_of_another_machine_is_refused_before_loading_even_with_port_0() 
             "203.0.113.77", 0
         )  # TEST-NET-3: an address no machine here has (nothing is sent)
     check_listenable("127.0.0.1", 0)
+
+
+# ----------------------------------- text that is not Unicode, ties, and options no client can use
+
+
+@pytest.mark.parametrize(
+    ("route", "body", "field"),
+    [
+        (
+            "/v1/score",
+            {"conversations": [[{"role": "user", "content": LONE_SURROGATE}]]},
+            "conversations[0][0].content",
+        ),
+        ("/v1/score", {"texts": ["a", LONE_SURROGATE]}, "texts[1]"),
+        ("/get_reward", {"query": [LONE_SURROGATE]}, "query[0]"),
+        (
+            "/v1/compare",
+            {"a": [{"role": "user", "content": "a"}], "b": [{"role": "\ud800", "content": "b"}]},
+            "b[0].role",
+        ),
+    ],
+)
+def test_server_answers_400_for_a_lone_surrogate(route: str, body: object, field: str) -> None:
+    raw = json.dumps(
+        body
+    )  # ensure_ascii keeps the surrogate as the escape \ud800, as a client would send it
+    with RewardServer(make_fake_rm(), limits=ServerLimits()) as server:
+        r = httpx.post(server.url + route, content=raw, timeout=10)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["field"] == field
+
+
+def test_server_rank_and_compare_give_identical_items_identical_scores(
+    tiny_rm: RewardModel,
+) -> None:
+    same = conv("2+2?", "4")
+    with (
+        RewardServer(tiny_rm, limits=ServerLimits()) as server,
+        httpx.Client(base_url=server.url, timeout=30) as c,
+    ):
+        ranked = c.post("/v1/rank", json={"conversations": [same, same, same]}).json()
+        compared = c.post("/v1/compare", json={"a": same, "b": same}).json()
+    assert ranked["ranks"] == [0, 1, 2] and len(set(ranked["scores"])) == 1
+    assert compared["a_better"] is False and compared["scores"][0] == compared["scores"][1]
+
+
+def test_reward_server_bind_errors_say_which_option_to_change() -> None:
+    import socket
+
+    with pytest.raises(UsageError, match="between 0 and 65535"):
+        RewardServer(make_fake_rm(), port=70000)
+    with pytest.raises(UsageError, match="Check --host"):
+        RewardServer(make_fake_rm(), host="192.0.2.1")  # TEST-NET-1: not an address of this machine
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(UsageError, match="Another program holds that port"):
+            RewardServer(make_fake_rm(), port=taken.getsockname()[1])
+
+
+def test_reward_server_refuses_an_api_key_no_client_can_send() -> None:
+    with pytest.raises(UsageError, match="ASCII"):
+        RewardServer(make_fake_rm(), api_key="sëkret")
+    with pytest.raises(UsageError, match="ASCII"):
+        RewardServer(make_fake_rm(), api_key=" padded ")

@@ -194,3 +194,35 @@ def test_a_dead_pid_from_another_machine_or_namespace_waits_for_the_heartbeat(
         with pytest.raises(LockTimeoutError):
             ProcessLock(lock, mode="lockfile", timeout=0.3, stale_after=60).acquire()
         assert json.loads(lock.read_text()) == record  # left alone
+
+
+# ---------------------------------------------------------- a folder removed while a lock is taken
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("mode", ["flock", "lockfile"])
+def test_lock_taken_in_a_folder_another_pull_just_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """A pull that ends removes the empty folders of its partial area; one that is about to lock
+    a file there (folder created, lock file not yet) failed with FileNotFoundError."""
+    import shutil
+
+    from model_zoo.store.locking import ProcessLock
+
+    folder = tmp_path / ".model-zoo-partial" / "sub"
+    lock = ProcessLock(folder / "x.lock", mode=mode, timeout=0)
+    real_mkdir = Path.mkdir
+
+    def mkdir_then_other_pull_tidies(self: Path, *args: object, **kwargs: object) -> None:
+        real_mkdir(self, *args, **kwargs)  # type: ignore[arg-type]
+        if self == folder and not getattr(mkdir_then_other_pull_tidies, "done", False):
+            mkdir_then_other_pull_tidies.done = True  # type: ignore[attr-defined]
+            shutil.rmtree(tmp_path / ".model-zoo-partial")
+
+    monkeypatch.setattr(Path, "mkdir", mkdir_then_other_pull_tidies)
+    lock.acquire()
+    try:
+        assert (folder / "x.lock").exists()
+    finally:
+        lock.release()

@@ -9,10 +9,13 @@ checkpoint's ``tokenizer_config.json``, so the splitting logic is transformers',
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
+from model_zoo.errors import IncompatibleCheckpointError
+from model_zoo.runner.api import load
 from model_zoo.runner.tokenizer import InternLMTokenizer, StreamDecoder
 
 TEXTS = [
@@ -161,3 +164,84 @@ def test_lstrip_rstrip_flags_of_added_tokens_are_honoured(
     text = "hello   <|im_end|>   world"
     assert ours.encode(text) == ref.encode(text)
     assert ours.encode(text) == ours.encode("hello<|im_end|>world")
+
+
+# ------------------------------------------------------------ tokenizer configs written other ways
+
+
+def _edit_tokenizer_config(src: Path, dst: Path, edit) -> Path:  # type: ignore[no-untyped-def]
+    """A copy of the checkpoint at ``src`` whose tokenizer_config.json ``edit`` changed in place."""
+    path = Path(shutil.copytree(src, dst))
+    cfg = json.loads((path / "tokenizer_config.json").read_text())
+    edit(cfg)
+    (path / "tokenizer_config.json").write_text(json.dumps(cfg))
+    return path
+
+
+@pytest.mark.parametrize("arch", ["internlm3", "internlm"])
+def test_special_tokens_listed_only_in_additional_special_tokens_are_kept_whole(
+    tiny_checkpoint, tmp_path: Path, arch: str
+) -> None:
+    from model_zoo.runner.tokenizer import InternLMTokenizer
+
+    src = tiny_checkpoint(arch, shards=1)
+    old_style = _edit_tokenizer_config(
+        src, tmp_path / "ck", lambda c: c.pop("added_tokens_decoder")
+    )
+    text = "<|User|>:hi<eoh>\n<|im_start|>user\nhi<|im_end|><review>"
+    want = InternLMTokenizer.from_pretrained(src).encode(text)
+    assert InternLMTokenizer.from_pretrained(old_style).encode(text) == want
+
+
+def test_chat_template_given_as_a_named_list_uses_the_default_entry(
+    tiny_checkpoint, tmp_path: Path
+) -> None:
+    from model_zoo.runner.tokenizer import InternLMTokenizer
+
+    src = tiny_checkpoint("internlm2", shards=1)
+    marker = "{{ 'NAMED-DEFAULT' }}"
+
+    def to_list(cfg: dict) -> None:
+        cfg["chat_template"] = [
+            {"name": "tool_use", "template": "{{ 'TOOLS' }}"},
+            {"name": "default", "template": marker + cfg["chat_template"]},
+        ]
+
+    path = _edit_tokenizer_config(src, tmp_path / "ck", to_list)
+    tok = InternLMTokenizer.from_pretrained(path)
+    assert tok.chat_template is not None and tok.chat_template.startswith(marker)
+    text = tok.apply_chat_template(
+        [{"role": "user", "content": "hi"}], add_generation_prompt=True, tokenize=False
+    )
+    assert text.startswith("NAMED-DEFAULT")
+
+
+def test_malformed_added_tokens_decoder_is_a_clear_error(tiny_checkpoint, tmp_path: Path) -> None:
+    from model_zoo.runner.tokenizer import InternLMTokenizer
+
+    def damage(cfg: dict) -> None:
+        cfg["added_tokens_decoder"]["1023"] = {"special": True}  # no content
+
+    path = _edit_tokenizer_config(tiny_checkpoint("internlm2", shards=1), tmp_path / "ck", damage)
+    with pytest.raises(
+        IncompatibleCheckpointError, match="tokenizer_config.json.*added_tokens_decoder"
+    ):
+        InternLMTokenizer.from_pretrained(path)
+
+
+def test_chat_template_missing_from_tokenizer_config(tiny_checkpoint, tmp_path: Path) -> None:
+    from model_zoo.errors import UsageError
+
+    src = tiny_checkpoint("internlm2", shards=1)
+    path = _edit_tokenizer_config(src, tmp_path / "ck", lambda c: c.pop("chat_template"))
+    runner, reference = load(path, device="cpu"), load(src, device="cpu")
+    msgs = [{"role": "user", "content": "hi"}]
+    # the runner falls back to the family's ChatML template: same ids as the shipped template
+    assert runner.chat_ids(msgs) == reference.chat_ids(msgs)
+    assert runner.profile.stop_token_ids == reference.profile.stop_token_ids
+    # the bare tokenizer has no template to use: an error, not an empty rendering
+    with pytest.raises(UsageError, match="no chat template"):
+        runner.tokenizer.apply_chat_template(msgs, add_generation_prompt=True)
+    assert runner.tokenizer.apply_chat_template(msgs, template=runner.profile.template).endswith(
+        "hi<|im_end|>\n"
+    )

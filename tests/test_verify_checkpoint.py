@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures_pull import MODEL
 from safetensors.numpy import save_file
 
-from model_zoo.errors import CheckpointError, HashMismatchError, SizeMismatchError
+from model_zoo.download.pull import pull_model
+from model_zoo.errors import (
+    CheckpointError,
+    HashMismatchError,
+    ModelNotPulledError,
+    SizeMismatchError,
+    UsageError,
+)
 from model_zoo.store.lockfile import LockedFile, LockedModel, make_lock
 from model_zoo.store.manifest import (
     PUBLISHED,
@@ -300,3 +309,96 @@ def test_symlinked_file_and_unlisted_files_are_reported(tmp_path: Path) -> None:
     report = verify(root)
     assert report.unlisted == ["notes.txt"]
     assert any(p.path == "tokenizer_config.json" and "symlink" in p.detail for p in report.problems)
+
+
+# ---------------------------------------------------------------------- verify on pulled snapshots
+
+
+def test_verify_missing_revision_names_it(pull_hub) -> None:
+    pull_model(MODEL, source="hf")
+    with pytest.raises(ModelNotPulledError) as info:
+        verify(f"{MODEL}@0123456789abcdef")
+    assert "@0123456789abcdef" in info.value.message
+
+
+def test_verify_ignores_the_partial_work_folder(pull_hub) -> None:
+    path = pull_model(MODEL, source="hf").path
+    work = path / ".model-zoo-partial"
+    work.mkdir()
+    (work / "extra.bin.part").write_bytes(b"\0" * 100)
+    report = verify(path)
+    assert (
+        report.ok
+        and report.unlisted == []
+        and all(not f.path.startswith(".model-zoo") for f in report.files)
+    )
+
+
+def test_verify_against_a_lock_without_the_model_says_so(pull_hub, tmp_path: Path) -> None:
+    from model_zoo.store.lockfile import LockedFile, LockedModel, make_lock
+
+    path = pull_model(MODEL, source="hf").path
+    other = LockedModel(
+        "InternLM2-7B-Reward",
+        "hf",
+        "internlm/internlm2-7b-reward",
+        None,
+        "0" * 40,
+        (LockedFile("config.json", 10, "0" * 64),),
+    )
+    with pytest.raises(UsageError, match="no entry for InternLM2.5-1.8B-Chat"):
+        verify(path, lock=make_lock([other]))
+    # a directory without a manifest still takes a one-model lock as its reference
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "config.json").write_bytes((path / "config.json").read_bytes())
+    report = verify(copy, lock=make_lock([other]))
+    assert report.against == "lock file" and not report.ok
+
+
+def test_verify_advice_for_a_flipped_byte_actually_repairs(pull_hub) -> None:
+    from model_zoo.errors import HashMismatchError
+
+    path = pull_model(MODEL, source="hf").path
+    shard = path / "model-00002-of-00002.safetensors"
+    st = shard.stat()
+    data = bytearray(shard.read_bytes())
+    data[-3] ^= 0x40
+    shard.write_bytes(bytes(data))
+    os.utime(shard, ns=(st.st_atime_ns, st.st_mtime_ns))  # bit rot: same size, same time
+    assert pull_model(MODEL, source="hf").downloaded_bytes == 0  # a pull trusts it, by design
+    with pytest.raises(HashMismatchError) as info:
+        verify(path).raise_for_problems()
+    assert "Delete the file and pull again" in info.value.message
+    shard.unlink()  # what the message says to do
+    assert pull_model(MODEL, source="hf").downloaded_bytes == st.st_size
+    assert verify(path).ok
+
+
+def test_verify_reports_a_damaged_config_json(pull_hub, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(pull_model(MODEL, source="hf").path, copy)
+    shutil.rmtree(copy / ".model-zoo")  # a copied-in directory: structure checks only
+    (copy / "config.json").write_text('{"architectures": ["InternLM2ForCausalLM"], ')  # cut short
+    report = verify(copy)
+    assert [(p.path, p.kind) for p in report.problems] == [("config.json", "config")]
+    (copy / "config.json").write_text("[]")
+    assert [p.path for p in verify(copy).problems] == ["config.json"]
+
+
+def test_verify_size_mismatch_message_reads_right_and_pull_repairs(pull_hub) -> None:
+    from model_zoo.errors import SizeMismatchError
+
+    path = pull_model(MODEL, source="hf").path
+    for name in ("config.json", "tokenizer_config.json"):
+        with open(path / name, "ab") as fh:
+            fh.write(b" ")
+    with pytest.raises(SizeMismatchError) as info:
+        verify(path).raise_for_problems()
+    message = info.value.message
+    assert "more problem(s); see `model-zoo verify --json`). Pull again to repair." in message, (
+        message
+    )
+    assert pull_model(MODEL, source="hf").downloaded_bytes > 0 and verify(path).ok
