@@ -510,7 +510,9 @@ def test_tied_head_runs_on_the_embeddings_device_when_layers_are_split(
     save_file(sd, str(path / "model.safetensors"), metadata={"format": "pt"})
     spec = read_config(path)
     devices = (torch.device("cpu"), torch.device("cpu", 0))
-    placement = plan_placement({"embed": 10, "layer": 10, "final": 10}, spec.num_layers, devices)
+    placement = plan_placement(
+        {"embed": 10, "layer": 10, "final": 10}, spec.num_hidden_layers, devices
+    )
     assert placement.device_for("lm_head.weight") == devices[1]  # the split puts the head last
     model = load_native(path, spec, placement, torch.float32)
     assert placement.device_for("lm_head.weight") == placement.device_for(
