@@ -24,6 +24,8 @@ allowance is 1 GiB per 4096 tokens of context.
     output      vocab * hidden (untied), or hidden for a reward model's value head
 
 else from the entry's declared ``params_b``, else from its size label ("7B" = 7e9, "8x22B" = 176e9).
+The runner sizes each module from the same counts (``param_counts``) when it spreads a model over
+several GPUs, so the two never disagree about how big a model is.
 Dims are named as in config.json; the formulas abbreviate them: hidden = ``hidden_size``,
 layers = ``num_hidden_layers``, heads = ``num_attention_heads``, kv_heads =
 ``num_key_value_heads``, intermediate = ``intermediate_size``, vocab = ``vocab_size``.
@@ -96,8 +98,23 @@ def params_from_size(size: str) -> float:
     return value / 1000.0 if m.group(3).upper() == "M" else value
 
 
-def param_count(dims: Mapping[str, Any], *, value_head: bool = False) -> int:
-    """Exact parameter count of a dense decoder with these dims (see the module docstring)."""
+@dataclass(frozen=True)
+class ParamCounts:
+    """Parameters by where they sit in the model: the registry sums them, and the runner sizes
+    each module from them when it spreads a model over several GPUs."""
+
+    embeddings: int
+    per_layer: int
+    num_hidden_layers: int
+    head: int  # final norm + output (lm_head, none when tied, or a reward model's value head)
+
+    @property
+    def total(self) -> int:
+        return self.embeddings + self.num_hidden_layers * self.per_layer + self.head
+
+
+def param_counts(dims: Mapping[str, Any], *, value_head: bool = False) -> ParamCounts:
+    """Parameters of a dense decoder with these dims, by part (see the module docstring)."""
     hidden, vocab = dims["hidden_size"], dims["vocab_size"]
     heads, kv_heads = dims["num_attention_heads"], dims["num_key_value_heads"]
     head_dim = dims.get("head_dim") or hidden // heads
@@ -106,14 +123,18 @@ def param_count(dims: Mapping[str, Any], *, value_head: bool = False) -> int:
     if dims.get("attention_bias"):
         attention += qkv_rows + hidden
     layer = attention + 3 * hidden * dims["intermediate_size"] + 2 * hidden
-    embeddings = vocab * hidden
     if value_head:
         output = hidden
     elif dims.get("tie_word_embeddings"):
         output = 0
     else:
         output = vocab * hidden
-    return embeddings + dims["num_hidden_layers"] * layer + hidden + output
+    return ParamCounts(vocab * hidden, layer, dims["num_hidden_layers"], hidden + output)
+
+
+def param_count(dims: Mapping[str, Any], *, value_head: bool = False) -> int:
+    """Exact parameter count of a dense decoder with these dims (see the module docstring)."""
+    return param_counts(dims, value_head=value_head).total
 
 
 def kv_cache_gib(dims: Mapping[str, Any] | None, context: int) -> float:

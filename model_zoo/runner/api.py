@@ -257,17 +257,16 @@ def placement_for(
     dtype: torch.dtype,
     max_memory: Mapping[Any, int | str] | None,
 ) -> Placement:
+    """Which device holds each module, from the module sizes the registry's formula gives."""
     size = torch.empty((), dtype=dtype).element_size()
-    h, inter, v = spec.hidden_size, spec.intermediate_size, spec.vocab_size
-    qkv = (spec.num_attention_heads + 2 * spec.num_key_value_heads) * spec.head_dim * h
-    layer = (qkv + spec.num_attention_heads * spec.head_dim * h + 3 * h * inter + 2 * h) * size
+    counts = spec.param_counts()
     sizes = {
-        "embed": v * h * size,
-        "layer": layer,
-        "final": (v * h if not spec.is_reward else h) * size,
+        "embed": counts.embeddings * size,
+        "layer": counts.per_layer * size,
+        "final": counts.head * size,
     }
     return plan_placement(
-        sizes, spec.num_hidden_layers, devices, default_budgets(devices, max_memory)
+        sizes, counts.num_hidden_layers, devices, default_budgets(devices, max_memory)
     )
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import IncompatibleCheckpointError
+from ..registry.memory import ParamCounts, param_counts
 
 Family = Literal["internlm2", "internlm3", "internlm"]
 Head = Literal["lm", "reward"]
@@ -80,6 +81,22 @@ class ModelSpec:
     @property
     def is_reward(self) -> bool:
         return self.head == "reward"
+
+    def param_counts(self) -> ParamCounts:
+        """Parameters by part, by the registry's formula (``registry.memory``), so the runner's
+        placement across GPUs and the registry's memory estimate count the same model."""
+        dims = {
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "num_key_value_heads": self.num_key_value_heads,
+            "head_dim": self.head_dim,
+            "vocab_size": self.vocab_size,
+            "attention_bias": self.qkv_bias or self.o_bias,
+            "tie_word_embeddings": self.tie_word_embeddings,
+        }
+        return param_counts(dims, value_head=self.is_reward)
 
 
 def read_config(path: Path) -> ModelSpec:
