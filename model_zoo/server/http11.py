@@ -1,4 +1,5 @@
-"""Just enough HTTP/1.1 for a JSON API: request heads in, responses out, every malformed input a 4xx.
+"""Just enough HTTP/1.1 for a JSON API: request heads in, responses out, every malformed input a
+4xx.
 
 Why not ``http.server``: it parses headers with the ``email`` package and needs a thread per
 connection; per request that cost more CPU than scoring a conversation with a small model, and
@@ -41,7 +42,8 @@ class Request:
 
     @property
     def has_body(self) -> bool:
-        # Any Transfer-Encoding (chunked, gzip, identity...) means a body of unknown framing follows.
+        # Any Transfer-Encoding (chunked, gzip, identity...) means a body of unknown framing
+        # follows.
         return "transfer-encoding" in self.headers or self.headers.get(
             "content-length", "0"
         ).strip() not in ("", "0")

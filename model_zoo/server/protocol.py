@@ -2,16 +2,20 @@
 
 Kept apart from the HTTP plumbing so every route reads as ``dict in -> dict out``: a route
 either answers at once or returns :class:`NeedsScores` (the token ids to score, and how to turn
-their scores into the answer), so the event loop never blocks on the model. Every refusal is an :class:`HTTPError` with a JSON body that names the
-field or the limit; nothing a client sends can turn into a 500.
+their scores into the answer), so the event loop never blocks on the model. Every refusal is an
+:class:`HTTPError` with a JSON body that names the field or the limit; nothing a client sends
+can turn into a 500.
 
 Routes (all JSON):
 
-- ``POST /get_reward`` (OpenRLHF ``--reward.remote_url``, formerly ``--remote_rm_url``): ``{"query": [str], "prompts": [str]?,
-  "labels": [...]?}`` -> ``{"rewards": [float], "scores": [float], "extra_logs": {"num_tokens": [int]}}``.
+- ``POST /get_reward`` (OpenRLHF ``--reward.remote_url``, formerly ``--remote_rm_url``):
+  ``{"query": [str], "prompts": [str]?, "labels": [...]?}`` ->
+  ``{"rewards": [float], "scores": [float], "extra_logs": {"num_tokens": [int]}}``.
   A query is already-templated prompt+response text; pad tokens at either end are dropped.
-- ``POST /v1/score``: ``{"conversations": [[message]]}`` or ``{"texts": [str]}`` -> ``{"scores": [float]}``.
-- ``POST /v1/compare``: ``{"a": [message], "b": [message]}`` -> ``{"a_better": bool, "scores": [a, b]}``.
+- ``POST /v1/score``: ``{"conversations": [[message]]}`` or ``{"texts": [str]}`` ->
+  ``{"scores": [float]}``.
+- ``POST /v1/compare``: ``{"a": [message], "b": [message]}`` ->
+  ``{"a_better": bool, "scores": [a, b]}``.
 - ``POST /v1/rank``: ``{"conversations": [[message]]}`` -> ``{"ranks", "order", "best", "scores"}``
   where ``ranks[i]`` is conversation i's rank (0 = best) and ``order`` lists indices best-first.
 
@@ -192,7 +196,10 @@ class Routes:
             return encode(items, truncate=cut, max_length=limit, **kw)
         except InputTooLongError as exc:
             where = field if single else f"{field}[{exc.fields['index']}]"
-            advice = f"shorten it{advice}, or serve with --truncate to keep the last {limit} tokens (reward token last)"
+            advice = (
+                f"shorten it{advice}, or serve with --truncate to keep the last {limit} tokens "
+                "(reward token last)"
+            )
             raise over_limit(
                 "max_tokens_per_item",
                 exc.fields["tokens"],
@@ -278,8 +285,9 @@ class Routes:
     def _openrlhf_reference_ids(self, body: JSON, texts: list[str]) -> list[list[int]]:
         """OpenRLHF's request for a reference-based model: the response is what follows
         ``prompts[i]`` in ``query[i]``, and the reference answer arrives as ``labels[i]``."""
-        prompts, labels = body.get("prompts"), body.get("labels")
-        for key, value in (("prompts", prompts), ("labels", labels)):
+
+        def per_query(key: str) -> list[Any]:
+            value = body.get(key)  # a list when given: get_reward checked
             if value is None:
                 raise bad_request(
                     key,
@@ -291,8 +299,11 @@ class Routes:
                 raise bad_request(
                     key, f"must hold one entry per query ({len(texts)}), got {len(value)}"
                 )
+            return list(value)
+
+        prompts, labels = per_query("prompts"), per_query("labels")
         items = []
-        for i, (query, prompt, label) in enumerate(zip(texts, prompts, labels)):  # type: ignore[arg-type]
+        for i, (query, prompt, label) in enumerate(zip(texts, prompts, labels, strict=True)):
             if not isinstance(prompt, str):
                 raise bad_request(f"prompts[{i}]", f"must be a string, got {type(prompt).__name__}")
             at = query.find(prompt)
@@ -331,7 +342,7 @@ class Routes:
             except InvalidConversationError as exc:
                 raise bad_request(exc.fields["field"], exc.fields["detail"]) from None
         ids = []
-        for key, conv in zip(("a", "b"), convs):
+        for key, conv in zip(("a", "b"), convs, strict=True):
             ids += self._encode(self.rm.encode_conversations, [conv], key, single=True)
         return NeedsScores(
             ids, lambda scores: {"a_better": scores[0] > scores[1], "scores": scores}
@@ -409,7 +420,8 @@ def _check_list(value: Any, field: str) -> list[Any]:
 
 
 def _objects(value: Any) -> bool:
-    """A list of JSON objects: reference-based inputs, where a conversation would be a list of lists."""
+    """A list of JSON objects: reference-based inputs, where a conversation would be a list of
+    lists."""
     return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
 
 

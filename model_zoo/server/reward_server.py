@@ -178,7 +178,8 @@ class _Connection(asyncio.Protocol):
         self._request = request
         try:
             self._route = self.app._route(request)
-            # A GET may carry a body too: it is read (and ignored), so its bytes are never taken for a request.
+            # A GET may carry a body too: it is read (and ignored), so its bytes are never taken
+            # for a request.
             framed = request.method == "POST" or request.has_body
             self._length = request.body_length(self.app.limits.max_request_bytes) if framed else 0
         except (
@@ -204,7 +205,8 @@ class _Connection(asyncio.Protocol):
                 return
             self._flow()  # the rest of the body must be read
             if request.method == "POST" and not self._announced:
-                # A batch forming now waits for this body (up to max_wait_s) instead of leaving without it.
+                # A batch forming now waits for this body (up to max_wait_s) instead of leaving
+                # without it.
                 self._announced = True
                 self.app.scheduler.arriving(+1)
             expect = request.headers.get("expect", "").lower()
@@ -307,11 +309,15 @@ class _Connection(asyncio.Protocol):
         future._mz_timed_out = True  # type: ignore[attr-defined] # its scores arrive to nobody
         self._drop_scoring()
         timeout = self.app.request_timeout
-        message = f"scoring took longer than {timeout:g} s (the server is overloaded); retry later or send fewer items"
+        message = (
+            f"scoring took longer than {timeout:g} s (the server is overloaded); "
+            "retry later or send fewer items"
+        )
         self._answer(504, HTTPError(504, "timeout", message).body())
 
     def _drop_scoring(self) -> None:
-        """Nobody will read the current request's scores: if it is still queued, the model skips it."""
+        """Nobody will read the current request's scores: if it is still queued, the model skips
+        it."""
         if self._scoring is not None:
             self._scoring.cancel()  # a no-op once its batch is running
             self._scoring = None
@@ -422,7 +428,8 @@ def _json_object(raw: bytes) -> JSON:
 
 
 def check_api_key(api_key: str | None) -> None:
-    """Refuse a key no client could send: HTTP headers carry ASCII, and edge whitespace is trimmed."""
+    """Refuse a key no client could send: HTTP headers carry ASCII, and edge whitespace is
+    trimmed."""
     if api_key and not (api_key.isascii() and api_key.isprintable() and api_key == api_key.strip()):
         raise UsageError(
             "the API key must be printable ASCII without leading or trailing spaces (HTTP "
@@ -432,7 +439,8 @@ def check_api_key(api_key: str | None) -> None:
 
 
 def check_listenable(host: str, port: int) -> None:
-    """Fail now, with advice, when ``host:port`` cannot be bound: before a model spends minutes loading.
+    """Fail now, with advice, when ``host:port`` cannot be bound: before a model spends minutes
+    loading.
 
     A free port can still be taken between this check and the real bind; that case is reported
     by :class:`RewardServer` the same way.
@@ -452,7 +460,8 @@ def _cannot_listen(host: str, port: int, exc: BaseException) -> UsageError:
 
 
 def _listen_advice(exc: BaseException) -> str:
-    """Which option to change after a failed bind: the port when it is the problem, else the host."""
+    """Which option to change after a failed bind: the port when it is the problem, else the
+    host."""
     import errno
 
     if isinstance(exc, OverflowError):

@@ -178,13 +178,19 @@ def _option(body: JSON, key: str, kinds: tuple[type, ...], default: Any, expecte
     return value
 
 
+def _encoder(tokenizer: Any, special: bool) -> Callable[[str], list[int]]:
+    """Text to ids through a transformers tokenizer, with or without its special tokens."""
+    return lambda text: list(tokenizer.encode(text, add_special_tokens=special))
+
+
 class RuntimeRoutes:
     """vLLM's and LMDeploy's ``/pooling`` and SGLang's ``/classify`` over one :class:`Routes`."""
 
     def __init__(self, routes: Routes, *, pooling_format: str = "vllm") -> None:
         if pooling_format not in POOLING_FORMATS:
             raise UsageError(
-                f"pooling format must be one of {', '.join(POOLING_FORMATS)}, got {pooling_format!r}"
+                f"pooling format must be one of {', '.join(POOLING_FORMATS)}, "
+                f"got {pooling_format!r}"
             )
         self.routes = routes
         self.rm = routes.rm
@@ -195,14 +201,7 @@ class RuntimeRoutes:
         # has no special tokens to add.
         tokenizer = getattr(self.rm.codec, "tokenizer", None)
         self._tokenize: dict[bool, Callable[[str], list[int]]] = (
-            {
-                special: (
-                    lambda text, special=special: list(
-                        tokenizer.encode(text, add_special_tokens=special)
-                    )
-                )
-                for special in (True, False)
-            }
+            {special: _encoder(tokenizer, special) for special in (True, False)}
             if tokenizer is not None
             else {True: self.rm.codec.encode, False: self.rm.codec.encode}
         )
@@ -236,7 +235,8 @@ class RuntimeRoutes:
         truncate: bool | None = None,
         advice: str = "",
     ) -> list[list[int]]:
-        """Token ids as scored: tokenized (texts), reward token appended, within the length limit."""
+        """Token ids as scored: tokenized (texts), reward token appended, within the length
+        limit."""
         tokenize = self._tokenize[special]
 
         def encode(items: Sequence[Any], *, truncate: bool, max_length: int) -> list[list[int]]:
@@ -319,7 +319,8 @@ class RuntimeRoutes:
                 advice=_VLLM_TRUNCATE,
             )
         request_id = body.get("request_id")
-        answer_id = f"pooling-{request_id if isinstance(request_id, str) and request_id else uuid.uuid4().hex}"
+        given_id = request_id if isinstance(request_id, str) and request_id else None
+        answer_id = f"pooling-{given_id or uuid.uuid4().hex}"
         tokens = sum(len(x) for x in ids)
 
         def answer(scores: list[float]) -> JSON:
@@ -410,7 +411,7 @@ class RuntimeRoutes:
         def answer(scores: list[float]) -> JSON | list[JSON]:
             out = [
                 {"embedding": [s], "meta_info": {"id": uuid.uuid4().hex, "prompt_tokens": n}}
-                for s, n in zip(scores, lengths)
+                for s, n in zip(scores, lengths, strict=True)
             ]
             return out[0] if prompts.single else out
 

@@ -1,9 +1,9 @@
 """Dynamic batching: one thread owns the model and merges concurrent requests into shared batches.
 
-The server's event loop tokenizes requests and submits their ids. The scheduler thread takes the oldest request, waits a
-short window (or until the batch is full, or the requests of the previous batch are all back) for
-more, scores everything gathered in one call to the
-scorer (which buckets by length), and hands each request its own slice back. While the model is
+The server's event loop tokenizes requests and submits their ids. The scheduler thread takes the
+oldest request, waits a short window (or until the batch is full, or the requests of the previous
+batch are all back) for more, scores everything gathered in one call to the scorer (which
+buckets by length), and hands each request its own slice back. While the model is
 busy, new requests pile up and form the next batch, so many clients sending one query each are
 served at batch throughput.
 """
