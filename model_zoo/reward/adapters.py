@@ -1,7 +1,8 @@
 """Plug a reward model into the RLHF pipelines people already run.
 
-- :func:`trl_reward_func`: a TRL-style reward function ``(prompts, completions, **kw) -> list[float]``
-  (GRPOTrainer's ``reward_funcs``), for conversational or plain-text datasets.
+- :func:`trl_reward_func`: a TRL-style reward function
+  ``(prompts, completions, **kw) -> list[float]`` (GRPOTrainer's ``reward_funcs``), for
+  conversational or plain-text datasets.
 - :func:`openrlhf_reward_func`: OpenRLHF's custom remote function
   ``reward_func(queries, prompts, labels) -> {"rewards", "scores", "extra_logs"}`` (the file named
   by ``--remote_rm_url reward_func.py``), scoring in-process.
@@ -103,18 +104,19 @@ def trl_reward_func(
             references = columns.get(reference_key)
             if references is None or len(references) != len(prompts):
                 raise UsageError(
-                    f"{getattr(scorer, 'name', 'this model')} scores a completion against a reference answer: "
-                    f"give the dataset a {reference_key!r} column (or name yours with reference_key=)"
+                    f"{getattr(scorer, 'name', 'this model')} scores a completion against a "
+                    f"reference answer: give the dataset a {reference_key!r} column (or name yours "
+                    "with reference_key=)"
                 )
             items = [
                 {"prompt": p, "reference": r, "output": c}
-                for p, r, c in zip(prompts, references, completions)
+                for p, r, c in zip(prompts, references, completions, strict=True)
             ]
             return scorer.score_batch(items, **kw)
         convs = [
             _as_messages(p, "user", f"prompts[{i}]")
             + _as_messages(c, "assistant", f"completions[{i}]")
-            for i, (p, c) in enumerate(zip(prompts, completions))
+            for i, (p, c) in enumerate(zip(prompts, completions, strict=True))
         ]
         return scorer.score_batch(convs, **kw)
 
@@ -125,17 +127,13 @@ def trl_reward_func(
 def openrlhf_reference_inputs(
     queries: Sequence[str], prompts: Sequence[str] | None, labels: Sequence[Any] | None
 ) -> list[dict[str, Any]]:
-    """OpenRLHF's request as POLAR inputs: the output is what follows ``prompts[i]`` in ``queries[i]``,
-    and the reference answer is ``labels[i]`` (the dataset's label column), as the server reads it."""
-    for field, value in (("prompts", prompts), ("labels", labels)):
-        if value is None or len(value) != len(queries):
-            raise UsageError(
-                f"a reference-based reward model (POLAR) needs one of {field} per query: OpenRLHF "
-                "sends the prompt in prompts and the reference answer in labels (the dataset column named "
-                "by --data.label_key, --label_key in older releases)"
-            )
+    """OpenRLHF's request as POLAR inputs: the output is what follows ``prompts[i]`` in
+    ``queries[i]``, and the reference answer is ``labels[i]`` (the dataset's label column), as the
+    server reads it."""
+    prompts = _one_per_query("prompts", prompts, len(queries))
+    labels = _one_per_query("labels", labels, len(queries))
     items = []
-    for i, (query, prompt, label) in enumerate(zip(queries, prompts, labels)):  # type: ignore[arg-type]
+    for i, (query, prompt, label) in enumerate(zip(queries, prompts, labels, strict=True)):
         at = query.find(prompt)
         if at < 0:
             raise UsageError(
@@ -143,6 +141,17 @@ def openrlhf_reference_inputs(
             )
         items.append({"prompt": prompt, "reference": label, "output": query[at + len(prompt) :]})
     return items
+
+
+def _one_per_query(field: str, value: Sequence[Any] | None, queries: int) -> Sequence[Any]:
+    """``value`` when it holds one entry per query; else the error that says what OpenRLHF sends."""
+    if value is None or len(value) != queries:
+        raise UsageError(
+            f"a reference-based reward model (POLAR) needs one of {field} per query: OpenRLHF "
+            "sends the prompt in prompts and the reference answer in labels (the dataset column "
+            "named by --data.label_key, --label_key in older releases)"
+        )
+    return value
 
 
 def openrlhf_reward_func(model: BatchScorer | str, **load_kw: Any) -> Callable[..., dict[str, Any]]:
@@ -183,7 +192,8 @@ def _post(
     retries: int,
     client: Any = None,
 ) -> Any:
-    """POST JSON, retrying connection failures and 429/503 (honouring Retry-After); other errors raise."""
+    """POST JSON, retrying connection failures and 429/503 (honouring Retry-After); other errors
+    raise."""
     import httpx
 
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -276,7 +286,8 @@ def remote_rm_fn(
 
 
 class RemoteRewardModel:
-    """A reward server used like a RewardModel (score, score_batch, score_text, compare, rank, best_of)."""
+    """A reward server used like a RewardModel (score, score_batch, score_text, compare, rank,
+    best_of)."""
 
     def __init__(
         self,
@@ -331,7 +342,8 @@ class RemoteRewardModel:
 
     @property
     def scoring_style(self) -> str:
-        """The served model's inputs: ``conversation`` or ``reference-based`` (POLAR), from /v1/models."""
+        """The served model's inputs: ``conversation`` or ``reference-based`` (POLAR), from
+        /v1/models."""
         if self._style is None:
             import httpx
 
@@ -367,10 +379,11 @@ class RemoteRewardModel:
         return self.score_batch([conversation])[0]
 
     def score_batch(self, conversations: Sequence[Any], **_: Any) -> list[float]:
-        """Scores in input order; an empty list gives [] (the server refuses one), long lists are split.
+        """Scores in input order; an empty list gives [] (the server refuses one), long lists are
+        split.
 
-        Items are conversations, or ``{"prompt", "reference", "output"}`` inputs for a reference-based
-        (POLAR) model, sent as ``/v1/score``'s ``inputs``.
+        Items are conversations, or ``{"prompt", "reference", "output"}`` inputs for a
+        reference-based (POLAR) model, sent as ``/v1/score``'s ``inputs``.
         """
         key = (
             "inputs" if conversations and isinstance(conversations[0], Mapping) else "conversations"

@@ -33,7 +33,8 @@ def with_reward_token(ids: Sequence[int], reward_token_id: int) -> list[int]:
 
 
 def fit_length(ids: list[int], limit: int, *, truncate: bool, index: int) -> list[int]:
-    """``ids`` unchanged when within ``limit``; else its last ``limit`` tokens (``truncate``) or an error.
+    """``ids`` unchanged when within ``limit``; else its last ``limit`` tokens (``truncate``) or
+    an error.
 
     Truncating from the left keeps the end of the response and the reward token after it, which
     is what the score is read from.
@@ -73,7 +74,8 @@ def plan_buckets(
     max_items: int | None = None,
     pass_overhead_tokens: int = DEFAULT_PASS_OVERHEAD_TOKENS,
 ) -> list[list[int]]:
-    """Indices of ``lengths`` grouped into buckets, longest first, each under the padded-token budget.
+    """Indices of ``lengths`` grouped into buckets, longest first, each under the padded-token
+    budget.
 
     A bucket holds at most ``max_items`` items and at most ``max_tokens`` padded tokens
     (its longest item times its size); an item longer than the budget on its own gets a bucket
@@ -132,7 +134,8 @@ def plan_buckets(
 
 
 def _length_groups(sorted_lengths: list[int]) -> list[tuple[int, int]]:
-    """``(longest, count)`` runs of a descending list; neighbours merged until at most _MAX_GROUPS."""
+    """``(longest, count)`` runs of a descending list; neighbours merged until at most
+    _MAX_GROUPS."""
     groups: list[tuple[int, int]] = []
     ratio = 1.0
     distinct = len(set(sorted_lengths))

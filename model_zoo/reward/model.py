@@ -73,7 +73,10 @@ class RewardModel:
         self.close()
 
     def __repr__(self) -> str:
-        return f"RewardModel(name={self.name!r}, reward_token_id={self.reward_token_id}, max_length={self.max_length})"
+        return (
+            f"RewardModel(name={self.name!r}, reward_token_id={self.reward_token_id}, "
+            f"max_length={self.max_length})"
+        )
 
     # ------------------------------------------------------------------ encoding (no model run)
 
@@ -292,13 +295,15 @@ def unique_sequences(ids: Sequence[Sequence[int]]) -> tuple[list[list[int]], lis
 
 
 def check_vocabulary(batch: Sequence[Sequence[int]], vocab_size: int) -> None:
-    """Refuse a token id the embedding has no row for (torch would fail with "index out of range in self")."""
+    """Refuse a token id the embedding has no row for (torch would fail with "index out of range
+    in self")."""
     for i, ids in enumerate(batch):
         if ids and (min(ids) < 0 or max(ids) >= vocab_size):
             bad = next(t for t in ids if not 0 <= t < vocab_size)
             raise UsageError(
-                f"input {i} holds token id {bad}, outside the vocabulary of this model (0 to {vocab_size - 1}); "
-                "encode text with the model's own tokenizer, or use score_text"
+                f"input {i} holds token id {bad}, outside the vocabulary of this model "
+                f"(0 to {vocab_size - 1}); encode text with the model's own tokenizer, or use "
+                "score_text"
             )
 
 

@@ -150,7 +150,8 @@ def _check_text(text: str, field: str) -> None:
     except UnicodeEncodeError as exc:
         raise InvalidReferenceInputError(
             field,
-            f"holds a lone surrogate ({text[exc.start]!r} at character {exc.start}), which is not valid Unicode",
+            f"holds a lone surrogate ({text[exc.start]!r} at character {exc.start}), "
+            "which is not valid Unicode",
         ) from None
 
 
@@ -361,7 +362,8 @@ class PolarRewardModel(RewardModel):
         options: PolarOptions | None = None,
         truncate: bool | None = None,
     ) -> float:
-        """The reward of ``output`` given ``prompt`` and ``reference`` (each a string or messages)."""
+        """The reward of ``output`` given ``prompt`` and ``reference`` (each a string or
+        messages)."""
         if conversation is not None:
             raise conversation_given(self.name)
         missing = [
@@ -398,7 +400,8 @@ class PolarRewardModel(RewardModel):
             return prompt  # already a list of inputs
         if reference is None or outputs is None:
             raise UsageError(
-                "give prompt, reference and a list of outputs, or one list of {prompt, reference, output}"
+                "give prompt, reference and a list of outputs, "
+                "or one list of {prompt, reference, output}"
             )
         if isinstance(outputs, (str, bytes, Mapping)) or not isinstance(outputs, Sequence):
             raise InvalidReferenceInputError(

@@ -37,5 +37,6 @@ class ChatCodec(Protocol):
         ...
 
     def encode(self, text: str) -> list[int]:
-        """Token ids of ``text`` without added special tokens (special tokens in the text kept whole)."""
+        """Token ids of ``text`` without added special tokens (special tokens in the text kept
+        whole)."""
         ...

@@ -106,7 +106,7 @@ class RayScorer:
                 self.calls_per_replica[k] += 1
         scores: list[float] = [0.0] * len(batch)
         for share, ref in pending:
-            for i, value in zip(share, ray.get(ref)):
+            for i, value in zip(share, ray.get(ref), strict=True):
                 scores[i] = value
         return scores
 

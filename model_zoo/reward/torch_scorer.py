@@ -66,7 +66,7 @@ class TorchScorer:
         with torch.inference_mode():
             for bucket in plan_buckets(lengths, max_tokens=budget, max_items=batch_size):
                 values = self._forward([batch[i] for i in bucket])
-                for i, value in zip(bucket, values):
+                for i, value in zip(bucket, values, strict=True):
                     scores[i] = value
         return scores
 

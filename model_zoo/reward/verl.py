@@ -1,4 +1,5 @@
-"""verl's ``custom_reward_function``, scoring with InternLM2-Reward or POLAR, locally or on a server.
+"""verl's ``custom_reward_function``, scoring with InternLM2-Reward or POLAR, locally or on a
+server.
 
 verl calls ``compute_score(data_source, solution_str, ground_truth, extra_info, **reward_kwargs)``
 once per response (its reward loop, the only path in verl 0.9, runs these calls concurrently in
@@ -85,7 +86,8 @@ class VerlRewardConfig(NamedTuple):
     def from_kwargs(
         cls, kw: Mapping[str, Any], env: Mapping[str, str] | None = None
     ) -> VerlRewardConfig:
-        """Keywords first, then the environment; unknown keywords (verl adds its own) are ignored."""
+        """Keywords first, then the environment; unknown keywords (verl adds its own) are
+        ignored."""
         env = os.environ if env is None else env
 
         def pick(key: str, var: str | None = None) -> str | None:
@@ -121,9 +123,10 @@ class VerlRewardConfig(NamedTuple):
                 )
         if model is None and server_url is None:
             raise UsageError(
-                "model_zoo.reward.verl needs a reward model: set custom_reward_function.reward_kwargs.model "
-                "(a registry name such as internlm2-7b-reward, or a checkpoint directory) or "
-                "reward_kwargs.server_url (a `model-zoo serve-reward` URL), or the environment variable "
+                "model_zoo.reward.verl needs a reward model: set "
+                "custom_reward_function.reward_kwargs.model (a registry name such as "
+                "internlm2-7b-reward, or a checkpoint directory) or reward_kwargs.server_url "
+                "(a `model-zoo serve-reward` URL), or the environment variable "
                 "MODEL_ZOO_REWARD_MODEL or MODEL_ZOO_REWARD_URL"
             )
         strip = kw.get("strip_thinking")
@@ -152,7 +155,7 @@ def _as_bool(value: Any, field: str) -> bool:
     raise UsageError(f"reward_kwargs.{field} must be true or false, got {value!r}")
 
 
-# ---------------------------------------------------------------------- the scorer, once per process
+# ------------------------------------------------------------------ the scorer, once per process
 
 
 class _Coalescer:
@@ -225,8 +228,8 @@ def _open_model(config: VerlRewardConfig) -> Any:
 
         if config.cut_side is not None:
             raise UsageError(
-                "reward_kwargs.cut_side applies to a model loaded in-process; a server cuts as it was "
-                "started"
+                "reward_kwargs.cut_side applies to a model loaded in-process; "
+                "a server cuts as it was started"
             )
         return RemoteRewardModel(str(config.server_url), api_key=config.api_key)
     from model_zoo.reward.api import load_reward
@@ -290,7 +293,8 @@ def _plain(value: Any) -> Any:
 
 
 def strip_thinking(text: str) -> str:
-    """What follows ``</think>`` when the text opens a ``<think>`` block, as POLAR's recipe scores it."""
+    """What follows ``</think>`` when the text opens a ``<think>`` block, as POLAR's recipe
+    scores it."""
     match = _THINK.search(text)
     return match.group(2).strip() if match else text
 
@@ -299,10 +303,10 @@ def _prompt(extra_info: Any, key: str, row: int) -> Any:
     info = _plain(extra_info) if extra_info is not None else {}
     if not isinstance(info, Mapping) or info.get(key) is None:
         raise UsageError(
-            f"row {row}: extra_info has no {key!r}: model_zoo.reward.verl scores the prompt with the response, "
-            f"and verl passes the prompt only inside extra_info. Copy the prompt messages into "
-            f"extra_info[{key!r}] when you write the parquet file (as POLAR's verl recipe does), or set "
-            "reward_kwargs.prompt_key to the key that holds them"
+            f"row {row}: extra_info has no {key!r}: model_zoo.reward.verl scores the prompt with "
+            f"the response, and verl passes the prompt only inside extra_info. Copy the prompt "
+            f"messages into extra_info[{key!r}] when you write the parquet file (as POLAR's verl "
+            "recipe does), or set reward_kwargs.prompt_key to the key that holds them"
         )
     return info[key]
 
@@ -383,12 +387,13 @@ def compute_score_batch(
     ):
         if len(values) != n:
             raise UsageError(
-                f"compute_score_batch got {n} solution_strs and {len(values)} {name}; they must pair up"
+                f"compute_score_batch got {n} solution_strs and {len(values)} {name}; "
+                "they must pair up"
             )
     config = VerlRewardConfig.from_kwargs(kw)
     scorer = _scorer(config)
     items = [
         _row_input(scorer.style, config, s, g, e, i)
-        for i, (s, g, e) in enumerate(zip(solution_strs, ground_truths, infos))
+        for i, (s, g, e) in enumerate(zip(solution_strs, ground_truths, infos, strict=True))
     ]
     return scorer.coalescer.score_batch(items) if items else []
