@@ -22,7 +22,7 @@ _HEX = frozenset("0123456789abcdef")
 
 def is_commit_id(value: str | None) -> bool:
     """A full 40-hex git commit id."""
-    return bool(value) and len(value) == 40 and set(value.lower()) <= _HEX  # type: ignore[union-attr]
+    return value is not None and len(value) == 40 and set(value.lower()) <= _HEX
 
 
 def head_url(source: str, endpoint: str, repo_id: str, revision: str | None) -> str | None:
