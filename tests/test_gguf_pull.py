@@ -102,7 +102,7 @@ def test_load_by_name_and_level_pulls_and_loads_natively(gguf_hub, tiny_gguf) ->
     assert runner.path.name == "internlm2_5-7b-chat-q8_0.gguf"
     assert runner.name == "InternLM2.5-7B-Chat-GGUF"
     # the registry's parent restores the dynamic rope scaling GGUF drops
-    assert runner.spec.rope_scaling is not None and runner.spec.rope_scaling.kind == "dynamic"
+    assert runner.spec.rope_scaling is not None and runner.spec.rope_scaling.type == "dynamic"
     assert (
         runner.profile.generation.temperature
         == get("internlm2_5-7b-chat").generation_defaults.temperature

@@ -165,7 +165,7 @@ def test_rope_scaling_spelled_type_or_rope_type(tmp_path: Path, key: str) -> Non
         config_overrides={"rope_scaling": {key: "linear", "factor": 4.0}},
     )
     spec = read_config(path)
-    assert spec.rope_scaling is not None and (spec.rope_scaling.kind, spec.rope_scaling.factor) == (
+    assert spec.rope_scaling is not None and (spec.rope_scaling.type, spec.rope_scaling.factor) == (
         "linear",
         4.0,
     )

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
 from ..hubs.catalog import HUBS
 from . import memory as _mem
@@ -39,7 +39,13 @@ VARIANT_FORMATS: tuple[str, ...] = ("gguf", "awq", "gptq")
 
 @dataclass(frozen=True)
 class RopeScaling:
-    type: str  # "dynamic" (NTK) or "linear"
+    """Rotary scaling as config.json declares it: ``linear``, or ``dynamic`` (InternLM's NTK).
+
+    One type for the registry's record and the runner's ``ModelSpec``. ``factor`` is None only in
+    the registry, where a checkpoint's factor was not recorded; a loaded config.json always has
+    one (1.0 when it names none)."""
+
+    type: Literal["dynamic", "linear"]
     factor: float | None
 
 

@@ -243,7 +243,7 @@ class Runner:
 
     def _recompute_beyond(self) -> int | None:
         scaling = self.spec.rope_scaling
-        if self.spec.family == "internlm" and scaling is not None and scaling.kind == "dynamic":
+        if self.spec.family == "internlm" and scaling is not None and scaling.type == "dynamic":
             return self.spec.max_position_embeddings
         return None
 

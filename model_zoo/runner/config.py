@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from ..errors import IncompatibleCheckpointError
+from ..registry.info import RopeScaling
 from ..registry.memory import ParamCounts, param_counts
 
 Family = Literal["internlm2", "internlm3", "internlm"]
@@ -33,14 +34,6 @@ _MODEL_TYPES: dict[str, str] = {
     "internlm3": "InternLM3ForCausalLM",
     "internlm": "InternLMForCausalLM",
 }
-
-
-@dataclass(frozen=True)
-class RopeScaling:
-    """Rotary scaling as InternLM configs declare it: ``linear`` or ``dynamic`` (NTK)."""
-
-    kind: Literal["linear", "dynamic"]
-    factor: float
 
 
 @dataclass(frozen=True)
@@ -162,7 +155,7 @@ def _rope(raw: dict[str, Any], family: Family) -> tuple[float, RopeScaling | Non
     factor = float(scaling.get("factor", 1.0))
     if factor < 1.0:
         raise ValueError(f"rope scaling factor must be >= 1, got {factor}")
-    return theta, RopeScaling(kind=kind, factor=factor)
+    return theta, RopeScaling(type=cast(Literal["linear", "dynamic"], kind), factor=factor)
 
 
 def spec_from_dict(raw: dict[str, Any], *, where: str = "config.json") -> ModelSpec:

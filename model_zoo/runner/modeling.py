@@ -36,12 +36,13 @@ def rope_inv_freq(
     base = spec.rope_theta
     scaling = spec.rope_scaling
     m = spec.max_position_embeddings
-    if scaling is not None and scaling.kind == "dynamic" and seq_len > m:
-        base = base * ((scaling.factor * seq_len / m) - (scaling.factor - 1)) ** (d / (d - 2))
+    factor = (scaling.factor if scaling is not None else None) or 1.0  # config.json's default
+    if scaling is not None and scaling.type == "dynamic" and seq_len > m:
+        base = base * ((factor * seq_len / m) - (factor - 1)) ** (d / (d - 2))
     exponents = torch.arange(0, d, 2, dtype=torch.int64, device=device).float() / d
     inv_freq = 1.0 / (base**exponents)
-    if scaling is not None and scaling.kind == "linear":
-        inv_freq = inv_freq / scaling.factor
+    if scaling is not None and scaling.type == "linear":
+        inv_freq = inv_freq / factor
     return inv_freq
 
 
@@ -60,7 +61,7 @@ class InternLMRotaryEmbedding(nn.Module):
         scaling = self.spec.rope_scaling
         if (
             scaling is not None
-            and scaling.kind == "dynamic"
+            and scaling.type == "dynamic"
             and seq_len > self.spec.max_position_embeddings
         ):
             inv_freq = rope_inv_freq(self.spec, seq_len, x.device)

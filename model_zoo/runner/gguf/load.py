@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import IncompatibleCheckpointError
-from ..config import ModelSpec, RopeScaling
+from ...registry.info import RopeScaling
+from ..config import ModelSpec
 from .layout import Target, native_plan, unpermute
 from .metadata import GGUFCheckpoint, read_gguf
 

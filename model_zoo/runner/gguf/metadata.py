@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import IncompatibleCheckpointError, MissingDependencyError
-from ..config import ModelSpec, RopeScaling
+from ...registry.info import RopeScaling
+from ..config import ModelSpec
 
 # llama.cpp's token types (gguf.TokenType); SentencePiece's piece types use the same numbers.
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6

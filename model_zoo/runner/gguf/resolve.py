@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...errors import UsageError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ...registry.info import RopeScaling
 
 MAGIC = b"GGUF"
 
@@ -23,7 +26,7 @@ class GGUFRequest:
 
     path: Path
     info: Any = None  # the parent model's ModelInfo (chat format, generation defaults)
-    rope_scaling: Any = None  # the parent checkpoint's rotary scaling, which GGUF drops
+    rope_scaling: RopeScaling | None = None  # the parent checkpoint's, which GGUF drops
 
 
 def is_gguf_file(path: Path) -> bool:
@@ -97,7 +100,6 @@ def resolve_registry_gguf(
     from ...ggufnames import DEFAULT_LEVEL
     from ...registry.api import get
     from ...registry.loader import load_registry
-    from ..config import RopeScaling
 
     info = get(name)
     registry = load_registry()
@@ -126,10 +128,9 @@ def resolve_registry_gguf(
         if snap is None or not (snap.root / file).is_file():
             raise ModelNotPulledError(info.spec)
         directory = snap.root
-    dims = info.dims
-    scaling = None
-    if dims is not None and dims.rope_scaling is not None and dims.rope_scaling.factor:
-        scaling = RopeScaling(dims.rope_scaling.type, float(dims.rope_scaling.factor))  # type: ignore[arg-type]
+    scaling = info.dims.rope_scaling if info.dims is not None else None
+    if scaling is not None and not scaling.factor:  # a factor the registry did not record
+        scaling = None
     return GGUFRequest(directory / file, info, scaling)
 
 
