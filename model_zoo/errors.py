@@ -25,29 +25,65 @@ EXIT_NETWORK = 4
 
 
 class ModelZooError(Exception):
-    """Base of all model-zoo errors. ``fields`` holds the structured details."""
+    """Base of all model-zoo errors.
+
+    A type declares its structured fields as class-level annotations (``hub: str``) and passes
+    them as keywords to this constructor, which sets them as attributes: type checkers see them,
+    and ``fields`` lists them for ``--json`` output. Attributes that are not fields (objects for
+    code, such as ``FetchFailedError.failures``) are annotated in ``__init__`` instead. The
+    generic types (``UsageError``, ``IntegrityError``, ...) also take undeclared keywords: those
+    are ``details``, shown in ``fields`` but not attributes; raise a specific type when code needs
+    to read one.
+
+    Some types also derive from the builtin their failure is an instance of (``ValueError`` for
+    usage errors, ``OSError`` for local disk and file errors), so that generic callers catch them.
+    """
 
     exit_code: ClassVar[int] = EXIT_FAILURE
+    #: the declared fields of this type and its bases, in order (see ``__init_subclass__``)
+    field_names: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Collect the annotations of the new type and its bases, base first, ClassVars left out."""
+        super().__init_subclass__(**kwargs)
+        names: dict[str, None] = {}
+        for klass in reversed(cls.__mro__):
+            for name, annotation in vars(klass).get("__annotations__", {}).items():
+                if not str(annotation).removeprefix("typing.").startswith("ClassVar"):
+                    names[name] = None
+        cls.field_names = tuple(names)
 
     def __init__(self, message: str, **fields: Any) -> None:
+        # one argument only: OSError reads (errno, strerror, ...) out of two or more
         super().__init__(message)
-        self.message = message
-        self.fields: dict[str, Any] = fields
+        self.details: dict[str, Any] = {}
         for key, value in fields.items():
-            setattr(self, key, value)
+            if key in self.field_names:
+                setattr(self, key, value)
+            else:
+                self.details[key] = value
+
+    @property
+    def message(self) -> str:
+        """The whole message; kept in ``args`` so that ``args``, ``str()`` and pickling agree."""
+        return str(self.args[0])
+
+    @message.setter
+    def message(self, value: str) -> None:
+        self.args = (value,)
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        """The structured details: every declared field, then any undeclared ``details``."""
+        return {name: getattr(self, name) for name in self.field_names} | self.details
 
     def __str__(self) -> str:
         return self.message
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Picklable whatever the subclass's ``__init__`` takes (Ray, multiprocessing): rebuilt
-        from the message, the fields and any other attribute, without calling ``__init__``."""
-        extra = {
-            k: v
-            for k, v in self.__dict__.items()
-            if k not in ("message", "fields") and k not in self.fields
-        }
-        return (_rebuild_error, (type(self), self.message, self.fields, extra))
+        from the message, then the instance dict (fields, details, anything set later) restored."""
+        return (_rebuild_error, (type(self), self.message), self.__dict__)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form, for ``--json`` output."""
@@ -61,27 +97,27 @@ class ModelZooError(Exception):
         return out
 
 
-def _rebuild_error(
-    cls: type[ModelZooError], message: str, fields: dict[str, Any], extra: dict[str, Any]
-) -> ModelZooError:
-    """Unpickle a ModelZooError (see ``ModelZooError.__reduce__``)."""
+def _rebuild_error(cls: type[ModelZooError], message: str) -> ModelZooError:
+    """Unpickle a ModelZooError (see ``ModelZooError.__reduce__``); pickle restores its dict."""
     exc = cls.__new__(cls)
-    ModelZooError.__init__(exc, message, **fields)
-    exc.__dict__.update(extra)
+    ModelZooError.__init__(exc, message)
     return exc
 
 
 # ---------------------------------------------------------------- usage and names (exit 2)
 
 
-class UsageError(ModelZooError):
-    """Bad arguments or options that the user must change."""
+class UsageError(ModelZooError, ValueError):
+    """Bad arguments or options that the user must change (a ``ValueError`` too)."""
 
     exit_code = EXIT_USAGE
 
 
 class UnknownModelError(UsageError):
     """A name that no registry entry answers to."""
+
+    name: str
+    suggestions: list[str]
 
     def __init__(self, name: str, suggestions: Sequence[str] = ()) -> None:
         msg = f"unknown model {name!r}."
@@ -93,6 +129,9 @@ class UnknownModelError(UsageError):
 
 class AmbiguousNameError(UsageError):
     """A name that several entries answer to once separators are ignored."""
+
+    name: str
+    candidates: list[str]
 
     def __init__(self, name: str, candidates: Sequence[str]) -> None:
         msg = (
@@ -124,6 +163,9 @@ class RegistryProblem:
 class RegistryError(UsageError):
     """A registry file that does not validate. ``problems`` lists every problem found."""
 
+    source: str
+    problems: list[str]
+
     def __init__(self, source: str, problems: Sequence[RegistryProblem]) -> None:
         lines = [f"registry {source} is invalid ({len(problems)} problem(s)):"]
         lines += [f"  - {p}" for p in problems]
@@ -134,12 +176,17 @@ class RegistryError(UsageError):
 class ConfigError(UsageError):
     """A settings file or environment variable with a value model-zoo cannot use."""
 
+    setting: str | None
+
     def __init__(self, message: str, *, setting: str | None = None) -> None:
         super().__init__(message, setting=setting)
 
 
 class MissingDependencyError(ModelZooError):
     """An optional package the requested feature needs is not installed."""
+
+    package: str
+    extra: str | None
 
     def __init__(self, package: str, *, extra: str | None = None, feature: str = "") -> None:
         how = f"pip install 'model-zoo[{extra}]'" if extra else f"pip install {package}"
@@ -161,6 +208,10 @@ class HubError(ModelZooError):
 
 
 class RepoNotFoundError(HubError):
+    hub: str
+    repo_id: str
+    url: str | None
+
     def __init__(self, hub: str, repo_id: str, *, url: str | None = None) -> None:
         super().__init__(
             f"{hub}: repository {repo_id!r} was not found. Check the id, or try another source "
@@ -173,6 +224,8 @@ class RepoNotFoundError(HubError):
 
 class RepoNotFoundOrPrivateError(RepoNotFoundError):
     """Asked without a token, the hub will not say whether the repository is missing or private."""
+
+    token_env: str | None
 
     def __init__(
         self, hub: str, repo_id: str, *, token_env: str | None, url: str | None = None
@@ -192,6 +245,10 @@ class RepoNotFoundOrPrivateError(RepoNotFoundError):
 class RevisionNotFoundError(HubError):
     """The hub has the repository but not that commit or tag: the user's input to fix (exit 2)."""
 
+    hub: str
+    repo_id: str
+    revision: str
+
     exit_code = EXIT_USAGE
 
     def __init__(self, hub: str, repo_id: str, revision: str) -> None:
@@ -207,10 +264,16 @@ class RevisionNotFoundError(HubError):
 class RevisionMovedError(HubError):
     """A branch kept moving to new commits while it was being pulled."""
 
+    hub: str
+    repo_id: str
+    revision: str
+    moves: int
+
     def __init__(self, hub: str, repo_id: str, revision: str, moves: int) -> None:
         super().__init__(
-            f"{hub}: {repo_id!r} {revision} moved to a new commit {moves} times during the pull, so its "
-            "files could not be fetched from one commit. Retry later, or pin a commit with --revision.",
+            f"{hub}: {repo_id!r} {revision} moved to a new commit {moves} times during the pull, "
+            "so its files could not be fetched from one commit. Retry later, or pin a commit with "
+            "--revision.",
             hub=hub,
             repo_id=repo_id,
             revision=revision,
@@ -225,6 +288,11 @@ class GatedRepoError(HubError):
     something else (OpenXLab's access key pair).
     """
 
+    hub: str
+    repo_id: str
+    token_env: str | None
+    status: int | None
+
     def __init__(
         self,
         hub: str,
@@ -237,9 +305,10 @@ class GatedRepoError(HubError):
         how = advice or (
             f"Set {token_env} to a token with access" if token_env else "Log in to the hub"
         )
+        code = f" (HTTP {status})" if status else ""
         super().__init__(
-            f"{hub}: access to {repo_id!r} was refused{f' (HTTP {status})' if status else ''}. {how}, and accept "
-            "the model's terms on the hub's web page if it asks.",
+            f"{hub}: access to {repo_id!r} was refused{code}. {how}, and accept the model's terms "
+            "on the hub's web page if it asks.",
             hub=hub,
             repo_id=repo_id,
             token_env=token_env,
@@ -251,11 +320,16 @@ class NotOnWhiteListError(HubError):
     """The hub serves this repository only to a white list of accounts or networks (Modelers'
     HTTP 418): a token is no help unless its account is on the list."""
 
+    hub: str
+    repo_id: str
+    status: int
+
     def __init__(self, hub: str, repo_id: str, *, web_url: str | None = None) -> None:
         where = f" on {web_url}" if web_url else " on the model's web page"
         super().__init__(
-            f"{hub}: {repo_id!r} is served only to a white list, and this account or network is not "
-            f"on it (HTTP 418). Ask the publisher for access{where}, or use another source with --source.",
+            f"{hub}: {repo_id!r} is served only to a white list, and this account or network is "
+            f"not on it (HTTP 418). Ask the publisher for access{where}, or use another source "
+            "with --source.",
             hub=hub,
             repo_id=repo_id,
             status=418,
@@ -265,11 +339,15 @@ class NotOnWhiteListError(HubError):
 class CredentialsRejectedError(HubError):
     """The hub refused the credentials themselves (an access key pair), before any repository."""
 
+    hub: str
+    origin: str
+    detail: str
+
     def __init__(self, hub: str, origin: str, detail: str) -> None:
         super().__init__(
-            f"{hub}: the access key pair from {origin} was refused ({detail}). Check both keys (an "
-            "access key and its secret key, as `openxlab login` stores them), or set OPENXLAB_TOKEN "
-            "to a token instead.",
+            f"{hub}: the access key pair from {origin} was refused ({detail}). Check both keys "
+            "(an access key and its secret key, as `openxlab login` stores them), or set "
+            "OPENXLAB_TOKEN to a token instead.",
             hub=hub,
             origin=origin,
             detail=detail,
@@ -277,6 +355,10 @@ class CredentialsRejectedError(HubError):
 
 
 class RateLimitedError(HubError):
+    hub: str
+    retry_after: float | None
+    url: str | None
+
     def __init__(
         self, hub: str, *, retry_after: float | None = None, url: str | None = None
     ) -> None:
@@ -290,6 +372,10 @@ class RateLimitedError(HubError):
 
 
 class HubServerError(HubError):
+    hub: str
+    status: int
+    url: str | None
+
     def __init__(self, hub: str, status: int, *, url: str | None = None, detail: str = "") -> None:
         extra = f": {detail}" if detail else ""
         super().__init__(
@@ -304,6 +390,10 @@ class HubServerError(HubError):
 class HubProtocolError(HubError):
     """The hub answered, but not in the shape its protocol promises."""
 
+    hub: str
+    detail: str
+    url: str | None
+
     def __init__(self, hub: str, detail: str, *, url: str | None = None) -> None:
         super().__init__(
             f"{hub}: unexpected answer ({detail}). If you set a custom endpoint, check that it "
@@ -315,6 +405,10 @@ class HubProtocolError(HubError):
 
 
 class HubUnreachableError(HubError):
+    hub: str
+    endpoint: str
+    reason: str
+
     def __init__(self, hub: str, endpoint: str, *, reason: str = "") -> None:
         why = f" ({reason})" if reason else ""
         super().__init__(
@@ -328,6 +422,10 @@ class HubUnreachableError(HubError):
 
 class NoSourceError(HubError):
     """No configured source can serve the requested model."""
+
+    model: str
+    tried: list[str]
+    reasons: list[str]
 
     def __init__(self, model: str, tried: Sequence[str], *, reasons: Sequence[str] = ()) -> None:
         # one line per hub, each reason and its advice whole: cut to fit one line, the advice of
@@ -344,6 +442,9 @@ class NoSourceError(HubError):
 
 class DownloadFailedError(HubError):
     """One file could not be fetched from any of its sources; ``reasons`` says why, per source."""
+
+    path: str
+    reasons: list[str]
 
     def __init__(self, path: str, reasons: Sequence[str]) -> None:
         super().__init__(
@@ -362,13 +463,15 @@ class FetchFailedError(ModelZooError):
     error carries. ``report`` is the engine's ``FetchReport`` of everything the fetch did.
     """
 
+    paths: list[str]
+
     def __init__(self, failures: Sequence[tuple[str, ModelZooError]], report: Any) -> None:
         first = failures[0][1]
         more = f" ({len(failures) - 1} more file(s) failed too)" if len(failures) > 1 else ""
         super().__init__(first.message + more, paths=[p for p, _ in failures])
-        self.failures = list(failures)
-        self.first = first
-        self.report = report
+        self.failures: list[tuple[str, ModelZooError]] = list(failures)
+        self.first: ModelZooError = first
+        self.report: Any = report
         self.exit_code = first.exit_code  # type: ignore[misc]  # integrity (3), network (4), ...
 
     exit_code: ClassVar[int] = EXIT_NETWORK  # replaced per instance by the first failure's
@@ -376,6 +479,8 @@ class FetchFailedError(ModelZooError):
 
 class OfflineError(ModelZooError):
     """Offline mode is on and what was asked for is not in the store."""
+
+    what: str
 
     def __init__(self, what: str) -> None:
         super().__init__(
@@ -396,6 +501,11 @@ class IntegrityError(ModelZooError):
 
 
 class HashMismatchError(IntegrityError):
+    path: str
+    expected: str
+    actual: str
+    source: str | None
+
     def __init__(self, path: str, expected: str, actual: str, *, source: str | None = None) -> None:
         src = f" from {source}" if source else ""
         super().__init__(
@@ -409,6 +519,11 @@ class HashMismatchError(IntegrityError):
 
 
 class SizeMismatchError(IntegrityError):
+    path: str
+    expected: int
+    actual: int
+    source: str | None
+
     def __init__(self, path: str, expected: int, actual: int, *, source: str | None = None) -> None:
         src = f" from {source}" if source else ""
         super().__init__(
@@ -423,6 +538,10 @@ class SizeMismatchError(IntegrityError):
 class UnsafePathError(IntegrityError):
     """A remote listing names a path that would land outside the target directory."""
 
+    path: str
+    reason: str
+    source: str | None
+
     def __init__(self, path: str, reason: str, *, source: str | None = None) -> None:
         super().__init__(
             f"refusing remote path {path!r}: {reason}. Nothing was written for it.",
@@ -434,6 +553,9 @@ class UnsafePathError(IntegrityError):
 
 class LockMismatchError(IntegrityError):
     """The remote no longer matches what a lock file recorded."""
+
+    model: str
+    detail: str
 
     def __init__(self, model: str, detail: str) -> None:
         super().__init__(
@@ -447,6 +569,9 @@ class LockMismatchError(IntegrityError):
 class CheckpointError(IntegrityError):
     """A checkpoint on disk is damaged or incomplete (names the file)."""
 
+    path: str
+    detail: str
+
     def __init__(self, path: str, detail: str) -> None:
         super().__init__(
             f"{path}: {detail}. Pull the model again to repair it; `model-zoo verify` lists every "
@@ -459,7 +584,13 @@ class CheckpointError(IntegrityError):
 # ---------------------------------------------------------------- local resources (exit 1)
 
 
-class DiskSpaceError(ModelZooError):
+class DiskSpaceError(ModelZooError, OSError):
+    """Not enough free space for what a pull must write (an ``OSError`` too, as ENOSPC would be)."""
+
+    path: str
+    needed: int
+    free: int
+
     def __init__(self, path: str, needed: int, free: int) -> None:
         super().__init__(
             f"not enough disk space at {path}: need {human_size(needed)}, {human_size(free)} free. "
@@ -471,13 +602,17 @@ class DiskSpaceError(ModelZooError):
         )
 
 
-class LocalWriteError(ModelZooError):
-    """A file or directory model-zoo must write cannot be created (permissions, a file in the way)."""
+class LocalWriteError(ModelZooError, OSError):
+    """A file or directory model-zoo must write cannot be created (permissions, a file in the way);
+    an ``OSError`` too."""
+
+    path: str
+    reason: str
 
     def __init__(self, path: str, reason: str) -> None:
         super().__init__(
-            f"cannot write {path}: {reason}. Check that the directory exists or can be created and is "
-            "writable, or choose another place (--local-dir, MODEL_ZOO_HOME, --output).",
+            f"cannot write {path}: {reason}. Check that the directory exists or can be created "
+            "and is writable, or choose another place (--local-dir, MODEL_ZOO_HOME, --output).",
             path=path,
             reason=reason,
         )
@@ -485,6 +620,9 @@ class LocalWriteError(ModelZooError):
 
 class IncompatibleCheckpointError(ModelZooError):
     """A checkpoint model-zoo cannot load as asked (format, architecture, tensors)."""
+
+    path: str
+    detail: str
 
     def __init__(self, path: str, detail: str, *, hint: str = "") -> None:
         msg = f"{path}: {detail}."
@@ -496,13 +634,20 @@ class IncompatibleCheckpointError(ModelZooError):
 class OllamaCreateError(ModelZooError):
     """``ollama create`` ran and failed; the Modelfile it was given stays for a rerun by hand."""
 
+    command: list[str]
+    returncode: int
+    output: str
+    modelfile: str
+
     def __init__(
         self, command: Sequence[str], returncode: int, output: str, modelfile: str
     ) -> None:
         tail = output.strip()[-1500:]
+        said = f": {tail}" if tail else ""
         super().__init__(
-            f"`{' '.join(command)}` failed (exit {returncode}){': ' + tail if tail else ''}. The Modelfile is "
-            f"{modelfile}; check that the Ollama server is running (`ollama serve`) and run the command again.",
+            f"`{' '.join(command)}` failed (exit {returncode}){said}. The Modelfile is "
+            f"{modelfile}; check that the Ollama server is running (`ollama serve`) and run the "
+            "command again.",
             command=list(command),
             returncode=returncode,
             output=tail,
@@ -513,10 +658,15 @@ class OllamaCreateError(ModelZooError):
 class InputTooLongError(UsageError):
     """A reward-model input longer than the model's limit (and truncation was not asked for)."""
 
+    index: int
+    tokens: int
+    limit: int
+
     def __init__(self, index: int, tokens: int, limit: int) -> None:
         super().__init__(
             f"input {index} has {tokens} tokens, over the limit of {limit}. Shorten it, or pass "
-            f"truncate=True (CLI: --truncate) to keep its last {limit} tokens, reward token included.",
+            f"truncate=True (CLI: --truncate) to keep its last {limit} tokens, reward token "
+            "included.",
             index=index,
             tokens=tokens,
             limit=limit,
@@ -525,6 +675,9 @@ class InputTooLongError(UsageError):
 
 class InvalidConversationError(UsageError):
     """A conversation that is not a list of ``{"role": str, "content": str}`` messages."""
+
+    field: str
+    detail: str
 
     HINT: ClassVar[str] = (
         'A conversation is a list of {"role": ..., "content": ...} messages (OpenAI style).'
@@ -544,8 +697,8 @@ class InvalidReferenceInputError(InvalidConversationError):
     reward server's 400 answers) handles these the same way."""
 
     HINT: ClassVar[str] = (
-        'A reference-based input is {"prompt": ..., "reference": ..., "output": ...}, each a string '
-        'or a list of {"role": ..., "content": ...} messages.'
+        'A reference-based input is {"prompt": ..., "reference": ..., "output": ...}, each a '
+        'string or a list of {"role": ..., "content": ...} messages.'
     )
 
 
@@ -556,13 +709,17 @@ class ScoringStyleError(UsageError):
     ``style`` is the model's scoring style, ``given`` the style of what it was given.
     """
 
+    model: str
+    style: str
+    given: str
+
     def __init__(self, model: str, style: str, given: str) -> None:
         if style == "reference-based":
             msg = (
                 f"{model} is a reference-based reward model (POLAR): it scores an output against a "
                 "reference answer to the same prompt, not a conversation. Call score(prompt=..., "
-                'reference=..., output=...), score_batch([{"prompt": ..., "reference": ..., "output": ...}]) '
-                "or rank(prompt, reference, outputs)."
+                'reference=..., output=...), score_batch([{"prompt": ..., "reference": ..., '
+                '"output": ...}]) or rank(prompt, reference, outputs).'
             )
         else:
             msg = (
@@ -577,12 +734,16 @@ class ScoringStyleError(UsageError):
 class RewardServerError(ModelZooError):
     """A remote reward server that cannot be reached or refuses a request."""
 
+    url: str
+    detail: str
+    status: int | None
+
     exit_code = EXIT_NETWORK
 
     def __init__(self, url: str, detail: str, *, status: int | None = None) -> None:
         super().__init__(
-            f"reward server {url}: {detail}. Check that `model-zoo serve-reward` runs there, the URL "
-            "and the API key (MODEL_ZOO_API_KEY).",
+            f"reward server {url}: {detail}. Check that `model-zoo serve-reward` runs there, the "
+            "URL and the API key (MODEL_ZOO_API_KEY).",
             url=url,
             detail=detail,
             status=status,
@@ -590,6 +751,8 @@ class RewardServerError(ModelZooError):
 
 
 class ModelNotPulledError(ModelZooError):
+    name: str
+
     def __init__(self, name: str) -> None:
         super().__init__(
             f"{name} is not in the local store. Pull it first: model-zoo pull {name}",
@@ -598,7 +761,8 @@ class ModelNotPulledError(ModelZooError):
 
 
 class TokenizerExportError(IncompatibleCheckpointError):
-    """A checkpoint tokenizer that model-zoo cannot describe as a ``tokenizer.json`` for an engine."""
+    """A checkpoint tokenizer that model-zoo cannot describe as a ``tokenizer.json`` for an
+    engine."""
 
     def __init__(self, detail: str, *, path: str = "tokenizer.model") -> None:
         super().__init__(
@@ -610,6 +774,9 @@ class TokenizerExportError(IncompatibleCheckpointError):
 
 class ExportTargetError(UsageError):
     """An export directory that cannot be used as asked (not empty, or inside the checkpoint)."""
+
+    path: str
+    detail: str
 
     def __init__(self, path: str, detail: str) -> None:
         super().__init__(
@@ -623,6 +790,11 @@ class ExportTargetError(UsageError):
 class EngineStartError(ModelZooError):
     """A serving engine (vLLM, LMDeploy) that exited or never answered while starting."""
 
+    engine: str
+    detail: str
+    log_tail: str
+    command: list[str]
+
     def __init__(
         self, engine: str, detail: str, *, log_tail: str = "", command: Sequence[str] = ()
     ) -> None:
@@ -634,13 +806,13 @@ class EngineStartError(ModelZooError):
         )
 
 
-__all__ = [name for name in dir() if name.endswith("Error") or name.startswith("EXIT_")] + [
-    "RegistryProblem",
-]
+class LockTimeoutError(ModelZooError, TimeoutError):
+    """Another process held a lock for longer than we were willing to wait (a ``TimeoutError``,
+    so an ``OSError``, like the standard library's lock timeouts)."""
 
-
-class LockTimeoutError(ModelZooError):
-    """Another process held a lock for longer than we were willing to wait."""
+    path: str
+    waited: float
+    owner: str
 
     def __init__(self, path: str, waited: float, owner: str = "") -> None:
         who = f" (held by {owner})" if owner else ""
@@ -652,3 +824,8 @@ class LockTimeoutError(ModelZooError):
             waited=waited,
             owner=owner,
         )
+
+
+__all__ = [name for name in dir() if name.endswith("Error") or name.startswith("EXIT_")] + [
+    "RegistryProblem",
+]
