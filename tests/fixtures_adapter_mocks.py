@@ -89,6 +89,9 @@ class FakeHf:
         default_factory=list
     )  # header names lower-cased
     url: str = ""
+    # answer ``?blobs=true`` with every file's size, blob id and LFS details, as the Hub does
+    # (off: a mirror that ignores the flag, so only the tree listing is complete)
+    blobs: bool = False
 
     def answer(
         self, method: str, target: str, headers: dict[str, str]
@@ -116,13 +119,19 @@ class FakeHf:
         if tail[0] == "revision":
             if tail[1] not in repo.revisions and tail[1] != repo.sha:
                 return 404, {"X-Error-Code": "RevisionNotFound"}, _json({"error": "Invalid rev id"})
-            return 200, {}, self._info(f"{ns}/{name}", repo)
+            blobs = self.blobs and parse_qs(parts.query).get("blobs") == ["true"]
+            return 200, {}, self._info(f"{ns}/{name}", repo, blobs=blobs)
         if tail[0] == "tree" and tail[1] == repo.sha:
             return self._tree_page(repo, parse_qs(parts.query), target)
         return 404, {}, _json({"error": "no route"})
 
-    def _info(self, repo_id: str, repo: HfRepo) -> bytes:
-        siblings = [{"rfilename": f.path} for f in repo.files]
+    def _info(self, repo_id: str, repo: HfRepo, *, blobs: bool = False) -> bytes:
+        siblings: list[dict[str, Any]] = [{"rfilename": f.path} for f in repo.files]
+        if blobs:
+            for sib, f in zip(siblings, repo.files, strict=True):
+                sib.update(size=f.size, blobId=f.oid)
+                if f.sha256:
+                    sib["lfs"] = {"sha256": f.sha256, "size": f.size, "pointerSize": 134}
         return _json({"id": repo_id, "sha": repo.sha, "siblings": siblings, "private": False})
 
     def _tree_page(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import socket
 import time
 
@@ -54,6 +55,33 @@ def test_lists_every_file_across_pages_with_lfs_sha256(hub: FakeHf) -> None:
     assert manifest.commit == COMMIT and manifest.revision == "main" and manifest.source == "hf"
     tree_calls = [t for m, t, _ in hub.seen if "/tree/" in t]
     assert len(tree_calls) == 3  # 6 entries (2 folders), 2 per page: the Link header was followed
+
+
+def test_one_round_trip_when_model_info_lists_the_files(hub: FakeHf) -> None:
+    """A hub that answers ``blobs=true`` describes every file in the model info: no tree
+    listing, the same manifest (a far link pays its latency once, not twice)."""
+    by_tree = HuggingFaceAdapter(hub.url).manifest(REPO).by_path()
+    hub.blobs, hub.seen[:] = True, []
+    by_info = HuggingFaceAdapter(hub.url).manifest(REPO).by_path()
+    assert by_info == by_tree
+    api = [t for m, t, _ in hub.seen if t.startswith("/api/")]
+    assert len(api) == 1 and "blobs=true" in api[0] and "/revision/main" in api[0]
+
+
+def test_a_model_info_missing_one_files_details_falls_back_to_the_tree(hub: FakeHf) -> None:
+    hub.blobs = True
+    hub.repos[REPO].files.append(HfFile("late.bin", 5, "5" * 40))
+    real_info = hub._info
+
+    def one_without_size(repo_id: str, repo: HfRepo, *, blobs: bool = False) -> bytes:
+        body = json.loads(real_info(repo_id, repo, blobs=blobs))
+        body["siblings"][-1].pop("size", None)
+        return json.dumps(body).encode()
+
+    hub._info = one_without_size  # type: ignore[method-assign]
+    manifest = HuggingFaceAdapter(hub.url).manifest(REPO)
+    assert manifest.by_path()["late.bin"].size == 5
+    assert any("/tree/" in t for _, t, _ in hub.seen)
 
 
 def test_urls_are_pinned_to_the_commit_and_quoted(hub: FakeHf) -> None:
