@@ -88,6 +88,31 @@ def test_huggingface_hub_snapshot_download(
     assert redirects == ({"model.safetensors", "weights/big.bin"} if lfs_redirect else set())
 
 
+def test_huggingface_hub_model_info_with_blobs_matches_the_tree(
+    faithful_root: Path, faithful_hub: LocalHub
+) -> None:
+    """model-zoo lists a repository from ``model_info(files_metadata=True)`` alone: through the
+    official client, its siblings describe every file exactly as the recursive tree does."""
+    import hashlib
+
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=faithful_hub.url, token=False)
+    info = api.model_info(REPO, files_metadata=True)
+    tree = [e for e in api.list_repo_tree(REPO, revision=info.sha, recursive=True)]
+    files = {e.path: e for e in tree if hasattr(e, "blob_id")}
+    siblings = {s.rfilename: s for s in info.siblings or []}
+    assert sorted(siblings) == sorted(files) and len(siblings) == len(FILES)
+    for path, sib in siblings.items():
+        entry = files[path]
+        assert (sib.size, sib.blob_id) == (entry.size, entry.blob_id), path
+        assert (sib.lfs is None) == (entry.lfs is None), path
+        if sib.lfs is not None:
+            digest = hashlib.sha256((faithful_root / REPO / path).read_bytes()).hexdigest()
+            assert sib.lfs.sha256 == entry.lfs.sha256 == digest, path
+    assert {p for p, s in siblings.items() if s.lfs} == {"model.safetensors", "weights/big.bin"}
+
+
 def test_huggingface_hub_cache_layout_uses_commit_and_tags(
     faithful_root: Path, faithful_hub: LocalHub, tmp_path: Path
 ) -> None:
