@@ -99,7 +99,8 @@ class StoreReport:
 
 @dataclass
 class DoctorReport:
-    """What ``diagnose`` found; ``to_dict`` is the ``--json`` form (safe to paste in a bug report)."""
+    """What ``diagnose`` found; ``to_dict`` is the ``--json`` form (safe to paste in a bug
+    report)."""
 
     versions: dict[str, str | None]
     python: dict[str, str]
@@ -154,7 +155,9 @@ def proxy_for(url: str, env: Mapping[str, str]) -> str | None:
     parts = urlsplit(url)
     proxies = env_proxies(env)
     chosen = proxies.get(parts.scheme) or proxies.get("all")
-    if not chosen or urllib.request.proxy_bypass_environment(parts.hostname or "", proxies):
+    # proxy_bypass_environment is in urllib.request on every platform, but not in typeshed.
+    bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+    if not chosen or bypass(parts.hostname or "", proxies):
         return None
     return redact_url(chosen)
 
@@ -194,7 +197,8 @@ try:
     info["cuda_available"] = bool(torch.cuda.is_available())
     for i in range(torch.cuda.device_count() if info["cuda_available"] else 0):
         p = torch.cuda.get_device_properties(i)
-        info["devices"].append({"index": i, "name": p.name, "memory_gib": round(p.total_memory / 2**30, 1),
+        info["devices"].append({"index": i, "name": p.name,
+                                "memory_gib": round(p.total_memory / 2**30, 1),
                                 "capability": f"{p.major}.{p.minor}", "bf16": p.major >= 8})
 except Exception as exc:
     info["cuda_available"] = False
@@ -204,7 +208,8 @@ print(json.dumps(info))
 
 
 def gpu_info(torch_installed: bool, *, timeout: float = 120.0) -> dict[str, Any]:
-    """CUDA and GPUs as torch sees them, asked in a child interpreter (only when torch is installed)."""
+    """CUDA and GPUs as torch sees them, asked in a child interpreter (only when torch is
+    installed)."""
     import json
     import subprocess
 
@@ -228,7 +233,8 @@ def gpu_info(torch_installed: bool, *, timeout: float = 120.0) -> dict[str, Any]
 
 
 def settings_with_fallback(env: Mapping[str, str]) -> tuple[Any, list[Finding]]:
-    """Settings from ``env``; a bad setting becomes a finding and is left out, so doctor still runs."""
+    """Settings from ``env``; a bad setting becomes a finding and is left out, so doctor still
+    runs."""
     from .settings import load_settings
 
     env = dict(env)
@@ -342,7 +348,8 @@ def probe_hubs(
 
 
 def store_report(home: Path, env: Mapping[str, str]) -> StoreReport:
-    """The store: where, free space, filesystem and lock mode, how many models (complete/partial)."""
+    """The store: where, free space, filesystem and lock mode, how many models
+    (complete/partial)."""
     from .store.cache import incomplete_dirs, iter_snapshots
     from .store.layout import locks_dir
     from .store.locking import lock_mode, mount_fs_type
@@ -350,6 +357,8 @@ def store_report(home: Path, env: Mapping[str, str]) -> StoreReport:
     existing = home
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
+    free: int | None
+    total: int | None
     try:
         usage = shutil.disk_usage(existing)
         free, total = usage.free, usage.total
@@ -407,7 +416,8 @@ _HUB_ADVICE: dict[str, str] = {
     "hf": "If huggingface.co is blocked here, set HF_ENDPOINT to a mirror (e.g. "
     "HF_ENDPOINT=https://hf-mirror.com) or pull with --source modelscope.",
     "modelscope": "Check MODELSCOPE_ENDPOINT, or pull with --source hf.",
-    "modelers": "Modelers serves only InternLM3-8B-Instruct; check OPENMIND_HUB_ENDPOINT, or use another source.",
+    "modelers": "Modelers serves only InternLM3-8B-Instruct; check OPENMIND_HUB_ENDPOINT, "
+    "or use another source.",
     "openxlab": "Check OPENXLAB_ENDPOINT, or pull with --source hf or --source modelscope.",
 }
 
@@ -473,8 +483,8 @@ def _hub_findings(report: DoctorReport) -> list[Finding]:
                 Finding(
                     "warning",
                     "hubs",
-                    f"{hub.title}: {hub.token_env} is set and the endpoint {hub.endpoint} is plain http, "
-                    "so the token travels unencrypted.",
+                    f"{hub.title}: {hub.token_env} is set and the endpoint {hub.endpoint} is "
+                    "plain http, so the token travels unencrypted.",
                     "Use an https endpoint, or unset the token for this mirror.",
                 )
             )
@@ -576,8 +586,8 @@ def _store_findings(store: StoreReport | None) -> list[Finding]:
                 "store",
                 f"only {human_size(store.free_bytes)} free at {store.path} "
                 "(a 7B model in bf16 needs about 15.5 GB).",
-                "Free space (`model-zoo cache du`, `model-zoo cache rm NAME`), or set MODEL_ZOO_HOME "
-                "to a larger disk.",
+                "Free space (`model-zoo cache du`, `model-zoo cache rm NAME`), "
+                "or set MODEL_ZOO_HOME to a larger disk.",
             )
         )
     if store.lock_mode == "lockfile":
@@ -587,7 +597,8 @@ def _store_findings(store: StoreReport | None) -> list[Finding]:
                 "store",
                 f"the store is on a network filesystem ({store.filesystem}): "
                 "pulls coordinate through lock files instead of flock.",
-                "Nothing to do; set MODEL_ZOO_LOCK=flock only if your filesystem's flock is reliable.",
+                "Nothing to do; set MODEL_ZOO_LOCK=flock only if your filesystem's flock is "
+                "reliable.",
             )
         )
     if store.incomplete:
@@ -596,7 +607,8 @@ def _store_findings(store: StoreReport | None) -> list[Finding]:
                 "note",
                 "store",
                 f"{store.incomplete} interrupted pull(s) left partial files in the store.",
-                "Run the same `model-zoo pull` again to resume, or `model-zoo cache rm NAME` to drop them.",
+                "Run the same `model-zoo pull` again to resume, "
+                "or `model-zoo cache rm NAME` to drop them.",
             )
         )
     return out

@@ -6,7 +6,8 @@ import re
 
 
 def human_size(n: float | None) -> str:
-    """``3.2 GB``, ``41.0 MB``, ``512 B``: decimal units, as ``df -H`` and the hubs' pages show sizes."""
+    """``3.2 GB``, ``41.0 MB``, ``512 B``: decimal units, as ``df -H`` and the hubs' pages show
+    sizes."""
     if n is None:
         return "?"
     for unit in ("B", "KB", "MB", "GB", "TB"):
@@ -43,8 +44,8 @@ def parse_size(text: str, *, what: str = "size") -> int:
     if not m or unit not in _SIZE_UNITS:
         number = m.group(1) if m else "24"
         raise UsageError(
-            f"cannot read {what} {text!r}: give a unit, e.g. {number}GB (10^9 bytes) or {number}GiB "
-            "(2^30 bytes; what a GPU sold as 24 GB has)",
+            f"cannot read {what} {text!r}: give a unit, e.g. {number}GB (10^9 bytes) or "
+            f"{number}GiB (2^30 bytes; what a GPU sold as 24 GB has)",
             **{what.replace(" ", "_"): text},
         )
     value = float(m.group(1)) * _SIZE_UNITS[unit]

@@ -11,7 +11,8 @@ import typer
 
 def register(app: typer.Typer) -> None:
     export_app = typer.Typer(
-        help="Export a checkpoint for a serving engine (no checkpoint code needed; see docs/serving.md).\n\n"
+        help="Export a checkpoint for a serving engine (no checkpoint code needed; "
+        "see docs/serving.md).\n\n"
         "Example:\n  model-zoo export vllm internlm2_5-7b-chat",
         no_args_is_help=True,
     )
@@ -45,8 +46,8 @@ def register(app: typer.Typer) -> None:
             return
         how = "reused" if result.reused else f"{result.linked} linked, {result.copied} copied"
         err_console().print(
-            f"exported {result.architecture} ({how}; tokenizer checked on {result.tokenizer_texts} texts) "
-            f"in {result.seconds:.2f} s",
+            f"exported {result.architecture} ({how}; tokenizer checked on "
+            f"{result.tokenizer_texts} texts) in {result.seconds:.2f} s",
             highlight=False,
             markup=False,
         )

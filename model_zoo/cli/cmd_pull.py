@@ -152,15 +152,16 @@ def _summary(result: Any) -> None:
     if weak:
         con.print(
             f"[yellow]note:[/] no hub publishes a sha256 for {', '.join(weak[:5])}"
-            f"{' …' if len(weak) > 5 else ''}; only sizes were checked (use --sources with a second "
-            "hub, or a lock file, to verify them)",
+            f"{' …' if len(weak) > 5 else ''}; only sizes were checked (use --sources with a "
+            "second hub, or a lock file, to verify them)",
             highlight=False,
         )
 
 
 def register(app: typer.Typer) -> None:
     cache = typer.Typer(
-        help="Inspect and clean the local store ($MODEL_ZOO_HOME).\n\nExample:\n  model-zoo cache du",
+        help="Inspect and clean the local store ($MODEL_ZOO_HOME).\n\n"
+        "Example:\n  model-zoo cache du",
         no_args_is_help=True,
     )
     app.add_typer(cache, name="cache")
@@ -179,9 +180,7 @@ def register(app: typer.Typer) -> None:
         sources: str | None = typer.Option(
             None, "--sources", help="Several sources at once, e.g. hf,modelscope."
         ),
-        revision: str | None = typer.Option(
-            None, "--revision", "-r", help="Commit or tag to pin."
-        ),
+        revision: str | None = typer.Option(None, "--revision", "-r", help="Commit or tag to pin."),
         gguf: str | None = typer.Option(
             None,
             "--gguf",
@@ -222,7 +221,8 @@ def register(app: typer.Typer) -> None:
           DIR=$(model-zoo pull InternLM3-8B-Instruct -q)
           model-zoo pull internlm2_5-7b-chat --sources hf,modelscope
           model-zoo pull internlm2_5-7b-chat --dry-run
-          model-zoo pull internlm3-8b-instruct --gguf q4_k_m     # one GGUF file (= internlm3-8b-instruct-gguf:q4_k_m)
+          model-zoo pull internlm3-8b-instruct --gguf q4_k_m  # one GGUF file
+          model-zoo pull internlm3-8b-instruct-gguf:q4_k_m    # the same file
           model-zoo pull --lock model-zoo.lock
         """
         from ..download.pull import pull_model
@@ -240,8 +240,9 @@ def register(app: typer.Typer) -> None:
             names = [m.name for m in read_lock(lock).models]
             if local_dir is not None and len(names) > 1:
                 raise UsageError(
-                    f"the lock file lists {len(names)} models ({', '.join(names)}) and --local-dir holds one "
-                    "checkpoint; name the model: model-zoo pull NAME --lock FILE --local-dir DIR"
+                    f"the lock file lists {len(names)} models ({', '.join(names)}) and "
+                    "--local-dir holds one checkpoint; name the model: "
+                    "model-zoo pull NAME --lock FILE --local-dir DIR"
                 )
         renderer = make_renderer(json_events=json_out, quiet=quiet)
         results = []
@@ -319,8 +320,8 @@ def register(app: typer.Typer) -> None:
             if report.unlisted:
                 shown = ", ".join(report.unlisted[:5]) + (" …" if len(report.unlisted) > 5 else "")
                 con.print(
-                    f"[yellow]note:[/] {len(report.unlisted)} file(s) on disk that the {report.against} "
-                    f"does not list (no hash to compare): {shown}",
+                    f"[yellow]note:[/] {len(report.unlisted)} file(s) on disk that the "
+                    f"{report.against} does not list (no hash to compare): {shown}",
                     highlight=False,
                 )
             status = "OK" if report.ok else f"{len(report.problems)} problem(s)"
@@ -330,9 +331,10 @@ def register(app: typer.Typer) -> None:
                 else "(no manifest or lock file: hashes computed, not compared)"
             )
             con.print(
-                f"{report.root}: {len(report.files)} files, {human_size(report.bytes_hashed)} hashed "
-                f"{against} in {report.seconds:.2f} s "
-                f"({human_size(report.throughput)}/s, {report.workers} threads); structure checked: {status}",
+                f"{report.root}: {len(report.files)} files, "
+                f"{human_size(report.bytes_hashed)} hashed {against} in {report.seconds:.2f} s "
+                f"({human_size(report.throughput)}/s, {report.workers} threads); "
+                f"structure checked: {status}",
                 highlight=False,
             )
         report.raise_for_problems()
@@ -515,7 +517,8 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1)
         freed = sum(remove_from_store(home, p) for p in paths)
         con.print(
-            f"removed {len(paths)} director{'y' if len(paths) == 1 else 'ies'}, freed {human_size(freed)}",
+            f"removed {len(paths)} director{'y' if len(paths) == 1 else 'ies'}, "
+            f"freed {human_size(freed)}",
             highlight=False,
         )
 

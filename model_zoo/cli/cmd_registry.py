@@ -59,11 +59,12 @@ def format_table(
 
     Plain text on purpose: rich's table layout costs more than the rest of `model-zoo list`.
     """
-    widths = [max(len(cell) for cell in col) for col in zip(headers, *rows)]
+    widths = [max(len(cell) for cell in col) for col in zip(headers, *rows, strict=True)]
 
     def line(cells: list[str]) -> str:
         return "  ".join(
-            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
         ).rstrip()
 
     return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
@@ -87,8 +88,9 @@ def _table(models: list[ModelInfo], dtype: str, context: int, title: str) -> Non
     if rows:
         typer.echo(format_table(headers, rows, right=frozenset({2, 3, 5})))
         typer.echo(
-            f"\nGiB: estimated memory at {dtype} for {context} tokens (model-zoo info NAME shows the parts). "
-            "Sources: " + ", ".join(f"{c}={k}" for k, c in _SOURCE_CODES.items())
+            f"\nGiB: estimated memory at {dtype} for {context} tokens "
+            "(model-zoo info NAME shows the parts). Sources: "
+            + ", ".join(f"{c}={k}" for k, c in _SOURCE_CODES.items())
         )
 
 
@@ -130,7 +132,8 @@ def _info_text(m: ModelInfo, context: int) -> None:
         rows.append(
             (
                 "reward",
-                f"scores {_SCORES[m.reward.scoring]}; reward_token_id {m.reward.reward_token_id}{score}",
+                f"scores {_SCORES[m.reward.scoring]}; "
+                f"reward_token_id {m.reward.reward_token_id}{score}",
             )
         )
     if m.dims:
@@ -159,7 +162,8 @@ def _info_text(m: ModelInfo, context: int) -> None:
             (
                 f"memory {dtype}",
                 f"{est['total_gib']:.1f} GiB (weights {est['weights_gib']:.1f} + KV cache "
-                f"{est['kv_cache_gib']:.2f} at {context} tokens + runtime {est['runtime_gib']:.1f})",
+                f"{est['kv_cache_gib']:.2f} at {context} tokens "
+                f"+ runtime {est['runtime_gib']:.1f})",
             )
         )
     rows += _variant_lines(m, context)
@@ -199,7 +203,8 @@ def _variant_lines(m: ModelInfo, context: int) -> list[tuple[str, str]]:
             lines.append(
                 (
                     "",
-                    f"  memory {row.memory_gib:.1f} GiB (weights {row.weights_gib:.1f} at int4 + KV cache and runtime)",
+                    f"  memory {row.memory_gib:.1f} GiB "
+                    f"(weights {row.weights_gib:.1f} at int4 + KV cache and runtime)",
                 )
             )
             continue
@@ -213,11 +218,10 @@ def _variant_lines(m: ModelInfo, context: int) -> list[tuple[str, str]]:
         )
     if any(r.level for r in variant_rows(m, context)):
         name = m.variant_of or m.name
+        variant = m.gguf_variant()
+        by_name = variant.name.lower() if variant else name
         lines.append(
-            (
-                "",
-                f"  pull one level: model-zoo pull {name} --gguf LEVEL (or {m.gguf_variant().name.lower() if m.gguf_variant() else name}:LEVEL)",
-            )
+            ("", f"  pull one level: model-zoo pull {name} --gguf LEVEL (or {by_name}:LEVEL)")
         )
     return lines
 
@@ -238,7 +242,8 @@ def register(app: typer.Typer) -> None:
         fits: str | None = typer.Option(
             None,
             "--fits",
-            help="Only models whose estimate fits this GPU memory: 24GiB (2^30 bytes, what a card sold as 24 GB has) or 24GB (10^9 bytes).",
+            help="Only models whose estimate fits this GPU memory: 24GiB (2^30 bytes, what a "
+            "card sold as 24 GB has) or 24GB (10^9 bytes).",
         ),
         dtype: str = typer.Option(
             "bf16", "--dtype", help="Weight dtype for memory estimates: bf16, fp16, int8, int4."

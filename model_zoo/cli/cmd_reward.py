@@ -54,7 +54,8 @@ def _read_text(path: Path) -> str:
 
 
 def read_conversations(path: Path) -> list[tuple[Any, dict[str, Any], str]]:
-    """Every conversation of a JSONL file, checked before any model is loaded (errors name file:line).
+    """Every conversation of a JSONL file, checked before any model is loaded (errors name
+    file:line).
 
     Each record is (messages, keys to carry to the output, "file:line").
     """
@@ -91,7 +92,8 @@ def read_conversation(path: Path) -> Any:
 
 
 def _carried(extra: dict[str, Any]) -> dict[str, Any]:
-    """An input record's keys to copy to its output line: never over the computed index and score."""
+    """An input record's keys to copy to its output line: never over the computed index and
+    score."""
     return {k: v for k, v in extra.items() if k not in ("index", "score")}
 
 
@@ -218,7 +220,8 @@ def register(app: typer.Typer) -> None:
 
         if pooling_format not in POOLING_FORMATS:
             raise UsageError(
-                f"--pooling-format must be one of {', '.join(POOLING_FORMATS)}, got {pooling_format!r}"
+                f"--pooling-format must be one of {', '.join(POOLING_FORMATS)}, "
+                f"got {pooling_format!r}"
             )
         for flag, value in (
             ("--request-timeout", request_timeout),
@@ -269,7 +272,8 @@ def register(app: typer.Typer) -> None:
             # A wildcard address is where the server listens, not where a client can reach it.
             reach = server.url.replace("0.0.0.0", "THIS-HOST").replace("[::]", "THIS-HOST")
             con.print(
-                f"serving {rm.name} on {server.url} (OpenRLHF: --reward.remote_url {reach}/get_reward; "
+                f"serving {rm.name} on {server.url} "
+                f"(OpenRLHF: --reward.remote_url {reach}/get_reward; "
                 f"vLLM/LMDeploy/SGLang clients: {reach}, /pooling is {pooling_format}'s); "
                 "Ctrl-C to stop",
                 highlight=False,
@@ -370,7 +374,7 @@ def register(app: typer.Typer) -> None:
         )
         lines = [
             json.dumps({"index": i, "score": s, **_carried(extra)}, ensure_ascii=False)
-            for i, (s, (_, extra, _)) in enumerate(zip(scores, records))
+            for i, (s, (_, extra, _)) in enumerate(zip(scores, records, strict=True))
         ]
         text = "\n".join(lines) + "\n"
         if output is None:
@@ -390,7 +394,8 @@ def register(app: typer.Typer) -> None:
         dtype: str = _DTYPE,
         as_json: bool = _JSON,
     ) -> None:
-        """Which of two conversations the reward model prefers (A wins only if it scores strictly higher).
+        """Which of two conversations the reward model prefers (A wins only if it scores strictly
+        higher).
 
         Examples:
           model-zoo compare internlm2-1_8b-reward a.json b.json

@@ -13,7 +13,10 @@ from typing import Any
 
 import typer
 
-_HELP_CHAT = "Type a message and press Enter. /reset clears the history, /system TEXT sets the system prompt, Ctrl-D quits."
+_HELP_CHAT = (
+    "Type a message and press Enter. /reset clears the history, /system TEXT sets the system "
+    "prompt, Ctrl-D quits."
+)
 
 
 def _generation(
@@ -44,7 +47,8 @@ def _generation(
 
 @contextmanager
 def cli_warnings() -> Iterator[None]:
-    """Show library warnings as one ``warning:`` line on stderr, not Python's file:line and source."""
+    """Show library warnings as one ``warning:`` line on stderr, not Python's file:line and
+    source."""
     import warnings
 
     from rich.markup import escape

@@ -516,7 +516,8 @@ class RichBars:
         elif kind == "fallback":
             to = event.to_source or "no source left"
             p.console.print(
-                f"[yellow]{event.path}: {event.from_source} failed ({event.reason}); trying {to}[/]",
+                f"[yellow]{event.path}: {event.from_source} failed ({event.reason}); "
+                f"trying {to}[/]",
                 highlight=False,
             )
         elif kind in ("plan", "note", "waiting_model", "reuse", "verify", "waiting", "link"):
@@ -532,9 +533,10 @@ class RichBars:
 
         from rich.console import Console
 
-        out = Console(file=io.StringIO(), width=width, color_system=None, force_terminal=False)
+        buf = io.StringIO()
+        out = Console(file=buf, width=width, color_system=None, force_terminal=False)
         out.print(self.progress.get_renderable())
-        return out.file.getvalue()  # type: ignore[attr-defined, no-any-return]
+        return buf.getvalue()
 
     def close(self) -> None:
         if self.started:
