@@ -39,7 +39,8 @@ def list_models(*, registry: Registry | None = None, **filters: Any) -> list[Mod
 
 
 def get(name: str, *, registry: Registry | None = None) -> ModelInfo:
-    """The entry ``name`` refers to (any spelling, optional ``@revision``); raises UnknownModelError."""
+    """The entry ``name`` refers to (any spelling, optional ``@revision``); raises
+    UnknownModelError."""
     return (registry or load_registry()).get(name)
 
 

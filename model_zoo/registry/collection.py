@@ -65,13 +65,15 @@ class Registry:
         return info.with_revision(revision) if revision else info
 
     def with_gguf_level(self, info: ModelInfo, level: str) -> ModelInfo:
-        """``info``'s GGUF variant at ``level`` (the parent's variant when ``info`` is the parent)."""
+        """``info``'s GGUF variant at ``level`` (the parent's variant when ``info`` is the
+        parent)."""
         from dataclasses import replace
 
         variant = info.gguf_variant()
         if variant is None:
             raise UsageError(
-                f"{info.name} has no GGUF release in the registry; `model-zoo info {info.name}` lists its variants.",
+                f"{info.name} has no GGUF release in the registry; "
+                f"`model-zoo info {info.name}` lists its variants.",
                 name=info.name,
                 level=level,
             )
@@ -185,7 +187,8 @@ class Registry:
         )
 
     def search(self, text: str) -> list[ModelInfo]:
-        """Entries whose names, aliases, repo ids, family, kind or description contain every word."""
+        """Entries whose names, aliases, repo ids, family, kind or description contain every
+        word."""
         words = [fold(w) for w in text.split() if fold(w)]
         if not words:
             raise UsageError("search needs some text, e.g. `model-zoo search 7b chat`")

@@ -153,7 +153,10 @@ def _check_repo_id(source: str, repo: Any) -> str | None:
     if source == HF:
         name = repo.split("/", 1)[1]
         if len(name) > 96 or "--" in repo or ".." in repo or repo.endswith(".git"):
-            return f"{repo!r} is not a valid HuggingFace id (max 96 characters, no '--', '..' or '.git' suffix)"
+            return (
+                f"{repo!r} is not a valid HuggingFace id "
+                "(max 96 characters, no '--', '..' or '.git' suffix)"
+            )
     return None
 
 
@@ -193,7 +196,8 @@ def _check_sources(
 def _validated_defaults(
     raw: Any, where: str, fld: str, problems: list[RegistryProblem]
 ) -> dict[str, Any]:
-    """``raw`` with invalid keys reported (once, here) and dropped, so entries do not repeat them."""
+    """``raw`` with invalid keys reported (once, here) and dropped, so entries do not repeat
+    them."""
     if not isinstance(raw, Mapping):
         problems.append(RegistryProblem(where, "must be a mapping", field=fld))
         return {}
@@ -450,7 +454,8 @@ def _compile_variants(
                 problems.append(
                     RegistryProblem(
                         where,
-                        f"{level!r} -> {path!r}: the key must be a quantization level and the file a .gguf named with it",
+                        f"{level!r} -> {path!r}: the key must be a quantization level and "
+                        "the file a .gguf named with it",
                         entry=name,
                         field=f"{fld}.files",
                     )
@@ -501,8 +506,8 @@ def _cross_entry_problems(located: list[tuple[str, dict[str, Any]]]) -> list[Reg
                 problems.append(
                     RegistryProblem(
                         where,
-                        f"{key!r} is already used by entry {first[1]!r} ({first[2]}); names, slugs, "
-                        "aliases and repo ids must be unique",
+                        f"{key!r} is already used by entry {first[1]!r} ({first[2]}); "
+                        "names, slugs, aliases and repo ids must be unique",
                         entry=m["name"],
                         field=fld,
                     )

@@ -108,7 +108,8 @@ class RewardInfo:
 
 @dataclass(frozen=True)
 class VariantInfo:
-    """A quantized release of a model (see ``schema.VariantSpec``); ``files``: GGUF level -> path."""
+    """A quantized release of a model (see ``schema.VariantSpec``); ``files``: GGUF level ->
+    path."""
 
     name: str
     format: str  # one of VARIANT_FORMATS
@@ -284,7 +285,7 @@ class ModelInfo:
                 value = dict(value)
             elif isinstance(value, VariantInfo):
                 value = value.to_dict()
-            elif dataclasses.is_dataclass(value):
+            elif dataclasses.is_dataclass(value) and not isinstance(value, type):
                 value = dataclasses.asdict(value)
             elif isinstance(value, tuple):
                 value = [v.to_dict() if isinstance(v, VariantInfo) else v for v in value]

@@ -5,11 +5,11 @@ found through ``importlib.resources``; in a source checkout it is the file at th
 root. A user file (``MODEL_ZOO_REGISTRY`` or ``registry = ...`` in the settings file) is laid
 over it: entries with a built-in name are merged into that entry, others are added.
 
-Validation (PyYAML + pydantic, see ``schema.py`` and ``compiler.py``) costs more than the rest of ``model-zoo list``
-together, so the compiled result is cached as JSON under ``$MODEL_ZOO_HOME/cache/registry/``,
-keyed by the sha256 of the registry files (paths and bytes) and of the code that compiles them. A cache hit
-imports neither pydantic nor PyYAML. Within one process the loaded Registry is reused until a
-file's size or mtime changes.
+Validation (PyYAML + pydantic, see ``schema.py`` and ``compiler.py``) costs more than the rest
+of ``model-zoo list`` together, so the compiled result is cached as JSON under
+``$MODEL_ZOO_HOME/cache/registry/``, keyed by the sha256 of the registry files (paths and bytes)
+and of the code that compiles them. A cache hit imports neither pydantic nor PyYAML. Within one
+process the loaded Registry is reused until a file's size or mtime changes.
 """
 
 from __future__ import annotations
@@ -63,7 +63,8 @@ def builtin_registry_path() -> Path:
 
 
 def clear_registry_cache() -> None:
-    """Forget registries loaded by this process (the on-disk cache is keyed by content and stays)."""
+    """Forget registries loaded by this process (the on-disk cache is keyed by content and
+    stays)."""
     _loaded.clear()
 
 
@@ -142,7 +143,7 @@ def _check(files: list[Path], datas: list[bytes]) -> tuple[dict[str, Any], list[
     from . import compiler, schema
 
     docs, problems = [], []
-    for f, data in zip(files, datas):
+    for f, data in zip(files, datas, strict=True):
         doc, found = schema.parse_yaml(data, str(f))
         problems.extend(found)
         docs.append((str(f), doc))

@@ -1,6 +1,7 @@
 """Parameter counts and GPU memory estimates, from architecture dims alone (no weights needed).
 
-Memory formula (all sizes in GiB, 2**30 bytes; a GPU sold as "24GB" has 24 GiB, so ask for ``24GiB``)::
+Memory formula (all sizes in GiB, 2**30 bytes; a GPU sold as "24GB" has 24 GiB, so ask for
+``24GiB``)::
 
     total   = weights + kv_cache + runtime
     weights = params * bytes_per_param(dtype)

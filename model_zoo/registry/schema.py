@@ -9,7 +9,8 @@ A registry file is YAML with these top-level keys (all but ``models`` optional):
         title: InternLM2.5
         generation: 2.5
         defaults: {...}      # inherited by every entry of the family
-        chat_defaults: {...} # inherited only by chat kinds (chat, chat-sft, instruct, chat-1m, math)
+        chat_defaults: {...} # inherited only by chat kinds
+                             # (chat, chat-sft, instruct, chat-1m, math)
     shapes:                  # named architecture dims; ``preset:`` reuses another shape
       internlm2-7b: {hidden_size: 4096, ...}   # config.json's names
     models:
@@ -96,8 +97,9 @@ class GenerationDefaultsSpec(_Strict):
 
 
 class RewardSpec(_Strict):
-    """How a reward model scores. ``scoring`` decides what its inputs are (see ``info.SCORING_STYLES``);
-    it defaults to ``conversation``, InternLM2-Reward's style, so older overlays stay valid."""
+    """How a reward model scores. ``scoring`` decides what its inputs are (see
+    ``info.SCORING_STYLES``); it defaults to ``conversation``, InternLM2-Reward's style, so older
+    overlays stay valid."""
 
     reward_token_id: int = Field(ge=0)
     scoring: Literal[SCORING_STYLES] = "conversation"  # type: ignore[valid-type]

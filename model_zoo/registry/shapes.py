@@ -146,7 +146,8 @@ class Shapes:
 def resolve_dims(
     value: Any, shapes: Shapes, where: str, entry: str
 ) -> tuple[dict[str, Any] | None, list[RegistryProblem]]:
-    """An entry's ``dims`` (a shape name or a mapping with optional ``preset``), not yet completed."""
+    """An entry's ``dims`` (a shape name or a mapping with optional ``preset``), not yet
+    completed."""
     if value is None:
         return None, []
     if isinstance(value, str):
