@@ -12,7 +12,7 @@ from model_zoo.download import policy
 from model_zoo.download.hashing import OrderedHasher
 from model_zoo.download.partial import IntervalSet
 from model_zoo.download.paths import partial_paths
-from model_zoo.download.state import Candidate, FileState, FileStatus, Race, Segment
+from model_zoo.download.state import CandidateState, FileState, FileStatus, Race, Segment
 from model_zoo.download.types import EngineOptions, FileJob
 from model_zoo.hubs.base import RemoteFile
 
@@ -121,7 +121,7 @@ def _file(tmp_path: Path, size: int = 100 * MiB, sources: tuple[str, ...] = ("hf
         0,
         job,
         partial_paths(tmp_path, "w.bin"),
-        [Candidate(r, s) for r, s in zip(remotes, sources)],
+        [CandidateState(r, s) for r, s in zip(remotes, sources, strict=True)],
         size,
     )
     f.status = FileStatus.ACTIVE

@@ -15,10 +15,10 @@ from ..errors import (
     SizeMismatchError,
 )
 from .http_fetch import TransferError
-from .state import Candidate, FileState
+from .state import CandidateState, FileState
 
 
-def error_for(f: FileState, cand: Candidate, exc: TransferError) -> ModelZooError:
+def error_for(f: FileState, cand: CandidateState, exc: TransferError) -> ModelZooError:
     """The typed error one failed candidate stands for (its message names the source)."""
     src, url = cand.source, cand.remote.url
     if exc.kind == "size":

@@ -32,6 +32,9 @@ from ..store.manifest import CROSS_BYTES, CROSS_SHA, GIT_BLOB, LOCKED, PUBLISHED
 
 @dataclass(frozen=True)
 class Candidate:
+    """A source whose listing offers these bytes, as planned (the engine tracks each one's
+    failures during a run as a ``state.CandidateState``)."""
+
     source: str
     remote: RemoteFile
 

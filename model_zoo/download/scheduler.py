@@ -27,7 +27,7 @@ from .cpu import CpuIdle
 from .failures import error_for, final_error
 from .http_fetch import TransferError, Transport
 from .staging import Staging
-from .state import Cancelled, Candidate, FileState, FileStatus, Race, RunState, Segment
+from .state import Cancelled, CandidateState, FileState, FileStatus, Race, RunState, Segment
 from .transfer import Transfer
 from .types import EngineOptions, FetchReport, FileJob, LinkStats, Renew
 
@@ -457,7 +457,7 @@ class Scheduler:
         run.inflight[new] = run.inflight.get(new, 0) + 1
 
     def _failed_request(
-        self, seg: Segment, cand: Candidate, exc: TransferError, used: RemoteFile
+        self, seg: Segment, cand: CandidateState, exc: TransferError, used: RemoteFile
     ) -> None:
         """``used``: the RemoteFile the failed request went to (the candidate's may be newer)."""
         run = self.run
@@ -482,7 +482,9 @@ class Scheduler:
         if run.cancel.wait(delay):
             raise Cancelled()
 
-    def _renewed(self, f: FileState, cand: Candidate, exc: TransferError, used: RemoteFile) -> bool:
+    def _renewed(
+        self, f: FileState, cand: CandidateState, exc: TransferError, used: RemoteFile
+    ) -> bool:
         """A presigned URL refused (expired): get a fresh one from ``renew``. True when the
         candidate now has a URL worth trying (or was dropped here); False to handle ``exc``
         as any other failure (not presigned, no renew, or renewing did not help twice)."""
@@ -530,7 +532,7 @@ class Scheduler:
         )
         return True
 
-    def _kill_candidate(self, f: FileState, cand: Candidate, error: ModelZooError) -> None:
+    def _kill_candidate(self, f: FileState, cand: CandidateState, error: ModelZooError) -> None:
         """Called under ``cv``: this file stops using ``cand``; fail the file if nothing is left."""
         run = self.run
         cand.dead = str(error)

@@ -22,11 +22,11 @@ from .partial import (
     save_sidecar,
 )
 from .paths import make_parents
-from .state import Candidate, FileState, FileStatus, RunState
+from .state import CandidateState, FileState, FileStatus, RunState
 from .types import COMPUTED_ONLY, VERIFIED_PUBLISHED, FileResult
 
 # (file, candidate, why) -> drop the candidate for this file; called holding the run's lock
-KillCandidate = Callable[[FileState, Candidate, ModelZooError], None]
+KillCandidate = Callable[[FileState, CandidateState, ModelZooError], None]
 
 
 class Staging:

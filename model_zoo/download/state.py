@@ -49,8 +49,9 @@ class Cancelled(Exception):
 
 
 @dataclass(eq=False)
-class Candidate:
-    """One source of one file, and how it has behaved so far."""
+class CandidateState:
+    """One source of one file during a run, and how it has behaved so far (the planner's
+    ``matching.Candidate`` is the source as listed, before any byte is fetched)."""
 
     remote: RemoteFile
     source: str
@@ -110,7 +111,7 @@ class FileState:
     idx: int
     job: FileJob
     paths: PartialPaths
-    cands: list[Candidate]
+    cands: list[CandidateState]
     size: int | None
     status: FileStatus = FileStatus.PENDING
     lock: ProcessLock | None = None
@@ -163,7 +164,7 @@ class RunState:
                 i,
                 j,
                 partial_paths(target_dir, j.path),
-                [Candidate(r, s) for r, s in zip(j.candidates, j.sources, strict=True)],
+                [CandidateState(r, s) for r, s in zip(j.candidates, j.sources, strict=True)],
                 j.size,
             )
             for i, j in enumerate(jobs)

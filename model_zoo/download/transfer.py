@@ -16,7 +16,7 @@ from typing import Any
 from . import policy
 from .http_fetch import Response, TransferError, status_error
 from .staging import Staging
-from .state import Cancelled, Candidate, FileStatus, Race, RunState, Segment
+from .state import Cancelled, CandidateState, FileStatus, Race, RunState, Segment
 
 _PROGRESS_RESETS_FAILURES = 4 * 1024 * 1024  # one request this productive forgives earlier failures
 
@@ -28,7 +28,7 @@ class Transfer:
         self.run = run
         self.staging = staging
 
-    def request(self, seg: Segment, cand: Candidate, buf: memoryview) -> None:
+    def request(self, seg: Segment, cand: CandidateState, buf: memoryview) -> None:
         """One request for ``seg`` from ``cand``: its body, as far as it goes, into the file."""
         run = self.run
         f = seg.file
@@ -67,7 +67,7 @@ class Transfer:
             run.ttfb_samples.append((time.monotonic(), source, seconds))
 
     def _check_response(
-        self, seg: Segment, cand: Candidate, resp: Any, rng: str | None
+        self, seg: Segment, cand: CandidateState, resp: Any, rng: str | None
     ) -> tuple[int, int | None]:
         """Validate status and lengths: (leading body bytes to skip, file offset the body ends
         at)."""
@@ -169,7 +169,7 @@ class Transfer:
     def _stream(
         self,
         seg: Segment,
-        cand: Candidate,
+        cand: CandidateState,
         resp: Any,
         buf: memoryview,
         skip: int,

@@ -56,8 +56,9 @@ class TemplateCodec:
 
 
 @dataclass(frozen=True)
-class RewardInfo:
-    """What the recipe needs from a checkpoint besides its weights."""
+class RecipeSettings:
+    """What the recipe needs from a checkpoint besides its weights (the registry's
+    ``RewardInfo`` is what the registry records about a reward model, not this)."""
 
     name: str
     reward_token_id: int
@@ -97,9 +98,9 @@ def _require_reward(spec: Any, path: Path) -> None:
         )
 
 
-def _reward_info(
+def _recipe_settings(
     spec: Any, tokenizer: InternLMTokenizer, path: Path, name: str | None
-) -> RewardInfo:
+) -> RecipeSettings:
     _require_reward(spec, path)
     reward_id = (
         spec.reward_token_id
@@ -120,7 +121,7 @@ def _reward_info(
         0,
     )
     vocab = int(spec.vocab_size) if spec.vocab_size else None
-    return RewardInfo(
+    return RecipeSettings(
         name or path.name, int(reward_id), pad, int(spec.max_position_embeddings), vocab
     )
 
@@ -155,7 +156,7 @@ def scoring_style(
     return chosen
 
 
-def load_reward_codec(name_or_path: str | Path) -> tuple[TemplateCodec, RewardInfo]:
+def load_reward_codec(name_or_path: str | Path) -> tuple[TemplateCodec, RecipeSettings]:
     """Tokenizer, chat template and reward settings only, without the weights (a Ray driver's share).
 
     Conversation-style models only: the Ray pool builds a conversation :class:`RewardModel`, so a
@@ -171,7 +172,7 @@ def load_reward_codec(name_or_path: str | Path) -> tuple[TemplateCodec, RewardIn
     tokenizer = _require_tokenizer(resolved.path, InternLMTokenizer)
     profile = make_profile(spec, tokenizer, resolved.path, resolved.info)
     name = resolved.info.name if resolved.info is not None else None
-    info = _reward_info(spec, tokenizer, resolved.path, name)
+    info = _recipe_settings(spec, tokenizer, resolved.path, name)
     if (
         scoring_style(None, resolved.info, tokenizer, info.reward_token_id, resolved.path)
         != "conversation"
@@ -235,7 +236,7 @@ def load_reward(
     # (options for POLAR on a conversation model, a POLAR entry without the separator) fails fast.
     name = resolved.info.name if resolved.info is not None else None
     early_tokenizer = _require_tokenizer(resolved.path, InternLMTokenizer)
-    early = _reward_info(spec, early_tokenizer, resolved.path, name)
+    early = _recipe_settings(spec, early_tokenizer, resolved.path, name)
     chosen = scoring_style(
         style, resolved.info, early_tokenizer, early.reward_token_id, resolved.path
     )
@@ -250,7 +251,7 @@ def load_reward(
             str(runner.path), "has no tokenizer.model", hint=_NO_TOKENIZER
         )
     tokenizer = runner.tokenizer
-    info = _reward_info(runner.spec, tokenizer, runner.path, name or runner.name)
+    info = _recipe_settings(runner.spec, tokenizer, runner.path, name or runner.name)
     scorer = TorchScorer(
         runner.hidden_states,
         runner.v_head.weight,

@@ -31,7 +31,11 @@ _ORIGIN_FILE = re.compile(r"^model(_[a-z]+\d+)+\.pt$")
 
 
 @dataclass(frozen=True)
-class TensorInfo:
+class CheckpointTensor:
+    """One tensor of a checkpoint and where its bytes are: the file (safetensors or .bin) and,
+    for safetensors, the absolute offset (``store.safetensors_check.HeaderEntry`` is the header's
+    own entry, with offsets into the data section)."""
+
     name: str
     shape: tuple[int, ...]
     dtype: str  # safetensors spelling (BF16, F32, ...) or torch's for .bin
@@ -53,7 +57,7 @@ class WeightFiles:
     root: Path
     format: Format
     files: tuple[Path, ...]
-    tensors: dict[str, TensorInfo]
+    tensors: dict[str, CheckpointTensor]
 
     @property
     def total_bytes(self) -> int:
@@ -72,7 +76,7 @@ def _has_hf_weights(path: Path) -> bool:
     return any(path.glob("*.safetensors")) or any(path.glob("pytorch_model*.bin"))
 
 
-def read_safetensors_header(file: Path) -> dict[str, TensorInfo]:
+def read_safetensors_header(file: Path) -> dict[str, CheckpointTensor]:
     """Names, shapes, dtypes and absolute offsets of one safetensors file, through the store's
     header reader (one parser, one dtype table); a damaged header is a CheckpointError."""
     from ..store.safetensors_check import HeaderError, read_safetensors
@@ -84,7 +88,7 @@ def read_safetensors_header(file: Path) -> dict[str, TensorInfo]:
     except HeaderError as exc:
         raise CheckpointError(str(file), f"is not a valid safetensors file: {exc}") from None
     return {
-        name: TensorInfo(name, t.shape, t.dtype, file, parsed.data_start + t.begin)
+        name: CheckpointTensor(name, t.shape, t.dtype, file, parsed.data_start + t.begin)
         for name, t in parsed.tensors.items()
     }
 
@@ -128,7 +132,7 @@ def find_weights(root: Path) -> WeightFiles:
             indexed = (singles, {})
     if indexed is not None:
         files, weight_map = indexed
-        tensors: dict[str, TensorInfo] = {}
+        tensors: dict[str, CheckpointTensor] = {}
         for f in files:
             for name, info in read_safetensors_header(f).items():
                 if name in tensors:
@@ -151,7 +155,9 @@ def find_weights(root: Path) -> WeightFiles:
     )
 
 
-def _check_index(root: Path, weight_map: dict[str, str], tensors: dict[str, TensorInfo]) -> None:
+def _check_index(
+    root: Path, weight_map: dict[str, str], tensors: dict[str, CheckpointTensor]
+) -> None:
     for name, fname in weight_map.items():
         if name not in tensors or tensors[name].file.name != fname:
             raise CheckpointError(
@@ -216,17 +222,19 @@ def _unsafe_bin(file: Path, exc: Exception) -> IncompatibleCheckpointError:
     )
 
 
-def _bin_tensor_infos(files: list[Path]) -> dict[str, TensorInfo]:
-    out: dict[str, TensorInfo] = {}
+def _bin_tensor_infos(files: list[Path]) -> dict[str, CheckpointTensor]:
+    out: dict[str, CheckpointTensor] = {}
     for f in files:
         for name, t in _open_bin(f).items():
             if name in out:
                 raise CheckpointError(str(f), f"tensor {name!r} appears in two shards")
-            out[name] = TensorInfo(name, tuple(t.shape), str(t.dtype).removeprefix("torch."), f)
+            out[name] = CheckpointTensor(
+                name, tuple(t.shape), str(t.dtype).removeprefix("torch."), f
+            )
     return out
 
 
-def torch_dtype(info: TensorInfo) -> torch.dtype:
+def torch_dtype(info: CheckpointTensor) -> torch.dtype:
     import torch
 
     names = {

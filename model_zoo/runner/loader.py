@@ -25,7 +25,14 @@ import torch
 from torch import nn
 
 from ..errors import IncompatibleCheckpointError
-from .checkpoint import TensorInfo, WeightFiles, find_weights, iter_tensors, pread_into, torch_dtype
+from .checkpoint import (
+    CheckpointTensor,
+    WeightFiles,
+    find_weights,
+    iter_tensors,
+    pread_into,
+    torch_dtype,
+)
 from .config import ModelSpec
 from .convert import Rule, plan
 from .devices import Placement
@@ -70,7 +77,7 @@ def load_native(
         # otherwise send the last hidden states to a device the tied weight is not on)
         placement.module_devices["lm_head"] = placement.device_for("model.embed_tokens")
 
-    def lazy(info: TensorInfo, rule: Rule) -> bool:
+    def lazy(info: CheckpointTensor, rule: Rule) -> bool:
         return (
             not rule.blocks
             and torch_dtype(info) == dtype
@@ -112,7 +119,7 @@ def _check_tied_head(model: nn.Module, path: Path) -> None:
         )
 
 
-def _read_safetensors(fd: int, info: TensorInfo, rule: Rule) -> list[torch.Tensor]:
+def _read_safetensors(fd: int, info: CheckpointTensor, rule: Rule) -> list[torch.Tensor]:
     dtype = torch_dtype(info)
     assert info.offset is not None
     if not rule.blocks:
@@ -146,7 +153,7 @@ def _read_threads() -> int:
 
 
 def _pieces(
-    weights: WeightFiles, rules: dict[str, Rule], lazy: Callable[[TensorInfo, Rule], bool]
+    weights: WeightFiles, rules: dict[str, Rule], lazy: Callable[[CheckpointTensor, Rule], bool]
 ) -> Iterator[tuple[Rule, list[torch.Tensor]]]:
     """Each checkpoint tensor's target pieces, in file order.
 

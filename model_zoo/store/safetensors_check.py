@@ -58,7 +58,10 @@ class Problem:
 
 
 @dataclass(frozen=True)
-class TensorInfo:
+class HeaderEntry:
+    """One tensor's entry in a safetensors header: ``begin``/``end`` are offsets into the data
+    section that follows the header, as the file states them."""
+
     dtype: str
     shape: tuple[int, ...]
     begin: int
@@ -69,7 +72,7 @@ class HeaderError(ValueError):
     pass
 
 
-def read_header(path: Path) -> tuple[dict[str, TensorInfo], int]:
+def read_header(path: Path) -> tuple[dict[str, HeaderEntry], int]:
     """Parse and check one safetensors file's header; returns tensors and the file size.
 
     Raises HeaderError describing the first structural problem found.
@@ -83,7 +86,7 @@ class SafetensorsHeader:
     """One file's checked header: its tensors (offsets relative to the data section), its size,
     and where the data section starts (``8 + header length``), for readers that seek."""
 
-    tensors: dict[str, TensorInfo]
+    tensors: dict[str, HeaderEntry]
     size: int
     data_start: int
 
@@ -109,7 +112,7 @@ def read_safetensors(path: Path) -> SafetensorsHeader:
         raise HeaderError(f"header is not valid JSON ({exc})") from None
     if not isinstance(header, dict):
         raise HeaderError("header is not a JSON object")
-    tensors: dict[str, TensorInfo] = {}
+    tensors: dict[str, HeaderEntry] = {}
     for name, meta in header.items():
         if name == "__metadata__":
             if meta is not None and not (
@@ -122,7 +125,7 @@ def read_safetensors(path: Path) -> SafetensorsHeader:
     return SafetensorsHeader(tensors, size, 8 + n)
 
 
-def _tensor(name: str, meta: Any) -> TensorInfo:
+def _tensor(name: str, meta: Any) -> HeaderEntry:
     if not isinstance(meta, dict):
         raise HeaderError(f"tensor {name!r}: entry is not an object")
     dtype = meta.get("dtype")
@@ -156,10 +159,10 @@ def _tensor(name: str, meta: Any) -> TensorInfo:
             f"tensor {name!r}: {dtype} {shape} needs {bits / 8:g} bytes "
             f"but data_offsets give {end - begin}"
         )
-    return TensorInfo(dtype, tuple(shape), begin, end)
+    return HeaderEntry(dtype, tuple(shape), begin, end)
 
 
-def _check_tiling(tensors: dict[str, TensorInfo], data_len: int) -> None:
+def _check_tiling(tensors: dict[str, HeaderEntry], data_len: int) -> None:
     pos = 0
     for name, t in sorted(tensors.items(), key=lambda kv: (kv[1].begin, kv[1].end)):
         if t.begin < pos:
@@ -198,7 +201,7 @@ def check_checkpoint(root: Path, files: Iterable[str] | None = None) -> list[Pro
         )
     )
     problems: list[Problem] = []
-    headers: dict[str, dict[str, TensorInfo]] = {}
+    headers: dict[str, dict[str, HeaderEntry]] = {}
     for rel in rels:
         path = root / rel
         if rel.endswith(".safetensors"):
@@ -224,7 +227,7 @@ def check_checkpoint(root: Path, files: Iterable[str] | None = None) -> list[Pro
             )
         )
     if config is not None:
-        tensors: dict[str, TensorInfo] = {}
+        tensors: dict[str, HeaderEntry] = {}
         for rel in sorted(headers):
             tensors.update(headers[rel])
         problems += check_shapes(tensors, config, where=_shape_owner(headers))
@@ -248,7 +251,7 @@ def _check_zip(root: Path, rel: str) -> list[Problem]:
     return []
 
 
-def _check_index(root: Path, rel: str, headers: dict[str, dict[str, TensorInfo]]) -> list[Problem]:
+def _check_index(root: Path, rel: str, headers: dict[str, dict[str, HeaderEntry]]) -> list[Problem]:
     try:
         data = json.loads((root / rel).read_text(encoding="utf-8"))
         weight_map = data["weight_map"]
@@ -320,7 +323,7 @@ def _config_error(root: Path) -> str:
     return "it holds another JSON value"
 
 
-def _shape_owner(headers: dict[str, dict[str, TensorInfo]]) -> dict[str, str]:
+def _shape_owner(headers: dict[str, dict[str, HeaderEntry]]) -> dict[str, str]:
     return {name: rel for rel, tensors in headers.items() for name in tensors}
 
 
@@ -333,7 +336,7 @@ def _int(config: dict[str, Any], *keys: str) -> int | None:
 
 
 def check_shapes(
-    tensors: dict[str, TensorInfo], config: dict[str, Any], *, where: dict[str, str] | None = None
+    tensors: dict[str, HeaderEntry], config: dict[str, Any], *, where: dict[str, str] | None = None
 ) -> list[Problem]:
     """Shapes config.json implies for the usual decoder tensors (floating-point ones only)."""
     if not tensors:
