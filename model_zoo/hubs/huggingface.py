@@ -29,8 +29,8 @@ import httpx
 
 from ..errors import (
     GatedRepoError,
-    HubError,
     HubUnreachableError,
+    ModelZooError,
     OfflineError,
     RepoNotFoundError,
     RepoNotFoundOrPrivateError,
@@ -173,7 +173,7 @@ class HuggingFaceAdapter(AdapterBase):
 
         try:
             yield
-        except HubError:
+        except ModelZooError:  # already ours (a hub error, a usage error): as it is
             raise
         except hf.GatedRepoError as exc:
             raise GatedRepoError(
