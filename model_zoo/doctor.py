@@ -243,7 +243,7 @@ def settings_with_fallback(env: Mapping[str, str]) -> tuple[Any, list[Finding]]:
         try:
             return load_settings(env), findings
         except ConfigError as exc:
-            setting = getattr(exc, "setting", None)
+            setting = exc.setting
             findings.append(
                 Finding(
                     "error",

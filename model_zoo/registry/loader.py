@@ -231,7 +231,6 @@ def _from_cache(cache_file: Path, files: list[Path]) -> Registry | None:
 
 def _write_cache(cache_file: Path, compiled: dict[str, Any]) -> None:
     """Atomic write; a store we cannot write to only costs speed, never correctness."""
-    from ..errors import LocalWriteError
     from ..store.atomic import write_atomic
 
     try:
@@ -241,5 +240,5 @@ def _write_cache(cache_file: Path, compiled: dict[str, Any]) -> None:
         )
         for stale in old[CACHE_KEEP:]:
             stale.unlink(missing_ok=True)
-    except (OSError, LocalWriteError):
+    except OSError:  # LocalWriteError included: the cache is an optimisation
         pass

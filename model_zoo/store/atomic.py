@@ -25,7 +25,7 @@ def write_atomic(
     store's manifests and a team's lock file stay readable by the others. LocalWriteError
     (structured, with the OS's reason) when the place cannot be written.
     """
-    from ..errors import LocalWriteError
+    from ..errors import LocalWriteError, ModelZooError
 
     path = Path(path)
     try:
@@ -54,7 +54,7 @@ def write_atomic(
             os.unlink(tmp)
         except OSError:
             pass
-        if isinstance(exc, OSError):
+        if isinstance(exc, OSError) and not isinstance(exc, ModelZooError):  # ours stay as they are
             raise LocalWriteError(str(path), exc.strerror or str(exc)) from None
         raise
 
