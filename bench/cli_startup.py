@@ -1,10 +1,12 @@
-"""Wall time of `model-zoo list`, `model-zoo info NAME` and `model-zoo list --json` vs `python -c pass`.
+"""Wall time of `model-zoo list`, `model-zoo info NAME` and `model-zoo list --json` vs
+`python -c pass`.
 
 Runs each command several times in a fresh process and prints one JSON document with the
 median and spread of the wall time per command, and the median CPU time (user + system of the
-child), which stays close to the idle-machine wall time when other work shares the CPUs. The registry cache lives in a temporary MODEL_ZOO_HOME: one
-untimed run warms it (what every run after a user's first sees); `list (cold cache)` times
-runs that each start from an empty home, i.e. YAML parsing and schema validation included.
+child), which stays close to the idle-machine wall time when other work shares the CPUs. The
+registry cache lives in a temporary MODEL_ZOO_HOME: one untimed run warms it (what every run
+after a user's first sees); `list (cold cache)` times runs that each start from an empty home,
+i.e. YAML parsing and schema validation included.
 
     .venv/bin/python bench/cli_startup.py [--repeat 9] [--target 0.3]
 """
@@ -126,7 +128,7 @@ def main() -> None:
     finally:
         shutil.rmtree(home, ignore_errors=True)
     baseline = results["python -c pass"]["median_s"]
-    for label, r in results.items():
+    for r in results.values():
         r["over_python_s"] = round(r["median_s"] - baseline, 4)
     warm = [
         label for label in results if label.split()[0] in ("list", "info") and "cold" not in label

@@ -55,7 +55,8 @@ def _sync(device: Any) -> None:
 
 
 def score_batch(runner: Any, batch: list[list[int]], v_head: Any) -> tuple[list[float], str]:
-    """Reward scores of right-padded sequences at their last token; via the reward package if present."""
+    """Reward scores of right-padded sequences at their last token; via the reward package if
+    present."""
     import torch
 
     try:
@@ -91,7 +92,7 @@ def direct_scores(runner: Any, batch: list[list[int]], v_head: Any) -> list[floa
 
 def _leading_equal(a: list[int], b: list[int]) -> int:
     n = 0
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         if x != y:
             break
         n += 1
@@ -211,13 +212,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         _sync(runner.device)
         many_s = time.perf_counter() - t0
         v_head = torch.randn(dims["hidden_size"], generator=gen) * dims["hidden_size"] ** -0.5
-        to_score = [p + c.ids[:16] for p, c in zip(prompts, many)]
+        to_score = [p + c.ids[:16] for p, c in zip(prompts, many, strict=True)]
         t0 = time.perf_counter()
         scores, scored_by = score_batch(runner, to_score, v_head)
         _sync(runner.device)
         score_s = time.perf_counter() - t0
         reference = direct_scores(runner, to_score, v_head)
-        agree = max(abs(a - b) for a, b in zip(scores, reference))
+        agree = max(abs(a - b) for a, b in zip(scores, reference, strict=True))
         result: dict[str, Any] = {
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
             "dims": "tiny" if args.tiny else "internlm2-1.8b",

@@ -73,7 +73,9 @@ def write_checkpoints(root: Path, dtype_name: str) -> tuple[Path, Path]:
                 for name in fh.keys():  # noqa: SIM118
                     rule = rules[name]
                     t = fh.get_tensor(name)
-                    for target, piece in zip(rule.targets, rule.split(t) if rule.split else [t]):
+                    for target, piece in zip(
+                        rule.targets, rule.split(t) if rule.split else [t], strict=True
+                    ):
                         out[target] = piece.contiguous()
             save_file(out, str(native / shard.name), metadata={"format": "pt"})
             weight_map.update({k: shard.name for k in out})

@@ -56,7 +56,8 @@ import json, sys
 from model_zoo.testing.faults import Fault
 from model_zoo.testing.hub_server import LocalHub
 cfg = json.loads(sys.argv[2])
-hub = LocalHub(sys.argv[1], bandwidth=cfg.get("total"), bandwidth_per_protocol=cfg.get("per_protocol") or None,
+hub = LocalHub(sys.argv[1], bandwidth=cfg.get("total"),
+               bandwidth_per_protocol=cfg.get("per_protocol") or None,
                conn_bandwidth=cfg.get("conn"), latency=cfg.get("latency") or 0.0).start()
 print(hub.url, flush=True)
 while line := sys.stdin.readline():  # one JSON command a line, one JSON answer; EOF stops the hub
@@ -81,8 +82,11 @@ hub.stop()
 CHILD_MODEL_ZOO = r"""
 import json, sys, time
 import model_zoo
-import model_zoo.download.pull, model_zoo.download.engine, model_zoo.hubs.factory, model_zoo.hubs.huggingface, model_zoo.hubs.modelscope, model_zoo.store.cache  # imports untimed, as for the others
-import huggingface_hub.hf_api  # the hf adapter's lazy import; `from huggingface_hub import snapshot_download` loads it too
+# imports untimed, as for the others
+import model_zoo.download.pull, model_zoo.download.engine, model_zoo.hubs.factory
+import model_zoo.hubs.huggingface, model_zoo.hubs.modelscope, model_zoo.store.cache
+# the hf adapter's lazy import; `from huggingface_hub import snapshot_download` loads it too
+import huggingface_hub.hf_api
 model_zoo.get(sys.argv[1])  # registry loaded and cached untimed: the others have no registry
 kw = json.loads(sys.argv[2])
 t = time.perf_counter()
@@ -101,7 +105,8 @@ kw = json.loads(sys.argv[2])
 repos, sources = kw["repos"], kw["sources"]
 t = time.perf_counter()
 listings = [adapter_for(s).manifest(repos[s]).by_path() for s in sources]
-jobs = [FileJob(p, f.size, f.sha256, tuple(m[p] for m in listings), tuple(sources)) for p, f in listings[0].items()]
+jobs = [FileJob(p, f.size, f.sha256, tuple(m[p] for m in listings), tuple(sources))
+        for p, f in listings[0].items()]
 fetch(jobs, Path(sys.argv[3]), options=EngineOptions(multi_source=len(sources) > 1))
 print(json.dumps({"seconds": time.perf_counter() - t}))
 """
@@ -121,13 +126,15 @@ from urllib.parse import quote
 repo, sums, target = sys.argv[1], json.loads(open(sys.argv[2]).read()), sys.argv[3]
 endpoint = os.environ["HF_ENDPOINT"]
 t = time.perf_counter()
-with urllib.request.urlopen(f"{endpoint}/api/models/{repo}/tree/main?recursive=true", timeout=60) as resp:
+tree = f"{endpoint}/api/models/{repo}/tree/main?recursive=true"
+with urllib.request.urlopen(tree, timeout=60) as resp:
     paths = [e["path"] for e in json.load(resp) if e["type"] == "file"]
 urls = "".join(f"{endpoint}/{repo}/resolve/main/{quote(p)}\n  out={p}\n" for p in paths)
 # -x16 -s16 as asked; falloc as aria2's manual advises on ext4/xfs (its default writes zeros first)
-subprocess.run(["aria2c", "-x16", "-s16", "--no-conf", "--file-allocation=falloc", "--console-log-level=warn",
-                "--summary-interval=0", "--download-result=hide", "--auto-file-renaming=false",
-                "--allow-overwrite=true", "-d", target, "-i", "-"], input=urls, text=True, check=True)
+subprocess.run(["aria2c", "-x16", "-s16", "--no-conf", "--file-allocation=falloc",
+                "--console-log-level=warn", "--summary-interval=0", "--download-result=hide",
+                "--auto-file-renaming=false", "--allow-overwrite=true", "-d", target, "-i", "-"],
+               input=urls, text=True, check=True)
 downloaded = time.perf_counter()
 
 def sha256(path):
@@ -140,8 +147,8 @@ def sha256(path):
 with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # hashlib releases the GIL: one file per core
     bad = [p for p, got in zip(paths, pool.map(sha256, paths)) if got != sums.get(p)]
 end = time.perf_counter()
-print(json.dumps({"seconds": end - t, "download_seconds": downloaded - t, "verify_seconds": end - downloaded,
-                  "verified": not bad}))
+print(json.dumps({"seconds": end - t, "download_seconds": downloaded - t,
+                  "verify_seconds": end - downloaded, "verified": not bad}))
 sys.exit(1 if bad else 0)
 """
 
@@ -401,7 +408,8 @@ def bench_pulls(
 
 
 def _write_cpu_per_byte(directory: Path, nbytes: int = 256 * 1024 * 1024) -> float:
-    """CPU-seconds per byte to put fresh bytes into a new file's page cache with 1 MiB ``pwrite``s."""
+    """CPU-seconds per byte to put fresh bytes into a new file's page cache with 1 MiB
+    ``pwrite``s."""
     chunk = memoryview(os.urandom(1024 * 1024))
     path = directory / "write-probe.bin"
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -789,7 +797,8 @@ def bench_far_link(
         },
         "floor_seconds": round(total / link["total"], 3),  # every byte at the link's total rate
         "link_probe": probe,
-        "verifying_link_probe": verifying,  # the same with every byte written and hashed: this machine's bound
+        # the same with every byte written and hashed: this machine's bound
+        "verifying_link_probe": verifying,
         "order": list(tools),
     }
     for name, rs in runs.items():
@@ -839,8 +848,8 @@ def bench_stall(
         "file_bytes": size,
         "stall_after_bytes": after,
         "stall_seconds": args.stall_seconds,
-        "rule": "the first GET of the file whose body is longer than stall_after_bytes sends that many "
-        "bytes, then nothing for stall_seconds (unless the client gives up first)",
+        "rule": "the first GET of the file whose body is longer than stall_after_bytes sends that "
+        "many bytes, then nothing for stall_seconds (unless the client gives up first)",
     }
     for name, (cmd, via) in tools.items():
         runs = []

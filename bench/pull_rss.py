@@ -46,8 +46,10 @@ result = pull_model(sys.argv[1], source="hf", local_dir=sys.argv[2])
 wall = time.perf_counter() - t
 size = sum(f.size or 0 for f in result.files)
 print(json.dumps({"wall_s": round(wall, 2), "bytes": size, "mb_per_s": round(size / wall / 1e6, 1),
-                  "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-                  "peak_anon_mb": round(peak["RssAnon"] / 1024, 1), "peak_file_mapped_mb": round(peak["RssFile"] / 1024, 1),
+                  "peak_rss_mb": round(
+                      resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                  "peak_anon_mb": round(peak["RssAnon"] / 1024, 1),
+                  "peak_file_mapped_mb": round(peak["RssFile"] / 1024, 1),
                   "downloaded": result.downloaded_bytes}))
 """
 
@@ -120,7 +122,8 @@ def main() -> None:
     print(
         json.dumps(
             {
-                "command": f'model_zoo.download.pull.pull_model("{NAME}", source="hf", local_dir=...), a fresh process',
+                "command": f'model_zoo.download.pull.pull_model("{NAME}", source="hf", '
+                "local_dir=...), a fresh process",
                 "shards": args.shards,
                 "runs": runs,
                 "peak_rss_spread_mb": round(max(rss) - min(rss), 1) if rss else None,

@@ -1,10 +1,10 @@
 """Run the benchmarks (or read their saved JSON) and write docs/benchmarks.md with charts.
 
-    .venv/bin/python bench/report.py                      # run every bench script, full sizes
-    .venv/bin/python bench/report.py --quick              # small sizes (minutes, not tens of minutes)
-    .venv/bin/python bench/report.py --save-json out/     # also keep each bench's JSON and the machine
-    .venv/bin/python bench/report.py --from-json out/     # rebuild the page from saved JSON, run nothing
-    .venv/bin/python bench/report.py --only pull,reward   # a subset
+    .venv/bin/python bench/report.py                     # run every bench script, full sizes
+    .venv/bin/python bench/report.py --quick             # small sizes (a few minutes)
+    .venv/bin/python bench/report.py --save-json out/    # also keep each JSON and the machine
+    .venv/bin/python bench/report.py --from-json out/    # rebuild from saved JSON, run nothing
+    .venv/bin/python bench/report.py --only pull,reward  # a subset
 
 Each bench script prints one JSON document; this script never interprets more than it must: it
 draws a bar chart for each known group of comparable numbers (PNG via matplotlib into

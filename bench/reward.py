@@ -1,4 +1,5 @@
-"""Reward scoring throughput: one at a time vs ``score_batch`` vs the server under concurrent clients.
+"""Reward scoring throughput: one at a time vs ``score_batch`` vs the server under concurrent
+clients.
 
 Builds a tiny InternLM2-Reward checkpoint (or uses ``--model``), scores the same conversations
 three ways and prints one JSON document with conversations per second for each. With
@@ -9,8 +10,9 @@ POLAR's client builds); "conversations" in the names below then means those inpu
 - ``one_at_a_time``: ``rm.score(c)`` in a loop (what upstream's ``get_score`` does);
 - ``score_batch``: ``rm.score_batch(all)`` (length buckets under a token budget);
 - ``server``: a ``RewardServer`` (default batching settings) on 127.0.0.1 with ``--clients``
-  client threads in a separate process, each posting its share of the conversations, ``--per-request``
-  conversations per request (each value of a comma-separated list is one run), with each
+  client threads in a separate process, each posting its share of the conversations,
+  ``--per-request`` conversations per request (each value of a comma-separated list is one run),
+  with each
   ``--client`` kind: ``raw`` (a minimal load generator, so the figure measures the server) and
   ``http.client`` (the stdlib client, which on a 2-core machine takes CPU from the server), to
   each ``--route``: ``score`` (``/v1/score`` with the conversations) and ``pooling`` (vLLM's
@@ -27,8 +29,8 @@ Each figure is the best of ``--repeat`` rounds after a warm-up; the three ways r
 every round, so that they see the same load on a shared machine.
 Targets (CPU, tiny model): score_batch >= 5x one-at-a-time; server >= 0.8x score_batch.
 
-    .venv/bin/python bench/reward.py [--n 256] [--clients 16] [--per-request 1,16] [--client raw,http.client]
-        [--route score,pooling] [--device cpu] [--threads 1]
+    .venv/bin/python bench/reward.py [--n 256] [--clients 16] [--per-request 1,16]
+        [--client raw,http.client] [--route score,pooling] [--device cpu] [--threads 1]
 """
 
 from __future__ import annotations
@@ -91,7 +93,8 @@ def make_client(host, port):
     sock = socket.create_connection((host, port), timeout=120)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     state = {"buf": b""}
-    head = b"POST " + PATH.encode() + b" HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+    head = (b"POST " + PATH.encode() + b" HTTP/1.1\r\nHost: %s\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n")
 
     def call(body):
         data = body.encode()
@@ -102,7 +105,8 @@ def make_client(host, port):
             if end >= 0:
                 lower = buf[:end].lower()
                 at = lower.find(b"content-length:") + 15
-                length = int(lower[at : lower.find(b"\r\n", at) if lower.find(b"\r\n", at) > 0 else end])
+                eol = lower.find(b"\r\n", at)
+                length = int(lower[at : eol if eol > 0 else end])
                 if len(buf) >= end + 4 + length:
                     state["buf"] = buf[end + 4 + length :]
                     return int(buf[9:12]), buf[end + 4 : end + 4 + length]
@@ -124,8 +128,10 @@ PATH = {"score": "/v1/score", "pooling": "/pooling"}[sys.argv[5]]
 
 CLIENTS = r"""
 import json, sys, threading
-host, port, clients, per_request, route = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
-job = json.loads(sys.stdin.readline())  # {"inputs": [...], "key": field of the request, "extra": {...}}
+host, port, route = sys.argv[1], int(sys.argv[2]), sys.argv[5]
+clients, per_request = int(sys.argv[3]), int(sys.argv[4])
+# {"inputs": [...], "key": field of the request, "extra": {...}}
+job = json.loads(sys.stdin.readline())
 shares = [job["inputs"][k::clients] for k in range(clients)]
 calls = [make_client(host, port) for _ in range(clients)]
 
@@ -137,7 +143,8 @@ def scores_of(answer):
 def client(k, out):
     share, call = shares[k], calls[k]
     for start in range(0, len(share), per_request):
-        status, data = call(json.dumps({job["key"]: share[start : start + per_request], **job["extra"]}))
+        batch = share[start : start + per_request]
+        status, data = call(json.dumps({job["key"]: batch, **job["extra"]}))
         if status != 200:
             raise RuntimeError(f"HTTP {status}: {data[:200]!r}")
         out.extend(scores_of(json.loads(data)))
@@ -233,12 +240,14 @@ class ServerRun:
 
 
 def server_key(k: int, kind: str, route: str) -> str:
-    """The rates key of one server run (``/v1/score`` runs keep their names from before ``--route``)."""
+    """The rates key of one server run (``/v1/score`` runs keep their names from before
+    ``--route``)."""
     return f"server_{k}_{kind}" + ("" if route == "score" else f"_{route}")
 
 
 def pooling_equals_score_batch(rm: Any, convs: list[Any]) -> bool:
-    """What ``/pooling`` answers for the bench's texts equals ``score_batch`` (1e-4): the same tokens."""
+    """What ``/pooling`` answers for the bench's texts equals ``score_batch`` (1e-4): the same
+    tokens."""
     import httpx
 
     from model_zoo.server.reward_server import RewardServer
@@ -260,7 +269,8 @@ def main() -> None:
         "--polar",
         action="store_true",
         help="a reference-based model (default: the tiny POLAR checkpoint) scoring "
-        "bench/reward_polar.py's {prompt, reference, output} inputs, the same ones that bench scores",
+        "bench/reward_polar.py's {prompt, reference, output} inputs, the same ones that bench "
+        "scores",
     )
     ap.add_argument("--n", type=int, default=256, help="conversations")
     ap.add_argument("--clients", type=int, default=16)
@@ -335,12 +345,14 @@ def main() -> None:
         unknown = set(kinds) - set(CLIENT_KINDS)
         if unknown:
             ap.error(
-                f"unknown --client {', '.join(sorted(unknown))}; choose from {', '.join(CLIENT_KINDS)}"
+                f"unknown --client {', '.join(sorted(unknown))}; "
+                f"choose from {', '.join(CLIENT_KINDS)}"
             )
         routes = [x.strip() for x in str(args.route).split(",") if x.strip()]
         if set(routes) - set(ROUTES):
             ap.error(
-                f"unknown --route {', '.join(sorted(set(routes) - set(ROUTES)))}; choose from {', '.join(ROUTES)}"
+                f"unknown --route {', '.join(sorted(set(routes) - set(ROUTES)))}; "
+                f"choose from {', '.join(ROUTES)}"
             )
         runs = [(k, kind, route) for route in routes for k in shapes for kind in kinds]
         servers = {run: ServerRun(rm, convs, args.clients, *run) for run in runs}
@@ -376,7 +388,9 @@ def main() -> None:
         single, batched = best["single"], best["batch"]
         ok = all(
             abs(a - b) < 1e-4
-            for a, b in zip(rm.score_batch(convs), [score_one(c) for c in convs[:64]])
+            for a, b in zip(
+                rm.score_batch(convs)[:64], [score_one(c) for c in convs[:64]], strict=True
+            )
         )
         pooling_ok = pooling_equals_score_batch(rm, convs[:64]) if "pooling" in routes else None
 

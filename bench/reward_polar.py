@@ -134,7 +134,7 @@ def main() -> None:
         best = {key: max(values) for key, values in rates.items()}
         batched = rm.score_batch(items)
         alone = [rm.score(**item) for item in items[:64]]
-        same = all(abs(a - b) < 1e-4 for a, b in zip(batched, alone))
+        same = all(abs(a - b) < 1e-4 for a, b in zip(batched, alone, strict=True))
         passes = getattr(rm.scorer, "forward_passes", None)
 
     print(

@@ -62,7 +62,8 @@ def build_venv(
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
             if done.returncode != 0:
                 raise RuntimeError(
-                    f"{' '.join(cmd)} into {venv} failed:\n{done.stdout[-2000:]}{done.stderr[-4000:]}"
+                    f"{' '.join(cmd)} into {venv} failed:\n"
+                    f"{done.stdout[-2000:]}{done.stderr[-4000:]}"
                 )
         ready.write_text(marker)
     return python
@@ -129,7 +130,8 @@ def run_client(client_pythons: Callable[[str], Path], tmp_path: Path) -> RunClie
         )
         lines = [ln for ln in done.stdout.splitlines() if ln.startswith("HARNESS-RESULT ")]
         assert done.returncode == 0 and lines, (
-            f"harness for {client} failed (exit {done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
+            f"harness for {client} failed (exit {done.returncode}):\n"
+            f"{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
         )
         result: dict[str, Any] = json.loads(lines[-1][len("HARNESS-RESULT ") :])
         result["stderr"] = done.stderr

@@ -1,4 +1,5 @@
-"""Helpers for the docs and CLI-polish tests: the docs generator (``tools/docgen.py``), loaded by path.
+"""Helpers for the docs and CLI-polish tests: the docs generator (``tools/docgen.py``), loaded
+by path.
 
 ``tools/`` is not a package that gets installed, so tests load the module from the checkout:
 

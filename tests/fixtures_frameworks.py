@@ -149,7 +149,8 @@ def run_framework(tmp_path: Path) -> RunFramework:
         )
         lines = [ln for ln in done.stdout.splitlines() if ln.startswith("HARNESS-RESULT ")]
         assert done.returncode == 0 and lines, (
-            f"harness for {framework} failed (exit {done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
+            f"harness for {framework} failed (exit {done.returncode}):\n"
+            f"{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
         )
         result: dict[str, Any] = json.loads(lines[-1][len("HARNESS-RESULT ") :])
         result["stdout"], result["stderr"] = done.stdout, done.stderr
@@ -160,7 +161,8 @@ def run_framework(tmp_path: Path) -> RunFramework:
 
 @contextmanager
 def serve_reward(checkpoint: Path, *extra: str) -> Iterator[str]:
-    """``model-zoo serve-reward CHECKPOINT`` in its own process on 127.0.0.1; yields its base URL."""
+    """``model-zoo serve-reward CHECKPOINT`` in its own process on 127.0.0.1; yields its base
+    URL."""
     proc = subprocess.Popen(
         [
             sys.executable,

@@ -130,7 +130,8 @@ def tiny_polar_fp32(tiny_checkpoint: Any) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_polar_rm(tiny_polar_fp32: Path) -> Any:
-    """The tiny POLAR checkpoint loaded natively: a PolarRewardModel (style read from its tokenizer)."""
+    """The tiny POLAR checkpoint loaded natively: a PolarRewardModel (style read from its
+    tokenizer)."""
     from model_zoo.reward.api import load_reward
 
     return load_reward(tiny_polar_fp32, device="cpu", dtype="float32")

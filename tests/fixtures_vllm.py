@@ -77,7 +77,8 @@ def _pip(python: Path, *args: str, timeout: float = 1500) -> None:
 
 
 def build_vllm_venv() -> Path:
-    """The venv's interpreter, built (under a file lock) when missing; this checkout installed into it."""
+    """The venv's interpreter, built (under a file lock) when missing; this checkout installed into
+    it."""
     venv = vllm_venv()
     python = venv / "bin" / "python"
     ready = venv / ".ready"
@@ -122,7 +123,8 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def vllm_env(home: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """A clean environment for vLLM: offline, no usage statistics, a small KV cache, HOME in the test."""
+    """A clean environment for vLLM: offline, no usage statistics, a small KV cache, HOME in the
+    test."""
     base = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TMPDIR")}
     return {
         **base,
@@ -149,7 +151,8 @@ def vllm_python() -> Path:
 
 @pytest.fixture(scope="session")
 def run_vllm(vllm_python: Path, tmp_path_factory: pytest.TempPathFactory) -> RunVllm:
-    """Run ``vllm_harness.py`` on ``jobs`` in-process (no engine subprocesses); returns its results."""
+    """Run ``vllm_harness.py`` on ``jobs`` in-process (no engine subprocesses); returns its
+    results."""
 
     def run(jobs: list[dict[str, Any]], *, timeout: float = 900) -> list[dict[str, Any]]:
         home = tmp_path_factory.mktemp("vllm-home")
@@ -164,7 +167,8 @@ def run_vllm(vllm_python: Path, tmp_path_factory: pytest.TempPathFactory) -> Run
         )
         lines = [ln for ln in done.stdout.splitlines() if ln.startswith("HARNESS-RESULT ")]
         assert done.returncode == 0 and lines, (
-            f"vLLM harness failed (exit {done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
+            f"vLLM harness failed (exit {done.returncode}):\n"
+            f"{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
         )
         answer = json.loads(lines[-1][len("HARNESS-RESULT ") :])
         assert answer["blocked"] == [], f"vLLM tried to reach {answer['blocked']}"

@@ -58,7 +58,7 @@ def _verl_batch(tok: Any, rows: list[dict[str, Any]]) -> Any:
     mask = torch.tensor(
         [
             [0] * (plen - len(p)) + [1] * len(p) + [1] * len(r) + [0] * (rlen - len(r))
-            for p, r in zip(prompts, responses)
+            for p, r in zip(prompts, responses, strict=True)
         ]
     )
 
@@ -89,7 +89,8 @@ def _verl_batch(tok: Any, rows: list[dict[str, Any]]) -> Any:
 
 
 def _verl_config(policy: str, function: dict[str, Any]) -> Any:
-    """verl's own reward config (its ``reward.yaml``), with the custom function set as a user would."""
+    """verl's own reward config (its ``reward.yaml``), with the custom function set as a user
+    would."""
     import verl
     from omegaconf import OmegaConf
 
@@ -152,7 +153,8 @@ def _verl_cases(args: dict[str, Any], tok: Any, result: dict[str, Any]) -> None:
 def _verl_case(
     case: dict[str, Any], config: Any, tok: Any, data: Any, result: dict[str, Any]
 ) -> list[float]:
-    """One reward manager's scores for ``data``, the custom function loaded by verl from ``config``."""
+    """One reward manager's scores for ``data``, the custom function loaded by verl from
+    ``config``."""
     from verl.trainer.ppo.reward import get_custom_reward_fn
 
     manager = case["manager"]
@@ -232,7 +234,7 @@ def run_openrlhf(args: dict[str, Any]) -> dict[str, Any]:
                 r["response"], add_special_tokens=False
             )
             + [tok.eos_token_id]  # vLLM's output ends with the stop token, which OpenRLHF keeps
-            for p, r in zip(prompts, rows)
+            for p, r in zip(prompts, rows, strict=True)
         }
     )
 
@@ -254,7 +256,7 @@ def run_openrlhf(args: dict[str, Any]) -> dict[str, Any]:
             return await asyncio.gather(
                 *(
                     executor.execute(p, r.get("label"), _Params(), 512, tok, engine)
-                    for p, r in zip(prompts, rows)
+                    for p, r in zip(prompts, rows, strict=True)
                 )
             )
 

@@ -1,6 +1,7 @@
 """Run inside llama-cpp-python's own virtualenv: llama.cpp's view of a GGUF file, as JSON.
 
-    python llama_cpp_harness.py '{"model": PATH, "prompt_ids": [...], "new_tokens": 8, "texts": [...]}'
+    python llama_cpp_harness.py \
+        '{"model": PATH, "prompt_ids": [...], "new_tokens": 8, "texts": [...]}'
 
 Prints one ``HARNESS-RESULT {json}`` line: the logits llama.cpp computes at each prompt position,
 its greedy continuation (argmax of its own logits, token by token, on its KV cache), and its

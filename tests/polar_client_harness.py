@@ -5,10 +5,11 @@ Not a test module: test_server_polar_client.py starts it with that venv's interp
 
 The client is InternLM's, unchanged: ``xtuner/utils/rm_utils.py`` from the xtuner wheel on PyPI.
 (The POLAR repository's ``src/polar/reward_func.py`` holds the same class, sending the same
-requests and reading the same answers; it is not on PyPI.) The module is loaded from its file because importing the ``xtuner`` package would run
-its ``__init__``, which needs mmengine and torch; ``rm_utils`` itself imports only ``requests``
-and transformers' ``AutoTokenizer``. The network is fenced to 127.0.0.0/8 first (the fence of
-``client_harness.py``), so nothing the client or transformers tries leaves the machine.
+requests and reading the same answers; it is not on PyPI.) The module is loaded from its file
+because importing the ``xtuner`` package would run its ``__init__``, which needs mmengine and
+torch; ``rm_utils`` itself imports only ``requests`` and transformers' ``AutoTokenizer``. The
+network is fenced to 127.0.0.0/8 first (the fence of ``client_harness.py``), so nothing the
+client or transformers tries leaves the machine.
 
 ARGS_JSON: ``tokenizer`` (a directory, the client's ``path``), ``data`` (a list of
 ``{prompt, reference, output[, wrapper]}``) and ``runs``, each ``{server_type,

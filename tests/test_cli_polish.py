@@ -1,4 +1,5 @@
-"""CLI polish: examples in every command's help (and they parse), exit codes, --version, completion."""
+"""CLI polish: examples in every command's help (and they parse), exit codes, --version,
+completion."""
 
 from __future__ import annotations
 

@@ -347,9 +347,8 @@ def test_ctrl_c_line_with_json_and_quiet(
     )
     assert main(["pull", MODEL, "--json"]) == 130
     out, err = capsys.readouterr()
-    assert (
-        err
-        == "interrupted: 2.2 MB of 3.0 MB kept in /data/ckpt; run the same command again to resume\n"
+    assert err == (
+        "interrupted: 2.2 MB of 3.0 MB kept in /data/ckpt; run the same command again to resume\n"
     )
     last = json.loads(out.splitlines()[-1])
     assert last == {

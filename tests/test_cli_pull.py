@@ -42,7 +42,8 @@ def _sha(p: Path) -> str:
 def test_dollar_pull_prints_only_the_path_on_stdout(pull_hub) -> None:
     script = (
         f'DIR=$("{SCRIPT}" pull {MODEL} --source hf) || exit 9; '
-        'test -f "$DIR/config.json" && test -f "$DIR/model.safetensors.index.json" && echo "ok:$DIR"'
+        'test -f "$DIR/config.json" && test -f "$DIR/model.safetensors.index.json" && '
+        'echo "ok:$DIR"'
     )
     proc = subprocess.run(
         ["bash", "-c", script], capture_output=True, text=True, timeout=120, env=dict(os.environ)

@@ -171,8 +171,10 @@ def test_registry_check_builtin_ok() -> None:
 def test_registry_check_lists_every_problem(write_registry: Callable[..., Path]) -> None:
     bad = write_registry(
         MINI_REGISTRY
-        + "  - {name: Bad-1, family: demo, size: 1B, kind: base, released: 2024-01-01, colour: red, sources: {hf: x}}\n"
-        + "  - {name: Bad-2, family: demo, size: 1B, kind: reward, released: 2024-01-01, sources: {hf: o/bad-2}}\n"
+        + "  - {name: Bad-1, family: demo, size: 1B, kind: base, released: 2024-01-01, colour: red,"
+        + " sources: {hf: x}}\n"
+        + "  - {name: Bad-2, family: demo, size: 1B, kind: reward, released: 2024-01-01,"
+        + " sources: {hf: o/bad-2}}\n"
     )
     proc = run("registry", "check", str(bad), "--standalone")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
@@ -196,7 +198,8 @@ def test_user_registry_via_environment(
     write_registry: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     user = write_registry(
-        "models:\n  - {name: Private-FT, family: internlm2.5, size: 7B, kind: chat, released: 2024-11-01,\n"
+        "models:\n"
+        "  - {name: Private-FT, family: internlm2.5, size: 7B, kind: chat, released: 2024-11-01,\n"
         "     dims: internlm2.5-7b, sources: {modelscope: my-lab/private-ft}}\n"
     )
     monkeypatch.setenv("MODEL_ZOO_REGISTRY", str(user))

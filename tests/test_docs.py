@@ -1,4 +1,5 @@
-"""The docs: they build strictly, the generated parts match the code, and every command they show parses."""
+"""The docs: they build strictly, the generated parts match the code, and every command they show
+parses."""
 
 from __future__ import annotations
 
@@ -91,7 +92,13 @@ def test_registry_table_matches_the_registry(site: Path) -> None:
         row = rows[m.name]
         assert row[1:4] == [m.kind, m.size, m.released.isoformat()]
         assert row[5:8] == [f"{m.memory_gb(d):.1f}" for d in ("bf16", "int8", "int4")], m.name
-        hubs = dict(zip(("hf", "modelscope", "modelers", "openxlab", "openxlab-origin"), row[8:]))
+        hubs = dict(
+            zip(
+                ("hf", "modelscope", "modelers", "openxlab", "openxlab-origin"),
+                row[8:],
+                strict=True,
+            )
+        )
         assert {k: v for k, v in hubs.items() if v != "–"} == dict(m.sources), m.name
 
 
@@ -130,7 +137,8 @@ def test_api_reference_covers_every_export(site: Path) -> None:
 
 def test_signature_text_unquotes_annotations() -> None:
     def f(a: int, *, b: str | None = None, **kw: object) -> list[int]:
-        """Annotations are strings here (``from __future__ import annotations``), as in model_zoo."""
+        """Annotations are strings here (``from __future__ import annotations``), as in
+        model_zoo."""
         return []
 
     assert (
@@ -149,7 +157,8 @@ def test_unknown_marker_is_an_error() -> None:
 
 
 def doc_commands() -> list[tuple[str, str]]:
-    """(page, line) for every model-zoo command line in a bash or console block of README.md and docs/."""
+    """(page, line) for every model-zoo command line in a bash or console block of README.md and
+    docs/."""
     found = []
     for page in [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]:
         for block in re.findall(r"```(bash|console)\n(.*?)```", page.read_text(), flags=re.DOTALL):
@@ -182,7 +191,7 @@ def test_docs_show_commands() -> None:
 
 
 @pytest.mark.parametrize(
-    ("page", "line"), DOC_COMMANDS, ids=[f"{p}:{l[:60]}" for p, l in DOC_COMMANDS]
+    ("page", "line"), DOC_COMMANDS, ids=[f"{page}:{line[:60]}" for page, line in DOC_COMMANDS]
 )
 def test_every_documented_command_parses(
     page: str, line: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

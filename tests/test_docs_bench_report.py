@@ -1,4 +1,5 @@
-"""bench/report.py on small synthetic bench outputs: charts, tables, machine, failures; no real bench runs."""
+"""bench/report.py on small synthetic bench outputs: charts, tables, machine, failures; no real
+bench runs."""
 
 from __future__ import annotations
 
@@ -111,7 +112,8 @@ def test_report_runs_bench_scripts_and_passes_quick_sizes(tmp_path: Path) -> Non
     (bench / "reward.py").write_text(
         '"""Fake reward bench."""\nimport json, sys\n'
         'print("warming up")\n'
-        'print(json.dumps({"argv": sys.argv[1:], "conversations_per_s": {"one_at_a_time": 1.0, "score_batch": 5.0}}))\n'
+        'print(json.dumps({"argv": sys.argv[1:],\n'
+        '                  "conversations_per_s": {"one_at_a_time": 1.0, "score_batch": 5.0}}))\n'
     )
     (bench / "verify.py").write_text('import sys\nsys.exit("verify exploded")\n')
     out, img, saved = tmp_path / "b.md", tmp_path / "img", tmp_path / "saved"
@@ -157,7 +159,8 @@ def test_sections_written_by_hand_survive_a_report_run(tmp_path: Path) -> None:
     out, img = tmp_path / "docs" / "benchmarks.md", tmp_path / "docs" / "img"
     out.parent.mkdir(parents=True)
     out.write_text(
-        "# Benchmarks\n\n## pull\n\nold numbers\n\n## pull over a far link\n\nWritten by hand: kept.\n"
+        "# Benchmarks\n\n## pull\n\nold numbers\n\n"
+        "## pull over a far link\n\nWritten by hand: kept.\n"
         "| model-zoo | 3.1 |\n\n## verify\n\nold verify\n"
     )
     run_report("--from-json", str(saved_dir(tmp_path)), "--output", str(out), "--img-dir", str(img))

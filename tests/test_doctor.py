@@ -1,4 +1,5 @@
-"""``model-zoo doctor`` against the local hub (reachable) and closed loopback ports (unreachable)."""
+"""``model-zoo doctor`` against the local hub (reachable) and closed loopback ports
+(unreachable)."""
 
 from __future__ import annotations
 
@@ -364,7 +365,7 @@ def test_store_advice(store: StoreReport, expected: list[tuple[str, str]]) -> No
     report = bare_report(store=store)
     found = advise(report)
     assert [f.level for f in found] == [lvl for lvl, _ in expected]
-    for f, (_, text) in zip(found, expected):
+    for f, (_, text) in zip(found, expected, strict=True):
         assert text in f.message and f.advice
 
 
@@ -508,7 +509,8 @@ def test_cli_text_and_exit_code_when_nothing_is_reachable() -> None:
 
 
 def test_broken_torch_is_an_error_with_advice(monkeypatch: pytest.MonkeyPatch) -> None:
-    """torch is asked in a child interpreter, so a torch that cannot import is reported, not fatal."""
+    """torch is asked in a child interpreter, so a torch that cannot import is reported, not
+    fatal."""
     from model_zoo import doctor
 
     monkeypatch.setattr(

@@ -34,7 +34,8 @@ PULL_STEPS = [
 
 
 def _imports(module: str) -> set[str]:
-    """The download/ modules ``module`` imports (relative ``from .x import`` and ``from . import x``)."""
+    """The download/ modules ``module`` imports (relative ``from .x import`` and ``from . import
+    x``)."""
     tree = ast.parse((DOWNLOAD / f"{module}.py").read_text())
     found: set[str] = set()
     for node in ast.walk(tree):

@@ -299,12 +299,12 @@ class _LyingRangeServer:
                 end = min(int(end_s) if end_s else len(data) - 1, len(data) - 1)
                 body = data[start : end + 1]
                 self.send_response(206)
-                named = (
+                first, last, total = (
                     (start + 4096, end, len(data))
                     if lie == "start"
                     else (start, end, len(data) + 1)
                 )
-                self.send_header("Content-Range", "bytes %d-%d/%d" % named)
+                self.send_header("Content-Range", f"bytes {first}-{last}/{total}")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)

@@ -7,6 +7,7 @@ import hashlib
 import os
 import random
 import threading
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,7 @@ def test_interval_set_matches_a_byte_map() -> None:
         for s, e in gaps:
             assert not any(covered[s:e])
         ranges = ivs.ranges()
-        assert all(r1[1] < r2[0] for r1, r2 in zip(ranges, ranges[1:])), "merged and disjoint"
+        assert all(r1[1] < r2[0] for r1, r2 in pairwise(ranges)), "merged and disjoint"
         for off in range(0, size, 7):
             end = ivs.contiguous_end(off)
             assert all(covered[off:end]) and (end == size or not covered[end] or end == off)

@@ -229,7 +229,7 @@ def test_a_file_name_near_the_255_byte_limit_is_fetched(
     ]  # 246, 246 and 255 bytes
     served = [BIG, SHARD2, "config.json"]
     jobs = []
-    for name, job in zip(names, jobs_for(engine_hub, paths=served)):
+    for name, job in zip(names, jobs_for(engine_hub, paths=served), strict=True):
         jobs.append(
             FileJob(
                 name, job.size, job.sha256, (replace(job.candidates[0], path=name),), job.sources

@@ -25,7 +25,8 @@ MiB = 1024 * 1024
 def run_controller(
     c: policy.ConnectionController, rates: list[float], *, waiting: bool = True, start: float = 0.0
 ) -> list[int]:
-    """Tick once per second, with ``rates[i]`` bytes/s delivered during second i; the limits seen."""
+    """Tick once per second, with ``rates[i]`` bytes/s delivered during second i; the limits
+    seen."""
     delivered, now, limits = 0, start, []
     c.tick(now, delivered, waiting=waiting)
     for r in rates:

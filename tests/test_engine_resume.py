@@ -38,10 +38,12 @@ from model_zoo.download.engine import FileJob, fetch
 from fixtures_engine import fast_options
 from model_zoo.hubs.base import RemoteFile
 spec = json.loads(sys.argv[1])
-jobs = [FileJob(j["path"], j["size"], j["sha256"], tuple(RemoteFile(j["path"], j["size"], j["sha256"], u) for u in j["urls"]),
+jobs = [FileJob(j["path"], j["size"], j["sha256"],
+                tuple(RemoteFile(j["path"], j["size"], j["sha256"], u) for u in j["urls"]),
                 tuple(j["sources"])) for j in spec["jobs"]]
 report = fetch(jobs, Path(spec["target"]), options=fast_options(**spec["options"]))
-print(json.dumps({f.path: [f.bytes_downloaded, f.bytes_resumed, f.already_present] for f in report.files}))
+print(json.dumps({f.path: [f.bytes_downloaded, f.bytes_resumed, f.already_present]
+                  for f in report.files}))
 """
 
 

@@ -60,8 +60,9 @@ def _train(
     tok = byte_tokenizer()
     model = tiny_llama(len(tok), seed=1)
     rows: list[dict[str, Any]] = [{"prompt": [{"role": "user", "content": p}]} for p in PROMPTS]
-    for row, ref in zip(rows, references or []):
-        row["reference"] = ref
+    if references is not None:
+        for row, ref in zip(rows, references, strict=True):
+            row["reference"] = ref
     dataset = Dataset.from_list(rows)
     config = GRPOConfig(
         output_dir=str(out),
@@ -83,7 +84,8 @@ def _train(
     holder: list[Any] = []
 
     class Snapshot(TrainerCallback):
-        """TRL keeps the last generation's rewards and advantages in ``_logs``; copy them at each log."""
+        """TRL keeps the last generation's rewards and advantages in ``_logs``; copy them at each
+        log."""
 
         def on_log(
             self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any
@@ -120,7 +122,7 @@ def _conversations(rm: RewardModel) -> Expect:
     """InternLM2-Reward: the prompt messages followed by the completion messages."""
 
     def expect(prompts: list[Any], completions: list[Any], kw: dict[str, Any]) -> list[float]:
-        convs = [list(p) + list(c) for p, c in zip(prompts, completions)]
+        convs = [list(p) + list(c) for p, c in zip(prompts, completions, strict=True)]
         assert all(c[-1]["role"] == "assistant" for c in convs)
         return rm.score_batch(convs)
 
@@ -135,7 +137,9 @@ def _check(
     assert len(recorder.calls) == STEPS, "TRL called the reward function once per step"
     logged = [h for h in trainer.state.log_history if f"rewards/{name}/mean" in h]
     assert len(logged) == STEPS == len(snapshots)
-    for (prompts, completions, got, kw), log, snap in zip(recorder.calls, logged, snapshots):
+    for (prompts, completions, got, kw), log, snap in zip(
+        recorder.calls, logged, snapshots, strict=True
+    ):
         assert "completion_ids" in kw and "trainer_state" in kw  # TRL's real call, with its extras
         assert len(got) == GENERATIONS and all(isinstance(x, float) for x in got)
         # the same inputs scored again, independently, by the test's own model
@@ -194,7 +198,7 @@ def test_trl_grpo_trains_on_polar_rewards_against_the_reference_column(
         assert len(set(refs)) == 1 and refs[0] in REFERENCES
         items = [
             {"prompt": p, "reference": r, "output": c}
-            for p, r, c in zip(prompts, refs, completions)
+            for p, r, c in zip(prompts, refs, completions, strict=True)
         ]
         return [float(x) for x in tiny_polar_rm.score_batch(items)]
 

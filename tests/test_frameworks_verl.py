@@ -73,7 +73,10 @@ def _case(
 def _expected(rm: RewardModel, *, strip: bool = False) -> list[float]:
     answer = [r["response"].split("</think>", 1)[-1] if strip else r["response"] for r in ROWS]
     return rm.score_batch(
-        [r["prompt"] + [{"role": "assistant", "content": a}] for r, a in zip(ROWS, answer)]
+        [
+            r["prompt"] + [{"role": "assistant", "content": a}]
+            for r, a in zip(ROWS, answer, strict=True)
+        ]
     )
 
 

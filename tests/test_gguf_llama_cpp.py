@@ -86,14 +86,16 @@ def test_llama_cpp_agrees_with_the_native_reader(
 
 
 def test_backend_llama_cpp_chats_as_the_native_runner(llama_cpp_python: Path, tiny_gguf) -> None:  # noqa: F811
-    """``load(path, backend="llama.cpp")`` in this interpreter, llama_cpp taken from its own venv."""
+    """``load(path, backend="llama.cpp")`` in this interpreter, llama_cpp taken from its own
+    venv."""
     hf_dir, path = tiny_gguf("internlm2", "f32")
     site = next((llama_cpp_python.parent.parent / "lib").glob("python*/site-packages"))
     script = (
         "import sys; sys.path.append(sys.argv[3])\n"
         "from model_zoo.runner.api import load\n"
         "kw = dict(max_new_tokens=6, do_sample=False, system='')\n"
-        "r = load(sys.argv[1], backend='llama.cpp'); ref = load(sys.argv[2], device='cpu', dtype='float32')\n"
+        "r = load(sys.argv[1], backend='llama.cpp')\n"
+        "ref = load(sys.argv[2], device='cpu', dtype='float32')\n"
         "print('SAME', r.chat('Hello there', **kw) == ref.chat('Hello there', **kw),\n"
         "      r.generate('The quick brown', max_new_tokens=5, do_sample=False)\n"
         "      == ref.generate('The quick brown', max_new_tokens=5, do_sample=False), flush=True)\n"

@@ -27,7 +27,8 @@ LEVELS = {"q8_0": "q8_0", "q4_0": "q4_0", "fp16": "f16"}  # registry level -> ti
 
 @pytest.fixture
 def gguf_hub(tiny_gguf, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: F811
-    """HF and ModelScope copies of the 7B GGUF repository holding tiny files under the real names."""
+    """HF and ModelScope copies of the 7B GGUF repository holding tiny files under the real
+    names."""
     root = tmp_path / "hub"
     for repo in (HF, MS):
         d = root / repo

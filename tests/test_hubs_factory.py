@@ -1,4 +1,5 @@
-"""adapter_for: the right adapter per source, endpoints and tokens from settings, no cross-hub tokens."""
+"""adapter_for: the right adapter per source, endpoints and tokens from settings, no cross-hub
+tokens."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The newcomer's first five minutes, replayed: README's install and first command, then the quickstart.
+"""The newcomer's first five minutes, replayed: README's install and first command, then the
+quickstart.
 
 The steps come from README.md itself (the first ``bash`` block under "## Run it", split on
 ``&&``), so a README change that breaks them fails here; a step this test does not know how to
@@ -141,9 +142,11 @@ class Newcomer:
     def check_pinned(self, requirement: str) -> None:
         """``pip install PKG==V`` without downloading: the package the new env sees satisfies it."""
         code = (
-            "import sys\nfrom importlib.metadata import version\nfrom packaging.requirements import Requirement\n"
+            "import sys\nfrom importlib.metadata import version\n"
+            "from packaging.requirements import Requirement\n"
             f"r = Requirement({requirement!r})\nv = version(r.name)\n"
-            "sys.exit(0 if r.specifier.contains(v, prereleases=True) else f'{r.name} {v} does not satisfy {r}')\n"
+            "ok = r.specifier.contains(v, prereleases=True)\n"
+            "sys.exit(0 if ok else f'{r.name} {v} does not satisfy {r}')\n"
         )
         self.run([self.python, "-c", code])
 
@@ -175,9 +178,11 @@ class Newcomer:
             f"meta = tomllib.load(open({str(src / 'pyproject.toml')!r}, 'rb'))['project']\n"
             f"reqs = list(meta['dependencies']) + [r for e in {extras!r}.split(',') if e "
             "for r in meta['optional-dependencies'][e] if not r.startswith('model-zoo')]\n"
-            "bad = []\nfor line in reqs:\n    r = Requirement(line)\n    try:\n        v = version(r.name)\n"
+            "bad = []\nfor line in reqs:\n    r = Requirement(line)\n"
+            "    try:\n        v = version(r.name)\n"
             "    except PackageNotFoundError:\n        bad.append(f'{r.name} missing'); continue\n"
-            "    if not r.specifier.contains(v, prereleases=True):\n        bad.append(f'{r.name} {v} not {r.specifier}')\n"
+            "    if not r.specifier.contains(v, prereleases=True):\n"
+            "        bad.append(f'{r.name} {v} not {r.specifier}')\n"
             "sys.exit('; '.join(bad) if bad else 0)\n"
         )
         self.run([self.python, "-c", code])
@@ -199,7 +204,8 @@ class Newcomer:
             return self.run(shlex.split(step))
         else:
             pytest.fail(
-                f"README step {step!r} is not one tests/test_newcomer.py knows how to replay; teach it"
+                f"README step {step!r} is not one tests/test_newcomer.py knows how to replay; "
+                "teach it"
             )
         return None
 

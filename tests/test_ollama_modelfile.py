@@ -1,9 +1,9 @@
 """``model-zoo ollama``: the Modelfile reads back through (a replica of) Ollama's parser, and its
 Go template, run with Ollama's chat semantics, gives the checkpoint's own prompt, token for token.
 
-No registry this project reaches ships the Ollama binary, so ``tests/ollama_replica.py`` re-implements
-the two pieces from Ollama's Go source; the parser replica is first held to a case from Ollama's
-own ``parser_test.go``.
+No registry this project reaches ships the Ollama binary, so ``tests/ollama_replica.py``
+re-implements the two pieces from Ollama's Go source; the parser replica is first held to a case
+from Ollama's own ``parser_test.go``.
 """
 
 from __future__ import annotations
@@ -43,9 +43,10 @@ CONVERSATIONS = [
 
 def test_the_parser_replica_reads_ollamas_own_test_case() -> None:
     text = (
-        "\nFROM model1\nADAPTER adapter1\nLICENSE MIT\nPARAMETER param1 value1\nPARAMETER param2 value2\n"
-        'TEMPLATE """{{ if .System }}<|start_header_id|>system<|end_header_id|>\n\n{{ .System }}<|eot_id|>'
-        '{{ end }}"""    \n'
+        "\nFROM model1\nADAPTER adapter1\nLICENSE MIT\n"
+        "PARAMETER param1 value1\nPARAMETER param2 value2\n"
+        'TEMPLATE """{{ if .System }}<|start_header_id|>system<|end_header_id|>\n\n'
+        '{{ .System }}<|eot_id|>{{ end }}"""    \n'
     )
     assert parse_modelfile(text) == [
         ("model", "model1"),
@@ -55,7 +56,8 @@ def test_the_parser_replica_reads_ollamas_own_test_case() -> None:
         ("param2", "value2"),
         (
             "template",
-            "{{ if .System }}<|start_header_id|>system<|end_header_id|>\n\n{{ .System }}<|eot_id|>{{ end }}",
+            "{{ if .System }}<|start_header_id|>system<|end_header_id|>\n\n"
+            "{{ .System }}<|eot_id|>{{ end }}",
         ),
     ]
 
@@ -119,7 +121,8 @@ def test_template_gives_the_checkpoints_prompt_token_for_token(tiny_checkpoint, 
 def _fake_ollama(directory: Path, exit_code: int) -> Path:
     script = directory / "ollama"
     script.write_text(
-        f'#!/bin/sh\necho "$@" >> "{directory}/calls"\necho "transferring model data"\nexit {exit_code}\n'
+        f'#!/bin/sh\necho "$@" >> "{directory}/calls"\n'
+        f'echo "transferring model data"\nexit {exit_code}\n'
     )
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     return script

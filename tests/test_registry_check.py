@@ -1,4 +1,5 @@
-"""Registry files that do not validate, user overlays (MODEL_ZOO_REGISTRY), and the compiled cache."""
+"""Registry files that do not validate, user overlays (MODEL_ZOO_REGISTRY), and the compiled
+cache."""
 
 from __future__ import annotations
 
@@ -22,7 +23,10 @@ Writer = Callable[..., Path]
 
 def _entry(name: str, extra: str = "", sources: str = "{hf: demo-org/x}") -> str:
     """One model entry in flow style, valid unless ``extra`` breaks it."""
-    body = f"name: {name}, family: demo, size: 1B, kind: base, released: 2024-01-01, sources: {sources}"
+    body = (
+        f"name: {name}, family: demo, size: 1B, kind: base, released: 2024-01-01, "
+        f"sources: {sources}"
+    )
     return f"  - {{{body}{', ' + extra if extra else ''}}}\n"
 
 
@@ -222,10 +226,12 @@ def test_duplicate_yaml_keys_are_reported(write_registry: Writer) -> None:
 def test_family_and_shape_problems_are_reported_once(write_registry: Writer) -> None:
     text = MINI_REGISTRY.replace(
         "defaults: {architecture: InternLM2ForCausalLM, weight_format: safetensors}",
-        "defaults: {architecture: InternLM2ForCausalLM, weight_format: safetensors, flavour: sweet}",
+        "defaults: {architecture: InternLM2ForCausalLM, weight_format: safetensors, "
+        "flavour: sweet}",
     ).replace(
         "shapes:\n",
-        "shapes:\n  loop-a: {preset: loop-b}\n  loop-b: {preset: loop-a}\n  part: {hidden_size: 8}\n",
+        "shapes:\n  loop-a: {preset: loop-b}\n  loop-b: {preset: loop-a}\n"
+        "  part: {hidden_size: 8}\n",
     )
     problems = check_registry_file(write_registry(text), standalone=True)
     assert [p.field for p in problems if "flavour" in (p.field or "")] == [
@@ -331,7 +337,8 @@ def test_cache_is_written_and_used_without_yaml_or_pydantic() -> None:
         "import sys, json\n"
         "from model_zoo.registry.api import list_models, get\n"
         "n = len(list_models()); get('internlm2_5-7b-chat')\n"
-        "print(json.dumps([n, [m for m in ('yaml', 'pydantic', 'model_zoo.registry.schema') if m in sys.modules]]))\n"
+        "heavy = ('yaml', 'pydantic', 'model_zoo.registry.schema')\n"
+        "print(json.dumps([n, [m for m in heavy if m in sys.modules]]))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == [len(first), []]

@@ -162,7 +162,8 @@ def test_reward_fields(m: ModelInfo) -> None:
         assert m.scoring_style == "conversation" and m.chat_format == "chatml"
         assert m.reward.rewardbench is not None
         assert m.dims.rope_scaling is None
-    else:  # the StepProver critic: a conversation reward model (its card scores chats with get_score)
+    else:
+        # the StepProver critic: a conversation reward model (its card scores chats with get_score)
         assert m.name == "InternLM2.5-StepProver-Critic"
         assert m.scoring_style == "conversation" and m.chat_format == "chatml"
 

@@ -29,7 +29,8 @@ POLAR = ("POLAR-1.8B-Base", "POLAR-1.8B", "POLAR-7B-Base", "POLAR-7B")
 def _reward_entry(name: str, reward: str) -> str:
     return (
         f"  - {{name: {name}, family: demo, size: 1B, kind: reward, released: 2024-01-01, "
-        f"architecture: InternLM2ForRewardModel, reward: {reward}, sources: {{hf: org/{name.lower()}}}}}\n"
+        f"architecture: InternLM2ForRewardModel, reward: {reward}, "
+        f"sources: {{hf: org/{name.lower()}}}}}\n"
     )
 
 
@@ -81,13 +82,15 @@ def test_a_family_sets_the_style_and_an_entry_may_override_it(write_registry: Wr
     text = MINI_REGISTRY.replace(
         "shapes:\n",
         "  refs:\n    title: Refs\n    generation: 2\n"
-        "    defaults: {architecture: InternLM2ForRewardModel, reward: {reward_token_id: 9, scoring: reference-based}}\n"
+        "    defaults: {architecture: InternLM2ForRewardModel,"
+        " reward: {reward_token_id: 9, scoring: reference-based}}\n"
         "shapes:\n",
     )
     text += (
-        "  - {name: Ref-A, family: refs, size: 1B, kind: reward, released: 2024-01-01, sources: {hf: org/ref-a}}\n"
-        "  - {name: Ref-B, family: refs, size: 1B, kind: reward, released: 2024-01-01, sources: {hf: org/ref-b},"
-        " reward: {scoring: conversation}}\n"
+        "  - {name: Ref-A, family: refs, size: 1B, kind: reward, released: 2024-01-01,"
+        " sources: {hf: org/ref-a}}\n"
+        "  - {name: Ref-B, family: refs, size: 1B, kind: reward, released: 2024-01-01,"
+        " sources: {hf: org/ref-b}, reward: {scoring: conversation}}\n"
     )
     reg = load_registry(write_registry(text))
     assert (

@@ -57,8 +57,10 @@ def test_wheel_contains_registry_and_installed_copy_loads_it(tmp_path: Path) -> 
         "import json, model_zoo\n"
         "from model_zoo.registry.loader import builtin_registry_path\n"
         "from model_zoo import list_models, get\n"
-        "print(json.dumps({'package': model_zoo.__file__, 'registry': str(builtin_registry_path()),\n"
-        "                  'count': len(list_models()), 'hf': get('internlm2_5-7b-chat').sources['hf']}))\n"
+        "print(json.dumps({'package': model_zoo.__file__,\n"
+        "                  'registry': str(builtin_registry_path()),\n"
+        "                  'count': len(list_models()),\n"
+        "                  'hf': get('internlm2_5-7b-chat').sources['hf']}))\n"
     )
     env = {**os.environ, "PYTHONPATH": str(site)}
     result = subprocess.run(

@@ -111,7 +111,8 @@ def test_client_retries_after_429() -> None:
 
 
 def test_adapters_score_polar_against_the_reference(tiny_polar_rm: Any) -> None:
-    """POLAR through every adapter: TRL's reference column, OpenRLHF's labels, the server's inputs."""
+    """POLAR through every adapter: TRL's reference column, OpenRLHF's labels, the server's
+    inputs."""
     rm = tiny_polar_rm
     items = [
         {"prompt": "2+2?", "reference": "4", "output": "4"},
@@ -147,7 +148,8 @@ def test_adapters_score_polar_against_the_reference(tiny_polar_rm: Any) -> None:
 
 
 class _Canned:
-    """A loopback HTTP server that answers every POST with the next canned (status, headers, body)."""
+    """A loopback HTTP server that answers every POST with the next canned (status, headers,
+    body)."""
 
     def __init__(self, answers: list[tuple[int, dict[str, str], bytes]]) -> None:
         import threading

@@ -55,7 +55,7 @@ def test_scores_equal_an_independent_forward(tiny_rm: RewardModel, tiny_reward_f
     rid = reward_token_id(tiny_reward_fp32)
     assert rm_token(tiny_rm) == rid
     scores = tiny_rm.score_batch(CONVS)
-    for c, got in zip(CONVS, scores):
+    for c, got in zip(CONVS, scores, strict=True):
         ids = expected_ids(tiny_rm, tiny_reward_fp32, c)
         assert tiny_rm.encode_conversations([c])[0] == ids
         assert ids.count(rid) == 1 and ids[-1] == rid

@@ -98,7 +98,7 @@ def tok(tiny_polar_fp32: Path) -> InternLMTokenizer:
 def _close(got: Iterable[float], want: Iterable[float], tol: float = 1e-4) -> None:
     got, want = list(got), list(want)
     assert len(got) == len(want)
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         assert abs(g - w) < tol, (got, want)
 
 
@@ -142,9 +142,9 @@ def test_strings_match_the_recipe(
 ) -> None:
     texts = [by_hand(tok, **item) for item in STRING_ITEMS]
     assert tiny_polar_rm.render(STRING_ITEMS) == texts
-    assert (
-        texts[0]
-        == "What is the capital of France?\nParis.<|reward|>What is the capital of France?\nParis.[UNUSED_TOKEN_130]"
+    assert texts[0] == (
+        "What is the capital of France?\nParis.<|reward|>"
+        "What is the capital of France?\nParis.[UNUSED_TOKEN_130]"
     )
     assert tiny_polar_rm.encode_inputs(STRING_ITEMS) == [
         tok.encode(t, add_special_tokens=True) for t in texts
@@ -331,7 +331,8 @@ def test_rank_order_best_of_and_compare(
 
 
 def test_score_text_of_a_built_text_matches(tiny_polar_rm: PolarRewardModel) -> None:
-    """Already-built POLAR text (what the client sends a runtime) is tokenized with bos, as runtimes do."""
+    """Already-built POLAR text (what the client sends a runtime) is tokenized with bos, as runtimes
+    do."""
     items = STRING_ITEMS[:3]
     _close(
         tiny_polar_rm.score_text(tiny_polar_rm.render(items)),
@@ -419,7 +420,7 @@ def test_render_equals_xtuners_own_client_encode(
     line = next((x for x in done.stdout.splitlines() if x.startswith("ENCODED ")), None)
     assert line is not None, done.stdout + done.stderr
     theirs = json.loads(line.removeprefix("ENCODED "))
-    for run, texts in zip(runs, theirs):
+    for run, texts in zip(runs, theirs, strict=True):
         opts = PolarOptions(run["max_length"], run["max_response_length"], run["cut_side"])
         assert tiny_polar_rm.render(data, options=opts) == texts, run
 

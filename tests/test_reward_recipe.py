@@ -83,7 +83,8 @@ def test_similar_lengths_share_one_bucket() -> None:
 
 @pytest.mark.parametrize("seed", range(8))
 def test_bucket_plan_is_close_to_the_cheapest(seed: int) -> None:
-    """Padding plus per-pass cost stays within 15% of the exhaustive optimum, and beats both naive plans."""
+    """Padding plus per-pass cost stays within 15% of the exhaustive optimum, and beats both naive
+    plans."""
     rng = random.Random(seed)
     lengths = [rng.randint(5, rng.choice([60, 400])) for _ in range(rng.randint(2, 120))]
     overhead, budget = rng.choice([64, 256, 1024]), rng.choice([2000, 16384])
@@ -126,7 +127,8 @@ def test_score_text_and_score_ids_append_the_reward_token_exactly_once() -> None
     text_ids = CharCodec().encode("abc")
     rm.score_text(["abc", "abc@"])  # "@" is the reward token, already last in the second text
     rm.score_ids([text_ids, text_ids + [FAKE_REWARD_ID]])
-    # Both inputs of each call become the same sequence, so each call scores it once (copies share a score).
+    # Both inputs of each call become the same sequence, so each call scores it once (copies share a
+    # score).
     assert rm.scorer.seen == [text_ids + [FAKE_REWARD_ID]] * 2
 
 

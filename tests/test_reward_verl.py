@@ -1,4 +1,5 @@
-"""``model_zoo.reward.verl`` at verl's documented call signature (verl's own code: test_frameworks_verl).
+"""``model_zoo.reward.verl`` at verl's documented call signature (verl's own code:
+test_frameworks_verl).
 
 Configuration precedence, the rows' layout (numpy arrays as verl's pandas path leaves them),
 the errors a misconfigured run gets, and the merging of concurrent per-row calls.

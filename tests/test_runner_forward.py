@@ -255,7 +255,7 @@ def test_internlm2_batched_left_padding_matches_single(fp32) -> None:
     _, runner, ref = fp32("internlm2")
     a, b = ids_of(30, seed=11)[0].tolist(), ids_of(12, seed=12)[0].tolist()
     out = runner.generate_ids([a, b], do_sample=False, max_new_tokens=6, stop_token_ids=[])
-    for prompt, completion in zip([a, b], out):
+    for prompt, completion in zip([a, b], out, strict=True):
         seq = list(prompt)
         for _ in range(6):
             logits, _, _ = ref.forward(torch.tensor([seq]))

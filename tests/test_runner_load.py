@@ -115,7 +115,7 @@ def test_wqkv_unpacking_is_grouped_per_kv_head() -> None:
     # rows 0-31: group 0's two query heads, 32-47 its key head, 48-63 its value head
     assert torch.equal(packed[32:48], k[:16]) and torch.equal(packed[48:64], v[:16])
     got = split_wqkv(packed, spec)
-    assert all(torch.equal(a, b) for a, b in zip(got, (q, k, v)))
+    assert all(torch.equal(a, b) for a, b in zip(got, (q, k, v), strict=True))
     assert all(t.is_contiguous() for t in got)
 
 
@@ -309,7 +309,7 @@ def test_engine_backends_without_the_engine_are_a_missing_dependency(
         load(tiny_internlm2, backend=engine)
 
 
-# ------------------------------------------------------------------ .bin checkpoints (InternLM v1 ships only these)
+# ------------------------------------------------ .bin checkpoints (InternLM v1 ships only these)
 
 
 def test_pytorch_bin_checkpoint_loads_like_safetensors(tiny_checkpoint, tmp_path: Path) -> None:
@@ -324,7 +324,7 @@ def test_pytorch_bin_checkpoint_loads_like_safetensors(tiny_checkpoint, tmp_path
     assert torch.equal(logits(path, IDS), logits(src, IDS))
 
 
-# ------------------------------------------------------------------ origin format and pulled checkpoints
+# ---------------------------------------------------------- origin format and pulled checkpoints
 
 
 def test_origin_format_directory_is_refused_with_the_hf_source(tmp_path: Path) -> None:

@@ -67,7 +67,7 @@ def test_equals_the_padded_forward(
     assert got.shape == want.shape == (len(seqs), decoder.config.hidden_size)
     torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-4)
     # and each sequence alone (the padded batch could share a mistake with the new path)
-    for seq, row in zip(seqs, got):
+    for seq, row in zip(seqs, got, strict=True):
         torch.testing.assert_close(row, padded_last_hidden(runner, [seq])[0], atol=2e-5, rtol=1e-4)
 
 
@@ -121,5 +121,5 @@ def test_reward_scorer_runs_padding_free_and_scores_alike(tiny_reward_fp32: Path
         [{"role": "user", "content": "hi " * n}, {"role": "assistant", "content": "ok"}]
         for n in (1, 9, 20)
     ]
-    for a, b in zip(fast.score_batch(convs), plain.score_batch(convs)):
+    for a, b in zip(fast.score_batch(convs), plain.score_batch(convs), strict=True):
         assert abs(a - b) < 1e-4

@@ -163,11 +163,13 @@ def test_connection_close_http10_and_keep_alive(server: RewardServer) -> None:
         ),
         # any other coding frames the body too: its bytes must not be read as the next request
         (
-            b"POST /v1/score HTTP/1.1\r\nTransfer-Encoding: identity\r\n\r\nGET /nope HTTP/1.1\r\n\r\n",
+            b"POST /v1/score HTTP/1.1\r\nTransfer-Encoding: identity\r\n\r\n"
+            b"GET /nope HTTP/1.1\r\n\r\n",
             411,
         ),
         (
-            b"GET /health HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1f\r\nGET /nope HTTP/1.1\r\n\r\n",
+            b"GET /health HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"1f\r\nGET /nope HTTP/1.1\r\n\r\n",
             411,
         ),
     ],
@@ -436,7 +438,8 @@ def test_a_client_pipelining_faster_than_it_is_answered_is_held_back() -> None:
 
 
 def test_requests_nobody_waits_for_are_not_scored() -> None:
-    """A request whose client left, or that timed out, is dropped from the queue, not run on the model."""
+    """A request whose client left, or that timed out, is dropped from the queue, not run on the
+    model."""
     gate = threading.Event()
     rm = make_fake_rm(gate=gate)
     with RewardServer(rm, request_timeout=0.5, wait_s=0) as srv, connect(srv) as busy:
@@ -520,14 +523,15 @@ def test_requests_pipelined_behind_one_in_flight_at_shutdown_are_answered_503() 
 
 
 def test_a_non_finite_score_is_a_json_error_naming_the_items() -> None:
-    """JSON has no NaN: a model that overflows must not send unparseable answers (or NaN rewards)."""
+    """JSON has no NaN: a model that overflows must not send unparseable answers (or NaN
+    rewards)."""
     rm = make_fake_rm()
     real = rm.scorer.score_ids
 
     def overflowing(batch, **kw):  # type: ignore[no-untyped-def]
         return [
             float("nan") if ids[1:3] == CharCodec().encode("nn") else s
-            for ids, s in zip(batch, real(batch, **kw))
+            for ids, s in zip(batch, real(batch, **kw), strict=True)
         ]
 
     rm.scorer.score_ids = overflowing  # type: ignore[method-assign]

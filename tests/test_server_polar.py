@@ -92,7 +92,8 @@ def test_the_text_polars_client_sends_scores_the_same_on_every_runtime_route(
 
 
 def test_openrlhf_labels_are_the_reference(polar_client: httpx.Client, tiny_polar_rm: Any) -> None:
-    """OpenRLHF posts query (prompt + response, as decoded), prompts and labels (the dataset's label)."""
+    """OpenRLHF posts query (prompt + response, as decoded), prompts and labels (the dataset's
+    label)."""
     prompt = "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n"
     responses = ["four", "5"]
     queries = [

@@ -151,14 +151,15 @@ def test_polar_client_works_unchanged_for_each_server_type(
     vllm, lmdeploy = servers["vllm"], servers["lmdeploy"]
     runs = {
         **client_runs(vllm.port, lmdeploy.port),
-        # control: the vLLM reading of LMDeploy's answer fails, so the shapes above are what made it work
+        # control: the vLLM reading of LMDeploy's answer fails, so the shapes above are what made it
+        # work
         "vllm at an LMDeploy-shaped /pooling": {
             "server_type": "vllm",
             "server_address": f"127.0.0.1:{lmdeploy.port}",
         },
     }
     result = run_polar_client(client_tokenizer, list(runs.values()), tmp_path)
-    got = dict(zip(runs, result["runs"]))
+    got = dict(zip(runs, result["runs"], strict=True))
 
     texts = [polar_text(item) for item in DATA]
     tokenizer = tiny_rm.codec.tokenizer  # type: ignore[attr-defined]
@@ -192,6 +193,6 @@ def test_polar_client_against_a_polar_model_scores_what_score_batch_scores(
         result = run_polar_client(tokenizer, list(runs.values()), tmp_path)
     expected = tiny_polar_rm.score_batch(DATA)
     assert len(set(expected)) == len(expected)
-    for name, run in zip(runs, result["runs"]):
+    for name, run in zip(runs, result["runs"], strict=True):
         assert run["texts"] == tiny_polar_rm.render(DATA), name
         assert run["scores"] == pytest.approx(expected, abs=1e-5), (name, run["printed"])

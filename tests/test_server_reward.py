@@ -1,4 +1,5 @@
-"""The reward server through a real HTTP client: routes, bad input, limits, batching, auth, shutdown.
+"""The reward server through a real HTTP client: routes, bad input, limits, batching, auth,
+shutdown.
 
 The model here is the real RewardModel recipe over a predictable scorer (fixtures_reward), so
 each test is about the server; the tiny real model is served in test_reward_model.py.

@@ -341,7 +341,8 @@ def runtime_ids(rm: RewardModel, text: str) -> list[int]:
 def test_every_endpoint_scores_what_score_ids_scores(tiny_rm: RewardModel) -> None:
     tok = tiny_rm.codec.tokenizer  # type: ignore[attr-defined]
     texts = [
-        "What is 2+2?\n4<|reward|>What is 2+2?\nfour[UNUSED_TOKEN_130]",  # as POLAR's client writes it
+        # as POLAR's client writes it
+        "What is 2+2?\n4<|reward|>What is 2+2?\nfour[UNUSED_TOKEN_130]",
         "What is 2+2?\n4<|reward|>What is 2+2?\nfive",  # the reward token left out: appended here
         "hello world",
     ]

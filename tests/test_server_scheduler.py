@@ -59,7 +59,8 @@ def test_without_announcements_the_window_closes_on_time() -> None:
 
 
 def test_the_window_ends_when_the_previous_batch_s_clients_are_back() -> None:
-    """Closed-loop clients (send, wait for the answer, send again): no idle window between rounds."""
+    """Closed-loop clients (send, wait for the answer, send again): no idle window between
+    rounds."""
     rec = Recorder()
     sched = BatchScheduler(rec, wait_s=0.6, max_wait_s=0.6)
     first_round = [sched.submit([[k]]) for k in range(3)]

@@ -75,8 +75,10 @@ def _hold(lock: Path, mode: str) -> subprocess.Popen[str]:
         [
             sys.executable,
             "-c",
-            "import sys,time;from pathlib import Path;from model_zoo.store.locking import ProcessLock;"
-            "l=ProcessLock(Path(sys.argv[1]),mode=sys.argv[2]);l.acquire();print('held',flush=True);time.sleep(60)",
+            "import sys,time;from pathlib import Path;"
+            "from model_zoo.store.locking import ProcessLock;"
+            "l=ProcessLock(Path(sys.argv[1]),mode=sys.argv[2]);l.acquire();"
+            "print('held',flush=True);time.sleep(60)",
             str(lock),
             mode,
         ],

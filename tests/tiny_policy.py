@@ -39,7 +39,8 @@ def byte_tokenizer() -> Any:
 
 
 def tiny_llama(vocab_size: int, seed: int = 0) -> Any:
-    """A two-layer Llama with random weights: enough to generate and take gradient steps on a CPU."""
+    """A two-layer Llama with random weights: enough to generate and take gradient steps on a
+    CPU."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
