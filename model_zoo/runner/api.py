@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
 import torch
 from torch import nn
@@ -37,6 +37,10 @@ from .devices import (
 from .generate import Completion, generate_ids, stream_ids
 from .profile import make_profile
 from .tokenizer import InternLMTokenizer, StreamDecoder
+
+if TYPE_CHECKING:
+    from .backends import EngineRunner
+    from .gguf.llamacpp import LlamaCppRunner
 
 Messages = str | Sequence[Mapping[str, Any]]
 
@@ -72,7 +76,7 @@ class Runner:
     def v_head(self) -> nn.Linear:
         if not self.spec.is_reward:
             raise UsageError(f"{self.path} is not a reward model; it has no v_head.")
-        return self.model.v_head
+        return cast(nn.Linear, self.model.v_head)
 
     @property
     def reward_token_id(self) -> int | None:
@@ -105,7 +109,7 @@ class Runner:
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Final (normed) hidden states ``[batch, seq, hidden]`` of the decoder."""
-        decoder = self.model.model
+        decoder: Any = self.model.model  # a submodule: torch types it Tensor | Module
         with torch.inference_mode():
             ids = input_ids.to(self.device)
             mask = attention_mask.to(self.device) if attention_mask is not None else None
@@ -196,6 +200,39 @@ class Runner:
         )
         return list(ids)
 
+    @overload
+    def chat(
+        self,
+        messages: Messages,
+        *,
+        system: str | None = ...,
+        thinking: bool = ...,
+        stream: Literal[False] = ...,
+        **generation: Any,
+    ) -> str: ...
+
+    @overload
+    def chat(
+        self,
+        messages: Messages,
+        *,
+        system: str | None = ...,
+        thinking: bool = ...,
+        stream: Literal[True],
+        **generation: Any,
+    ) -> Iterator[str]: ...
+
+    @overload
+    def chat(
+        self,
+        messages: Messages,
+        *,
+        system: str | None = ...,
+        thinking: bool = ...,
+        stream: bool,
+        **generation: Any,
+    ) -> str | Iterator[str]: ...
+
     def chat(
         self,
         messages: Messages,
@@ -284,7 +321,8 @@ ATTENTION_IMPLEMENTATIONS = (
 def _load_native(
     path: Path, spec: Any, placement: Any, dtype: Any, attn: str | None, weights: Any
 ) -> Any:
-    """The native loader, with a missing flash-attention package named instead of transformers' ImportError."""
+    """The native loader, with a missing flash-attention package named instead of transformers'
+    ImportError."""
     from ..errors import MissingDependencyError
     from .loader import load_native
 
@@ -298,6 +336,34 @@ def _load_native(
         ) from None
 
 
+@overload
+def load(
+    name_or_path: str | Path,
+    *,
+    device: str | torch.device = ...,
+    dtype: str | torch.dtype = ...,
+    quantization: str | None = ...,
+    attn: str | None = ...,
+    max_memory: Mapping[Any, int | str] | None = ...,
+    backend: Literal["transformers"] = ...,
+    gguf: str | None = ...,
+) -> Runner: ...
+
+
+@overload
+def load(
+    name_or_path: str | Path,
+    *,
+    device: str | torch.device = ...,
+    dtype: str | torch.dtype = ...,
+    quantization: str | None = ...,
+    attn: str | None = ...,
+    max_memory: Mapping[Any, int | str] | None = ...,
+    backend: str,
+    gguf: str | None = ...,
+) -> Runner | EngineRunner | LlamaCppRunner: ...
+
+
 def load(
     name_or_path: str | Path,
     *,
@@ -308,7 +374,7 @@ def load(
     max_memory: Mapping[Any, int | str] | None = None,
     backend: str = "transformers",
     gguf: str | None = None,
-) -> Runner:
+) -> Runner | EngineRunner | LlamaCppRunner:
     """Load an InternLM checkpoint (registry name, pulled if missing, a directory, or a GGUF file).
 
     ``device``: "auto" (every CUDA GPU, layers split across several; else the CPU with a
@@ -336,7 +402,7 @@ def load(
             gguf=gguf,
             device=device,
             dtype=dtype,
-            attn=attn,  # type: ignore[return-value]
+            attn=attn,
             max_memory=max_memory,
             backend=backend,
             quantization=quantization,
@@ -355,7 +421,7 @@ def load(
         if tokenizer is None:
             raise UsageError(f"backend={backend!r} needs the checkpoint's tokenizer.model.")
         engine_dtype = str(dtype).removeprefix("torch.")
-        return load_engine(backend, path, tokenizer, profile, dtype=engine_dtype)  # type: ignore[return-value]
+        return load_engine(backend, path, tokenizer, profile, dtype=engine_dtype)
     devices = resolve_devices(device)
     torch_dtype = resolve_dtype(dtype, devices[0])
     weights = find_weights(path)
@@ -370,13 +436,15 @@ def load(
             len(devices) > 1 or devices[0].type != "cuda"
         ):  # before the install advice: no GPU, no point
             raise UsageError(
-                f"quantization={quantization!r} needs exactly one CUDA device; got {', '.join(map(str, devices))}."
+                f"quantization={quantization!r} needs exactly one CUDA device; "
+                f"got {', '.join(map(str, devices))}."
             )
         require_bitsandbytes(quantization)
         cpu = Placement((torch.device("cpu"),), {"": torch.device("cpu")})
         model = _load_native(path, spec, cpu, torch_dtype, attn, weights)
         model = quantize_decoder(model, quantization, devices[0], torch_dtype)
-        model.model.rotary_emb.inv_freq = model.model.rotary_emb.inv_freq.to(devices[0])
+        decoder: Any = model.model  # a submodule: torch types it Tensor | Module
+        decoder.rotary_emb.inv_freq = decoder.rotary_emb.inv_freq.to(devices[0])
         placement = Placement(devices, {"": devices[0]})
     else:
         placement = placement_for(spec, devices, torch_dtype, max_memory)

@@ -196,7 +196,8 @@ def _open_bin(file: Path) -> dict[str, torch.Tensor]:
             raise IncompatibleCheckpointError(
                 str(file),
                 f"is not a flat state dict of tensors: entry {name!r} is a {type(value).__name__}",
-                hint="Save the model's state_dict() itself (tensor names to tensors), or use its safetensors release.",
+                hint="Save the model's state_dict() itself (tensor names to tensors), "
+                "or use its safetensors release.",
             )
     return obj
 
@@ -260,7 +261,7 @@ def pread_into(fd: int, out: torch.Tensor, offset: int, *, where: Path) -> None:
     """Fill the contiguous tensor ``out`` with the file's bytes at ``offset`` (no extra copy)."""
     import torch
 
-    view = memoryview(out.view(-1).view(torch.uint8).numpy())
+    view = out.view(-1).view(torch.uint8).numpy().data  # the tensor's own bytes, writable
     done = 0
     while done < len(view):
         n = os.preadv(fd, [view[done:]], offset + done)

@@ -140,8 +140,7 @@ def _rope(raw: dict[str, Any], family: Family) -> tuple[float, RopeScaling | Non
     )  # InternLM v1: {"base": 10000, "type": "dynamic", "scaling_factor": 1.0}
     if family == "internlm" and isinstance(rotary, dict):
         theta = float(rotary.get("base", theta))
-        kind = str(rotary.get("type", "origin"))
-        if kind == "dynamic" and scaling is None:
+        if rotary.get("type", "origin") == "dynamic" and scaling is None:
             scaling = {"type": "dynamic", "factor": float(rotary.get("scaling_factor", 1.0))}
     if not scaling:
         return theta, None

@@ -225,15 +225,15 @@ def plan(
             where,
             f"this is a {method} checkpoint (quantization_config in config.json, tensors such as "
             f"{_listing(unexpected or missing, 3)}), which the native loader does not read",
-            hint="Load the unquantized release and pass quantization='8bit' or '4bit', or serve this one "
-            "with an engine that reads it (backend='vllm').",
+            hint="Load the unquantized release and pass quantization='8bit' or '4bit', "
+            "or serve this one with an engine that reads it (backend='vllm').",
         )
     if problems:
         raise IncompatibleCheckpointError(
             where,
             f"the tensors do not match {spec.architecture} as config.json describes it: "
             + "; ".join(problems),
-            hint="The checkpoint may be incomplete or belong to another model; run `model-zoo verify` "
-            "on it, or check config.json.",
+            hint="The checkpoint may be incomplete or belong to another model; "
+            "run `model-zoo verify` on it, or check config.json.",
         )
     return rules

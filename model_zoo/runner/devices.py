@@ -58,7 +58,8 @@ def resolve_devices(device: str | torch.device | None) -> tuple[torch.device, ..
         if torch.cuda.is_available() and torch.cuda.device_count() > 0:
             return tuple(torch.device("cuda", i) for i in range(torch.cuda.device_count()))
         warnings.warn(
-            "no CUDA GPU found: loading on the CPU (slow). Pass device='cpu' (CLI: --device cpu) to silence this.",
+            "no CUDA GPU found: loading on the CPU (slow). "
+            "Pass device='cpu' (CLI: --device cpu) to silence this.",
             RuntimeWarning,
             stacklevel=3,
         )
@@ -71,7 +72,8 @@ def resolve_devices(device: str | torch.device | None) -> tuple[torch.device, ..
         ) from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(
-            f"device {device!r} was asked for, but CUDA is not available here. Use device='cpu' (CLI: --device cpu)."
+            f"device {device!r} was asked for, but CUDA is not available here. "
+            "Use device='cpu' (CLI: --device cpu)."
         )
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", torch.cuda.current_device())
@@ -107,8 +109,9 @@ def parse_memory(value: int | str) -> int:
 
 def _too_big(need: int, have: int, devices: tuple[torch.device, ...]) -> UsageError:
     return UsageError(
-        f"the model needs about {need / 2**30:.1f} GiB but max_memory allows {have / 2**30:.1f} GiB "
-        f"on {', '.join(map(str, devices))}. Raise max_memory, use more GPUs, or quantization='8bit'/'4bit'."
+        f"the model needs about {need / 2**30:.1f} GiB "
+        f"but max_memory allows {have / 2**30:.1f} GiB on {', '.join(map(str, devices))}. "
+        "Raise max_memory, use more GPUs, or quantization='8bit'/'4bit'."
     )
 
 

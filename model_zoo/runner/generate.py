@@ -10,7 +10,7 @@ the prefix without the cache once the sequence is that long.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -31,8 +31,9 @@ class Completion:
 
 
 @lru_cache(maxsize=8)
-def _forward_params(cls: type) -> frozenset[str]:
-    return frozenset(inspect.signature(cls.forward).parameters)
+def _forward_params(forward: Callable[..., Any]) -> frozenset[str]:
+    """The keywords a model class's ``forward`` takes (read once per class)."""
+    return frozenset(inspect.signature(forward).parameters)
 
 
 def forward_step(
@@ -43,7 +44,7 @@ def forward_step(
     ``cache=False`` runs without a cache; None starts one. The keyword transformers uses for
     the cache changed across versions; this picks the right one.
     """
-    params = _forward_params(type(model))
+    params = _forward_params(type(model).forward)
     kwargs: dict[str, Any] = {
         "attention_mask": mask,
         "position_ids": pos,
@@ -208,4 +209,4 @@ def generate_ids(
                 reasons[row] = "stop"
             else:
                 outs[row].append(tok)
-    return [Completion(ids, reason) for ids, reason in zip(outs, reasons)]
+    return [Completion(ids, reason) for ids, reason in zip(outs, reasons, strict=True)]

@@ -36,7 +36,7 @@ from .checkpoint import (
 from .config import ModelSpec
 from .convert import Rule, plan
 from .devices import Placement
-from .modeling import build_meta_model, rope_inv_freq
+from .modeling import build_meta_model, finish_native
 
 
 def _assign(model: nn.Module, name: str, tensor: torch.Tensor) -> None:
@@ -85,16 +85,14 @@ def load_native(
         )
 
     for rule, pieces in _pieces(weights, rules, lazy):
-        for target, piece in zip(rule.targets, pieces):
+        for target, piece in zip(rule.targets, pieces, strict=True):
             dev = placement.device_for(target)
             want = dtype if piece.is_floating_point() else piece.dtype
             _assign(model, target, piece.to(device=dev, dtype=want))
         del pieces
     if spec.tie_word_embeddings and not spec.is_reward:
         _check_tied_head(model, path)
-        model.lm_head.weight = model.model.embed_tokens.weight
-    rotary = model.model.rotary_emb
-    rotary.inv_freq = rope_inv_freq(spec, 0, placement.device_for("model.rotary_emb"))
+    finish_native(model, spec, placement.device_for("model.rotary_emb"))
     left = [n for n, p in model.named_parameters() if p.is_meta] + [
         n for n, b in model.named_buffers() if b.is_meta
     ]
@@ -107,7 +105,8 @@ def load_native(
 
 def _check_tied_head(model: nn.Module, path: Path) -> None:
     """A tied checkpoint that also stores its head must store a copy of the embedding."""
-    head, emb = model.lm_head.weight, model.model.embed_tokens.weight
+    tree: Any = model  # submodules by name: torch types each as Tensor | Module
+    head, emb = tree.lm_head.weight, tree.model.embed_tokens.weight
     if head.is_meta:
         return
     if not torch.equal(head, emb.to(head.device)):
@@ -115,7 +114,8 @@ def _check_tied_head(model: nn.Module, path: Path) -> None:
             str(path),
             "config.json sets tie_word_embeddings, but the checkpoint's output head "
             "differs from its token embedding",
-            hint="Set tie_word_embeddings to false in config.json if the head is meant to be separate.",
+            hint="Set tie_word_embeddings to false in config.json if the head is meant to be "
+            "separate.",
         )
 
 

@@ -57,7 +57,8 @@ def check_conversations(value: Any, field: str = "conversations") -> list[list[d
 
 
 def check_texts(value: Any, field: str = "texts") -> list[str]:
-    """A list of strings (already-templated inputs); a bare string is refused, not split into characters."""
+    """A list of strings (already-templated inputs); a bare string is refused, not split into
+    characters."""
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
         raise InvalidConversationError(
             field, f"expected a list of strings, got {type(value).__name__}", hint=""
@@ -82,7 +83,7 @@ def _check_unicode(text: str, field: str, hint: str | None = None) -> None:
     except UnicodeEncodeError as exc:
         raise InvalidConversationError(
             field,
-            f"holds a lone surrogate ({text[exc.start]!r} at character {exc.start}), which is not valid "
-            "Unicode; send UTF-8 text",
+            f"holds a lone surrogate ({text[exc.start]!r} at character {exc.start}), "
+            "which is not valid Unicode; send UTF-8 text",
             hint=hint,
         ) from None

@@ -49,6 +49,8 @@ def rope_inv_freq(
 class InternLMRotaryEmbedding(nn.Module):
     """Rotary cos/sin for Llama's attention, with InternLM's (stateless) dynamic NTK rule."""
 
+    inv_freq: torch.Tensor  # a buffer (register_buffer), declared for type checkers
+
     def __init__(self, spec: ModelSpec, device: torch.device | str | None = None) -> None:
         super().__init__()
         self.spec = spec
@@ -103,7 +105,8 @@ def llama_config(
         config = LlamaConfig(**kwargs)
     except TypeError:  # transformers 4.x spells rope as rope_theta / rope_scaling
         kwargs.pop("rope_parameters")
-        config = LlamaConfig(rope_theta=spec.rope_theta, **kwargs)
+        kwargs["rope_theta"] = spec.rope_theta
+        config = LlamaConfig(**kwargs)
     config._attn_implementation = attn or "sdpa"
     if dtype is not None:
         config.dtype = dtype
@@ -174,7 +177,7 @@ def build_meta_model(
             from transformers import LlamaForCausalLM
 
             model = LlamaForCausalLM(config)
-    decoder = model.model
+    decoder: Any = model.model  # submodules by name: torch types each as Tensor | Module
     for layer in decoder.layers:
         attn_mod = layer.self_attn
         if spec.qkv_bias:
@@ -186,3 +189,12 @@ def build_meta_model(
     model.eval()
     model.requires_grad_(False)
     return model
+
+
+def finish_native(model: nn.Module, spec: ModelSpec, rotary_device: torch.device) -> None:
+    """Fill what no checkpoint tensor does: a tied head shares the embedding's weight, and the
+    rotary frequencies (built on the meta device) are computed where the rotary module runs."""
+    tree: Any = model  # submodules by name: torch types each as Tensor | Module
+    if spec.tie_word_embeddings and not spec.is_reward:
+        tree.lm_head.weight = tree.model.embed_tokens.weight
+    tree.model.rotary_emb.inv_freq = rope_inv_freq(spec, 0, rotary_device)

@@ -64,7 +64,8 @@ def quantize_decoder(
         raise UsageError(
             f"quantization={mode!r} needs a CUDA GPU (bitsandbytes); the model is on {device}."
         )
-    for layer in model.model.layers:
+    decoder: Any = model.model  # submodules by name: torch types each as Tensor | Module
+    for layer in decoder.layers:
         for name, child in list(layer.named_modules()):
             if isinstance(child, nn.Linear):
                 owner_name, _, leaf = name.rpartition(".")

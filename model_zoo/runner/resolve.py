@@ -132,7 +132,8 @@ def resolve_checkpoint(name_or_path: str | Path, *, pull_missing: bool = True) -
     text = str(name_or_path)
     if not text.strip():
         raise UsageError(
-            "the model name is empty: give a registry name (model-zoo list) or a checkpoint directory."
+            "the model name is empty: give a registry name (model-zoo list) or a checkpoint "
+            "directory."
         )
     candidate = Path(text).expanduser()
     info: ModelInfo | None = None
@@ -152,11 +153,13 @@ def resolve_checkpoint(name_or_path: str | Path, *, pull_missing: bool = True) -
         if info.weight_format == "origin" or set(info.sources) == {ORIGIN_SOURCE}:
             raise refuse_origin(Path(text), info)
         found = _from_store(info)
-        path = found if found is not None else (_pull(info.spec) if pull_missing else None)
-        if path is None:
+        if found is None and pull_missing:
+            found = _pull(info.spec)
+        if found is None:
             from ..errors import ModelNotPulledError
 
             raise ModelNotPulledError(info.name)
+        path = found
     manifest = check_against_manifest(path)
     source = manifest.source if manifest is not None else None
     if info is None and manifest is not None and manifest.name:

@@ -22,7 +22,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 from ..errors import IncompatibleCheckpointError, MissingDependencyError, UsageError
 
@@ -148,9 +148,10 @@ class InternLMTokenizer:
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise IncompatibleCheckpointError(
                 str(path / "tokenizer_config.json"),
-                f"added_tokens_decoder is malformed ({type(exc).__name__}: {exc}); each entry must be "
-                '"<id>": {"content": "<text>", ...}',
-                hint="Restore tokenizer_config.json from the model's repository (pull the model again).",
+                f"added_tokens_decoder is malformed ({type(exc).__name__}: {exc}); "
+                'each entry must be "<id>": {"content": "<text>", ...}',
+                hint="Restore tokenizer_config.json from the model's repository "
+                "(pull the model again).",
             ) from None
 
     def _special_id(self, field: str, fallback: int | None) -> int | None:
@@ -259,6 +260,28 @@ class InternLMTokenizer:
 
     # ---------------------------------------------------------------- chat
 
+    @overload
+    def apply_chat_template(
+        self,
+        messages: Sequence[dict[str, Any]],
+        *,
+        add_generation_prompt: bool = ...,
+        tokenize: Literal[False] = ...,
+        template: str | None = ...,
+        **extra: Any,
+    ) -> str: ...
+
+    @overload
+    def apply_chat_template(
+        self,
+        messages: Sequence[dict[str, Any]],
+        *,
+        add_generation_prompt: bool = ...,
+        tokenize: Literal[True],
+        template: str | None = ...,
+        **extra: Any,
+    ) -> list[int]: ...
+
     def apply_chat_template(
         self,
         messages: Sequence[dict[str, Any]],
@@ -274,8 +297,9 @@ class InternLMTokenizer:
         template = template or self.chat_template
         if not template:  # rendering "" would silently drop the whole conversation
             raise UsageError(
-                "this tokenizer has no chat template (tokenizer_config.json has no chat_template); pass "
-                "template=..., e.g. runner.profile.template, which holds the model family's default."
+                "this tokenizer has no chat template (tokenizer_config.json has no "
+                "chat_template); pass template=..., e.g. runner.profile.template, which holds the "
+                "model family's default."
             )
         text = render_chat(
             template,
@@ -326,11 +350,13 @@ def load_tokenizer(path: Path | str) -> InternLMTokenizer:
 
 
 def _require_unicode(text: str) -> None:
-    """SentencePiece fails on a lone surrogate with a message that names nothing; say what is wrong."""
+    """SentencePiece fails on a lone surrogate with a message that names nothing; say what is
+    wrong."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise UsageError(
-            f"the text holds a lone surrogate ({text[exc.start]!r} at character {exc.start}), which is not valid "
-            "Unicode and cannot be tokenized; pass UTF-8 text (decode bytes with errors='replace')"
+            f"the text holds a lone surrogate ({text[exc.start]!r} at character {exc.start}), "
+            "which is not valid Unicode and cannot be tokenized; pass UTF-8 text "
+            "(decode bytes with errors='replace')"
         ) from None

@@ -19,7 +19,8 @@ from ..chat import ChatProfile, GenerationSettings, messages_with_system
 
 
 class LlamaCppRunner:
-    """A Runner-like object over ``llama_cpp.Llama``: ``chat``, ``generate``, ``generate_ids``, ``logits``."""
+    """A Runner-like object over ``llama_cpp.Llama``: ``chat``, ``generate``, ``generate_ids``,
+    ``logits``."""
 
     backend = "llama.cpp"
 

@@ -47,7 +47,8 @@ def check_tensors(ckpt: GGUFCheckpoint) -> dict[str, Target]:
             str(ckpt.path),
             f"the tensors do not match {ckpt.arch} as its own header describes it: "
             + "; ".join(problems),
-            hint="The file may be truncated or converted by another tool; run `model-zoo verify` on it.",
+            hint="The file may be truncated or converted by another tool; "
+            "run `model-zoo verify` on it.",
         )
     return plan
 
@@ -82,7 +83,7 @@ def load_weights(
     import torch
     from torch import nn
 
-    from ..modeling import build_meta_model, rope_inv_freq
+    from ..modeling import build_meta_model, finish_native
 
     plan = check_tensors(ckpt)
     model = build_meta_model(ckpt.spec, attn=attn, dtype=dtype)
@@ -96,11 +97,7 @@ def load_weights(
         tensor = torch.from_numpy(values).to(device=placement.device_for(target.param), dtype=dtype)
         owner, _, leaf = target.param.rpartition(".")
         model.get_submodule(owner)._parameters[leaf] = nn.Parameter(tensor, requires_grad=False)
-    if ckpt.spec.tie_word_embeddings:
-        model.lm_head.weight = model.model.embed_tokens.weight
-    model.model.rotary_emb.inv_freq = rope_inv_freq(
-        ckpt.spec, 0, placement.device_for("model.rotary_emb")
-    )
+    finish_native(model, ckpt.spec, placement.device_for("model.rotary_emb"))
     return model
 
 
@@ -173,7 +170,8 @@ def load_gguf_request(
         )
     if backend not in ("transformers", "llama.cpp"):
         raise UsageError(
-            f"backend={backend!r} does not read GGUF files; use 'transformers' (native) or 'llama.cpp'."
+            f"backend={backend!r} does not read GGUF files; "
+            "use 'transformers' (native) or 'llama.cpp'."
         )
     request = resolve_gguf(name_or_path, gguf)
     if backend == "llama.cpp":

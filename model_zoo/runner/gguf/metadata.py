@@ -156,7 +156,8 @@ def _vocab(reader: Any, where: str) -> GGUFVocab:
     if model != "llama":
         raise IncompatibleCheckpointError(
             where,
-            f"has a {model or 'missing'!r} tokenizer; InternLM GGUF files carry SentencePiece ('llama')",
+            f"has a {model or 'missing'!r} tokenizer; "
+            "InternLM GGUF files carry SentencePiece ('llama')",
             hint="Convert the HuggingFace checkpoint with llama.cpp's convert_hf_to_gguf.py.",
         )
     tokens = _tokens(reader, "tokenizer.ggml.tokens")
@@ -203,7 +204,8 @@ def family_of(arch: str, name: str | None, vocab: GGUFVocab, where: str) -> str:
     if arch not in ARCHITECTURES:
         raise IncompatibleCheckpointError(
             where,
-            f"architecture {arch or 'missing'!r} is not one InternLM GGUF files use ({', '.join(ARCHITECTURES)})",
+            f"architecture {arch or 'missing'!r} is not one InternLM GGUF files use "
+            f"({', '.join(ARCHITECTURES)})",
         )
     label = (name or "").lower().replace("_", "").replace(".", "").replace("-", "").replace(" ", "")
     if "internlm3" in label or "<restate>" in vocab.tokens:
@@ -212,8 +214,10 @@ def family_of(arch: str, name: str | None, vocab: GGUFVocab, where: str) -> str:
         return "internlm2"
     raise IncompatibleCheckpointError(
         where,
-        f"is a llama-architecture GGUF ({name or 'no general.name'}) that does not say it is InternLM",
-        hint="model-zoo loads InternLM2/2.5/3 GGUF files; run other models with llama.cpp directly.",
+        f"is a llama-architecture GGUF ({name or 'no general.name'}) "
+        "that does not say it is InternLM",
+        hint="model-zoo loads InternLM2/2.5/3 GGUF files; "
+        "run other models with llama.cpp directly.",
     )
 
 

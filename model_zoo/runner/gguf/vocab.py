@@ -65,7 +65,7 @@ def piece_types(vocab: GGUFVocab) -> list[int]:
     """Each token's SentencePiece type (see the module docstring for what changes)."""
     unk = vocab.unk_id if vocab.unk_id is not None else vocab.id_of("<unk>")
     out: list[int] = []
-    for i, (text, kind) in enumerate(zip(vocab.tokens, vocab.types)):
+    for i, (text, kind) in enumerate(zip(vocab.tokens, vocab.types, strict=True)):
         if i == unk:
             kind = UNKNOWN
         elif kind == UNKNOWN:
@@ -91,7 +91,7 @@ def sentencepiece_model(vocab: GGUFVocab) -> bytes:
         raise ValueError("the vocabulary has no <unk> token (tokenizer.ggml.unknown_token_id)")
     seen: set[str] = set()
     body = bytearray()
-    for i, (text, score, kind) in enumerate(zip(vocab.tokens, vocab.scores, types)):
+    for i, (text, score, kind) in enumerate(zip(vocab.tokens, vocab.scores, types, strict=True)):
         if not text or text in seen:  # SentencePiece refuses empty and repeated pieces
             text, kind = f"[GGUF_UNREACHABLE_{i}]", UNUSED
         seen.add(text)
@@ -101,13 +101,14 @@ def sentencepiece_model(vocab: GGUFVocab) -> bytes:
     def name(index: int | None, default: str) -> str:
         return vocab.tokens[index] if index is not None else default
 
+    eos = _eos_id(vocab)
     trainer = (
         _int(3, _BPE)
         + _int(4, len(vocab.tokens))
         + _int(35, int(BYTE in types))
         + _int(40, vocab.unk_id if vocab.unk_id is not None else types.index(UNKNOWN))
         + _int(41, vocab.bos_id if vocab.bos_id is not None else -1)
-        + _int(42, _eos_id(vocab) if _eos_id(vocab) is not None else -1)
+        + _int(42, eos if eos is not None else -1)
         + _int(43, vocab.pad_id if vocab.pad_id is not None else -1)
         + _string(45, name(vocab.unk_id, "<unk>"))
         + _string(46, name(vocab.bos_id, "<s>"))
@@ -137,7 +138,7 @@ def tokenizer_config(vocab: GGUFVocab) -> dict[str, Any]:
     """The ``tokenizer_config.json`` equivalent: added tokens, special tokens, flags, template."""
     decoder = {
         str(i): {"content": text, "special": kind != USER_DEFINED, "lstrip": False, "rstrip": False}
-        for i, (text, kind) in enumerate(zip(vocab.tokens, vocab.types))
+        for i, (text, kind) in enumerate(zip(vocab.tokens, vocab.types, strict=True))
         if kind in (CONTROL, UNKNOWN, USER_DEFINED) or i == vocab.unk_id
     }
     config: dict[str, Any] = {
