@@ -52,16 +52,10 @@ def _hf_tensors(hf_dir: Path) -> dict[str, Any]:
 
 
 def _add_dummy_prefix(model: bytes) -> bool:
-    """``normalizer_spec.add_dummy_prefix`` of a SentencePiece model (protobuf, read by hand)."""
-    from .tiny_tokenizer import proto_fields, read_varint
+    """``normalizer_spec.add_dummy_prefix`` of a SentencePiece model (the export's reading)."""
+    from ..export.spm_model import parse_spm_model
 
-    for number, raw, payload in proto_fields(model):
-        if number != 3:  # normalizer_spec
-            continue
-        for sub_number, sub_raw, _ in proto_fields(payload):
-            if sub_number == 3:
-                return bool(read_varint(sub_raw, 1)[0])
-    return True  # the proto default
+    return parse_spm_model(model).add_dummy_prefix
 
 
 def _vocab(

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from ..errors import MissingDependencyError
+from ..runner import spm_proto as sp
 from .tiny_corpus import corpus_lines
 
 UNK, BOS, EOS = "<unk>", "<s>", "</s>"
@@ -233,67 +234,27 @@ def train_sentencepiece(tail_pieces: tuple[str, ...], vocab_size: int = TINY_VOC
 # SentencePiece writes user-defined symbols right after <unk>/<s>/</s>; the published InternLM
 # tokenizers keep their reserved and special pieces at the end of the vocabulary. A piece's id is
 # its position in ModelProto.pieces (field 1), so moving those entries moves the ids. The wire
-# format is simple enough to edit without the protobuf package.
-
-_PIECES_FIELD = 1
+# format is simple enough to edit without the protobuf package (``runner/spm_proto.py``).
 
 
-def read_varint(buf: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = buf[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, pos
-        shift += 7
-
-
-def proto_fields(buf: bytes) -> list[tuple[int, bytes, bytes]]:
-    """Split a message into (field number, raw bytes of the whole field, payload)."""
-    out: list[tuple[int, bytes, bytes]] = []
-    pos = 0
-    while pos < len(buf):
-        start = pos
-        tag, pos = read_varint(buf, pos)
-        number, wire = tag >> 3, tag & 7
-        if wire == 0:
-            _, pos = read_varint(buf, pos)
-            payload = b""
-        elif wire == 1:
-            pos += 8
-            payload = b""
-        elif wire == 2:
-            length, pos = read_varint(buf, pos)
-            payload = buf[pos : pos + length]
-            pos += length
-        elif wire == 5:
-            pos += 4
-            payload = b""
-        else:  # pragma: no cover - SentencePiece models use no other wire types
-            raise ValueError(f"unsupported protobuf wire type {wire}")
-        out.append((number, buf[start:pos], payload))
-    return out
-
-
-def _piece_text(piece_message: bytes) -> str:
-    for number, _raw, payload in proto_fields(piece_message):
-        if number == 1:
-            return payload.decode("utf-8")
+def _piece_text(piece_message: int | bytes) -> str:
+    if not isinstance(piece_message, bytes):
+        return ""
+    for f in sp.read_fields(piece_message):
+        if f.number == sp.PIECE_TEXT and isinstance(f.value, bytes):
+            return f.value.decode("utf-8")
     return ""
 
 
 def move_pieces_to_end(model: bytes, tail: Sequence[str]) -> bytes:
     """Return ``model`` with the pieces named in ``tail`` moved, in that order, to the end."""
-    fields = proto_fields(model)
-    pieces = [
-        (raw, _piece_text(payload)) for number, raw, payload in fields if number == _PIECES_FIELD
-    ]
+    fields = sp.read_fields(model)
+    pieces = [(f.raw, _piece_text(f.value)) for f in fields if f.number == sp.PIECES]
     by_text = {text: raw for raw, text in pieces}
     missing = [t for t in tail if t not in by_text]
     if missing:
         raise ValueError(f"pieces not in the model: {missing}")
     wanted = set(tail)
     ordered = [raw for raw, text in pieces if text not in wanted] + [by_text[t] for t in tail]
-    rest = [raw for number, raw, _payload in fields if number != _PIECES_FIELD]
+    rest = [f.raw for f in fields if f.number != sp.PIECES]
     return b"".join(ordered) + b"".join(rest)

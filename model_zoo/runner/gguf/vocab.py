@@ -14,15 +14,16 @@ tokenizer splits on first. Undone on the way back:
   (both stay stop tokens, see ``metadata``);
 - ``<unk>`` listed as a special token comes out CONTROL; SentencePiece needs it UNKNOWN.
 
-The protobuf wire format is written by hand (five fields), so no protobuf package is needed.
+The protobuf wire format is written by ``runner/spm_proto.py``, so no protobuf package is
+needed.
 """
 
 from __future__ import annotations
 
 import re
-import struct
 from typing import Any
 
+from .. import spm_proto as sp
 from .metadata import BYTE, CONTROL, NORMAL, UNKNOWN, UNUSED, USER_DEFINED, GGUFVocab
 
 _RESERVED = re.compile(r"^\[UNUSED_TOKEN_\d+\]$")
@@ -30,42 +31,11 @@ _BYTE_PIECE = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")
 _BPE = 2  # TrainerSpec.ModelType
 
 
-def _varint(value: int) -> bytes:
-    if value < 0:
-        value += 1 << 64  # int32/int64 negatives are ten-byte varints
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _tag(number: int, wire: int) -> bytes:
-    return _varint(number << 3 | wire)
-
-
-def _string(number: int, data: str | bytes) -> bytes:
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    return _tag(number, 2) + _varint(len(raw)) + raw
-
-
-def _int(number: int, value: int) -> bytes:
-    return _tag(number, 0) + _varint(int(value))
-
-
-def _float(number: int, value: float) -> bytes:
-    return _tag(number, 5) + struct.pack("<f", value)
-
-
 def piece_types(vocab: GGUFVocab) -> list[int]:
     """Each token's SentencePiece type (see the module docstring for what changes)."""
     unk = vocab.unk_id if vocab.unk_id is not None else vocab.id_of("<unk>")
     out: list[int] = []
-    for i, (text, kind) in enumerate(zip(vocab.tokens, vocab.types, strict=True)):
+    for i, (text, kind) in enumerate(zip(vocab.tokens, vocab.types)):
         if i == unk:
             kind = UNKNOWN
         elif kind == UNKNOWN:
@@ -91,37 +61,46 @@ def sentencepiece_model(vocab: GGUFVocab) -> bytes:
         raise ValueError("the vocabulary has no <unk> token (tokenizer.ggml.unknown_token_id)")
     seen: set[str] = set()
     body = bytearray()
-    for i, (text, score, kind) in enumerate(zip(vocab.tokens, vocab.scores, types, strict=True)):
+    for i, (text, score, kind) in enumerate(zip(vocab.tokens, vocab.scores, types)):
         if not text or text in seen:  # SentencePiece refuses empty and repeated pieces
             text, kind = f"[GGUF_UNREACHABLE_{i}]", UNUSED
         seen.add(text)
-        piece = _string(1, text) + _float(2, float(score)) + _int(3, kind)
-        body += _string(1, piece)
+        piece = (
+            sp.string_field(sp.PIECE_TEXT, text)
+            + sp.float_field(sp.PIECE_SCORE, float(score))
+            + sp.int_field(sp.PIECE_TYPE, kind)
+        )
+        body += sp.string_field(sp.PIECES, piece)
 
     def name(index: int | None, default: str) -> str:
         return vocab.tokens[index] if index is not None else default
 
     eos = _eos_id(vocab)
+    unk = vocab.unk_id if vocab.unk_id is not None else types.index(UNKNOWN)
     trainer = (
-        _int(3, _BPE)
-        + _int(4, len(vocab.tokens))
-        + _int(35, int(BYTE in types))
-        + _int(40, vocab.unk_id if vocab.unk_id is not None else types.index(UNKNOWN))
-        + _int(41, vocab.bos_id if vocab.bos_id is not None else -1)
-        + _int(42, eos if eos is not None else -1)
-        + _int(43, vocab.pad_id if vocab.pad_id is not None else -1)
-        + _string(45, name(vocab.unk_id, "<unk>"))
-        + _string(46, name(vocab.bos_id, "<s>"))
-        + _string(47, name(_eos_id(vocab), "</s>"))
-        + _string(48, name(vocab.pad_id, "<pad>"))
+        sp.int_field(sp.TRAINER_MODEL_TYPE, _BPE)
+        + sp.int_field(sp.TRAINER_VOCAB_SIZE, len(vocab.tokens))
+        + sp.int_field(sp.TRAINER_BYTE_FALLBACK, int(BYTE in types))
+        + sp.int_field(sp.TRAINER_UNK_ID, unk)
+        + sp.int_field(sp.TRAINER_BOS_ID, vocab.bos_id if vocab.bos_id is not None else -1)
+        + sp.int_field(sp.TRAINER_EOS_ID, eos if eos is not None else -1)
+        + sp.int_field(sp.TRAINER_PAD_ID, vocab.pad_id if vocab.pad_id is not None else -1)
+        + sp.string_field(sp.TRAINER_UNK_PIECE, name(vocab.unk_id, "<unk>"))
+        + sp.string_field(sp.TRAINER_BOS_PIECE, name(vocab.bos_id, "<s>"))
+        + sp.string_field(sp.TRAINER_EOS_PIECE, name(eos, "</s>"))
+        + sp.string_field(sp.TRAINER_PAD_PIECE, name(vocab.pad_id, "<pad>"))
     )
     normalizer = (
-        _string(1, "identity")
-        + _int(3, int(vocab.add_space_prefix))
-        + _int(4, int(vocab.remove_extra_whitespaces))
-        + _int(5, 1)
+        sp.string_field(sp.NORMALIZER_NAME, "identity")
+        + sp.int_field(sp.NORMALIZER_ADD_DUMMY_PREFIX, int(vocab.add_space_prefix))
+        + sp.int_field(sp.NORMALIZER_REMOVE_EXTRA_WHITESPACES, int(vocab.remove_extra_whitespaces))
+        + sp.int_field(sp.NORMALIZER_ESCAPE_WHITESPACES, 1)
     )
-    return bytes(body) + _string(2, trainer) + _string(3, normalizer)
+    return (
+        bytes(body)
+        + sp.string_field(sp.TRAINER_SPEC, trainer)
+        + sp.string_field(sp.NORMALIZER_SPEC, normalizer)
+    )
 
 
 def _eos_id(vocab: GGUFVocab) -> int | None:
@@ -138,7 +117,7 @@ def tokenizer_config(vocab: GGUFVocab) -> dict[str, Any]:
     """The ``tokenizer_config.json`` equivalent: added tokens, special tokens, flags, template."""
     decoder = {
         str(i): {"content": text, "special": kind != USER_DEFINED, "lstrip": False, "rstrip": False}
-        for i, (text, kind) in enumerate(zip(vocab.tokens, vocab.types, strict=True))
+        for i, (text, kind) in enumerate(zip(vocab.tokens, vocab.types))
         if kind in (CONTROL, UNKNOWN, USER_DEFINED) or i == vocab.unk_id
     }
     config: dict[str, Any] = {
