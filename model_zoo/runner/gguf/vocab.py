@@ -35,7 +35,7 @@ def piece_types(vocab: GGUFVocab) -> list[int]:
     """Each token's SentencePiece type (see the module docstring for what changes)."""
     unk = vocab.unk_id if vocab.unk_id is not None else vocab.id_of("<unk>")
     out: list[int] = []
-    for i, (text, kind) in enumerate(zip(vocab.tokens, vocab.types)):
+    for i, (text, kind) in enumerate(zip(vocab.tokens, vocab.types, strict=True)):
         if i == unk:
             kind = UNKNOWN
         elif kind == UNKNOWN:
@@ -61,7 +61,7 @@ def sentencepiece_model(vocab: GGUFVocab) -> bytes:
         raise ValueError("the vocabulary has no <unk> token (tokenizer.ggml.unknown_token_id)")
     seen: set[str] = set()
     body = bytearray()
-    for i, (text, score, kind) in enumerate(zip(vocab.tokens, vocab.scores, types)):
+    for i, (text, score, kind) in enumerate(zip(vocab.tokens, vocab.scores, types, strict=True)):
         if not text or text in seen:  # SentencePiece refuses empty and repeated pieces
             text, kind = f"[GGUF_UNREACHABLE_{i}]", UNUSED
         seen.add(text)
@@ -117,7 +117,7 @@ def tokenizer_config(vocab: GGUFVocab) -> dict[str, Any]:
     """The ``tokenizer_config.json`` equivalent: added tokens, special tokens, flags, template."""
     decoder = {
         str(i): {"content": text, "special": kind != USER_DEFINED, "lstrip": False, "rstrip": False}
-        for i, (text, kind) in enumerate(zip(vocab.tokens, vocab.types))
+        for i, (text, kind) in enumerate(zip(vocab.tokens, vocab.types, strict=True))
         if kind in (CONTROL, UNKNOWN, USER_DEFINED) or i == vocab.unk_id
     }
     config: dict[str, Any] = {
