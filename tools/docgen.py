@@ -31,7 +31,8 @@ TABLE_DTYPES: tuple[str, ...] = ("bf16", "int8", "int4")
 
 
 def builtin_registry() -> Any:
-    """The built-in registry alone: a user's MODEL_ZOO_REGISTRY overlay never leaks into the docs."""
+    """The built-in registry alone: a user's MODEL_ZOO_REGISTRY overlay never leaks into the
+    docs."""
     from model_zoo.registry.loader import load_registry
     from model_zoo.settings import load_settings
 
@@ -49,9 +50,11 @@ def registry_table() -> str:
     head = ["Model", "Kind", "Size", "Released", "Context"]
     head += [f"{d} GiB" for d in TABLE_DTYPES] + [hub_titles[k] for k in SOURCE_KEYS]
     lines = [
-        (f"{len(models)} models. Memory: GiB to serve one sequence of {DEFAULT_CONTEXT} tokens "
-         "(weights at that dtype + KV cache + 1 GiB runtime; see the formula below). "
-         "Hub columns link to each model's page."),
+        (
+            f"{len(models)} models. Memory: GiB to serve one sequence of {DEFAULT_CONTEXT} tokens "
+            "(weights at that dtype + KV cache + 1 GiB runtime; see the formula below). "
+            "Hub columns link to each model's page."
+        ),
         "",
     ]
     family = None
@@ -89,7 +92,9 @@ def cli_command() -> Any:
     return typer.main.get_command(build_app())
 
 
-def iter_commands(cmd: Any, path: tuple[str, ...] = ("model-zoo",)) -> Iterator[tuple[tuple[str, ...], Any]]:
+def iter_commands(
+    cmd: Any, path: tuple[str, ...] = ("model-zoo",)
+) -> Iterator[tuple[tuple[str, ...], Any]]:
     """Every command below ``cmd`` (groups first, then their subcommands), in the app's order."""
     commands = getattr(cmd, "commands", None)
     if commands is None:
@@ -118,9 +123,14 @@ def split_help(text: str | None) -> tuple[str, list[str], list[str]]:
         if first.strip().startswith("Example"):
             in_examples = True
             inline = first.split(":", 1)[1].strip() if ":" in first else ""
-            examples += ([inline] if inline else []) + [ln.strip() for ln in rest.splitlines() if ln.strip()]
-        elif in_examples and all(ln.startswith((" ", "\t")) for ln in para.splitlines() if ln.strip()):
-            examples += [ln.strip() for ln in para.splitlines() if ln.strip()]  # indented block after the header
+            examples += ([inline] if inline else []) + [
+                ln.strip() for ln in rest.splitlines() if ln.strip()
+            ]
+        elif in_examples and all(
+            ln.startswith((" ", "\t")) for ln in para.splitlines() if ln.strip()
+        ):
+            # an indented block after the header
+            examples += [ln.strip() for ln in para.splitlines() if ln.strip()]
         else:
             in_examples = False
             prose.append(" ".join(para.split()))
@@ -139,7 +149,7 @@ def example_argv(line: str) -> list[str] | None:
     if "model-zoo" not in tokens:
         return None
     out: list[str] = []
-    for tok in tokens[tokens.index("model-zoo") + 1:]:
+    for tok in tokens[tokens.index("model-zoo") + 1 :]:
         if tok in {">", ">>", "|", "&&", ";", "<", "2>", "&"} or tok.startswith((">", "|")):
             break
         out.append(tok)
@@ -151,7 +161,9 @@ def _param_row(param: Any) -> list[str]:
         name = f"`{param.human_readable_name.upper()}`"
     else:
         name = ", ".join(f"`{o}`" for o in [*param.opts, *param.secondary_opts])
-    kind = "flag" if getattr(param, "is_flag", False) else getattr(param.type, "name", str(param.type))
+    kind = (
+        "flag" if getattr(param, "is_flag", False) else getattr(param.type, "name", str(param.type))
+    )
     default = param.default
     if getattr(param, "is_flag", False) or default in (None, [], (), False) or callable(default):
         shown = ""
@@ -182,7 +194,10 @@ def cli_reference() -> str:
             lines += ["Examples:", "", "```bash", *examples, "```", ""]
         params = [p for p in cmd.params if not getattr(p, "hidden", False) and p.name != "help"]
         if params and getattr(cmd, "commands", None) is None:
-            lines += ["| Argument / option | Type | Default | Description |", "| --- | --- | --- | --- |"]
+            lines += [
+                "| Argument / option | Type | Default | Description |",
+                "| --- | --- | --- | --- |",
+            ]
             lines += [_row(_param_row(p)) for p in params]
             lines.append("")
         elif getattr(cmd, "commands", None):
@@ -263,15 +278,26 @@ def api_reference() -> str:
     for name in model_zoo._EXPORTS:
         obj = getattr(model_zoo, name)
         kind = "class" if inspect.isclass(obj) else "function"
-        lines += [f"### `model_zoo.{name}`", "", f"*{kind}*", "", "```python", signature_text(name, obj), "```", "",
-                  _doc(obj), ""]
+        lines += [
+            f"### `model_zoo.{name}`",
+            "",
+            f"*{kind}*",
+            "",
+            "```python",
+            signature_text(name, obj),
+            "```",
+            "",
+            _doc(obj),
+            "",
+        ]
         if inspect.isclass(obj):
             returned.setdefault(obj.__name__, obj)
         else:
             cls = _returned_class(obj)
             if cls is not None:
                 returned.setdefault(cls.__name__, cls)
-    for cls in list(returned.values()):  # what a function may return in its place (load_reward: POLAR's)
+    # what a function may return in its place (load_reward: POLAR's)
+    for cls in list(returned.values()):
         for sub in cls.__subclasses__():
             if sub.__module__.startswith("model_zoo") and not sub.__name__.startswith("_"):
                 returned.setdefault(sub.__name__, sub)
@@ -280,11 +306,20 @@ def api_reference() -> str:
         lines += [f"### `{cls.__module__}.{cls_name}`", "", _doc(cls), ""]
         for member_name, member in _members(cls):
             if isinstance(member, property):
-                lines += [f"- **`{member_name}`** (property): {' '.join(_doc(member.fget).split())}"]
+                lines += [
+                    f"- **`{member_name}`** (property): {' '.join(_doc(member.fget).split())}"
+                ]
                 continue
             func = member.__func__ if isinstance(member, (classmethod, staticmethod)) else member
-            lines += ["", "```python", signature_text(f"{cls_name}.{member_name}", func), "```", "",
-                      _doc(func), ""]
+            lines += [
+                "",
+                "```python",
+                signature_text(f"{cls_name}.{member_name}", func),
+                "```",
+                "",
+                _doc(func),
+                "",
+            ]
         lines.append("")
     return "\n".join(lines).strip() + "\n"
 

@@ -11,7 +11,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-_spec = importlib.util.spec_from_file_location("model_zoo_docgen", Path(__file__).with_name("docgen.py"))
+_spec = importlib.util.spec_from_file_location(
+    "model_zoo_docgen", Path(__file__).with_name("docgen.py")
+)
 assert _spec is not None and _spec.loader is not None
 docgen = importlib.util.module_from_spec(_spec)
 sys.modules[_spec.name] = docgen
