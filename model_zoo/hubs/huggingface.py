@@ -197,7 +197,7 @@ class HuggingFaceAdapter(AdapterBase):
             response = getattr(exc, "response", None)
             if response is None:
                 raise ctx.protocol(str(exc)) from None
-            ctx.raise_for_status(response, repo_id=repo_id, not_found=not_found)  # type: ignore[arg-type]
+            ctx.raise_for_status(response, repo_id=repo_id, not_found=not_found)
             raise ctx.protocol(f"HTTP {response.status_code}") from None
         except (httpx2.HTTPError, httpx.HTTPError, ConnectionError, TimeoutError) as exc:
             raise ctx.unreachable(exc) from None
