@@ -27,17 +27,17 @@ from .plan import (
 from .results import PlannedFile, PullResult
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..store.cache import Snapshot
+    from ..store.cache import StoreSnapshot
     from .request import PullRequest
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..settings import Settings
 
 
-def _complete_copy(req: PullRequest, *, exact_revision: bool) -> Snapshot | None:
+def _complete_copy(req: PullRequest, *, exact_revision: bool) -> StoreSnapshot | None:
     """The copy on disk (``--local-dir``, or the store's newest) that holds what ``req`` selects,
     for its revision: the revision name as pulled (``exact_revision``), or also its commit."""
-    from ..store.cache import Snapshot, find_snapshot, missing_files
+    from ..store.cache import StoreSnapshot, find_snapshot, missing_files
 
     info, revision = req.info, req.revision
     if req.target_override is not None:
@@ -45,7 +45,7 @@ def _complete_copy(req: PullRequest, *, exact_revision: bool) -> Snapshot | None
             manifest = read_manifest(req.target_override)
         except IntegrityError:
             manifest = None
-        snap = Snapshot(req.target_override, manifest) if manifest is not None else None
+        snap = StoreSnapshot(req.target_override, manifest) if manifest is not None else None
         if snap is not None and (
             snap.manifest.source not in req.wanted or snap.manifest.slug != info.slug
         ):
@@ -78,7 +78,7 @@ def _complete_copy(req: PullRequest, *, exact_revision: bool) -> Snapshot | None
     return snap
 
 
-def _touched_since(snap: Snapshot) -> bool:
+def _touched_since(snap: StoreSnapshot) -> bool:
     """Whether any recorded file was modified after the manifest was written (a hand edit)."""
     verified_at = stamp_epoch(snap.manifest.verified_at)
     if verified_at is None:
@@ -92,7 +92,7 @@ def _touched_since(snap: Snapshot) -> bool:
     return False
 
 
-def _answer(req: PullRequest, snap: Snapshot, plan_text: str) -> PullResult:
+def _answer(req: PullRequest, snap: StoreSnapshot, plan_text: str) -> PullResult:
     m = snap.manifest
     files = [PlannedFile(r.path, r.size, r.sha256, r.verified, r.sources, True) for r in m.files]
     return PullResult(

@@ -72,7 +72,10 @@ class Blob:
 
 
 @dataclass(frozen=True)
-class Manifest:
+class ImageManifest:
+    """The Docker/OCI image manifest Ollama pulls for one GGUF file of a revision, with the
+    blobs it names (a hub's file listing is ``hubs.base.Manifest``)."""
+
     repo: str
     commit: str
     tag: str
@@ -137,13 +140,13 @@ class OllamaRegistry:
 
     def __init__(self, profiles: ProfileSource | None = None) -> None:
         self.profiles = profiles
-        self._manifests: dict[tuple[str, str, str], Manifest] = {}
+        self._manifests: dict[tuple[str, str, str], ImageManifest] = {}
         self._lock = threading.Lock()
 
     def tags(self, snap: Snapshot) -> list[str]:
         return sorted(levels(list(snap.files)))
 
-    def manifest(self, snap: Snapshot, tag: str) -> Manifest:
+    def manifest(self, snap: Snapshot, tag: str) -> ImageManifest:
         """The manifest for ``tag`` (a level, ``latest``, or a manifest digest already served)."""
         if tag.startswith("sha256:"):
             with self._lock:
@@ -187,7 +190,7 @@ class OllamaRegistry:
         profile = self.profiles(snap.repo_id, header) if self.profiles is not None else None
         return profile if profile is not None else header_profile(snap.repo_id, header)
 
-    def _build(self, snap: Snapshot, tag: str, path: str) -> Manifest:
+    def _build(self, snap: Snapshot, tag: str, path: str) -> ImageManifest:
         entry = snap.files[path]
         try:
             header = read_header(entry.real_path, keys=frozenset())
@@ -228,4 +231,4 @@ class OllamaRegistry:
             "layers": [b.descriptor() for b in layers],
         }
         blobs = {b.digest: b for b in [config_blob, *layers]}
-        return Manifest(snap.repo_id, snap.commit, tag, path, _json(manifest), blobs)
+        return ImageManifest(snap.repo_id, snap.commit, tag, path, _json(manifest), blobs)

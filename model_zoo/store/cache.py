@@ -23,8 +23,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 @dataclass(frozen=True)
-class Snapshot:
-    """One pulled revision of one model in the store (complete: it has a manifest)."""
+class StoreSnapshot:
+    """One pulled revision of one model in the store (complete: it has a manifest); the mirror's
+    ``repo_store.Snapshot`` is a revision as the local hub serves it."""
 
     root: Path
     manifest: StoreManifest
@@ -55,10 +56,10 @@ class StoreRepo:
     files: tuple[str, ...]
 
 
-def iter_snapshots(home: Path) -> list[Snapshot]:
+def iter_snapshots(home: Path) -> list[StoreSnapshot]:
     """Every complete snapshot in the store, newest verification first. Damaged manifests are
     skipped."""
-    out: list[Snapshot] = []
+    out: list[StoreSnapshot] = []
     base = models_dir(home)
     if not base.is_dir():
         return out
@@ -69,7 +70,7 @@ def iter_snapshots(home: Path) -> list[Snapshot]:
             except CheckpointError:
                 continue
             if manifest is not None:
-                out.append(Snapshot(sdir, manifest))
+                out.append(StoreSnapshot(sdir, manifest))
     out.sort(key=lambda s: s.manifest.verified_at, reverse=True)
     return out
 
@@ -98,7 +99,7 @@ def _has_manifest(snapshot_dir: Path) -> bool:
 
 def find_snapshot(
     home: Path, slug: str, revision: str | None = None, *, sources: Collection[str] | None = None
-) -> Snapshot | None:
+) -> StoreSnapshot | None:
     """The snapshot of ``slug`` for ``revision`` (commit, commit prefix or the revision asked for).
 
     With no revision: the newest one pulled from a default branch, else the newest of any.
@@ -127,7 +128,7 @@ def find_snapshot(
     return None
 
 
-def missing_files(snapshot: Snapshot) -> list[str]:
+def missing_files(snapshot: StoreSnapshot) -> list[str]:
     """Files the manifest lists that are absent or of the wrong size (a cheap stat check)."""
     out = []
     for f in snapshot.manifest.files:
