@@ -1,4 +1,5 @@
-"""Tiny GGUF files written from tiny HuggingFace checkpoints, laid out as llama.cpp's converter does.
+"""Tiny GGUF files written from tiny HuggingFace checkpoints, laid out as llama.cpp's converter
+does.
 
 ``write_gguf(hf_dir, out, outtype)`` follows ``convert_hf_to_gguf.py`` (``InternLM2Model``,
 ``InternLM3Model`` and the ``TextModel`` base) step by step, with the ``gguf`` package's own
@@ -61,7 +62,8 @@ def _add_dummy_prefix(model: bytes) -> bool:
 def _vocab(
     hf_dir: Path, vocab_size: int, arch: str
 ) -> tuple[list[bytes], list[float], list[int], bool]:
-    """Tokens, scores and types as ``InternLM2Model.set_vocab`` / ``_create_vocab_sentencepiece`` make them."""
+    """Tokens, scores and types as ``InternLM2Model.set_vocab`` /
+    ``_create_vocab_sentencepiece`` make them."""
     import sentencepiece as spm
 
     gguf = _gguf()
