@@ -156,7 +156,7 @@ def write_safetensors(path: Path, tensors: Mapping[str, np.ndarray], dtype: str)
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)  # the data starts 8-byte aligned, as safetensors writes it
     chunks: list[bytes | memoryview] = [struct.pack("<Q", len(raw)), raw]
-    chunks += [memoryview(tensors[name]).cast("B") for name in sorted(tensors)]
+    chunks += [tensors[name].data.cast("B") for name in sorted(tensors)]  # the arrays' bytes
     write_atomic(path, chunks)
 
 
