@@ -36,7 +36,8 @@ REWARD_TOKEN = (
 
 
 class TemplateCodec:
-    """The checkpoint's chat template (no generation prompt) and tokenizer (no added special tokens)."""
+    """The checkpoint's chat template (no generation prompt) and tokenizer (no added special
+    tokens)."""
 
     def __init__(self, tokenizer: InternLMTokenizer, template: str | None) -> None:
         self.tokenizer = tokenizer
@@ -83,8 +84,8 @@ def require_reward_name(name_or_path: str | Path) -> None:
         raise IncompatibleCheckpointError(
             info.name,
             f"{info.architecture} is not a reward model",
-            hint="Scoring needs a reward model (model-zoo list --kind reward); use model_zoo.load() "
-            "or model-zoo run for chat models.",
+            hint="Scoring needs a reward model (model-zoo list --kind reward); "
+            "use model_zoo.load() or model-zoo run for chat models.",
         )
 
 
@@ -93,8 +94,8 @@ def _require_reward(spec: Any, path: Path) -> None:
         raise IncompatibleCheckpointError(
             str(path),
             f"{spec.architecture} is not a reward model",
-            hint="load_reward needs an InternLM2ForRewardModel checkpoint (model-zoo list --kind reward); "
-            "use model_zoo.load() for chat models.",
+            hint="load_reward needs an InternLM2ForRewardModel checkpoint "
+            "(model-zoo list --kind reward); use model_zoo.load() for chat models.",
         )
 
 
@@ -133,7 +134,8 @@ def scoring_style(
     reward_token_id: int,
     path: Path,
 ) -> str:
-    """The scoring style to load with: ``style`` if given, else the registry's, else the checkpoint's.
+    """The scoring style to load with: ``style`` if given, else the registry's, else the
+    checkpoint's.
 
     A reference-based model must have POLAR's ``<|reward|>`` separator as one token: without it
     the scored text would split the separator into ordinary pieces and every score would be wrong.
@@ -150,14 +152,17 @@ def scoring_style(
         if sep is None or sep == reward_token_id:
             raise IncompatibleCheckpointError(
                 str(path),
-                f"its tokenizer has no {SEPARATOR} token of its own, which the reference-based (POLAR) format needs",
-                hint="Load a POLAR checkpoint, or pass style='conversation' for a conversation reward model.",
+                f"its tokenizer has no {SEPARATOR} token of its own, which the reference-based "
+                "(POLAR) format needs",
+                hint="Load a POLAR checkpoint, or pass style='conversation' for a conversation "
+                "reward model.",
             )
     return chosen
 
 
 def load_reward_codec(name_or_path: str | Path) -> tuple[TemplateCodec, RecipeSettings]:
-    """Tokenizer, chat template and reward settings only, without the weights (a Ray driver's share).
+    """Tokenizer, chat template and reward settings only, without the weights (a Ray driver's
+    share).
 
     Conversation-style models only: the Ray pool builds a conversation :class:`RewardModel`, so a
     reference-based (POLAR) checkpoint is refused here rather than scored with the wrong recipe.
@@ -185,7 +190,10 @@ def load_reward_codec(name_or_path: str | Path) -> tuple[TemplateCodec, RecipeSe
     return TemplateCodec(tokenizer, profile.template), info
 
 
-_NO_TOKENIZER = "A reward model scores text: copy tokenizer.model and tokenizer_config.json next to the weights."
+_NO_TOKENIZER = (
+    "A reward model scores text: copy tokenizer.model and tokenizer_config.json next to the "
+    "weights."
+)
 
 
 def _require_tokenizer(path: Path, cls: Any) -> Any:
@@ -242,7 +250,8 @@ def load_reward(
     )
     if reference_options is not None and chosen != "reference-based":
         raise UsageError(
-            f"reference_options apply to reference-based (POLAR) models; {early.name} scores conversations",
+            f"reference_options apply to reference-based (POLAR) models; "
+            f"{early.name} scores conversations",
             style=chosen,
         )
     runner = load(resolved.path, device=device, dtype=dtype, attn=attn)
