@@ -54,7 +54,7 @@ MS_REPO = "Shanghai_AI_Laboratory/internlm2_5-1_8b-chat"
 SERVER = r"""
 import json, sys
 from model_zoo.testing.faults import Fault
-from model_zoo.testing.hub_server import LocalHub
+from model_zoo.testing.local_hub import LocalHub
 cfg = json.loads(sys.argv[2])
 hub = LocalHub(sys.argv[1], bandwidth=cfg.get("total"),
                bandwidth_per_protocol=cfg.get("per_protocol") or None,
@@ -165,7 +165,7 @@ print(json.dumps({"seconds": time.perf_counter() - t}))
 
 
 def _safetensors_shard(path: Path, tensor: str, nbytes: int, key: str) -> None:
-    from model_zoo.testing.repo_store import pseudo_random_blocks
+    from model_zoo.testing.hub_repos import pseudo_random_blocks
 
     header = {
         "__metadata__": {"format": "pt"},

@@ -60,7 +60,7 @@ def _cli() -> list[str]:
 
 
 def one_size(work: Path, size_gb: float, shards: int) -> dict:
-    from model_zoo.testing.repo_store import write_repo
+    from model_zoo.testing.hub_repos import write_repo
 
     root, out = work / "hub", work / "out"
     total = int(size_gb * 1e9)

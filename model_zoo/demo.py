@@ -103,7 +103,7 @@ def run_demo(
     from .download.pull import pull_model
     from .registry.api import get
     from .store.verify import verify
-    from .testing.hub_server import LocalHub
+    from .testing.local_hub import LocalHub
     from .testing.tiny_hub import make_hub_tree, registry_repos
 
     with _workdir(workdir) as root:
@@ -155,7 +155,8 @@ def run_demo(
             step(
                 "Pulled it again",
                 t,
-                f"{again.downloaded_bytes} bytes downloaded: the verified copy in the store was reused",
+                f"{again.downloaded_bytes} bytes downloaded: "
+                "the verified copy in the store was reused",
             )
 
             t = time.perf_counter()
@@ -185,7 +186,8 @@ def run_demo(
         step(
             "Loaded it natively onto the CPU",
             t,
-            f"{runner.spec.architecture} mapped onto transformers' Llama; no code from the hub was run",
+            f"{runner.spec.architecture} mapped onto transformers' Llama; "
+            "no code from the hub was run",
         )
 
         t = time.perf_counter()

@@ -20,8 +20,8 @@ import pytest
 
 from model_zoo.download.engine import EngineOptions, FileJob
 from model_zoo.hubs.base import RemoteFile
-from model_zoo.testing.hub_server import LocalHub
-from model_zoo.testing.repo_store import write_repo
+from model_zoo.testing.hub_repos import write_repo
+from model_zoo.testing.local_hub import LocalHub
 
 ENGINE_REPO = "internlm/engine-test"
 ENGINE_FILES: dict[str, bytes | str | int] = {

@@ -1,4 +1,4 @@
-"""Fixtures around the local multi-protocol hub (``model_zoo.testing.hub_server.LocalHub``).
+"""Fixtures around the local multi-protocol hub (``model_zoo.testing.local_hub.LocalHub``).
 
     def test_x(local_hub, hub_env):        # a started hub over a sample repo; env points at it
         local_hub.faults.add(Fault.status(503))
@@ -24,8 +24,9 @@ from typing import Any
 
 import pytest
 
-from model_zoo.testing.hub_server import LocalHub, tls_context
-from model_zoo.testing.repo_store import write_repo
+from model_zoo.mirror.server import tls_context
+from model_zoo.testing.hub_repos import write_repo
+from model_zoo.testing.local_hub import LocalHub
 
 SAMPLE_REPO = "internlm/sample-chat"
 SAMPLE_FILES: dict[str, bytes | str | int] = {

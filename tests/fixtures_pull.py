@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from model_zoo.download.plan import ProbeResult
-from model_zoo.testing.hub_server import LocalHub
+from model_zoo.testing.local_hub import LocalHub
 
 MODEL = "internlm2_5-1_8b-chat"  # registry name whose repos exist on every hub but modelers
 HF_REPO = "internlm/internlm2_5-1_8b-chat"

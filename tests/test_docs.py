@@ -338,7 +338,7 @@ def test_documented_default_source_order_is_the_settings_default(tmp_path: Path)
 
 def test_serve_mirror_examples_for_a_cluster_bind_beyond_loopback() -> None:
     # serve-mirror binds 127.0.0.1 unless --host says otherwise: other machines cannot reach that.
-    from model_zoo.testing.hub_server import is_loopback_host
+    from model_zoo.netaddr import is_loopback_host
 
     found = 0
     for page in OWN_PAGES:

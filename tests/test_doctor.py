@@ -25,7 +25,7 @@ from model_zoo.doctor import (
     redact_url,
 )
 from model_zoo.hubs.catalog import HUBS
-from model_zoo.testing.hub_server import LocalHub
+from model_zoo.testing.local_hub import LocalHub
 
 SECRET = "hf_S3cr3tTokenValue0123456789"
 

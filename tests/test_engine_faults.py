@@ -34,7 +34,7 @@ from model_zoo.errors import (
 )
 from model_zoo.hubs.base import RemoteFile
 from model_zoo.testing.faults import Fault
-from model_zoo.testing.hub_server import LocalHub
+from model_zoo.testing.local_hub import LocalHub
 
 MID = "model-00002-of-00002.safetensors"
 

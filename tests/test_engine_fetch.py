@@ -30,7 +30,7 @@ from model_zoo.download.partial import Sidecar, save_sidecar
 from model_zoo.download.paths import PARTIAL_DIR, partial_paths
 from model_zoo.errors import FetchFailedError
 from model_zoo.hubs.base import RemoteFile
-from model_zoo.testing.hub_server import LocalHub
+from model_zoo.testing.local_hub import LocalHub
 
 
 def test_fetch_every_file_verified(engine_hub: LocalHub, tmp_path: Path) -> None:
@@ -291,7 +291,7 @@ def test_sha256_is_lowercased_and_job_shape_checked() -> None:
 
 
 def test_many_small_files_share_connections(hub_root: Path, make_hub, tmp_path: Path) -> None:
-    from model_zoo.testing.repo_store import write_repo
+    from model_zoo.testing.hub_repos import write_repo
 
     files = {f"f{i:03d}.txt": os.urandom(100 + i) for i in range(60)}
     write_repo(hub_root, "ns/many", files)

@@ -11,7 +11,7 @@ from fixtures_engine import BIG, ENGINE_FILES, ENGINE_REPO, fast_options, jobs_f
 from model_zoo.download import progress as ev
 from model_zoo.download.engine import fetch
 from model_zoo.testing.faults import Fault
-from model_zoo.testing.hub_server import LocalHub
+from model_zoo.testing.local_hub import LocalHub
 
 SMALL = "sub/deeper/tokenizer.model"  # 300 kB: one stream
 
@@ -102,7 +102,7 @@ def test_connections_grow_on_a_link_that_caps_each_one(
 ) -> None:  # type: ignore[no-untyped-def]
     from model_zoo.download.engine import EngineOptions, FileJob
     from model_zoo.hubs.base import RemoteFile
-    from model_zoo.testing.repo_store import write_repo
+    from model_zoo.testing.hub_repos import write_repo
 
     write_repo(hub_root, "internlm/far", {"w.bin": 16 * 1024 * 1024})
     hub = make_hub(conn_bandwidth=2e6, latency=0.03)  # a far CDN: 2 MB/s per connection, 30 ms away

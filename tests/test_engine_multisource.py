@@ -10,7 +10,7 @@ from fixtures_engine import BIG, ENGINE_FILES, assert_tree_matches, fast_options
 
 from model_zoo.download.engine import fetch
 from model_zoo.testing.faults import Fault
-from model_zoo.testing.hub_server import LocalHub
+from model_zoo.testing.local_hub import LocalHub
 
 TWO = ("hf", "modelscope")
 

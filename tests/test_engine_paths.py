@@ -25,7 +25,7 @@ from model_zoo.download.paths import (
 )
 from model_zoo.errors import UnsafePathError
 from model_zoo.hubs.base import RemoteFile
-from model_zoo.testing.hub_server import LocalHub
+from model_zoo.testing.local_hub import LocalHub
 
 UNSAFE = {
     "../../escaped.txt": "'..' segment",

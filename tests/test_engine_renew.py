@@ -20,8 +20,8 @@ from model_zoo.download.renew import ListingRenewer
 from model_zoo.errors import DownloadFailedError, FetchFailedError
 from model_zoo.hubs.openxlab import OpenXLabAdapter
 from model_zoo.testing.faults import Fault
-from model_zoo.testing.hub_server import LocalHub
-from model_zoo.testing.repo_store import write_repo
+from model_zoo.testing.hub_repos import write_repo
+from model_zoo.testing.local_hub import LocalHub
 
 REPO = "OpenLMLab/expiring"
 BIG = "weights/model.bin"

@@ -28,7 +28,7 @@ from model_zoo.download.partial import Sidecar, load_sidecar, save_sidecar
 from model_zoo.download.paths import partial_paths
 from model_zoo.errors import DiskSpaceError, FetchFailedError
 from model_zoo.testing.faults import Fault
-from model_zoo.testing.hub_server import LocalHub
+from model_zoo.testing.local_hub import LocalHub
 
 CHILD = r"""
 import json, sys

@@ -18,7 +18,7 @@ from model_zoo.download.pull import pull_model
 from model_zoo.errors import UsageError
 from model_zoo.registry.api import get
 from model_zoo.store.verify import verify
-from model_zoo.testing.hub_server import LocalHub
+from model_zoo.testing.local_hub import LocalHub
 
 HF = "internlm/internlm2_5-7b-chat-gguf"
 MS = "Shanghai_AI_Laboratory/internlm2_5-7b-chat-gguf"

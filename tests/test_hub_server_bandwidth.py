@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from fixtures_local_hub import SAMPLE_REPO, HubFactory
 
-from model_zoo.testing.hub_server import LocalHub
+from model_zoo.testing.local_hub import LocalHub
 
 SHARD = "model-00001-of-00002.safetensors"  # 300_000 bytes
 

@@ -23,8 +23,10 @@ from fixtures_local_hub import SAMPLE_REPO, HubFactory
 
 from model_zoo.cli.cmd_mirror import parse_latency
 from model_zoo.cli.main import main
-from model_zoo.testing.hub_server import LocalHub, RateLimiter
-from model_zoo.testing.repo_store import write_repo
+from model_zoo.mirror.bandwidth import RateLimiter
+from model_zoo.mirror.server import MirrorServer
+from model_zoo.testing.hub_repos import write_repo
+from model_zoo.testing.local_hub import LocalHub
 
 BIG = "big.safetensors"  # 4 MB
 MID = "mid.safetensors"  # 2 MB
@@ -344,11 +346,11 @@ def test_serve_mirror_options_configure_the_hub(
 ) -> None:
     served: list[tuple[float, float | None, float | None]] = []
 
-    def fake_serve_forever(self: LocalHub) -> None:
+    def fake_serve_forever(self: MirrorServer) -> None:
         served.append((self.latency, self.bandwidth.conn, self.bandwidth.total))
         self.stop()
 
-    monkeypatch.setattr(LocalHub, "serve_forever", fake_serve_forever)
+    monkeypatch.setattr(MirrorServer, "serve_forever", fake_serve_forever)
     argv = [
         "serve-mirror",
         str(far_root),

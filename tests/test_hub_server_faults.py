@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 from fixtures_local_hub import SAMPLE_REPO, HubFactory
 
-from model_zoo.testing.faults import DEFAULT_MALICIOUS_ENTRIES, Fault, ListingEntry
-from model_zoo.testing.hub_protocols import wrong_sha256
-from model_zoo.testing.hub_server import LocalHub
+from model_zoo.testing.faults import DEFAULT_MALICIOUS_ENTRIES, Fault, ListingEntry, wrong_sha256
+from model_zoo.testing.local_hub import LocalHub
 
 DATA_PATH = "nested/data.bin"  # 4097 bytes
 SHARD = "model-00001-of-00002.safetensors"  # 300_000 bytes, LFS

@@ -18,7 +18,7 @@ from fixtures_local_hub import SAMPLE_REPO, HubTLS
 from model_zoo.cli.cmd_mirror import exposure_warning, mirror_banner, mirror_store
 from model_zoo.cli.main import main
 from model_zoo.store.manifest import FileRecord, SourceRecord, StoreManifest, write_manifest
-from model_zoo.testing.hub_server import LocalHub
+from model_zoo.testing.local_hub import LocalHub
 
 UPSTREAM_COMMIT = "0123456789abcdef0123456789abcdef01234567"
 

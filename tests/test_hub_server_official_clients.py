@@ -23,8 +23,8 @@ import pytest
 from fixtures_clients import RunClient
 from fixtures_local_hub import HubTLS
 
-from model_zoo.testing.hub_server import LocalHub
-from model_zoo.testing.repo_store import write_repo
+from model_zoo.testing.hub_repos import write_repo
+from model_zoo.testing.local_hub import LocalHub
 
 REPO = "internlm/faithful-chat"
 FILES: dict[str, bytes | str | int] = {

@@ -11,8 +11,9 @@ from urllib.parse import quote, urlsplit
 import pytest
 from fixtures_local_hub import SAMPLE_FILES, SAMPLE_REPO, HubFactory
 
-from model_zoo.testing.hub_server import LocalHub
-from model_zoo.testing.repo_store import COMMIT_RE, git_blob_oid, write_repo
+from model_zoo.mirror.repo_store import COMMIT_RE, git_blob_oid
+from model_zoo.testing.hub_repos import write_repo
+from model_zoo.testing.local_hub import LocalHub
 
 LFS_FILES = {
     "model-00001-of-00002.safetensors",

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from fixtures_local_hub import SAMPLE_REPO
 
-from model_zoo.testing import repo_store
-from model_zoo.testing.hub_server import LocalHub
-from model_zoo.testing.repo_store import REVISIONS_DIR, RepoStore, write_repo
+from model_zoo.mirror import repo_store
+from model_zoo.mirror.repo_store import REVISIONS_DIR, RepoStore
+from model_zoo.testing.hub_repos import write_repo
+from model_zoo.testing.local_hub import LocalHub
 
 OLD = b'{"version": 1}\n'
 NEW = b'{"version": 2}\n'

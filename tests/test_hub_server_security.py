@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from fixtures_local_hub import SAMPLE_REPO, HubFactory
 
-from model_zoo.testing.hub_server import LocalHub, is_loopback_host
+from model_zoo.netaddr import is_loopback_host
+from model_zoo.testing.local_hub import LocalHub
 
 SECRET = b"secret outside the hub root\n"
 

@@ -12,7 +12,7 @@ from fixtures_local_hub import SAMPLE_REPO
 
 from model_zoo.hubs.factory import adapter_for
 from model_zoo.settings import load_settings
-from model_zoo.testing.hub_server import LocalHub
+from model_zoo.testing.local_hub import LocalHub
 
 GATE = "hf_gate_token_for_review"
 

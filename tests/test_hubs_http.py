@@ -34,7 +34,7 @@ from model_zoo.hubs.http import (
     size_or_none,
 )
 from model_zoo.settings import load_settings
-from model_zoo.testing.hub_server import LocalHub
+from model_zoo.testing.local_hub import LocalHub
 
 TOKEN = "tok-SECRET-123"
 

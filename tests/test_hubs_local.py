@@ -17,7 +17,7 @@ from model_zoo.hubs.catalog import SOURCE_KEYS
 from model_zoo.hubs.factory import adapter_for
 from model_zoo.hubs.http import build_client
 from model_zoo.settings import load_settings
-from model_zoo.testing.hub_server import LocalHub
+from model_zoo.testing.local_hub import LocalHub
 
 LFS_PATTERNS = ("*.safetensors", "*.model")  # what the sample's .gitattributes sends to LFS
 

@@ -1,6 +1,6 @@
 """OpenXLab's access key pair: read where its client keeps it, traded for JWTs, renewed in time.
 
-The local hub plays the SSO service (``model_zoo.testing.openxlab_sso``); the official
+The local hub plays the SSO service (``model_zoo.mirror.openxlab_sso``); the official
 ``openxlab`` client mints through it too, which is what keeps that service honest.
 """
 
@@ -17,10 +17,10 @@ from fixtures_pull import MODEL
 from model_zoo.errors import ConfigError, CredentialsRejectedError, GatedRepoError
 from model_zoo.hubs.factory import adapter_for
 from model_zoo.hubs.openxlab_auth import AccessKey, JwtSource, access_key_from, parse_time, sign
+from model_zoo.mirror.openxlab_sso import SsoService, cst_time
 from model_zoo.settings import load_settings
-from model_zoo.testing.hub_server import LocalHub
-from model_zoo.testing.openxlab_sso import SsoService, cst_time
-from model_zoo.testing.repo_store import write_repo
+from model_zoo.testing.hub_repos import write_repo
+from model_zoo.testing.local_hub import LocalHub
 
 AK, SK = "ak-model-zoo-test", "sk-very-secret-value"
 REPO = "OpenLMLab/gated-chat"

@@ -169,7 +169,7 @@ def test_prepare_for_a_registry_name_uses_the_registry(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from model_zoo.testing.hub_server import LocalHub
+    from model_zoo.testing.local_hub import LocalHub
 
     repo = tmp_path / "hub" / "internlm" / "internlm2_5-1_8b-chat-gguf"
     repo.mkdir(parents=True)

@@ -12,10 +12,10 @@ import pytest
 from fixtures_gguf import tiny_gguf  # noqa: F401  (fixture)
 from ollama_pull import OllamaStylePull, PullError, is_fully_qualified, parse_name
 
+from model_zoo.ollama.gguf_header import read_header
 from model_zoo.ollama.modelfile import CHATML_TEMPLATE, MEDIA_TYPES
 from model_zoo.runner.chat import DEFAULT_SYSTEM_PROMPT
-from model_zoo.testing.gguf_header import read_header
-from model_zoo.testing.hub_server import LocalHub
+from model_zoo.testing.local_hub import LocalHub
 
 REPO = "internlm/internlm2_5-1_8b-chat-gguf"
 FILES = {

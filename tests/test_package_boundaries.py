@@ -1,6 +1,16 @@
 """Package boundaries hold, read from the source (every import, lazy ones included): the store
 never imports the download engine, the runner never imports reward, and the library never
-imports the CLI."""
+imports the CLI or the test helpers.
+
+The mirror (``model_zoo/mirror``, what ``serve-mirror`` runs) sits beside the library, not on
+top of it: it needs the store's view of its own layout (``store.cache``), the hubs' endpoint
+variables (``hubs.catalog``), Ollama's layers and the GGUF header reader (``ollama``), and
+``ggufnames`` / ``netaddr``, and nothing else. It must not import ``testing`` (fault injection
+and statistics are hooks the tests plug in), nor the CLI, the download engine, the runner, the
+registry, reward, the reward server or export: serving files needs none of them, and any of them
+would pull torch or httpx into a process that only serves bytes. ``ollama`` must not import the
+mirror (the mirror imports it) nor ``testing``.
+"""
 
 from __future__ import annotations
 
@@ -14,12 +24,23 @@ import model_zoo
 ROOT = Path(model_zoo.__file__).parent
 
 FORBIDDEN = {  # package -> packages it must not import
-    "store": ("download", "cli", "reward", "runner", "server"),
-    "runner": ("reward", "cli", "server"),
-    "download": ("cli", "reward", "runner", "server"),
-    "registry": ("download", "cli", "reward", "runner", "server"),
-    "reward": ("cli",),
-    "server": ("cli",),
+    "store": ("download", "cli", "reward", "runner", "server", "testing"),
+    "runner": ("reward", "cli", "server", "testing"),
+    "download": ("cli", "reward", "runner", "server", "testing"),
+    "registry": ("download", "cli", "reward", "runner", "server", "testing"),
+    "reward": ("cli", "testing"),
+    "server": ("cli", "testing"),
+    "mirror": (
+        "testing",
+        "cli",
+        "download",
+        "runner",
+        "reward",
+        "server",
+        "registry",
+        "export",
+    ),
+    "ollama": ("mirror", "testing", "cli"),
 }
 
 

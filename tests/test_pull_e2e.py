@@ -94,7 +94,7 @@ def test_a_pull_of_what_is_already_there_asks_the_hub_one_small_question(
 
 
 def test_a_branch_that_moved_since_is_pulled_again(own_hub) -> None:
-    from model_zoo.testing.repo_store import write_repo
+    from model_zoo.testing.hub_repos import write_repo
 
     hub, root = own_hub()
     first = pull_model(MODEL, source="hf")

@@ -16,8 +16,8 @@ import pytest
 from model_zoo.download.pull import MAX_BRANCH_MOVES, pull_model
 from model_zoo.errors import RevisionMovedError
 from model_zoo.hubs.modelers import CDN_DOMAINS, ModelersAdapter
-from model_zoo.testing.hub_server import LocalHub
-from model_zoo.testing.repo_store import write_repo
+from model_zoo.testing.hub_repos import write_repo
+from model_zoo.testing.local_hub import LocalHub
 
 MODEL = "internlm3-8b-instruct"
 REPO = "Intern/internlm3-8b-instruct"

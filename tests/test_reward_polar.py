@@ -620,7 +620,7 @@ def test_registry_names_pull_and_load_with_the_registrys_style(
     """Through the local hub: a POLAR name loads as POLAR; the registry's style decides over the
     checkpoint's (a POLAR name without the separator is refused before its weights load, and a
     conversation model's name stays conversation even with POLAR's tokenizer)."""
-    from model_zoo.testing.hub_server import LocalHub
+    from model_zoo.testing.local_hub import LocalHub
     from model_zoo.testing.tiny_hub import make_hub_tree, registry_repos
 
     repos = registry_repos("POLAR-1.8B")

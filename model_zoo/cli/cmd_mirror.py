@@ -2,7 +2,7 @@
 
 One machine pulls (and verifies) a model once; the rest of a cluster points its tools at this
 mirror with ``HF_ENDPOINT`` / ``MODELSCOPE_ENDPOINT`` / ... and reads it over the local network.
-The mirror is the local hub of ``model_zoo.testing.hub_server``: read-only, every protocol.
+The mirror is ``model_zoo.mirror``: read-only, every protocol.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import typer
 if TYPE_CHECKING:  # pragma: no cover
     import ssl
 
-    from ..testing.hub_server import LocalHub
-    from ..testing.repo_store import RepoStore
+    from ..mirror.repo_store import RepoStore
+    from ..mirror.server import MirrorServer
 
 DEFAULT_PORT = 8765
 
@@ -48,7 +48,8 @@ def serve_mirror(
     latency: str | None = typer.Option(
         None,
         "--latency",
-        help="Wait this long before every response (one simulated round trip): 50ms, 0.05s or 0.05.",
+        help="Wait this long before every response (one simulated round trip): "
+        "50ms, 0.05s or 0.05.",
         show_default=False,
     ),
     tls_cert: Path | None = typer.Option(
@@ -72,7 +73,7 @@ def serve_mirror(
       model-zoo serve-mirror --host 0.0.0.0 --tls-cert mirror.pem --tls-key mirror.key
     """
     from ..errors import UsageError
-    from ..testing.hub_server import LocalHub
+    from ..mirror.server import MirrorServer
 
     for option, rate in (("--bandwidth", bandwidth), ("--conn-bandwidth", conn_bandwidth)):
         if rate is not None and not 0 < rate < math.inf:
@@ -96,7 +97,7 @@ def serve_mirror(
             "Pull a model first (model-zoo pull NAME) or pass a directory laid out as "
             "ROOT/<namespace>/<name>/."
         )
-    hub = LocalHub(
+    hub = MirrorServer(
         store,
         host=host,
         port=port,
@@ -136,7 +137,7 @@ def parse_latency(text: str) -> float:
     return seconds
 
 
-def limits_line(hub: LocalHub) -> str | None:
+def limits_line(hub: MirrorServer) -> str | None:
     """What a far-link mirror simulates, for the banner (None when it simulates nothing)."""
     parts = []
     if hub.bandwidth.total:
@@ -149,7 +150,8 @@ def limits_line(hub: LocalHub) -> str | None:
 
 
 def _bind_advice(exc: OSError) -> str:
-    """What to change when binding failed: the port when it is taken or privileged, else the host."""
+    """What to change when binding failed: the port when it is taken or privileged, else the
+    host."""
     import errno
 
     if exc.errno == errno.EADDRINUSE:
@@ -167,7 +169,7 @@ def mirror_tls(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
         if key is not None:
             raise UsageError("--tls-key needs --tls-cert: give the certificate it belongs to")
         return None
-    from ..testing.hub_server import tls_context
+    from ..mirror.server import tls_context
 
     for option, path in (("--tls-cert", cert), ("--tls-key", key)):
         if path is not None and not path.is_file():
@@ -178,7 +180,8 @@ def mirror_tls(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
         detail = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
         raise UsageError(
             f"cannot use {cert}{f' with {key}' if key else ''} for TLS ({detail}): give a PEM "
-            "certificate and the PEM private key that belongs to it (in the same file or with --tls-key)"
+            "certificate and the PEM private key that belongs to it (in the same file or with "
+            "--tls-key)"
         ) from None
 
 
@@ -193,7 +196,7 @@ def mirror_store(root: Path | None) -> tuple[RepoStore, str]:
     """What to serve, and how to describe it: ROOT as a directory tree, ROOT as a model-zoo
     store (it has ``models/`` with manifests), or by default this machine's store."""
     from ..errors import UsageError
-    from ..testing.repo_store import RepoStore
+    from ..mirror.repo_store import RepoStore
 
     if root is None:
         home = default_store_home()
@@ -207,7 +210,7 @@ def mirror_store(root: Path | None) -> tuple[RepoStore, str]:
     return RepoStore(root), str(root)
 
 
-def mirror_url(hub: LocalHub) -> str:
+def mirror_url(hub: MirrorServer) -> str:
     """The URL other machines should use (the host name when bound to every interface)."""
     if hub.host in ("0.0.0.0", "::"):
         import socket
@@ -216,7 +219,7 @@ def mirror_url(hub: LocalHub) -> str:
     return hub.url if hub.host != "localhost" else f"{hub.scheme}://localhost:{hub.port}"
 
 
-def mirror_banner(hub: LocalHub, described: str) -> list[str]:
+def mirror_banner(hub: MirrorServer, described: str) -> list[str]:
     url = mirror_url(hub)
     repos = hub.store.repo_ids()
     lines = [
@@ -234,14 +237,12 @@ def mirror_banner(hub: LocalHub, described: str) -> list[str]:
     if examples:
         insecure = " --insecure" if hub.scheme == "http" else ""
         lines.append("Ollama pulls its GGUF files (the tag is the quantization level):")
-        lines += [
-            f"ollama pull{insecure} {url.split('://', 1)[1] if not insecure else url}/{repo}:{level}"
-            for repo, level in examples
-        ]
+        address = url if insecure else url.split("://", 1)[1]
+        lines += [f"ollama pull{insecure} {address}/{repo}:{level}" for repo, level in examples]
     return lines
 
 
-def ollama_examples(hub: LocalHub, most: int = 3) -> list[tuple[str, str]]:
+def ollama_examples(hub: MirrorServer, most: int = 3) -> list[tuple[str, str]]:
     """(repository, level) of a few GGUF files the mirror serves, for the banner (file names
     only: no hashing at start-up)."""
     from ..ggufnames import levels
@@ -262,7 +263,7 @@ def ollama_examples(hub: LocalHub, most: int = 3) -> list[tuple[str, str]]:
 
 def exposure_warning(host: str) -> list[str]:
     """A loud warning when the mirror is reachable from other machines."""
-    from ..testing.hub_server import is_loopback_host
+    from ..netaddr import is_loopback_host
 
     if is_loopback_host(host):
         return []

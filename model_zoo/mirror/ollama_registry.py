@@ -3,7 +3,7 @@
 ``ollama pull http://MIRROR:PORT/{namespace}/{name}:{tag}`` (with ``--insecure`` for http)
 asks, as Ollama's ``server/images.go`` and ``server/download.go`` do:
 
-  GET  /v2/{ns}/{name}/manifests/{tag}   Accept: application/vnd.docker.distribution.manifest.v2+json
+  GET  /v2/{ns}/{name}/manifests/{tag}   Accept: the Docker v2 manifest type (DOCKER_MANIFEST)
   HEAD /v2/{ns}/{name}/blobs/{digest}    the size (Content-Length)
   GET  /v2/{ns}/{name}/blobs/{digest}    the "direct URL": the Location header of the final answer
   GET  <direct URL>  Range: bytes=a-b    the blob in parts, then sha256 over the whole file
@@ -19,7 +19,7 @@ repository replace the generated ones, as hf.co lets a repository do.
 
 Blob answers carry their own URL in ``Location``: Ollama reads the address to download from
 there (a registry normally redirects to storage; Ollama's own test registry answers 200 with
-``Location`` as this one does). Byte serving (Range, faults, rate limits) is the hub's.
+``Location`` as this one does). Byte serving (Range, rate limits, hooks) is the server's.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from ..ggufnames import canonical, level_of, levels, pick
-from ..ollama.modelfile import MEDIA_TYPES, OllamaProfile, params_blob, profile_for
-from .gguf_header import GGUFHeader, GGUFHeaderError, read_header
+from ..ollama.gguf_header import GGUFHeader, GGUFHeaderError, read_header
+from ..ollama.modelfile import MEDIA_TYPES, OllamaProfile, header_profile, params_blob
 from .repo_store import Snapshot
 
 OLLAMA = "ollama"
@@ -114,26 +114,6 @@ def human_number(n: int) -> str:
     return str(n)
 
 
-def header_profile(repo: str, header: GGUFHeader) -> OllamaProfile | None:
-    """The profile a GGUF's own header implies: the ChatML template and stops when its chat
-    template is ChatML, InternLM's default system prompt when it is an InternLM file."""
-    from ..errors import UsageError
-    from ..runner.chat import DEFAULT_SYSTEM_PROMPT
-
-    arch = header.architecture or ""
-    name = str(header.values.get("general.name") or "").lower().replace("_", "").replace("-", "")
-    internlm = arch == "internlm2" or "internlm" in name
-    try:
-        return profile_for(
-            None,
-            chat_template=header.values.get("tokenizer.chat_template"),
-            system=DEFAULT_SYSTEM_PROMPT if internlm else None,
-            license=header.values.get("general.license"),
-        )
-    except UsageError:
-        return None
-
-
 class OllamaRegistry:
     """Manifests and blobs for the GGUF files of a ``RepoStore``, built on first use and kept
     per (repository, commit, tag)."""
@@ -188,7 +168,7 @@ class OllamaRegistry:
 
     def _profile(self, snap: Snapshot, header: GGUFHeader) -> OllamaProfile | None:
         profile = self.profiles(snap.repo_id, header) if self.profiles is not None else None
-        return profile if profile is not None else header_profile(snap.repo_id, header)
+        return profile if profile is not None else header_profile(header)
 
     def _build(self, snap: Snapshot, tag: str, path: str) -> ImageManifest:
         entry = snap.files[path]

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-from .faults import MALICIOUS_LISTING, WRONG_SHA256, Fault
-from .repo_store import Snapshot, git_blob_oid, lfs_pointer
+from .repo_store import Snapshot, lfs_pointer
 
 HF = "hf"
 MODELSCOPE = "modelscope"
@@ -34,7 +33,7 @@ class Entry:
     git_oid: str = ""
     lfs: bool = False
     target: str | None = None
-    injected: bool = False  # added by a malicious-listing fault
+    injected: bool = False  # added by a hook (a test fault), not held by the store
 
     @property
     def name(self) -> str:
@@ -50,51 +49,22 @@ class Entry:
         return self.sha256 if self.lfs else self.git_oid
 
 
-def wrong_sha256(real: str) -> str:
-    return hashlib.sha256(b"model-zoo local hub: wrong sha256 for " + real.encode()).hexdigest()
-
-
-def listing(snap: Snapshot, faults: list[Fault]) -> list[Entry]:
-    """Every file and folder of ``snap`` sorted by path, with listing faults applied."""
+def listing(snap: Snapshot) -> list[Entry]:
+    """Every file and folder of ``snap``, sorted by path."""
     entries: list[Entry] = [
         Entry(path=d, type="directory", git_oid=snap.tree_oid(d)) for d in snap.directories()
     ]
-    wrong = [f for f in faults if f.kind == WRONG_SHA256]
-    for f in snap.files.values():
-        e = Entry(
-            path=f.path, type="file", size=f.size, sha256=f.sha256, git_oid=f.git_oid, lfs=f.lfs
-        )
-        if any(rule.covers_file(f.path) for rule in wrong):
-            bad = wrong_sha256(f.sha256)
-            oid = (
-                git_blob_oid(lfs_pointer(bad, f.size))
-                if f.lfs
-                else hashlib.sha1(b"wrong" + f.git_oid.encode()).hexdigest()
-            )
-            e = replace(e, sha256=bad, git_oid=oid)
-        entries.append(e)
+    entries += [
+        Entry(path=f.path, type="file", size=f.size, sha256=f.sha256, git_oid=f.git_oid, lfs=f.lfs)
+        for f in snap.files.values()
+    ]
     entries.sort(key=lambda e: e.path)
-    for rule in faults:
-        if rule.kind == MALICIOUS_LISTING:
-            for m in rule.entries:
-                data = (m.target or "").encode() if m.kind == "symlink" else m.content
-                entries.append(
-                    Entry(
-                        path=m.path,
-                        type="symlink" if m.kind == "symlink" else "file",
-                        size=len(data),
-                        sha256=hashlib.sha256(data).hexdigest(),
-                        git_oid=git_blob_oid(data),
-                        target=m.target,
-                        injected=True,
-                    )
-                )
     return entries
 
 
 def children(entries: list[Entry], folder: str) -> list[Entry]:
-    """Direct children of ``folder`` ("" for the root). Injected (malicious) entries are all
-    shown at the root, where a client walking the tree is sure to meet them."""
+    """Direct children of ``folder`` ("" for the root). Injected entries (``MirrorHooks.listing``)
+    are all shown at the root, where a client walking the tree is sure to meet them."""
     out = []
     for e in entries:
         parent = e.path.rsplit("/", 1)[0] if "/" in e.path else ""
@@ -299,10 +269,11 @@ def storage_error(code: str, message: str) -> bytes:
     """The XML error an object store (OSS, S3) answers a presigned URL with."""
     from xml.sax.saxutils import escape
 
+    request_id = hashlib.sha1(str(time.time_ns()).encode()).hexdigest()[:24].upper()
     return (
         '<?xml version="1.0" encoding="UTF-8"?>\n<Error>\n'
         f"  <Code>{escape(code)}</Code>\n  <Message>{escape(message)}</Message>\n"
-        f"  <RequestId>{hashlib.sha1(str(time.time_ns()).encode()).hexdigest()[:24].upper()}</RequestId>\n"
+        f"  <RequestId>{request_id}</RequestId>\n"
         "</Error>\n"
     ).encode()
 

@@ -1,6 +1,6 @@
 """Repositories on disk, seen the way a hub sees them: revisions, commit ids, hashes.
 
-The local hub (``hub_server``) serves a directory tree of plain files; this module turns that
+The mirror (``server``) serves a directory tree of plain files; this module turns that
 tree into what hubs publish: a 40-hex commit id per repository state, a sha256 and a git blob
 id per file, and which files git-lfs would track.
 
@@ -468,44 +468,3 @@ class RepoStore:
         with self._guard:
             self._snapshots[key] = (fingerprint, snap)
         return snap
-
-
-def write_repo(
-    root: Path | str, repo_id: str, files: Mapping[str, bytes | str | int], *, seed: int = 0
-) -> Path:
-    """Create ``ROOT/<repo_id>/`` with the given files; returns the repository directory.
-
-    Values: bytes or str are written as is; an int N writes N deterministic pseudo-random bytes
-    (derived from ``seed`` and the path), streamed so large files never sit in memory.
-    """
-    ns, name = check_repo_id(repo_id)
-    repo = Path(root) / ns / name
-    for rel, content in files.items():
-        check_rel_path(rel)
-        target = repo / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        with tmp.open("wb") as fh:
-            if isinstance(content, int):
-                for block in pseudo_random_blocks(f"{seed}:{rel}", content):
-                    fh.write(block)
-            else:
-                fh.write(content.encode() if isinstance(content, str) else content)
-        os.replace(tmp, target)
-    repo.mkdir(parents=True, exist_ok=True)
-    return repo
-
-
-def pseudo_random_blocks(key: str, size: int, block: int = 1 << 20) -> Iterable[bytes]:
-    """``size`` deterministic bytes for ``key``, in blocks (fast: one sha256 per 1 MiB pattern)."""
-    counter = 0
-    remaining = size
-    while remaining > 0:
-        seed = hashlib.sha256(f"{key}:{counter}".encode()).digest()
-        n = min(block, remaining)
-        # Repeat a 4 KiB random pattern, varied per block, so content differs across offsets.
-        pattern = hashlib.shake_256(seed).digest(4096)
-        data = (pattern * (n // 4096 + 1))[:n]
-        yield data
-        remaining -= n
-        counter += 1

@@ -1,15 +1,13 @@
-"""A local hub: one HTTP server that speaks HuggingFace, ModelScope, Modelers and OpenXLab.
+"""The mirror: one HTTP server that speaks HuggingFace, ModelScope, Modelers and OpenXLab.
 
 It serves plain repository directories (layout and revision scheme: ``repo_store``) over all
-four protocols at once, so the hub adapters, the download engine and the official clients are
-tested against real HTTP without the internet, and so ``model-zoo serve-mirror`` can share a
-store with a cluster. Read-only; binds 127.0.0.1 unless told otherwise.
+four protocols at once, so ``model-zoo serve-mirror`` can share a store with a cluster, and so
+the hub adapters, the download engine and the official clients are tested against real HTTP
+without the internet (the tests' ``model_zoo.testing.local_hub.LocalHub`` is this server with
+fault and statistics hooks, ``hooks.py``). Read-only; binds 127.0.0.1 unless told otherwise.
 
-    with LocalHub(root) as hub:                  # or hub.start() / hub.stop()
+    with MirrorServer(root) as hub:              # or hub.start() / hub.stop()
         os.environ.update(hub.env())             # HF_ENDPOINT, MODELSCOPE_ENDPOINT, ...
-        hub.faults.add(Fault.status(503, times=2))
-        ...
-        hub.stats.bytes_served(path="model.safetensors")
 
 Routes (``{repo}`` is ``namespace/name``; every GET route also answers HEAD):
 
@@ -44,11 +42,11 @@ Routes (``{repo}`` is ``namespace/name``; every GET route also answers HEAD):
                  request that carries ``Authorization`` anyway.
 
 All byte routes support ``Range: bytes=N-M`` / ``N-`` / ``-S`` (206 + Content-Range, 416 when
-unsatisfiable) and stream from disk in chunks (``sendfile`` when no fault or rate limit applies).
+unsatisfiable) and stream from disk in chunks (``sendfile`` when no hook or rate limit applies).
 
-A far link (a CDN on another continent) is ``LocalHub(conn_bandwidth=20e6, latency=0.05)``: every
-TCP connection's file bodies are paced to 20 MB/s on top of the total and per-protocol caps, and
-every response, on both ports, waits 50 ms (one round trip) before its status line.
+A far link (a CDN on another continent) is ``MirrorServer(conn_bandwidth=20e6, latency=0.05)``:
+every TCP connection's file bodies are paced to 20 MB/s on top of the total and per-protocol caps,
+and every response, on both ports, waits 50 ms (one round trip) before its status line.
 """
 
 from __future__ import annotations
@@ -67,29 +65,15 @@ import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from ..netaddr import is_loopback_host
-from . import hub_protocols as proto
-from .faults import (
-    BODY_KINDS,
-    FLIP_BYTE,
-    IGNORE_RANGE,
-    LISTING_KINDS,
-    RESET,
-    SHORT_BODY,
-    STALL,
-    STATUS,
-    Fault,
-    FaultSet,
-    ListingEntry,
-    RequestInfo,
-)
-from .hub_stats import Bandwidth, HubStats, RateLimiter, RequestRecord
+from . import protocols as proto
+from .bandwidth import Bandwidth, RateLimiter
+from .hooks import CUT_RESET, BodyHook, Exchange, MirrorHooks, cookie_value
 from .openxlab_sso import JwtExpired, SsoRefused, SsoService
 from .repo_store import (
     COMMIT_RE,
@@ -103,7 +87,7 @@ from .repo_store import (
     check_repo_id,
 )
 
-log = logging.getLogger("model_zoo.testing.hub")
+log = logging.getLogger("model_zoo.mirror")
 
 CHUNK = 256 * 1024
 SENDFILE_SLICE = 8 * 1024 * 1024
@@ -135,26 +119,13 @@ class _Aborted(Exception):
     """The response was cut on purpose (fault) or the client went away."""
 
 
-@dataclass
-class _Ctx:
-    method: str
-    protocol: str | None = None
-    kind: str = "other"
-    repo: str | None = None
-    path: str | None = None
-    revision: str | None = None
-    status: int = 0
-    faults: tuple[str, ...] = ()
-    record: RequestRecord | None = None
-
-
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 128
-    hub: LocalHub
+    hub: MirrorServer
 
-    def __init__(self, addr: tuple[str, int], hub: LocalHub, *, cdn: bool = False) -> None:
+    def __init__(self, addr: tuple[str, int], hub: MirrorServer, *, cdn: bool = False) -> None:
         self.address_family = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
         self.hub = hub
         self.cdn = cdn  # serves only the signed /_cdn/ URLs
@@ -178,7 +149,7 @@ class _Server(ThreadingHTTPServer):
                     request.settimeout(_Handler.timeout)
                     request.do_handshake()
                 except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-                    log.debug("local hub: TLS handshake with %s failed: %s", client_address, exc)
+                    log.debug("mirror: TLS handshake with %s failed: %s", client_address, exc)
                     self.shutdown_request(request)
                     return
             super().process_request_thread(request, client_address)
@@ -200,14 +171,14 @@ class _Server(ThreadingHTTPServer):
     ) -> None:  # pragma: no cover - logged only
         if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
             # a client that went away (a cancelled range, Ctrl-C): routine for a hub, not an error
-            log.debug("local hub: %s went away", client_address)
+            log.debug("mirror: %s went away", client_address)
             return
-        log.exception("local hub: error while handling %s", client_address)
+        log.exception("mirror: error while handling %s", client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server_version = "model-zoo-local-hub"
+    server_version = "model-zoo-mirror"
     sys_version = ""
     timeout = 120
     # Small replies (listings, HEAD) must not wait for a delayed ACK: ~40 ms per request otherwise.
@@ -239,19 +210,24 @@ class _Handler(BaseHTTPRequestHandler):
     do_PUT = do_DELETE = do_PATCH = _deny
 
     @property
-    def hub(self) -> LocalHub:
+    def hub(self) -> MirrorServer:
         return self.server.hub
 
     def _handle(self, method: str, forbid: bool = False) -> None:
-        ctx = _Ctx(method=method)
-        self._ctx = ctx
+        ctx = Exchange(
+            method=method,
+            url=self.path,
+            range_header=self.headers.get("Range"),
+            authorization=self.headers.get("Authorization"),
+            cookie=self.headers.get("Cookie", ""),
+        )
         body = self._read_body()
         if not self._round_trip():
             self.close_connection = True  # the hub is stopping: no answer at all
             return
         try:
             if forbid:
-                raise _Reply(405, None, "the local hub is read-only")
+                raise _Reply(405, None, "the mirror is read-only")
             self._route(ctx, body)
         except _Reply as r:
             self._send_error(ctx, r)
@@ -260,43 +236,19 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError, TimeoutError):
             self.close_connection = True
         except Exception as exc:  # a bug in the hub must still answer, not hang the client
-            log.exception("local hub: internal error on %s %s", method, self.path)
+            log.exception("mirror: internal error on %s %s", method, self.path)
             try:
-                self._send_error(ctx, _Reply(500, None, f"local hub internal error: {exc}"))
+                self._send_error(ctx, _Reply(500, None, f"mirror internal error: {exc}"))
             except OSError:
                 self.close_connection = True
         finally:
-            if ctx.record is None:
-                self._log_request(ctx)
-            elif ctx.record.faults != ctx.faults:
-                ctx.record.faults = ctx.faults
+            self.hub.hooks.response_ended(ctx)
 
     def _round_trip(self) -> bool:
         """Wait ``hub.latency`` seconds before answering, as a far server's reply arrives one
         round trip after the request; False when ``stop()`` cut the wait short."""
         latency = self.hub.latency
         return not (latency > 0 and self.hub.stopping.wait(latency))
-
-    def _log_request(self, ctx: _Ctx) -> RequestRecord:
-        auth = self.headers.get("Authorization")
-        if auth is None:
-            auth = _cookie(self.headers.get("Cookie", ""), "m_session_id")
-        ctx.record = RequestRecord(
-            method=ctx.method,
-            url=self.path,
-            protocol=ctx.protocol,
-            kind=ctx.kind,
-            repo=ctx.repo,
-            path=ctx.path,
-            revision=ctx.revision,
-            range=self.headers.get("Range"),
-            status=ctx.status,
-            bytes_sent=0,
-            faults=ctx.faults,
-            authorization=auth,
-        )
-        self.hub.stats.record(ctx.record)
-        return ctx.record
 
     def _read_body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
@@ -306,7 +258,7 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length else b""
 
     # -- routing -------------------------------------------------------------------------------
-    def _route(self, ctx: _Ctx, body: bytes) -> None:
+    def _route(self, ctx: Exchange, body: bytes) -> None:
         split = urlsplit(self.path)
         segs = [unquote(s) for s in split.path.split("/")[1:]]
         q = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
@@ -343,7 +295,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             raise _Reply(404, None, f"no such route: {m} {split.path}")
 
-    def _route_cdn(self, ctx: _Ctx, segs: list[str], q: dict[str, str]) -> None:
+    def _route_cdn(self, ctx: Exchange, segs: list[str], q: dict[str, str]) -> None:
         """The object store behind the LFS redirects: signed URLs, no hub credentials."""
         if len(segs) < 6 or segs[0] != "_cdn" or segs[1] not in proto.PROTOCOLS:
             raise _Reply(404, None, f"no such route: {ctx.method} {urlsplit(self.path).path}")
@@ -364,7 +316,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._serve_file(ctx, repo, commit, path, via_cdn=True)
 
     def _check_signature(
-        self, ctx: _Ctx, protocol: str, repo: str, commit: str, path: str, q: dict[str, str]
+        self, ctx: Exchange, protocol: str, repo: str, commit: str, path: str, q: dict[str, str]
     ) -> None:
         """A presigned URL: the signature must match and ``Expires`` must not have passed,
         else 403 with the object store's own words (what OSS and S3 answer)."""
@@ -383,7 +335,7 @@ class _Handler(BaseHTTPRequestHandler):
         if int(expires) < time.time():
             raise _Reply(403, "AccessDenied", "Request has expired.", storage=True)
 
-    def _route_hf_api(self, ctx: _Ctx, repo: str, rest: list[str], q: dict[str, str]) -> None:
+    def _route_hf_api(self, ctx: Exchange, repo: str, rest: list[str], q: dict[str, str]) -> None:
         ctx.protocol, ctx.kind = proto.HF, "api"
         if not rest:
             self._hf_info(ctx, repo, None, q)
@@ -394,7 +346,9 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             raise _Reply(404, None, f"no such route: {self.path}")
 
-    def _route_modelscope(self, ctx: _Ctx, repo: str, rest: list[str], q: dict[str, str]) -> None:
+    def _route_modelscope(
+        self, ctx: Exchange, repo: str, rest: list[str], q: dict[str, str]
+    ) -> None:
         ctx.protocol, ctx.kind = proto.MODELSCOPE, "api"
         if not rest:
             snap = self._snapshot(ctx, repo, None)
@@ -408,7 +362,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             raise _Reply(404, None, f"no such route: {self.path}")
 
-    def _route_modelers(self, ctx: _Ctx, repo: str, rest: list[str], q: dict[str, str]) -> None:
+    def _route_modelers(self, ctx: Exchange, repo: str, rest: list[str], q: dict[str, str]) -> None:
         ctx.protocol, ctx.kind = proto.MODELERS, "api"
         ref = rest[0] if len(rest) >= 3 and rest[1] == "media" else q.get("ref", "")
         if not self.hub.modelers_commit_refs and COMMIT_RE.match(ref):
@@ -427,7 +381,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise _Reply(404, None, f"no such route: {self.path}")
 
     # -- shared lookups ------------------------------------------------------------------------
-    def _check_access(self, ctx: _Ctx, repo: str) -> None:
+    def _check_access(self, ctx: Exchange, repo: str) -> None:
         required = self.hub.token_for(repo)
         if required is None:
             return
@@ -449,7 +403,7 @@ class _Handler(BaseHTTPRequestHandler):
                         401, "TokenExpired", "the token has expired: get a new one"
                     ) from None
         elif ctx.protocol == proto.MODELSCOPE:
-            sent = bearer or _cookie(self.headers.get("Cookie", ""), "m_session_id") or ""
+            sent = bearer or cookie_value(self.headers.get("Cookie", ""), "m_session_id") or ""
         else:
             sent = bearer
         if ctx.protocol == proto.HF and private:
@@ -467,7 +421,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise _Reply(403, "GatedRepo", f"{repo} is gated: the token sent has no access")
 
     def _snapshot(
-        self, ctx: _Ctx, repo: str, revision: str | None, *, signed: bool = False
+        self, ctx: Exchange, repo: str, revision: str | None, *, signed: bool = False
     ) -> Snapshot:
         ctx.repo, ctx.revision = repo, revision
         try:
@@ -476,7 +430,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise _Reply(404, "RepoNotFound", f"repository {repo!r} not found") from None
         if not signed:  # a signed CDN URL is its own authorisation
             self._check_access(ctx, repo)
-        self._status_fault(ctx)
+        self._refusal(ctx)
         try:
             return self.hub.store.snapshot(repo, revision)
         except RepoMissing:
@@ -486,35 +440,17 @@ class _Handler(BaseHTTPRequestHandler):
                 404, "RevisionNotFound", f"revision {revision} not found in {repo}"
             ) from None
 
-    def _request_info(self, ctx: _Ctx) -> RequestInfo:
-        return RequestInfo(
-            protocol=ctx.protocol or "",
-            target="file" if ctx.kind == "file" else "api",
-            repo=ctx.repo,
-            path=ctx.path,
-            has_range="Range" in self.headers,
-            method=ctx.method,
-        )
+    def _refusal(self, ctx: Exchange) -> None:
+        """Answer with a hook's refusal (a test fault) instead, when it has one."""
+        refusal = self.hub.hooks.refusal(ctx)
+        if refusal is not None:
+            raise _Reply(refusal.status, refusal.code, refusal.message, refusal.headers)
 
-    def _status_fault(self, ctx: _Ctx) -> None:
-        rules = self.hub.faults.take(self._request_info(ctx), {STATUS}, first=True)
-        if not rules:
-            return
-        rule = rules[0]
-        ctx.faults += (STATUS,)
-        headers = {}
-        if rule.retry_after is not None:
-            headers["Retry-After"] = f"{rule.retry_after:g}"
-        code = "RateLimited" if rule.status_code == 429 else None
-        raise _Reply(rule.status_code, code, f"injected fault: HTTP {rule.status_code}", headers)
-
-    def _listing(self, ctx: _Ctx, snap: Snapshot) -> list[proto.Entry]:
-        rules = self.hub.faults.take(self._request_info(ctx), LISTING_KINDS)
-        ctx.faults += tuple(r.kind for r in rules)
-        return proto.listing(snap, rules)
+    def _listing(self, ctx: Exchange, snap: Snapshot) -> list[proto.Entry]:
+        return self.hub.hooks.listing(ctx, proto.listing(snap))
 
     # -- HuggingFace ---------------------------------------------------------------------------
-    def _hf_info(self, ctx: _Ctx, repo: str, revision: str | None, q: dict[str, str]) -> None:
+    def _hf_info(self, ctx: Exchange, repo: str, revision: str | None, q: dict[str, str]) -> None:
         snap = self._snapshot(ctx, repo, revision)
         blobs = q.get("blobs", "").lower() in ("1", "true")
         info = proto.hf_model_info(snap, self._listing(ctx, snap), blobs=blobs)
@@ -523,7 +459,9 @@ class _Handler(BaseHTTPRequestHandler):
             info.update(private=private, gated=False if private else "manual")
         self._send_json(ctx, info)
 
-    def _hf_tree(self, ctx: _Ctx, repo: str, revision: str, folder: str, q: dict[str, str]) -> None:
+    def _hf_tree(
+        self, ctx: Exchange, repo: str, revision: str, folder: str, q: dict[str, str]
+    ) -> None:
         snap = self._snapshot(ctx, repo, revision)
         entries = self._listing(ctx, snap)
         if folder and folder not in snap.directories():
@@ -553,7 +491,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_json(ctx, [proto.hf_entry(e) for e in page], headers)
 
     # -- ModelScope ----------------------------------------------------------------------------
-    def _ms_revisions(self, ctx: _Ctx, repo: str) -> None:
+    def _ms_revisions(self, ctx: Exchange, repo: str) -> None:
         snap = self._snapshot(ctx, repo, None)
         _, tags = self.hub.store.revisions(repo)
         ts = int(snap.last_modified)
@@ -563,7 +501,7 @@ class _Handler(BaseHTTPRequestHandler):
             ctx, proto.ms_envelope({"RevisionMap": {"Branches": branches, "Tags": tag_list}})
         )
 
-    def _ms_files(self, ctx: _Ctx, repo: str, q: dict[str, str]) -> None:
+    def _ms_files(self, ctx: Exchange, repo: str, q: dict[str, str]) -> None:
         snap = self._snapshot(ctx, repo, q.get("Revision") or "master")
         entries = self._listing(ctx, snap)
         root = (q.get("Root") or "").strip("/")
@@ -574,7 +512,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_json(ctx, proto.ms_envelope({"Files": [proto.ms_file(e, snap) for e in chosen]}))
 
     # -- Modelers ------------------------------------------------------------------------------
-    def _modelers_tree(self, ctx: _Ctx, repo: str, q: dict[str, str]) -> None:
+    def _modelers_tree(self, ctx: Exchange, repo: str, q: dict[str, str]) -> None:
         snap = self._snapshot(ctx, repo, q.get("ref") or "main")
         entries = self._listing(ctx, snap)
         folder = (q.get("path") or "").strip("/")
@@ -586,7 +524,7 @@ class _Handler(BaseHTTPRequestHandler):
         }
         self._send_json(ctx, proto.modelers_envelope(data))
 
-    def _modelers_info(self, ctx: _Ctx, repo: str, q: dict[str, str]) -> None:
+    def _modelers_info(self, ctx: Exchange, repo: str, q: dict[str, str]) -> None:
         snap = self._snapshot(ctx, repo, q.get("ref") or "main")
         path = q.get("path") or ""
         by_path = {e.path: e for e in self._listing(ctx, snap)}
@@ -598,13 +536,13 @@ class _Handler(BaseHTTPRequestHandler):
         data["branch_last_commit"] = snap.commit
         self._send_json(ctx, proto.modelers_envelope(data))
 
-    def _modelers_model(self, ctx: _Ctx, repo: str, q: dict[str, str]) -> None:
+    def _modelers_model(self, ctx: Exchange, repo: str, q: dict[str, str]) -> None:
         snap = self._snapshot(ctx, repo, q.get("ref") or "main")
         info = proto.modelers_model_info(snap, private=self.hub.token_for(repo) is not None)
         self._send_json(ctx, proto.modelers_envelope(info))
 
     # -- OpenXLab ------------------------------------------------------------------------------
-    def _openxlab_urls(self, ctx: _Ctx, body: bytes) -> None:
+    def _openxlab_urls(self, ctx: Exchange, body: bytes) -> None:
         ctx.protocol, ctx.kind = proto.OPENXLAB, "api"
         try:
             req = json.loads(body or b"{}")
@@ -624,7 +562,7 @@ class _Handler(BaseHTTPRequestHandler):
         inner = {"modelNames": {}, "filePaths": files}
         self._send_json(ctx, proto.openxlab_envelope(proto.openxlab_envelope(inner)))
 
-    def _openxlab_sso(self, ctx: _Ctx, call: str, body: bytes) -> None:
+    def _openxlab_sso(self, ctx: Exchange, call: str, body: bytes) -> None:
         ctx.protocol, ctx.kind = proto.OPENXLAB, "sso"
         calls = {
             "auth": self.hub.sso.auth,
@@ -633,7 +571,7 @@ class _Handler(BaseHTTPRequestHandler):
         }
         if call not in calls:
             raise _Reply(404, None, f"no such route: POST {urlsplit(self.path).path}")
-        self._status_fault(ctx)
+        self._refusal(ctx)
         try:
             req = json.loads(body or b"{}")
             if not isinstance(req, dict):
@@ -653,14 +591,13 @@ class _Handler(BaseHTTPRequestHandler):
         """A presigned URL, as OpenXLab lists (an OSS object URL that expires): on the CDN
         origin when redirects are on, else on this one; either way it needs no token."""
         signed = self.hub.signed_query(proto.OPENXLAB, snap.repo_id, snap.commit, path)
+        where = f"{snap.repo_id}/{snap.commit}/{quote(path)}?{signed}"
         if self.hub.lfs_redirect:
-            return f"{self._cdn_base_url()}/_cdn/{proto.OPENXLAB}/{snap.repo_id}/{snap.commit}/{quote(path)}?{signed}"
-        return (
-            f"{self._base_url()}/openxlab/file/{snap.repo_id}/{snap.commit}/{quote(path)}?{signed}"
-        )
+            return f"{self._cdn_base_url()}/_cdn/{proto.OPENXLAB}/{where}"
+        return f"{self._base_url()}/openxlab/file/{where}"
 
     # -- Ollama (OCI registry) -------------------------------------------------------------------
-    def _route_ollama(self, ctx: _Ctx, rest: list[str]) -> None:
+    def _route_ollama(self, ctx: Exchange, rest: list[str]) -> None:
         """Ollama's registry protocol for the GGUF files held (``ollama_registry``)."""
         from .ollama_registry import ManifestUnknown
 
@@ -713,7 +650,7 @@ class _Handler(BaseHTTPRequestHandler):
     # -- bytes ---------------------------------------------------------------------------------
     def _serve_file(
         self,
-        ctx: _Ctx,
+        ctx: Exchange,
         repo: str,
         revision: str,
         path: str,
@@ -726,9 +663,9 @@ class _Handler(BaseHTTPRequestHandler):
         snap = self._snapshot(ctx, repo, revision, signed=via_cdn)
         entry = snap.files.get(path)
         if entry is None:
-            fake = self.hub.faults.malicious_entries(self._request_info(ctx)).get(path)
-            if fake is not None:
-                self._serve_fake(ctx, snap, fake)
+            extra = self.hub.hooks.extra_file(ctx, path)
+            if extra is not None:
+                self._serve_extra(ctx, snap, extra)
                 return
             try:
                 check_rel_path(path)
@@ -744,25 +681,21 @@ class _Handler(BaseHTTPRequestHandler):
             self._redirect_to_cdn(ctx, snap, entry)
             return
         size = entry.size
-        info = self._request_info(ctx)
-        ignore_range = self.hub.faults.take(info, {IGNORE_RANGE})
-        rng = None if ignore_range else self._parse_range(size)
+        rng = None if self.hub.hooks.whole_body(ctx) else self._parse_range(size)
         headers = {**self._file_headers(snap, entry), **(extra_headers or {})}
         if rng is None:
             start, length, status = 0, size, 200
         else:
             start, length, status = rng[0], rng[1] - rng[0] + 1, 206
             headers["Content-Range"] = f"bytes {rng[0]}-{rng[1]}/{size}"
-        rules = self.hub.faults.take(
-            replace(info, span=(start, start + length)), BODY_KINDS - {IGNORE_RANGE}
-        )
-        ctx.faults += tuple(r.kind for r in ignore_range + rules)
+        ctx.span = (start, start + length)
+        body_hook = self.hub.hooks.body(ctx)
         self._start(ctx, status, "application/octet-stream", length, headers)
         if ctx.method == "HEAD" or length == 0:
             return
-        self._stream_file(ctx, entry, start, length, rules)
+        self._stream_file(ctx, entry, start, length, body_hook)
 
-    def _redirect_to_cdn(self, ctx: _Ctx, snap: Snapshot, entry: FileEntry) -> None:
+    def _redirect_to_cdn(self, ctx: Exchange, snap: Snapshot, entry: FileEntry) -> None:
         """What the real hubs do for LFS files: 302 to a storage URL, metadata on the redirect."""
         headers = self._file_headers(snap, entry)
         assert ctx.protocol is not None
@@ -774,9 +707,8 @@ class _Handler(BaseHTTPRequestHandler):
         )
         self._start(ctx, 302, "text/plain; charset=utf-8", 0, headers)
 
-    def _serve_fake(self, ctx: _Ctx, snap: Snapshot, fake: ListingEntry) -> None:
-        data = (fake.target or "").encode() if fake.kind == "symlink" else fake.content
-        ctx.faults += ("malicious_listing",)
+    def _serve_extra(self, ctx: Exchange, snap: Snapshot, data: bytes) -> None:
+        """Bytes a hook serves for a path the repository does not hold."""
         self._start(ctx, 200, "application/octet-stream", len(data), {"X-Repo-Commit": snap.commit})
         if ctx.method != "HEAD":
             self._write(ctx, data)
@@ -828,7 +760,7 @@ class _Handler(BaseHTTPRequestHandler):
         return first, last
 
     def _stream_file(
-        self, ctx: _Ctx, entry: FileEntry, start: int, length: int, rules: list[Fault]
+        self, ctx: Exchange, entry: FileEntry, start: int, length: int, hook: BodyHook | None
     ) -> None:
         assert ctx.protocol is not None and ctx.repo is not None
         self._conn_limiter = self.hub.bandwidth.connection_limiter(self._conn_limiter)
@@ -838,42 +770,31 @@ class _Handler(BaseHTTPRequestHandler):
         limiters += self.hub.bandwidth.limiters(ctx.protocol)
         stopping = self.hub.stopping
         with entry.real_path.open("rb") as fh:
-            if not rules and not limiters:
+            if hook is None and not limiters:
                 self._sendfile(ctx, fh, start, length)
                 return
             fh.seek(start)
-            cut = min(
-                (r for r in rules if r.kind in (RESET, SHORT_BODY)),
-                key=lambda r: r.after,
-                default=None,
-            )
-            stalls = sorted((r for r in rules if r.kind == STALL), key=lambda r: r.after)
-            flips = {r.offset for r in rules if r.kind == FLIP_BYTE}
+            stops = list(hook.stops()) if hook is not None else []
             sent = 0
             while True:
-                while stalls and stalls[0].after <= sent:
-                    if stopping.wait(stalls.pop(0).seconds):  # stop() ends a stall early
-                        raise _Aborted("hub stopping")
-                if cut is not None and sent >= cut.after:
+                cut = hook.at(sent, stopping) if hook is not None else None
+                if stopping.is_set():  # stop() also ends a hook's wait early
+                    raise _Aborted("hub stopping")
+                if cut is not None:
                     self._cut(cut)
                 if sent >= length:
                     return
                 n = min(CHUNK, length - sent)
                 if limiters:
                     n = min(n, max(4096, int(min(lim.rate for lim in limiters) / 50)))
-                for boundary in [s.after for s in stalls] + ([cut.after] if cut else []):
+                for boundary in stops:
                     if boundary > sent:
                         n = min(n, boundary - sent)
                 data = fh.read(n)
                 if len(data) != n:
                     raise _Aborted("file shrank while being served")
-                pos = start + sent
-                hit = [o - pos for o in flips if pos <= o < pos + n]
-                if hit:
-                    buf = bytearray(data)
-                    for i in hit:
-                        buf[i] ^= 0xFF
-                    data = bytes(buf)
+                if hook is not None:
+                    data = hook.edit(start + sent, data)
                 for lim in limiters:
                     lim.consume(n, stopping)
                 if stopping.is_set():
@@ -881,7 +802,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._write(ctx, data)
                 sent += n
 
-    def _sendfile(self, ctx: _Ctx, fh: Any, start: int, length: int) -> None:
+    def _sendfile(self, ctx: Exchange, fh: Any, start: int, length: int) -> None:
         sent = 0
         while sent < length:
             n = min(SENDFILE_SLICE, length - sent)
@@ -892,10 +813,10 @@ class _Handler(BaseHTTPRequestHandler):
                 raise _Aborted("sendfile stopped early")
             sent += done
 
-    def _cut(self, rule: Fault) -> None:
-        """End the response early: RST for ``reset``, a clean close for ``short_body``."""
+    def _cut(self, how: str) -> None:
+        """End the response early: RST for ``CUT_RESET``, a clean close for ``CUT_CLOSE``."""
         self.close_connection = True
-        if rule.kind == RESET:
+        if how == CUT_RESET:
             time.sleep(RESET_GRACE_S)
             try:
                 self.connection.setsockopt(
@@ -905,7 +826,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.connection.close()  # with linger 0 the kernel sends RST
             except OSError:
                 pass
-        raise _Aborted(rule.kind)
+        raise _Aborted(how)
 
     # -- writing -------------------------------------------------------------------------------
     def _base_url(self) -> str:
@@ -920,10 +841,10 @@ class _Handler(BaseHTTPRequestHandler):
         return f"{self.hub.scheme}://{f'[{host}]' if ':' in host else host}:{self.hub.cdn_port}"
 
     def _start(
-        self, ctx: _Ctx, status: int, ctype: str, length: int, headers: Mapping[str, str]
+        self, ctx: Exchange, status: int, ctype: str, length: int, headers: Mapping[str, str]
     ) -> None:
         ctx.status = status
-        self._log_request(ctx)
+        self.hub.hooks.response_started(ctx)
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(length))
@@ -931,46 +852,33 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.end_headers()
 
-    def _write(self, ctx: _Ctx, data: bytes) -> None:
+    def _write(self, ctx: Exchange, data: bytes) -> None:
         self._count(ctx, len(data))
         self.wfile.write(data)
 
-    def _count(self, ctx: _Ctx, n: int) -> None:
-        assert ctx.record is not None
-        ctx.record.bytes_sent += n
-        if ctx.kind == "file" and ctx.protocol and ctx.repo and ctx.path is not None:
-            self.hub.stats.add_bytes(ctx.protocol, ctx.repo, ctx.path, n)
+    def _count(self, ctx: Exchange, n: int) -> None:
+        self.hub.hooks.wrote(ctx, n, file_bytes=ctx.kind == "file")
 
     def _send_json(
-        self, ctx: _Ctx, obj: Any, headers: Mapping[str, str] | None = None, status: int = 200
+        self, ctx: Exchange, obj: Any, headers: Mapping[str, str] | None = None, status: int = 200
     ) -> None:
         data = json.dumps(obj, ensure_ascii=False).encode()
         self._start(ctx, status, "application/json; charset=utf-8", len(data), headers or {})
         if ctx.method != "HEAD":
-            assert ctx.record is not None
-            ctx.record.bytes_sent += len(data)
+            self.hub.hooks.wrote(ctx, len(data), file_bytes=False)
             self.wfile.write(data)
 
-    def _send_error(self, ctx: _Ctx, r: _Reply) -> None:
+    def _send_error(self, ctx: Exchange, r: _Reply) -> None:
         if r.storage:
             data = proto.storage_error(r.code or "Error", r.message)
             self._start(ctx, r.status, "application/xml", len(data), r.headers)
             if ctx.method != "HEAD":
-                assert ctx.record is not None
-                ctx.record.bytes_sent += len(data)
+                self.hub.hooks.wrote(ctx, len(data), file_bytes=False)
                 self.wfile.write(data)
             return
         body, headers = proto.error_body(ctx.protocol or proto.HF, r.status, r.code, r.message)
         headers.update(r.headers)
         self._send_json(ctx, body, headers, status=r.status)
-
-
-def _cookie(header: str, name: str) -> str | None:
-    for part in header.split(";"):
-        k, _, v = part.strip().partition("=")
-        if k == name:
-            return v
-    return None
 
 
 def tls_context(cert_file: Path | str, key_file: Path | str | None = None) -> ssl.SSLContext:
@@ -985,11 +893,10 @@ def tls_context(cert_file: Path | str, key_file: Path | str | None = None) -> ss
 
 
 # -- the public object ---------------------------------------------------------------------------
-class LocalHub:
-    """A local multi-protocol hub over ``root``: one directory, several (first wins), or a
-    prepared ``RepoStore``.
+class MirrorServer:
+    """A multi-protocol hub over ``root``: one directory, several (first wins), or a prepared
+    ``RepoStore``.
 
-    ``faults``: initial ``Fault`` rules (change later through ``.faults``).
     ``bandwidth``: global limit in bytes/s; ``bandwidth_per_protocol``: {"hf": B/s, ...};
     ``conn_bandwidth``: bytes/s for each TCP connection, as a CDN caps each one (change later
     with ``.bandwidth.set(total, per_protocol, conn)``, which replaces all three, or
@@ -1013,6 +920,8 @@ class LocalHub:
     system, params and licence layers of the Ollama manifests (None: from the GGUF header).
     ``modelers_commit_refs=False``: the Modelers routes refuse commit ids as refs (404
     ``ref_not_exist``), like a hub that serves branches and tags only.
+    ``hooks``: calls at fixed points of every request (``hooks.MirrorHooks``); the tests plug
+    fault injection and statistics in here. None: no hooks, as ``serve-mirror`` runs.
     """
 
     def __init__(
@@ -1021,7 +930,6 @@ class LocalHub:
         host: str = "127.0.0.1",
         port: int = 0,
         *,
-        faults: Sequence[Fault] | None = None,
         bandwidth: float | None = None,
         bandwidth_per_protocol: Mapping[str, float] | None = None,
         conn_bandwidth: float | None = None,
@@ -1034,6 +942,7 @@ class LocalHub:
         url_ttl: float = 3600.0,
         modelers_commit_refs: bool = True,
         ollama_profiles: Any = None,
+        hooks: MirrorHooks | None = None,
     ) -> None:
         self.store = root if isinstance(root, RepoStore) else RepoStore(root)
         self.ollama_profiles = ollama_profiles
@@ -1046,11 +955,10 @@ class LocalHub:
             self.sso.add_key(ak, sk)
         self.host = host
         self._port = port
-        self.faults = FaultSet(list(faults or ()))
+        self.hooks = hooks if hooks is not None else MirrorHooks()
         self.bandwidth = Bandwidth(bandwidth, bandwidth_per_protocol, conn_bandwidth)
         self._latency = 0.0
         self.latency = latency
-        self.stats = HubStats()
         self.page_size = page_size
         self.lfs_redirect = lfs_redirect
         self._tokens: dict[str, str] = dict(tokens or {})
@@ -1065,7 +973,8 @@ class LocalHub:
 
     @property
     def ollama(self) -> Any:
-        """The Ollama registry view of the store (``ollama_registry.OllamaRegistry``), made on first use."""
+        """The Ollama registry view of the store (``ollama_registry.OllamaRegistry``), made on
+        first use."""
         if self._ollama is None:
             from .ollama_registry import OllamaRegistry
 
@@ -1073,13 +982,13 @@ class LocalHub:
         return self._ollama
 
     # -- lifecycle -----------------------------------------------------------------------------
-    def start(self) -> LocalHub:
+    def start(self) -> Self:
         if self._server is not None:
             return self
         self.stopping.clear()
-        self._server, self._thread = self._serve((self.host, self._port), "local-hub", cdn=False)
+        self._server, self._thread = self._serve((self.host, self._port), "mirror", cdn=False)
         self._port = self._server.server_address[1]
-        self._cdn_server, self._cdn_thread = self._serve((self.host, 0), "local-hub-cdn", cdn=True)
+        self._cdn_server, self._cdn_thread = self._serve((self.host, 0), "mirror-cdn", cdn=True)
         return self
 
     def _serve(
@@ -1117,7 +1026,7 @@ class LocalHub:
         finally:
             self.stop()
 
-    def __enter__(self) -> LocalHub:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -1175,7 +1084,8 @@ class LocalHub:
     def signed_query(self, protocol: str, repo_id: str, commit: str, path: str) -> str:
         """``Expires=...&Signature=...`` for a URL valid for ``url_ttl`` seconds from now."""
         expires = math.ceil(time.time() + self.url_ttl)  # whole seconds, never less than url_ttl
-        return f"Expires={expires}&Signature={self.url_signature(protocol, repo_id, commit, path, expires)}"
+        signature = self.url_signature(protocol, repo_id, commit, path, expires)
+        return f"Expires={expires}&Signature={signature}"
 
     def endpoint(self, source: str) -> str:
         """The endpoint URL for a source key (every hub is served at the root URL)."""
@@ -1247,13 +1157,4 @@ class LocalHub:
         raise ValueError(f"unknown protocol {protocol!r}; valid: {proto.PROTOCOLS}")
 
 
-__all__ = [
-    "tls_context",
-    "Bandwidth",
-    "Fault",
-    "HubStats",
-    "LocalHub",
-    "RateLimiter",
-    "RequestRecord",
-    "is_loopback_host",
-]
+__all__ = ["MirrorServer", "tls_context"]

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import OllamaCreateError, UsageError
-from .modelfile import OllamaProfile, modelfile_text, profile_for
+from .modelfile import OllamaProfile, header_profile, modelfile_text, profile_for
 
 
 @dataclass(frozen=True)
@@ -80,18 +80,18 @@ def prepare(
     if path.suffix == ".gguf" or path.is_file():
         if not path.is_file():
             raise UsageError(f"{path}: no such GGUF file.")
-        from ..testing.gguf_header import GGUFHeaderError, read_header
-        from ..testing.ollama_registry import header_profile
+        from .gguf_header import GGUFHeaderError, read_header
 
         try:
             header = read_header(path)
         except (GGUFHeaderError, OSError) as exc:
             raise UsageError(f"{path} is not a readable GGUF file ({exc}).") from None
-        profile = header_profile(path.name, header)
+        profile = header_profile(header)
         if profile is None:
             raise UsageError(
-                f"{path} carries no ChatML chat template; model-zoo writes Modelfiles for InternLM's "
-                "ChatML models. Name the registry model instead (model-zoo ollama NAME:LEVEL)."
+                f"{path} carries no ChatML chat template; model-zoo writes Modelfiles for "
+                "InternLM's ChatML models. Name the registry model instead "
+                "(model-zoo ollama NAME:LEVEL)."
             )
         level = level_of(path.name)
         base = path.name[: -len(".gguf")]

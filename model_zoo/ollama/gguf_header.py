@@ -1,4 +1,5 @@
-"""A GGUF header reader in the standard library, for the mirror's Ollama manifests.
+"""A GGUF header reader in the standard library, for the mirror's Ollama manifests and
+``model-zoo ollama FILE.gguf``.
 
 ``serve-mirror`` runs in the core install (no numpy, no ``gguf`` package) but its Ollama
 manifests want a few facts from each GGUF file: the architecture, the file type, the chat
@@ -29,7 +30,8 @@ _SCALARS = {
     12: "<d",
 }
 _STRING, _ARRAY = 8, 9
-# llama.cpp's LlamaFileType numbers -> names (general.file_type), as ``gguf.LlamaFileType`` has them.
+# llama.cpp's LlamaFileType numbers -> names (general.file_type), as ``gguf.LlamaFileType``
+# has them.
 FILE_TYPES = {
     0: "F32",
     1: "F16",

@@ -24,11 +24,17 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
 
-CHATML_TEMPLATE = "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}<|im_start|>assistant\n"
+if TYPE_CHECKING:  # pragma: no cover
+    from .gguf_header import GGUFHeader
+
+CHATML_TEMPLATE = (
+    "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n"
+    "{{ end }}<|im_start|>assistant\n"
+)
 CHATML_STOPS = ("<|im_start|>", "<|im_end|>")
 
 MEDIA_TYPES = {
@@ -106,6 +112,26 @@ def profile_for(
         parameters=parameters_from(defaults),
         license=license,
     )
+
+
+def header_profile(header: GGUFHeader) -> OllamaProfile | None:
+    """The profile a GGUF file's own header implies: the ChatML template and stops when its
+    chat template is ChatML, InternLM's default system prompt when it is an InternLM file;
+    None when its chat template is not ChatML."""
+    from ..runner.chat import DEFAULT_SYSTEM_PROMPT
+
+    arch = header.architecture or ""
+    name = str(header.values.get("general.name") or "").lower().replace("_", "").replace("-", "")
+    internlm = arch == "internlm2" or "internlm" in name
+    try:
+        return profile_for(
+            None,
+            chat_template=header.values.get("tokenizer.chat_template"),
+            system=DEFAULT_SYSTEM_PROMPT if internlm else None,
+            license=header.values.get("general.license"),
+        )
+    except UsageError:
+        return None
 
 
 def params_blob(profile: OllamaProfile) -> bytes:

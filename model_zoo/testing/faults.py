@@ -1,4 +1,7 @@
-"""Fault injection rules for the local hub: the failures real hubs and mirrors produce.
+"""Fault injection for the test hub: the failures real hubs and mirrors produce.
+
+Rules (``Fault``) are applied through the mirror server's hook points (``FaultHooks``, see
+``model_zoo.mirror.hooks``), so the production mirror carries none of this.
 
 A ``Fault`` says *what* goes wrong and *which* requests it hits (protocol, repository, file glob,
 whether the request is for file bytes or for an API listing) and *how often* (skip the first
@@ -34,9 +37,15 @@ listing requests and default to ``times=None`` (every listing), the others to ``
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
+
+from ..mirror.hooks import CUT_CLOSE, CUT_RESET, Exchange, MirrorHooks, Refusal
+from ..mirror.protocols import Entry
+from ..mirror.repo_store import git_blob_oid, lfs_pointer
 
 STATUS = "status"
 RESET = "reset"
@@ -91,7 +100,7 @@ DEFAULT_MALICIOUS_ENTRIES: tuple[ListingEntry, ...] = (
 class RequestInfo:
     """What a fault rule can match on."""
 
-    protocol: str  # hf | modelscope | modelers | openxlab
+    protocol: str  # hf | modelscope | modelers | openxlab | ollama
     target: str  # "file" (bytes) or "api" (metadata, listings)
     repo: str | None
     path: str | None  # file path inside the repository, for file requests
@@ -268,3 +277,123 @@ class FaultSet:
                 if rule.kind == MALICIOUS_LISTING and not rule.exhausted and rule.matches(req):
                     out.update((e.path, e) for e in rule.entries)
         return out
+
+
+def wrong_sha256(real: str) -> str:
+    """The sha256 a ``wrong_sha256`` listing advertises in place of ``real``."""
+    return hashlib.sha256(b"model-zoo local hub: wrong sha256 for " + real.encode()).hexdigest()
+
+
+def _request_info(ex: Exchange) -> RequestInfo:
+    return RequestInfo(
+        protocol=ex.protocol or "",
+        target="file" if ex.kind == "file" else "api",
+        repo=ex.repo,
+        path=ex.path,
+        has_range=ex.range_header is not None,
+        method=ex.method,
+        span=ex.span,
+    )
+
+
+def _damage_listing(entries: list[Entry], rules: list[Fault]) -> list[Entry]:
+    """``entries`` with the listing faults applied: wrong hashes, then extra entries at the end."""
+    wrong = [r for r in rules if r.kind == WRONG_SHA256]
+    out = []
+    for e in entries:
+        if e.type == "file" and any(rule.covers_file(e.path) for rule in wrong):
+            bad = wrong_sha256(e.sha256)
+            oid = (
+                git_blob_oid(lfs_pointer(bad, e.size))
+                if e.lfs
+                else hashlib.sha1(b"wrong" + e.git_oid.encode()).hexdigest()
+            )
+            e = replace(e, sha256=bad, git_oid=oid)
+        out.append(e)
+    for rule in rules:
+        if rule.kind == MALICIOUS_LISTING:
+            for m in rule.entries:
+                data = (m.target or "").encode() if m.kind == "symlink" else m.content
+                out.append(
+                    Entry(
+                        path=m.path,
+                        type="symlink" if m.kind == "symlink" else "file",
+                        size=len(data),
+                        sha256=hashlib.sha256(data).hexdigest(),
+                        git_oid=git_blob_oid(data),
+                        target=m.target,
+                        injected=True,
+                    )
+                )
+    return out
+
+
+class _DamagedBody:
+    """One body under its faults: stalls and a cut at byte positions, flipped bytes."""
+
+    def __init__(self, rules: list[Fault]) -> None:
+        self.cut = min(
+            (r for r in rules if r.kind in (RESET, SHORT_BODY)), key=lambda r: r.after, default=None
+        )
+        self.stalls = sorted((r for r in rules if r.kind == STALL), key=lambda r: r.after)
+        self.flips = {r.offset for r in rules if r.kind == FLIP_BYTE}
+
+    def stops(self) -> Sequence[int]:
+        return [s.after for s in self.stalls] + ([self.cut.after] if self.cut else [])
+
+    def at(self, sent: int, stopping: threading.Event) -> str | None:
+        while self.stalls and self.stalls[0].after <= sent:
+            if stopping.wait(self.stalls.pop(0).seconds):  # stop() ends a stall early
+                return None
+        if self.cut is not None and sent >= self.cut.after:
+            return CUT_RESET if self.cut.kind == RESET else CUT_CLOSE
+        return None
+
+    def edit(self, offset: int, data: bytes) -> bytes:
+        hit = [o - offset for o in self.flips if offset <= o < offset + len(data)]
+        if not hit:
+            return data
+        buf = bytearray(data)
+        for i in hit:
+            buf[i] ^= 0xFF
+        return bytes(buf)
+
+
+class FaultHooks(MirrorHooks):
+    """Applies the rules of a ``FaultSet`` at the mirror server's hook points; each response
+    notes the kinds of the rules that changed it (``RequestRecord.faults``)."""
+
+    def __init__(self, faults: FaultSet) -> None:
+        self.faults = faults
+
+    def refusal(self, ex: Exchange) -> Refusal | None:
+        rules = self.faults.take(_request_info(ex), {STATUS}, first=True)
+        if not rules:
+            return None
+        rule = rules[0]
+        ex.notes += (STATUS,)
+        headers = {} if rule.retry_after is None else {"Retry-After": f"{rule.retry_after:g}"}
+        code = "RateLimited" if rule.status_code == 429 else None
+        return Refusal(rule.status_code, code, f"injected fault: HTTP {rule.status_code}", headers)
+
+    def listing(self, ex: Exchange, entries: list[Entry]) -> list[Entry]:
+        rules = self.faults.take(_request_info(ex), LISTING_KINDS)
+        ex.notes += tuple(r.kind for r in rules)
+        return _damage_listing(entries, rules) if rules else entries
+
+    def extra_file(self, ex: Exchange, path: str) -> bytes | None:
+        fake = self.faults.malicious_entries(_request_info(ex)).get(path)
+        if fake is None:
+            return None
+        ex.notes += (MALICIOUS_LISTING,)
+        return (fake.target or "").encode() if fake.kind == "symlink" else fake.content
+
+    def whole_body(self, ex: Exchange) -> bool:
+        taken = self.faults.take(_request_info(ex), {IGNORE_RANGE})
+        ex.notes += tuple(r.kind for r in taken)
+        return bool(taken)
+
+    def body(self, ex: Exchange) -> _DamagedBody | None:
+        rules = self.faults.take(_request_info(ex), BODY_KINDS - {IGNORE_RANGE})
+        ex.notes += tuple(r.kind for r in rules)
+        return _DamagedBody(rules) if rules else None

@@ -1,21 +1,18 @@
-"""What the local hub did, and how fast it may do it: request log, byte counters, rate limits.
+"""What the test hub did: a request log and body bytes per file, for tests and benchmarks.
 
-Separate from the HTTP machinery so tests and benchmarks can read these types on their own.
+Plugged into the mirror server as hooks (``StatsHooks``, see ``model_zoo.mirror.hooks``), so the
+production mirror keeps no log; ``LocalHub.stats`` is the ``HubStats`` the hooks fill.
 """
 
 from __future__ import annotations
 
-import math
 import threading
-import time
 from collections import defaultdict
-from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .hub_protocols import PROTOCOLS
+from ..mirror.hooks import Exchange, MirrorHooks
 
 
-# -- counters ------------------------------------------------------------------------------------
 @dataclass
 class RequestRecord:
     """One request as the server saw it.
@@ -26,7 +23,7 @@ class RequestRecord:
 
     method: str
     url: str  # path and query as received
-    protocol: str | None  # hf | modelscope | modelers | openxlab; None for unknown routes
+    protocol: str | None  # hf | modelscope | modelers | openxlab | ollama; None: unknown route
     kind: str  # "file" (bytes), "api" (metadata/listing) or "other"
     repo: str | None
     path: str | None  # file path inside the repository (file requests)
@@ -101,103 +98,44 @@ class HubStats:
         ]
 
 
-# -- bandwidth -----------------------------------------------------------------------------------
-class RateLimiter:
-    """A shared byte budget: callers reserve time slots so the aggregate stays at ``rate`` B/s."""
+class StatsHooks(MirrorHooks):
+    """Fills a ``HubStats``: one ``RequestRecord`` per request, logged as its headers go out (or
+    at the end for a request never answered), and its body bytes counted before each write."""
 
-    def __init__(self, rate: float) -> None:
-        if not rate > 0 or math.isinf(rate):
-            raise ValueError("rate must be a finite number > 0 bytes/s")
-        self.rate = float(rate)
-        self._next = time.monotonic()
-        self._lock = threading.Lock()
+    def __init__(self, stats: HubStats) -> None:
+        self.stats = stats
 
-    def consume(self, n: int, stop: threading.Event | None = None) -> None:
-        """Wait until ``n`` more bytes fit the budget. ``stop``, when set, ends the wait at once
-        (the server is shutting down: a slow body must not hold ``LocalHub.stop()``)."""
-        with self._lock:
-            now = time.monotonic()
-            start = max(self._next, now - 0.05)  # allow a 50 ms burst after idle time
-            self._next = start + n / self.rate
-            wait = self._next - now
-        if wait > 0:
-            if stop is None:
-                time.sleep(wait)
-            else:
-                stop.wait(wait)
+    def _record(self, ex: Exchange) -> RequestRecord:
+        rec = RequestRecord(
+            method=ex.method,
+            url=ex.url,
+            protocol=ex.protocol,
+            kind=ex.kind,
+            repo=ex.repo,
+            path=ex.path,
+            revision=ex.revision,
+            range=ex.range_header,
+            status=ex.status,
+            bytes_sent=0,
+            faults=ex.notes,
+            authorization=ex.credential,
+        )
+        ex.state["record"] = rec
+        self.stats.record(rec)
+        return rec
 
+    def response_started(self, ex: Exchange) -> None:
+        self._record(ex)
 
-class Bandwidth:
-    """Rate limits, changeable at runtime (None = unlimited): the total over every connection,
-    one per protocol, and one per TCP connection (``conn``), as a far CDN caps each connection.
+    def wrote(self, ex: Exchange, n: int, *, file_bytes: bool) -> None:
+        rec = ex.state.get("record") or self._record(ex)
+        rec.bytes_sent += n
+        if file_bytes and ex.protocol and ex.repo and ex.path is not None:
+            self.stats.add_bytes(ex.protocol, ex.repo, ex.path, n)
 
-    ``set()`` replaces all three; assign ``.conn`` to change only the per-connection cap.
-    """
-
-    def __init__(
-        self,
-        total: float | None = None,
-        per_protocol: Mapping[str, float] | None = None,
-        conn: float | None = None,
-    ) -> None:
-        self._lock = threading.Lock()
-        self._total: RateLimiter | None = None
-        self._per: dict[str, RateLimiter] = {}
-        self._conn: float | None = None
-        self.set(total, per_protocol, conn)
-
-    def set(
-        self,
-        total: float | None = None,
-        per_protocol: Mapping[str, float] | None = None,
-        conn: float | None = None,
-    ) -> None:
-        unknown = set(per_protocol or ()) - set(PROTOCOLS)
-        if unknown:
-            raise ValueError(f"unknown protocol(s) {sorted(unknown)}; valid: {PROTOCOLS}")
-        _check_rate("conn", conn)
-        with self._lock:
-            self._total = RateLimiter(total) if total else None
-            self._per = {p: RateLimiter(r) for p, r in (per_protocol or {}).items() if r}
-            self._conn = float(conn) if conn else None
-
-    @property
-    def conn(self) -> float | None:
-        """Bytes/s each TCP connection may send (None: no per-connection cap)."""
-        with self._lock:
-            return self._conn
-
-    @conn.setter
-    def conn(self, rate: float | None) -> None:
-        _check_rate("conn", rate)
-        with self._lock:
-            self._conn = float(rate) if rate else None
-
-    @property
-    def total(self) -> float | None:
-        """Bytes/s over every connection together (None: no total cap)."""
-        with self._lock:
-            return self._total.rate if self._total else None
-
-    def limiters(self, protocol: str) -> list[RateLimiter]:
-        """The shared limiters a body of ``protocol`` must pass (total, then the protocol's)."""
-        with self._lock:
-            out = [self._total] if self._total else []
-            if protocol in self._per:
-                out.append(self._per[protocol])
-            return out
-
-    def connection_limiter(self, current: RateLimiter | None) -> RateLimiter | None:
-        """The limiter one connection uses now: its ``current`` one while the cap is unchanged
-        (so keep-alive requests share it), a fresh one after the cap changed, None uncapped."""
-        rate = self.conn
-        if rate is None:
-            return None
-        if current is not None and current.rate == rate:
-            return current
-        return RateLimiter(rate)
-
-
-def _check_rate(name: str, rate: float | None) -> None:
-    if rate is not None and rate != 0 and (not rate > 0 or math.isinf(rate)):
-        raise ValueError(f"{name} must be a finite rate > 0 bytes/s, or None for no limit")
+    def response_ended(self, ex: Exchange) -> None:
+        rec = ex.state.get("record")
+        if rec is None:
+            self._record(ex)
+        elif rec.faults != ex.notes:
+            rec.faults = ex.notes
