@@ -26,7 +26,21 @@ _EXPORTS: dict[str, str] = {
     "load_reward": "model_zoo.reward.api",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+# spelled out, so linters and type checkers read it; a test keeps it equal to _EXPORTS
+__all__ = [
+    "__version__",
+    "list_models",
+    "get",
+    "select",
+    "search",
+    "ModelInfo",
+    "load_registry",
+    "load_settings",
+    "pull",
+    "verify",
+    "load",
+    "load_reward",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -43,6 +57,10 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .download.pull import pull
     from .registry.api import ModelInfo, get, list_models, search, select
     from .registry.loader import load_registry
+    from .reward.api import load_reward
+    from .runner.api import load
     from .settings import load_settings
+    from .store.verify import verify

@@ -116,7 +116,7 @@ def _check_types(data: dict, path: Path) -> None:
             )
 
 
-def parse_sources(value: str | list[str], *, setting: str) -> tuple[str, ...]:
+def _parse_sources(value: str | list[str], *, setting: str) -> tuple[str, ...]:
     items = value.split(",") if isinstance(value, str) else list(value)
     out = tuple(s.strip().lower() for s in items if s and s.strip())
     bad = [s for s in out if s not in SOURCE_KEYS]
@@ -145,9 +145,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     home = Path(env.get("MODEL_ZOO_HOME") or data.get("home") or default_home).expanduser()
 
     if env.get("MODEL_ZOO_SOURCES"):
-        sources = parse_sources(env["MODEL_ZOO_SOURCES"], setting="MODEL_ZOO_SOURCES")
+        sources = _parse_sources(env["MODEL_ZOO_SOURCES"], setting="MODEL_ZOO_SOURCES")
     elif "sources" in data:
-        sources = parse_sources(data["sources"], setting=f"{config_path}: sources")
+        sources = _parse_sources(data["sources"], setting=f"{config_path}: sources")
     else:
         sources = DEFAULT_SOURCE_ORDER
 
@@ -192,3 +192,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         config_path=config_path if config_path.is_file() else None,
         openxlab_key=openxlab_key,
     )
+
+
+__all__ = [
+    "DEFAULT_SOURCE_ORDER",
+    "Settings",
+    "default_config_path",
+    "load_settings",
+]

@@ -37,7 +37,7 @@ from typing import Any
 
 from ..errors import ExportTargetError, IncompatibleCheckpointError, TokenizerExportError
 
-EXPORT_FORMAT = 1
+_EXPORT_FORMAT = 1
 EXPORT_RECORD = ".model-zoo/export.json"
 # Files model-zoo writes itself, or never hands to an engine.
 _REWRITTEN = {
@@ -81,7 +81,7 @@ class ExportResult:
         }
 
 
-def default_export_dir(source: Path, engine: str = "vllm") -> Path:
+def _default_export_dir(source: Path, engine: str = "vllm") -> Path:
     """``$MODEL_ZOO_HOME/exports/<engine>/<checkpoint dir name>-<hash of its path>``."""
     from ..settings import load_settings
 
@@ -122,7 +122,7 @@ def _is_dynamic(scaling: Any) -> bool:
     )
 
 
-def export_config(raw: dict[str, Any], spec: Any) -> dict[str, Any]:
+def _export_config(raw: dict[str, Any], spec: Any) -> dict[str, Any]:
     """``config.json`` for vLLM: no ``auto_map``, the canonical model type, no dynamic rope scaling.
 
     InternLM's dynamic NTK scaling changes nothing up to ``max_position_embeddings`` (it is the
@@ -140,7 +140,7 @@ def export_config(raw: dict[str, Any], spec: Any) -> dict[str, Any]:
     return config
 
 
-def generation_config(spec: Any, profile: Any, raw: dict[str, Any]) -> dict[str, Any]:
+def _generation_config(spec: Any, profile: Any, raw: dict[str, Any]) -> dict[str, Any]:
     """Recommended sampling and every stop token, the way vLLM reads request defaults."""
     gen = profile.generation
     out: dict[str, Any] = {
@@ -159,7 +159,7 @@ def generation_config(spec: Any, profile: Any, raw: dict[str, Any]) -> dict[str,
     return out
 
 
-def chat_template_with_default_system(template: str, default_system: str | None) -> str:
+def _chat_template_with_default_system(template: str, default_system: str | None) -> str:
     """``template`` with the model's default system prompt put in front when there is none.
 
     ``runner.chat`` sends the default system prompt unless the conversation starts with its own
@@ -176,7 +176,7 @@ def chat_template_with_default_system(template: str, default_system: str | None)
     return prefix + template
 
 
-def reward_chat_template(tok: Any, document: dict[str, Any], template: str, reward_id: int) -> str:
+def _reward_chat_template(tok: Any, document: dict[str, Any], template: str, reward_id: int) -> str:
     """The reward model's template with the reward token written after the conversation.
 
     Engines render chat-style pooling requests (``/pooling`` with ``messages``) with the template
@@ -204,7 +204,7 @@ def reward_chat_template(tok: Any, document: dict[str, Any], template: str, rewa
     return with_token
 
 
-def tokenizer_config(tok: Any, template: str, max_length: int) -> dict[str, Any]:
+def _tokenizer_config(tok: Any, template: str, max_length: int) -> dict[str, Any]:
     """``tokenizer_config.json`` for transformers' fast tokenizer: no ``auto_map``, no class of
     the hub."""
 
@@ -261,7 +261,7 @@ def export_vllm(
             "(vLLM dropped it in 0.23)",
             hint="Run it with model-zoo's own runner: model-zoo run NAME.",
         )
-    target = Path(out).expanduser().resolve() if out is not None else default_export_dir(source)
+    target = Path(out).expanduser().resolve() if out is not None else _default_export_dir(source)
     if target == source or source in target.parents:
         raise ExportTargetError(str(target), "is inside the checkpoint it would export")
     fingerprint = _source_fingerprint(source)
@@ -311,9 +311,9 @@ def export_vllm(
         from .tokenizer_json import post_processor
 
         document["post_processor"] = post_processor(tok, reward_token_id=reward_id)
-        template = reward_chat_template(tok, document, template, reward_id)
+        template = _reward_chat_template(tok, document, template, reward_id)
     else:
-        template = chat_template_with_default_system(template, profile.default_system)
+        template = _chat_template_with_default_system(template, profile.default_system)
 
     staging = target.parent / f".{target.name}.partial-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
@@ -335,14 +335,14 @@ def export_vllm(
                 linked += 1
             else:
                 copied += 1
-        _write_json(staging / "config.json", export_config(raw, spec))
+        _write_json(staging / "config.json", _export_config(raw, spec))
         _write_json(staging / "tokenizer.json", document)
         _write_json(
             staging / "tokenizer_config.json",
-            tokenizer_config(tok, template, spec.max_position_embeddings),
+            _tokenizer_config(tok, template, spec.max_position_embeddings),
         )
         if not spec.is_reward:
-            _write_json(staging / "generation_config.json", generation_config(spec, profile, raw))
+            _write_json(staging / "generation_config.json", _generation_config(spec, profile, raw))
         if _is_dynamic(raw.get("rope_scaling")):
             notes.append(
                 f"dynamic NTK rope scaling left out: vLLM serves up to max_position_embeddings "
@@ -355,7 +355,7 @@ def export_vllm(
             )
         name = resolved.info.name if resolved.info else None
         record = {
-            "format": EXPORT_FORMAT,
+            "format": _EXPORT_FORMAT,
             "engine": "vllm",
             "source": str(source),
             "fingerprint": fingerprint,
@@ -400,3 +400,10 @@ def _read_record(path: Path) -> dict[str, Any] | None:
 def _write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+__all__ = [
+    "EXPORT_RECORD",
+    "ExportResult",
+    "export_vllm",
+]

@@ -14,3 +14,8 @@ def register() -> None:
     from .hf_config import register as register_configs
 
     register_configs()
+
+
+__all__ = [
+    "register",
+]

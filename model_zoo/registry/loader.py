@@ -242,3 +242,8 @@ def _write_cache(cache_file: Path, compiled: dict[str, Any]) -> None:
             stale.unlink(missing_ok=True)
     except OSError:  # LocalWriteError included: the cache is an optimisation
         pass
+
+
+__all__ = [
+    "load_registry",
+]

@@ -66,11 +66,11 @@ def _as_messages(value: Any, role: str, field: str) -> list[dict[str, Any]]:
     )
 
 
-REFERENCE_BASED = "reference-based"  # POLAR's scoring style (RewardModel.scoring_style)
+_REFERENCE_BASED = "reference-based"  # POLAR's scoring style (RewardModel.scoring_style)
 
 
 def _reference_based(model: Any) -> bool:
-    return getattr(model, "scoring_style", "conversation") == REFERENCE_BASED
+    return getattr(model, "scoring_style", "conversation") == _REFERENCE_BASED
 
 
 def trl_reward_func(
@@ -428,3 +428,14 @@ class RemoteRewardModel:
         if not conversations:
             raise UsageError("best_of needs at least one conversation")
         return self.order(conversations)[0]
+
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "BatchScorer",
+    "RemoteRewardModel",
+    "openrlhf_reference_inputs",
+    "openrlhf_reward_func",
+    "remote_rm_fn",
+    "trl_reward_func",
+]

@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 STYLES: tuple[str, ...] = ("conversation", "reference-based")
 
-REWARD_TOKEN = (
+_REWARD_TOKEN = (
     "[UNUSED_TOKEN_130]"  # InternLM2-Reward's reward token, when config.json omits the id
 )
 
@@ -106,12 +106,12 @@ def _recipe_settings(
     reward_id = (
         spec.reward_token_id
         if spec.reward_token_id is not None
-        else tokenizer.token_to_id(REWARD_TOKEN)
+        else tokenizer.token_to_id(_REWARD_TOKEN)
     )
     if reward_id is None:
         raise IncompatibleCheckpointError(
             str(path),
-            f"config.json has no reward_token_id and the tokenizer has no {REWARD_TOKEN} token",
+            f"config.json has no reward_token_id and the tokenizer has no {_REWARD_TOKEN} token",
         )
     pad = next(
         (
@@ -281,3 +281,10 @@ def load_reward(
     if chosen == "reference-based":
         return PolarRewardModel(scorer, tokenizer, options=reference_options, **common)
     return RewardModel(scorer, TemplateCodec(tokenizer, runner.profile.template), **common)
+
+
+__all__ = [
+    "STYLES",
+    "RewardModel",
+    "load_reward",
+]

@@ -43,13 +43,13 @@ from .protocols import Scorer
 #: tokenizer: the reserved piece ``[UNUSED_TOKEN_0]``, id 92397, renamed in tokenizer_config.json).
 SEPARATOR = "<|reward|>"
 #: The reward token written at the end of the text (id 92527 in the published tokenizers).
-END_TOKEN = "[UNUSED_TOKEN_130]"
+_END_TOKEN = "[UNUSED_TOKEN_130]"
 #: Tokens the budget keeps free for the reward token, the separator and the two newlines.
 RESERVED_TOKENS = 4
 WRAPPERS: tuple[str, ...] = ("sft", "pretrain")
 CUT_SIDES: tuple[str, ...] = ("left", "right")
 FIELDS: tuple[str, ...] = ("prompt", "reference", "output")
-STYLE = "reference-based"
+_STYLE = "reference-based"
 
 
 class TextTokenizer(Protocol):
@@ -155,7 +155,7 @@ def _check_text(text: str, field: str) -> None:
         ) from None
 
 
-def looks_like_conversation(value: Any) -> bool:
+def _looks_like_conversation(value: Any) -> bool:
     """Whether ``value`` is a chat conversation (a list of ``{"role", ...}`` messages)."""
     return (
         not isinstance(value, (str, bytes, Mapping))
@@ -192,7 +192,7 @@ def check_reference_input(value: Any, field: str = "input") -> ReferenceInput:
     return ReferenceInput(prompt, reference, output, wrapper=wrapper)
 
 
-def check_reference_inputs(
+def _check_reference_inputs(
     values: Any, field: str = "inputs", *, model: str = "this model"
 ) -> list[ReferenceInput]:
     """A list of inputs, each checked; conversations are refused as the other scoring style."""
@@ -203,15 +203,15 @@ def check_reference_inputs(
         )
     out = []
     for i, value in enumerate(values):
-        if looks_like_conversation(value):
-            raise conversation_given(model)
+        if _looks_like_conversation(value):
+            raise _conversation_given(model)
         out.append(check_reference_input(value, f"{field}[{i}]"))
     return out
 
 
-def conversation_given(model: str) -> ScoringStyleError:
+def _conversation_given(model: str) -> ScoringStyleError:
     """The error for conversations given to a reference-based model."""
-    return ScoringStyleError(model, STYLE, "conversation")
+    return ScoringStyleError(model, _STYLE, "conversation")
 
 
 # --------------------------------------------------------------------------- encoding
@@ -245,7 +245,7 @@ def render(item: ReferenceInput, tokenizer: TextTokenizer, options: PolarOptions
         for ids in (prompt_ids, reference_ids, output_ids)
     )
     joint = "" if (item.wrapper or options.wrapper) == "pretrain" else "\n"
-    return prompt + joint + reference + SEPARATOR + prompt + joint + output + END_TOKEN
+    return prompt + joint + reference + SEPARATOR + prompt + joint + output + _END_TOKEN
 
 
 def detect_style(tokenizer: Any, reward_token_id: int) -> str:
@@ -257,7 +257,7 @@ def detect_style(tokenizer: Any, reward_token_id: int) -> str:
     """
     token_to_id = getattr(tokenizer, "token_to_id", None)
     sep = token_to_id(SEPARATOR) if token_to_id is not None else None
-    return STYLE if sep is not None and sep != reward_token_id else "conversation"
+    return _STYLE if sep is not None and sep != reward_token_id else "conversation"
 
 
 # --------------------------------------------------------------------------- the model
@@ -272,7 +272,7 @@ class _PolarCodec:
         self.name = name
 
     def render(self, conversation: Conversation) -> str:
-        raise conversation_given(self.name)
+        raise _conversation_given(self.name)
 
     def encode(self, text: str) -> list[int]:
         return list(self.tokenizer.encode(text, add_special_tokens=True))
@@ -286,7 +286,7 @@ class PolarRewardModel(RewardModel):
     :class:`RewardModel`'s. Conversations are refused with :class:`ScoringStyleError`.
     """
 
-    scoring_style: ClassVar[str] = STYLE
+    scoring_style: ClassVar[str] = _STYLE
 
     def __init__(
         self,
@@ -327,7 +327,7 @@ class PolarRewardModel(RewardModel):
         opts = options or self.options
         return [
             render(item, self.tokenizer, opts)
-            for item in check_reference_inputs(items, model=self.name)
+            for item in _check_reference_inputs(items, model=self.name)
         ]
 
     def encode_inputs(
@@ -347,7 +347,7 @@ class PolarRewardModel(RewardModel):
         self, conversations: Sequence[Conversation], **kw: Any
     ) -> list[list[int]]:
         """Refused: a reference-based model takes no conversations (:class:`ScoringStyleError`)."""
-        raise conversation_given(self.name)
+        raise _conversation_given(self.name)
 
     # ------------------------------------------------------------------ scoring
 
@@ -365,7 +365,7 @@ class PolarRewardModel(RewardModel):
         """The reward of ``output`` given ``prompt`` and ``reference`` (each a string or
         messages)."""
         if conversation is not None:
-            raise conversation_given(self.name)
+            raise _conversation_given(self.name)
         missing = [
             k
             for k, v in (("prompt", prompt), ("reference", reference), ("output", output))
@@ -436,3 +436,17 @@ class PolarRewardModel(RewardModel):
         if not items:
             raise UsageError("best_of needs at least one output")
         return order_from_scores(self.score_batch(items, **kw))[0]
+
+
+__all__ = [
+    "CUT_SIDES",
+    "FIELDS",
+    "RESERVED_TOKENS",
+    "SEPARATOR",
+    "WRAPPERS",
+    "PolarOptions",
+    "PolarRewardModel",
+    "ReferenceInput",
+    "TextTokenizer",
+    "render",
+]

@@ -179,3 +179,9 @@ def _has_cuda() -> bool:
     except ImportError:
         return False
     return bool(torch.cuda.is_available())
+
+
+__all__ = [
+    "init_local_ray",
+    "load_reward_ray",
+]

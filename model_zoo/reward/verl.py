@@ -53,10 +53,10 @@ from typing import Any, NamedTuple
 
 from model_zoo.errors import UsageError
 
-CONVERSATION = "conversation"
-REFERENCE = "reference-based"  # POLAR
-STYLES = (CONVERSATION, REFERENCE)
-_ALIASES = {"polar": REFERENCE, "reference_based": REFERENCE}
+_CONVERSATION = "conversation"
+_REFERENCE = "reference-based"  # POLAR
+_STYLES = (_CONVERSATION, _REFERENCE)
+_ALIASES = {"polar": _REFERENCE, "reference_based": _REFERENCE}
 
 _THINK = re.compile(r"<think>(.*?)</think>(.*)", re.DOTALL)
 
@@ -98,9 +98,9 @@ class VerlRewardConfig(NamedTuple):
 
         style = pick("style")
         style = _ALIASES.get(style, style) if style is not None else None
-        if style is not None and style not in STYLES:
+        if style is not None and style not in _STYLES:
             raise UsageError(
-                f"reward_kwargs.style must be one of {', '.join(STYLES)} (or polar), got {style!r}"
+                f"reward_kwargs.style must be one of {', '.join(_STYLES)} (or polar), got {style!r}"
             )
         if kw.get("model") is not None and kw.get("server_url") is not None:
             raise UsageError(
@@ -246,10 +246,10 @@ def _open_model(config: VerlRewardConfig) -> Any:
     return load_reward(config.model, **load_kw)
 
 
-def model_style(model: Any) -> str:
+def _model_style(model: Any) -> str:
     """The model's scoring style: ``reference-based`` (POLAR) or ``conversation``."""
     style = getattr(model, "scoring_style", None)
-    return REFERENCE if style == REFERENCE else CONVERSATION
+    return _REFERENCE if style == _REFERENCE else _CONVERSATION
 
 
 def _scorer(config: VerlRewardConfig) -> _Scorer:
@@ -263,7 +263,7 @@ def _scorer(config: VerlRewardConfig) -> _Scorer:
                 return [float(x) for x in model.score_batch(items)]
 
             found = _SCORERS[config] = _Scorer(
-                model, config.style or model_style(model), _Coalescer(score_many)
+                model, config.style or _model_style(model), _Coalescer(score_many)
             )
         return found
 
@@ -333,10 +333,10 @@ def _row_input(
         raise UsageError(
             f"row {row}: solution_str must be a string, got {type(solution_str).__name__}"
         )
-    strip = config.strip_thinking if config.strip_thinking is not None else style == REFERENCE
+    strip = config.strip_thinking if config.strip_thinking is not None else style == _REFERENCE
     output = strip_thinking(solution_str) if strip else solution_str
     prompt = _prompt(extra_info, config.prompt_key, row)
-    if style == REFERENCE:
+    if style == _REFERENCE:
         reference = _plain(ground_truth)
         if reference is None:
             raise UsageError(
@@ -397,3 +397,12 @@ def compute_score_batch(
         for i, (s, g, e) in enumerate(zip(solution_strs, ground_truths, infos, strict=True))
     ]
     return scorer.coalescer.score_batch(items) if items else []
+
+
+__all__ = [
+    "VerlRewardConfig",
+    "compute_score",
+    "compute_score_batch",
+    "reset",
+    "strip_thinking",
+]

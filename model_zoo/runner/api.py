@@ -308,7 +308,7 @@ def placement_for(
 
 
 #: transformers' attention implementations that fit a native Llama module.
-ATTENTION_IMPLEMENTATIONS = (
+_ATTENTION_IMPLEMENTATIONS = (
     "sdpa",
     "eager",
     "flash_attention_2",
@@ -390,9 +390,9 @@ def load(
     from .gguf.resolve import looks_like_gguf
     from .resolve import resolve_checkpoint
 
-    if attn is not None and attn not in ATTENTION_IMPLEMENTATIONS:
+    if attn is not None and attn not in _ATTENTION_IMPLEMENTATIONS:
         raise UsageError(
-            f"attn {attn!r} is not one of {', '.join(ATTENTION_IMPLEMENTATIONS)} (or None: sdpa)."
+            f"attn {attn!r} is not one of {', '.join(_ATTENTION_IMPLEMENTATIONS)} (or None: sdpa)."
         )
     if backend == "llama.cpp" or looks_like_gguf(name_or_path, gguf):
         from .gguf.load import load_gguf_request
@@ -465,14 +465,14 @@ def load(
 
 
 _CPU_HINTED = False
-CPU_HINT_ABOVE = 256  # new tokens: more than this on the CPU and the first call seems to hang
+_CPU_HINT_ABOVE = 256  # new tokens: more than this on the CPU and the first call seems to hang
 
 
 def _hint_cpu_length(max_new_tokens: int) -> None:
     """Warn once per process: the model's default reply length (1024 tokens) takes minutes on a
     CPU, and a newcomer trying the README's snippet thinks the call hangs."""
     global _CPU_HINTED
-    if _CPU_HINTED or max_new_tokens <= CPU_HINT_ABOVE:
+    if _CPU_HINTED or max_new_tokens <= _CPU_HINT_ABOVE:
         return
     _CPU_HINTED = True
     import warnings
@@ -483,3 +483,10 @@ def _hint_cpu_length(max_new_tokens: int) -> None:
         UserWarning,
         stacklevel=3,
     )
+
+
+__all__ = [
+    "Messages",
+    "Runner",
+    "load",
+]

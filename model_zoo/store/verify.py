@@ -113,7 +113,7 @@ class VerifyReport:
             raise err
 
 
-def resolve_target(path_or_name: str | Path, *, settings: Any = None) -> tuple[Path, str | None]:
+def _resolve_target(path_or_name: str | Path, *, settings: Any = None) -> tuple[Path, str | None]:
     """A directory to verify: an existing path as is, else a registry name looked up in the
     store."""
     from ..errors import UsageError
@@ -189,7 +189,7 @@ def verify(
     ``hashes``: ``all`` re-hashes every file; ``changed`` only files modified since the
     manifest's verification time (sizes are always checked); ``none`` checks sizes only.
     """
-    root, name = resolve_target(path_or_name, settings=settings)
+    root, name = _resolve_target(path_or_name, settings=settings)
     manifest = read_manifest(root)
     name = name or (manifest.name if manifest else None)
     expected: dict[str, tuple[int, str]] = {}
@@ -280,3 +280,11 @@ def verify(
         present = [r for r in on_disk if (root / r).is_file()]
         report.problems += check_checkpoint(root, present)
     return report
+
+
+__all__ = [
+    "FileCheck",
+    "HashMode",
+    "VerifyReport",
+    "verify",
+]
