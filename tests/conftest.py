@@ -97,3 +97,15 @@ def _isolated_env(
     monkeypatch.setenv("MODELSCOPE_CACHE", str(home / "modelscope"))
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files that hold a ``slow`` test run first, each file's tests kept together and in order.
+
+    The suite runs under xdist with ``--dist loadfile`` (pyproject's addopts): a worker takes
+    whole files in collection order. Alphabetical order put the longest files (vLLM, the RLHF
+    frameworks) last, where the other workers sat idle waiting for them; started first, the
+    short files fill in around them.
+    """
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: order within a file kept

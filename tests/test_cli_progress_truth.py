@@ -269,6 +269,7 @@ INTERRUPTED = re.compile(
 )
 
 
+@pytest.mark.slow
 def test_ctrl_c_mid_pull_says_what_it_kept_exits_130_and_a_rerun_resumes(own_hub) -> None:
     hub, root = own_hub(bandwidth=2 * MB)
     (root / HF_REPO / "extra.dat").write_bytes(os.urandom(6 * 1024 * 1024))

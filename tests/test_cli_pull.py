@@ -105,6 +105,7 @@ def test_verify_cli_catches_a_flipped_byte(pull_hub) -> None:
     assert missing.returncode == 1 and "pull it first" in missing.stderr.lower()
 
 
+@pytest.mark.slow
 def test_lock_then_pull_with_lock_is_byte_identical_and_rejects_changes(
     own_hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

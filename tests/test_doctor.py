@@ -460,6 +460,7 @@ def run_cli(
     )
 
 
+@pytest.mark.slow
 def test_cli_json_with_gpu_check(hub_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_TOKEN", SECRET)
     proc = run_cli(
@@ -487,6 +488,7 @@ def test_cli_json_with_gpu_check(hub_env: dict[str, str], monkeypatch: pytest.Mo
     assert {h["source"]: h["token_env"] for h in data["hubs"]}["hf"] == "HF_TOKEN"
 
 
+@pytest.mark.slow
 def test_cli_text_and_exit_code_when_nothing_is_reachable() -> None:
     down = closed_port_url()
     env = {HUBS[k].endpoint_env: down for k in ("hf", "modelscope", "modelers", "openxlab")}

@@ -148,6 +148,7 @@ def test_the_generic_types_keep_undeclared_keywords_as_details_not_attributes() 
     assert back.details == {"context": -1} and back.to_dict() == exc.to_dict()
 
 
+@pytest.mark.slow
 def test_mypy_sees_every_declared_field_with_its_type(tmp_path: Path) -> None:
     """What a type checker reads: each field's revealed type is its annotation, and a name that
     is not declared is an error (the check is not vacuous)."""

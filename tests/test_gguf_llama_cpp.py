@@ -24,6 +24,9 @@ from fixtures_gguf import tiny_gguf  # noqa: F401  (fixture)
 
 from model_zoo.runner.api import load
 
+# llama.cpp in its own venv, a process per check (and a 50-minute compile the first time).
+pytestmark = pytest.mark.slow
+
 PIN = "llama-cpp-python==0.3.36"
 HARNESS = Path(__file__).resolve().parent / "llama_cpp_harness.py"
 

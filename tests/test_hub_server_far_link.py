@@ -71,6 +71,7 @@ def in_parallel(*calls: Callable[[], object]) -> None:
 
 
 # -- per-connection rate ------------------------------------------------------------------------
+@pytest.mark.slow
 def test_one_connection_gets_the_per_connection_rate(far_root: Path, make_hub: HubFactory) -> None:
     hub = make_hub(conn_bandwidth=2 * MB)
     body = b""
@@ -85,6 +86,7 @@ def test_one_connection_gets_the_per_connection_rate(far_root: Path, make_hub: H
     assert hub.stats.bytes_served(path=BIG) == 4 * MB
 
 
+@pytest.mark.slow
 def test_two_connections_each_get_the_rate(far_root: Path, make_hub: HubFactory) -> None:
     hub = make_hub(conn_bandwidth=2 * MB)
     secs = timed(lambda: in_parallel(lambda: fetch(hub, BIG_URL), lambda: fetch(hub, BIG_URL)))
@@ -92,6 +94,7 @@ def test_two_connections_each_get_the_rate(far_root: Path, make_hub: HubFactory)
     assert 1.6 <= secs <= 3.2, secs
 
 
+@pytest.mark.slow
 def test_the_total_cap_still_applies_when_lower(far_root: Path, make_hub: HubFactory) -> None:
     hub = make_hub(conn_bandwidth=2 * MB, bandwidth=2 * MB)
     secs = timed(lambda: in_parallel(lambda: fetch(hub, MID_URL), lambda: fetch(hub, MID_URL)))
@@ -100,6 +103,7 @@ def test_the_total_cap_still_applies_when_lower(far_root: Path, make_hub: HubFac
     )  # 4 MB through the 2 MB/s total: 1 s with per-connection caps alone
 
 
+@pytest.mark.slow
 def test_keep_alive_requests_share_their_connection_budget(
     far_root: Path, make_hub: HubFactory
 ) -> None:
@@ -116,6 +120,7 @@ def test_keep_alive_requests_share_their_connection_budget(
     assert 1.6 <= secs <= 3.2, secs  # 4 MB over one connection at 2 MB/s
 
 
+@pytest.mark.slow
 def test_per_connection_rate_changes_at_runtime(far_root: Path, make_hub: HubFactory) -> None:
     hub = make_hub()
     assert hub.bandwidth.conn is None
@@ -134,6 +139,7 @@ def test_per_connection_rate_changes_at_runtime(far_root: Path, make_hub: HubFac
         hub.bandwidth.conn = -1
 
 
+@pytest.mark.slow
 def test_a_range_request_is_paced_too(far_root: Path, make_hub: HubFactory) -> None:
     hub = make_hub(conn_bandwidth=1 * MB)
     conn = connect(hub)
@@ -162,6 +168,7 @@ def answer_after(
     return resp.status, secs
 
 
+@pytest.mark.slow
 def test_every_response_waits_one_round_trip_keep_alive_included(
     far_root: Path, make_hub: HubFactory
 ) -> None:
@@ -194,6 +201,7 @@ def test_every_response_waits_one_round_trip_keep_alive_included(
         hub.latency = -0.1
 
 
+@pytest.mark.slow
 def test_latency_and_rate_add_up(far_root: Path, make_hub: HubFactory) -> None:
     hub = make_hub(latency=0.5, conn_bandwidth=2 * MB)
     secs = timed(lambda: fetch(hub, MID_URL))
@@ -277,6 +285,7 @@ def test_a_rate_wait_ends_when_told_to_stop() -> None:
     assert 0.15 <= timed(lambda: RateLimiter(10_000).consume(2_500)) <= 1.0  # and it does wait
 
 
+@pytest.mark.slow
 def test_stop_ends_a_paced_body_mid_way(far_root: Path) -> None:
     hub = LocalHub(far_root, conn_bandwidth=100_000, bandwidth=50 * MB).start()
     before = handler_threads()
@@ -368,6 +377,7 @@ def test_serve_mirror_options_configure_the_hub(
     assert "per connection 20 MB/s" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_serve_mirror_process_answers_after_the_latency(far_root: Path) -> None:
     proc = subprocess.Popen(
         [

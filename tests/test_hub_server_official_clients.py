@@ -26,6 +26,9 @@ from fixtures_local_hub import HubTLS
 from model_zoo.testing.hub_repos import write_repo
 from model_zoo.testing.local_hub import LocalHub
 
+# Each client runs in a process of its own, from a venv built on first use (.venv-clients/).
+pytestmark = pytest.mark.slow
+
 REPO = "internlm/faithful-chat"
 FILES: dict[str, bytes | str | int] = {
     ".gitattributes": "*.safetensors filter=lfs diff=lfs merge=lfs -text\n",

@@ -14,12 +14,13 @@ from model_zoo.registry.loader import builtin_registry_path, check_registry_file
 from model_zoo.registry.names import fold
 from model_zoo.settings import load_settings
 
-# Loaded once at collection with a clean, throw-away settings (no user overlay, no user store).
-_HOME = tempfile.mkdtemp(prefix="mz-registry-invariants-")
-REGISTRY = load_registry(
-    settings=load_settings({"MODEL_ZOO_HOME": _HOME, "MODEL_ZOO_CONFIG": f"{_HOME}/none.toml"}),
-    use_cache=False,
-)
+# Loaded once at collection (once per xdist worker) with clean, throw-away settings: no user
+# overlay, no user store, and the temporary home removed again.
+with tempfile.TemporaryDirectory(prefix="mz-registry-invariants-") as _HOME:
+    REGISTRY = load_registry(
+        settings=load_settings({"MODEL_ZOO_HOME": _HOME, "MODEL_ZOO_CONFIG": f"{_HOME}/none.toml"}),
+        use_cache=False,
+    )
 ENTRIES = list(REGISTRY)
 IDS = [m.name for m in ENTRIES]
 

@@ -18,11 +18,12 @@ pytestmark = pytest.mark.usefixtures("fresh_registry_cache")
 
 Writer = Callable[..., Path]
 
-_HOME = tempfile.mkdtemp(prefix="mz-registry-scoring-")
-REGISTRY = load_registry(
-    settings=load_settings({"MODEL_ZOO_HOME": _HOME, "MODEL_ZOO_CONFIG": f"{_HOME}/none.toml"}),
-    use_cache=False,
-)
+# Loaded once at collection (once per xdist worker); the temporary home is removed again.
+with tempfile.TemporaryDirectory(prefix="mz-registry-scoring-") as _HOME:
+    REGISTRY = load_registry(
+        settings=load_settings({"MODEL_ZOO_HOME": _HOME, "MODEL_ZOO_CONFIG": f"{_HOME}/none.toml"}),
+        use_cache=False,
+    )
 POLAR = ("POLAR-1.8B-Base", "POLAR-1.8B", "POLAR-7B-Base", "POLAR-7B")
 
 

@@ -72,6 +72,7 @@ def test_compare_json(
     assert out["better"] == ("a" if sa > sb else "b") and out["a_better"] is (sa > sb)
 
 
+@pytest.mark.slow
 def test_serve_reward_process_with_api_key_and_sigterm(
     tiny_reward_fp32: Path, tiny_rm: RewardModel
 ) -> None:
@@ -156,6 +157,7 @@ def _stalled_request(port: str) -> socket.socket:
     return s
 
 
+@pytest.mark.slow
 def test_serve_reward_drain_timeout_and_a_second_signal(tiny_reward_fp32: Path) -> None:
     proc, port = _serve(tiny_reward_fp32, "--drain-timeout", "1")
     try:

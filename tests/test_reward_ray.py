@@ -17,6 +17,7 @@ from model_zoo.reward.model import RewardModel
 from model_zoo.server.reward_server import RewardServer
 
 ray = pytest.importorskip("ray", reason="Ray is the optional 'ray' extra")
+pytestmark = pytest.mark.slow  # a local Ray instance and two replica actors per module
 
 CONVS = [conv(f"question {i} " + "word " * (i % 5), "answer " * (i % 7)) for i in range(12)]
 

@@ -45,6 +45,7 @@ def ck(tiny_checkpoint) -> Path:
     return tiny_checkpoint("internlm2", dtype="float32")
 
 
+@pytest.mark.slow
 def test_run_prints_one_reply_streamed_or_not(ck: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from model_zoo.cli.main import main
 
@@ -61,6 +62,7 @@ def test_run_prints_one_reply_streamed_or_not(ck: Path, capsys: pytest.CaptureFi
     assert streamed.stdout == thinking + "\n"
 
 
+@pytest.mark.slow
 def test_chat_keeps_history_and_handles_reset_system_and_eof(ck: Path) -> None:
     runner = load(ck, device="cpu")
     opts = {"do_sample": False, "max_new_tokens": 6}

@@ -222,14 +222,20 @@ def test_concurrent_clients_are_merged_into_shared_batches() -> None:
     texts = [f"<user>question {i}|<assistant>{'a' * i}|" for i in range(16)]
     expected = rm.score_text(texts)
     rm.scorer.calls.clear()
-    with RewardServer(rm, wait_s=0.01) as server:
+    # As in test_reward_model's concurrency test: every client is built and its connection open
+    # before the barrier (building one loads the CA store, ~50 ms of CPU each under the GIL), and
+    # the merge window is wider than scheduling jitter on a loaded machine (a parallel test run).
+    clients = [httpx.Client(timeout=30) for _ in texts]
+    with RewardServer(rm, wait_s=0.1) as server:
+        for c in clients:
+            assert c.get(server.url + "/health").status_code == 200
         got: list[Any] = [None] * 16
         barrier = threading.Barrier(16)
 
         def client(i: int) -> None:
-            with httpx.Client(base_url=server.url, timeout=30) as c:
-                barrier.wait()
-                got[i] = c.post("/get_reward", json={"query": [texts[i]]}).json()["rewards"][0]
+            barrier.wait()
+            answer = clients[i].post(server.url + "/get_reward", json={"query": [texts[i]]})
+            got[i] = answer.json()["rewards"][0]
 
         threads = [threading.Thread(target=client, args=(i,)) for i in range(16)]
         for t in threads:
@@ -237,6 +243,8 @@ def test_concurrent_clients_are_merged_into_shared_batches() -> None:
         for t in threads:
             t.join(30)
         stats = httpx.get(server.url + "/health").json()
+    for c in clients:
+        c.close()
     assert got == expected  # every client got its own score
     assert (
         stats["requests"] == 16

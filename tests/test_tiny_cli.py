@@ -73,6 +73,7 @@ def test_make_hub_tree_for_chosen_models(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.slow
 def test_make_tiny_says_how_to_run_and_serve_the_result(tmp_path: Path) -> None:
     helped = _model_zoo("dev", "make-tiny", "--help")
     assert helped.returncode == 0
