@@ -216,6 +216,22 @@ def test_a_steal_splits_the_slowest_range_beyond_its_request(tmp_path: Path) -> 
     assert policy.plan_steal([f], 4.0, o, {}, more_streams_help=True) is None
 
 
+def test_an_open_ended_request_in_flight_is_never_split_as_if_clean(tmp_path: Path) -> None:
+    """A file whose size came with the first response was asked for ``bytes=N-``: that request
+    runs to the end, so a split there would fetch its tail twice; only an endgame cut (the
+    request cut short, counted as such) may take it."""
+    o = EngineOptions(part_size=1 * MiB, chunk_size=64 * 1024, split_min_eta=1.0, endgame_eta=1e9)
+    f = _file(tmp_path, size=64 * MiB)
+    f.splittable = True
+    seg = Segment(f, 0, 64 * MiB, 0, req_end=None, started=0.0, got=4 * MiB)
+    seg.response = object()  # type: ignore[assignment]  # headers in: the request is in flight
+    f.segs = [seg]
+    assert policy.plan_steal([f], 4.0, o, {}, more_streams_help=True) is None
+    seg.response = None  # nothing in flight: the tail is free
+    split = policy.plan_steal([f], 4.0, o, {}, more_streams_help=True)
+    assert split is not None and split.clean
+
+
 @pytest.mark.parametrize(
     ("pos", "end", "size", "want"),
     [

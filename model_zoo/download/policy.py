@@ -149,7 +149,10 @@ def plan_steal(
             if s.end is None or s.race is not None or s.cancelled:
                 continue
             lo = s.pos + o.chunk_size  # the owner may be reading up to one chunk right now
-            free_from = max(lo, s.req_end or lo)
+            if s.req_end is None and s.response is not None:
+                free_from = s.end  # an open-ended request in flight runs to the end
+            else:
+                free_from = max(lo, s.req_end or lo)
             grown = mature(s, now)
             source = f.cands[s.cand].source
             rate = s.rate(now) if grown else rates.get(source, 0.0)
