@@ -99,6 +99,19 @@ def _isolated_env(
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """A path given on the command line must exist, as it must in a serial run.
+
+    Under xdist the workers collect, and a mistyped file came back as "no tests ran" (exit 5)
+    without naming the file; this says which one, with pytest's usage-error status (4).
+    """
+    if hasattr(config, "workerinput") or config.option.pyargs:
+        return  # a worker (the controller checked), or module names rather than paths
+    for arg in config.args:
+        if not (config.invocation_params.dir / arg.split("::")[0]).exists():
+            raise pytest.UsageError(f"file or directory not found: {arg}")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Files that hold a ``slow`` test run first, each file's tests kept together and in order.
 
