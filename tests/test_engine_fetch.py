@@ -18,6 +18,7 @@ from fixtures_engine import (
     sha256_of,
 )
 
+from model_zoo.download import policy
 from model_zoo.download import progress as ev
 from model_zoo.download.engine import (
     COMPUTED_ONLY,
@@ -62,7 +63,13 @@ def test_fetch_every_file_verified(engine_hub: LocalHub, tmp_path: Path) -> None
 def test_big_file_is_fetched_as_parallel_ranges_without_overlap(
     engine_hub: LocalHub, tmp_path: Path
 ) -> None:
-    engine_hub.bandwidth.set(total=3_000_000)  # slow enough that splitting pays off
+    # Slow enough that splitting pays off, with a margin: once the first range has a rate
+    # (``MATURE_AGE``), the rest of the file must still need twice the time below which a
+    # capped link's ranges stay whole. At 3 MB/s it needed 0.53 s against 0.5 and only
+    # sometimes split.
+    size = ENGINE_FILES[BIG]
+    assert isinstance(size, int)
+    engine_hub.bandwidth.set(total=size / (policy.MATURE_AGE + 2 * policy.CAPPED_SPLIT_ETA))
     out = tmp_path / "out"
     fetch(jobs_for(engine_hub, paths=[BIG]), out, options=fast_options(connections=4))
     assert sha256_of(out / BIG) == engine_hub.store.snapshot(ENGINE_REPO).files[BIG].sha256

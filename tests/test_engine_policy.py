@@ -232,6 +232,29 @@ def test_an_open_ended_request_in_flight_is_never_split_as_if_clean(tmp_path: Pa
     assert split is not None and split.clean
 
 
+def test_a_far_source_splits_before_its_rate_is_known_unless_the_range_is_short(
+    tmp_path: Path,
+) -> None:
+    """A young range from a far source (slow first answer) splits at once when even a fast far
+    connection would need longer than ``split_min_eta``; a short one, or any young range from a
+    near source, waits for its rate. A loaded machine can answer its own loopback slowly: that
+    must not split a file the link delivers in a blink."""
+    o = EngineOptions(part_size=1 * MiB, chunk_size=64 * 1024, split_min_eta=2.0)
+    far, near = {"hf": 0.05}, {"hf": 0.003}
+
+    def young(size: int) -> FileState:
+        f = _file(tmp_path, size=size)
+        f.segs = [Segment(f, 0, size, 0, req_end=8 * MiB, started=0.0, got=0)]
+        return f
+
+    long_to_go = int(policy.FAR_RATE_GUESS * o.split_min_eta * 4)
+    split = policy.plan_steal([young(long_to_go)], 0.06, o, {}, True, ttfb=far)
+    assert split is not None and split.clean and split.at >= 8 * MiB
+    assert policy.plan_steal([young(long_to_go)], 0.06, o, {}, True, ttfb=near) is None
+    short = int(policy.FAR_RATE_GUESS * o.split_min_eta / 2)  # a second at the guessed rate
+    assert policy.plan_steal([young(short)], 0.06, o, {}, True, ttfb=far) is None
+
+
 @pytest.mark.parametrize(
     ("pos", "end", "size", "want"),
     [

@@ -115,6 +115,7 @@ CAPPED_ENDGAME_ETA = 0.75  # ... cutting the request in flight when this long is
 CAPPED_PART_SECONDS = 0.25  # ... into parts of at least this long at the connection's rate...
 CAPPED_PART_MIN = 2 * MiB  # ... and at least this many bytes
 FAR = 0.02  # seconds to the first byte from which a source counts as far: its ranges split at once
+FAR_RATE_GUESS = 20e6  # ... when this per-connection rate (a CDN's usual cap) would not finish soon
 
 
 def plan_steal(
@@ -137,7 +138,9 @@ def plan_steal(
     buys a connection's rate, and the connection limit decides how many there are. A range from
     a far source (``ttfb`` of ``FAR`` or more) may split before its own rate is known: one
     connection over a long round trip rarely fills a link, and waiting to find out costs the
-    first half second of the transfer.
+    first half second of the transfer. Its time to go is then judged at ``FAR_RATE_GUESS``, so a
+    range that even a fast far connection finishes within ``split_min_eta`` is left whole (one
+    slow first answer on a busy machine makes a near source look far).
     """
     best: tuple[bool, float, Segment, int] | None = None
     min_eta = CAPPED_SPLIT_ETA if capped else o.split_min_eta
@@ -156,8 +159,9 @@ def plan_steal(
             grown = mature(s, now)
             source = f.cands[s.cand].source
             rate = s.rate(now) if grown else rates.get(source, 0.0)
-            eta = (s.end - s.pos) / max(rate, 1.0)
             far = (ttfb or {}).get(source, 0.0) >= FAR
+            guess = FAR_RATE_GUESS if far and rate <= 0 else rate
+            eta = (s.end - s.pos) / max(guess, 1.0)
             if (not grown and not far) or eta < min_eta:
                 continue  # a fast stream costs less CPU than two halves hashed in turn
             part = o.part_size
