@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 
 import pytest
@@ -110,6 +111,27 @@ def pytest_configure(config: pytest.Config) -> None:
     for arg in config.args:
         if not (config.invocation_params.dir / arg.split("::")[0]).exists():
             raise pytest.UsageError(f"file or directory not found: {arg}")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """An unknown marker in ``-m`` is a usage error that names it, as in a serial run.
+
+    With ``--strict-markers`` (pyproject's addopts) pytest refuses the expression while
+    selecting tests; under xdist that happens in each worker, and the controller reported it as
+    an xdist INTERNALERROR (exit 3) that never named the marker. The controller checks first.
+    """
+    config = session.config
+    expr = config.option.markexpr
+    if hasattr(config, "workerinput") or not expr or not config.option.strict_markers:
+        return
+    known = {line.split(":")[0].split("(")[0].strip() for line in config.getini("markers")}
+    words = re.findall(r"[A-Za-z_][\w]*", re.sub(r"\([^)]*\)", "", expr))
+    unknown = sorted({w for w in words if w not in known and w not in {"and", "or", "not"}})
+    if unknown:
+        raise pytest.UsageError(
+            f"unknown marker(s) in -m {expr!r}: {', '.join(unknown)}; "
+            f"see pytest --markers (this suite's own: slow, gpu)"
+        )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

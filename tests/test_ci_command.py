@@ -7,6 +7,8 @@ what CI sees, ruff and mypy included.
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,3 +56,27 @@ def test_the_checkers_are_pinned_in_the_test_extra() -> None:
         assert re.search(rf'"{tool}==\d+(\.\d+)+"', test_extra), (
             f"{tool} is not pinned: {test_extra}"
         )
+
+
+def _pytest(*args: str) -> subprocess.CompletedProcess[str]:
+    """This suite's pytest, with pyproject's addopts (two xdist workers), on one small file."""
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_mistakes_on_the_pytest_command_line_are_usage_errors_that_name_them() -> None:
+    """Under xdist a mistyped file was "no tests ran" and an unknown ``-m`` marker an xdist
+    INTERNALERROR (exit 3): both say what is wrong, with pytest's usage-error status."""
+    missing = _pytest("tests/test_no_such_file.py")
+    assert missing.returncode == 4, missing.stdout + missing.stderr
+    assert "tests/test_no_such_file.py" in missing.stderr
+    marker = _pytest("-m", "slow or nosuchmarker", "tests/test_ci_command.py")
+    assert marker.returncode == 4, marker.stdout + marker.stderr
+    assert "nosuchmarker" in marker.stderr and "INTERNALERROR" not in marker.stdout
+    known = _pytest("-m", "not slow", "tests/test_ci_command.py", "-k", "readme")
+    assert known.returncode == 0, known.stdout + known.stderr
