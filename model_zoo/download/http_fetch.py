@@ -134,7 +134,7 @@ def in_domains(parts: SplitResult, domains: tuple[str, ...]) -> bool:
 
 
 def follow_redirects(
-    send_once: object,
+    send_once: Callable[[str, Mapping[str, str]], Response],
     url: str,
     headers: Mapping[str, str],
     range_header: str | None,
@@ -150,7 +150,7 @@ def follow_redirects(
         sent = dict(headers) if keep else {}
         if range_header:
             sent["Range"] = range_header
-        resp: Response = send_once(current, sent)  # type: ignore[operator]
+        resp = send_once(current, sent)
         if resp.status not in REDIRECTS:
             return resp
         location = resp.header("location")
@@ -167,6 +167,23 @@ def follow_redirects(
                 kind="protocol",
             )
     raise TransferError(f"more than {MAX_REDIRECTS} redirects", retriable=False, kind="protocol")
+
+
+class _RedirectingTransport:
+    """``Transport.get`` for both transports: redirects are followed here, one request at a
+    time through the subclass's ``_send_once``."""
+
+    def _send_once(self, url: str, headers: Mapping[str, str]) -> Response:
+        raise NotImplementedError
+
+    def get(
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        range_header: str | None,
+        credential_domains: tuple[str, ...] = (),
+    ) -> Response:
+        return follow_redirects(self._send_once, url, headers, range_header, credential_domains)
 
 
 # ------------------------------------------------------------------------------ stdlib
@@ -286,7 +303,7 @@ class _StdlibResponse:
         self._transport._release(self._key, self._conn, self._resp, reusable)
 
 
-class StdlibTransport:
+class StdlibTransport(_RedirectingTransport):
     """Pooled ``http.client`` connections (HTTP/1.1 keep-alive), thread-safe."""
 
     def __init__(self, timeouts: Timeouts, *, max_idle_per_origin: int = 16) -> None:
@@ -297,15 +314,6 @@ class StdlibTransport:
         self._lock = threading.Lock()
         self._ssl: ssl.SSLContext | None = None
         self._closed = False
-
-    def get(
-        self,
-        url: str,
-        headers: Mapping[str, str],
-        range_header: str | None,
-        credential_domains: tuple[str, ...] = (),
-    ) -> Response:
-        return follow_redirects(self._send_once, url, headers, range_header, credential_domains)
 
     def _connection(self, parts: SplitResult) -> tuple[_Key, http.client.HTTPConnection, bool, str]:
         """A pooled or new connection for ``parts``; also the request target to send."""
@@ -509,21 +517,12 @@ class _HttpxResponse:
         self._resp.close()
 
 
-class HttpxTransport:
+class HttpxTransport(_RedirectingTransport):
     """Adapter for a caller's ``httpx.Client`` (its pool, proxies, auth and mounts are used)."""
 
     def __init__(self, client: httpx.Client, timeouts: Timeouts) -> None:
         self._client = client
         self.timeouts = timeouts
-
-    def get(
-        self,
-        url: str,
-        headers: Mapping[str, str],
-        range_header: str | None,
-        credential_domains: tuple[str, ...] = (),
-    ) -> Response:
-        return follow_redirects(self._send_once, url, headers, range_header, credential_domains)
 
     def _send_once(self, url: str, headers: Mapping[str, str]) -> Response:
         import httpx
