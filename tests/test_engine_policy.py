@@ -86,6 +86,21 @@ def test_throttling_halves_and_a_rising_first_byte_time_takes_a_quarter() -> Non
     assert c.limit == 1  # never below one connection
 
 
+def test_a_far_link_starts_at_the_cap_once_and_still_backs_off() -> None:
+    c = policy.ConnectionController(cap=32, limit=16)
+    c.tick(0.0, 0, waiting=True)
+    assert c.tick(0.1, 0, waiting=True) == 16  # near, or not known yet: grows by windows
+    assert c.tick(0.2, 0, waiting=True, far=True) == 32  # far: no window to wait for
+    assert c.tick(0.8, 0, waiting=True, throttled=1, far=True) == 16  # pushback still halves
+    assert c.tick(1.0, 0, waiting=True, far=True) == 16  # the jump happens once
+    cut_first = policy.ConnectionController(cap=32, limit=16)
+    cut_first.tick(0.0, 0, waiting=True)
+    assert cut_first.tick(0.1, 0, waiting=True, throttled=1) == 8
+    assert cut_first.tick(0.2, 0, waiting=True, far=True) == 8  # the hub pushed back first
+    fixed = policy.ConnectionController(cap=6, limit=2, adaptive=False)
+    assert fixed.tick(0.0, 0, waiting=True, far=True) == 6
+
+
 def test_fixed_connections_when_not_adaptive() -> None:
     c = policy.ConnectionController(cap=6, limit=2, adaptive=False)
     assert c.limit == 6
@@ -98,7 +113,11 @@ def test_fixed_connections_when_not_adaptive() -> None:
 
 def test_requests_last_about_a_second_and_span_many_round_trips() -> None:
     o = EngineOptions()
-    assert policy.request_size(o, None, None) == o.request_size  # rate not known yet
+    # nothing heard from the source yet: a modest first request, since on a far link the first
+    # request of a file is the piece everything after it waits on to be hashed
+    assert policy.request_size(o, None, None) == o.min_request_size
+    assert policy.request_size(o, None, 0.0005) == o.request_size  # near, rate not known yet
+    assert policy.request_size(o, None, 0.05) == int(policy.FAR_RATE_GUESS * o.request_seconds)
     assert (
         policy.request_size(o, 20e6, 0.05) == 20_000_000
     )  # a capped far connection: a second's worth
@@ -214,6 +233,29 @@ def test_a_steal_splits_the_slowest_range_beyond_its_request(tmp_path: Path) -> 
     assert split.at >= 8 * MiB and split.at % policy.ALIGN == 0
     seg.race = object()  # type: ignore[assignment]  # a hedged range is never split
     assert policy.plan_steal([f], 4.0, o, {}, more_streams_help=True) is None
+
+
+def test_a_capped_or_far_link_splits_right_after_the_request_in_flight(tmp_path: Path) -> None:
+    """On a link that caps each connection (or a far one), a file is fetched as request-sized
+    pieces in file order: a steal takes everything beyond the victim's request in flight, so
+    the file's contiguous prefix, and with it its hash, keeps up with the bytes. Halves (a near,
+    fast link) left most of each file to hash after its last byte: 0.2-0.4 s per 1 GB pull."""
+    o = EngineOptions(part_size=1 * MiB, chunk_size=64 * 1024, split_min_eta=1.0)
+
+    def victim() -> Segment:
+        f = _file(tmp_path, size=64 * MiB)
+        f.segs = [Segment(f, 0, 64 * MiB, 0, req_end=8 * MiB, started=0.0, got=4 * MiB)]
+        return f.segs[0]
+
+    seg = victim()  # 1 MiB/s: a minute to go
+    capped = policy.plan_steal([seg.file], 4.0, o, {}, True, capped=True)
+    assert capped is not None and capped.clean and capped.at == seg.req_end
+    seg = victim()
+    far = policy.plan_steal([seg.file], 4.0, o, {}, True, ttfb={"hf": 0.05})
+    assert far is not None and far.at == seg.req_end
+    seg = victim()
+    near = policy.plan_steal([seg.file], 4.0, o, {}, True, ttfb={"hf": 0.001})
+    assert near is not None and near.at == 32 * MiB  # the middle of what is left
 
 
 def test_an_open_ended_request_in_flight_is_never_split_as_if_clean(tmp_path: Path) -> None:

@@ -135,7 +135,9 @@ def plan_steal(
     costing the bytes already on the wire. Ranges in a hedge race are left alone. ``capped``: the
     link holds each connection far below what the machine takes, so every connection adds its
     rate: ranges split much finer (half a second's worth), since a split costs one request and
-    buys a connection's rate, and the connection limit decides how many there are. A range from
+    buys a connection's rate, and the connection limit decides how many there are. There (and
+    for a far source) a split takes everything after the request in flight rather than half the
+    range: the file then arrives as pieces in file order and its hash keeps pace. A range from
     a far source (``ttfb`` of ``FAR`` or more) may split before its own rate is known: one
     connection over a long round trip rarely fills a link, and waiting to find out costs the
     first half second of the transfer. Its time to go is then judged at ``FAR_RATE_GUESS``, so a
@@ -171,7 +173,12 @@ def plan_steal(
                     min(o.part_size, int(rate * CAPPED_PART_SECONDS)),
                 )
             if s.end - free_from >= 2 * part and more_streams_help:
-                split, clean = max(free_from, lo + (s.end - lo) // 2), True
+                # capped or far: split right after the request in flight, so a file is fetched as
+                # request-sized pieces in file order and its hash keeps up with the bytes; halves
+                # would leave most of each file to hash after its last byte arrives
+                in_order = capped or far
+                split = free_from if in_order else max(free_from, lo + (s.end - lo) // 2)
+                clean = True
             elif s.end - lo >= 2 * part and rate > 0 and eta > endgame:
                 split, clean = lo + (s.end - lo) // 2, False
             else:
@@ -198,7 +205,11 @@ def request_size(o: EngineOptions, rate: float | None, rtt: float | None) -> int
     a far, fast link is not dominated by its round trips; never above ``max_request_size``.
     """
     if not rate:
-        return o.request_size
+        if rtt is None:  # nothing heard from this source yet: a far one must not start with a
+            return min(o.request_size, o.min_request_size)  # piece that outlasts the rest
+        if rtt < FAR:
+            return o.request_size
+        rate = FAR_RATE_GUESS  # a far source: pieces it fetches in order must stay small
     want = min(o.request_size, max(o.min_request_size, int(rate * o.request_seconds)))
     if rtt:
         want = max(want, int(o.rtt_requests * rate * rtt))
@@ -332,17 +343,37 @@ class ConnectionController:
     _settled_until: float = 0.0
     _probing: bool = True  # the last change was growth whose effect is not judged yet
     _cut_at: float = float("-inf")
+    _far_seen: bool = False
 
     def __post_init__(self) -> None:
         self.limit = self.cap if not self.adaptive else max(1, min(self.limit, self.cap))
         self.peak = self.limit
 
     def tick(
-        self, now: float, delivered: int, *, waiting: bool, throttled: int = 0, slower: bool = False
+        self,
+        now: float,
+        delivered: int,
+        *,
+        waiting: bool,
+        throttled: int = 0,
+        slower: bool = False,
+        far: bool = False,
     ) -> int:
-        """Update with the run's state at ``now``; return the limit to apply."""
+        """Update with the run's state at ``now``; return the limit to apply. ``far``: every
+        source answers from far away (time to first byte of ``FAR`` or more); the first time it
+        is seen, the limit goes straight to the cap, as one connection over a long round trip
+        rarely fills a link and each doubling would cost windows of several round trips. The hub
+        pushing back, or its first bytes slowing, takes it down as usual."""
         if not self.adaptive:
             return self.limit
+        if far and not self._far_seen:
+            self._far_seen = True
+            if self.limit < self.cap and not self._cut_at > float("-inf"):
+                self._set(self.cap)
+                self._probing = True
+                self._restart(now, delivered)
+                self._last_tick = now
+                return self.limit
         if self._window_start is None:
             self._restart(now, delivered)
             self._last_tick = now

@@ -169,8 +169,14 @@ class Scheduler:
                 run.ttfb
             ):  # judge the rate over several round trips, never less than a quarter second
                 self.control.window = max(0.25, 5 * min(run.ttfb.values()))
+            far = bool(run.ttfb) and min(run.ttfb.values()) >= policy.FAR
             after = self.control.tick(
-                time.monotonic(), delivered, waiting=waiting, throttled=throttled, slower=slower
+                time.monotonic(),
+                delivered,
+                waiting=waiting,
+                throttled=throttled,
+                slower=slower,
+                far=far,
             )
             if after > before:
                 run.cv.notify_all()

@@ -47,6 +47,8 @@ class HubStats:
         self._lock = threading.Lock()
         self._bytes: dict[tuple[str, str, str], int] = defaultdict(int)
         self._requests: list[RequestRecord] = []
+        self._open: dict[str, int] = defaultdict(int)  # file bodies being sent, per path
+        self._peak: dict[str, int] = defaultdict(int)
 
     def add_bytes(self, protocol: str, repo: str, path: str, n: int) -> None:
         with self._lock:
@@ -60,6 +62,7 @@ class HubStats:
         with self._lock:
             self._bytes.clear()
             self._requests.clear()
+            self._peak = defaultdict(int, self._open)
 
     @property
     def requests(self) -> list[RequestRecord]:
@@ -83,6 +86,21 @@ class HubStats:
                 and (repo is None or r == repo)
                 and (path is None or f == path)
             )
+
+    def body_started(self, path: str) -> None:
+        with self._lock:
+            self._open[path] += 1
+            self._peak[path] = max(self._peak[path], self._open[path])
+
+    def body_ended(self, path: str) -> None:
+        with self._lock:
+            self._open[path] -= 1
+
+    def peak_bodies(self, path: str) -> int:
+        """The most responses for ``path`` whose bodies were being sent at the same time: how
+        many ranges of one file a client fetched at once."""
+        with self._lock:
+            return self._peak.get(path, 0)
 
     def file_requests(
         self, *, path: str | None = None, protocol: str | None = None, method: str | None = None
@@ -126,6 +144,9 @@ class StatsHooks(MirrorHooks):
 
     def response_started(self, ex: Exchange) -> None:
         self._record(ex)
+        if ex.kind == "file" and ex.path is not None:
+            self.stats.body_started(ex.path)
+            ex.state["body"] = ex.path
 
     def wrote(self, ex: Exchange, n: int, *, file_bytes: bool) -> None:
         rec = ex.state.get("record") or self._record(ex)
@@ -134,6 +155,8 @@ class StatsHooks(MirrorHooks):
             self.stats.add_bytes(ex.protocol, ex.repo, ex.path, n)
 
     def response_ended(self, ex: Exchange) -> None:
+        if "body" in ex.state:
+            self.stats.body_ended(ex.state.pop("body"))
         rec = ex.state.get("record")
         if rec is None:
             self._record(ex)
