@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -17,6 +18,7 @@ from fixtures_engine import (
     jobs_for,
     sha256_of,
 )
+from fixtures_local_hub import HubTLS
 
 from model_zoo.download import policy
 from model_zoo.download import progress as ev
@@ -31,6 +33,7 @@ from model_zoo.download.partial import Sidecar, save_sidecar
 from model_zoo.download.paths import PARTIAL_DIR, partial_paths
 from model_zoo.errors import FetchFailedError
 from model_zoo.hubs.base import RemoteFile
+from model_zoo.testing.hub_repos import write_repo
 from model_zoo.testing.local_hub import LocalHub
 
 
@@ -405,3 +408,66 @@ def test_redirects_carry_the_token_only_to_white_listed_https_hosts(
         send_once, next(iter(hops)), {"Authorization": "Bearer om"}, None
     )  # no domains given
     assert "Authorization" not in seen[1][1]
+
+
+def test_https_connections_share_one_tls_context(
+    hub_root: Path,
+    make_hub: Any,
+    hub_tls: HubTLS,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Loading the CA bundle holds the GIL for ~30 ms: built once per connection, the first
+    wave of a pull over https (16 connections) queued ~0.5 s before its first byte. One context
+    serves every connection, built once even when the workers all connect at the same moment."""
+    import ssl
+
+    from model_zoo.download import http_fetch
+
+    write_repo(hub_root, ENGINE_REPO, ENGINE_FILES)
+    hub = make_hub(tls=hub_tls.context)
+    assert hub.url.startswith("https://")
+    hub.bandwidth.set(conn=2_000_000)  # every connection slow: ranges spread over many of them
+    monkeypatch.setenv("SSL_CERT_FILE", str(hub_tls.ca))
+    monkeypatch.setattr(http_fetch, "_SSL_CONTEXTS", {})
+    built: list[object] = []
+    real = ssl.create_default_context
+
+    def counting(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        built.append(kwargs.get("cafile"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ssl, "create_default_context", counting)
+    out = tmp_path / "out"
+    fetch(jobs_for(hub), out, options=fast_options(connections=8, initial_connections=8))
+    assert_tree_matches(hub, out)
+    assert hub.stats.peak_bodies(BIG) >= 2  # several TLS connections at once
+    assert built == [str(hub_tls.ca)]
+
+
+def test_a_tls_client_leaving_mid_body_is_not_a_mirror_error(
+    hub_root: Path, make_hub: Any, hub_tls: HubTLS, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Clients cut bodies short on purpose (a range split in the endgame, a hedge that lost);
+    over TLS the mirror saw that as ``SSLEOFError`` and logged an internal error with a
+    traceback for each, then tried to answer 500 on the dead connection."""
+    import logging
+    import socket
+    import ssl
+    import time
+    from urllib.parse import urlsplit
+
+    write_repo(hub_root, ENGINE_REPO, ENGINE_FILES)
+    hub = make_hub(tls=hub_tls.context)
+    hub.bandwidth.set(conn=1_000_000)  # the body takes seconds: the client leaves during it
+    url = urlsplit(hub.file_url("hf", ENGINE_REPO, BIG))
+    context = ssl.create_default_context(cafile=str(hub_tls.ca))
+    caplog.set_level(logging.ERROR)
+    for _ in range(3):
+        raw = socket.create_connection((url.hostname, url.port))
+        with context.wrap_socket(raw, server_hostname=url.hostname) as tls:
+            tls.sendall(f"GET {url.path} HTTP/1.1\r\nHost: {url.netloc}\r\n\r\n".encode())
+            assert tls.recv(4096).startswith(b"HTTP/1.1 200")
+            tls.shutdown(socket.SHUT_RDWR)  # gone mid-body, without a TLS close_notify
+    time.sleep(0.5)  # the server notices at its next write (a few per second at this rate)
+    assert not [r for r in caplog.records if "internal error" in r.getMessage()]

@@ -253,6 +253,10 @@ def test_a_capped_or_far_link_splits_right_after_the_request_in_flight(tmp_path:
     seg = victim()
     far = policy.plan_steal([seg.file], 4.0, o, {}, True, ttfb={"hf": 0.05})
     assert far is not None and far.at == seg.req_end
+    seg = victim()  # a range whose request is not sent yet keeps room for that request
+    seg.req_end = None
+    young = policy.plan_steal([seg.file], 4.0, o, {}, True, ttfb={"hf": 0.05})
+    assert young is not None and young.at == policy.request_size(o, seg.rate(4.0), 0.05)
     seg = victim()
     near = policy.plan_steal([seg.file], 4.0, o, {}, True, ttfb={"hf": 0.001})
     assert near is not None and near.at == 32 * MiB  # the middle of what is left

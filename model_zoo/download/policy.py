@@ -176,8 +176,13 @@ def plan_steal(
                 # capped or far: split right after the request in flight, so a file is fetched as
                 # request-sized pieces in file order and its hash keeps up with the bytes; halves
                 # would leave most of each file to hash after its last byte arrives
-                in_order = capped or far
-                split = free_from if in_order else max(free_from, lo + (s.end - lo) // 2)
+                if capped or far:
+                    if s.req_end is None:  # its request is not sent yet: leave room for it
+                        ask = request_size(o, rate or None, (ttfb or {}).get(source))
+                        free_from = max(free_from, s.pos + ask)
+                    split = free_from
+                else:
+                    split = max(free_from, lo + (s.end - lo) // 2)
                 clean = True
             elif s.end - lo >= 2 * part and rate > 0 and eta > endgame:
                 split, clean = lo + (s.end - lo) // 2, False

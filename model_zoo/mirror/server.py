@@ -233,8 +233,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_error(ctx, r)
         except _Aborted:
             self.close_connection = True
-        except (BrokenPipeError, ConnectionResetError, TimeoutError):
-            self.close_connection = True
+        except (BrokenPipeError, ConnectionResetError, TimeoutError, ssl.SSLEOFError):
+            self.close_connection = True  # the client went away mid-body (over TLS: SSLEOFError)
         except Exception as exc:  # a bug in the hub must still answer, not hang the client
             log.exception("mirror: internal error on %s %s", method, self.path)
             try:
