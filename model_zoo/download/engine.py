@@ -20,10 +20,12 @@ How it works, briefly (details in the modules named):
   total rate still grows, fewer on 429/503 or a rising time to first byte). A worker takes,
   in this order: a file ready to be finalised, an unclaimed byte range of a file in progress, a
   new file, or half of the largest range another worker still has to fetch (work stealing in
-  ``scheduler``: a slow source never holds the end). Files smaller than ``range_split_threshold``
-  and files whose server ignores Range are fetched as one stream; ranged requests ask for
-  enough bytes that their round trip is a small part of them (``policy.request_size``), and
-  steals split beyond the request in flight, so no byte is fetched twice (``transfer``).
+  ``scheduler``: a slow source never holds the end); on a capped or far link, everything after
+  that range's request in flight, so files arrive in order and hash as they come. Files
+  smaller than ``range_split_threshold`` and files whose server ignores Range are fetched as
+  one stream; ranged requests ask for enough bytes that their round trip is a small part of
+  them (``policy.request_size``), and steals split beyond the request in flight, so no byte is
+  fetched twice (``transfer``).
 - A range that goes silent for much longer than its own recent gaps gets a hedged duplicate
   request (same source, or another); the two race on the same bytes, each writing only what
   the other has not, and the one that falls behind is cancelled (``Race``). With
