@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import signal
 import socket
 
 import pytest
@@ -101,11 +102,18 @@ def _isolated_env(
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """A path given on the command line must exist, as it must in a serial run.
+    """Ctrl-C reaches the tests, and a path given on the command line must exist.
+
+    A background job of a non-interactive shell (``(pytest &)``, some CI runners) starts with
+    SIGINT ignored, and every process it starts inherits that: the Ctrl-C tests then saw a pull
+    that could not be interrupted and a mirror that would not stop. The suite tests Ctrl-C, so
+    it restores the default handler (in the controller and in each xdist worker).
 
     Under xdist the workers collect, and a mistyped file came back as "no tests ran" (exit 5)
     without naming the file; this says which one, with pytest's usage-error status (4).
     """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     if hasattr(config, "workerinput") or config.option.pyargs:
         return  # a worker (the controller checked), or module names rather than paths
     for arg in config.args:
