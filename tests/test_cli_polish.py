@@ -192,6 +192,33 @@ def test_exit_2_usage(args: tuple[str, ...]) -> None:
         assert "Did you mean" in proc.stderr
 
 
+def _built_commands(args: list[str]) -> list[str]:
+    import typer
+
+    from model_zoo.cli.main import build_app, keep_only_invoked
+
+    app = build_app()
+    keep_only_invoked(app, args)
+    return sorted(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
+
+
+def test_a_run_builds_only_the_command_it_invokes() -> None:
+    """Typer builds every command's parameters on each start; a run builds its own only."""
+    everything = _built_commands([])
+    assert {"pull", "list", "cache", "dev", "serve-mirror"} <= set(everything)
+    assert _built_commands(["pull", "x", "-q"]) == ["pull"]
+    assert _built_commands(["cache", "du"]) == ["cache"]
+    assert _built_commands(["serve-mirror", "dir"]) == ["serve-mirror"]
+    for args in (["--help"], ["--version"], ["pul"], ["-h", "pull"]):
+        assert _built_commands(args) == everything, args
+
+
+def test_an_unknown_command_still_gets_suggestions() -> None:
+    proc = cli("pul", "internlm2_5-7b-chat")
+    assert proc.returncode == 2
+    assert "Did you mean 'pull'" in proc.stderr, proc.stderr
+
+
 def test_error_messages_print_brackets_as_they_are(tmp_path: Path) -> None:
     """A path such as run[1]/ckpt is text, not rich markup: nothing in it may vanish."""
     missing = tmp_path / "run[1]" / "[bold]ckpt"

@@ -93,6 +93,33 @@ def test_a_pull_of_what_is_already_there_asks_the_hub_one_small_question(
     assert again.downloaded_bytes == 0 and all(f.present for f in again.files)
 
 
+def test_a_no_op_pull_from_the_cli_loads_no_download_engine(pull_hub) -> None:
+    """Start-up is most of a no-op pull: the engine and its value types stay unimported."""
+    import subprocess
+    import sys
+
+    first = pull_model(MODEL, source="hf")
+    pull_hub.stats.reset()
+    script = (
+        "import json, sys\n"
+        "from model_zoo.cli.main import main\n"
+        f"rc = main(['pull', {MODEL!r}, '-q', '--source', 'hf'])\n"
+        "print(json.dumps([rc, sorted(m for m in sys.modules if m.startswith('model_zoo.'))]))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    rc, loaded = json.loads(lines[-1])
+    assert rc == 0 and lines[0] == str(first.path)
+    assert "model_zoo.download.pull" in loaded and "model_zoo.download.http_fetch" in loaded
+    for engine in ("fetching", "types", "engine", "scheduler", "transfer", "progress"):
+        assert f"model_zoo.download.{engine}" not in loaded, engine
+    (asked,) = pull_hub.stats.requests
+    assert asked.kind == "api"
+
+
 def test_a_branch_that_moved_since_is_pulled_again(own_hub) -> None:
     from model_zoo.testing.hub_repos import write_repo
 

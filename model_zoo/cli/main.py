@@ -58,6 +58,36 @@ def build_app() -> typer.Typer:
     return app
 
 
+def _command_names(app: typer.Typer) -> list[str]:
+    """Top-level command and group names, as the user types them."""
+    names = [
+        info.name or typer.main.get_command_name(info.callback.__name__)
+        for info in app.registered_commands
+        if info.callback is not None
+    ]
+    return names + [info.name for info in app.registered_groups if info.name]
+
+
+def keep_only_invoked(app: typer.Typer, args: list[str]) -> None:
+    """Drop every top-level command but the one ``args`` invokes, before typer builds them.
+
+    Typer turns every command's signature into click parameters on each start (about a
+    third of a no-op ``pull``'s wall time); a run needs only its own command. With no
+    command, an option first (``--help``, ``--version``) or a name we don't know (click's
+    "No such command" lists the others), everything stays.
+    """
+    if not args or args[0].startswith("-") or args[0] not in _command_names(app):
+        return
+    wanted = args[0]
+    app.registered_commands = [
+        info
+        for info in app.registered_commands
+        if (info.name or typer.main.get_command_name(getattr(info.callback, "__name__", "")))
+        == wanted
+    ]
+    app.registered_groups = [info for info in app.registered_groups if info.name == wanted]
+
+
 def report_error(exc: ModelZooError) -> None:
     """Print a model-zoo error for a person: one message, no traceback."""
     from rich.markup import escape
@@ -83,6 +113,7 @@ def _click_exceptions() -> tuple[type[BaseException], type[BaseException], type[
 def main(argv: list[str] | None = None) -> int:
     exit_exc, abort_exc, click_exc = _click_exceptions()
     app = build_app()
+    keep_only_invoked(app, sys.argv[1:] if argv is None else list(argv))
     try:
         rv = app(args=argv, standalone_mode=False, prog_name="model-zoo")
     except ModelZooError as exc:

@@ -30,7 +30,7 @@ from ..errors import (
 )
 from ..store.layout import meta_dir, model_lock_path, snapshot_dir
 from ..store.manifest import SIZE_ONLY, FileRecord
-from . import after, fetching, listing, local
+from . import listing, local
 from .plan import describe_plan
 from .record import write_record
 from .request import PullOptions, PullRequest, resolve_request
@@ -38,6 +38,7 @@ from .results import PlannedFile, ProgressFn, PullEvent, PullResult
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..hubs.base import Manifest
+    from .fetching import Renew
     from .matching import FilePlan
     from .plan import PlannedSource
 
@@ -184,10 +185,14 @@ def _pull_into(
     others: list[Manifest],
     file_plans: list[FilePlan],
     result: PullResult,
-    renew: fetching.Renew | None,
+    renew: Renew | None,
     head_check: Callable[[], None] | None,
 ) -> PullResult:
     """Under the model lock: what is on disk, what to fetch, the checks after it, the record."""
+    # The engine is imported here, not at the top: a pull with nothing to fetch (the common
+    # rerun) never loads it, which is a sixth of a no-op pull's start-up.
+    from . import after, fetching
+
     emit = req.emit
     present = local.find_present(target, file_plans)
     in_store = req.settings.home.resolve() in target.resolve().parents
