@@ -10,6 +10,7 @@ import importlib
 import sys
 
 import typer
+from typer.models import CommandInfo
 
 from .. import __version__
 from ..errors import EXIT_USAGE, ModelZooError
@@ -58,34 +59,25 @@ def build_app() -> typer.Typer:
     return app
 
 
-def _command_names(app: typer.Typer) -> list[str]:
-    """Top-level command and group names, as the user types them."""
-    names = [
-        info.name or typer.main.get_command_name(info.callback.__name__)
-        for info in app.registered_commands
-        if info.callback is not None
-    ]
-    return names + [info.name for info in app.registered_groups if info.name]
+def _command_name(info: CommandInfo) -> str:
+    """A top-level command's name as the user types it."""
+    return info.name or typer.main.get_command_name(getattr(info.callback, "__name__", ""))
 
 
 def keep_only_invoked(app: typer.Typer, args: list[str]) -> None:
     """Drop every top-level command but the one ``args`` invokes, before typer builds them.
 
-    Typer turns every command's signature into click parameters on each start (about a
-    third of a no-op ``pull``'s wall time); a run needs only its own command. With no
-    command, an option first (``--help``, ``--version``) or a name we don't know (click's
-    "No such command" lists the others), everything stays.
+    Typer turns every command's signature into click parameters on each start (tens of
+    milliseconds for all of them); a run needs only its own command. With no command, an
+    option first (``--help``, ``--version``) or a name we don't know (click's "No such
+    command" lists the others), everything stays.
     """
-    if not args or args[0].startswith("-") or args[0] not in _command_names(app):
+    if not args or args[0].startswith("-"):
         return
-    wanted = args[0]
-    app.registered_commands = [
-        info
-        for info in app.registered_commands
-        if (info.name or typer.main.get_command_name(getattr(info.callback, "__name__", "")))
-        == wanted
-    ]
-    app.registered_groups = [info for info in app.registered_groups if info.name == wanted]
+    commands = [info for info in app.registered_commands if _command_name(info) == args[0]]
+    groups = [info for info in app.registered_groups if info.name == args[0]]
+    if commands or groups:
+        app.registered_commands, app.registered_groups = commands, groups
 
 
 def report_error(exc: ModelZooError) -> None:
