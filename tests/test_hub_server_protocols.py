@@ -305,6 +305,24 @@ def test_stats_count_bytes_per_file_and_log_requests(hub_root: Path, local_hub: 
     assert stats.bytes_served() == 0 and stats.requests == []
 
 
+def test_stats_tell_bytes_sent_to_two_clients_from_one_client_asking_twice(
+    local_hub: LocalHub,
+) -> None:
+    url = f"/{SAMPLE_REPO}/resolve/main/nested/data.bin"
+    stats = local_hub.stats
+    one, two = {"Authorization": "Bearer one"}, {"Authorization": "Bearer two"}
+    request(local_hub, url, headers={**one, "Range": "bytes=0-1999"})
+    request(local_hub, url, headers={**one, "Range": "bytes=1000-1999"})  # its own repeat
+    request(local_hub, url, headers={**two, "Range": "bytes=2000-"})  # the rest: no overlap
+    assert stats.sent_to_two_clients() == []
+    request(local_hub, url, headers={**two, "Range": "bytes=1500-1599"})
+    request(local_hub, url, method="HEAD", headers=two)  # no body, never counted
+    assert stats.sent_to_two_clients() == [
+        ("nested/data.bin", (0, 2000), (1500, 1600)),
+        ("nested/data.bin", (1000, 2000), (1500, 1600)),
+    ]
+
+
 def test_lfs_redirect_mode_moves_lfs_bytes_behind_a_302(
     hub_root: Path, make_hub: HubFactory
 ) -> None:

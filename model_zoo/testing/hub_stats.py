@@ -102,6 +102,34 @@ class HubStats:
         with self._lock:
             return self._peak.get(path, 0)
 
+    def sent_to_two_clients(self) -> list[tuple[str, tuple[int, int], tuple[int, int]]]:
+        """Bytes of one file sent to two clients, told apart by their credential (Authorization
+        header or session cookie): ``(path, span, span)`` for each pair of overlapping
+        ``[start, end)`` body spans of different clients. Empty when every byte went to one
+        client only. A client's own repeats (a request it cut short in flight, then asked again
+        for the rest) are not counted: they cost it bytes on the wire, not a second download."""
+        spans: dict[str, dict[str | None, list[tuple[int, int]]]] = defaultdict(dict)
+        for r in self.file_requests(method="GET"):
+            if r.path is None or not r.bytes_sent:
+                continue
+            start = 0
+            if r.status == 206 and r.range and r.range.startswith("bytes="):
+                first = r.range.removeprefix("bytes=").split("-", 1)[0]
+                start = int(first) if first.isdigit() else 0
+            spans[r.path].setdefault(r.authorization, []).append((start, start + r.bytes_sent))
+        shared = []
+        for path, by_client in spans.items():
+            clients = list(by_client.values())
+            for i, mine in enumerate(clients):
+                for theirs in clients[i + 1 :]:
+                    shared += [
+                        (path, a, b)
+                        for a in mine
+                        for b in theirs
+                        if max(a[0], b[0]) < min(a[1], b[1])
+                    ]
+        return shared
+
     def file_requests(
         self, *, path: str | None = None, protocol: str | None = None, method: str | None = None
     ) -> list[RequestRecord]:
