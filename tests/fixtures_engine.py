@@ -69,8 +69,12 @@ def jobs_for(
     publish_sha: bool = True,
     sha_override: dict[str, str] | None = None,
     url_override: dict[str, str] | None = None,
+    token: str | None = None,
 ) -> list[FileJob]:
-    """One job per served file (or per ``paths``), with one candidate per protocol."""
+    """One job per served file (or per ``paths``), with one candidate per protocol.
+
+    ``token`` is sent as a bearer token: the hub's request log then tells this run's requests
+    from those of an earlier run whose last response the server may still be sending."""
     snap = hub.store.snapshot(repo)
     jobs = []
     for path, entry in snap.files.items():
@@ -79,7 +83,11 @@ def jobs_for(
         sha = (sha_override or {}).get(path, entry.sha256) if publish_sha else None
         cands = tuple(
             RemoteFile(
-                path, entry.size, sha, (url_override or {}).get(path) or hub.file_url(p, repo, path)
+                path,
+                entry.size,
+                sha,
+                (url_override or {}).get(path) or hub.file_url(p, repo, path),
+                {"Authorization": f"Bearer {token}"} if token else {},
             )
             for p in protocols
         )
