@@ -240,9 +240,7 @@ def test_kill_9_mid_pull_then_resume_fetches_only_the_rest(own_hub) -> None:
     total = sum(f["size"] for f in final["files"])
     # this run's bytes, told apart by its token: the killed run's last response may still be
     # winding down at the server
-    second = sum(
-        r.bytes_sent for r in hub.stats.file_requests() if r.authorization == "Bearer hf_resume"
-    )
+    second = hub.stats.bytes_sent_to("Bearer hf_resume")
     assert final["resumed_bytes"] >= kept - 1  # what the sidecar recorded was kept...
     assert second <= total - final["resumed_bytes"] + 1  # ...and not fetched again
     assert second >= final["downloaded_bytes"] > 0  # (and the token told this run's bytes)

@@ -82,15 +82,6 @@ def _spawn(
     )
 
 
-def _sent_to(hub: LocalHub, token: str, path: str) -> int:
-    """Body bytes of ``path`` the hub sent in answer to requests carrying ``token``."""
-    return sum(
-        r.bytes_sent
-        for r in hub.stats.file_requests(path=path)
-        if r.authorization == f"Bearer {token}"
-    )
-
-
 def _written(target: Path, path: str) -> int:
     sc = load_sidecar(partial_paths(target, path).sidecar)
     return sum(e - s for s, e in sc.written) if sc else 0
@@ -129,7 +120,7 @@ def test_kill_9_then_resume_fetches_only_the_missing_bytes(
     assert f.bytes_resumed + f.bytes_downloaded == size
     # counted at the server: the bytes already on disk were not sent again (this run's requests
     # only: the killed child's last response may still be winding down)
-    assert _sent_to(engine_hub, "resume", BIG) == size - f.bytes_resumed
+    assert engine_hub.stats.bytes_sent_to("Bearer resume", path=BIG) == size - f.bytes_resumed
     assert not partial_paths(out, BIG).data.exists()
 
 
@@ -186,7 +177,7 @@ def test_disk_full_mid_way_keeps_partials_and_resumes(
     assert report.files[0].bytes_resumed == kept
     # this run's requests only: on a busy machine the server may still be answering a request
     # the failed run sent just before it stopped (a whole 256 KiB body was seen counted late)
-    assert _sent_to(engine_hub, "resume", BIG) == ENGINE_FILES[BIG] - kept  # type: ignore[operator]
+    assert engine_hub.stats.bytes_sent_to("Bearer resume", path=BIG) == ENGINE_FILES[BIG] - kept  # type: ignore[operator]
     assert report.files[0].sha256 == report.files[0].expected_sha256
 
 

@@ -102,6 +102,14 @@ class HubStats:
         with self._lock:
             return self._peak.get(path, 0)
 
+    def bytes_sent_to(self, credential: str, *, path: str | None = None) -> int:
+        """File body bytes sent in answer to requests carrying ``credential`` (as sent, e.g.
+        ``Bearer abc``): one run's bytes, even while an earlier run's response is still being
+        sent."""
+        return sum(
+            r.bytes_sent for r in self.file_requests(path=path) if r.authorization == credential
+        )
+
     def sent_to_two_clients(self) -> list[tuple[str, tuple[int, int], tuple[int, int]]]:
         """Bytes of one file sent to two clients, told apart by their credential (Authorization
         header or session cookie): ``(path, span, span)`` for each pair of overlapping
